@@ -1,0 +1,27 @@
+//! The sans-IO packet core.
+//!
+//! Owns the per-packet pipeline: parse -> port checks (anti-spoofing) -> VPC route lookup ->
+//! deliver, with generated ICMP where a visible hop or the subnet gateway answers. Callers drive it
+//! with [`Fabric::handle`] for each packet and [`Fabric::handle_timeout`] when
+//! [`Fabric::poll_timeout`] says so; they pass `now` and own every buffer.
+//!
+//! Invariants: no syscalls, threads, clocks or I/O modules in here (a test enforces it); no
+//! allocation, locking or logging per packet; packets are rewritten in place; a packet never
+//! crosses from one VPC to another except through the public segment; malformed input is a counted
+//! drop, never a panic.
+
+pub mod checksum;
+mod counters;
+mod fabric;
+pub mod icmp;
+mod verdict;
+
+pub use counters::{Counters, PortCounters};
+pub use fabric::Fabric;
+pub use verdict::{DropReason, Verdict};
+
+pub use crate::tables::PortId;
+
+/// Smallest buffer `handle` needs beyond the packet itself to write any reply it generates: an IPv4
+/// header, an ICMP header, and the offending packet's header (up to 60 bytes) plus 8 bytes.
+pub const MIN_BUFFER: usize = 20 + 8 + 60 + 8;

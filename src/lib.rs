@@ -1,0 +1,16 @@
+//! vpcd: a userspace virtual network that behaves like a cloud VPC.
+//!
+//! Layers, top to bottom (see `README.md` and the design notes):
+//! - [`topology`]: the TOML model, validation with located errors, the resolved [`topology::Plan`];
+//! - [`tables`]: lookup tables compiled from a plan, swapped atomically on change;
+//! - [`dataplane`]: the sans-IO packet core, `handle(now, port, buf) -> Verdict`;
+//! - [`sim`]: in-process smoltcp hosts on a virtual clock, and the probes `vpcd test` runs.
+//!
+//! The dataplane does no I/O and reads no clock: [`time::Instant`] is passed in.
+#![deny(unsafe_code)]
+
+pub mod dataplane;
+pub mod sim;
+pub mod tables;
+pub mod time;
+pub mod topology;

@@ -1,0 +1,1 @@
+//! In-process hosts (smoltcp) on a virtual clock, and the probes `vpcd test` runs.

@@ -1,0 +1,234 @@
+//! Lookup tables compiled from a `Plan`: what the dataplane reads on every packet.
+//!
+//! Built once per topology change by [`compile`] and handed to the dataplane behind an `Arc`, so a
+//! change is an atomic swap (model -> validate -> compile -> swap). Nothing here changes while a
+//! packet is being handled, and nothing here allocates after compilation.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use foldhash::fast::FixedState;
+use ipnet::Ipv4Net;
+use prefix_trie::PrefixMap;
+
+use crate::topology::cidr::Cidr;
+use crate::topology::model::Attach;
+use crate::topology::plan::{Endpoint, Plan, RouteTargetPlan};
+
+/// Where packets enter and leave the dataplane: an index into [`Tables::ports`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortId(pub u32);
+
+impl PortId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Hash maps keyed by addresses. Keys come from the topology, not from guests, so a fixed seed is
+/// fine here; the connection table (guest-chosen keys) uses a random seed.
+pub type AddrMap<V> = HashMap<Ipv4Addr, V, FixedState>;
+
+/// Everything the dataplane needs, immutable once built.
+#[derive(Debug)]
+pub struct Tables {
+    pub ports: Vec<PortInfo>,
+    pub vpcs: Vec<VpcTable>,
+    pub internet: InternetTable,
+}
+
+/// Who sits behind a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortOwner {
+    Instance {
+        vpc: u32,
+        subnet: u32,
+        instance: u32,
+    },
+    Host {
+        host: u32,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct PortInfo {
+    /// `VPC/INSTANCE` or `internet/HOST`.
+    pub name: String,
+    /// The only source address this port may send from (anti-spoofing).
+    pub addr: Ipv4Addr,
+    pub mtu: u32,
+    pub attach: Attach,
+    pub owner: PortOwner,
+}
+
+#[derive(Debug)]
+pub struct VpcTable {
+    pub name: String,
+    pub cidr: Cidr,
+    pub subnets: Vec<SubnetTable>,
+    pub route_tables: Vec<RouteTable>,
+    /// Instance address -> port.
+    pub hosts: AddrMap<PortId>,
+    /// Subnet gateway (`.1`) address -> subnet index.
+    pub gateways: AddrMap<u32>,
+}
+
+#[derive(Debug)]
+pub struct SubnetTable {
+    pub name: String,
+    pub cidr: Cidr,
+    pub gateway: Ipv4Addr,
+    /// Index into `VpcTable::route_tables`.
+    pub route_table: u32,
+}
+
+/// A longest-prefix-match route table.
+#[derive(Debug)]
+pub struct RouteTable {
+    pub name: String,
+    trie: PrefixMap<Ipv4Net, RouteTargetPlan>,
+}
+
+/// The route a lookup chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteMatch {
+    pub prefix: Ipv4Net,
+    pub target: RouteTargetPlan,
+}
+
+impl RouteTable {
+    /// Longest-prefix match for `dst`; `None` when no route covers it.
+    pub fn lookup(&self, dst: Ipv4Addr) -> Option<RouteMatch> {
+        let host = Ipv4Net::new(dst, 32).expect("a /32 is always valid");
+        self.trie.get_lpm(&host).map(|(prefix, target)| RouteMatch {
+            prefix,
+            target: *target,
+        })
+    }
+}
+
+/// The public segment.
+#[derive(Debug)]
+pub struct InternetTable {
+    pub cidr: Cidr,
+    /// Public host address -> port.
+    pub hosts: AddrMap<PortId>,
+    /// EIP address -> index into the plan's EIPs.
+    pub eips: AddrMap<u32>,
+}
+
+impl Tables {
+    pub fn port(&self, id: PortId) -> Option<&PortInfo> {
+        self.ports.get(id.index())
+    }
+
+    /// The port of a plan endpoint. Ports are numbered instances first (VPC by VPC), then hosts.
+    pub fn port_of(&self, endpoint: Endpoint) -> PortId {
+        match endpoint {
+            Endpoint::Instance { vpc, instance } => {
+                let before: usize = self.vpcs[..vpc].iter().map(|v| v.hosts.len()).sum();
+                PortId((before + instance) as u32)
+            }
+            Endpoint::Host(h) => {
+                let instances: usize = self.vpcs.iter().map(|v| v.hosts.len()).sum();
+                PortId((instances + h) as u32)
+            }
+        }
+    }
+
+    /// Finds a port by its name (`VPC/INSTANCE` or `internet/HOST`).
+    pub fn port_named(&self, name: &str) -> Option<PortId> {
+        self.ports
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| PortId(i as u32))
+    }
+}
+
+/// Compiles a validated plan. Never fails: the plan's indices are in range by construction.
+pub fn compile(plan: &Plan) -> Tables {
+    let mut ports = Vec::new();
+    let mut vpcs = Vec::with_capacity(plan.vpcs.len());
+    for (vi, vpc) in plan.vpcs.iter().enumerate() {
+        let mut hosts = AddrMap::default();
+        for (ii, inst) in vpc.instances.iter().enumerate() {
+            let id = PortId(ports.len() as u32);
+            hosts.insert(inst.ip, id);
+            ports.push(PortInfo {
+                name: format!("{}/{}", vpc.name, inst.name),
+                addr: inst.ip,
+                mtu: inst.mtu,
+                attach: inst.attach,
+                owner: PortOwner::Instance {
+                    vpc: vi as u32,
+                    subnet: inst.subnet as u32,
+                    instance: ii as u32,
+                },
+            });
+        }
+        let mut gateways = AddrMap::default();
+        let subnets = vpc
+            .subnets
+            .iter()
+            .enumerate()
+            .map(|(si, s)| {
+                gateways.insert(s.gateway, si as u32);
+                SubnetTable {
+                    name: s.name.clone(),
+                    cidr: s.cidr,
+                    gateway: s.gateway,
+                    route_table: s.route_table as u32,
+                }
+            })
+            .collect();
+        let route_tables = vpc
+            .route_tables
+            .iter()
+            .map(|rt| {
+                let mut trie = PrefixMap::new();
+                for r in &rt.routes {
+                    trie.insert(r.destination.net(), r.target);
+                }
+                RouteTable {
+                    name: rt.name.clone(),
+                    trie,
+                }
+            })
+            .collect();
+        vpcs.push(VpcTable {
+            name: vpc.name.clone(),
+            cidr: vpc.cidr,
+            subnets,
+            route_tables,
+            hosts,
+            gateways,
+        });
+    }
+    let mut hosts = AddrMap::default();
+    for (hi, h) in plan.internet.hosts.iter().enumerate() {
+        let id = PortId(ports.len() as u32);
+        hosts.insert(h.ip, id);
+        ports.push(PortInfo {
+            name: format!("internet/{}", h.name),
+            addr: h.ip,
+            mtu: h.mtu,
+            attach: h.attach,
+            owner: PortOwner::Host { host: hi as u32 },
+        });
+    }
+    let eips = plan
+        .eips
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.address, i as u32))
+        .collect();
+    Tables {
+        ports,
+        vpcs,
+        internet: InternetTable {
+            cidr: plan.internet.cidr,
+            hosts,
+            eips,
+        },
+    }
+}

@@ -1,0 +1,30 @@
+//! Topology files: the serde model (`model`), validation with located errors (`validate`,
+//! `diagnostic`) and the resolved addressing plan (`plan`).
+//!
+//! Owns everything between the TOML text and a `Plan`. It must not know about packets: the
+//! dataplane reads compiled `tables`, never this model.
+
+pub mod cidr;
+mod diagnostic;
+pub mod model;
+pub mod plan;
+mod validate;
+
+use std::path::Path;
+
+pub use diagnostic::{Diagnostic, TopologyError};
+pub use plan::Plan;
+
+/// Reads, parses and validates a topology file.
+pub fn load(path: &Path) -> Result<Plan, TopologyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse(&path.display().to_string(), &text)
+}
+
+/// Parses and validates topology text; `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Plan, TopologyError> {
+    validate::parse_and_validate(file, text)
+}

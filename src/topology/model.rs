@@ -1,0 +1,586 @@
+//! The serde model of a topology file: what the user wrote, with spans for error messages.
+//!
+//! Every field that validation may complain about is `Spanned`, so errors can point at the file,
+//! line and column. Unknown keys are refused everywhere (`deny_unknown_fields`): a typo must never be
+//! silently ignored. This module only parses; cross-references and address rules live in
+//! `validate.rs`, and the dataplane never reads this model (it reads `tables`).
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use super::cidr::{Addr, Cidr};
+
+/// A whole topology file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    #[serde(default)]
+    pub vpc: Vec<Vpc>,
+    #[serde(default)]
+    pub eip: Vec<Eip>,
+    #[serde(default)]
+    pub internet: Option<Internet>,
+    #[serde(default)]
+    pub probe: Vec<Probe>,
+}
+
+/// An isolated tenant network. VPCs may reuse each other's CIDRs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vpc {
+    pub name: Spanned<String>,
+    pub cidr: Spanned<Cidr>,
+    #[serde(default)]
+    pub subnet: Vec<Subnet>,
+    #[serde(default)]
+    pub route_table: Vec<RouteTable>,
+    #[serde(default)]
+    pub instance: Vec<Instance>,
+    #[serde(default)]
+    pub nat_gateway: Vec<NatGateway>,
+    #[serde(default)]
+    pub security_group: Vec<SecurityGroup>,
+    #[serde(default)]
+    pub network_acl: Vec<NetworkAcl>,
+}
+
+/// A CIDR inside a VPC. Reserved: the network address, `.1` (the gateway) and broadcast.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subnet {
+    pub name: Spanned<String>,
+    pub cidr: Spanned<Cidr>,
+    /// The route table; `None` means the VPC's main table (the one named `main`, or local only).
+    #[serde(default)]
+    pub route_table: Option<Spanned<String>>,
+    #[serde(default)]
+    pub network_acl: Option<Spanned<String>>,
+}
+
+/// Name of the route table a subnet uses when it names none.
+pub const MAIN_ROUTE_TABLE: &str = "main";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTable {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub destination: Spanned<Cidr>,
+    pub target: Spanned<RouteTarget>,
+}
+
+/// Where a route sends matching packets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// Delivered inside the VPC (implicit for the VPC CIDR).
+    Local,
+    /// Silently dropped.
+    Blackhole,
+    /// The internet gateway: only instances with a 1:1 EIP get out this way.
+    Internet,
+    /// A NAT gateway of the same VPC, by name (`nat:NAME`).
+    Nat(String),
+}
+
+impl FromStr for RouteTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "local" => Ok(RouteTarget::Local),
+            "blackhole" => Ok(RouteTarget::Blackhole),
+            "internet" => Ok(RouteTarget::Internet),
+            _ => match s.strip_prefix("nat:") {
+                Some(name) if !name.is_empty() => Ok(RouteTarget::Nat(name.to_string())),
+                _ => Err(format!(
+                    "`{s}` is not a route target; use \"local\", \"blackhole\", \"internet\" or \"nat:GATEWAY\""
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for RouteTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteTarget::Local => f.write_str("local"),
+            RouteTarget::Blackhole => f.write_str("blackhole"),
+            RouteTarget::Internet => f.write_str("internet"),
+            RouteTarget::Nat(n) => write!(f, "nat:{n}"),
+        }
+    }
+}
+
+/// A function instance attached to a subnet by one port.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Instance {
+    pub name: Spanned<String>,
+    pub subnet: Spanned<String>,
+    /// `None`: the first free address of the subnet.
+    #[serde(default)]
+    pub ip: Option<Spanned<Addr>>,
+    #[serde(default)]
+    pub attach: Attach,
+    /// Security groups by name; empty means the VPC's default group.
+    #[serde(default)]
+    pub security_groups: Vec<Spanned<String>>,
+    /// A 1:1 EIP association by EIP name.
+    #[serde(default)]
+    pub eip: Option<Spanned<String>>,
+    /// Port MTU (default 1500, at most 65520).
+    #[serde(default)]
+    pub mtu: Option<Spanned<u32>>,
+}
+
+/// Default port MTU.
+pub const DEFAULT_MTU: u32 = 1500;
+/// Largest MTU a port accepts (TUN's limit).
+pub const MAX_MTU: u32 = 65520;
+/// Smallest MTU a port accepts (IPv4's minimum reassembly size).
+pub const MIN_MTU: u32 = 576;
+
+/// How an instance or internet host is attached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Attach {
+    /// A real TUN device in a network namespace (`vpcd up`); simulated by `vpcd test`.
+    #[default]
+    Netns,
+    /// An in-process smoltcp host.
+    Sim,
+}
+
+/// An elastic IP: a public address.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Eip {
+    pub name: Spanned<String>,
+    pub address: Spanned<Addr>,
+}
+
+/// The public segment.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Internet {
+    /// The public hosts' block; default `DEFAULT_INTERNET_CIDR`.
+    #[serde(default)]
+    pub cidr: Option<Spanned<Cidr>>,
+    #[serde(default)]
+    pub host: Vec<Host>,
+}
+
+/// Default block of the public segment (a documentation range).
+pub const DEFAULT_INTERNET_CIDR: &str = "198.51.100.0/24";
+
+/// A host on the public segment.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    pub name: Spanned<String>,
+    pub ip: Spanned<Addr>,
+    /// What the host answers when simulated: `tcp:80`, `udp:53`.
+    #[serde(default)]
+    pub serve: Vec<Spanned<Service>>,
+    #[serde(default)]
+    pub attach: Attach,
+    #[serde(default)]
+    pub mtu: Option<Spanned<u32>>,
+}
+
+/// A transport protocol with a port, written `tcp:80` or `udp:53`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Service {
+    pub proto: L4,
+    pub port: u16,
+}
+
+/// The transport protocols probes and services speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum L4 {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+impl L4 {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            L4::Tcp => "tcp",
+            L4::Udp => "udp",
+            L4::Icmp => "icmp",
+        }
+    }
+}
+
+impl fmt::Display for L4 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Service {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("`{s}` is not a service; write it like \"tcp:80\" or \"udp:53\"");
+        let (proto, port) = s.split_once(':').ok_or_else(bad)?;
+        let proto = match proto {
+            "tcp" => L4::Tcp,
+            "udp" => L4::Udp,
+            _ => return Err(bad()),
+        };
+        let port = parse_port(port).ok_or_else(bad)?;
+        Ok(Service { proto, port })
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.proto, self.port)
+    }
+}
+
+fn parse_port(s: &str) -> Option<u16> {
+    s.parse::<u16>().ok().filter(|p| *p != 0)
+}
+
+/// A reachability assertion checked by `vpcd test`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `VPC/INSTANCE` or `internet/HOST`.
+    pub from: Spanned<String>,
+    pub to: Spanned<ProbeTarget>,
+    pub expect: Spanned<Expect>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    Allow,
+    Deny,
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Expect::Allow => "allow",
+            Expect::Deny => "deny",
+        })
+    }
+}
+
+/// Where a probe goes: `ADDRESS:PORT/PROTO`, `SCOPE/NAME:PORT/PROTO`, or `.../icmp` without a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeTarget {
+    pub host: TargetHost,
+    /// `None` for ICMP echo.
+    pub port: Option<u16>,
+    pub proto: L4,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetHost {
+    Addr(Ipv4Addr),
+    /// `VPC/INSTANCE` or `internet/HOST`.
+    Named {
+        scope: String,
+        name: String,
+    },
+}
+
+impl FromStr for ProbeTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!(
+                "`{s}` is not a probe target; write \"198.51.100.10:80/tcp\", \"tenant-b/fn-b1:53/udp\" or \"10.0.1.20/icmp\""
+            )
+        };
+        let (rest, proto) = s.rsplit_once('/').ok_or_else(bad)?;
+        let proto = match proto {
+            "tcp" => L4::Tcp,
+            "udp" => L4::Udp,
+            "icmp" => L4::Icmp,
+            _ => return Err(bad()),
+        };
+        let (host, port) = match (proto, rest.rsplit_once(':')) {
+            (L4::Icmp, None) => (rest, None),
+            (L4::Icmp, Some(_)) => {
+                return Err(format!(
+                    "`{s}`: ICMP echo has no port; write \"{}/icmp\"",
+                    rest.split(':').next().unwrap_or(rest)
+                ));
+            }
+            (_, Some((h, p))) => (h, Some(parse_port(p).ok_or_else(bad)?)),
+            (_, None) => {
+                return Err(format!(
+                    "`{s}`: {proto} needs a port, like \"{rest}:80/{proto}\""
+                ));
+            }
+        };
+        let host = if let Ok(a) = host.parse::<Ipv4Addr>() {
+            TargetHost::Addr(a)
+        } else {
+            match host.split_once('/') {
+                Some((scope, name))
+                    if !scope.is_empty() && !name.is_empty() && !name.contains('/') =>
+                {
+                    TargetHost::Named {
+                        scope: scope.into(),
+                        name: name.into(),
+                    }
+                }
+                _ => return Err(bad()),
+            }
+        };
+        Ok(ProbeTarget { host, port, proto })
+    }
+}
+
+impl fmt::Display for ProbeTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            TargetHost::Addr(a) => write!(f, "{a}")?,
+            TargetHost::Named { scope, name } => write!(f, "{scope}/{name}")?,
+        }
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        write!(f, "/{}", self.proto)
+    }
+}
+
+/// A NAT gateway in a (public) subnet of its VPC, translating to its EIPs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatGateway {
+    pub name: Spanned<String>,
+    /// The subnet the gateway's private address lives in.
+    pub subnet: Spanned<String>,
+    /// The gateway's private address; `None`: the first free one.
+    #[serde(default)]
+    pub ip: Option<Spanned<Addr>>,
+    /// EIPs (by name) the gateway owns.
+    #[serde(default)]
+    pub eips: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub snat: Vec<SnatEntry>,
+    #[serde(default)]
+    pub dnat: Vec<DnatEntry>,
+}
+
+/// `source -> EIP pool`: `source` is a CIDR or an instance name.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnatEntry {
+    pub source: Spanned<String>,
+    /// EIPs by name; empty: all of the gateway's EIPs.
+    #[serde(default)]
+    pub eips: Vec<Spanned<String>>,
+}
+
+/// `EIP:port/proto -> instance:port`, or a whole-address mapping with `protocol = "any"`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnatEntry {
+    pub eip: Spanned<String>,
+    pub protocol: Spanned<DnatProtocol>,
+    /// External port; required for tcp/udp, refused for `any`.
+    #[serde(default)]
+    pub port: Option<Spanned<u16>>,
+    pub instance: Spanned<String>,
+    /// Internal port; default: the external port.
+    #[serde(default)]
+    pub instance_port: Option<Spanned<u16>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnatProtocol {
+    Tcp,
+    Udp,
+    Any,
+}
+
+/// Stateful allow rules attached to instances.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroup {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub ingress: Vec<SgRule>,
+    /// `None`: all egress allowed (the cloud default).
+    #[serde(default)]
+    pub egress: Option<Vec<SgRule>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SgRule {
+    pub protocol: Spanned<RuleProtocol>,
+    #[serde(default)]
+    pub ports: Option<Spanned<PortRange>>,
+    #[serde(default)]
+    pub icmp_type: Option<Spanned<u8>>,
+    /// A CIDR, or `sg:NAME` for the members of another group of the same VPC.
+    pub peer: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleProtocol {
+    Tcp,
+    Udp,
+    Icmp,
+    All,
+}
+
+/// `80` or `1000-2000`, written as a string or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad =
+            || format!("`{s}` is not a port range; write \"80\" or \"1000-2000\" (ports 1-65535)");
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let first = parse_port(a.trim()).ok_or_else(bad)?;
+        let last = parse_port(b.trim()).ok_or_else(bad)?;
+        if first > last {
+            return Err(format!("`{s}`: the first port is above the last"));
+        }
+        Ok(PortRange { first, last })
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(i64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Num(n) => n.to_string(),
+            Raw::Text(t) => t,
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Stateless numbered rules attached to subnets.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkAcl {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub inbound: Vec<AclRule>,
+    #[serde(default)]
+    pub outbound: Vec<AclRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRule {
+    /// Evaluated lowest first; first match wins.
+    pub rule: Spanned<u16>,
+    pub action: Spanned<AclAction>,
+    pub protocol: Spanned<RuleProtocol>,
+    #[serde(default)]
+    pub ports: Option<Spanned<PortRange>>,
+    pub cidr: Spanned<Cidr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AclAction {
+    Allow,
+    Deny,
+}
+
+macro_rules! deserialize_from_str {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
+}
+deserialize_from_str!(RouteTarget, Service, ProbeTarget);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_targets() {
+        let t: ProbeTarget = "198.51.100.10:80/tcp".parse().unwrap();
+        assert_eq!(t.host, TargetHost::Addr(Ipv4Addr::new(198, 51, 100, 10)));
+        assert_eq!((t.port, t.proto), (Some(80), L4::Tcp));
+        let t: ProbeTarget = "tenant-b/fn-b1:53/udp".parse().unwrap();
+        assert_eq!(
+            t.host,
+            TargetHost::Named {
+                scope: "tenant-b".into(),
+                name: "fn-b1".into()
+            }
+        );
+        assert_eq!(t.to_string(), "tenant-b/fn-b1:53/udp");
+        let t: ProbeTarget = "internet/web/icmp".parse().unwrap();
+        assert_eq!((t.port, t.proto), (None, L4::Icmp));
+        assert!("10.0.0.1:80".parse::<ProbeTarget>().is_err());
+        assert!("10.0.0.1/tcp".parse::<ProbeTarget>().is_err());
+        assert!("10.0.0.1:0/tcp".parse::<ProbeTarget>().is_err());
+        assert!("10.0.0.1:80/icmp".parse::<ProbeTarget>().is_err());
+    }
+
+    #[test]
+    fn route_targets_and_ports() {
+        assert_eq!(
+            "nat:egress".parse::<RouteTarget>(),
+            Ok(RouteTarget::Nat("egress".into()))
+        );
+        assert!("nat:".parse::<RouteTarget>().is_err());
+        assert_eq!(
+            "1000-2000".parse::<PortRange>(),
+            Ok(PortRange {
+                first: 1000,
+                last: 2000
+            })
+        );
+        assert!("2000-1000".parse::<PortRange>().is_err());
+        assert_eq!(
+            "tcp:80".parse::<Service>(),
+            Ok(Service {
+                proto: L4::Tcp,
+                port: 80
+            })
+        );
+        assert!("icmp:1".parse::<Service>().is_err());
+    }
+}

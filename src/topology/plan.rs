@@ -1,0 +1,225 @@
+//! The resolved addressing plan: a validated topology with every name turned into an index and
+//! every address assigned.
+//!
+//! `validate` builds it from the model; `tables::compile` turns it into lookup tables; `vpcd check`
+//! prints it. Indices are positions in the vectors of the same plan and are always in range.
+
+use std::net::Ipv4Addr;
+
+use super::cidr::Cidr;
+use super::model::{
+    Attach, DnatProtocol, Expect, NetworkAcl, ProbeTarget, RouteTarget, SecurityGroup, Service,
+};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub vpcs: Vec<VpcPlan>,
+    pub eips: Vec<EipPlan>,
+    pub internet: InternetPlan,
+    pub probes: Vec<ProbePlan>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VpcPlan {
+    pub name: String,
+    pub cidr: Cidr,
+    pub subnets: Vec<SubnetPlan>,
+    /// Index 0 is always the main table (named `main`, possibly implicit).
+    pub route_tables: Vec<RouteTablePlan>,
+    pub instances: Vec<InstancePlan>,
+    pub nat_gateways: Vec<NatGatewayPlan>,
+    /// Kept as written; enforced by the security-group issue.
+    pub security_groups: Vec<SecurityGroup>,
+    /// Kept as written; enforced by the network-ACL issue.
+    pub network_acls: Vec<NetworkAcl>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubnetPlan {
+    pub name: String,
+    pub cidr: Cidr,
+    /// The subnet's `.1`, answered by the fabric.
+    pub gateway: Ipv4Addr,
+    /// Index into `VpcPlan::route_tables`.
+    pub route_table: usize,
+    /// Index into `VpcPlan::network_acls`.
+    pub network_acl: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteTablePlan {
+    pub name: String,
+    /// Every route, the implicit `VPC CIDR -> local` first.
+    pub routes: Vec<RoutePlan>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutePlan {
+    pub destination: Cidr,
+    pub target: RouteTargetPlan,
+}
+
+/// A route target with the NAT gateway resolved to its index in the VPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteTargetPlan {
+    Local,
+    Blackhole,
+    Internet,
+    Nat(usize),
+}
+
+impl RouteTargetPlan {
+    /// The text the user wrote, given the VPC the target belongs to.
+    pub fn describe(self, vpc: &VpcPlan) -> String {
+        match self {
+            RouteTargetPlan::Local => RouteTarget::Local.to_string(),
+            RouteTargetPlan::Blackhole => RouteTarget::Blackhole.to_string(),
+            RouteTargetPlan::Internet => RouteTarget::Internet.to_string(),
+            RouteTargetPlan::Nat(i) => {
+                RouteTarget::Nat(vpc.nat_gateways[i].name.clone()).to_string()
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstancePlan {
+    pub name: String,
+    /// Index into `VpcPlan::subnets`.
+    pub subnet: usize,
+    pub ip: Ipv4Addr,
+    pub attach: Attach,
+    pub mtu: u32,
+    /// 1:1 EIP, index into `Plan::eips`.
+    pub eip: Option<usize>,
+    /// Indices into `VpcPlan::security_groups`; empty: the VPC's default group.
+    pub security_groups: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NatGatewayPlan {
+    pub name: String,
+    /// Index into `VpcPlan::subnets`.
+    pub subnet: usize,
+    /// The gateway's private address.
+    pub ip: Ipv4Addr,
+    /// Indices into `Plan::eips`.
+    pub eips: Vec<usize>,
+    pub snat: Vec<SnatPlan>,
+    pub dnat: Vec<DnatPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnatPlan {
+    /// Private sources this entry translates (an instance becomes its /32).
+    pub source: Cidr,
+    /// Indices into `Plan::eips`, never empty.
+    pub eips: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnatPlan {
+    /// Index into `Plan::eips`.
+    pub eip: usize,
+    pub protocol: DnatProtocol,
+    /// `None` exactly when `protocol` is `Any`.
+    pub port: Option<u16>,
+    /// Index into `VpcPlan::instances`.
+    pub instance: usize,
+    pub instance_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EipPlan {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub binding: EipBinding,
+}
+
+/// What an EIP is bound to (at most one thing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EipBinding {
+    Unbound,
+    /// 1:1 to an instance: (vpc, instance).
+    Instance {
+        vpc: usize,
+        instance: usize,
+    },
+    /// Owned by a NAT gateway: (vpc, gateway).
+    NatGateway {
+        vpc: usize,
+        gateway: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InternetPlan {
+    pub cidr: Cidr,
+    pub hosts: Vec<HostPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostPlan {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub serve: Vec<Service>,
+    pub attach: Attach,
+    pub mtu: u32,
+}
+
+/// An endpoint a probe starts from, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Instance { vpc: usize, instance: usize },
+    Host(usize),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbePlan {
+    /// The name given, or `FROM -> TO`.
+    pub name: String,
+    pub from: Endpoint,
+    pub to: ProbeTarget,
+    /// The target resolved to an endpoint when it names one (`VPC/INSTANCE`, `internet/HOST`).
+    pub to_endpoint: Option<Endpoint>,
+    /// The destination address the prober sends to.
+    pub to_addr: Ipv4Addr,
+    pub expect: Expect,
+}
+
+impl Plan {
+    /// The display name of an endpoint: `VPC/INSTANCE` or `internet/HOST`.
+    pub fn endpoint_name(&self, e: Endpoint) -> String {
+        match e {
+            Endpoint::Instance { vpc, instance } => {
+                format!(
+                    "{}/{}",
+                    self.vpcs[vpc].name, self.vpcs[vpc].instances[instance].name
+                )
+            }
+            Endpoint::Host(h) => format!("internet/{}", self.internet.hosts[h].name),
+        }
+    }
+
+    /// The private (or public, for hosts) address of an endpoint.
+    pub fn endpoint_ip(&self, e: Endpoint) -> Ipv4Addr {
+        match e {
+            Endpoint::Instance { vpc, instance } => self.vpcs[vpc].instances[instance].ip,
+            Endpoint::Host(h) => self.internet.hosts[h].ip,
+        }
+    }
+
+    /// Finds `VPC/INSTANCE` or `internet/HOST`.
+    pub fn find_endpoint(&self, scope: &str, name: &str) -> Option<Endpoint> {
+        if scope == "internet" {
+            let h = self.internet.hosts.iter().position(|h| h.name == name)?;
+            return Some(Endpoint::Host(h));
+        }
+        let vpc = self.vpcs.iter().position(|v| v.name == scope)?;
+        let instance = self.vpcs[vpc]
+            .instances
+            .iter()
+            .position(|i| i.name == name)?;
+        Some(Endpoint::Instance { vpc, instance })
+    }
+}
