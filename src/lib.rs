@@ -9,6 +9,7 @@
 //! The dataplane does no I/O and reads no clock: [`time::Instant`] is passed in.
 #![deny(unsafe_code)]
 
+pub mod cli;
 pub mod dataplane;
 pub mod sim;
 pub mod tables;
