@@ -13,7 +13,7 @@ use prefix_trie::PrefixMap;
 
 use crate::topology::cidr::Cidr;
 use crate::topology::model::Attach;
-use crate::topology::plan::{Endpoint, Plan, RouteTargetPlan};
+use crate::topology::plan::{EipBinding, Endpoint, Plan, RouteTargetPlan};
 
 /// Where packets enter and leave the dataplane: an index into [`Tables::ports`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -59,6 +59,8 @@ pub struct PortInfo {
     pub mtu: u32,
     pub attach: Attach,
     pub owner: PortOwner,
+    /// The instance's 1:1 EIP, if it has one.
+    pub eip: Option<Ipv4Addr>,
 }
 
 #[derive(Debug)]
@@ -113,8 +115,15 @@ pub struct InternetTable {
     pub cidr: Cidr,
     /// Public host address -> port.
     pub hosts: AddrMap<PortId>,
-    /// EIP address -> index into the plan's EIPs.
-    pub eips: AddrMap<u32>,
+    /// EIP address -> what it is bound to.
+    pub eips: AddrMap<EipEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EipEntry {
+    /// Index into the plan's EIPs.
+    pub index: u32,
+    pub binding: EipBinding,
 }
 
 impl Tables {
@@ -164,6 +173,7 @@ pub fn compile(plan: &Plan) -> Tables {
                     subnet: inst.subnet as u32,
                     instance: ii as u32,
                 },
+                eip: inst.eip.map(|e| plan.eips[e].address),
             });
         }
         let mut gateways = AddrMap::default();
@@ -214,13 +224,14 @@ pub fn compile(plan: &Plan) -> Tables {
             mtu: h.mtu,
             attach: h.attach,
             owner: PortOwner::Host { host: hi as u32 },
+            eip: None,
         });
     }
     let eips = plan
         .eips
         .iter()
         .enumerate()
-        .map(|(i, e)| (e.address, i as u32))
+        .map(|(i, e)| (e.address, EipEntry { index: i as u32, binding: e.binding }))
         .collect();
     Tables {
         ports,
