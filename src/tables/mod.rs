@@ -231,7 +231,15 @@ pub fn compile(plan: &Plan) -> Tables {
         .eips
         .iter()
         .enumerate()
-        .map(|(i, e)| (e.address, EipEntry { index: i as u32, binding: e.binding }))
+        .map(|(i, e)| {
+            (
+                e.address,
+                EipEntry {
+                    index: i as u32,
+                    binding: e.binding,
+                },
+            )
+        })
         .collect();
     Tables {
         ports,
