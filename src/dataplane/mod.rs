@@ -25,3 +25,6 @@ pub use crate::tables::PortId;
 /// Smallest buffer `handle` needs beyond the packet itself to write any reply it generates: an IPv4
 /// header, an ICMP header, and the offending packet's header (up to 60 bytes) plus 8 bytes.
 pub const MIN_BUFFER: usize = 20 + 8 + 60 + 8;
+
+#[cfg(test)]
+mod tests;

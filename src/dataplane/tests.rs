@@ -1,0 +1,450 @@
+//! Fabric behaviour, one test per rule, on small topologies parsed from TOML.
+
+use std::sync::Arc;
+
+use etherparse::PacketBuilder;
+
+use super::{DropReason, Fabric, MIN_BUFFER, PortId, Verdict, checksum};
+use crate::tables::{self, Tables};
+use crate::time::Instant;
+use crate::topology;
+
+const TOPOLOGY: &str = r#"
+[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "functions"
+  cidr = "10.0.1.0/24"
+  [[vpc.subnet]]
+  name = "jobs"
+  cidr = "10.0.2.0/24"
+  route_table = "private"
+  [[vpc.subnet]]
+  name = "public"
+  cidr = "10.0.9.0/24"
+  [[vpc.route_table]]
+  name = "private"
+  routes = [
+    { destination = "0.0.0.0/0", target = "nat:egress" },
+    { destination = "192.0.2.0/24", target = "blackhole" },
+    { destination = "198.51.100.0/24", target = "internet" },
+  ]
+  [[vpc.nat_gateway]]
+  name = "egress"
+  subnet = "public"
+  eips = ["eip-nat"]
+  [[vpc.instance]]
+  name = "fn-a1"
+  subnet = "functions"
+  ip = "10.0.1.10"
+  [[vpc.instance]]
+  name = "fn-a2"
+  subnet = "functions"
+  ip = "10.0.1.11"
+  mtu = 1280
+  [[vpc.instance]]
+  name = "job-a"
+  subnet = "jobs"
+  ip = "10.0.2.10"
+
+[[vpc]]
+name = "tenant-b"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "functions"
+  cidr = "10.0.1.0/24"
+  [[vpc.instance]]
+  name = "fn-b1"
+  subnet = "functions"
+  ip = "10.0.1.10"
+  [[vpc.instance]]
+  name = "fn-b2"
+  subnet = "functions"
+  ip = "10.0.1.20"
+
+[[eip]]
+name = "eip-nat"
+address = "203.0.113.10"
+[[eip]]
+name = "eip-spare"
+address = "203.0.113.99"
+
+[internet]
+cidr = "198.51.100.0/24"
+  [[internet.host]]
+  name = "web"
+  ip = "198.51.100.10"
+  [[internet.host]]
+  name = "dns"
+  ip = "198.51.100.53"
+"#;
+
+struct Rig {
+    fabric: Fabric,
+    tables: Arc<Tables>,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let plan = topology::parse("fabric-test.toml", TOPOLOGY).expect("test topology is valid");
+        let tables = Arc::new(tables::compile(&plan));
+        Rig {
+            fabric: Fabric::new(tables.clone()),
+            tables,
+        }
+    }
+
+    fn port(&self, name: &str) -> PortId {
+        self.tables
+            .port_named(name)
+            .unwrap_or_else(|| panic!("no port {name}"))
+    }
+
+    /// Sends `pkt` from port `from`; returns the verdict and the buffer.
+    fn send(&mut self, from: &str, pkt: &[u8]) -> (Verdict, Vec<u8>) {
+        let port = self.port(from);
+        let mut buf = pkt.to_vec();
+        buf.resize(pkt.len().max(MIN_BUFFER) + 64, 0);
+        let v = self.fabric.handle(Instant::ZERO, port, &mut buf, pkt.len());
+        (v, buf)
+    }
+}
+
+fn udp(src: [u8; 4], dst: [u8; 4], payload_len: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(src, dst, 64)
+        .udp(40000, 53)
+        .write(&mut v, &vec![0xab; payload_len])
+        .unwrap();
+    v
+}
+
+fn tcp_syn(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(src, dst, 64)
+        .tcp(40000, 80, 1, 65535)
+        .syn()
+        .write(&mut v, &[])
+        .unwrap();
+    v
+}
+
+fn echo_request(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(src, dst, 64)
+        .icmpv4_echo_request(7, 1)
+        .write(&mut v, b"abcdefgh")
+        .unwrap();
+    v
+}
+
+fn set_dont_frag(pkt: &mut [u8]) {
+    pkt[6] |= 0x40;
+    pkt[10..12].fill(0);
+    let c = checksum::checksum(&pkt[..20]);
+    pkt[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+#[test]
+fn same_subnet_is_delivered_unchanged_without_ttl_decrement() {
+    let mut rig = Rig::new();
+    let pkt = udp([10, 0, 1, 10], [10, 0, 1, 11], 100);
+    let (v, buf) = rig.send("tenant-a/fn-a1", &pkt);
+    assert_eq!(
+        v,
+        Verdict::Forward {
+            port: rig.port("tenant-a/fn-a2"),
+            len: pkt.len()
+        }
+    );
+    assert_eq!(
+        &buf[..pkt.len()],
+        &pkt[..],
+        "the VPC fabric is not a visible hop"
+    );
+}
+
+#[test]
+fn other_subnet_is_delivered_by_the_local_route() {
+    let mut rig = Rig::new();
+    let pkt = tcp_syn([10, 0, 1, 10], [10, 0, 2, 10]);
+    let (v, _) = rig.send("tenant-a/fn-a1", &pkt);
+    assert_eq!(
+        v,
+        Verdict::Forward {
+            port: rig.port("tenant-a/job-a"),
+            len: pkt.len()
+        }
+    );
+    // And back, through the `private` table whose default route points at the NAT gateway.
+    let pkt = tcp_syn([10, 0, 2, 10], [10, 0, 1, 10]);
+    let (v, _) = rig.send("tenant-a/job-a", &pkt);
+    assert_eq!(
+        v,
+        Verdict::Forward {
+            port: rig.port("tenant-a/fn-a1"),
+            len: pkt.len()
+        }
+    );
+}
+
+#[test]
+fn anti_spoofing_drops_a_foreign_source() {
+    let mut rig = Rig::new();
+    let (v, _) = rig.send("tenant-a/fn-a1", &udp([10, 0, 1, 11], [10, 0, 1, 10], 8));
+    assert_eq!(v, Verdict::Drop(DropReason::Spoofed));
+    let (v, _) = rig.send(
+        "internet/web",
+        &udp([198, 51, 100, 53], [198, 51, 100, 10], 8),
+    );
+    assert_eq!(v, Verdict::Drop(DropReason::Spoofed));
+    assert_eq!(rig.fabric.counters().drops(DropReason::Spoofed), 2);
+}
+
+#[test]
+fn subnet_gateway_answers_echo() {
+    let mut rig = Rig::new();
+    let pkt = echo_request([10, 0, 1, 10], [10, 0, 1, 1]);
+    let (v, buf) = rig.send("tenant-a/fn-a1", &pkt);
+    let Verdict::Reply { port, len } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(port, rig.port("tenant-a/fn-a1"));
+    assert_eq!(len, pkt.len());
+    assert_eq!(&buf[12..16], &[10, 0, 1, 1]);
+    assert_eq!(&buf[16..20], &[10, 0, 1, 10]);
+    assert_eq!(buf[20], 0, "echo reply");
+    assert_eq!(checksum::checksum(&buf[..20]), 0);
+    assert_eq!(checksum::checksum(&buf[20..len]), 0);
+    // The VPC router answers on every subnet's gateway address.
+    let (v, _) = rig.send(
+        "tenant-a/fn-a1",
+        &echo_request([10, 0, 1, 10], [10, 0, 2, 1]),
+    );
+    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+}
+
+#[test]
+fn subnet_gateway_answers_nothing_but_echo() {
+    let mut rig = Rig::new();
+    let (v, _) = rig.send("tenant-a/fn-a1", &tcp_syn([10, 0, 1, 10], [10, 0, 1, 1]));
+    assert_eq!(v, Verdict::Drop(DropReason::ToGateway));
+}
+
+#[test]
+fn unknown_private_address_is_dropped() {
+    let mut rig = Rig::new();
+    let (v, _) = rig.send("tenant-a/fn-a1", &udp([10, 0, 1, 10], [10, 0, 1, 99], 8));
+    assert_eq!(v, Verdict::Drop(DropReason::NoSuchHost));
+}
+
+#[test]
+fn route_targets_without_a_dataplane_drop_with_their_reason() {
+    let mut rig = Rig::new();
+    // Main table: local only.
+    let (v, _) = rig.send(
+        "tenant-a/fn-a1",
+        &udp([10, 0, 1, 10], [198, 51, 100, 10], 8),
+    );
+    assert_eq!(v, Verdict::Drop(DropReason::NoRoute));
+    // Private table: default via the NAT gateway, a blackhole, and an internet route.
+    let (v, _) = rig.send("tenant-a/job-a", &udp([10, 0, 2, 10], [203, 0, 113, 50], 8));
+    assert_eq!(v, Verdict::Drop(DropReason::TargetNotBuilt));
+    let (v, _) = rig.send("tenant-a/job-a", &udp([10, 0, 2, 10], [192, 0, 2, 7], 8));
+    assert_eq!(v, Verdict::Drop(DropReason::Blackhole));
+    let (v, _) = rig.send(
+        "tenant-a/job-a",
+        &udp([10, 0, 2, 10], [198, 51, 100, 10], 8),
+    );
+    assert_eq!(v, Verdict::Drop(DropReason::NoPublicAddress));
+}
+
+#[test]
+fn tenants_with_the_same_cidr_never_see_each_other() {
+    let mut rig = Rig::new();
+    // 10.0.1.20 exists only in tenant-b: from tenant-a it is nobody.
+    let (v, _) = rig.send("tenant-a/fn-a1", &udp([10, 0, 1, 10], [10, 0, 1, 20], 8));
+    assert_eq!(v, Verdict::Drop(DropReason::NoSuchHost));
+    // 10.0.1.10 exists in both: each tenant reaches its own.
+    let (v, _) = rig.send("tenant-b/fn-b2", &udp([10, 0, 1, 20], [10, 0, 1, 10], 8));
+    assert_eq!(
+        v,
+        Verdict::Forward {
+            port: rig.port("tenant-b/fn-b1"),
+            len: 36
+        }
+    );
+    let (v, _) = rig.send("tenant-a/fn-a2", &udp([10, 0, 1, 11], [10, 0, 1, 10], 8));
+    assert_eq!(
+        v,
+        Verdict::Forward {
+            port: rig.port("tenant-a/fn-a1"),
+            len: 36
+        }
+    );
+}
+
+#[test]
+fn public_segment_delivers_between_hosts_and_refuses_eips_without_binding() {
+    let mut rig = Rig::new();
+    let pkt = udp([198, 51, 100, 10], [198, 51, 100, 53], 8);
+    let (v, _) = rig.send("internet/web", &pkt);
+    assert_eq!(
+        v,
+        Verdict::Forward {
+            port: rig.port("internet/dns"),
+            len: pkt.len()
+        }
+    );
+    let (v, _) = rig.send(
+        "internet/web",
+        &udp([198, 51, 100, 10], [203, 0, 113, 99], 8),
+    );
+    assert_eq!(v, Verdict::Drop(DropReason::UnboundEip));
+    let (v, _) = rig.send(
+        "internet/web",
+        &udp([198, 51, 100, 10], [203, 0, 113, 10], 8),
+    );
+    assert_eq!(v, Verdict::Drop(DropReason::TargetNotBuilt));
+    let (v, _) = rig.send("internet/web", &udp([198, 51, 100, 10], [10, 0, 1, 10], 8));
+    assert_eq!(
+        v,
+        Verdict::Drop(DropReason::NoSuchHost),
+        "private addresses are not routed on the internet"
+    );
+}
+
+#[test]
+fn broadcast_and_multicast_are_martians() {
+    let mut rig = Rig::new();
+    for dst in [
+        [255, 255, 255, 255],
+        [10, 0, 1, 255],
+        [224, 0, 0, 1],
+        [127, 0, 0, 1],
+        [0, 0, 0, 0],
+    ] {
+        let (v, _) = rig.send("tenant-a/fn-a1", &udp([10, 0, 1, 10], dst, 8));
+        assert_eq!(v, Verdict::Drop(DropReason::Martian), "{dst:?}");
+    }
+}
+
+#[test]
+fn oversized_packet_with_df_gets_fragmentation_needed() {
+    let mut rig = Rig::new();
+    let mut pkt = udp([10, 0, 1, 10], [10, 0, 1, 11], 1400); // fn-a2 has MTU 1280
+    set_dont_frag(&mut pkt);
+    let (v, buf) = rig.send("tenant-a/fn-a1", &pkt);
+    let Verdict::Reply { port, len } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(port, rig.port("tenant-a/fn-a1"));
+    assert_eq!(
+        &buf[12..16],
+        &[10, 0, 1, 1],
+        "from the sender's subnet gateway"
+    );
+    assert_eq!((buf[20], buf[21]), (3, 4));
+    assert_eq!(u16::from_be_bytes([buf[26], buf[27]]), 1280);
+    assert_eq!(checksum::checksum(&buf[20..len]), 0);
+    // Without DF the fabric does not fragment: a counted drop.
+    let pkt = udp([10, 0, 1, 10], [10, 0, 1, 11], 1400);
+    let (v, _) = rig.send("tenant-a/fn-a1", &pkt);
+    assert_eq!(v, Verdict::Drop(DropReason::TooBig));
+}
+
+#[test]
+fn malformed_packets_are_counted_drops() {
+    let mut rig = Rig::new();
+    let good = udp([10, 0, 1, 10], [10, 0, 1, 11], 20);
+    let mut bad_sum = good.clone();
+    bad_sum[10] ^= 0xff;
+    let mut bad_ihl = good.clone();
+    bad_ihl[0] = 0x44;
+    let mut long_total = good.clone();
+    long_total[2..4].copy_from_slice(&1000u16.to_be_bytes());
+    let mut v6 = good.clone();
+    v6[0] = 0x60;
+    let cases: Vec<(&[u8], DropReason)> = vec![
+        (&[], DropReason::Truncated),
+        (&good[..10], DropReason::Truncated),
+        (&bad_sum, DropReason::BadChecksum),
+        (&bad_ihl, DropReason::BadHeader),
+        (&long_total, DropReason::Truncated),
+        (&v6, DropReason::Ipv6),
+        (&[0x10, 0, 0, 0], DropReason::NotIp),
+    ];
+    for (pkt, reason) in cases {
+        let (v, _) = rig.send("tenant-a/fn-a1", pkt);
+        assert_eq!(v, Verdict::Drop(reason), "{pkt:02x?}");
+    }
+    assert_eq!(rig.fabric.counters().total_drops(), 7);
+    assert_eq!(
+        rig.fabric.counters().port(rig.port("tenant-a/fn-a1")).drops,
+        7
+    );
+}
+
+#[test]
+fn trailing_bytes_past_total_length_are_not_forwarded() {
+    let mut rig = Rig::new();
+    let mut pkt = udp([10, 0, 1, 10], [10, 0, 1, 11], 20);
+    let real = pkt.len();
+    pkt.extend_from_slice(&[0; 10]);
+    let (v, _) = rig.send("tenant-a/fn-a1", &pkt);
+    assert_eq!(
+        v,
+        Verdict::Forward {
+            port: rig.port("tenant-a/fn-a2"),
+            len: real
+        }
+    );
+}
+
+#[test]
+fn unknown_ingress_port_is_a_counted_drop() {
+    let mut rig = Rig::new();
+    let mut buf = udp([10, 0, 1, 10], [10, 0, 1, 11], 8);
+    let len = buf.len();
+    let v = rig.fabric.handle(Instant::ZERO, PortId(999), &mut buf, len);
+    assert_eq!(v, Verdict::Drop(DropReason::UnknownPort));
+    assert_eq!(rig.fabric.counters().drops(DropReason::UnknownPort), 1);
+    // A caller that claims more bytes than its buffer holds gets a drop, not a panic.
+    let port = rig.port("tenant-a/fn-a1");
+    let v = rig.fabric.handle(Instant::ZERO, port, &mut buf[..20], 4000);
+    assert_eq!(v, Verdict::Drop(DropReason::Truncated));
+}
+
+#[test]
+fn counters_track_ports() {
+    let mut rig = Rig::new();
+    let pkt = udp([10, 0, 1, 10], [10, 0, 1, 11], 100);
+    for _ in 0..3 {
+        let _ = rig.send("tenant-a/fn-a1", &pkt);
+    }
+    let a1 = rig.fabric.counters().port(rig.port("tenant-a/fn-a1"));
+    let a2 = rig.fabric.counters().port(rig.port("tenant-a/fn-a2"));
+    assert_eq!((a1.rx_packets, a1.rx_bytes), (3, 3 * pkt.len() as u64));
+    assert_eq!((a2.tx_packets, a2.tx_bytes), (3, 3 * pkt.len() as u64));
+}
+
+#[test]
+fn table_swap_takes_effect_on_the_next_packet() {
+    let mut rig = Rig::new();
+    let pkt = udp([10, 0, 1, 10], [10, 0, 1, 11], 8);
+    assert!(matches!(
+        rig.send("tenant-a/fn-a1", &pkt).0,
+        Verdict::Forward { .. }
+    ));
+    let smaller = TOPOLOGY.replace(
+        "name = \"fn-a2\"\n  subnet = \"functions\"\n  ip = \"10.0.1.11\"",
+        "name = \"fn-a2\"\n  subnet = \"functions\"\n  ip = \"10.0.1.12\"",
+    );
+    let plan = topology::parse("swap.toml", &smaller).unwrap();
+    rig.fabric.swap_tables(Arc::new(tables::compile(&plan)));
+    assert_eq!(
+        rig.send("tenant-a/fn-a1", &pkt).0,
+        Verdict::Drop(DropReason::NoSuchHost)
+    );
+}
