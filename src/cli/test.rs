@@ -1,9 +1,211 @@
 //! `vpcd test FILE`: run the topology in process and check its probes.
+//!
+//! Prints one row per probe (probe | expected | observed | result | detail) and a summary line.
+//! Exit 0 when every probe holds (or there are none), 1 when one fails, 2 when the file cannot be
+//! read or is invalid (the diagnostics go to stderr).
 
+use std::fmt::Write as _;
 use std::path::Path;
 
-use super::EXIT_BAD_INPUT;
+use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
+use crate::sim::{Observed, Outcome, ProbeResult, SimError, Simulation};
+use crate::topology::TopologyError;
 
-pub fn run(_file: &Path) -> u8 {
-    EXIT_BAD_INPUT
+pub fn run(file: &Path) -> u8 {
+    let mut sim = match Simulation::load(file) {
+        Ok(sim) => sim,
+        Err(e) => {
+            eprint!("{}", render_error(&e));
+            return EXIT_BAD_INPUT;
+        }
+    };
+    if sim.plan().probes.is_empty() {
+        println!(
+            "{}: no probes declared; add [[probe]] entries to check reachability",
+            file.display()
+        );
+        return EXIT_OK;
+    }
+    let results = sim.run_probes();
+    print!("{}", render_table(&results));
+    if results.iter().all(ProbeResult::passed) {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+/// A load error as the user reads it: every diagnostic with its location and hint.
+pub fn render_error(e: &SimError) -> String {
+    let mut out = String::new();
+    match e {
+        SimError::Topology(TopologyError::Invalid(diags)) if !diags.is_empty() => {
+            for d in diags {
+                let _ = write!(out, "error: {}", d.file);
+                if d.line > 0 {
+                    let _ = write!(out, ":{}:{}", d.line, d.column);
+                }
+                if !d.key_path.is_empty() {
+                    let _ = write!(out, ": {}", d.key_path);
+                }
+                let _ = writeln!(out, ": {}", d.message);
+                if let Some(hint) = &d.hint {
+                    let _ = writeln!(out, "  hint: {hint}");
+                }
+            }
+            let _ = writeln!(out, "{} problem(s); nothing was run", diags.len());
+        }
+        other => {
+            let _ = writeln!(out, "error: {other}");
+        }
+    }
+    out
+}
+
+/// The result table and the summary line.
+pub fn render_table(results: &[ProbeResult]) -> String {
+    let header = ["probe", "expected", "observed", "result", "detail"];
+    let rows: Vec<[String; 5]> = results
+        .iter()
+        .map(|r| {
+            [
+                r.name.clone(),
+                r.expect.to_string(),
+                r.observed.to_string(),
+                if r.passed() { "ok" } else { "FAIL" }.to_string(),
+                detail(r),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: [&str; 5]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, header);
+    for row in &rows {
+        line(&mut out, [&row[0], &row[1], &row[2], &row[3], &row[4]]);
+    }
+    let failed = results.iter().filter(|r| !r.passed()).count();
+    let _ = writeln!(out, "{} passed, {} failed", results.len() - failed, failed);
+    out
+}
+
+/// Why a probe ended as it did: every drop reason for a failure, a short note otherwise.
+fn detail(r: &ProbeResult) -> String {
+    let drops = |with_text: bool| {
+        r.drops
+            .iter()
+            .map(|(reason, n)| {
+                if with_text {
+                    format!("{} x{n} ({})", reason.label(), reason.describe())
+                } else {
+                    format!("{} x{n}", reason.label())
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let answered = || {
+        r.answered_by
+            .as_deref()
+            .map(|a| format!("answered by {a}"))
+            .unwrap_or_default()
+    };
+    match (r.observed, r.passed()) {
+        (Observed::Allow, true) => answered(),
+        (Observed::Allow, false) => format!("reachable: {}", answered()),
+        (Observed::Deny, passed) => {
+            if !r.drops.is_empty() {
+                format!("dropped: {}", drops(!passed))
+            } else {
+                match r.outcome {
+                    Outcome::TimedOut => "no drop recorded (timeout)".to_string(),
+                    Outcome::WrongResponder | Outcome::Reset => {
+                        let who = answered();
+                        if who.is_empty() {
+                            format!("no drop recorded ({})", r.outcome.describe())
+                        } else {
+                            format!("no drop recorded ({}, {who})", r.outcome.describe())
+                        }
+                    }
+                    other => format!("no drop recorded ({})", other.describe()),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::DropReason;
+    use crate::topology::model::Expect;
+
+    fn result(expect: Expect, observed: Observed, drops: Vec<(DropReason, u64)>) -> ProbeResult {
+        ProbeResult {
+            name: "tenant-a/fn-a1 -> 10.0.9.9:80/tcp".into(),
+            from: "tenant-a/fn-a1".into(),
+            to: "10.0.9.9:80/tcp".into(),
+            expect,
+            observed,
+            outcome: if observed == Observed::Allow {
+                Outcome::Completed
+            } else {
+                Outcome::TimedOut
+            },
+            answered_by: None,
+            drops,
+        }
+    }
+
+    #[test]
+    fn failing_rows_name_the_drop_reason_and_describe_it() {
+        let t = render_table(&[
+            result(
+                Expect::Allow,
+                Observed::Deny,
+                vec![(DropReason::NoSuchHost, 2)],
+            ),
+            result(Expect::Deny, Observed::Deny, vec![]),
+            result(Expect::Allow, Observed::Deny, vec![]),
+        ]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("probe"));
+        assert!(lines[1].contains("FAIL"));
+        assert!(lines[1].contains("no_such_host x2 (no instance or host has the destination"));
+        assert!(lines[2].contains(" ok "));
+        assert!(lines[3].contains("no drop recorded (timeout)"));
+        assert_eq!(lines[4], "1 passed, 2 failed");
+    }
+
+    #[test]
+    fn invalid_topologies_list_every_problem() {
+        let e = SimError::Topology(TopologyError::Invalid(vec![crate::topology::Diagnostic {
+            file: "t.toml".into(),
+            line: 3,
+            column: 8,
+            key_path: "vpc[a].cidr".into(),
+            message: "bad".into(),
+            hint: Some("fix it".into()),
+        }]));
+        assert_eq!(
+            render_error(&e),
+            "error: t.toml:3:8: vpc[a].cidr: bad\n  hint: fix it\n1 problem(s); nothing was run\n"
+        );
+    }
 }

@@ -1,1 +1,396 @@
 //! In-process hosts (smoltcp) on a virtual clock, and the probes `vpcd test` runs.
+//!
+//! A [`Simulation`] is built from a validated [`Plan`]: the plan is compiled into
+//! [`tables`](crate::tables), a [`Fabric`] is made from them, and every instance and internet host
+//! becomes a small smoltcp stack attached to its dataplane port. Both `attach = "sim"` and
+//! `attach = "netns"` endpoints are simulated here; nothing touches the kernel, needs root, or reads
+//! the wall clock. Time is virtual ([`crate::time::Instant`], starting at zero) and every random
+//! choice comes from a seed, so the same plan and seed give the same packets, the same counters and
+//! the same results, run after run.
+//!
+//! Use it from your own tests to assert reachability of a topology:
+//!
+//! ```
+//! use vpcd::sim::{Observed, Simulation};
+//!
+//! let plan = vpcd::topology::parse("inline.toml", r#"
+//!     [[vpc]]
+//!     name = "tenant-a"
+//!     cidr = "10.0.0.0/16"
+//!     subnet = [
+//!         { name = "app", cidr = "10.0.1.0/24" },
+//!         { name = "db", cidr = "10.0.2.0/24" },
+//!     ]
+//!     instance = [
+//!         { name = "fn-a1", subnet = "app", ip = "10.0.1.10", attach = "sim" },
+//!         { name = "fn-a2", subnet = "db", ip = "10.0.2.20", attach = "sim" },
+//!     ]
+//!
+//!     [[probe]]
+//!     from = "tenant-a/fn-a1"
+//!     to = "tenant-a/fn-a2:5432/tcp"
+//!     expect = "allow"
+//! "#).expect("the topology is valid");
+//!
+//! let mut sim = Simulation::from_plan(plan);
+//! let results = sim.run_probes();
+//! assert!(results.iter().all(|r| r.passed()), "{results:#?}");
+//!
+//! // Ad-hoc probes name the prober and give a target like a topology file does.
+//! assert_eq!(sim.probe("tenant-a/fn-a1", "10.0.2.20/icmp").unwrap(), Observed::Allow);
+//! assert_eq!(sim.probe("tenant-a/fn-a1", "10.0.9.9:80/tcp").unwrap(), Observed::Deny);
+//! ```
+//!
+//! This module owns the simulated hosts and the step loop; it must not reach into the dataplane
+//! beyond its public `handle` / `poll_timeout` / `handle_timeout` API, exactly like the real I/O
+//! shell, so what passes here is what the runtime would do.
+
+mod device;
+mod host;
+mod network;
+mod probe;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use device::QueueDevice;
+pub use network::{LINK_DELAY, MAX_STEPS};
+pub use probe::{Observed, Outcome, ProbeResult};
+
+use crate::dataplane::{Counters, DropReason, Fabric, PortId};
+use crate::tables;
+use crate::time::Instant;
+use crate::topology::model::{DnatProtocol, Expect, L4, ProbeTarget, TargetHost};
+use crate::topology::plan::{Endpoint, Plan, ProbePlan};
+use crate::topology::{self, TopologyError};
+use host::{Addressing, Host, splitmix64};
+use network::{Network, Origin};
+use probe::{Exchange, Spec};
+
+/// How long a probe may take in virtual time. A TCP SYN is retransmitted after 1 s, so a lost
+/// first attempt still has one retry inside the deadline.
+pub const PROBE_DEADLINE: Duration = Duration::from_secs(3);
+
+/// The seed [`Simulation::from_plan`] uses.
+pub const DEFAULT_SEED: u64 = 0x7670_6364; // "vpcd"
+
+/// Why a simulation could not be built or an ad-hoc probe could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error("no endpoint named `{0}`; write VPC/INSTANCE or internet/HOST")]
+    UnknownEndpoint(String),
+    #[error("{0}")]
+    BadTarget(String),
+}
+
+/// A topology running in process: one smoltcp host per endpoint, the fabric between them, and a
+/// virtual clock.
+#[derive(Debug)]
+pub struct Simulation {
+    plan: Plan,
+    net: Network,
+    /// Probes run so far; numbers payloads, local ports and echo identifiers.
+    probes_run: u32,
+}
+
+impl Simulation {
+    /// Builds the simulation with [`DEFAULT_SEED`].
+    pub fn from_plan(plan: Plan) -> Simulation {
+        Simulation::with_seed(plan, DEFAULT_SEED)
+    }
+
+    /// Builds the simulation; `seed` drives every host's TCP initial sequence numbers.
+    pub fn with_seed(plan: Plan, seed: u64) -> Simulation {
+        let tables = Arc::new(tables::compile(&plan));
+        let now = Instant::ZERO;
+        let mut hosts = Vec::new();
+        for (vi, vpc) in plan.vpcs.iter().enumerate() {
+            for (ii, inst) in vpc.instances.iter().enumerate() {
+                let endpoint = Endpoint::Instance {
+                    vpc: vi,
+                    instance: ii,
+                };
+                let (prefix_len, gateway) = vpc
+                    .subnets
+                    .get(inst.subnet)
+                    .map_or((32, inst.ip), |s| (s.cidr.prefix_len(), s.gateway));
+                let addressing = Addressing {
+                    ip: inst.ip,
+                    prefix_len,
+                    gateway,
+                    mtu: inst.mtu as usize,
+                };
+                hosts.push((endpoint, addressing));
+            }
+        }
+        let public = plan.internet.cidr;
+        for (hi, h) in plan.internet.hosts.iter().enumerate() {
+            // Medium-IP has no ARP: the default route only has to name some address.
+            let gateway = if public.gateway() == h.ip {
+                Ipv4Addr::from(u32::from(h.ip).wrapping_add(1))
+            } else {
+                public.gateway()
+            };
+            let addressing = Addressing {
+                ip: h.ip,
+                prefix_len: public.prefix_len(),
+                gateway,
+                mtu: h.mtu as usize,
+            };
+            hosts.push((Endpoint::Host(hi), addressing));
+        }
+        let hosts = hosts
+            .into_iter()
+            .map(|(endpoint, addressing)| {
+                let port = tables.port_of(endpoint);
+                let host_seed = splitmix64(seed ^ splitmix64(u64::from(port.0)));
+                Host::new(
+                    plan.endpoint_name(endpoint),
+                    port,
+                    addressing,
+                    host_seed,
+                    now,
+                )
+            })
+            .collect();
+        let fabric = Fabric::new(tables);
+        Simulation {
+            net: Network::new(fabric, hosts, now),
+            plan,
+            probes_run: 0,
+        }
+    }
+
+    /// Reads, validates and builds a topology file.
+    pub fn load(path: &Path) -> Result<Simulation, SimError> {
+        Ok(Simulation::from_plan(topology::load(path)?))
+    }
+
+    /// Parses, validates and builds topology text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Simulation, SimError> {
+        Ok(Simulation::from_plan(topology::parse(file, text)?))
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The virtual clock.
+    pub fn now(&self) -> Instant {
+        self.net.now()
+    }
+
+    pub fn fabric(&self) -> &Fabric {
+        &self.net.fabric
+    }
+
+    /// The fabric's counters (drops by reason, traffic by port).
+    pub fn counters(&self) -> &Counters {
+        self.net.fabric.counters()
+    }
+
+    /// Packets the fabric sent to a port with no host behind it, or to a full queue.
+    pub fn lost_packets(&self) -> u64 {
+        self.net.lost()
+    }
+
+    /// Lets virtual time pass: stacks retransmit, fabric timers run.
+    pub fn advance(&mut self, by: Duration) {
+        self.net.advance(by);
+    }
+
+    /// Runs every probe of the plan, in file order.
+    pub fn run_probes(&mut self) -> Vec<ProbeResult> {
+        let probes = self.plan.probes.clone();
+        probes.iter().map(|p| self.run_probe(p)).collect()
+    }
+
+    /// Runs one probe of a plan (normally one of this simulation's).
+    pub fn run_probe(&mut self, probe: &ProbePlan) -> ProbeResult {
+        self.exchange(
+            probe.name.clone(),
+            probe.from,
+            &probe.to,
+            probe.to_endpoint,
+            probe.to_addr,
+            probe.expect,
+        )
+    }
+
+    /// An ad-hoc probe: `from` is `VPC/INSTANCE` or `internet/HOST`, `to` is written as in a
+    /// topology file (`10.0.1.20:80/tcp`, `tenant-b/fn-b1:53/udp`, `10.0.1.1/icmp`).
+    pub fn probe(&mut self, from: &str, to: &str) -> Result<Observed, SimError> {
+        Ok(self.check(from, to, Expect::Allow)?.observed)
+    }
+
+    /// Like [`Simulation::probe`], with an expectation, returning the whole result (drop reasons,
+    /// who answered).
+    pub fn check(&mut self, from: &str, to: &str, expect: Expect) -> Result<ProbeResult, SimError> {
+        let from_ep = self.endpoint(from)?;
+        let target: ProbeTarget = to.parse().map_err(SimError::BadTarget)?;
+        let (to_endpoint, to_addr) = match &target.host {
+            TargetHost::Addr(a) => (None, *a),
+            TargetHost::Named { scope, name } => {
+                let e = self.endpoint(&format!("{scope}/{name}"))?;
+                (Some(e), self.plan.endpoint_ip(e))
+            }
+        };
+        let name = format!("{from} -> {target}");
+        Ok(self.exchange(name, from_ep, &target, to_endpoint, to_addr, expect))
+    }
+
+    fn endpoint(&self, name: &str) -> Result<Endpoint, SimError> {
+        name.split_once('/')
+            .and_then(|(scope, n)| self.plan.find_endpoint(scope, n))
+            .ok_or_else(|| SimError::UnknownEndpoint(name.to_string()))
+    }
+
+    fn host_index(&self, e: Endpoint) -> Option<usize> {
+        self.net.host_of_port(self.net.fabric.tables().port_of(e))
+    }
+
+    fn exchange(
+        &mut self,
+        name: String,
+        from: Endpoint,
+        to: &ProbeTarget,
+        to_endpoint: Option<Endpoint>,
+        to_addr: Ipv4Addr,
+        expect: Expect,
+    ) -> ProbeResult {
+        let n = self.probes_run;
+        self.probes_run = self.probes_run.wrapping_add(1);
+        let mut result = ProbeResult {
+            name,
+            from: self.plan.endpoint_name(from),
+            to: to.to_string(),
+            expect,
+            observed: Observed::Deny,
+            outcome: Outcome::NotSent,
+            answered_by: None,
+            drops: Vec::new(),
+        };
+        let Some(prober) = self.host_index(from) else {
+            return result;
+        };
+        let port = to.port.unwrap_or(0);
+        let (listeners, named) = match to_endpoint {
+            Some(e) => {
+                let named = self.net.fabric.tables().port_of(e);
+                (
+                    self.host_index(e).map(|h| (h, port)).into_iter().collect(),
+                    Some(named),
+                )
+            }
+            None => (self.listeners_for(prober, to.proto, to_addr, port), None),
+        };
+        let spec = Spec {
+            prober,
+            proto: to.proto,
+            to_addr,
+            port,
+            listeners,
+            named,
+            payload: format!("vpcd-probe {n}").into_bytes(),
+            // Ephemeral range; a fresh local port (and echo identifier) per probe.
+            local: 49152 + (n % 16384) as u16,
+        };
+        self.net.quiesce();
+        let before = self.net.drop_snapshot();
+        let (outcome, responder) = match Exchange::start(&mut self.net, spec) {
+            Ok(mut exchange) => {
+                let deadline = self.net.now() + PROBE_DEADLINE;
+                self.net.run_until(deadline, |net| exchange.tick(net));
+                exchange.finish(&mut self.net)
+            }
+            Err(outcome) => (outcome, None),
+        };
+        let after = self.net.drop_snapshot();
+        self.net.quiesce();
+        result.observed = if outcome == Outcome::Completed {
+            Observed::Allow
+        } else {
+            Observed::Deny
+        };
+        result.outcome = outcome;
+        result.answered_by = responder.map(|o| self.origin_name(o));
+        result.drops = DropReason::ALL
+            .iter()
+            .map(|r| (*r, after[r.index()].saturating_sub(before[r.index()])))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        result
+    }
+
+    fn origin_name(&self, origin: Origin) -> String {
+        match origin {
+            Origin::Fabric => "fabric".to_string(),
+            Origin::Port(p) => self.port_name(p),
+        }
+    }
+
+    fn port_name(&self, p: PortId) -> String {
+        self.net
+            .fabric
+            .tables()
+            .port(p)
+            .map_or_else(|| format!("port {}", p.0), |info| info.name.clone())
+    }
+
+    /// Who answers a probe to an address: every host but the prober on the probed port, and the
+    /// instance behind a matching DNAT entry on its internal port.
+    fn listeners_for(
+        &self,
+        prober: usize,
+        proto: L4,
+        to_addr: Ipv4Addr,
+        port: u16,
+    ) -> Vec<(usize, u16)> {
+        let mut listeners: Vec<(usize, u16)> = (0..self.net.hosts.len())
+            .filter(|h| *h != prober)
+            .map(|h| (h, port))
+            .collect();
+        if proto == L4::Icmp {
+            return listeners;
+        }
+        for (vi, vpc) in self.plan.vpcs.iter().enumerate() {
+            for gw in &vpc.nat_gateways {
+                for d in &gw.dnat {
+                    let eip_matches = self
+                        .plan
+                        .eips
+                        .get(d.eip)
+                        .is_some_and(|e| e.address == to_addr);
+                    let proto_matches = matches!(
+                        (d.protocol, proto),
+                        (DnatProtocol::Any, _)
+                            | (DnatProtocol::Tcp, L4::Tcp)
+                            | (DnatProtocol::Udp, L4::Udp)
+                    );
+                    if !eip_matches || !proto_matches {
+                        continue;
+                    }
+                    if d.port.is_some_and(|p| p != port) {
+                        continue;
+                    }
+                    let inner = d.instance_port.unwrap_or(port);
+                    let e = Endpoint::Instance {
+                        vpc: vi,
+                        instance: d.instance,
+                    };
+                    match self.host_index(e) {
+                        Some(h) if h != prober && !listeners.contains(&(h, inner)) => {
+                            listeners.push((h, inner));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        listeners
+    }
+}

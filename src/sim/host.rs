@@ -1,0 +1,158 @@
+//! One simulated host: a smoltcp interface and socket set behind a [`QueueDevice`].
+//!
+//! Every instance and internet host of a plan becomes one `Host`, whether the topology attaches it
+//! with `sim` or `netns` (`vpcd test` never creates namespaces). A host owns nothing but its stack:
+//! the sockets a probe needs are added for that probe and removed after it.
+
+use std::net::Ipv4Addr;
+
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+
+use super::device::QueueDevice;
+use crate::tables::PortId;
+use crate::time::Instant;
+
+/// The virtual clock as smoltcp sees it.
+pub(crate) fn smol_instant(now: Instant) -> SmolInstant {
+    SmolInstant::from_micros(i64::try_from(now.micros()).unwrap_or(i64::MAX))
+}
+
+/// Back from smoltcp's clock; instants before zero are zero.
+pub(crate) fn from_smol(t: SmolInstant) -> Instant {
+    Instant::from_micros(u64::try_from(t.total_micros()).unwrap_or(0))
+}
+
+/// SplitMix64: a tiny, well-mixed, seedable generator step (no dependency, no global state).
+pub(crate) fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// How a host is addressed: its address, the prefix of its segment and where its default route
+/// points (the subnet gateway `.1` for instances, any address of the public block for hosts: with
+/// medium-IP there is no ARP, so the gateway only has to exist in the route table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Addressing {
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub mtu: usize,
+}
+
+pub(crate) struct Host {
+    /// `VPC/INSTANCE` or `internet/HOST`.
+    pub name: String,
+    pub port: PortId,
+    pub ip: Ipv4Addr,
+    pub iface: Interface,
+    pub device: QueueDevice,
+    pub sockets: SocketSet<'static>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("name", &self.name)
+            .field("port", &self.port)
+            .field("ip", &self.ip)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// Builds the stack. `seed` feeds smoltcp's generator (TCP initial sequence numbers), so two
+    /// runs with the same seed send the same bytes.
+    pub fn new(
+        name: String,
+        port: PortId,
+        addressing: Addressing,
+        seed: u64,
+        now: Instant,
+    ) -> Host {
+        let mut device = QueueDevice::new(addressing.mtu);
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = seed;
+        let mut iface = Interface::new(config, &mut device, smol_instant(now));
+        iface.update_ip_addrs(|addrs| {
+            // One address never overflows the interface's address list.
+            let _ = addrs.push(IpCidr::new(
+                IpAddress::Ipv4(addressing.ip),
+                addressing.prefix_len.min(32),
+            ));
+        });
+        // The route table holds several entries; one default route always fits.
+        let _ = iface
+            .routes_mut()
+            .add_default_ipv4_route(addressing.gateway);
+        Host {
+            name,
+            port,
+            ip: addressing.ip,
+            iface,
+            device,
+            sockets: SocketSet::new(Vec::new()),
+        }
+    }
+
+    /// Lets the stack read what arrived and send what its sockets queued. Returns whether a socket
+    /// may have changed state.
+    pub fn poll(&mut self, now: Instant) -> bool {
+        let r = self
+            .iface
+            .poll(smol_instant(now), &mut self.device, &mut self.sockets);
+        r == smoltcp::iface::PollResult::SocketStateChanged
+    }
+
+    /// When the stack next wants a poll (a retransmission, a delayed ACK), if ever. May be `now` or
+    /// earlier when a socket has something to send.
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        self.iface
+            .poll_at(smol_instant(now), &self.sockets)
+            .map(from_smol)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_conversion_round_trips() {
+        let t = Instant::from_micros(3_000_050);
+        assert_eq!(smol_instant(t).total_micros(), 3_000_050);
+        assert_eq!(from_smol(smol_instant(t)), t);
+        assert_eq!(from_smol(SmolInstant::from_micros(-5)), Instant::ZERO);
+    }
+
+    #[test]
+    fn splitmix_is_deterministic_and_spreads() {
+        assert_eq!(splitmix64(1), splitmix64(1));
+        assert_ne!(splitmix64(1), splitmix64(2));
+        assert_ne!(splitmix64(0), 0);
+    }
+
+    #[test]
+    fn a_fresh_host_is_addressed_and_idle() {
+        let mut h = Host::new(
+            "vpc/a".into(),
+            PortId(0),
+            Addressing {
+                ip: Ipv4Addr::new(10, 0, 1, 10),
+                prefix_len: 24,
+                gateway: Ipv4Addr::new(10, 0, 1, 1),
+                mtu: 1500,
+            },
+            7,
+            Instant::ZERO,
+        );
+        assert_eq!(h.iface.ipv4_addr(), Some(Ipv4Addr::new(10, 0, 1, 10)));
+        assert!(!h.poll(Instant::ZERO));
+        assert_eq!(h.poll_at(Instant::ZERO), None);
+        assert_eq!(h.device.tx_len(), 0);
+    }
+}

@@ -1,0 +1,402 @@
+//! Probes: one request/echo exchange between two simulated hosts, and its result.
+//!
+//! A probe adds sockets for itself, drives the network until the exchange completes or its deadline
+//! passes, and removes its sockets again, so probes never see each other's state:
+//! - **TCP**: the target listens; the prober connects, sends `vpcd-probe N`, and must read the same
+//!   bytes back (handshake, data and echo all crossed the fabric).
+//! - **UDP**: the target binds; the prober sends the payload and must get it echoed back.
+//! - **ICMP**: the prober sends an echo request with the payload from an ICMP socket; every smoltcp
+//!   interface answers echo itself, and the subnet gateway's echo is answered by the fabric.
+//!
+//! Who listens: only the named endpoint when the probe names one (and only its answer counts, so a
+//! same-address host in another tenant can never make an isolation probe pass); every host but the
+//! prober when the probe gives an address (the answer may come through NAT). The observed result
+//! is *allow* exactly when the exchange completed.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::socket::{icmp, tcp, udp};
+use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr};
+
+use super::network::{Network, Origin};
+use crate::dataplane::{DropReason, PortId};
+use crate::topology::model::{Expect, L4};
+
+/// What a probe saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Observed {
+    /// The exchange completed: the target answered with the bytes sent.
+    Allow,
+    /// It did not: dropped, refused, answered by someone else, or no answer before the deadline.
+    Deny,
+}
+
+impl Observed {
+    /// Whether this observation is what `expect` asked for.
+    pub fn matches(self, expect: Expect) -> bool {
+        matches!(
+            (self, expect),
+            (Observed::Allow, Expect::Allow) | (Observed::Deny, Expect::Deny)
+        )
+    }
+}
+
+impl fmt::Display for Observed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Observed::Allow => "allow",
+            Observed::Deny => "deny",
+        })
+    }
+}
+
+/// How an exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The target echoed the payload back.
+    Completed,
+    /// Nothing came back before the deadline.
+    TimedOut,
+    /// The connection was reset (a TCP RST: nobody listens at the address the packet reached).
+    Reset,
+    /// An answer came from someone other than the named target (e.g. a same-address host).
+    WrongResponder,
+    /// Bytes came back, but not the ones sent.
+    Corrupted,
+    /// The prober could not even open its socket (an internal limit; should not happen).
+    NotSent,
+}
+
+impl Outcome {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Outcome::Completed => "the target echoed the payload",
+            Outcome::TimedOut => "timeout",
+            Outcome::Reset => "connection reset",
+            Outcome::WrongResponder => "answered by another host than the named target",
+            Outcome::Corrupted => "the echo did not match the payload",
+            Outcome::NotSent => "the probe could not be sent",
+        }
+    }
+}
+
+/// The result of one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeResult {
+    /// The probe's name (given, or `FROM -> TO`).
+    pub name: String,
+    /// `VPC/INSTANCE` or `internet/HOST`.
+    pub from: String,
+    /// The target as written (`10.0.1.20:80/tcp`, `tenant-b/fn-b1/icmp`).
+    pub to: String,
+    pub expect: Expect,
+    pub observed: Observed,
+    pub outcome: Outcome,
+    /// Who answered: an endpoint name, or `fabric` for the subnet gateway and generated ICMP.
+    pub answered_by: Option<String>,
+    /// Drops the fabric counted while this probe ran, by reason, in counter order.
+    pub drops: Vec<(DropReason, u64)>,
+}
+
+impl ProbeResult {
+    pub fn passed(&self) -> bool {
+        self.observed.matches(self.expect)
+    }
+}
+
+/// Everything an exchange needs to know about its probe.
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    /// Index into the network's hosts.
+    pub prober: usize,
+    pub proto: L4,
+    pub to_addr: Ipv4Addr,
+    /// The port the prober sends to (unused for ICMP).
+    pub port: u16,
+    /// Hosts that answer, with the port each listens on (after any DNAT).
+    pub listeners: Vec<(usize, u16)>,
+    /// The named target's port: only its answer counts.
+    pub named: Option<PortId>,
+    pub payload: Vec<u8>,
+    /// The prober's local port (TCP, UDP) or echo identifier (ICMP).
+    pub local: u16,
+}
+
+const TCP_BUFFER: usize = 4096;
+const UDP_PACKETS: usize = 4;
+const UDP_BUFFER: usize = 4096;
+const ECHO_SEQ: u16 = 1;
+
+/// A probe in flight: its sockets, and what it has seen so far.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    spec: Spec,
+    client: SocketHandle,
+    servers: Vec<(usize, SocketHandle)>,
+    sent: bool,
+    received: Vec<u8>,
+    /// The port of the server host that received the payload (TCP, UDP).
+    answered_by: Option<PortId>,
+    /// Origin of the echo reply the prober received (ICMP).
+    reply_origin: Option<Origin>,
+    outcome: Option<Outcome>,
+}
+
+impl Exchange {
+    /// Opens the sockets and sends the first packet (queued until the next poll).
+    pub fn start(net: &mut Network, spec: Spec) -> Result<Exchange, Outcome> {
+        let mut servers = Vec::new();
+        let client;
+        match spec.proto {
+            L4::Tcp => {
+                for &(h, port) in &spec.listeners {
+                    let mut s = tcp_socket();
+                    if s.listen(port).is_ok() {
+                        servers.push((h, net.hosts[h].sockets.add(s)));
+                    }
+                }
+                let mut s = tcp_socket();
+                let host = &mut net.hosts[spec.prober];
+                s.connect(
+                    host.iface.context(),
+                    (IpAddress::Ipv4(spec.to_addr), spec.port),
+                    spec.local,
+                )
+                .map_err(|_| Outcome::NotSent)?;
+                client = host.sockets.add(s);
+            }
+            L4::Udp => {
+                for &(h, port) in &spec.listeners {
+                    let mut s = udp_socket();
+                    if s.bind(port).is_ok() {
+                        servers.push((h, net.hosts[h].sockets.add(s)));
+                    }
+                }
+                let mut s = udp_socket();
+                s.bind(spec.local).map_err(|_| Outcome::NotSent)?;
+                s.send_slice(&spec.payload, (IpAddress::Ipv4(spec.to_addr), spec.port))
+                    .map_err(|_| Outcome::NotSent)?;
+                client = net.hosts[spec.prober].sockets.add(s);
+            }
+            L4::Icmp => {
+                let mut s = icmp_socket();
+                s.bind(icmp::Endpoint::Ident(spec.local))
+                    .map_err(|_| Outcome::NotSent)?;
+                let request = Icmpv4Repr::EchoRequest {
+                    ident: spec.local,
+                    seq_no: ECHO_SEQ,
+                    data: &spec.payload,
+                };
+                let mut bytes = vec![0; request.buffer_len()];
+                request.emit(
+                    &mut Icmpv4Packet::new_unchecked(&mut bytes[..]),
+                    &ChecksumCapabilities::default(),
+                );
+                s.send_slice(&bytes, IpAddress::Ipv4(spec.to_addr))
+                    .map_err(|_| Outcome::NotSent)?;
+                client = net.hosts[spec.prober].sockets.add(s);
+                net.set_tap(Some(net.hosts[spec.prober].port));
+            }
+        }
+        Ok(Exchange {
+            sent: spec.proto != L4::Tcp,
+            spec,
+            client,
+            servers,
+            received: Vec::new(),
+            answered_by: None,
+            reply_origin: None,
+            outcome: None,
+        })
+    }
+
+    /// Lets the applications act after a network step: servers echo, the client sends and reads.
+    /// Returns `true` once the exchange is over (either way).
+    pub fn tick(&mut self, net: &mut Network) -> bool {
+        if self.outcome.is_some() {
+            return true;
+        }
+        match self.spec.proto {
+            L4::Tcp => self.tick_tcp(net),
+            L4::Udp => self.tick_udp(net),
+            L4::Icmp => self.tick_icmp(net),
+        }
+        self.outcome.is_some()
+    }
+
+    fn tick_tcp(&mut self, net: &mut Network) {
+        for &(h, handle) in &self.servers {
+            let port = net.hosts[h].port;
+            let s = net.hosts[h].sockets.get_mut::<tcp::Socket>(handle);
+            let mut chunk = [0u8; 512];
+            while s.can_recv() && s.can_send() {
+                match s.recv_slice(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        self.answered_by = Some(port);
+                        // The echo fits: the send buffer is larger than any probe payload.
+                        let _ = s.send_slice(&chunk[..n]);
+                    }
+                }
+            }
+        }
+        let c = net.hosts[self.spec.prober]
+            .sockets
+            .get_mut::<tcp::Socket>(self.client);
+        if !self.sent && c.may_send() {
+            self.sent = c.send_slice(&self.spec.payload).is_ok();
+        }
+        let mut chunk = [0u8; 512];
+        while c.can_recv() {
+            match c.recv_slice(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => self.received.extend_from_slice(&chunk[..n]),
+            }
+        }
+        if self.received.len() >= self.spec.payload.len() {
+            self.outcome = Some(self.judge_echo());
+        } else if c.state() == tcp::State::Closed {
+            self.outcome = Some(Outcome::Reset);
+        }
+    }
+
+    fn tick_udp(&mut self, net: &mut Network) {
+        for &(h, handle) in &self.servers {
+            let port = net.hosts[h].port;
+            let s = net.hosts[h].sockets.get_mut::<udp::Socket>(handle);
+            while s.can_recv() {
+                let Ok((data, meta)) = s.recv() else { break };
+                let data = data.to_vec();
+                self.answered_by = Some(port);
+                let _ = s.send_slice(&data, meta.endpoint);
+            }
+        }
+        let c = net.hosts[self.spec.prober]
+            .sockets
+            .get_mut::<udp::Socket>(self.client);
+        if let Ok((data, _)) = c.recv() {
+            self.received = data.to_vec();
+            self.outcome = Some(self.judge_echo());
+        }
+    }
+
+    fn tick_icmp(&mut self, net: &mut Network) {
+        let ident = self.spec.local;
+        if self.reply_origin.is_none() {
+            self.reply_origin = net
+                .tapped()
+                .iter()
+                .find(|d| is_echo_reply(&d.packet, ident))
+                .map(|d| d.origin);
+        }
+        let c = net.hosts[self.spec.prober]
+            .sockets
+            .get_mut::<icmp::Socket>(self.client);
+        while let Ok((bytes, _from)) = c.recv() {
+            let Ok(packet) = Icmpv4Packet::new_checked(bytes) else {
+                continue;
+            };
+            let Ok(Icmpv4Repr::EchoReply {
+                ident: i,
+                seq_no,
+                data,
+            }) = Icmpv4Repr::parse(&packet, &ChecksumCapabilities::default())
+            else {
+                continue;
+            };
+            if i == ident && seq_no == ECHO_SEQ {
+                self.received = data.to_vec();
+                self.outcome = Some(self.judge_echo());
+                return;
+            }
+        }
+    }
+
+    /// The payload came back: from the right host, with the right bytes?
+    fn judge_echo(&self) -> Outcome {
+        if self.received != self.spec.payload {
+            return Outcome::Corrupted;
+        }
+        match (self.spec.named, self.responder()) {
+            (Some(named), Some(Origin::Port(p))) if p == named => Outcome::Completed,
+            (Some(_), _) => Outcome::WrongResponder,
+            (None, _) => Outcome::Completed,
+        }
+    }
+
+    /// Who answered, as far as the exchange knows.
+    fn responder(&self) -> Option<Origin> {
+        match self.spec.proto {
+            L4::Icmp => self.reply_origin,
+            L4::Tcp | L4::Udp => self.answered_by.map(Origin::Port),
+        }
+    }
+
+    /// Removes the sockets and returns how it ended and who answered.
+    pub fn finish(self, net: &mut Network) -> (Outcome, Option<Origin>) {
+        let outcome = self.outcome.unwrap_or(Outcome::TimedOut);
+        let responder = self.responder();
+        for (h, handle) in self.servers {
+            net.hosts[h].sockets.remove(handle);
+        }
+        net.hosts[self.spec.prober].sockets.remove(self.client);
+        net.set_tap(None);
+        (outcome, responder)
+    }
+}
+
+/// Whether an IPv4 packet is an ICMP echo reply with this identifier and the probe's sequence.
+fn is_echo_reply(packet: &[u8], ident: u16) -> bool {
+    let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+        return false;
+    };
+    let Ok(repr) = Ipv4Repr::parse(&ip, &ChecksumCapabilities::default()) else {
+        return false;
+    };
+    if repr.next_header != IpProtocol::Icmp {
+        return false;
+    }
+    let Ok(icmp) = Icmpv4Packet::new_checked(ip.payload()) else {
+        return false;
+    };
+    matches!(
+        Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()),
+        Ok(Icmpv4Repr::EchoReply { ident: i, seq_no: ECHO_SEQ, .. }) if i == ident
+    )
+}
+
+fn tcp_socket() -> tcp::Socket<'static> {
+    tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+    )
+}
+
+fn udp_socket() -> udp::Socket<'static> {
+    udp::Socket::new(
+        udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; UDP_PACKETS],
+            vec![0; UDP_BUFFER],
+        ),
+        udp::PacketBuffer::new(
+            vec![udp::PacketMetadata::EMPTY; UDP_PACKETS],
+            vec![0; UDP_BUFFER],
+        ),
+    )
+}
+
+fn icmp_socket() -> icmp::Socket<'static> {
+    icmp::Socket::new(
+        icmp::PacketBuffer::new(
+            vec![icmp::PacketMetadata::EMPTY; UDP_PACKETS],
+            vec![0; UDP_BUFFER],
+        ),
+        icmp::PacketBuffer::new(
+            vec![icmp::PacketMetadata::EMPTY; UDP_PACKETS],
+            vec![0; UDP_BUFFER],
+        ),
+    )
+}
