@@ -133,20 +133,21 @@ fn detail(r: &ProbeResult) -> String {
             if !r.drops.is_empty() {
                 format!("dropped: {}", drops(!passed))
             } else {
-                match r.outcome {
-                    Outcome::TimedOut => "no drop recorded (timeout)".to_string(),
-                    Outcome::WrongResponder | Outcome::Reset => {
-                        let who = answered();
-                        if who.is_empty() {
-                            format!("no drop recorded ({})", r.outcome.describe())
-                        } else {
-                            format!("no drop recorded ({}, {who})", r.outcome.describe())
-                        }
-                    }
-                    other => format!("no drop recorded ({})", other.describe()),
-                }
+                format!("no drop recorded ({})", why_denied(r))
             }
         }
+    }
+}
+
+/// The end of an exchange that no drop explains, with who answered the prober if anyone did.
+fn why_denied(r: &ProbeResult) -> String {
+    let who = r.answered_by.as_deref();
+    match (r.outcome, who) {
+        (Outcome::TimedOut, _) => "timeout".to_string(),
+        (Outcome::Reset, Some(who)) => format!("connection reset by {who}"),
+        (Outcome::Unreachable, Some(who)) => format!("destination unreachable from {who}"),
+        (Outcome::WrongResponder, Some(who)) => format!("answered by {who}, not the named target"),
+        (other, _) => other.describe().to_string(),
     }
 }
 

@@ -64,6 +64,8 @@ pub enum Outcome {
     Reset,
     /// An answer came from someone other than the named target (e.g. a same-address host).
     WrongResponder,
+    /// An ICMP destination unreachable came back (no socket on that port, no route, too big).
+    Unreachable,
     /// Bytes came back, but not the ones sent.
     Corrupted,
     /// The prober could not even open its socket (an internal limit; should not happen).
@@ -76,7 +78,8 @@ impl Outcome {
             Outcome::Completed => "the target echoed the payload",
             Outcome::TimedOut => "timeout",
             Outcome::Reset => "connection reset",
-            Outcome::WrongResponder => "answered by another host than the named target",
+            Outcome::WrongResponder => "not the named target",
+            Outcome::Unreachable => "destination unreachable",
             Outcome::Corrupted => "the echo did not match the payload",
             Outcome::NotSent => "the probe could not be sent",
         }
@@ -142,6 +145,10 @@ pub(crate) struct Exchange {
     answered_by: Option<PortId>,
     /// Origin of the echo reply the prober received (ICMP).
     reply_origin: Option<Origin>,
+    /// Origin of the first packet delivered to the prober: who reset, refused or answered.
+    first_origin: Option<Origin>,
+    /// Tapped packets already looked at.
+    seen: usize,
     outcome: Option<Outcome>,
 }
 
@@ -198,9 +205,9 @@ impl Exchange {
                 s.send_slice(&bytes, IpAddress::Ipv4(spec.to_addr))
                     .map_err(|_| Outcome::NotSent)?;
                 client = net.hosts[spec.prober].sockets.add(s);
-                net.set_tap(Some(net.hosts[spec.prober].port));
             }
         }
+        net.set_tap(Some(net.hosts[spec.prober].port));
         Ok(Exchange {
             sent: spec.proto != L4::Tcp,
             spec,
@@ -209,6 +216,8 @@ impl Exchange {
             received: Vec::new(),
             answered_by: None,
             reply_origin: None,
+            first_origin: None,
+            seen: 0,
             outcome: None,
         })
     }
@@ -219,6 +228,7 @@ impl Exchange {
         if self.outcome.is_some() {
             return true;
         }
+        self.watch_replies(net);
         match self.spec.proto {
             L4::Tcp => self.tick_tcp(net),
             L4::Udp => self.tick_udp(net),
@@ -283,15 +293,28 @@ impl Exchange {
         }
     }
 
+    /// Looks at what reached the prober since the last tick: who answered, an echo reply, a
+    /// destination-unreachable (which ends the exchange: nobody will answer).
+    fn watch_replies(&mut self, net: &Network) {
+        let ident = self.spec.local;
+        for d in net.tapped().iter().skip(self.seen) {
+            self.seen += 1;
+            self.first_origin.get_or_insert(d.origin);
+            match classify(&d.packet, ident) {
+                Reply::EchoReply => {
+                    self.reply_origin.get_or_insert(d.origin);
+                }
+                Reply::Unreachable => {
+                    self.first_origin = Some(d.origin);
+                    self.outcome.get_or_insert(Outcome::Unreachable);
+                }
+                Reply::Other => {}
+            }
+        }
+    }
+
     fn tick_icmp(&mut self, net: &mut Network) {
         let ident = self.spec.local;
-        if self.reply_origin.is_none() {
-            self.reply_origin = net
-                .tapped()
-                .iter()
-                .find(|d| is_echo_reply(&d.packet, ident))
-                .map(|d| d.origin);
-        }
         let c = net.hosts[self.spec.prober]
             .sockets
             .get_mut::<icmp::Socket>(self.client);
@@ -338,7 +361,10 @@ impl Exchange {
     /// Removes the sockets and returns how it ended and who answered.
     pub fn finish(self, net: &mut Network) -> (Outcome, Option<Origin>) {
         let outcome = self.outcome.unwrap_or(Outcome::TimedOut);
-        let responder = self.responder();
+        let responder = match outcome {
+            Outcome::Completed => self.responder(),
+            _ => self.first_origin,
+        };
         for (h, handle) in self.servers {
             net.hosts[h].sockets.remove(handle);
         }
@@ -348,24 +374,37 @@ impl Exchange {
     }
 }
 
-/// Whether an IPv4 packet is an ICMP echo reply with this identifier and the probe's sequence.
-fn is_echo_reply(packet: &[u8], ident: u16) -> bool {
+/// What a packet delivered to the prober means for the probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    /// An ICMP echo reply with the probe's identifier and sequence.
+    EchoReply,
+    /// An ICMP destination unreachable (port, host, network, fragmentation needed).
+    Unreachable,
+    Other,
+}
+
+fn classify(packet: &[u8], ident: u16) -> Reply {
+    let caps = ChecksumCapabilities::default();
     let Ok(ip) = Ipv4Packet::new_checked(packet) else {
-        return false;
+        return Reply::Other;
     };
-    let Ok(repr) = Ipv4Repr::parse(&ip, &ChecksumCapabilities::default()) else {
-        return false;
-    };
-    if repr.next_header != IpProtocol::Icmp {
-        return false;
+    match Ipv4Repr::parse(&ip, &caps) {
+        Ok(repr) if repr.next_header == IpProtocol::Icmp => {}
+        _ => return Reply::Other,
     }
     let Ok(icmp) = Icmpv4Packet::new_checked(ip.payload()) else {
-        return false;
+        return Reply::Other;
     };
-    matches!(
-        Icmpv4Repr::parse(&icmp, &ChecksumCapabilities::default()),
-        Ok(Icmpv4Repr::EchoReply { ident: i, seq_no: ECHO_SEQ, .. }) if i == ident
-    )
+    match Icmpv4Repr::parse(&icmp, &caps) {
+        Ok(Icmpv4Repr::EchoReply {
+            ident: i,
+            seq_no: ECHO_SEQ,
+            ..
+        }) if i == ident => Reply::EchoReply,
+        Ok(Icmpv4Repr::DstUnreachable { .. }) => Reply::Unreachable,
+        _ => Reply::Other,
+    }
 }
 
 fn tcp_socket() -> tcp::Socket<'static> {
