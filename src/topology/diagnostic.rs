@@ -95,15 +95,15 @@ impl fmt::Display for Diagnostic {
         };
         let pad = " ".repeat(gutter);
         if located {
-            writeln!(f, "{pad} --> {}:{}:{}", self.file, self.line, self.column)?;
+            writeln!(f, "{pad}--> {}:{}:{}", self.file, self.line, self.column)?;
         } else {
-            writeln!(f, "{pad} --> {}", self.file)?;
+            writeln!(f, "{pad}--> {}", self.file)?;
         }
         if !self.key_path.is_empty() {
-            writeln!(f, "{pad}  = at {}", self.key_path)?;
+            writeln!(f, "{pad} = at {}", self.key_path)?;
         }
         if located {
-            writeln!(f, "{pad}  |")?;
+            writeln!(f, "{pad} |")?;
             writeln!(f, "{} | {}", self.line, self.source_line)?;
             // Keep tabs so the carets line up with the source line as a terminal shows it.
             let lead: String = self
@@ -112,10 +112,10 @@ impl fmt::Display for Diagnostic {
                 .take(self.column.saturating_sub(1))
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
-            writeln!(f, "{pad}  | {lead}{}", "^".repeat(self.span_len.max(1)))?;
+            writeln!(f, "{pad} | {lead}{}", "^".repeat(self.span_len.max(1)))?;
         }
         if let Some(hint) = &self.hint {
-            writeln!(f, "{pad}  = hint: {hint}")?;
+            writeln!(f, "{pad} = hint: {hint}")?;
         }
         Ok(())
     }
