@@ -35,29 +35,15 @@ pub fn run(file: &Path) -> u8 {
     }
 }
 
-/// A load error as the user reads it: every diagnostic with its location and hint.
+/// A load error as the user reads it: the topology's own rendering (every diagnostic with its
+/// location, snippet and hint, then a summary), ending with a newline.
 pub fn render_error(e: &SimError) -> String {
-    let mut out = String::new();
-    match e {
-        SimError::Topology(TopologyError::Invalid(diags)) if !diags.is_empty() => {
-            for d in diags {
-                let _ = write!(out, "error: {}", d.file);
-                if d.line > 0 {
-                    let _ = write!(out, ":{}:{}", d.line, d.column);
-                }
-                if !d.key_path.is_empty() {
-                    let _ = write!(out, ": {}", d.key_path);
-                }
-                let _ = writeln!(out, ": {}", d.message);
-                if let Some(hint) = &d.hint {
-                    let _ = writeln!(out, "  hint: {hint}");
-                }
-            }
-            let _ = writeln!(out, "{} problem(s); nothing was run", diags.len());
-        }
-        other => {
-            let _ = writeln!(out, "error: {other}");
-        }
+    let mut out = match e {
+        SimError::Topology(t) => t.to_string(),
+        other => format!("error: {other}"),
+    };
+    if !out.ends_with('\n') {
+        out.push('\n');
     }
     out
 }
@@ -196,17 +182,21 @@ mod tests {
 
     #[test]
     fn invalid_topologies_list_every_problem() {
-        let e = SimError::Topology(TopologyError::Invalid(vec![crate::topology::Diagnostic {
-            file: "t.toml".into(),
-            line: 3,
-            column: 8,
-            key_path: "vpc[a].cidr".into(),
-            message: "bad".into(),
-            hint: Some("fix it".into()),
-        }]));
-        assert_eq!(
-            render_error(&e),
-            "error: t.toml:3:8: vpc[a].cidr: bad\n  hint: fix it\n1 problem(s); nothing was run\n"
+        let text = "[[vpc]]\ncidr = 5\n";
+        let d = crate::topology::Diagnostic::new(
+            "t.toml",
+            text,
+            Some(15..16),
+            "vpc[0].cidr",
+            "bad",
+            Some("fix it".into()),
         );
+        let e = SimError::Topology(TopologyError::Invalid(vec![d]));
+        let out = render_error(&e);
+        assert!(out.contains("t.toml:2:8"), "{out}");
+        assert!(out.contains("hint: fix it"), "{out}");
+        assert!(out.ends_with('\n'));
+        let e = SimError::UnknownEndpoint("x/y".into());
+        assert!(render_error(&e).starts_with("error: no endpoint named `x/y`"));
     }
 }

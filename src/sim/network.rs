@@ -219,9 +219,10 @@ impl Network {
         next
     }
 
-    /// Steps until `app` says it is done or the clock would pass `deadline`. `app` runs after every
+    /// Steps until `app` says it is done or the step at `deadline` has run. `app` runs after every
     /// step and may use the hosts' sockets; it returns `true` when finished. Returns whether `app`
-    /// finished. The clock ends at the instant `app` finished, or at `deadline`.
+    /// finished. The clock ends at the instant `app` finished, or at `deadline` (or wherever the
+    /// step budget ran out).
     pub fn run_until(
         &mut self,
         deadline: Instant,
@@ -233,6 +234,9 @@ impl Network {
             if app(self) {
                 return true;
             }
+            if self.now >= deadline {
+                return false;
+            }
             let mut next = self.next_event().unwrap_or(deadline).max(self.now);
             if next == self.now {
                 idle = if moved == 0 { idle + 1 } else { 0 };
@@ -243,11 +247,7 @@ impl Network {
             } else {
                 idle = 0;
             }
-            if next > deadline {
-                self.now = deadline.max(self.now);
-                return false;
-            }
-            self.now = next;
+            self.now = next.min(deadline);
         }
         false
     }
@@ -256,5 +256,123 @@ impl Network {
     pub fn advance(&mut self, by: Duration) {
         let deadline = self.now + by;
         self.run_until(deadline, |_| false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use smoltcp::socket::udp;
+    use smoltcp::wire::IpAddress;
+
+    use super::*;
+    use crate::sim::Simulation;
+    use crate::tables::PortId;
+
+    const TOPOLOGY: &str = r#"
+        [[vpc]]
+        name = "t"
+        cidr = "10.0.0.0/16"
+        subnet = [{ name = "s", cidr = "10.0.1.0/24" }]
+        instance = [
+            { name = "a", subnet = "s", ip = "10.0.1.10", attach = "sim" },
+            { name = "b", subnet = "s", ip = "10.0.1.20" },
+        ]
+    "#;
+
+    fn sim() -> Simulation {
+        Simulation::parse("clock.toml", TOPOLOGY).expect("the test topology is valid")
+    }
+
+    fn port(sim: &Simulation, name: &str) -> PortId {
+        sim.fabric()
+            .tables()
+            .port_named(name)
+            .expect("the port exists")
+    }
+
+    #[test]
+    fn an_idle_network_jumps_straight_to_the_deadline() {
+        let mut sim = sim();
+        let mut steps = 0;
+        let done = sim.net.run_until(Instant::from_secs(3600), |_| {
+            steps += 1;
+            false
+        });
+        assert!(!done);
+        assert_eq!(sim.now(), Instant::from_secs(3600));
+        assert_eq!(
+            steps, 2,
+            "nothing is due: a step now, a jump, a step at the deadline"
+        );
+    }
+
+    #[test]
+    fn a_packet_arrives_one_link_delay_after_it_was_sent() {
+        let mut sim = sim();
+        let b = port(&sim, "t/b");
+        let a_host = sim
+            .net
+            .host_of_port(port(&sim, "t/a"))
+            .expect("a has a host");
+        let mut s = udp::Socket::new(
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 1], vec![0; 64]),
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 1], vec![0; 64]),
+        );
+        s.bind(4000).expect("bind");
+        s.send_slice(b"x", (IpAddress::v4(10, 0, 1, 20), 53))
+            .expect("room for one datagram");
+        sim.net.hosts[a_host].sockets.add(s);
+        sim.net.set_tap(Some(b));
+        let done = sim
+            .net
+            .run_until(Instant::from_secs(1), |net| !net.tapped().is_empty());
+        assert!(done);
+        assert_eq!(sim.now(), Instant::ZERO + LINK_DELAY);
+        assert_eq!(sim.net.tapped()[0].origin, Origin::Port(port(&sim, "t/a")));
+    }
+
+    #[test]
+    fn syn_retransmissions_follow_the_virtual_clock() {
+        let mut sim = sim();
+        let a_host = sim
+            .net
+            .host_of_port(port(&sim, "t/a"))
+            .expect("a has a host");
+        let mut s = smoltcp::socket::tcp::Socket::new(
+            smoltcp::socket::tcp::SocketBuffer::new(vec![0; 64]),
+            smoltcp::socket::tcp::SocketBuffer::new(vec![0; 64]),
+        );
+        let host = &mut sim.net.hosts[a_host];
+        s.connect(
+            host.iface.context(),
+            (IpAddress::v4(10, 0, 1, 99), 80),
+            40000,
+        )
+        .expect("connect");
+        host.sockets.add(s);
+        let dropped = |sim: &Simulation| sim.counters().drops(DropReason::NoSuchHost);
+        // SYN at 0, then RTO 1 s, then backed off to 2 s: 1 s and 3 s.
+        sim.net.run_until(Instant::from_millis(999), |_| false);
+        assert_eq!(dropped(&sim), 1);
+        sim.net.run_until(Instant::from_millis(2999), |_| false);
+        assert_eq!(dropped(&sim), 2);
+        sim.net.run_until(Instant::from_millis(3001), |_| false);
+        assert_eq!(dropped(&sim), 3);
+        assert_eq!(sim.now(), Instant::from_millis(3001));
+    }
+
+    #[test]
+    fn quiesce_forgets_packets_in_flight() {
+        let mut sim = sim();
+        let a = port(&sim, "t/a");
+        sim.net.in_flight.push_back(InFlight {
+            at: Instant::ZERO,
+            to: a,
+            origin: Origin::Fabric,
+            packet: vec![0x45],
+        });
+        sim.net.quiesce();
+        assert_eq!(sim.net.next_event(), None);
+        assert_eq!(sim.lost_packets(), 0);
     }
 }
