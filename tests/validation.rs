@@ -189,3 +189,2218 @@ fn empty_file_is_a_valid_empty_topology() {
     assert!(p.vpcs.is_empty() && p.eips.is_empty() && p.probes.is_empty());
     assert_eq!(p.internet.cidr.to_string(), "198.51.100.0/24");
 }
+
+#[test]
+fn implicit_main_table_is_index_zero_and_user_main_adds_routes() {
+    let p = ok(r#"
+[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+
+[[vpc.route_table]]
+name = "other"
+
+[[vpc.route_table]]
+name = "main"
+routes = [{ destination = "0.0.0.0/0", target = "internet" }]
+
+[[vpc.subnet]]
+name = "s"
+cidr = "10.0.1.0/24"
+"#);
+    let tables = &p.vpcs[0].route_tables;
+    assert_eq!(tables[0].name, "main");
+    assert_eq!(tables[0].routes.len(), 2);
+    assert_eq!(tables[0].routes[0].target, RouteTargetPlan::Local);
+    assert_eq!(tables[0].routes[1].target, RouteTargetPlan::Internet);
+    assert_eq!(tables[1].name, "other");
+    assert_eq!(p.vpcs[0].subnets[0].route_table, 0);
+}
+
+#[test]
+fn auto_ip_assignment_skips_reserved_and_taken_addresses() {
+    let p = ok(r#"
+[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "s"
+cidr = "10.0.1.0/29"
+
+[[vpc.instance]]
+name = "one"
+subnet = "s"
+
+[[vpc.instance]]
+name = "two"
+subnet = "s"
+ip = "10.0.1.3"
+
+[[vpc.nat_gateway]]
+name = "gw"
+subnet = "s"
+
+[[vpc.instance]]
+name = "three"
+subnet = "s"
+"#);
+    let v = &p.vpcs[0];
+    // Gateways first, then instances, each taking the first free address after `.1`.
+    assert_eq!(v.nat_gateways[0].ip, ip("10.0.1.2"));
+    assert_eq!(v.instances[0].ip, ip("10.0.1.4"));
+    assert_eq!(v.instances[1].ip, ip("10.0.1.3"));
+    assert_eq!(v.instances[2].ip, ip("10.0.1.5"));
+}
+
+#[test]
+fn smallest_subnet_has_one_usable_address() {
+    let p = ok(r#"
+[[vpc]]
+name = "a"
+cidr = "10.0.0.0/28"
+
+[[vpc.subnet]]
+name = "s"
+cidr = "10.0.0.4/30"
+
+[[vpc.instance]]
+name = "one"
+subnet = "s"
+"#);
+    assert_eq!(p.vpcs[0].instances[0].ip, ip("10.0.0.6"));
+}
+
+#[test]
+fn dnat_any_maps_the_whole_address_and_snat_defaults_to_all_gateway_eips() {
+    let p = ok(r#"
+[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "s"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn"
+subnet = "s"
+
+[[vpc.nat_gateway]]
+name = "gw"
+subnet = "s"
+eips = ["e1", "e2"]
+snat = [{ source = "fn" }]
+dnat = [{ eip = "e2", protocol = "any", instance = "fn" }, { eip = "e1", protocol = "udp", port = 53, instance = "fn" }]
+
+[[eip]]
+name = "e1"
+address = "192.0.2.1"
+
+[[eip]]
+name = "e2"
+address = "192.0.2.2"
+"#);
+    let gw = &p.vpcs[0].nat_gateways[0];
+    assert_eq!(gw.snat[0].eips, vec![0, 1]);
+    assert_eq!(gw.snat[0].source.to_string(), "10.0.1.3/32");
+    assert_eq!((gw.dnat[0].port, gw.dnat[0].instance_port), (None, None));
+    assert_eq!(
+        (gw.dnat[1].port, gw.dnat[1].instance_port),
+        (Some(53), Some(53))
+    );
+}
+
+// ---- every rule, with the exact text a user sees -------------------------------------------
+
+#[test]
+fn toml_syntax_error_is_located() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+[[vpc.instance]
+name = "fn-a1"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: invalid TOML: unclosed array table, expected `]`
+ --> bad.toml:8:16
+  = at vpc.instance
+  |
+8 | [[vpc.instance]
+  |                ^
+  = hint: fix the TOML syntax here: check quotes, brackets and `key = value` pairs
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn unknown_key_is_refused_with_closest_valid_key() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cdir = "10.0.1.0/24"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: unknown key `cdir`
+ --> bad.toml:7:1
+  = at vpc[tenant-a].subnet[functions].cdir
+  |
+7 | cdir = "10.0.1.0/24"
+  | ^^^^
+  = hint: did you mean `cidr`? the keys here are: name, cidr, route_table, network_acl
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn missing_key_is_refused_with_key_path() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: missing key `cidr`
+ --> bad.toml:5:1
+  = at vpc[tenant-a].subnet[functions].cidr
+  |
+5 | [[vpc.subnet]]
+  | ^^^^^^^^^^^^^^
+  = hint: add `cidr = ...` to this table (see topologies/README.md)
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn bad_cidr_is_refused_with_its_message() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/33"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `10.0.1.0/33` is not an IPv4 CIDR block
+ --> bad.toml:7:8
+  = at vpc[tenant-a].subnet[functions].cidr
+  |
+7 | cidr = "10.0.1.0/33"
+  |        ^^^^^^^^^^^^^
+  = hint: write it like "10.0.0.0/16"
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn cidr_with_host_bits_suggests_the_block() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.5/24"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `10.0.1.5/24` has host bits set
+ --> bad.toml:7:8
+  = at vpc[tenant-a].subnet[functions].cidr
+  |
+7 | cidr = "10.0.1.5/24"
+  |        ^^^^^^^^^^^^^
+  = hint: did you mean "10.0.1.0/24"?
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn bad_address_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+ip = "10.0.1.300"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `10.0.1.300` is not an IPv4 address
+  --> bad.toml:12:6
+   = at vpc[tenant-a].instance[fn-a1].ip
+   |
+12 | ip = "10.0.1.300"
+   |      ^^^^^^^^^^^^
+   = hint: write it like "10.0.1.10"
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn bad_route_target_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.route_table]]
+name = "main"
+routes = [{ destination = "0.0.0.0/0", target = "nowhere" }]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `nowhere` is not a route target
+  --> bad.toml:11:49
+   = at vpc[tenant-a].route_table[main].routes[0].target
+   |
+11 | routes = [{ destination = "0.0.0.0/0", target = "nowhere" }]
+   |                                                 ^^^^^^^^^
+   = hint: use "local", "blackhole", "internet" or "nat:GATEWAY"
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn bad_probe_target_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[probe]]
+from = "tenant-a/fn"
+to = "10.0.1.2:80"
+expect = "allow"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `10.0.1.2:80` is not a probe target
+  --> bad.toml:11:6
+   = at probe[0].to
+   |
+11 | to = "10.0.1.2:80"
+   |      ^^^^^^^^^^^^^
+   = hint: write "198.51.100.10:80/tcp", "tenant-b/fn-b1:53/udp" or "10.0.1.20/icmp"
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn bad_enum_value_suggests_the_closest() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+attach = "netn"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `netn` is not allowed here
+  --> bad.toml:12:10
+   = at vpc[tenant-a].instance[fn-a1].attach
+   |
+12 | attach = "netn"
+   |          ^^^^^^
+   = hint: did you mean "netns"? write one of: netns, sim
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn wrong_value_type_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+mtu = "1500"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: wrong type: string "1500", expected u32
+  --> bad.toml:12:7
+   = at vpc[tenant-a].instance[fn-a1].mtu
+   |
+12 | mtu = "1500"
+   |       ^^^^^^
+   = hint: write a whole number without quotes
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn subnet_outside_vpc_is_refused_with_key_path() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.1.0.0/24"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: subnet 10.1.0.0/24 is outside its VPC's CIDR 10.0.0.0/16
+ --> bad.toml:7:8
+  = at vpc[tenant-a].subnet[functions].cidr
+  |
+7 | cidr = "10.1.0.0/24"
+  |        ^^^^^^^^^^^^^
+  = hint: choose a subnet CIDR inside 10.0.0.0/16, or widen the VPC's cidr
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn overlapping_subnets_in_a_vpc_are_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.subnet]]
+name = "more"
+cidr = "10.0.0.0/23"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: subnet more (10.0.0.0/23) overlaps subnet functions (10.0.1.0/24) in VPC tenant-a
+  --> bad.toml:11:8
+   = at vpc[tenant-a].subnet[more].cidr
+   |
+11 | cidr = "10.0.0.0/23"
+   |        ^^^^^^^^^^^^^
+   = hint: subnets of one VPC must not overlap; choose a CIDR outside 10.0.1.0/24
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn subnet_too_small_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/31"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: subnet 10.0.1.0/31 is too small to have a usable address
+ --> bad.toml:7:8
+  = at vpc[tenant-a].subnet[functions].cidr
+  |
+7 | cidr = "10.0.1.0/31"
+  |        ^^^^^^^^^^^^^
+  = hint: use a /30 or larger: the network address, the `.1` gateway and the broadcast address are reserved
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn instance_ip_outside_subnet_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+ip = "10.0.2.10"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: instance fn-a1's address 10.0.2.10 is outside its subnet functions (10.0.1.0/24)
+  --> bad.toml:12:6
+   = at vpc[tenant-a].instance[fn-a1].ip
+   |
+12 | ip = "10.0.2.10"
+   |      ^^^^^^^^^^^
+   = hint: choose an address from 10.0.1.2 to 10.0.1.254, or leave out `ip` to get the first free one
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn instance_ip_on_gateway_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+ip = "10.0.1.1"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: address 10.0.1.1 is reserved in subnet functions (10.0.1.0/24): it is the subnet gateway (.1)
+  --> bad.toml:12:6
+   = at vpc[tenant-a].instance[fn-a1].ip
+   |
+12 | ip = "10.0.1.1"
+   |      ^^^^^^^^^^
+   = hint: choose an address from 10.0.1.2 to 10.0.1.254, or leave out `ip` to get the first free one
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn instance_ip_on_network_address_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+ip = "10.0.1.0"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: address 10.0.1.0 is reserved in subnet functions (10.0.1.0/24): it is the network address
+  --> bad.toml:12:6
+   = at vpc[tenant-a].instance[fn-a1].ip
+   |
+12 | ip = "10.0.1.0"
+   |      ^^^^^^^^^^
+   = hint: choose an address from 10.0.1.2 to 10.0.1.254, or leave out `ip` to get the first free one
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn instance_ip_on_broadcast_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+ip = "10.0.1.255"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: address 10.0.1.255 is reserved in subnet functions (10.0.1.0/24): it is the broadcast address
+  --> bad.toml:12:6
+   = at vpc[tenant-a].instance[fn-a1].ip
+   |
+12 | ip = "10.0.1.255"
+   |      ^^^^^^^^^^^^
+   = hint: choose an address from 10.0.1.2 to 10.0.1.254, or leave out `ip` to get the first free one
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn duplicate_ip_in_a_vpc_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+ip = "10.0.1.10"
+
+[[vpc.instance]]
+name = "fn-a2"
+subnet = "functions"
+ip = "10.0.1.10"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: address 10.0.1.10 is already used by instance fn-a1 (line 12) in VPC tenant-a
+  --> bad.toml:17:6
+   = at vpc[tenant-a].instance[fn-a2].ip
+   |
+17 | ip = "10.0.1.10"
+   |      ^^^^^^^^^^^
+   = hint: each instance and NAT gateway of a VPC needs its own address; leave out `ip` to get a free one
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn full_subnet_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/30"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+
+[[vpc.instance]]
+name = "fn-a2"
+subnet = "functions"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: subnet functions (10.0.1.0/30) has no free address left for instance fn-a2
+  --> bad.toml:14:8
+   = at vpc[tenant-a].instance[fn-a2].name
+   |
+14 | name = "fn-a2"
+   |        ^^^^^^^
+   = hint: use a larger subnet, or attach it to another subnet
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn duplicate_vpc_name_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc]]
+name = "tenant-a"
+cidr = "10.1.0.0/16"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: duplicate VPC name `tenant-a`
+  --> bad.toml:10:8
+   = at vpc[tenant-a].name
+   |
+10 | name = "tenant-a"
+   |        ^^^^^^^^^^
+   = hint: the first VPC named `tenant-a` is on line 2; rename one of them
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn duplicate_subnet_name_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.2.0/24"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: duplicate subnet name `functions` in VPC tenant-a
+  --> bad.toml:10:8
+   = at vpc[tenant-a].subnet[functions].name
+   |
+10 | name = "functions"
+   |        ^^^^^^^^^^^
+   = hint: the first subnet named `functions` is on line 6; rename one of them
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn duplicate_instance_name_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn"
+subnet = "functions"
+
+[[vpc.instance]]
+name = "fn"
+subnet = "functions"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: duplicate instance name `fn` in VPC tenant-a
+  --> bad.toml:14:8
+   = at vpc[tenant-a].instance[fn].name
+   |
+14 | name = "fn"
+   |        ^^^^
+   = hint: the first instance named `fn` is on line 10; rename one of them
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn duplicate_route_table_name_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.route_table]]
+name = "rt"
+
+[[vpc.route_table]]
+name = "rt"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: duplicate route table name `rt` in VPC tenant-a
+  --> bad.toml:13:8
+   = at vpc[tenant-a].route_table[rt].name
+   |
+13 | name = "rt"
+   |        ^^^^
+   = hint: the first route table named `rt` is on line 10; rename one of them
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn duplicate_nat_gateway_name_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.nat_gateway]]
+name = "gw"
+subnet = "functions"
+
+[[vpc.nat_gateway]]
+name = "gw"
+subnet = "functions"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: duplicate NAT gateway name `gw` in VPC tenant-a
+  --> bad.toml:14:8
+   = at vpc[tenant-a].nat_gateway[gw].name
+   |
+14 | name = "gw"
+   |        ^^^^
+   = hint: the first NAT gateway named `gw` is on line 10; rename one of them
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn duplicate_security_group_name_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.security_group]]
+name = "web"
+
+[[vpc.security_group]]
+name = "web"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: duplicate security group name `web` in VPC tenant-a
+  --> bad.toml:13:8
+   = at vpc[tenant-a].security_group[web].name
+   |
+13 | name = "web"
+   |        ^^^^^
+   = hint: the first security group named `web` is on line 10; rename one of them
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn duplicate_network_acl_name_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.network_acl]]
+name = "acl"
+
+[[vpc.network_acl]]
+name = "acl"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: duplicate network ACL name `acl` in VPC tenant-a
+  --> bad.toml:13:8
+   = at vpc[tenant-a].network_acl[acl].name
+   |
+13 | name = "acl"
+   |        ^^^^^
+   = hint: the first network ACL named `acl` is on line 10; rename one of them
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn duplicate_eip_name_is_refused() {
+    let text = r##"[[eip]]
+name = "e"
+address = "203.0.113.1"
+
+[[eip]]
+name = "e"
+address = "203.0.113.2"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: duplicate EIP name `e`
+ --> bad.toml:6:8
+  = at eip[e].name
+  |
+6 | name = "e"
+  |        ^^^
+  = hint: the first EIP named `e` is on line 2; rename one of them
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn duplicate_host_name_is_refused() {
+    let text = r##"[[internet.host]]
+name = "web"
+ip = "198.51.100.10"
+
+[[internet.host]]
+name = "web"
+ip = "198.51.100.11"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: duplicate host name `web` on the internet
+ --> bad.toml:6:8
+  = at internet.host[web].name
+  |
+6 | name = "web"
+  |        ^^^^^
+  = hint: the first host named `web` is on line 2; rename one of them
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn duplicate_public_address_is_refused() {
+    let text = r##"[[eip]]
+name = "e"
+address = "198.51.100.10"
+
+[[internet.host]]
+name = "web"
+ip = "198.51.100.10"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: address 198.51.100.10 is already used by EIP e (line 3) on the public segment
+ --> bad.toml:7:6
+  = at internet.host[web].ip
+  |
+7 | ip = "198.51.100.10"
+  |      ^^^^^^^^^^^^^^^
+  = hint: every internet host and EIP needs its own address
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn two_eips_with_one_address_are_refused() {
+    let text = r##"[[eip]]
+name = "e1"
+address = "203.0.113.1"
+
+[[eip]]
+name = "e2"
+address = "203.0.113.1"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: address 203.0.113.1 is already used by EIP e1 (line 3) on the public segment
+ --> bad.toml:7:11
+  = at eip[e2].address
+  |
+7 | address = "203.0.113.1"
+  |           ^^^^^^^^^^^^^
+  = hint: every internet host and EIP needs its own address
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn unknown_subnet_is_refused_with_suggestion() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "function"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: unknown subnet `function` in VPC tenant-a
+  --> bad.toml:11:10
+   = at vpc[tenant-a].instance[fn-a1].subnet
+   |
+11 | subnet = "function"
+   |          ^^^^^^^^^^
+   = hint: did you mean `functions`? known subnets: functions
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn unknown_route_table_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+route_table = "private"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: unknown route table `private` in VPC tenant-a
+ --> bad.toml:8:15
+  = at vpc[tenant-a].subnet[functions].route_table
+  |
+8 | route_table = "private"
+  |               ^^^^^^^^^
+  = hint: known route tables: main; or define it with [[vpc.route_table]] in VPC tenant-a
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn unknown_nat_route_target_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.route_table]]
+name = "main"
+routes = [{ destination = "0.0.0.0/0", target = "nat:egress" }]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: unknown NAT gateway `egress` in VPC tenant-a
+  --> bad.toml:11:49
+   = at vpc[tenant-a].route_table[main].routes[0].target
+   |
+11 | routes = [{ destination = "0.0.0.0/0", target = "nat:egress" }]
+   |                                                 ^^^^^^^^^^^^
+   = hint: there are no NAT gateways here; define it with [[vpc.nat_gateway]] in VPC tenant-a
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn unknown_eip_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+eip = "public"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: unknown EIP `public`
+  --> bad.toml:12:7
+   = at vpc[tenant-a].instance[fn-a1].eip
+   |
+12 | eip = "public"
+   |       ^^^^^^^^
+   = hint: there are no EIPs here; define it with [[eip]] (name and address)
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn unknown_security_group_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+security_groups = ["web"]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: unknown security group `web` in VPC tenant-a
+  --> bad.toml:12:20
+   = at vpc[tenant-a].instance[fn-a1].security_groups[0]
+   |
+12 | security_groups = ["web"]
+   |                    ^^^^^
+   = hint: there are no security groups here; define it with [[vpc.security_group]] in VPC tenant-a
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn unknown_sg_peer_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.security_group]]
+name = "web"
+ingress = [{ protocol = "tcp", ports = 80, peer = "sg:lb" }]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: unknown security group `lb` in VPC tenant-a
+  --> bad.toml:11:51
+   = at vpc[tenant-a].security_group[web].ingress[0].peer
+   |
+11 | ingress = [{ protocol = "tcp", ports = 80, peer = "sg:lb" }]
+   |                                                   ^^^^^^^
+   = hint: known security groups: web; or define it with [[vpc.security_group]] in VPC tenant-a
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn bad_sg_peer_cidr_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.security_group]]
+name = "web"
+ingress = [{ protocol = "tcp", ports = 80, peer = "anywhere" }]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `anywhere` is not an IPv4 CIDR block
+  --> bad.toml:11:51
+   = at vpc[tenant-a].security_group[web].ingress[0].peer
+   |
+11 | ingress = [{ protocol = "tcp", ports = 80, peer = "anywhere" }]
+   |                                                   ^^^^^^^^^^
+   = hint: write a CIDR like "10.0.0.0/16", or `sg:NAME` for the members of a security group
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn unknown_network_acl_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+network_acl = "strict"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: unknown network ACL `strict` in VPC tenant-a
+ --> bad.toml:8:15
+  = at vpc[tenant-a].subnet[functions].network_acl
+  |
+8 | network_acl = "strict"
+  |               ^^^^^^^^
+  = hint: there are no network ACLs here; define it with [[vpc.network_acl]] in VPC tenant-a
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn duplicate_acl_rule_number_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.network_acl]]
+name = "acl"
+inbound = [
+  { rule = 100, action = "allow", protocol = "all", cidr = "0.0.0.0/0" },
+  { rule = 100, action = "deny", protocol = "all", cidr = "0.0.0.0/0" },
+]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: duplicate inbound rule number 100 in network ACL acl
+  --> bad.toml:13:12
+   = at vpc[tenant-a].network_acl[acl].inbound[1].rule
+   |
+13 |   { rule = 100, action = "deny", protocol = "all", cidr = "0.0.0.0/0" },
+   |            ^^^
+   = hint: rule numbers order evaluation; rule 100 is already on line 12, choose another number
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn eip_inside_a_vpc_cidr_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[eip]]
+name = "e"
+address = "10.0.9.9"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: EIP e's address 10.0.9.9 is inside VPC tenant-a's CIDR 10.0.0.0/16
+  --> bad.toml:11:11
+   = at eip[e].address
+   |
+11 | address = "10.0.9.9"
+   |           ^^^^^^^^^^
+   = hint: an EIP is a public address; in tests use the documentation ranges 192.0.2.0/24, 198.51.100.0/24 or 203.0.113.0/24
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn private_eip_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[eip]]
+name = "e"
+address = "192.168.1.1"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: EIP e's address 192.168.1.1 is a private (RFC 1918) address, not a public address
+  --> bad.toml:11:11
+   = at eip[e].address
+   |
+11 | address = "192.168.1.1"
+   |           ^^^^^^^^^^^^^
+   = hint: an EIP is a public address; in tests use the documentation ranges 192.0.2.0/24, 198.51.100.0/24 or 203.0.113.0/24
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn eip_used_by_two_instances_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+eip = "e"
+
+[[vpc.instance]]
+name = "fn-a2"
+subnet = "functions"
+eip = "e"
+
+[[eip]]
+name = "e"
+address = "203.0.113.1"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: EIP e is already bound to instance tenant-a/fn-a1 (line 12)
+  --> bad.toml:17:7
+   = at vpc[tenant-a].instance[fn-a2].eip
+   |
+17 | eip = "e"
+   |       ^^^
+   = hint: an EIP belongs to one instance or one NAT gateway; define another [[eip]] for this one
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn eip_used_by_instance_and_nat_gateway_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.nat_gateway]]
+name = "gw"
+subnet = "functions"
+eips = ["e"]
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+eip = "e"
+
+[[eip]]
+name = "e"
+address = "203.0.113.1"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: EIP e is already bound to NAT gateway tenant-a/gw (line 12)
+  --> bad.toml:17:7
+   = at vpc[tenant-a].instance[fn-a1].eip
+   |
+17 | eip = "e"
+   |       ^^^
+   = hint: an EIP belongs to one instance or one NAT gateway; define another [[eip]] for this one
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn eip_used_by_two_gateways_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.nat_gateway]]
+name = "gw1"
+subnet = "functions"
+eips = ["e"]
+
+[[vpc.nat_gateway]]
+name = "gw2"
+subnet = "functions"
+eips = ["e"]
+
+[[eip]]
+name = "e"
+address = "203.0.113.1"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: EIP e is already bound to NAT gateway tenant-a/gw1 (line 12)
+  --> bad.toml:17:9
+   = at vpc[tenant-a].nat_gateway[gw2].eips[0]
+   |
+17 | eips = ["e"]
+   |         ^^^
+   = hint: an EIP belongs to one instance or one NAT gateway; define another [[eip]] for this one
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn host_outside_internet_cidr_is_refused() {
+    let text = r##"[internet]
+cidr = "198.51.100.0/24"
+
+[[internet.host]]
+name = "web"
+ip = "203.0.113.10"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: host web's address 203.0.113.10 is outside the internet CIDR 198.51.100.0/24
+ --> bad.toml:6:6
+  = at internet.host[web].ip
+  |
+6 | ip = "203.0.113.10"
+  |      ^^^^^^^^^^^^^^
+  = hint: choose an address inside 198.51.100.0/24, or set `cidr` in [internet]
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn private_host_is_refused() {
+    let text = r##"[internet]
+cidr = "10.0.0.0/8"
+
+[[internet.host]]
+name = "web"
+ip = "10.0.0.10"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: host web's address 10.0.0.10 is a private (RFC 1918) address, not a public address
+ --> bad.toml:6:6
+  = at internet.host[web].ip
+  |
+6 | ip = "10.0.0.10"
+  |      ^^^^^^^^^^^
+  = hint: internet hosts need public addresses; set [internet] cidr to a documentation range like 198.51.100.0/24
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn vpc_prefix_out_of_range_is_refused() {
+    let text = r##"[[vpc]]
+name = "big"
+cidr = "10.0.0.0/7"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: VPC CIDR 10.0.0.0/7 has prefix /7; a VPC's prefix must be between /8 and /28
+ --> bad.toml:3:8
+  = at vpc[big].cidr
+  |
+3 | cidr = "10.0.0.0/7"
+  |        ^^^^^^^^^^^^
+  = hint: choose a block from /8 (largest) to /28 (smallest), like "10.0.0.0/16"
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn vpc_named_internet_is_refused() {
+    let text = r##"[[vpc]]
+name = "internet"
+cidr = "10.0.0.0/16"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: a VPC cannot be named `internet`
+ --> bad.toml:2:8
+  = at vpc[internet].name
+  |
+2 | name = "internet"
+  |        ^^^^^^^^^^
+  = hint: `internet` names the public segment in probes (`internet/HOST`); choose another name
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn invalid_name_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant/a"
+cidr = "10.0.0.0/16"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `tenant/a` is not a valid VPC name
+ --> bad.toml:2:8
+  = at vpc[tenant/a].name
+  |
+2 | name = "tenant/a"
+  |        ^^^^^^^^^^
+  = hint: use 1 to 32 characters from A-Z, a-z, 0-9, `_`, `.` and `-` (no `/` or `:`)
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn too_long_name_is_refused() {
+    let text = r##"[[vpc]]
+name = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+cidr = "10.0.0.0/16"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa` is not a valid VPC name
+ --> bad.toml:2:8
+  = at vpc[aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa].name
+  |
+2 | name = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+  |        ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+  = hint: use 1 to 32 characters from A-Z, a-z, 0-9, `_`, `.` and `-` (no `/` or `:`)
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn probe_from_unknown_instance_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+
+[[probe]]
+from = "tenant-a/fn-a2"
+to = "198.51.100.10:80/tcp"
+expect = "allow"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: unknown probe source `tenant-a/fn-a2`: VPC tenant-a has no instance named `fn-a2`
+  --> bad.toml:14:8
+   = at probe[0].from
+   |
+14 | from = "tenant-a/fn-a2"
+   |        ^^^^^^^^^^^^^^^^
+   = hint: did you mean `tenant-a/fn-a1`? name an endpoint as `VPC/INSTANCE` or `internet/HOST`
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn probe_from_without_scope_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[probe]]
+name = "out"
+from = "fn-a1"
+to = "198.51.100.10:80/tcp"
+expect = "allow"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `fn-a1` is not a probe source
+  --> bad.toml:11:8
+   = at probe[out].from
+   |
+11 | from = "fn-a1"
+   |        ^^^^^^^
+   = hint: write `VPC/INSTANCE` or `internet/HOST`, like "tenant-a/fn-a1"
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn probe_to_unknown_endpoint_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+
+[[probe]]
+from = "tenant-a/fn-a1"
+to = "internet/web:80/tcp"
+expect = "allow"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: unknown probe target `internet/web`: there is no internet host named `web`
+  --> bad.toml:15:6
+   = at probe[0].to
+   |
+15 | to = "internet/web:80/tcp"
+   |      ^^^^^^^^^^^^^^^^^^^^^
+   = hint: name an endpoint as `VPC/INSTANCE` or `internet/HOST` of this file
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn duplicate_route_destination_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.route_table]]
+name = "main"
+routes = [
+  { destination = "0.0.0.0/0", target = "internet" },
+  { destination = "0.0.0.0/0", target = "blackhole" },
+]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: duplicate route for 0.0.0.0/0 in route table main
+  --> bad.toml:13:19
+   = at vpc[tenant-a].route_table[main].routes[1].destination
+   |
+13 |   { destination = "0.0.0.0/0", target = "blackhole" },
+   |                   ^^^^^^^^^^^
+   = hint: the first route for 0.0.0.0/0 is on line 12; keep one of them
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn route_repeating_local_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.route_table]]
+name = "main"
+routes = [{ destination = "10.0.0.0/16", target = "blackhole" }]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: route for 10.0.0.0/16 repeats the implicit local route of VPC tenant-a
+  --> bad.toml:11:27
+   = at vpc[tenant-a].route_table[main].routes[0].destination
+   |
+11 | routes = [{ destination = "10.0.0.0/16", target = "blackhole" }]
+   |                           ^^^^^^^^^^^^^
+   = hint: every route table already sends the VPC CIDR 10.0.0.0/16 to `local`; remove this route
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn local_route_outside_vpc_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.route_table]]
+name = "main"
+routes = [{ destination = "0.0.0.0/0", target = "local" }]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: a `local` route for 0.0.0.0/0 points outside VPC tenant-a's CIDR 10.0.0.0/16
+  --> bad.toml:11:49
+   = at vpc[tenant-a].route_table[main].routes[0].target
+   |
+11 | routes = [{ destination = "0.0.0.0/0", target = "local" }]
+   |                                                 ^^^^^^^
+   = hint: `local` delivers inside the VPC only; send this destination to "internet", "nat:GATEWAY" or "blackhole"
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn nat_gateway_subnet_must_exist() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.nat_gateway]]
+name = "gw"
+subnet = "public"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: unknown subnet `public` in VPC tenant-a
+  --> bad.toml:11:10
+   = at vpc[tenant-a].nat_gateway[gw].subnet
+   |
+11 | subnet = "public"
+   |          ^^^^^^^^
+   = hint: known subnets: functions; or define it with [[vpc.subnet]] in VPC tenant-a
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn dnat_instance_must_be_in_the_gateway_vpc() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.nat_gateway]]
+name = "gw"
+subnet = "functions"
+eips = ["e"]
+dnat = [{ eip = "e", protocol = "tcp", port = 80, instance = "fn-b1" }]
+
+[[vpc]]
+name = "tenant-b"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-b1"
+subnet = "functions"
+
+[[eip]]
+name = "e"
+address = "203.0.113.1"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: unknown instance `fn-b1` in VPC tenant-a
+  --> bad.toml:13:62
+   = at vpc[tenant-a].nat_gateway[gw].dnat[0].instance
+   |
+13 | dnat = [{ eip = "e", protocol = "tcp", port = 80, instance = "fn-b1" }]
+   |                                                              ^^^^^^^
+   = hint: there are no instances here; a DNAT entry forwards to an instance of the gateway's own VPC (tenant-a)
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn dnat_tcp_without_port_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.nat_gateway]]
+name = "gw"
+subnet = "functions"
+eips = ["e"]
+dnat = [{ eip = "e", protocol = "tcp", instance = "fn-a1" }]
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+
+[[eip]]
+name = "e"
+address = "203.0.113.1"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: a DNAT entry for tcp needs the external `port`
+  --> bad.toml:13:33
+   = at vpc[tenant-a].nat_gateway[gw].dnat[0].port
+   |
+13 | dnat = [{ eip = "e", protocol = "tcp", instance = "fn-a1" }]
+   |                                 ^^^^^
+   = hint: add `port = 80` (the EIP's port); `instance_port` defaults to it
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn dnat_any_with_port_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.nat_gateway]]
+name = "gw"
+subnet = "functions"
+eips = ["e"]
+dnat = [{ eip = "e", protocol = "any", port = 80, instance = "fn-a1" }]
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+
+[[eip]]
+name = "e"
+address = "203.0.113.1"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: a DNAT entry with protocol "any" maps the whole address and takes no `port`
+  --> bad.toml:13:47
+   = at vpc[tenant-a].nat_gateway[gw].dnat[0].port
+   |
+13 | dnat = [{ eip = "e", protocol = "any", port = 80, instance = "fn-a1" }]
+   |                                               ^^
+   = hint: remove `port`, or set `protocol` to "tcp" or "udp"
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn dnat_eip_not_owned_by_gateway_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.nat_gateway]]
+name = "gw"
+subnet = "functions"
+eips = ["e"]
+dnat = [{ eip = "f", protocol = "tcp", port = 80, instance = "fn-a1" }]
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+
+[[eip]]
+name = "e"
+address = "203.0.113.1"
+
+[[eip]]
+name = "f"
+address = "203.0.113.2"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: EIP f is not one of NAT gateway gw's EIPs
+  --> bad.toml:13:17
+   = at vpc[tenant-a].nat_gateway[gw].dnat[0].eip
+   |
+13 | dnat = [{ eip = "f", protocol = "tcp", port = 80, instance = "fn-a1" }]
+   |                 ^^^
+   = hint: add it to the gateway's `eips`, or use one of: e
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn duplicate_dnat_mapping_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.nat_gateway]]
+name = "gw"
+subnet = "functions"
+eips = ["e"]
+dnat = [
+  { eip = "e", protocol = "tcp", port = 80, instance = "fn-a1" },
+  { eip = "e", protocol = "tcp", port = 80, instance = "fn-a1", instance_port = 8080 },
+]
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+
+[[eip]]
+name = "e"
+address = "203.0.113.1"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: EIP e is already forwarded by the DNAT entry on line 14
+  --> bad.toml:15:11
+   = at vpc[tenant-a].nat_gateway[gw].dnat[1].eip
+   |
+15 |   { eip = "e", protocol = "tcp", port = 80, instance = "fn-a1", instance_port = 8080 },
+   |           ^^^
+   = hint: each EIP port (or a whole EIP with "any") forwards to one instance; remove one entry
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn snat_unknown_source_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.nat_gateway]]
+name = "gw"
+subnet = "functions"
+eips = ["e"]
+snat = [{ source = "fn-z" }]
+
+[[eip]]
+name = "e"
+address = "203.0.113.1"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: SNAT source `fn-z` is neither a CIDR nor an instance of VPC tenant-a
+  --> bad.toml:13:20
+   = at vpc[tenant-a].nat_gateway[gw].snat[0].source
+   |
+13 | snat = [{ source = "fn-z" }]
+   |                    ^^^^^^
+   = hint: there are no instances here; write a CIDR like "10.0.1.0/24" or the name of an instance of this VPC
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn snat_without_any_eip_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.nat_gateway]]
+name = "gw"
+subnet = "functions"
+snat = [{ source = "10.0.1.0/24" }]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: NAT gateway gw has no EIP to translate 10.0.1.0/24 to
+  --> bad.toml:12:20
+   = at vpc[tenant-a].nat_gateway[gw].snat[0].source
+   |
+12 | snat = [{ source = "10.0.1.0/24" }]
+   |                    ^^^^^^^^^^^^^
+   = hint: list the gateway's EIPs in its `eips`, or this entry's `eips`
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn mtu_out_of_range_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+mtu = 100
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: MTU 100 is out of range
+  --> bad.toml:12:7
+   = at vpc[tenant-a].instance[fn-a1].mtu
+   |
+12 | mtu = 100
+   |       ^^^
+   = hint: use an MTU from 576 to 65520, or leave out `mtu` for 1500
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn every_problem_is_reported_in_file_order() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.1.0.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "nope"
+
+[[eip]]
+name = "e"
+address = "10.0.0.5"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: subnet 10.1.0.0/24 is outside its VPC's CIDR 10.0.0.0/16
+ --> bad.toml:7:8
+  = at vpc[tenant-a].subnet[functions].cidr
+  |
+7 | cidr = "10.1.0.0/24"
+  |        ^^^^^^^^^^^^^
+  = hint: choose a subnet CIDR inside 10.0.0.0/16, or widen the VPC's cidr
+
+error: unknown subnet `nope` in VPC tenant-a
+  --> bad.toml:11:10
+   = at vpc[tenant-a].instance[fn-a1].subnet
+   |
+11 | subnet = "nope"
+   |          ^^^^^^
+   = hint: known subnets: functions; or define it with [[vpc.subnet]] in VPC tenant-a
+
+error: EIP e's address 10.0.0.5 is inside VPC tenant-a's CIDR 10.0.0.0/16
+  --> bad.toml:15:11
+   = at eip[e].address
+   |
+15 | address = "10.0.0.5"
+   |           ^^^^^^^^^^
+   = hint: an EIP is a public address; in tests use the documentation ranges 192.0.2.0/24, 198.51.100.0/24 or 203.0.113.0/24
+
+error: bad.toml: 3 problems, nothing was loaded
+"##
+    );
+}
+
+// ---- through the binary --------------------------------------------------------------------
+
+/// Runs `vpcd check` on `text` written to a file named `name` in a fresh temporary directory.
+fn check_cli(name: &str, text: &str) -> (i32, String, String) {
+    let dir = std::env::temp_dir().join(format!("vpcd-validation-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpcd"))
+        .current_dir(&dir)
+        .args(["check", name])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_cli_prints_every_diagnostic_and_exits_2() {
+    let text = "[[vpc]]\nname = \"tenant-a\"\ncidr = \"10.0.0.0/16\"\n\n[[vpc.subnet]]\nname = \"functions\"\ncidr = \"10.1.0.0/24\"\n\n[[vpc.subnet]]\nname = \"functions\"\ncidr = \"10.0.2.0/24\"\n";
+    let (code, stdout, stderr) = check_cli("bad.toml", text);
+    assert_eq!(code, 2);
+    assert_eq!(stdout, "");
+    assert_eq!(
+        stderr,
+        r#"error: subnet 10.1.0.0/24 is outside its VPC's CIDR 10.0.0.0/16
+ --> bad.toml:7:8
+  = at vpc[tenant-a].subnet[functions].cidr
+  |
+7 | cidr = "10.1.0.0/24"
+  |        ^^^^^^^^^^^^^
+  = hint: choose a subnet CIDR inside 10.0.0.0/16, or widen the VPC's cidr
+
+error: duplicate subnet name `functions` in VPC tenant-a
+  --> bad.toml:10:8
+   = at vpc[tenant-a].subnet[functions].name
+   |
+10 | name = "functions"
+   |        ^^^^^^^^^^^
+   = hint: the first subnet named `functions` is on line 6; rename one of them
+
+error: bad.toml: 2 problems, nothing was loaded
+"#
+    );
+}
+
+#[test]
+fn check_cli_refuses_a_syntax_error_with_exit_2() {
+    let (code, _, stderr) = check_cli("syntax.toml", "[[vpc]\n");
+    assert_eq!(code, 2);
+    assert!(stderr.starts_with("error: invalid TOML: "), "{stderr}");
+    assert!(stderr.contains(" --> syntax.toml:1:"), "{stderr}");
+}
+
+#[test]
+fn check_cli_refuses_an_unreadable_file_with_exit_2() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpcd"))
+        .args(["check", "/nonexistent/vpcd/topology.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error: cannot read /nonexistent/vpcd/topology.toml: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_cli_prints_the_addressing_plan_and_exits_0() {
+    let (code, stdout, stderr) = check_cli("good.toml", TWO_TENANTS);
+    assert_eq!((code, stderr.as_str()), (0, ""));
+    assert!(stdout.starts_with(
+        "good.toml: valid; 2 VPC(s), 3 EIP(s), 1 internet host(s), 2 probe(s)\n\nvpc tenant-a  10.0.0.0/16\n"
+    ), "{stdout}");
+    for line in [
+        "  functions  10.0.1.0/24  10.0.1.1  private      -",
+        "    0.0.0.0/0    ->  nat:egress",
+        "  fn-a1     functions  10.0.1.3  netns   1500  -",
+        "  egress       public  10.0.0.2  nat-a (203.0.113.10)  2     1",
+        "  direct  203.0.113.11  instance tenant-a/fn-a3",
+        "internet  198.51.100.0/24",
+        "probes: 2",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "missing {line:?} in:\n{stdout}"
+        );
+    }
+}

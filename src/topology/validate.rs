@@ -1394,6 +1394,25 @@ impl Checker<'_> {
                 );
             }
         }
+        // Two EIPs with one address (reported on the later EIP).
+        let mut seen: HashMap<Ipv4Addr, (String, usize)> = HashMap::new();
+        for (e, me) in topo.eip.iter().zip(&eips) {
+            if let Some((n, line)) = seen.get(&me.address) {
+                let (n, line) = (n.clone(), *line);
+                self.error(
+                    e.address.span(),
+                    format!("eip[{}].address", me.name),
+                    format!(
+                        "address {} is already used by EIP {n} (line {line}) on the public segment",
+                        me.address
+                    ),
+                    "every internet host and EIP needs its own address",
+                );
+            } else {
+                let line = self.line_of(e.address.span().start);
+                seen.insert(me.address, (me.name.clone(), line));
+            }
+        }
         uses.sort_by_key(|u| u.span.start);
         let mut first: Vec<Option<(String, usize)>> = vec![None; eips.len()];
         for u in uses {
@@ -1492,25 +1511,6 @@ impl Checker<'_> {
                 attach: h.attach,
                 mtu,
             });
-        }
-        // Two EIPs with one address (reported on the later EIP).
-        let mut seen: HashMap<Ipv4Addr, (String, usize)> = HashMap::new();
-        for (e, me) in topo.eip.iter().zip(eips) {
-            if let Some((n, line)) = seen.get(&me.address) {
-                let (n, line) = (n.clone(), *line);
-                self.error(
-                    e.address.span(),
-                    format!("eip[{}].address", me.name),
-                    format!(
-                        "address {} is already used by EIP {n} (line {line}) on the public segment",
-                        me.address
-                    ),
-                    "every internet host and EIP needs its own address",
-                );
-            } else {
-                let line = self.line_of(e.address.span().start);
-                seen.insert(me.address, (me.name.clone(), line));
-            }
         }
         InternetPlan { cidr, hosts }
     }
