@@ -9,7 +9,6 @@ use std::path::Path;
 
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
 use crate::sim::{Observed, Outcome, ProbeResult, SimError, Simulation};
-use crate::topology::TopologyError;
 
 pub fn run(file: &Path) -> u8 {
     let mut sim = match Simulation::load(file) {
@@ -141,6 +140,7 @@ fn why_denied(r: &ProbeResult) -> String {
 mod tests {
     use super::*;
     use crate::dataplane::DropReason;
+    use crate::topology::TopologyError;
     use crate::topology::model::Expect;
 
     fn result(expect: Expect, observed: Observed, drops: Vec<(DropReason, u64)>) -> ProbeResult {

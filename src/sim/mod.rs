@@ -394,3 +394,188 @@ impl Simulation {
         listeners
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two tenants with the same CIDR; tenant-a's fn-a2 has tenant-b/fn-b1's address. tenant-a
+    /// also has a NAT gateway with a DNAT entry (for the listener rule; NAT itself is not built).
+    const TOPOLOGY: &str = r#"
+        [[vpc]]
+        name = "tenant-a"
+        cidr = "10.0.0.0/16"
+        subnet = [
+            { name = "app", cidr = "10.0.1.0/24" },
+            { name = "public", cidr = "10.0.9.0/24" },
+        ]
+        instance = [
+            { name = "fn-a1", subnet = "app", ip = "10.0.1.10", attach = "sim" },
+            { name = "fn-a2", subnet = "app", ip = "10.0.1.20", attach = "sim" },
+        ]
+        [[vpc.nat_gateway]]
+        name = "egress"
+        subnet = "public"
+        eips = ["eip"]
+        dnat = [{ eip = "eip", protocol = "tcp", port = 80, instance = "fn-a1", instance_port = 8080 }]
+
+        [[vpc]]
+        name = "tenant-b"
+        cidr = "10.0.0.0/16"
+        subnet = [{ name = "app", cidr = "10.0.1.0/24" }]
+        instance = [{ name = "fn-b1", subnet = "app", ip = "10.0.1.20", attach = "sim" }]
+
+        [[eip]]
+        name = "eip"
+        address = "203.0.113.10"
+
+        [internet]
+        host = [{ name = "web", ip = "198.51.100.10", serve = ["tcp:80"] }]
+
+        [[probe]]
+        from = "tenant-a/fn-a1"
+        to = "tenant-a/fn-a2:80/tcp"
+        expect = "allow"
+
+        [[probe]]
+        from = "tenant-a/fn-a1"
+        to = "tenant-b/fn-b1:80/tcp"
+        expect = "deny"
+
+        [[probe]]
+        from = "tenant-a/fn-a1"
+        to = "tenant-b/fn-b1/icmp"
+        expect = "deny"
+
+        [[probe]]
+        from = "tenant-a/fn-a1"
+        to = "10.0.1.99:53/udp"
+        expect = "deny"
+
+        [[probe]]
+        from = "tenant-a/fn-a1"
+        to = "10.0.1.1/icmp"
+        expect = "allow"
+    "#;
+
+    fn sim(seed: u64) -> Simulation {
+        let plan = topology::parse("sim-test.toml", TOPOLOGY).expect("the test topology is valid");
+        Simulation::with_seed(plan, seed)
+    }
+
+    /// Everything a run leaves behind that must not depend on anything but plan and seed.
+    fn fingerprint(sim: &Simulation) -> (Instant, Vec<(DropReason, u64)>, Vec<String>) {
+        let counters = sim.counters();
+        let ports = (0..sim.fabric().tables().ports.len())
+            .map(|p| format!("{:?}", counters.port(PortId(p as u32))))
+            .collect();
+        (sim.now(), counters.nonzero_drops().collect(), ports)
+    }
+
+    #[test]
+    fn the_same_plan_twice_gives_identical_results_and_counters() {
+        let (mut one, mut two) = (sim(42), sim(42));
+        let (r1, r2) = (one.run_probes(), two.run_probes());
+        assert_eq!(r1, r2);
+        assert_eq!(fingerprint(&one), fingerprint(&two));
+        assert!(r1.iter().all(ProbeResult::passed), "{r1:#?}");
+        // Another seed changes sequence numbers, not what is reachable.
+        let mut other = sim(7);
+        let r3 = other.run_probes();
+        let observed = |r: &[ProbeResult]| r.iter().map(|p| p.observed).collect::<Vec<_>>();
+        assert_eq!(observed(&r1), observed(&r3));
+    }
+
+    #[test]
+    fn a_named_target_counts_only_when_that_host_answers() {
+        let mut sim = sim(1);
+        // fn-a2 has fn-b1's address; the packet stays in tenant-a and fn-a2 answers.
+        for to in [
+            "tenant-b/fn-b1:80/tcp",
+            "tenant-b/fn-b1:53/udp",
+            "tenant-b/fn-b1/icmp",
+        ] {
+            let r = sim
+                .check("tenant-a/fn-a1", to, Expect::Deny)
+                .expect("valid probe");
+            assert_eq!(r.observed, Observed::Deny, "{to}: {r:?}");
+            assert_eq!(r.answered_by.as_deref(), Some("tenant-a/fn-a2"), "{to}");
+        }
+        // The same address given as an address: tenant-a's own fn-a2 answers, which is fine.
+        let r = sim
+            .check("tenant-a/fn-a1", "10.0.1.20:80/tcp", Expect::Allow)
+            .expect("valid probe");
+        assert_eq!(r.outcome, Outcome::Completed);
+        assert_eq!(r.answered_by.as_deref(), Some("tenant-a/fn-a2"));
+        // From the internet there is no way to a private address, named or not.
+        let r = sim
+            .check("internet/web", "tenant-b/fn-b1/icmp", Expect::Deny)
+            .expect("valid probe");
+        assert_eq!(r.observed, Observed::Deny);
+    }
+
+    #[test]
+    fn drops_are_recorded_per_probe() {
+        let mut sim = sim(1);
+        let r = sim
+            .check("tenant-a/fn-a1", "10.0.3.3/icmp", Expect::Deny)
+            .expect("valid probe");
+        assert_eq!(r.drops, vec![(DropReason::NoSuchHost, 1)]);
+        assert_eq!(r.outcome, Outcome::TimedOut);
+        let r = sim
+            .check("tenant-a/fn-a1", "10.0.1.20/icmp", Expect::Allow)
+            .expect("valid probe");
+        assert!(r.drops.is_empty(), "earlier drops are not this probe's");
+    }
+
+    #[test]
+    fn probes_leave_no_sockets_or_packets_behind() {
+        let mut sim = sim(1);
+        sim.run_probes();
+        for h in &sim.net.hosts {
+            assert_eq!(h.sockets.iter().count(), 0, "{}", h.name);
+            assert_eq!((h.device.rx_len(), h.device.tx_len()), (0, 0), "{}", h.name);
+        }
+    }
+
+    #[test]
+    fn ad_hoc_probes_refuse_unknown_names_and_bad_targets() {
+        let mut sim = sim(1);
+        assert!(matches!(
+            sim.probe("tenant-c/fn", "10.0.1.20/icmp"),
+            Err(SimError::UnknownEndpoint(_))
+        ));
+        assert!(matches!(
+            sim.probe("tenant-a", "10.0.1.20/icmp"),
+            Err(SimError::UnknownEndpoint(_))
+        ));
+        assert!(matches!(
+            sim.probe("tenant-a/fn-a1", "tenant-b/nobody/icmp"),
+            Err(SimError::UnknownEndpoint(_))
+        ));
+        assert!(matches!(
+            sim.probe("tenant-a/fn-a1", "10.0.1.20:80"),
+            Err(SimError::BadTarget(_))
+        ));
+    }
+
+    #[test]
+    fn an_address_probe_is_answered_by_every_host_and_dnat_targets() {
+        let sim = sim(1);
+        let host = |name: &str| {
+            let (scope, n) = name.split_once('/').expect("scoped name");
+            let e = sim.plan.find_endpoint(scope, n).expect("endpoint exists");
+            sim.host_index(e).expect("a host")
+        };
+        let prober = host("internet/web");
+        let l = sim.listeners_for(prober, L4::Tcp, Ipv4Addr::new(203, 0, 113, 10), 80);
+        assert!(l.contains(&(host("tenant-a/fn-a1"), 8080)), "{l:?}");
+        assert!(l.contains(&(host("tenant-b/fn-b1"), 80)));
+        assert!(!l.iter().any(|(h, _)| *h == prober));
+        let l = sim.listeners_for(prober, L4::Udp, Ipv4Addr::new(203, 0, 113, 10), 80);
+        assert!(
+            !l.contains(&(host("tenant-a/fn-a1"), 8080)),
+            "tcp-only DNAT"
+        );
+    }
+}

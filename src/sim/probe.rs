@@ -155,38 +155,25 @@ pub(crate) struct Exchange {
 impl Exchange {
     /// Opens the sockets and sends the first packet (queued until the next poll).
     pub fn start(net: &mut Network, spec: Spec) -> Result<Exchange, Outcome> {
-        let mut servers = Vec::new();
-        let client;
-        match spec.proto {
+        // The client first: it is the only fallible part, and nothing is left behind if it fails.
+        let prober = &mut net.hosts[spec.prober];
+        let client = match spec.proto {
             L4::Tcp => {
-                for &(h, port) in &spec.listeners {
-                    let mut s = tcp_socket();
-                    if s.listen(port).is_ok() {
-                        servers.push((h, net.hosts[h].sockets.add(s)));
-                    }
-                }
                 let mut s = tcp_socket();
-                let host = &mut net.hosts[spec.prober];
                 s.connect(
-                    host.iface.context(),
+                    prober.iface.context(),
                     (IpAddress::Ipv4(spec.to_addr), spec.port),
                     spec.local,
                 )
                 .map_err(|_| Outcome::NotSent)?;
-                client = host.sockets.add(s);
+                prober.sockets.add(s)
             }
             L4::Udp => {
-                for &(h, port) in &spec.listeners {
-                    let mut s = udp_socket();
-                    if s.bind(port).is_ok() {
-                        servers.push((h, net.hosts[h].sockets.add(s)));
-                    }
-                }
                 let mut s = udp_socket();
                 s.bind(spec.local).map_err(|_| Outcome::NotSent)?;
                 s.send_slice(&spec.payload, (IpAddress::Ipv4(spec.to_addr), spec.port))
                     .map_err(|_| Outcome::NotSent)?;
-                client = net.hosts[spec.prober].sockets.add(s);
+                prober.sockets.add(s)
             }
             L4::Icmp => {
                 let mut s = icmp_socket();
@@ -204,7 +191,27 @@ impl Exchange {
                 );
                 s.send_slice(&bytes, IpAddress::Ipv4(spec.to_addr))
                     .map_err(|_| Outcome::NotSent)?;
-                client = net.hosts[spec.prober].sockets.add(s);
+                prober.sockets.add(s)
+            }
+        };
+        // Every interface answers echo by itself: ICMP needs no server socket.
+        let mut servers = Vec::new();
+        for &(h, port) in &spec.listeners {
+            let sockets = &mut net.hosts[h].sockets;
+            match spec.proto {
+                L4::Tcp => {
+                    let mut s = tcp_socket();
+                    if s.listen(port).is_ok() {
+                        servers.push((h, sockets.add(s)));
+                    }
+                }
+                L4::Udp => {
+                    let mut s = udp_socket();
+                    if s.bind(port).is_ok() {
+                        servers.push((h, sockets.add(s)));
+                    }
+                }
+                L4::Icmp => {}
             }
         }
         net.set_tap(Some(net.hosts[spec.prober].port));
@@ -301,14 +308,14 @@ impl Exchange {
             self.seen += 1;
             self.first_origin.get_or_insert(d.origin);
             match classify(&d.packet, ident) {
-                Reply::EchoReply => {
+                Answer::Echo => {
                     self.reply_origin.get_or_insert(d.origin);
                 }
-                Reply::Unreachable => {
+                Answer::Unreachable => {
                     self.first_origin = Some(d.origin);
                     self.outcome.get_or_insert(Outcome::Unreachable);
                 }
-                Reply::Other => {}
+                Answer::Other => {}
             }
         }
     }
@@ -376,34 +383,34 @@ impl Exchange {
 
 /// What a packet delivered to the prober means for the probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reply {
+enum Answer {
     /// An ICMP echo reply with the probe's identifier and sequence.
-    EchoReply,
+    Echo,
     /// An ICMP destination unreachable (port, host, network, fragmentation needed).
     Unreachable,
     Other,
 }
 
-fn classify(packet: &[u8], ident: u16) -> Reply {
+fn classify(packet: &[u8], ident: u16) -> Answer {
     let caps = ChecksumCapabilities::default();
     let Ok(ip) = Ipv4Packet::new_checked(packet) else {
-        return Reply::Other;
+        return Answer::Other;
     };
     match Ipv4Repr::parse(&ip, &caps) {
         Ok(repr) if repr.next_header == IpProtocol::Icmp => {}
-        _ => return Reply::Other,
+        _ => return Answer::Other,
     }
     let Ok(icmp) = Icmpv4Packet::new_checked(ip.payload()) else {
-        return Reply::Other;
+        return Answer::Other;
     };
     match Icmpv4Repr::parse(&icmp, &caps) {
         Ok(Icmpv4Repr::EchoReply {
             ident: i,
             seq_no: ECHO_SEQ,
             ..
-        }) if i == ident => Reply::EchoReply,
-        Ok(Icmpv4Repr::DstUnreachable { .. }) => Reply::Unreachable,
-        _ => Reply::Other,
+        }) if i == ident => Answer::Echo,
+        Ok(Icmpv4Repr::DstUnreachable { .. }) => Answer::Unreachable,
+        _ => Answer::Other,
     }
 }
 
