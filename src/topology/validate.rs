@@ -261,11 +261,7 @@ fn find_in_table(table: &DeTable<'_>, offset: usize, path: &mut Vec<Seg>) -> boo
 
 fn find_in_value(value: &Spanned<DeValue<'_>>, offset: usize, path: &mut Vec<Seg>) -> bool {
     match value.get_ref() {
-        DeValue::Table(t) => {
-            if find_in_table(t, offset, path) {
-                return true;
-            }
-        }
+        DeValue::Table(t) if find_in_table(t, offset, path) => return true,
         DeValue::Array(a) => {
             for (i, elem) in a.iter().enumerate() {
                 path.push(Seg::Elem(element_label(elem, i)));
@@ -1716,5 +1712,73 @@ fn non_public(a: Ipv4Addr) -> Option<&'static str> {
         Some("a multicast or reserved address")
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_swaps_as_one() {
+        assert_eq!(edit_distance("cdir", "cidr"), 1);
+        assert_eq!(edit_distance("subnet", "subnet"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(
+            closest("rout_table", ["route_table", "name"]),
+            Some("route_table")
+        );
+        assert_eq!(closest("zzz", ["route_table", "name"]), None);
+    }
+
+    #[test]
+    fn key_paths_use_element_names() {
+        let text = "[[vpc]]\nname = \"a\"\n[[vpc.subnet]]\nname = \"s\"\ncidr = 1\n[[vpc.subnet]]\ncidr = 2\n";
+        let tree = DeTable::parse(text).unwrap();
+        let at = |needle: &str| key_path_at(tree.get_ref(), text, text.find(needle).unwrap());
+        assert_eq!(at("cidr = 1"), "vpc[a].subnet[s].cidr");
+        assert_eq!(at("1\n"), "vpc[a].subnet[s].cidr");
+        assert_eq!(at("cidr = 2"), "vpc[a].subnet[1].cidr");
+        assert_eq!(at("[[vpc.subnet]]\ncidr"), "vpc[a].subnet[1]");
+    }
+
+    #[test]
+    fn names_and_addresses() {
+        assert!(is_valid_name("fn-a1.x_y"));
+        assert!(!is_valid_name(""));
+        assert!(!is_valid_name("a/b"));
+        assert!(!is_valid_name("nat:x"));
+        assert!(!is_valid_name(&"a".repeat(33)));
+        let c: Cidr = "10.0.1.0/24".parse().unwrap();
+        assert_eq!(
+            reserved_role(c, Ipv4Addr::new(10, 0, 1, 1)),
+            Some("subnet gateway (.1)")
+        );
+        assert_eq!(reserved_role(c, Ipv4Addr::new(10, 0, 1, 2)), None);
+        assert_eq!(first_host(c), Ipv4Addr::new(10, 0, 1, 2));
+        assert_eq!(last_host(c), Ipv4Addr::new(10, 0, 1, 254));
+        assert!(non_public(Ipv4Addr::new(172, 20, 0, 1)).is_some());
+        assert!(non_public(Ipv4Addr::new(100, 64, 0, 1)).is_some());
+        assert!(non_public(Ipv4Addr::new(203, 0, 113, 1)).is_none());
+    }
+
+    #[test]
+    fn serde_messages_become_message_and_hint() {
+        let d = serde_diagnostic(
+            "f",
+            "",
+            &DeTable::new(),
+            &toml::from_str::<Topology>(
+                "[[vpc]]\nname = \"a\"\ncidr = \"10.0.0.0/16\"\nsubnets = []\n",
+            )
+            .unwrap_err(),
+        );
+        assert_eq!(d.message, "unknown key `subnets`");
+        assert_eq!(
+            d.hint.as_deref(),
+            Some(
+                "did you mean `subnet`? the keys here are: name, cidr, subnet, route_table, instance, nat_gateway, security_group, network_acl"
+            )
+        );
     }
 }
