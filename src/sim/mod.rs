@@ -1,7 +1,7 @@
 //! In-process hosts (smoltcp) on a virtual clock, and the probes `vpcd test` runs.
 //!
 //! A [`Simulation`] is built from a validated [`Plan`]: the plan is compiled into
-//! [`tables`](crate::tables), a [`Fabric`] is made from them, and every instance and internet host
+//! [`tables`](mod@crate::tables), a [`Fabric`] is made from them, and every instance and internet host
 //! becomes a small smoltcp stack attached to its dataplane port. Both `attach = "sim"` and
 //! `attach = "netns"` endpoints are simulated here; nothing touches the kernel, needs root, or reads
 //! the wall clock. Time is virtual ([`crate::time::Instant`], starting at zero) and every random

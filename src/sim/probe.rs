@@ -98,13 +98,16 @@ pub struct ProbeResult {
     pub expect: Expect,
     pub observed: Observed,
     pub outcome: Outcome,
-    /// Who answered: an endpoint name, or `fabric` for the subnet gateway and generated ICMP.
+    /// Who answered the prober: the target when the exchange completed; otherwise whoever sent
+    /// the first packet back (a reset, an ICMP error, an echo from the wrong host). An endpoint
+    /// name, or `fabric` for the subnet gateway and ICMP the fabric generated.
     pub answered_by: Option<String>,
     /// Drops the fabric counted while this probe ran, by reason, in counter order.
     pub drops: Vec<(DropReason, u64)>,
 }
 
 impl ProbeResult {
+    /// Whether what was observed is what the probe expected.
     pub fn passed(&self) -> bool {
         self.observed.matches(self.expect)
     }
