@@ -198,3 +198,14 @@ fn a_named_probe_is_answered_only_by_the_named_host() {
     assert!(r.passed());
     assert_eq!(r.answered_by.as_deref(), Some("tenant-b/fn-b1"));
 }
+
+#[test]
+fn vpcd_test_prints_the_same_table_every_run() {
+    let file = topology("two-tenants.toml");
+    let (one, two) = (vpcd_test(&file), vpcd_test(&file));
+    assert_eq!(
+        one.stdout, two.stdout,
+        "virtual time and seeded stacks: no run-to-run noise"
+    );
+    assert_eq!(one.status.code(), two.status.code());
+}
