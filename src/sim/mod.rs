@@ -249,8 +249,28 @@ impl Simulation {
             .ok_or_else(|| SimError::UnknownEndpoint(name.to_string()))
     }
 
+    /// The host of an endpoint; `None` for an endpoint that is not in this plan (a probe taken
+    /// from another plan), so that it can never index out of range.
     fn host_index(&self, e: Endpoint) -> Option<usize> {
+        let exists = match e {
+            Endpoint::Instance { vpc, instance } => self
+                .plan
+                .vpcs
+                .get(vpc)
+                .is_some_and(|v| instance < v.instances.len()),
+            Endpoint::Host(h) => h < self.plan.internet.hosts.len(),
+        };
+        if !exists {
+            return None;
+        }
         self.net.host_of_port(self.net.fabric.tables().port_of(e))
+    }
+
+    fn endpoint_name(&self, e: Endpoint) -> String {
+        match self.host_index(e) {
+            Some(h) => self.net.hosts[h].name.clone(),
+            None => format!("{e:?} (not in this plan)"),
+        }
     }
 
     fn exchange(
@@ -266,7 +286,7 @@ impl Simulation {
         self.probes_run = self.probes_run.wrapping_add(1);
         let mut result = ProbeResult {
             name,
-            from: self.plan.endpoint_name(from),
+            from: self.endpoint_name(from),
             to: to.to_string(),
             expect,
             observed: Observed::Deny,
@@ -277,6 +297,9 @@ impl Simulation {
         let Some(prober) = self.host_index(from) else {
             return result;
         };
+        if to_endpoint.is_some_and(|e| self.host_index(e).is_none()) {
+            return result;
+        }
         let port = to.port.unwrap_or(0);
         let (listeners, named) = match to_endpoint {
             Some(e) => {
@@ -536,6 +559,22 @@ mod tests {
             assert_eq!(h.sockets.iter().count(), 0, "{}", h.name);
             assert_eq!((h.device.rx_len(), h.device.tx_len()), (0, 0), "{}", h.name);
         }
+    }
+
+    #[test]
+    fn a_probe_from_another_plan_is_not_sent_and_does_not_panic() {
+        let mut sim = sim(1);
+        let mut probe = sim.plan().probes[0].clone();
+        probe.from = Endpoint::Instance {
+            vpc: 7,
+            instance: 0,
+        };
+        let r = sim.run_probe(&probe);
+        assert_eq!((r.outcome, r.observed), (Outcome::NotSent, Observed::Deny));
+        let mut probe = sim.plan().probes[0].clone();
+        probe.to_endpoint = Some(Endpoint::Host(9));
+        let r = sim.run_probe(&probe);
+        assert_eq!(r.outcome, Outcome::NotSent);
     }
 
     #[test]
