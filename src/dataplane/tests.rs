@@ -139,8 +139,12 @@ fn echo_request(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     v
 }
 
-fn set_dont_frag(pkt: &mut [u8]) {
-    pkt[6] |= 0x40;
+fn set_dont_frag(pkt: &mut [u8], df: bool) {
+    if df {
+        pkt[6] |= 0x40;
+    } else {
+        pkt[6] &= !0x40;
+    }
     pkt[10..12].fill(0);
     let c = checksum::checksum(&pkt[..20]);
     pkt[10..12].copy_from_slice(&c.to_be_bytes());
@@ -334,7 +338,7 @@ fn broadcast_and_multicast_are_martians() {
 fn oversized_packet_with_df_gets_fragmentation_needed() {
     let mut rig = Rig::new();
     let mut pkt = udp([10, 0, 1, 10], [10, 0, 1, 11], 1400); // fn-a2 has MTU 1280
-    set_dont_frag(&mut pkt);
+    set_dont_frag(&mut pkt, true);
     let (v, buf) = rig.send("tenant-a/fn-a1", &pkt);
     let Verdict::Reply { port, len } = v else {
         panic!("{v:?}")
@@ -349,7 +353,8 @@ fn oversized_packet_with_df_gets_fragmentation_needed() {
     assert_eq!(u16::from_be_bytes([buf[26], buf[27]]), 1280);
     assert_eq!(checksum::checksum(&buf[20..len]), 0);
     // Without DF the fabric does not fragment: a counted drop.
-    let pkt = udp([10, 0, 1, 10], [10, 0, 1, 11], 1400);
+    let mut pkt = udp([10, 0, 1, 10], [10, 0, 1, 11], 1400);
+    set_dont_frag(&mut pkt, false);
     let (v, _) = rig.send("tenant-a/fn-a1", &pkt);
     assert_eq!(v, Verdict::Drop(DropReason::TooBig));
 }
