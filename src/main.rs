@@ -33,7 +33,11 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { cli::EXIT_BAD_INPUT } else { cli::EXIT_OK });
+            return ExitCode::from(if e.use_stderr() {
+                cli::EXIT_BAD_INPUT
+            } else {
+                cli::EXIT_OK
+            });
         }
     };
     let code = match args.command {
