@@ -12,7 +12,7 @@ pub struct PortCounters {
 }
 
 /// Drops by reason and traffic by port. Sized once per table swap; updated without allocation.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
     drops: [u64; DropReason::COUNT],
     ports: Vec<PortCounters>,

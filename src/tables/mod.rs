@@ -71,6 +71,8 @@ pub struct VpcTable {
     pub route_tables: Vec<RouteTable>,
     /// Instance address -> port.
     pub hosts: AddrMap<PortId>,
+    /// The port of the VPC's first instance; its instances' ports follow in plan order.
+    pub first_port: u32,
     /// Subnet gateway (`.1`) address -> subnet index.
     pub gateways: AddrMap<u32>,
 }
@@ -115,6 +117,8 @@ pub struct InternetTable {
     pub cidr: Cidr,
     /// Public host address -> port.
     pub hosts: AddrMap<PortId>,
+    /// The port of the first public host; the others follow in plan order.
+    pub first_port: u32,
     /// EIP address -> what it is bound to.
     pub eips: AddrMap<EipEntry>,
 }
@@ -135,13 +139,9 @@ impl Tables {
     pub fn port_of(&self, endpoint: Endpoint) -> PortId {
         match endpoint {
             Endpoint::Instance { vpc, instance } => {
-                let before: usize = self.vpcs[..vpc].iter().map(|v| v.hosts.len()).sum();
-                PortId((before + instance) as u32)
+                PortId(self.vpcs[vpc].first_port + instance as u32)
             }
-            Endpoint::Host(h) => {
-                let instances: usize = self.vpcs.iter().map(|v| v.hosts.len()).sum();
-                PortId((instances + h) as u32)
-            }
+            Endpoint::Host(h) => PortId(self.internet.first_port + h as u32),
         }
     }
 
@@ -159,6 +159,7 @@ pub fn compile(plan: &Plan) -> Tables {
     let mut ports = Vec::new();
     let mut vpcs = Vec::with_capacity(plan.vpcs.len());
     for (vi, vpc) in plan.vpcs.iter().enumerate() {
+        let first_port = ports.len() as u32;
         let mut hosts = AddrMap::default();
         for (ii, inst) in vpc.instances.iter().enumerate() {
             let id = PortId(ports.len() as u32);
@@ -211,9 +212,11 @@ pub fn compile(plan: &Plan) -> Tables {
             subnets,
             route_tables,
             hosts,
+            first_port,
             gateways,
         });
     }
+    let first_host_port = ports.len() as u32;
     let mut hosts = AddrMap::default();
     for (hi, h) in plan.internet.hosts.iter().enumerate() {
         let id = PortId(ports.len() as u32);
@@ -247,7 +250,98 @@ pub fn compile(plan: &Plan) -> Tables {
         internet: InternetTable {
             cidr: plan.internet.cidr,
             hosts,
+            first_port: first_host_port,
             eips,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology;
+
+    #[test]
+    fn ports_are_numbered_instances_first_then_hosts() {
+        let plan = topology::parse(
+            "t.toml",
+            r#"
+[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "s"
+  cidr = "10.0.1.0/24"
+  [[vpc.instance]]
+  name = "x"
+  subnet = "s"
+  [[vpc.instance]]
+  name = "y"
+  subnet = "s"
+[[vpc]]
+name = "b"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "s"
+  cidr = "10.0.1.0/24"
+  [[vpc.instance]]
+  name = "z"
+  subnet = "s"
+[internet]
+  [[internet.host]]
+  name = "web"
+  ip = "198.51.100.10"
+"#,
+        )
+        .expect("valid");
+        let t = compile(&plan);
+        let names: Vec<_> = t.ports.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a/x", "a/y", "b/z", "internet/web"]);
+        for (i, name) in names.iter().enumerate() {
+            let (scope, n) = name.split_once('/').unwrap();
+            let e = plan.find_endpoint(scope, n).unwrap();
+            assert_eq!(t.port_of(e), PortId(i as u32));
+            assert_eq!(t.port_named(name), Some(PortId(i as u32)));
+        }
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let plan = topology::parse(
+            "t.toml",
+            r#"
+[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "s"
+  cidr = "10.0.1.0/24"
+  [[vpc.route_table]]
+  name = "main"
+  routes = [
+    { destination = "0.0.0.0/0", target = "internet" },
+    { destination = "192.0.2.0/24", target = "blackhole" },
+  ]
+"#,
+        )
+        .expect("valid");
+        let t = compile(&plan);
+        let rt = &t.vpcs[0].route_tables[0];
+        let hit = |a: [u8; 4]| {
+            rt.lookup(Ipv4Addr::from(a))
+                .map(|m| (m.prefix.to_string(), m.target))
+        };
+        assert_eq!(
+            hit([10, 0, 1, 5]),
+            Some(("10.0.0.0/16".into(), RouteTargetPlan::Local))
+        );
+        assert_eq!(
+            hit([192, 0, 2, 1]),
+            Some(("192.0.2.0/24".into(), RouteTargetPlan::Blackhole))
+        );
+        assert_eq!(
+            hit([8, 8, 8, 8]),
+            Some(("0.0.0.0/0".into(), RouteTargetPlan::Internet))
+        );
     }
 }
