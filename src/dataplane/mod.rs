@@ -14,6 +14,7 @@ pub mod checksum;
 mod counters;
 mod fabric;
 pub mod icmp;
+pub mod nat;
 mod verdict;
 
 pub use counters::{Counters, PortCounters};
