@@ -1,0 +1,3 @@
+//! NAT connection-table benchmark (filled in with the gateway).
+
+fn main() {}
