@@ -1,0 +1,135 @@
+//! Probes: reachability assertions, with endpoints (`VPC/INSTANCE`, `internet/HOST`) resolved
+//! against the plan built so far.
+
+use super::super::model::{TargetHost, Topology};
+use super::super::plan::{Endpoint, InternetPlan, ProbePlan, VpcPlan};
+use super::Checker;
+use super::names::closest;
+
+impl Checker<'_> {
+    pub(super) fn check_probes(
+        &mut self,
+        topo: &Topology,
+        vpcs: &[VpcPlan],
+        internet: &InternetPlan,
+    ) -> Vec<ProbePlan> {
+        let find = |scope: &str, name: &str| -> Result<Endpoint, String> {
+            if scope == "internet" {
+                return internet
+                    .hosts
+                    .iter()
+                    .position(|h| h.name == name)
+                    .map(Endpoint::Host)
+                    .ok_or_else(|| format!("there is no internet host named `{name}`"));
+            }
+            let vpc = vpcs
+                .iter()
+                .position(|v| v.name == scope)
+                .ok_or_else(|| format!("there is no VPC named `{scope}`"))?;
+            vpcs[vpc]
+                .instances
+                .iter()
+                .position(|i| i.name == name)
+                .map(|instance| Endpoint::Instance { vpc, instance })
+                .ok_or_else(|| format!("VPC {scope} has no instance named `{name}`"))
+        };
+        let endpoints: Vec<String> = vpcs
+            .iter()
+            .flat_map(|v| {
+                v.instances
+                    .iter()
+                    .map(move |i| format!("{}/{}", v.name, i.name))
+            })
+            .chain(
+                internet
+                    .hosts
+                    .iter()
+                    .map(|h| format!("internet/{}", h.name)),
+            )
+            .collect();
+        let endpoint_hint = |wrong: &str| -> String {
+            let known = endpoints.iter().map(String::as_str);
+            match closest(wrong, known) {
+                Some(best) => format!(
+                    "did you mean `{best}`? name an endpoint as `VPC/INSTANCE` or `internet/HOST`"
+                ),
+                None => {
+                    "name an endpoint as `VPC/INSTANCE` or `internet/HOST` of this file".to_string()
+                }
+            }
+        };
+        let mut probes = Vec::new();
+        for (i, probe) in topo.probe.iter().enumerate() {
+            let pp = match &probe.name {
+                Some(n) => format!("probe[{n}]"),
+                None => format!("probe[{i}]"),
+            };
+            let from_text = probe.from.get_ref();
+            let from = match from_text.split_once('/') {
+                Some((scope, name)) if !scope.is_empty() && !name.is_empty() => {
+                    match find(scope, name) {
+                        Ok(e) => Some(e),
+                        Err(why) => {
+                            self.error(
+                                probe.from.span(),
+                                format!("{pp}.from"),
+                                format!("unknown probe source `{from_text}`: {why}"),
+                                endpoint_hint(from_text),
+                            );
+                            None
+                        }
+                    }
+                }
+                _ => {
+                    self.error(
+                        probe.from.span(),
+                        format!("{pp}.from"),
+                        format!("`{from_text}` is not a probe source"),
+                        "write `VPC/INSTANCE` or `internet/HOST`, like \"tenant-a/fn-a1\"",
+                    );
+                    None
+                }
+            };
+            let to = probe.to.get_ref();
+            let (to_endpoint, to_addr) = match &to.host {
+                TargetHost::Addr(a) => (None, Some(*a)),
+                TargetHost::Named { scope, name } => match find(scope, name) {
+                    Ok(e) => {
+                        let addr = match e {
+                            Endpoint::Host(h) => internet.hosts.get(h).map(|h| h.ip),
+                            Endpoint::Instance { vpc, instance } => vpcs
+                                .get(vpc)
+                                .and_then(|v| v.instances.get(instance))
+                                .map(|i| i.ip),
+                        };
+                        (Some(e), addr)
+                    }
+                    Err(why) => {
+                        let named = format!("{scope}/{name}");
+                        self.error(
+                            probe.to.span(),
+                            format!("{pp}.to"),
+                            format!("unknown probe target `{named}`: {why}"),
+                            endpoint_hint(&named),
+                        );
+                        (None, None)
+                    }
+                },
+            };
+            if let (Some(from), Some(to_addr)) = (from, to_addr) {
+                probes.push(ProbePlan {
+                    name: probe
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("{from_text} -> {to}")),
+                    from,
+                    to: to.clone(),
+                    to_endpoint,
+                    to_addr,
+                    expect: *probe.expect.get_ref(),
+                });
+            }
+        }
+        probes
+    }
+}

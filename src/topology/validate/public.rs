@@ -1,0 +1,117 @@
+//! The public segment: internet hosts and their addresses, and what counts as a public address
+//! (shared with EIPs).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use super::super::cidr::Cidr;
+use super::super::model::{self, Topology};
+use super::super::plan::{EipPlan, HostPlan, InternetPlan};
+use super::Checker;
+
+impl Checker<'_> {
+    pub(super) fn check_internet(&mut self, topo: &Topology, eips: &[EipPlan]) -> InternetPlan {
+        let default: Cidr = model::DEFAULT_INTERNET_CIDR
+            .parse()
+            .expect("DEFAULT_INTERNET_CIDR is a valid block");
+        let Some(net) = &topo.internet else {
+            return InternetPlan {
+                cidr: default,
+                hosts: Vec::new(),
+            };
+        };
+        let cidr = net.cidr.as_ref().map_or(default, |c| *c.get_ref());
+        let paths: Vec<String> = net
+            .host
+            .iter()
+            .map(|h| format!("internet.host[{}]", h.name.get_ref()))
+            .collect();
+        for (h, p) in net.host.iter().zip(&paths) {
+            self.check_name(&h.name, p, "host");
+        }
+        self.index_names(
+            net.host.iter().map(|h| &h.name).zip(paths.iter().cloned()),
+            "host",
+            " on the internet",
+        );
+        // The public segment: EIPs first (they are declared at the top level), then hosts.
+        let mut public: HashMap<Ipv4Addr, String> = HashMap::new();
+        for (e, me) in topo.eip.iter().zip(eips) {
+            let line = self.line_of(e.address.span().start);
+            public
+                .entry(me.address)
+                .or_insert(format!("EIP {} (line {line})", me.name));
+        }
+        let mut hosts = Vec::new();
+        for (h, p) in net.host.iter().zip(&paths) {
+            let a = h.ip.get_ref().0;
+            let name = h.name.get_ref();
+            if !cidr.contains(a) {
+                self.error(
+                    h.ip.span(),
+                    format!("{p}.ip"),
+                    format!("host {name}'s address {a} is outside the internet CIDR {cidr}"),
+                    format!("choose an address inside {cidr}, or set `cidr` in [internet]"),
+                );
+            } else if let Some(kind) = non_public(a) {
+                self.error(
+                    h.ip.span(),
+                    format!("{p}.ip"),
+                    format!("host {name}'s address {a} is {kind}, not a public address"),
+                    "internet hosts need public addresses; set [internet] cidr to a documentation range like 198.51.100.0/24",
+                );
+            } else if let Some(holder) = public.get(&a) {
+                self.error(
+                    h.ip.span(),
+                    format!("{p}.ip"),
+                    format!("address {a} is already used by {holder} on the public segment"),
+                    "every internet host and EIP needs its own address",
+                );
+            } else {
+                let line = self.line_of(h.ip.span().start);
+                public.insert(a, format!("host {name} (line {line})"));
+            }
+            let mtu = self.check_mtu(h.mtu.as_ref(), p);
+            hosts.push(HostPlan {
+                name: name.clone(),
+                ip: a,
+                serve: h.serve.iter().map(|s| *s.get_ref()).collect(),
+                attach: h.attach,
+                mtu,
+            });
+        }
+        InternetPlan { cidr, hosts }
+    }
+}
+
+/// Why `a` cannot be a public address, if it cannot.
+pub(super) fn non_public(a: Ipv4Addr) -> Option<&'static str> {
+    let o = a.octets();
+    if a.is_private() {
+        Some("a private (RFC 1918) address")
+    } else if a.is_loopback() {
+        Some("a loopback address")
+    } else if a.is_link_local() {
+        Some("a link-local address")
+    } else if o[0] == 0 {
+        Some("in 0.0.0.0/8 (\"this network\")")
+    } else if o[0] == 100 && (o[1] & 0xc0) == 64 {
+        Some("a shared (carrier-grade NAT, RFC 6598) address")
+    } else if o[0] >= 224 {
+        Some("a multicast or reserved address")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_addresses() {
+        assert!(non_public(Ipv4Addr::new(172, 20, 0, 1)).is_some());
+        assert!(non_public(Ipv4Addr::new(100, 64, 0, 1)).is_some());
+        assert!(non_public(Ipv4Addr::new(203, 0, 113, 1)).is_none());
+    }
+}
