@@ -1,7 +1,56 @@
-//! NAT gateway core (stub while the pieces land).
+//! The NAT gateway core: SNAT through a pool of EIPs, DNAT port forwarding, 1:1 EIPs, with a
+//! connection table that behaves like a cloud NAT (RFC 4787 / 5382 / 5508 by default, or the
+//! `aws`, `gcp`, `alibaba` profiles of [`config`]).
+//!
+//! Sans-IO like the rest of the dataplane: the caller passes `now` and the packet, and gets a
+//! decision; nothing here reads a clock, allocates per packet (tables grow only when a flow is
+//! created, never beyond `max_entries`), logs or panics on any input.
+//!
+//! # How the fabric drives it
+//!
+//! - [`NatGateway::outbound`] for a packet routed from a private subnet to the NAT gateway
+//!   (private -> public): the source becomes an EIP and port. [`NatGateway::inbound`] for a packet
+//!   from the public segment to one of the gateway's addresses (public -> private): the destination
+//!   becomes the internal host. Both rewrite `pkt` in place (checksums patched) and return
+//!   [`Translated`], or a [`NatDrop`] that has been counted.
+//! - The gateway does not decrement the TTL or generate Time Exceeded: the fabric does the visible
+//!   hop before calling it. It does not hairpin either: a translated packet whose destination is
+//!   one of the gateway's own EIPs is the fabric's to route back into [`NatGateway::inbound`].
+//! - [`NatGateway::poll_timeout`] says when to call [`NatGateway::handle_timeout`] next; expiry is
+//!   also enforced lazily, so a late call never lets an expired flow through.
+//! - Refused new flows: when [`NatGateway::refusal_reply`] says so, answer with ICMP
+//!   "administratively prohibited"; otherwise drop silently.
+//! - `aws` profile: an outbound TCP segment that is not a SYN and has no session (the 350 s idle
+//!   timeout removed it) turns into [`Translated::ReplyRst`]: the buffer now holds a RST from the
+//!   remote endpoint to the internal host, to be sent back where the segment came from.
+//!
+//! # What it owns
+//!
+//! The connection table ([`conntrack`]), the EIP pool and port bitmaps ([`alloc`]), the fragment
+//! table ([`frag`]), DNAT rules and 1:1 EIPs. Packet rewriting is in [`translate`]. One
+//! `NatGateway` per NAT gateway: its sessions are keyed without a VPC id, because one gateway
+//! serves one VPC.
 
 pub mod alloc;
 pub mod config;
+pub mod conntrack;
+pub mod frag;
+pub mod translate;
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use foldhash::fast::FixedState;
+use hashbrown::HashMap;
+
+use crate::time::Instant;
+use alloc::{AllocError, PortAllocator};
+use config::{Filtering, Mapping, NatConfig};
+use conntrack::{ConnTrack, NONE, NewSession, TCP_ACK, TCP_RST, TCP_SYN, tick};
+use frag::{FragKey, FragTable};
+use translate::{Frag, L4, Parsed, Side};
+
+pub use conntrack::{Dir, SessionState, SessionView};
 
 /// Transport protocols the NAT translates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -37,3 +86,798 @@ impl Proto {
         }
     }
 }
+
+macro_rules! nat_drops {
+    ($($variant:ident => $label:literal, $text:literal;)*) => {
+        /// Why the NAT did not translate a packet: the counter label and the text for people.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum NatDrop {
+            $($variant,)*
+        }
+
+        impl NatDrop {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [NatDrop] = &[$(NatDrop::$variant,)*];
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// A short stable label (`snake_case`).
+            pub fn label(self) -> &'static str {
+                match self { $(NatDrop::$variant => $label,)* }
+            }
+
+            /// What it means, for people.
+            pub fn describe(self) -> &'static str {
+                match self { $(NatDrop::$variant => $text,)* }
+            }
+
+            pub fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+nat_drops! {
+    Malformed => "nat_malformed", "the packet's IPv4 or transport header is truncated or malformed";
+    UnsupportedProtocol => "nat_unsupported_protocol", "the NAT translates TCP, UDP and ICMP only";
+    UnsupportedIcmp => "nat_unsupported_icmp", "the NAT translates ICMP echo and ICMP errors only";
+    NoEip => "nat_no_eip", "the NAT gateway has no EIP to translate to";
+    TableFull => "nat_table_full", "the connection table is full; existing flows are kept, new ones refused";
+    QuotaConnections => "nat_quota_connections", "the instance has reached its limit of simultaneous connections";
+    QuotaRate => "nat_quota_rate", "the instance opened too many new connections this second";
+    PortAllocation => "nat_port_allocation", "no free external port on the EIP (ErrorPortAllocation)";
+    NoMapping => "nat_no_mapping", "no session, mapping or DNAT rule for this inbound packet";
+    Filtered => "nat_filtered", "the mapping's filtering behaviour does not admit this remote endpoint";
+    TcpNoSession => "nat_tcp_no_session", "a TCP segment other than SYN with no session (expired or never opened)";
+    IcmpErrorNoMapping => "nat_icmp_error_no_mapping", "an ICMP error about a flow the NAT does not know";
+    FragmentOutOfOrder => "nat_fragment_out_of_order", "a non-first fragment arrived before its first fragment was translated";
+    FragmentTableFull => "nat_fragment_table_full", "the fragment-tracking table is full";
+    Conflict => "nat_conflict", "the new flow's addresses collide with an existing session";
+}
+
+impl fmt::Display for NatDrop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// What to do with a packet the NAT accepted.
+#[must_use = "a translation says where the packet goes; ignoring it loses the packet"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Translated {
+    /// The packet was rewritten in place; forward it. `internal` is the private host of the flow
+    /// (the new destination of an inbound packet), `external` the EIP it uses, `owner` the
+    /// instance the flow belongs to.
+    Forward {
+        internal: Ipv4Addr,
+        external: Ipv4Addr,
+        owner: u32,
+    },
+    /// (`aws_rst_on_expired`) `buf[..len]` now holds a TCP RST to the internal host, to be sent
+    /// back towards it instead of forwarding the original segment.
+    ReplyRst { len: usize },
+}
+
+/// A static DNAT (port forwarding) rule: inbound flows to `external` go to `internal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnatRule {
+    pub external: (Ipv4Addr, u16),
+    /// `None`: TCP and UDP.
+    pub protocol: Option<Proto>,
+    pub internal: (Ipv4Addr, u16),
+    /// The instance the sessions are accounted to.
+    pub owner: u32,
+}
+
+/// Control-plane errors (rules and EIPs), for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NatError {
+    #[error("invalid NAT configuration: {0}")]
+    InvalidConfig(&'static str),
+    #[error("{0}:{1} ({2:?}) is already used by a mapping or another DNAT rule")]
+    PortInUse(Ipv4Addr, u16, Proto),
+    #[error("{0} is already used by this NAT gateway (pool, 1:1 EIP or the same internal host)")]
+    AddressInUse(Ipv4Addr),
+    #[error("ICMP cannot be port-forwarded; use a 1:1 EIP")]
+    IcmpDnat,
+}
+
+/// Counters of one NAT gateway, plain numbers the control plane exports on scrape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NatCounters {
+    pub active_sessions: u64,
+    /// Endpoint-independent mappings, including those in their port-reuse delay.
+    pub mappings: u64,
+    pub created: u64,
+    pub expired: u64,
+    /// Transitory sessions dropped to make room (`early_drop_transitory`).
+    pub early_dropped: u64,
+    pub out_packets: u64,
+    pub out_bytes: u64,
+    pub in_packets: u64,
+    pub in_bytes: u64,
+    /// RSTs written for stale TCP flows (`aws_rst_on_expired`).
+    pub rst_replies: u64,
+    drops: [u64; NatDrop::COUNT],
+}
+
+impl NatCounters {
+    /// Packets dropped (new flows refused included) for `reason`.
+    pub fn drops(&self, reason: NatDrop) -> u64 {
+        self.drops[reason.index()]
+    }
+
+    /// Every reason with a non-zero count.
+    pub fn nonzero_drops(&self) -> impl Iterator<Item = (NatDrop, u64)> + '_ {
+        NatDrop::ALL
+            .iter()
+            .map(|r| (*r, self.drops[r.index()]))
+            .filter(|(_, n)| *n > 0)
+    }
+
+    /// New flows refused: table full, quotas, port allocation, no EIP.
+    pub fn refused(&self) -> u64 {
+        [
+            NatDrop::TableFull,
+            NatDrop::QuotaConnections,
+            NatDrop::QuotaRate,
+            NatDrop::PortAllocation,
+            NatDrop::NoEip,
+        ]
+        .iter()
+        .map(|r| self.drops(*r))
+        .sum()
+    }
+}
+
+impl Default for NatCounters {
+    fn default() -> Self {
+        NatCounters {
+            active_sessions: 0,
+            mappings: 0,
+            created: 0,
+            expired: 0,
+            early_dropped: 0,
+            out_packets: 0,
+            out_bytes: 0,
+            in_packets: 0,
+            in_bytes: 0,
+            rst_replies: 0,
+            drops: [0; NatDrop::COUNT],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct DnatTarget {
+    int: (u32, u16),
+    owner: u32,
+}
+
+/// One NAT gateway. See the module docs for how to drive it.
+#[derive(Debug, Clone)]
+pub struct NatGateway {
+    config: NatConfig,
+    ct: ConnTrack,
+    alloc: PortAllocator,
+    frags: FragTable,
+    dnat: HashMap<(Proto, u32, u16), DnatTarget, FixedState>,
+    one_to_one_by_eip: HashMap<u32, u32, FixedState>,
+    one_to_one_by_int: HashMap<u32, u32, FixedState>,
+    counters: NatCounters,
+}
+
+fn v4(a: u32) -> Ipv4Addr {
+    Ipv4Addr::from(a)
+}
+
+fn alloc_drop(e: AllocError) -> NatDrop {
+    match e {
+        AllocError::NoEip => NatDrop::NoEip,
+        AllocError::Exhausted => NatDrop::PortAllocation,
+    }
+}
+
+impl NatGateway {
+    /// A gateway translating to `eips` (the SNAT pool). `seed` keys the hashers and the port
+    /// RNG: the runtime must pass an unpredictable value (guests choose 5-tuples and could
+    /// otherwise aim at one hash bucket or predict ports); tests and the simulator pass a fixed
+    /// one for reproducible runs.
+    pub fn new(config: NatConfig, eips: &[Ipv4Addr], seed: u64) -> Result<Self, NatError> {
+        config.validate().map_err(NatError::InvalidConfig)?;
+        let pool: Vec<u32> = eips.iter().map(|a| u32::from(*a)).collect();
+        let ticks = config.fragment_timeout.as_secs().clamp(1, 3600) as u32;
+        Ok(NatGateway {
+            ct: ConnTrack::new(&config, seed),
+            alloc: PortAllocator::new(
+                &pool,
+                config.port_range,
+                config.port_preservation,
+                config.ports_per_owner,
+                seed.rotate_left(7),
+            ),
+            frags: FragTable::new(config.fragment_entries, ticks, seed.rotate_left(13)),
+            dnat: HashMap::with_hasher(FixedState::with_seed(seed ^ 1)),
+            one_to_one_by_eip: HashMap::with_hasher(FixedState::with_seed(seed ^ 2)),
+            one_to_one_by_int: HashMap::with_hasher(FixedState::with_seed(seed ^ 3)),
+            counters: NatCounters::default(),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &NatConfig {
+        &self.config
+    }
+
+    /// Translates a private -> public packet (`pkt` starts with its IPv4 header; the fabric has
+    /// validated it and done the hop). Finds or creates the session (and mapping), rewrites the
+    /// source to the EIP and external port. `owner` identifies the sending instance for quotas,
+    /// port blocks and flow logs.
+    pub fn outbound(
+        &mut self,
+        now: Instant,
+        owner: u32,
+        pkt: &mut [u8],
+    ) -> Result<Translated, NatDrop> {
+        let r = self.outbound_inner(tick(now), owner, pkt);
+        self.account(r, Dir::Out, pkt)
+    }
+
+    /// Translates a public -> private packet addressed to one of the gateway's addresses: an
+    /// existing session, a DNAT rule, a mapping whose filtering admits the sender, or a 1:1 EIP.
+    pub fn inbound(&mut self, now: Instant, pkt: &mut [u8]) -> Result<Translated, NatDrop> {
+        let r = self.inbound_inner(tick(now), pkt);
+        self.account(r, Dir::In, pkt)
+    }
+
+    fn account(
+        &mut self,
+        r: Result<Translated, NatDrop>,
+        dir: Dir,
+        pkt: &[u8],
+    ) -> Result<Translated, NatDrop> {
+        match r {
+            Ok(Translated::Forward { .. }) => {
+                let len = if pkt.len() >= 4 {
+                    u64::from(u16::from_be_bytes([pkt[2], pkt[3]]))
+                } else {
+                    0
+                };
+                let c = &mut self.counters;
+                match dir {
+                    Dir::Out => {
+                        c.out_packets += 1;
+                        c.out_bytes += len;
+                    }
+                    Dir::In => {
+                        c.in_packets += 1;
+                        c.in_bytes += len;
+                    }
+                }
+            }
+            Ok(Translated::ReplyRst { .. }) => self.counters.rst_replies += 1,
+            Err(d) => self.counters.drops[d.index()] += 1,
+        }
+        r
+    }
+
+    /// Looks a session up, removing it first if its idle timeout has passed.
+    fn live(&mut self, found: Option<u32>, now: u32) -> Option<u32> {
+        let i = found?;
+        if self.ct.is_expired(i, now) {
+            self.ct.remove(i, now, &mut self.alloc);
+            self.counters.expired += 1;
+            return None;
+        }
+        Some(i)
+    }
+
+    fn record_fragment(
+        &mut self,
+        p: &Parsed,
+        dir: Dir,
+        new_addr: u32,
+        now: u32,
+    ) -> Result<(), NatDrop> {
+        if p.frag != Frag::First {
+            return Ok(());
+        }
+        let key = FragKey {
+            dir,
+            src: p.src,
+            dst: p.dst,
+            proto: p.proto.number(),
+            ident: p.ident,
+        };
+        self.frags.insert(key, new_addr, now)
+    }
+
+    fn later_fragment(
+        &mut self,
+        pkt: &mut [u8],
+        p: &Parsed,
+        dir: Dir,
+        now: u32,
+    ) -> Result<Translated, NatDrop> {
+        let key = FragKey {
+            dir,
+            src: p.src,
+            dst: p.dst,
+            proto: p.proto.number(),
+            ident: p.ident,
+        };
+        let new = self
+            .frags
+            .lookup(&key, now)
+            .ok_or(NatDrop::FragmentOutOfOrder)?;
+        let (side, internal, external) = match dir {
+            Dir::Out => (Side::Src, p.src, new),
+            Dir::In => (Side::Dst, new, p.dst),
+        };
+        translate::rewrite(pkt, p, side, new, 0);
+        Ok(Translated::Forward {
+            internal: v4(internal),
+            external: v4(external),
+            owner: NONE,
+        })
+    }
+
+    /// 1:1 EIP: address only, both directions, stateless (ICMP errors included).
+    fn one_to_one(
+        &mut self,
+        pkt: &mut [u8],
+        p: &Parsed,
+        dir: Dir,
+        to: u32,
+        now: u32,
+    ) -> Result<Translated, NatDrop> {
+        let (side, internal, external) = match dir {
+            Dir::Out => (Side::Src, p.src, to),
+            Dir::In => (Side::Dst, to, p.dst),
+        };
+        if p.l4 == L4::IcmpError {
+            let inner = translate::parse_error(pkt, p, dir)?;
+            let (quoted, port) = match dir {
+                Dir::In => (inner.src, inner.sport),
+                Dir::Out => (inner.dst, inner.dport),
+            };
+            if quoted != if dir == Dir::In { external } else { internal } {
+                return Err(NatDrop::IcmpErrorNoMapping);
+            }
+            translate::rewrite_error(pkt, p, &inner, dir, to, port);
+        } else {
+            self.record_fragment(p, dir, to, now)?;
+            let port = p.ports(dir).0;
+            translate::rewrite(pkt, p, side, to, port);
+        }
+        Ok(Translated::Forward {
+            internal: v4(internal),
+            external: v4(external),
+            owner: NONE,
+        })
+    }
+
+    fn outbound_inner(
+        &mut self,
+        now: u32,
+        owner: u32,
+        pkt: &mut [u8],
+    ) -> Result<Translated, NatDrop> {
+        let p = translate::parse(pkt)?;
+        if p.frag == Frag::Later {
+            return self.later_fragment(pkt, &p, Dir::Out, now);
+        }
+        if !self.one_to_one_by_int.is_empty() {
+            if let Some(eip) = self.one_to_one_by_int.get(&p.src).copied() {
+                return self.one_to_one(pkt, &p, Dir::Out, eip, now);
+            }
+        }
+        if p.l4 == L4::IcmpError {
+            return self.error_out(pkt, &p);
+        }
+        let (lport, rport) = p.ports(Dir::Out);
+        let int = (p.src, lport);
+        let rem = (p.dst, rport);
+        let found = self.ct.lookup_out(p.proto, int, rem);
+        let i = match self.live(found, now) {
+            Some(i) => i,
+            None => match self.new_outbound(pkt, &p, owner, int, rem, now)? {
+                Ok(i) => i,
+                Err(rst) => return Ok(rst),
+            },
+        };
+        let s = *self.ct.session(i);
+        self.record_fragment(&p, Dir::Out, s.ext_ip, now)?;
+        translate::rewrite(pkt, &p, Side::Src, s.ext_ip, s.ext_port);
+        self.ct.touch(i, Dir::Out, p.tcp_flags(), p.total, now);
+        Ok(Translated::Forward {
+            internal: v4(s.int_ip),
+            external: v4(s.ext_ip),
+            owner: s.owner,
+        })
+    }
+
+    /// Creates the session for a new outbound flow; `Ok(Err(rst))` when the answer is a RST.
+    fn new_outbound(
+        &mut self,
+        pkt: &mut [u8],
+        p: &Parsed,
+        owner: u32,
+        int: (u32, u16),
+        rem: (u32, u16),
+        now: u32,
+    ) -> Result<Result<u32, Translated>, NatDrop> {
+        match p.l4 {
+            L4::Tcp { flags, .. } if flags & (TCP_SYN | TCP_ACK | TCP_RST) != TCP_SYN => {
+                if self.config.aws_rst_on_expired && flags & TCP_RST == 0 {
+                    let len = translate::write_rst(pkt, p)?;
+                    return Ok(Err(Translated::ReplyRst { len }));
+                }
+                return Err(NatDrop::TcpNoSession);
+            }
+            L4::IcmpQuery { request: false, .. } => return Err(NatDrop::NoMapping),
+            _ => {}
+        }
+        self.ct.admit(owner, now, &mut self.alloc)?;
+        let proto = p.proto;
+        let (ext, mapping) = match self.config.mapping {
+            Mapping::EndpointIndependent => {
+                let m = self
+                    .ct
+                    .get_or_create_mapping(proto, int, owner, &mut self.alloc)
+                    .map_err(alloc_drop)?;
+                let x = self.ct.mapping(m);
+                ((x.ext_ip, x.ext_port), m)
+            }
+            Mapping::AddressAndPortDependent => {
+                let ct = &self.ct;
+                let ext = self
+                    .alloc
+                    .allocate(proto, int.0, int.1, owner, false, |ip, port| {
+                        ct.lookup_in(proto, (ip, port), rem).is_some()
+                    })
+                    .map_err(alloc_drop)?;
+                (ext, NONE)
+            }
+        };
+        if self.ct.lookup_in(proto, ext, rem).is_some() {
+            return Err(NatDrop::Conflict);
+        }
+        let i = self.ct.insert(
+            NewSession {
+                proto,
+                int,
+                ext,
+                rem,
+                owner,
+                mapping,
+            },
+            now,
+        );
+        self.counters.created += 1;
+        Ok(Ok(i))
+    }
+
+    fn inbound_inner(&mut self, now: u32, pkt: &mut [u8]) -> Result<Translated, NatDrop> {
+        let p = translate::parse(pkt)?;
+        if p.frag == Frag::Later {
+            return self.later_fragment(pkt, &p, Dir::In, now);
+        }
+        if !self.one_to_one_by_eip.is_empty() {
+            if let Some(int) = self.one_to_one_by_eip.get(&p.dst).copied() {
+                return self.one_to_one(pkt, &p, Dir::In, int, now);
+            }
+        }
+        if p.l4 == L4::IcmpError {
+            return self.error_in(pkt, &p);
+        }
+        let (lport, rport) = p.ports(Dir::In);
+        let ext = (p.dst, lport);
+        let rem = (p.src, rport);
+        let found = self.ct.lookup_in(p.proto, ext, rem);
+        let i = match self.live(found, now) {
+            Some(i) => i,
+            None => self.new_inbound(&p, ext, rem, now)?,
+        };
+        let s = *self.ct.session(i);
+        self.record_fragment(&p, Dir::In, s.int_ip, now)?;
+        translate::rewrite(pkt, &p, Side::Dst, s.int_ip, s.int_port);
+        self.ct.touch(i, Dir::In, p.tcp_flags(), p.total, now);
+        Ok(Translated::Forward {
+            internal: v4(s.int_ip),
+            external: v4(s.ext_ip),
+            owner: s.owner,
+        })
+    }
+
+    /// A session for an inbound-initiated flow: a DNAT rule, or a mapping whose filtering admits
+    /// the remote (RFC 4787 REQ-8). Only TCP SYNs and UDP open one.
+    fn new_inbound(
+        &mut self,
+        p: &Parsed,
+        ext: (u32, u16),
+        rem: (u32, u16),
+        now: u32,
+    ) -> Result<u32, NatDrop> {
+        let opens = match p.l4 {
+            L4::Tcp { flags, .. } => flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN,
+            L4::Udp { .. } => true,
+            _ => false,
+        };
+        let proto = p.proto;
+        let (int, owner, mapping) = if let Some(t) = self.dnat.get(&(proto, ext.0, ext.1)).copied()
+        {
+            if !opens {
+                return Err(NatDrop::NoMapping);
+            }
+            (t.int, t.owner, NONE)
+        } else {
+            let m = match self.config.mapping {
+                Mapping::EndpointIndependent => self.ct.mapping_by_ext(proto, ext.0, ext.1),
+                Mapping::AddressAndPortDependent => None,
+            };
+            let Some(m) = m.filter(|m| self.ct.mapping_refs(*m) > 0) else {
+                return Err(NatDrop::NoMapping);
+            };
+            let admitted = match self.config.filtering {
+                Filtering::EndpointIndependent => true,
+                Filtering::AddressDependent => self.ct.mapping_has_remote(m, rem.0),
+                Filtering::AddressAndPortDependent => false,
+            };
+            if !admitted || !opens {
+                return Err(NatDrop::Filtered);
+            }
+            let x = self.ct.mapping(m);
+            ((x.int_ip, x.int_port), x.owner, m)
+        };
+        if self.ct.lookup_out(proto, int, rem).is_some() {
+            return Err(NatDrop::Conflict);
+        }
+        self.ct.admit(owner, now, &mut self.alloc)?;
+        let i = self.ct.insert(
+            NewSession {
+                proto,
+                int,
+                ext,
+                rem,
+                owner,
+                mapping,
+            },
+            now,
+        );
+        self.counters.created += 1;
+        Ok(i)
+    }
+
+    /// An ICMP error from the public side about a packet that went out (RFC 5508): never creates
+    /// or refreshes a session.
+    fn error_in(&mut self, pkt: &mut [u8], p: &Parsed) -> Result<Translated, NatDrop> {
+        let inner = translate::parse_error(pkt, p, Dir::In)?;
+        let i = self
+            .ct
+            .lookup_in(
+                inner.proto,
+                (inner.src, inner.sport),
+                (inner.dst, inner.dport),
+            )
+            .ok_or(NatDrop::IcmpErrorNoMapping)?;
+        let s = *self.ct.session(i);
+        if p.dst != s.ext_ip {
+            return Err(NatDrop::IcmpErrorNoMapping);
+        }
+        translate::rewrite_error(pkt, p, &inner, Dir::In, s.int_ip, s.int_port);
+        Ok(Translated::Forward {
+            internal: v4(s.int_ip),
+            external: v4(s.ext_ip),
+            owner: s.owner,
+        })
+    }
+
+    /// An ICMP error from an internal host about a packet that came in.
+    fn error_out(&mut self, pkt: &mut [u8], p: &Parsed) -> Result<Translated, NatDrop> {
+        let inner = translate::parse_error(pkt, p, Dir::Out)?;
+        let i = self
+            .ct
+            .lookup_out(
+                inner.proto,
+                (inner.dst, inner.dport),
+                (inner.src, inner.sport),
+            )
+            .ok_or(NatDrop::IcmpErrorNoMapping)?;
+        let s = *self.ct.session(i);
+        translate::rewrite_error(pkt, p, &inner, Dir::Out, s.ext_ip, s.ext_port);
+        Ok(Translated::Forward {
+            internal: v4(s.int_ip),
+            external: v4(s.ext_ip),
+            owner: s.owner,
+        })
+    }
+
+    /// When [`NatGateway::handle_timeout`] next has work, if anything is pending (whole seconds).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.ct
+            .next_timeout()
+            .map(|t| Instant::from_secs(u64::from(t)))
+    }
+
+    /// Expires sessions and releases quarantined ports due at `now`. Call when `now` reaches
+    /// [`NatGateway::poll_timeout`]; calling it late or more often is harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.counters.expired += self.ct.handle_timeout(tick(now), &mut self.alloc);
+    }
+
+    /// The live sessions (a scan; for the control plane and tests, not per packet).
+    pub fn sessions(&self, now: Instant) -> impl Iterator<Item = SessionView> + '_ {
+        self.ct.views(tick(now))
+    }
+
+    pub fn counters(&self) -> NatCounters {
+        NatCounters {
+            active_sessions: self.ct.len() as u64,
+            mappings: self.ct.mappings() as u64,
+            early_dropped: self.ct.early_dropped,
+            ..self.counters
+        }
+    }
+
+    /// Whether a refused new flow should be answered with ICMP "administratively prohibited"
+    /// (`icmp_prohibited_on_full`) rather than dropped silently.
+    pub fn refusal_reply(&self, drop: NatDrop) -> bool {
+        self.config.icmp_prohibited_on_full
+            && matches!(
+                drop,
+                NatDrop::TableFull
+                    | NatDrop::QuotaConnections
+                    | NatDrop::QuotaRate
+                    | NatDrop::PortAllocation
+                    | NatDrop::NoEip
+            )
+    }
+
+    /// Bytes held by the gateway's tables, computed from their capacities.
+    pub fn memory_bytes(&self) -> usize {
+        self.ct.memory_bytes()
+            + self.alloc.memory_bytes()
+            + self.frags.memory_bytes()
+            + self.dnat.allocation_size()
+            + self.one_to_one_by_eip.allocation_size()
+            + self.one_to_one_by_int.allocation_size()
+    }
+
+    /// The SNAT pool.
+    pub fn eips(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.alloc.eips().map(v4)
+    }
+
+    /// Adds an EIP to the SNAT pool. Paired pooling hashes internal hosts over the pool, so new
+    /// flows of some hosts may use it; existing sessions keep their EIP.
+    pub fn add_eip(&mut self, eip: Ipv4Addr) -> Result<(), NatError> {
+        let a = u32::from(eip);
+        if self.one_to_one_by_eip.contains_key(&a) {
+            return Err(NatError::AddressInUse(eip));
+        }
+        self.alloc.add_eip(a);
+        Ok(())
+    }
+
+    /// Removes an EIP from the pool: its sessions, mappings and DNAT rules go; nothing else is
+    /// disturbed. Returns the number of sessions flushed. O(sessions): a control-plane operation.
+    pub fn remove_eip(&mut self, now: Instant, eip: Ipv4Addr) -> usize {
+        let a = u32::from(eip);
+        let n = self
+            .ct
+            .remove_where(tick(now), &mut self.alloc, |s| s.ext_ip == a);
+        self.ct
+            .free_idle_mappings_where(&mut self.alloc, |m| m.ext_ip == a);
+        self.dnat.retain(|k, _| k.1 != a);
+        self.alloc.remove_eip(a);
+        n
+    }
+
+    /// Adds a DNAT rule. On a pool EIP the port is reserved so that no mapping takes it.
+    pub fn add_dnat(&mut self, rule: DnatRule) -> Result<(), NatError> {
+        let protos: &[Proto] = match rule.protocol {
+            None => &[Proto::Tcp, Proto::Udp],
+            Some(Proto::Icmp) => return Err(NatError::IcmpDnat),
+            Some(Proto::Tcp) => &[Proto::Tcp],
+            Some(Proto::Udp) => &[Proto::Udp],
+        };
+        let (ip, port) = (u32::from(rule.external.0), rule.external.1);
+        if self.one_to_one_by_eip.contains_key(&ip) {
+            return Err(NatError::AddressInUse(rule.external.0));
+        }
+        for p in protos {
+            let in_pool = self.alloc.contains(ip);
+            if self.dnat.contains_key(&(*p, ip, port))
+                || (in_pool && self.alloc.is_used(*p, ip, port))
+            {
+                return Err(NatError::PortInUse(rule.external.0, port, *p));
+            }
+        }
+        for p in protos {
+            if self.alloc.contains(ip) {
+                self.alloc.reserve(*p, ip, port);
+            }
+            let target = DnatTarget {
+                int: (u32::from(rule.internal.0), rule.internal.1),
+                owner: rule.owner,
+            };
+            self.dnat.insert((*p, ip, port), target);
+        }
+        Ok(())
+    }
+
+    /// Removes a DNAT rule (`None`: both protocols) and flushes the sessions it created. Returns the
+    /// number of sessions flushed.
+    pub fn remove_dnat(
+        &mut self,
+        now: Instant,
+        external: (Ipv4Addr, u16),
+        protocol: Option<Proto>,
+    ) -> usize {
+        let (ip, port) = (u32::from(external.0), external.1);
+        let mut n = 0;
+        for p in [Proto::Tcp, Proto::Udp] {
+            if protocol.is_some_and(|x| x != p) {
+                continue;
+            }
+            if let Some(t) = self.dnat.remove(&(p, ip, port)) {
+                n += self.ct.remove_where(tick(now), &mut self.alloc, |s| {
+                    s.proto == p
+                        && s.ext_ip == ip
+                        && s.ext_port == port
+                        && (s.int_ip, s.int_port) == t.int
+                });
+                if self.alloc.contains(ip) {
+                    self.alloc.release(p, ip, port);
+                }
+            }
+        }
+        n
+    }
+
+    /// Associates an EIP 1:1 with an internal host: both directions, address only, stateless.
+    pub fn add_one_to_one(&mut self, eip: Ipv4Addr, internal: Ipv4Addr) -> Result<(), NatError> {
+        let (e, i) = (u32::from(eip), u32::from(internal));
+        if self.alloc.contains(e) || self.one_to_one_by_eip.contains_key(&e) {
+            return Err(NatError::AddressInUse(eip));
+        }
+        if self.one_to_one_by_int.contains_key(&i) {
+            return Err(NatError::AddressInUse(internal));
+        }
+        self.one_to_one_by_eip.insert(e, i);
+        self.one_to_one_by_int.insert(i, e);
+        Ok(())
+    }
+
+    /// Disassociates a 1:1 EIP. Stateless, so nothing else changes.
+    pub fn remove_one_to_one(&mut self, eip: Ipv4Addr) -> bool {
+        match self.one_to_one_by_eip.remove(&u32::from(eip)) {
+            Some(i) => {
+                self.one_to_one_by_int.remove(&i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes an instance: flushes its sessions, frees its mappings at once (no reuse delay: the
+    /// host is gone) and its port block. Returns the number of sessions flushed.
+    pub fn remove_owner(&mut self, now: Instant, owner: u32) -> usize {
+        let n = self
+            .ct
+            .remove_where(tick(now), &mut self.alloc, |s| s.owner == owner);
+        self.ct
+            .free_idle_mappings_where(&mut self.alloc, |m| m.owner == owner);
+        self.alloc.release_owner(owner);
+        n
+    }
+
+    /// Flushes every session (mappings enter their reuse delay). Returns how many.
+    pub fn flush(&mut self, now: Instant) -> usize {
+        self.ct.remove_where(tick(now), &mut self.alloc, |_| true)
+    }
+}
+
+#[cfg(test)]
+mod tests;

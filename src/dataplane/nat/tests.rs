@@ -1,0 +1,1 @@
+//! NAT suite (filled below).

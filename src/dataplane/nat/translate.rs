@@ -1,0 +1,466 @@
+//! In-place header rewriting of raw IPv4 packets: addresses, ports and ICMP identifiers, with
+//! every checksum patched incrementally (RFC 1624, [`checksum::update16`] / [`checksum::update32`]);
+//! ICMP error translation (RFC 5508); the RST the `aws` profile answers stale TCP flows with.
+//!
+//! Owns no state. Input is whatever the caller hands over: [`parse`] checks every length it relies
+//! on, so no function here panics or reads out of bounds on any input. A UDP checksum of 0 ("none")
+//! stays 0; an updated UDP checksum that comes out as 0 is sent as 0xffff (RFC 768). Non-first
+//! fragments carry no transport header: only their address (and the IP header checksum) changes,
+//! since the transport checksum in the first fragment already accounts for the new address.
+
+use super::conntrack::Dir;
+use super::{NatDrop, Proto};
+use crate::dataplane::checksum;
+
+/// Fragment position of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Frag {
+    /// Not fragmented.
+    Whole,
+    /// Offset 0, more fragments follow: carries the transport header.
+    First,
+    /// Offset > 0: no transport header.
+    Later,
+}
+
+/// The transport part, as far as the NAT cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum L4 {
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    /// Echo request (`request`) or reply; the identifier plays the local port.
+    IcmpQuery {
+        id: u16,
+        request: bool,
+    },
+    /// Destination unreachable, time exceeded or parameter problem: see [`parse_error`].
+    IcmpError,
+    /// A non-first fragment.
+    None,
+}
+
+/// The header fields of a packet the NAT reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Parsed {
+    pub(crate) ihl: usize,
+    pub(crate) total: usize,
+    pub(crate) proto: Proto,
+    pub(crate) src: u32,
+    pub(crate) dst: u32,
+    pub(crate) ident: u16,
+    pub(crate) frag: Frag,
+    pub(crate) l4: L4,
+}
+
+impl Parsed {
+    /// (local port, remote port) seen from `dir`: for outbound packets the source is local, for
+    /// inbound ones the destination. ICMP queries use (identifier, 0).
+    pub(crate) fn ports(&self, dir: Dir) -> (u16, u16) {
+        match (self.l4, dir) {
+            (L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport }, Dir::Out) => (sport, dport),
+            (L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport }, Dir::In) => (dport, sport),
+            (L4::IcmpQuery { id, .. }, _) => (id, 0),
+            _ => (0, 0),
+        }
+    }
+
+    pub(crate) fn tcp_flags(&self) -> u8 {
+        match self.l4 {
+            L4::Tcp { flags, .. } => flags,
+            _ => 0,
+        }
+    }
+}
+
+fn rd16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn wr16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+fn rd32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn wr32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+}
+
+/// ICMP types translated as errors (RFC 5508 section 4): destination unreachable (including
+/// fragmentation needed), time exceeded, parameter problem.
+fn is_translated_error(t: u8) -> bool {
+    matches!(t, 3 | 11 | 12)
+}
+
+/// Reads the headers of the IPv4 packet in `pkt` (which may be longer than its total length).
+pub(crate) fn parse(pkt: &[u8]) -> Result<Parsed, NatDrop> {
+    if pkt.len() < 20 || pkt[0] >> 4 != 4 {
+        return Err(NatDrop::Malformed);
+    }
+    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+    let total = usize::from(rd16(pkt, 2));
+    if ihl < 20 || total < ihl || total > pkt.len() {
+        return Err(NatDrop::Malformed);
+    }
+    let proto = Proto::from_number(pkt[9]).ok_or(NatDrop::UnsupportedProtocol)?;
+    let fw = rd16(pkt, 6);
+    let frag = match (fw & 0x1fff, fw & 0x2000 != 0) {
+        (0, false) => Frag::Whole,
+        (0, true) => Frag::First,
+        _ => Frag::Later,
+    };
+    let l4b = &pkt[ihl..total];
+    let l4 = if frag == Frag::Later {
+        L4::None
+    } else {
+        match proto {
+            Proto::Tcp if l4b.len() >= 20 => L4::Tcp {
+                sport: rd16(l4b, 0),
+                dport: rd16(l4b, 2),
+                flags: l4b[13],
+            },
+            Proto::Udp if l4b.len() >= 8 => L4::Udp {
+                sport: rd16(l4b, 0),
+                dport: rd16(l4b, 2),
+            },
+            Proto::Icmp if l4b.len() >= 8 => match (l4b[0], l4b[1]) {
+                (8, 0) | (0, 0) => L4::IcmpQuery {
+                    id: rd16(l4b, 4),
+                    request: l4b[0] == 8,
+                },
+                (t, _) if is_translated_error(t) => L4::IcmpError,
+                _ => return Err(NatDrop::UnsupportedIcmp),
+            },
+            // A first fragment too short for its transport header (RFC 1858's tiny fragments).
+            _ => return Err(NatDrop::Malformed),
+        }
+    };
+    Ok(Parsed {
+        ihl,
+        total,
+        proto,
+        src: rd32(pkt, 12),
+        dst: rd32(pkt, 16),
+        ident: rd16(pkt, 4),
+        frag,
+        l4,
+    })
+}
+
+/// Which address of a packet changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Src,
+    Dst,
+}
+
+/// Replaces the IPv4 address at `at` (12 or 16 from `base`) and patches the header checksum at
+/// `base + 10`. Returns the old address.
+fn set_addr(pkt: &mut [u8], base: usize, side: Side, new: u32) -> u32 {
+    let at = base + if side == Side::Src { 12 } else { 16 };
+    let old = rd32(pkt, at);
+    wr32(pkt, at, new);
+    let c = checksum::update32(rd16(pkt, base + 10), old, new);
+    wr16(pkt, base + 10, c);
+    old
+}
+
+/// Where the port and checksum of a transport header are: (port offset, checksum offset, whether
+/// the checksum covers the pseudo-header, whether 0 means "no checksum").
+fn l4_fields(proto: Proto, side: Side) -> (usize, usize, bool, bool) {
+    let port = if side == Side::Src { 0 } else { 2 };
+    match proto {
+        Proto::Tcp => (port, 16, true, false),
+        Proto::Udp => (port, 6, true, true),
+        Proto::Icmp => (4, 2, false, false),
+    }
+}
+
+/// The new value of a transport checksum after the address and port changes.
+fn patch_l4_checksum(
+    c: u16,
+    pseudo: bool,
+    zero_is_none: bool,
+    addr: (u32, u32),
+    port: (u16, u16),
+) -> u16 {
+    if zero_is_none && c == 0 {
+        return 0;
+    }
+    let mut c = c;
+    if pseudo {
+        c = checksum::update32(c, addr.0, addr.1);
+    }
+    c = checksum::update16(c, port.0, port.1);
+    if zero_is_none && c == 0 { 0xffff } else { c }
+}
+
+/// Rewrites the source or destination address and the matching port (ICMP: identifier) of a
+/// parsed packet, patching the IP and transport checksums. Non-first fragments: address only.
+pub(crate) fn rewrite(pkt: &mut [u8], p: &Parsed, side: Side, new_ip: u32, new_port: u16) {
+    let old_ip = set_addr(pkt, 0, side, new_ip);
+    if matches!(p.l4, L4::None | L4::IcmpError) {
+        return;
+    }
+    let (port_at, csum_at, pseudo, zero) = l4_fields(p.proto, side);
+    let l4 = p.ihl;
+    let old_port = rd16(pkt, l4 + port_at);
+    wr16(pkt, l4 + port_at, new_port);
+    let c = patch_l4_checksum(
+        rd16(pkt, l4 + csum_at),
+        pseudo,
+        zero,
+        (old_ip, new_ip),
+        (old_port, new_port),
+    );
+    wr16(pkt, l4 + csum_at, c);
+}
+
+/// The packet an ICMP error quotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Inner {
+    /// Offset of the quoted IP header in the packet.
+    off: usize,
+    /// Offset of the quoted transport header.
+    l4: usize,
+    /// Quoted transport bytes available (at least 8).
+    avail: usize,
+    pub(crate) proto: Proto,
+    pub(crate) src: u32,
+    pub(crate) dst: u32,
+    pub(crate) sport: u16,
+    pub(crate) dport: u16,
+}
+
+/// Reads the quoted packet of an ICMP error. `dir` is the way the error travels: an inbound error
+/// quotes a packet that went out (its source is ours, an ICMP query's identifier is its source
+/// "port"); an outbound error quotes one that came in.
+pub(crate) fn parse_error(pkt: &[u8], p: &Parsed, dir: Dir) -> Result<Inner, NatDrop> {
+    let off = p.ihl + 8;
+    let end = p.total;
+    if end < off + 20 {
+        return Err(NatDrop::Malformed);
+    }
+    let q = &pkt[off..end];
+    let ihl = usize::from(q[0] & 0x0f) * 4;
+    if q[0] >> 4 != 4 || ihl < 20 || q.len() < ihl + 8 {
+        return Err(NatDrop::Malformed);
+    }
+    if rd16(q, 6) & 0x1fff != 0 {
+        return Err(NatDrop::IcmpErrorNoMapping); // no ports in a non-first fragment
+    }
+    let proto = Proto::from_number(q[9]).ok_or(NatDrop::IcmpErrorNoMapping)?;
+    let t = &q[ihl..];
+    let (sport, dport) = match proto {
+        Proto::Tcp | Proto::Udp => (rd16(t, 0), rd16(t, 2)),
+        // Only errors about queries are translated, never errors about errors.
+        Proto::Icmp if matches!((t[0], t[1]), (8, 0) | (0, 0)) => match dir {
+            Dir::In => (rd16(t, 4), 0),
+            Dir::Out => (0, rd16(t, 4)),
+        },
+        Proto::Icmp => return Err(NatDrop::IcmpErrorNoMapping),
+    };
+    Ok(Inner {
+        off,
+        l4: off + ihl,
+        avail: q.len() - ihl,
+        proto,
+        src: rd32(q, 12),
+        dst: rd32(q, 16),
+        sport,
+        dport,
+    })
+}
+
+/// Translates an ICMP error (RFC 5508): inbound, the outer destination and the quoted source
+/// (address and port) become `new_ip:new_port`; outbound, the outer source and the quoted
+/// destination. Patches the outer IP checksum, the quoted IP checksum, the quoted transport
+/// checksum when it lies within the quote (UDP and ICMP always, TCP when more than 8 bytes are
+/// quoted) and the outer ICMP checksum, all incrementally.
+pub(crate) fn rewrite_error(
+    pkt: &mut [u8],
+    p: &Parsed,
+    inner: &Inner,
+    dir: Dir,
+    new_ip: u32,
+    new_port: u16,
+) {
+    let (outer_side, inner_side) = match dir {
+        Dir::In => (Side::Dst, Side::Src),
+        Dir::Out => (Side::Src, Side::Dst),
+    };
+    set_addr(pkt, 0, outer_side, new_ip);
+    let icmp_csum = p.ihl + 2;
+    let mut oc = rd16(pkt, icmp_csum);
+
+    // Quoted IP header: address and its checksum.
+    let old_ic = rd16(pkt, inner.off + 10);
+    let old_ip = set_addr(pkt, inner.off, inner_side, new_ip);
+    let new_ic = rd16(pkt, inner.off + 10);
+    oc = checksum::update32(oc, old_ip, new_ip);
+    oc = checksum::update16(oc, old_ic, new_ic);
+
+    // Quoted transport header: port (identifier) and, when quoted, its checksum.
+    let (port_at, csum_at, pseudo, zero) = l4_fields(inner.proto, inner_side);
+    let old_port = rd16(pkt, inner.l4 + port_at);
+    wr16(pkt, inner.l4 + port_at, new_port);
+    oc = checksum::update16(oc, old_port, new_port);
+    if csum_at + 2 <= inner.avail {
+        let old_c = rd16(pkt, inner.l4 + csum_at);
+        let c = patch_l4_checksum(old_c, pseudo, zero, (old_ip, new_ip), (old_port, new_port));
+        wr16(pkt, inner.l4 + csum_at, c);
+        oc = checksum::update16(oc, old_c, c);
+    }
+    wr16(pkt, icmp_csum, oc);
+}
+
+/// Replaces an outbound TCP segment by the RST its sender should get (RFC 793 "reset
+/// generation"), from the segment's destination to its source. Returns the RST's length (40).
+pub(crate) fn write_rst(pkt: &mut [u8], p: &Parsed) -> Result<usize, NatDrop> {
+    let L4::Tcp {
+        sport,
+        dport,
+        flags,
+    } = p.l4
+    else {
+        return Err(NatDrop::Malformed);
+    };
+    if pkt.len() < 40 || p.total < p.ihl + 20 {
+        return Err(NatDrop::Malformed);
+    }
+    let t = p.ihl;
+    let seq = rd32(pkt, t + 4);
+    let ack = rd32(pkt, t + 8);
+    let data_off = usize::from(pkt[t + 12] >> 4) * 4;
+    let seg_len = p.total.saturating_sub(t + data_off) as u32
+        + u32::from(flags & 0x02 != 0)
+        + u32::from(flags & 0x01 != 0);
+    let (rst_seq, rst_ack, rst_flags) = if flags & 0x10 != 0 {
+        (ack, 0, 0x04)
+    } else {
+        (0, seq.wrapping_add(seg_len), 0x14)
+    };
+    let (src, dst) = (p.dst, p.src);
+    let out = &mut pkt[..40];
+    out.fill(0);
+    out[0] = 0x45;
+    wr16(out, 2, 40);
+    out[6] = 0x40; // DF
+    out[8] = crate::dataplane::icmp::GENERATED_TTL;
+    out[9] = Proto::Tcp.number();
+    wr32(out, 12, src);
+    wr32(out, 16, dst);
+    let c = checksum::checksum(&out[..20]);
+    wr16(out, 10, c);
+    let tcp = &mut out[20..40];
+    wr16(tcp, 0, dport);
+    wr16(tcp, 2, sport);
+    wr32(tcp, 4, rst_seq);
+    wr32(tcp, 8, rst_ack);
+    tcp[12] = 5 << 4;
+    tcp[13] = rst_flags;
+    let ph = checksum::pseudo_header(src.into(), dst.into(), 6, 20);
+    let c = !(checksum::sum(tcp, ph) as u16);
+    wr16(tcp, 16, c);
+    Ok(40)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ipv4(src, dst, 64)
+            .udp(sport, dport)
+            .write(&mut v, b"hello")
+            .unwrap();
+        v
+    }
+
+    fn valid(pkt: &[u8]) -> bool {
+        let ip = etherparse::Ipv4HeaderSlice::from_slice(pkt).unwrap();
+        let h = ip.to_header();
+        if h.calc_header_checksum() != h.header_checksum {
+            return false;
+        }
+        match etherparse::SlicedPacket::from_ip(pkt).unwrap().transport {
+            Some(etherparse::TransportSlice::Udp(u)) => {
+                let c = u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap();
+                u.checksum() == 0 || u.checksum() == c
+            }
+            _ => true,
+        }
+    }
+
+    #[test]
+    fn rewrite_src_patches_checksums() {
+        let mut p = udp([10, 0, 0, 1], [198, 51, 100, 7], 5000, 53);
+        let parsed = parse(&p).unwrap();
+        rewrite(
+            &mut p,
+            &parsed,
+            Side::Src,
+            u32::from_be_bytes([203, 0, 113, 1]),
+            61000,
+        );
+        assert_eq!(&p[12..16], &[203, 0, 113, 1]);
+        assert_eq!(rd16(&p, 20), 61000);
+        assert!(valid(&p));
+    }
+
+    #[test]
+    fn udp_zero_checksum_stays_zero() {
+        let mut p = udp([10, 0, 0, 1], [198, 51, 100, 7], 5000, 53);
+        wr16(&mut p, 26, 0);
+        let parsed = parse(&p).unwrap();
+        rewrite(&mut p, &parsed, Side::Src, 0xcb00_7101, 1);
+        assert_eq!(rd16(&p, 26), 0);
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert_eq!(parse(&[]), Err(NatDrop::Malformed));
+        assert_eq!(parse(&[0x45; 19]), Err(NatDrop::Malformed));
+        let mut p = udp([10, 0, 0, 1], [198, 51, 100, 7], 5000, 53);
+        p[0] = 0x4f; // IHL 60 > length
+        assert_eq!(parse(&p), Err(NatDrop::Malformed));
+    }
+
+    #[test]
+    fn rst_for_ack_segment() {
+        let mut v = Vec::new();
+        PacketBuilder::ipv4([10, 0, 0, 1], [198, 51, 100, 7], 64)
+            .tcp(40000, 443, 1000, 512)
+            .ack(777)
+            .write(&mut v, b"data")
+            .unwrap();
+        let p = parse(&v).unwrap();
+        let n = write_rst(&mut v, &p).unwrap();
+        let s = etherparse::SlicedPacket::from_ip(&v[..n]).unwrap();
+        let Some(etherparse::TransportSlice::Tcp(t)) = s.transport else {
+            panic!("not tcp")
+        };
+        assert!(t.rst() && !t.ack());
+        assert_eq!((t.source_port(), t.destination_port()), (443, 40000));
+        assert_eq!(t.sequence_number(), 777);
+        let ip = etherparse::Ipv4HeaderSlice::from_slice(&v)
+            .unwrap()
+            .to_header();
+        assert_eq!(ip.source, [198, 51, 100, 7]);
+        assert_eq!(
+            t.checksum(),
+            t.to_header().calc_checksum_ipv4(&ip, &[]).unwrap()
+        );
+    }
+}
