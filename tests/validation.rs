@@ -2030,13 +2030,13 @@ address = "203.0.113.1"
 "##;
     assert_eq!(
         err(text),
-        r##"error: a DNAT entry for tcp needs the external `port`
-  --> bad.toml:13:33
+        r##"error: missing key `port`: a tcp DNAT entry needs the EIP's external port
+  --> bad.toml:13:9
    = at vpc[tenant-a].nat_gateway[gw].dnat[0].port
    |
 13 | dnat = [{ eip = "e", protocol = "tcp", instance = "fn-a1" }]
-   |                                 ^^^^^
-   = hint: add `port = 80` (the EIP's port); `instance_port` defaults to it
+   |         ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+   = hint: add `port = 80` (the EIP's port) to this entry; `instance_port` defaults to it
 
 error: bad.toml: 1 problem, nothing was loaded
 "##
@@ -2256,6 +2256,326 @@ mtu = 100
 12 | mtu = 100
    |       ^^^
    = hint: use an MTU from 576 to 65520, or leave out `mtu` for 1500
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+/// The rule checks refuse only what they must: ports with tcp/udp, `icmp_type` with icmp,
+/// `sg:NAME` peers, ACL rule numbers 1 and 32766, and unnamed probes that repeat each other.
+#[test]
+fn rules_that_fit_their_protocol_are_valid() {
+    let p = ok(r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+network_acl = "acl"
+
+[[vpc.security_group]]
+name = "web"
+ingress = [
+  { protocol = "tcp", ports = "80-81", peer = "0.0.0.0/0" },
+  { protocol = "udp", ports = 53, peer = "sg:web" },
+  { protocol = "icmp", icmp_type = 8, peer = "10.0.0.0/16" },
+  { protocol = "all", peer = "sg:web" },
+]
+
+[[vpc.network_acl]]
+name = "acl"
+inbound = [
+  { rule = 1, action = "allow", protocol = "tcp", ports = 80, cidr = "0.0.0.0/0" },
+  { rule = 32766, action = "deny", protocol = "all", cidr = "0.0.0.0/0" },
+]
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+security_groups = ["web"]
+
+[[probe]]
+from = "tenant-a/fn-a1"
+to = "10.0.1.2/icmp"
+expect = "allow"
+
+[[probe]]
+from = "tenant-a/fn-a1"
+to = "10.0.1.2/icmp"
+expect = "allow"
+"##);
+    assert_eq!(p.vpcs[0].security_groups[0].ingress.len(), 4);
+    assert_eq!(p.probes.len(), 2);
+}
+
+/// Security group `ports` only with tcp/udp (icmp has no ports).
+#[test]
+fn sg_ports_with_icmp_are_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.security_group]]
+name = "web"
+ingress = [{ protocol = "icmp", ports = 80, peer = "0.0.0.0/0" }]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `ports` applies only to tcp and udp rules, not to protocol "icmp"
+  --> bad.toml:11:41
+   = at vpc[tenant-a].security_group[web].ingress[0].ports
+   |
+11 | ingress = [{ protocol = "icmp", ports = 80, peer = "0.0.0.0/0" }]
+   |                                         ^^
+   = hint: remove `ports` (use `icmp_type` to match one kind of ICMP message), or set `protocol` to "tcp" or "udp"
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+/// Security group `ports` only with tcp/udp ("all" matches every port).
+#[test]
+fn sg_ports_with_all_are_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.security_group]]
+name = "web"
+egress = [{ protocol = "all", ports = "1000-2000", peer = "10.0.0.0/16" }]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `ports` applies only to tcp and udp rules, not to protocol "all"
+  --> bad.toml:11:39
+   = at vpc[tenant-a].security_group[web].egress[0].ports
+   |
+11 | egress = [{ protocol = "all", ports = "1000-2000", peer = "10.0.0.0/16" }]
+   |                                       ^^^^^^^^^^^
+   = hint: remove `ports` ("all" matches every protocol and port), or set `protocol` to "tcp" or "udp"
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+/// Security group `icmp_type` only with icmp.
+#[test]
+fn sg_icmp_type_without_icmp_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.security_group]]
+name = "web"
+ingress = [{ protocol = "tcp", ports = 443, icmp_type = 8, peer = "0.0.0.0/0" }]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `icmp_type` applies only to icmp rules, not to protocol "tcp"
+  --> bad.toml:11:57
+   = at vpc[tenant-a].security_group[web].ingress[0].icmp_type
+   |
+11 | ingress = [{ protocol = "tcp", ports = 443, icmp_type = 8, peer = "0.0.0.0/0" }]
+   |                                                         ^
+   = hint: remove `icmp_type`, or set `protocol` to "icmp"
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+/// Network ACL `ports` only with tcp/udp.
+#[test]
+fn acl_ports_with_icmp_are_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.network_acl]]
+name = "acl"
+outbound = [{ rule = 100, action = "allow", protocol = "icmp", ports = 80, cidr = "0.0.0.0/0" }]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `ports` applies only to tcp and udp rules, not to protocol "icmp"
+  --> bad.toml:11:72
+   = at vpc[tenant-a].network_acl[acl].outbound[0].ports
+   |
+11 | outbound = [{ rule = 100, action = "allow", protocol = "icmp", ports = 80, cidr = "0.0.0.0/0" }]
+   |                                                                        ^^
+   = hint: remove `ports`, or set `protocol` to "tcp" or "udp"
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+/// Network ACL rule numbers in AWS's range 1..=32766 (0 and 32767 are refused).
+#[test]
+fn aws_acl_rule_numbers_are_1_to_32766() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.network_acl]]
+name = "acl"
+inbound = [
+  { rule = 0, action = "allow", protocol = "all", cidr = "0.0.0.0/0" },
+  { rule = 32767, action = "deny", protocol = "all", cidr = "0.0.0.0/0" },
+]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: network ACL rule number 0 is out of range
+  --> bad.toml:12:12
+   = at vpc[tenant-a].network_acl[acl].inbound[0].rule
+   |
+12 |   { rule = 0, action = "allow", protocol = "all", cidr = "0.0.0.0/0" },
+   |            ^
+   = hint: use a rule number from 1 to 32766 (as in AWS); lower numbers are evaluated first
+
+error: network ACL rule number 32767 is out of range
+  --> bad.toml:13:12
+   = at vpc[tenant-a].network_acl[acl].inbound[1].rule
+   |
+13 |   { rule = 32767, action = "deny", protocol = "all", cidr = "0.0.0.0/0" },
+   |            ^^^^^
+   = hint: use a rule number from 1 to 32766 (as in AWS); lower numbers are evaluated first
+
+error: bad.toml: 2 problems, nothing was loaded
+"##
+    );
+}
+
+/// Probe names, when given, are unique (they label `vpcd test`'s rows).
+#[test]
+fn duplicate_probe_name_is_refused() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+
+[[probe]]
+name = "ping"
+from = "tenant-a/fn-a1"
+to = "10.0.1.2/icmp"
+expect = "allow"
+
+[[probe]]
+name = "ping"
+from = "tenant-a/fn-a1"
+to = "198.51.100.10/icmp"
+expect = "deny"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: duplicate probe name `ping`
+  --> bad.toml:20:8
+   = at probe[ping].name
+   |
+20 | name = "ping"
+   |        ^^^^^^
+   = hint: the first probe named `ping` is on line 14; rename one of them
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+/// A DNAT entry written as [[vpc.nat_gateway.dnat]] without `port`: the error points at its header.
+#[test]
+fn dnat_without_port_points_at_the_entry_header() {
+    let text = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.nat_gateway]]
+name = "gw"
+subnet = "functions"
+eips = ["e"]
+
+[[vpc.nat_gateway.dnat]]
+eip = "e"
+protocol = "udp"
+instance = "fn-a1"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+
+[[eip]]
+name = "e"
+address = "203.0.113.1"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: missing key `port`: a udp DNAT entry needs the EIP's external port
+  --> bad.toml:14:1
+   = at vpc[tenant-a].nat_gateway[gw].dnat[0].port
+   |
+14 | [[vpc.nat_gateway.dnat]]
+   | ^^^^^^^^^^^^^^^^^^^^^^^^
+   = hint: add `port = 80` (the EIP's port) to this entry; `instance_port` defaults to it
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+/// Internet hosts in reserved (non-RFC 1918) ranges are refused too: here RFC 6598 shared space.
+#[test]
+fn reserved_host_is_refused() {
+    let text = r##"[internet]
+cidr = "100.64.0.0/16"
+
+[[internet.host]]
+name = "web"
+ip = "100.64.0.10"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: host web's address 100.64.0.10 is a shared (carrier-grade NAT, RFC 6598) address, not a public address
+ --> bad.toml:6:6
+  = at internet.host[web].ip
+  |
+6 | ip = "100.64.0.10"
+  |      ^^^^^^^^^^^^^
+  = hint: internet hosts need public addresses; set [internet] cidr to a documentation range like 198.51.100.0/24
 
 error: bad.toml: 1 problem, nothing was loaded
 "##

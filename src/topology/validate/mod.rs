@@ -31,7 +31,7 @@ use toml::de::DeTable;
 use super::diagnostic::Diagnostic;
 use super::model::Topology;
 use super::{Plan, TopologyError};
-use syntax::{floor_boundary, serde_diagnostic, syntax_diagnostic};
+use syntax::{Step, floor_boundary, serde_diagnostic, syntax_diagnostic};
 
 pub(crate) fn parse_and_validate(file: &str, text: &str) -> Result<Plan, TopologyError> {
     let (tree, syntax) = DeTable::parse_recoverable(text);
@@ -63,6 +63,7 @@ pub(crate) fn parse_and_validate(file: &str, text: &str) -> Result<Plan, Topolog
     let mut checker = Checker {
         file,
         text,
+        tree: tree.get_ref(),
         diags: Vec::new(),
     };
     let plan = checker.check(&topology);
@@ -84,6 +85,8 @@ pub(crate) fn parse_and_validate(file: &str, text: &str) -> Result<Plan, Topolog
 struct Checker<'a> {
     file: &'a str,
     text: &'a str,
+    /// The syntax tree, for spans the model does not keep (whole tables, probe names).
+    tree: &'a DeTable<'a>,
     /// (byte offset, diagnostic), sorted into file order at the end.
     diags: Vec<(usize, Diagnostic)>,
 }
@@ -106,6 +109,11 @@ impl Checker<'_> {
             Some(hint.into()),
         );
         self.diags.push((at, d));
+    }
+
+    /// The span of the value at `path` in the syntax tree (a whole table for a table).
+    fn span_at(&self, path: &[Step<'_>]) -> Option<Range<usize>> {
+        syntax::span_at(self.tree, path)
     }
 
     fn line_of(&self, offset: usize) -> usize {

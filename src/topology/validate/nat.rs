@@ -13,6 +13,7 @@ use super::super::plan::{DnatPlan, EipBinding, EipPlan, NatGatewayPlan, SnatPlan
 use super::Checker;
 use super::names::{VpcScope, unknown_hint};
 use super::public::non_public;
+use super::syntax::Step;
 use super::vpc::Addresses;
 
 /// One use of an EIP, collected to find EIPs bound twice.
@@ -27,6 +28,8 @@ pub(super) struct EipUse {
 /// A NAT gateway being checked: its model, name, key path and the EIPs it owns.
 struct Gateway<'g> {
     model: &'g model::NatGateway,
+    /// Position in the VPC's `nat_gateway` array.
+    index: usize,
     name: &'g str,
     path: &'g str,
     /// Indices into the plan's EIPs, without repeats.
@@ -67,6 +70,7 @@ impl Checker<'_> {
             }
             let gw = Gateway {
                 model: g,
+                index: gi,
                 name: gname,
                 path: gp,
                 owned: eips,
@@ -199,15 +203,29 @@ impl Checker<'_> {
                     "a DNAT entry with protocol \"any\" maps the whole address and takes no `port`",
                     "remove `port`, or set `protocol` to \"tcp\" or \"udp\"",
                 ),
-                (DnatProtocol::Tcp | DnatProtocol::Udp, None) => self.error(
-                    entry.protocol.span(),
-                    format!("{dp}.port"),
-                    format!(
-                        "a DNAT entry for {} needs the external `port`",
-                        dnat_proto_str(protocol)
-                    ),
-                    "add `port = 80` (the EIP's port); `instance_port` defaults to it",
-                ),
+                (DnatProtocol::Tcp | DnatProtocol::Udp, None) => {
+                    // Like serde's missing keys: the path names the missing key, the span the
+                    // entry (its braces, or its [[header]]).
+                    let entry_span = self
+                        .span_at(&[
+                            Step::Key("vpc"),
+                            Step::Index(s.vi),
+                            Step::Key("nat_gateway"),
+                            Step::Index(gw.index),
+                            Step::Key("dnat"),
+                            Step::Index(k),
+                        ])
+                        .unwrap_or_else(|| entry.protocol.span());
+                    self.error(
+                        entry_span,
+                        format!("{dp}.port"),
+                        format!(
+                            "missing key `port`: a {} DNAT entry needs the EIP's external port",
+                            dnat_proto_str(protocol)
+                        ),
+                        "add `port = 80` (the EIP's port) to this entry; `instance_port` defaults to it",
+                    )
+                }
                 _ => {}
             }
             if let (DnatProtocol::Any, Some(p)) = (protocol, &entry.instance_port) {

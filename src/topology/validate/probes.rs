@@ -1,10 +1,13 @@
 //! Probes: reachability assertions, with endpoints (`VPC/INSTANCE`, `internet/HOST`) resolved
-//! against the plan built so far.
+//! against the plan built so far. Probe names, when given, are unique.
 
 use super::super::model::{TargetHost, Topology};
 use super::super::plan::{Endpoint, InternetPlan, ProbePlan, VpcPlan};
+use toml::Spanned;
+
 use super::Checker;
 use super::names::closest;
+use super::syntax::Step;
 
 impl Checker<'_> {
     pub(super) fn check_probes(
@@ -58,6 +61,21 @@ impl Checker<'_> {
                 }
             }
         };
+        // Given names are unique: they label the rows of `vpcd test`'s table. The model keeps
+        // no span for them, so it comes from the syntax tree.
+        let named: Vec<(Spanned<String>, String)> = topo
+            .probe
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let n = p.name.as_ref()?;
+                let span = self
+                    .span_at(&[Step::Key("probe"), Step::Index(i), Step::Key("name")])
+                    .unwrap_or_else(|| p.from.span());
+                Some((Spanned::new(span, n.clone()), format!("probe[{n}]")))
+            })
+            .collect();
+        self.index_names(named.iter().map(|(n, p)| (n, p.clone())), "probe", "");
         let mut probes = Vec::new();
         for (i, probe) in topo.probe.iter().enumerate() {
             let pp = match &probe.name {

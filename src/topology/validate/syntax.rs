@@ -205,6 +205,30 @@ fn find_in_value(value: &Spanned<DeValue<'_>>, offset: usize, path: &mut Vec<Seg
     span_has(value.span(), offset)
 }
 
+/// One step of a path into the syntax tree: a key of a table, or a position in an array.
+#[derive(Clone, Copy)]
+pub(super) enum Step<'s> {
+    Key(&'s str),
+    Index(usize),
+}
+
+/// The span of the value at `path` in `tree`: for a table in an array of tables, its
+/// `[[header]]`; for an inline table, its braces. `None` when there is no such value.
+pub(super) fn span_at(tree: &DeTable<'_>, path: &[Step<'_>]) -> Option<Range<usize>> {
+    let (Step::Key(first), rest) = path.split_first()? else {
+        return None;
+    };
+    let mut value = tree.iter().find(|(k, _)| k.get_ref() == first)?.1;
+    for step in rest {
+        value = match (step, value.get_ref()) {
+            (Step::Key(key), DeValue::Table(t)) => t.iter().find(|(k, _)| k.get_ref() == key)?.1,
+            (Step::Index(i), DeValue::Array(a)) => a.get(*i)?,
+            _ => return None,
+        };
+    }
+    Some(value.span())
+}
+
 /// An array element's `name`, or its position.
 fn element_label(elem: &Spanned<DeValue<'_>>, index: usize) -> String {
     if let DeValue::Table(t) = elem.get_ref() {
@@ -233,6 +257,28 @@ mod tests {
         assert_eq!(at("1\n"), "vpc[a].subnet[s].cidr");
         assert_eq!(at("cidr = 2"), "vpc[a].subnet[1].cidr");
         assert_eq!(at("[[vpc.subnet]]\ncidr"), "vpc[a].subnet[1]");
+    }
+
+    #[test]
+    fn span_at_finds_tables_by_position() {
+        let text = "[[vpc]]\nname = \"a\"\n[[vpc.nat_gateway]]\ndnat = [{ eip = \"e\" }]\n[[vpc.nat_gateway]]\n[[vpc.nat_gateway.dnat]]\neip = \"f\"\n";
+        let tree = DeTable::parse(text).unwrap();
+        let at = |i: usize| {
+            let path = [
+                Step::Key("vpc"),
+                Step::Index(0),
+                Step::Key("nat_gateway"),
+                Step::Index(i),
+                Step::Key("dnat"),
+                Step::Index(0),
+            ];
+            span_at(tree.get_ref(), &path).map(|s| &text[s])
+        };
+        assert_eq!(at(0), Some("{ eip = \"e\" }"));
+        assert_eq!(at(1), Some("[[vpc.nat_gateway.dnat]]"));
+        assert_eq!(at(2), None);
+        assert_eq!(span_at(tree.get_ref(), &[Step::Index(0)]), None);
+        assert_eq!(span_at(tree.get_ref(), &[]), None);
     }
 
     #[test]
