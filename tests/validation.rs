@@ -2724,3 +2724,91 @@ fn check_cli_prints_the_addressing_plan_and_exits_0() {
         );
     }
 }
+
+#[test]
+fn nat_gateway_profile_and_overrides_reach_the_plan() {
+    let text = r#"
+[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "public"
+  cidr = "10.0.9.0/24"
+  [[vpc.nat_gateway]]
+  name = "egress"
+  subnet = "public"
+  eips = ["e"]
+  profile = "gcp"
+  filtering = "endpoint-independent"
+  port_range = "2000-2999"
+  max_connections = 5000
+  on_refuse = "icmp"
+  timeouts = { udp = 45 }
+[[eip]]
+name = "e"
+address = "203.0.113.10"
+"#;
+    let plan = vpcd::topology::parse("nat.toml", text).expect("valid");
+    let c = &plan.vpcs[0].nat_gateways[0].config;
+    use vpcd::dataplane::nat::config::{Filtering, Profile};
+    assert_eq!(c.profile, Profile::Gcp);
+    assert_eq!(c.filtering, Filtering::EndpointIndependent);
+    assert_eq!(c.port_range, (2000, 2999));
+    assert_eq!(c.max_entries, 5000);
+    assert!(c.icmp_prohibited_on_full);
+    assert_eq!(c.timeouts.udp.as_secs(), 45);
+    assert_eq!(
+        c.timeouts.tcp_established.as_secs(),
+        1200,
+        "the rest comes from the gcp profile"
+    );
+}
+
+#[test]
+fn nat_gateway_zero_timeout_is_refused() {
+    let text = r#"
+[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "public"
+  cidr = "10.0.9.0/24"
+  [[vpc.nat_gateway]]
+  name = "egress"
+  subnet = "public"
+  timeouts = { icmp = 0 }
+"#;
+    let err = vpcd::topology::parse("nat.toml", text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("a timeout of 0 seconds would expire every flow at once"),
+        "{err}"
+    );
+    assert!(
+        err.contains("vpc[a].nat_gateway[egress].timeouts.icmp"),
+        "{err}"
+    );
+    assert!(err.contains("nat.toml:11:"), "{err}");
+}
+
+#[test]
+fn nat_gateway_port_block_larger_than_range_is_refused() {
+    let text = r#"
+[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "public"
+  cidr = "10.0.9.0/24"
+  [[vpc.nat_gateway]]
+  name = "egress"
+  subnet = "public"
+  port_range = "2000-2009"
+  ports_per_instance = 64
+"#;
+    let err = vpcd::topology::parse("nat.toml", text)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("NAT gateway settings are inconsistent: ports_per_instance must be between 1 and the size of port_range"), "{err}");
+}

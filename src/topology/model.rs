@@ -382,6 +382,93 @@ pub struct NatGateway {
     pub snat: Vec<SnatEntry>,
     #[serde(default)]
     pub dnat: Vec<DnatEntry>,
+    /// Preset of behaviours and timeouts; default `rfc`.
+    #[serde(default)]
+    pub profile: Option<Spanned<NatProfile>>,
+    /// Overrides the profile's mapping behaviour.
+    #[serde(default)]
+    pub mapping: Option<Spanned<NatMapping>>,
+    /// Overrides the profile's filtering behaviour.
+    #[serde(default)]
+    pub filtering: Option<Spanned<NatFiltering>>,
+    /// External ports handed out, like `"1024-65535"`.
+    #[serde(default)]
+    pub port_range: Option<Spanned<PortRange>>,
+    #[serde(default)]
+    pub port_preservation: Option<Spanned<bool>>,
+    /// A block of ports reserved per instance (GCP's `min_ports_per_vm`).
+    #[serde(default)]
+    pub ports_per_instance: Option<Spanned<u16>>,
+    /// Hard upper bound on the connection table.
+    #[serde(default)]
+    pub max_connections: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub max_connections_per_instance: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub new_connections_per_second_per_instance: Option<Spanned<u32>>,
+    /// Seconds a freed external port waits before another flow may use it.
+    #[serde(default)]
+    pub port_reuse_delay: Option<Spanned<u32>>,
+    /// When the table is full, drop a half-open or closing flow to make room.
+    #[serde(default)]
+    pub early_drop: Option<Spanned<bool>>,
+    /// What a refused new flow gets: `drop` (default) or `icmp` (administratively prohibited).
+    #[serde(default)]
+    pub on_refuse: Option<Spanned<OnRefuse>>,
+    /// Answer a packet of an expired TCP flow with a RST (the `aws` default).
+    #[serde(default)]
+    pub rst_on_expired: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub timeouts: Option<NatTimeouts>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NatProfile {
+    Rfc,
+    Aws,
+    Gcp,
+    Alibaba,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatMapping {
+    EndpointIndependent,
+    AddressAndPortDependent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatFiltering {
+    EndpointIndependent,
+    AddressDependent,
+    AddressAndPortDependent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRefuse {
+    Drop,
+    Icmp,
+}
+
+/// Idle timeouts in seconds; each overrides the profile's value.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatTimeouts {
+    #[serde(default)]
+    pub udp: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub udp_stream: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub tcp_established: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub tcp_transitory: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub tcp_time_wait: Option<Spanned<u32>>,
+    #[serde(default)]
+    pub icmp: Option<Spanned<u32>>,
 }
 
 /// `source -> EIP pool`: `source` is a CIDR or an instance name.

@@ -10,6 +10,7 @@ use super::cidr::Cidr;
 use super::model::{
     Attach, DnatProtocol, Expect, NetworkAcl, ProbeTarget, RouteTarget, SecurityGroup, Service,
 };
+use crate::dataplane::nat::config::NatConfig;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -107,6 +108,8 @@ pub struct NatGatewayPlan {
     pub eips: Vec<usize>,
     pub snat: Vec<SnatPlan>,
     pub dnat: Vec<DnatPlan>,
+    /// Behaviours, timeouts and limits: the profile with the file's overrides applied.
+    pub config: NatConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]

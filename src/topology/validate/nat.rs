@@ -8,13 +8,18 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::super::cidr::Cidr;
-use super::super::model::{self, DnatProtocol, Topology};
+use std::time::Duration;
+
+use super::super::model::{
+    self, DnatProtocol, NatFiltering, NatMapping, NatProfile, OnRefuse, Topology,
+};
 use super::super::plan::{DnatPlan, EipBinding, EipPlan, NatGatewayPlan, SnatPlan};
 use super::Checker;
 use super::names::{VpcScope, unknown_hint};
 use super::public::non_public;
 use super::syntax::Step;
 use super::vpc::Addresses;
+use crate::dataplane::nat::config::{Filtering, Mapping, NatConfig, Profile};
 
 /// One use of an EIP, collected to find EIPs bound twice.
 pub(super) struct EipUse {
@@ -83,6 +88,7 @@ impl Checker<'_> {
                 .filter_map(|(k, entry)| self.check_snat(s, &gw, addrs, k, entry))
                 .collect();
             let dnat = self.check_dnat(s, &gw);
+            let config = self.nat_config(g, gp);
             nat_gateways.push(NatGatewayPlan {
                 name: gname.clone(),
                 subnet: addrs.gw_subnet.get(gi).copied().flatten().unwrap_or(0),
@@ -94,9 +100,114 @@ impl Checker<'_> {
                 eips: gw.owned,
                 snat,
                 dnat,
+                config,
             });
         }
         nat_gateways
+    }
+
+    /// The gateway's behaviour: its profile's preset with the file's overrides applied, checked
+    /// like the NAT core checks it.
+    fn nat_config(&mut self, g: &model::NatGateway, gp: &str) -> NatConfig {
+        let profile = match g.profile.as_ref().map(|p| *p.get_ref()) {
+            None | Some(NatProfile::Rfc) => Profile::Rfc,
+            Some(NatProfile::Aws) => Profile::Aws,
+            Some(NatProfile::Gcp) => Profile::Gcp,
+            Some(NatProfile::Alibaba) => Profile::Alibaba,
+        };
+        let mut c = NatConfig::profile(profile);
+        if let Some(m) = &g.mapping {
+            c.mapping = match m.get_ref() {
+                NatMapping::EndpointIndependent => Mapping::EndpointIndependent,
+                NatMapping::AddressAndPortDependent => Mapping::AddressAndPortDependent,
+            };
+        }
+        if let Some(f) = &g.filtering {
+            c.filtering = match f.get_ref() {
+                NatFiltering::EndpointIndependent => Filtering::EndpointIndependent,
+                NatFiltering::AddressDependent => Filtering::AddressDependent,
+                NatFiltering::AddressAndPortDependent => Filtering::AddressAndPortDependent,
+            };
+        }
+        if let Some(r) = &g.port_range {
+            let r = r.get_ref();
+            c.port_range = (r.first, r.last);
+        }
+        if let Some(p) = &g.port_preservation {
+            c.port_preservation = *p.get_ref();
+        }
+        if let Some(n) = &g.ports_per_instance {
+            c.ports_per_owner = Some(*n.get_ref());
+        }
+        if let Some(n) = &g.max_connections {
+            c.max_entries = *n.get_ref() as usize;
+        }
+        if let Some(n) = &g.max_connections_per_instance {
+            c.per_instance_max_conns = Some(*n.get_ref());
+        }
+        if let Some(n) = &g.new_connections_per_second_per_instance {
+            c.per_instance_new_per_sec = Some(*n.get_ref());
+        }
+        if let Some(n) = &g.port_reuse_delay {
+            c.port_reuse_delay = Duration::from_secs(u64::from(*n.get_ref()));
+        }
+        if let Some(b) = &g.early_drop {
+            c.early_drop_transitory = *b.get_ref();
+        }
+        if let Some(r) = &g.on_refuse {
+            c.icmp_prohibited_on_full = *r.get_ref() == OnRefuse::Icmp;
+        }
+        if let Some(b) = &g.rst_on_expired {
+            c.aws_rst_on_expired = *b.get_ref();
+        }
+        if let Some(t) = &g.timeouts {
+            let fields = [
+                (&t.udp, "udp", &mut c.timeouts.udp),
+                (&t.udp_stream, "udp_stream", &mut c.timeouts.udp_stream),
+                (
+                    &t.tcp_established,
+                    "tcp_established",
+                    &mut c.timeouts.tcp_established,
+                ),
+                (
+                    &t.tcp_transitory,
+                    "tcp_transitory",
+                    &mut c.timeouts.tcp_transitory,
+                ),
+                (
+                    &t.tcp_time_wait,
+                    "tcp_time_wait",
+                    &mut c.timeouts.tcp_time_wait,
+                ),
+                (&t.icmp, "icmp", &mut c.timeouts.icmp),
+            ];
+            for (value, key, slot) in fields {
+                let Some(v) = value else { continue };
+                if *v.get_ref() == 0 {
+                    self.error(
+                        v.span(),
+                        format!("{gp}.timeouts.{key}"),
+                        "a timeout of 0 seconds would expire every flow at once",
+                        "give the idle timeout in seconds, at least 1",
+                    );
+                }
+                *slot = Duration::from_secs(u64::from(*v.get_ref()));
+            }
+        }
+        if let Err(problem) = c.validate() {
+            self.error(
+                g.name.span(),
+                gp.to_string(),
+                format!(
+                    "NAT gateway settings are inconsistent: {}",
+                    problem
+                        .replace("ports_per_owner", "ports_per_instance")
+                        .replace("max_entries", "max_connections")
+                ),
+                "fix the value it names (see topologies/README.md, NAT gateways)",
+            );
+        }
+        c
     }
 
     /// An EIP named by a SNAT or DNAT entry: it must be one of the gateway's own.
