@@ -12,10 +12,16 @@ pub struct PortCounters {
 }
 
 /// Drops by reason and traffic by port. Sized once per table swap; updated without allocation.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counters {
     drops: [u64; DropReason::COUNT],
     ports: Vec<PortCounters>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters::new(0)
+    }
 }
 
 impl Counters {

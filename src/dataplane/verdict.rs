@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::PortId;
+use super::nat::NatDrop;
 
 /// The decision for one packet. The packet (or the reply that replaced it) is in the caller's
 /// buffer, `len` bytes long.
@@ -18,27 +19,38 @@ pub enum Verdict {
 }
 
 macro_rules! drop_reasons {
-    ($($variant:ident => $label:literal, $text:literal;)*) => {
+    (
+        fabric { $($variant:ident => $label:literal, $text:literal;)* }
+        nat { $($nvariant:ident => $nat:ident;)* }
+    ) => {
         /// Why a packet was dropped: the counter label, the flow-log field and the text
-        /// `vpcd test` and `vpcd explain` print.
+        /// `vpcd test` and `vpcd explain` print. The `Nat*` reasons are the NAT gateway's
+        /// ([`NatDrop`]), lifted so that one enum counts every drop.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum DropReason {
             $($variant,)*
+            $($nvariant,)*
         }
 
         impl DropReason {
             /// Every reason, in counter order.
-            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)* $(DropReason::$nvariant,)*];
             pub const COUNT: usize = Self::ALL.len();
 
             /// A short stable label (`snake_case`), used for counters and logs.
             pub fn label(self) -> &'static str {
-                match self { $(DropReason::$variant => $label,)* }
+                match self {
+                    $(DropReason::$variant => $label,)*
+                    $(DropReason::$nvariant => NatDrop::$nat.label(),)*
+                }
             }
 
             /// What it means, for people.
             pub fn describe(self) -> &'static str {
-                match self { $(DropReason::$variant => $text,)* }
+                match self {
+                    $(DropReason::$variant => $text,)*
+                    $(DropReason::$nvariant => NatDrop::$nat.describe(),)*
+                }
             }
 
             /// Position in [`DropReason::ALL`].
@@ -46,10 +58,19 @@ macro_rules! drop_reasons {
                 self as usize
             }
         }
+
+        impl From<NatDrop> for DropReason {
+            fn from(d: NatDrop) -> DropReason {
+                match d {
+                    $(NatDrop::$nat => DropReason::$nvariant,)*
+                }
+            }
+        }
     };
 }
 
 drop_reasons! {
+    fabric {
     Truncated => "truncated", "the packet is shorter than its headers say";
     BadHeader => "bad_header", "the IPv4 header is malformed (version, header length or total length)";
     BadChecksum => "bad_checksum", "the IPv4 header checksum is wrong";
@@ -69,6 +90,24 @@ drop_reasons! {
     TooBig => "too_big", "the packet is larger than the egress port's MTU and may not be fragmented here";
     ErrorForError => "error_for_error", "no ICMP error is generated about an ICMP error or a fragment";
     BufferTooSmall => "buffer_too_small", "the caller's buffer is too small for the generated reply";
+    }
+    nat {
+        NatMalformed => Malformed;
+        NatUnsupportedProtocol => UnsupportedProtocol;
+        NatUnsupportedIcmp => UnsupportedIcmp;
+        NatNoEip => NoEip;
+        NatTableFull => TableFull;
+        NatQuotaConnections => QuotaConnections;
+        NatQuotaRate => QuotaRate;
+        NatPortAllocation => PortAllocation;
+        NatNoMapping => NoMapping;
+        NatFiltered => Filtered;
+        NatTcpNoSession => TcpNoSession;
+        NatIcmpErrorNoMapping => IcmpErrorNoMapping;
+        NatFragmentOutOfOrder => FragmentOutOfOrder;
+        NatFragmentTableFull => FragmentTableFull;
+        NatConflict => Conflict;
+    }
 }
 
 impl fmt::Display for DropReason {
@@ -80,6 +119,15 @@ impl fmt::Display for DropReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_nat_drop_has_its_own_reason() {
+        for d in NatDrop::ALL {
+            let r = DropReason::from(*d);
+            assert_eq!(r.label(), d.label());
+            assert_eq!(r.describe(), d.describe());
+        }
+    }
 
     #[test]
     fn labels_are_unique_and_indexed() {
