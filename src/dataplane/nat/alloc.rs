@@ -271,6 +271,11 @@ impl PortAllocator {
         };
         let n = whi - wlo + 1;
         let preserve = self.preserve;
+        // ICMP identifiers have no privileged range: any one may be preserved (outside blocks).
+        let (plo, phi) = match (proto, self.block) {
+            (Proto::Icmp, None) => (1, 65535),
+            _ => (wlo, whi),
+        };
         let start = wlo + self.rng.below(n);
         let mut probes = [0u32; RANDOM_PROBES as usize];
         for p in &mut probes {
@@ -283,7 +288,7 @@ impl PortAllocator {
         let mut free = |p: u32, bits: &[u64]| !bit(bits, p) && !taken(eip, p as u16);
 
         let chosen =
-            if preserve && (wlo..=whi).contains(&u32::from(port)) && free(u32::from(port), bits) {
+            if preserve && (plo..=phi).contains(&u32::from(port)) && free(u32::from(port), bits) {
                 Some(u32::from(port))
             } else if let Some(p) = probes.iter().copied().find(|p| free(*p, bits)) {
                 Some(p)

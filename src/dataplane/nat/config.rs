@@ -287,8 +287,10 @@ mod tests {
 
     #[test]
     fn validate_rejects_bad_ranges() {
-        let mut c = NatConfig::default();
-        c.port_range = (0, 10);
+        let mut c = NatConfig {
+            port_range: (0, 10),
+            ..NatConfig::default()
+        };
         assert!(c.validate().is_err());
         c.port_range = (100, 10);
         assert!(c.validate().is_err());

@@ -310,7 +310,11 @@ pub(crate) struct ConnTrack {
     map_free: u32,
     maps_live: u32,
     map_by_int: HashTable<u32>,
+    /// Maintained only when filtering needs it (endpoint-independent or address-dependent):
+    /// under address-and-port-dependent filtering no inbound packet can open a session on a
+    /// mapping, so the index would cost memory for nothing.
     map_by_ext: HashTable<u32>,
+    index_ext: bool,
     hasher: FixedState,
     wheel: Wheel,
     track_owners: bool,
@@ -377,6 +381,7 @@ impl ConnTrack {
             maps_live: 0,
             map_by_int: HashTable::new(),
             map_by_ext: HashTable::new(),
+            index_ext: config.filtering != Filtering::AddressAndPortDependent,
             hasher,
             wheel: Wheel::new(),
             track_owners: config.per_instance_max_conns.is_some()
@@ -463,8 +468,12 @@ impl ConnTrack {
             .copied()
     }
 
-    /// The mapping holding an external endpoint.
+    /// The mapping holding an external endpoint (always `None` under address-and-port-dependent
+    /// filtering, where this index is not kept).
     pub(crate) fn mapping_by_ext(&self, proto: Proto, ip: u32, port: u16) -> Option<u32> {
+        if !self.index_ext {
+            return None;
+        }
         let h = map_hash(&self.hasher, proto, ip, port);
         let m = &self.maps;
         self.map_by_ext
@@ -604,11 +613,13 @@ impl ConnTrack {
                 let x = &maps[i as usize];
                 map_hash(h, x.proto, x.int_ip, x.int_port)
             });
-        self.map_by_ext
-            .insert_unique(map_hash(h, proto, ext_ip, ext_port), m, |&i| {
-                let x = &maps[i as usize];
-                map_hash(h, x.proto, x.ext_ip, x.ext_port)
-            });
+        if self.index_ext {
+            self.map_by_ext
+                .insert_unique(map_hash(h, proto, ext_ip, ext_port), m, |&i| {
+                    let x = &maps[i as usize];
+                    map_hash(h, x.proto, x.ext_ip, x.ext_port)
+                });
+        }
         self.maps_live += 1;
         Ok(m)
     }
@@ -934,6 +945,7 @@ impl ConnTrack {
     }
 
     /// The state of session `i`.
+    #[cfg(test)]
     pub(crate) fn state(&self, i: u32) -> SessionState {
         let s = &self.sessions[i as usize];
         state_of(s.proto, s.flags)

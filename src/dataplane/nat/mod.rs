@@ -612,9 +612,18 @@ impl NatGateway {
             }
             (t.int, t.owner, NONE)
         } else {
-            let m = match self.config.mapping {
-                Mapping::EndpointIndependent => self.ct.mapping_by_ext(proto, ext.0, ext.1),
-                Mapping::AddressAndPortDependent => None,
+            let m = match (self.config.mapping, self.config.filtering) {
+                (Mapping::AddressAndPortDependent, _) => None,
+                (_, Filtering::AddressAndPortDependent) => {
+                    // No external index is kept: the port bitmap tells whether a mapping
+                    // exists (DNAT reservations were matched above), for the drop reason only.
+                    return Err(if self.alloc.is_used(proto, ext.0, ext.1) {
+                        NatDrop::Filtered
+                    } else {
+                        NatDrop::NoMapping
+                    });
+                }
+                _ => self.ct.mapping_by_ext(proto, ext.0, ext.1),
             };
             let Some(m) = m.filter(|m| self.ct.mapping_refs(*m) > 0) else {
                 return Err(NatDrop::NoMapping);
