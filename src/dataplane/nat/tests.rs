@@ -170,11 +170,9 @@ fn assert_checksums(p: &[u8]) {
             let ph = checksum::pseudo_header(s, d, 6, l4.len() as u16);
             assert_eq!(checksum::sum(l4, ph), 0xffff, "TCP checksum");
         }
-        17 => {
-            if rd16(l4, 6) != 0 {
-                let ph = checksum::pseudo_header(s, d, 17, l4.len() as u16);
-                assert_eq!(checksum::sum(l4, ph), 0xffff, "UDP checksum");
-            }
+        17 if rd16(l4, 6) != 0 => {
+            let ph = checksum::pseudo_header(s, d, 17, l4.len() as u16);
+            assert_eq!(checksum::sum(l4, ph), 0xffff, "UDP checksum");
         }
         1 => assert_eq!(checksum::checksum(l4), 0, "ICMP checksum"),
         _ => {}
