@@ -141,13 +141,17 @@ impl fmt::Display for NatDrop {
     }
 }
 
+/// The `owner` of translations that have no session: later fragments and 1:1 EIPs.
+pub const NO_OWNER: u32 = u32::MAX;
+
 /// What to do with a packet the NAT accepted.
 #[must_use = "a translation says where the packet goes; ignoring it loses the packet"]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Translated {
     /// The packet was rewritten in place; forward it. `internal` is the private host of the flow
     /// (the new destination of an inbound packet), `external` the EIP it uses, `owner` the
-    /// instance the flow belongs to.
+    /// instance the flow belongs to ([`NO_OWNER`] for non-first fragments and 1:1 EIPs, which
+    /// have no session).
     Forward {
         internal: Ipv4Addr,
         external: Ipv4Addr,
@@ -418,7 +422,7 @@ impl NatGateway {
         Ok(Translated::Forward {
             internal: v4(internal),
             external: v4(external),
-            owner: NONE,
+            owner: NO_OWNER,
         })
     }
 
@@ -453,7 +457,7 @@ impl NatGateway {
         Ok(Translated::Forward {
             internal: v4(internal),
             external: v4(external),
-            owner: NONE,
+            owner: NO_OWNER,
         })
     }
 
