@@ -4,13 +4,17 @@
 //! - [`topology`]: the TOML model, validation with located errors, the resolved [`topology::Plan`];
 //! - [`tables`]: lookup tables compiled from a plan, swapped atomically on change;
 //! - [`dataplane`]: the sans-IO packet core, `handle(now, port, buf) -> Verdict`;
-//! - [`sim`]: in-process smoltcp hosts on a virtual clock, and the probes `vpcd test` runs.
+//! - [`sim`]: in-process smoltcp hosts on a virtual clock, and the probes `vpcd test` runs;
+//! - [`runtime`]: `vpcd up`'s I/O shell (TUN ports in namespaces made by [`netns`], sim ports, one
+//!   tokio loop) around the same dataplane.
 //!
 //! The dataplane does no I/O and reads no clock: [`time::Instant`] is passed in.
 #![deny(unsafe_code)]
 
 pub mod cli;
 pub mod dataplane;
+pub mod netns;
+pub mod runtime;
 pub mod sim;
 pub mod tables;
 pub mod time;

@@ -26,6 +26,25 @@ enum Command {
         /// The topology file (TOML).
         file: PathBuf,
     },
+    /// Run a topology for real (root): a network namespace with a TUN device per `netns`
+    /// endpoint; stays in the foreground until Ctrl-C, then removes everything it made.
+    Up {
+        /// The topology file (TOML).
+        file: PathBuf,
+    },
+    /// Run a command inside an endpoint's namespace (root), with the command's exit status.
+    Exec {
+        /// `VPC/INSTANCE` or `internet/HOST`.
+        endpoint: String,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Remove what a crashed `vpcd up` left (root): of FILE's run, or of every dead run.
+    Down {
+        /// The topology file (TOML); without it, every run that is not alive.
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +62,9 @@ fn main() -> ExitCode {
     let code = match args.command {
         Command::Check { file } => cli::check::run(&file),
         Command::Test { file } => cli::test::run(&file),
+        Command::Up { file } => cli::up::run(&file),
+        Command::Exec { endpoint, command } => cli::exec::run(&endpoint, &command),
+        Command::Down { file } => cli::down::run(file.as_deref()),
     };
     ExitCode::from(code)
 }

@@ -2,7 +2,10 @@
 //! 0 ok, 1 a check or probe failed, 2 bad input or environment.
 
 pub mod check;
+pub mod down;
+pub mod exec;
 pub mod test;
+pub mod up;
 
 /// Exit code: everything held.
 pub const EXIT_OK: u8 = 0;

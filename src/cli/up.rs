@@ -1,0 +1,60 @@
+//! `vpcd up FILE`: run a topology for real — a network namespace with a TUN device per `netns`
+//! endpoint, an in-process stack per `sim` one — in the foreground until SIGINT or SIGTERM, then
+//! remove everything it made.
+//!
+//! Prints the table of endpoints and then [`crate::runtime::READY_LINE`] on stdout; errors go to
+//! stderr. Exit 0 after a clean stop, 2 for bad input or environment (not root, no
+//! `/dev/net/tun`, the topology already up, a namespace in the way).
+
+use std::path::Path;
+
+use crate::runtime;
+use crate::topology::{self, TopologyError};
+
+use super::{EXIT_BAD_INPUT, EXIT_OK};
+
+pub fn run(file: &Path) -> u8 {
+    let plan = match topology::load(file) {
+        Ok(plan) => plan,
+        Err(e @ TopologyError::Io { .. }) => {
+            eprintln!("{e}");
+            return EXIT_BAD_INPUT;
+        }
+        Err(e) => {
+            eprint!("{e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    if let Err(msg) = check_environment() {
+        eprintln!("vpcd up: {msg}");
+        return EXIT_BAD_INPUT;
+    }
+    let mut out = std::io::stdout();
+    match runtime::up(&plan, file, &mut out) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("vpcd up: {e}");
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+/// Root and `/dev/net/tun`: what `up`, `exec` and `down` need before touching anything.
+pub fn check_environment() -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(
+            "needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN, to create network namespaces and TUN \
+             devices); run it with sudo, or use `vpcd test FILE` to run the topology in process \
+             without root"
+                .into(),
+        );
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        return Err(
+            "/dev/net/tun does not exist: load the tun module (`modprobe tun`) or, in a \
+             container, pass the device through (`--device /dev/net/tun`)"
+                .into(),
+        );
+    }
+    Ok(())
+}

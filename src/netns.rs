@@ -1,0 +1,401 @@
+//! Network namespaces for `netns` ports: their names, creation (registered under `/run/netns` like
+//! `ip netns add`, so `ip netns list` shows them), entering, deletion, the processes inside, and
+//! the netlink configuration of the one TUN device each holds.
+//!
+//! This is the only module that talks to the kernel about namespaces. Namespace work happens on a
+//! dedicated `std::thread` that has done `unshare(CLONE_NEWNET)`: the TUN device and the netlink
+//! socket are opened there (a TUN ioctl and a netlink socket bind to the calling thread's
+//! namespace), and the finished device is handed back to the caller, which registers it with its
+//! tokio runtime. No tokio worker ever changes namespace. It needs no `unsafe`: `nix` and `tun-rs`
+//! wrap the syscalls.
+//!
+//! Names: `PREFIX-VPC-INSTANCE` for instances and `PREFIX-internet-HOST` for internet hosts, with
+//! `PREFIX` = `vpcd` unless `VPCD_NETNS_PREFIX` says otherwise (tests use their own). A name longer
+//! than [`MAX_NAME_LEN`] is cut and ends in a hash of the full name, so it stays unique and
+//! predictable. The TUN device inside is always [`DEVICE_NAME`].
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+/// Where named namespaces are registered (the `ip netns` convention).
+pub const NETNS_DIR: &str = "/run/netns";
+/// The namespace-name prefix when `VPCD_NETNS_PREFIX` is unset.
+pub const DEFAULT_PREFIX: &str = "vpcd";
+/// Overrides the namespace-name prefix (1 to 16 characters from `[A-Za-z0-9_.-]`).
+pub const PREFIX_ENV: &str = "VPCD_NETNS_PREFIX";
+/// The TUN device in every namespace.
+pub const DEVICE_NAME: &str = "vpcd0";
+/// Longest namespace name vpcd makes; longer ones are cut and end in a hash.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Something the kernel or the filesystem refused, with what vpcd was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error(
+        "network namespace `{0}` already exists: another `vpcd up` uses it, or a crashed one left \
+         it behind (remove leftovers with `vpcd down`)"
+    )]
+    Exists(String),
+    #[error(
+        "no network namespace `{0}` (is `vpcd up` running for this topology, with the same \
+         {PREFIX_ENV}?)"
+    )]
+    NotFound(String),
+    #[error(
+        "{PREFIX_ENV}=`{0}` is not a usable prefix: use 1 to 16 characters from A-Z, a-z, 0-9, `_`, `.` and `-`"
+    )]
+    BadPrefix(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl NetnsError {
+    fn io(what: impl Into<String>, source: impl Into<io::Error>) -> NetnsError {
+        NetnsError::Io {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// The prefix from `VPCD_NETNS_PREFIX`, or [`DEFAULT_PREFIX`].
+pub fn prefix_from_env() -> Result<String, NetnsError> {
+    match std::env::var(PREFIX_ENV) {
+        Ok(p) if valid_prefix(&p) => Ok(p),
+        Ok(p) => Err(NetnsError::BadPrefix(p)),
+        Err(_) => Ok(DEFAULT_PREFIX.to_string()),
+    }
+}
+
+fn valid_prefix(p: &str) -> bool {
+    (1..=16).contains(&p.len())
+        && p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// The namespace name of an endpoint (`VPC/INSTANCE` or `internet/HOST`).
+pub fn namespace_name(prefix: &str, endpoint: &str) -> String {
+    let full = format!("{prefix}-{}", endpoint.replace('/', "-"));
+    if full.len() <= MAX_NAME_LEN {
+        return full;
+    }
+    // Names are ASCII (validated), so cutting at a byte index is safe.
+    let hash = fnv1a(full.as_bytes());
+    format!("{}-{hash:08x}", &full[..MAX_NAME_LEN - 9])
+}
+
+/// FNV-1a folded to 32 bits: stable across runs and builds (unlike a seeded hasher).
+fn fnv1a(bytes: &[u8]) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h ^ (h >> 32)) as u32
+}
+
+/// The registration file of a namespace.
+pub fn path(name: &str) -> PathBuf {
+    Path::new(NETNS_DIR).join(name)
+}
+
+/// Whether a namespace of that name is registered.
+pub fn exists(name: &str) -> bool {
+    path(name).exists()
+}
+
+/// Every registered namespace name, sorted.
+pub fn list() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(NETNS_DIR)
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// How the TUN device of a port is addressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortConfig {
+    pub addr: Ipv4Addr,
+    /// The prefix of the segment (subnet, or the internet CIDR): the kernel adds its route.
+    pub prefix_len: u8,
+    /// The default route's next hop; `None`: a device route (the host is the gateway address).
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: u32,
+}
+
+/// Creates the namespace `name`, registers it under [`NETNS_DIR`], and builds the TUN device
+/// [`DEVICE_NAME`] inside with `config`, loopback up. On error nothing is left behind.
+pub fn create_with_tun(name: &str, config: PortConfig) -> Result<tun_rs::SyncDevice, NetnsError> {
+    ensure_netns_dir()?;
+    let target = path(name);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&target)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => NetnsError::Exists(name.to_string()),
+            _ => NetnsError::io(format!("creating {}", target.display()), e),
+        })?;
+    let thread_target = target.clone();
+    let result = std::thread::Builder::new()
+        .name(format!("netns {name}"))
+        .spawn(move || in_new_namespace(&thread_target, config))
+        .map_err(|e| NetnsError::io("spawning the namespace thread", e))
+        .and_then(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(NetnsError::io(
+                    "the namespace thread",
+                    io::Error::other("panicked"),
+                ))
+            })
+        });
+    if result.is_err() {
+        let _ = delete(name);
+    }
+    result
+}
+
+/// Runs on the namespace thread: a new network namespace for this thread only, bound to `target`,
+/// then the TUN device and its configuration.
+fn in_new_namespace(target: &Path, config: PortConfig) -> Result<tun_rs::SyncDevice, NetnsError> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+        .map_err(|e| NetnsError::io("unshare(CLONE_NEWNET)", e))?;
+    nix::mount::mount(
+        Some("/proc/thread-self/ns/net"),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| NetnsError::io(format!("bind-mounting {}", target.display()), e))?;
+    // The VPC routes IPv4 only: without IPv6 on the device the kernel sends no router
+    // solicitations or MLD reports for the fabric to drop. (/proc/sys/net is per namespace; a
+    // kernel without IPv6 has no such file, which is fine.)
+    for knob in ["default", "all"] {
+        let _ = fs::write(format!("/proc/sys/net/ipv6/conf/{knob}/disable_ipv6"), "1");
+    }
+    let device = tun_rs::DeviceBuilder::new()
+        .name(DEVICE_NAME)
+        .build_sync()
+        .map_err(|e| NetnsError::io("creating the TUN device (/dev/net/tun)", e))?;
+    configure(config)?;
+    Ok(device)
+}
+
+/// Brings `lo` and the TUN device up and addresses it, through netlink in this thread's namespace.
+fn configure(config: PortConfig) -> Result<(), NetnsError> {
+    let tun = nix::net::if_::if_nametoindex(DEVICE_NAME)
+        .map_err(|e| NetnsError::io(format!("finding {DEVICE_NAME}"), e))?;
+    let lo = nix::net::if_::if_nametoindex("lo").map_err(|e| NetnsError::io("finding lo", e))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| NetnsError::io("starting the netlink runtime", e))?;
+    rt.block_on(async move {
+        use rtnetlink::{LinkUnspec, RouteMessageBuilder};
+        let nl = |what: &str, e: rtnetlink::Error| NetnsError::io(what, io::Error::other(e));
+        let (connection, handle, _) =
+            rtnetlink::new_connection().map_err(|e| NetnsError::io("opening netlink", e))?;
+        tokio::spawn(connection);
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(lo).up().build())
+            .execute()
+            .await
+            .map_err(|e| nl("setting lo up", e))?;
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(tun).mtu(config.mtu).up().build())
+            .execute()
+            .await
+            .map_err(|e| {
+                nl(
+                    &format!("setting {DEVICE_NAME} up with MTU {}", config.mtu),
+                    e,
+                )
+            })?;
+        handle
+            .address()
+            .add(tun, IpAddr::V4(config.addr), config.prefix_len)
+            .execute()
+            .await
+            .map_err(|e| nl(&format!("adding {}/{}", config.addr, config.prefix_len), e))?;
+        let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+            .output_interface(tun);
+        if let Some(gw) = config.gateway {
+            route = route.gateway(gw);
+        }
+        handle
+            .route()
+            .add(route.build())
+            .execute()
+            .await
+            .map_err(|e| nl("adding the default route", e))
+    })
+}
+
+/// Makes [`NETNS_DIR`] exist and be a shared mount, as `ip netns add` does, so that namespaces
+/// registered later propagate into mount namespaces copied from this one.
+fn ensure_netns_dir() -> Result<(), NetnsError> {
+    fs::create_dir_all(NETNS_DIR)
+        .map_err(|e| NetnsError::io(format!("creating {NETNS_DIR}"), e))?;
+    let shared = || {
+        nix::mount::mount(
+            None::<&str>,
+            NETNS_DIR,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    if shared().is_ok() {
+        return Ok(());
+    }
+    // Not a mount point yet: bind it onto itself, then share it.
+    nix::mount::mount(
+        Some(NETNS_DIR),
+        NETNS_DIR,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| NetnsError::io(format!("bind-mounting {NETNS_DIR} onto itself"), e))?;
+    shared().map_err(|e| NetnsError::io(format!("making {NETNS_DIR} shared"), e))
+}
+
+/// Removes the namespace `name`: ends the processes still inside (SIGTERM, then SIGKILL after
+/// `grace`), unmounts and unlinks its registration. The kernel frees the namespace, and the TUN
+/// device in it, once nothing holds it (vpcd closes its device first). Removing a namespace that
+/// is already gone is not an error.
+pub fn delete(name: &str) -> Result<(), NetnsError> {
+    delete_with_grace(name, Duration::from_millis(1500))
+}
+
+/// [`delete`] with an explicit grace period for the processes inside.
+pub fn delete_with_grace(name: &str, grace: Duration) -> Result<(), NetnsError> {
+    let target = path(name);
+    end_processes(name, grace);
+    match nix::mount::umount2(&target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => {
+            return Err(NetnsError::io(
+                format!("unmounting {}", target.display()),
+                e,
+            ));
+        }
+    }
+    match fs::remove_file(&target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(NetnsError::io(format!("removing {}", target.display()), e)),
+    }
+}
+
+/// The processes whose network namespace is `name` (as `ip netns pids` finds them), not this one.
+pub fn pids_in(name: &str) -> Vec<Pid> {
+    let Ok(ns) = fs::metadata(path(name)) else {
+        return Vec::new();
+    };
+    let me = std::process::id();
+    let Ok(proc_dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc_dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            fs::metadata(format!("/proc/{pid}/ns/net"))
+                .is_ok_and(|m| m.dev() == ns.dev() && m.ino() == ns.ino())
+        })
+        .filter_map(|pid| i32::try_from(pid).ok().map(Pid::from_raw))
+        .collect()
+}
+
+/// SIGTERM to every process in the namespace, SIGKILL to those still there after `grace`.
+fn end_processes(name: &str, grace: Duration) {
+    let pids = pids_in(name);
+    if pids.is_empty() {
+        return;
+    }
+    for pid in &pids {
+        let _ = nix::sys::signal::kill(*pid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if pids_in(name).is_empty() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in pids_in(name) {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    }
+}
+
+/// Moves the calling thread into the namespace `name` (for `vpcd exec`: call it before spawning
+/// anything, in a process that runs no other threads).
+pub fn enter(name: &str) -> Result<(), NetnsError> {
+    let target = path(name);
+    let file = fs::File::open(&target).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => NetnsError::NotFound(name.to_string()),
+        _ => NetnsError::io(format!("opening {}", target.display()), e),
+    })?;
+    nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+        .map_err(|e| NetnsError::io(format!("setns into {name}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_predictable() {
+        assert_eq!(
+            namespace_name("vpcd", "tenant-a/fn-a1"),
+            "vpcd-tenant-a-fn-a1"
+        );
+        assert_eq!(namespace_name("t1", "internet/web"), "t1-internet-web");
+    }
+
+    #[test]
+    fn long_names_are_cut_and_stay_unique() {
+        let a = namespace_name("vpcd", &format!("{}/{}", "v".repeat(32), "i".repeat(32)));
+        let b = namespace_name("vpcd", &format!("{}/{}j", "v".repeat(32), "i".repeat(31)));
+        assert_eq!(a.len(), MAX_NAME_LEN);
+        assert_eq!(b.len(), MAX_NAME_LEN);
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            namespace_name("vpcd", &format!("{}/{}", "v".repeat(32), "i".repeat(32)))
+        );
+    }
+
+    #[test]
+    fn prefixes_are_checked() {
+        assert!(valid_prefix("vt-lock.1"));
+        assert!(!valid_prefix(""));
+        assert!(!valid_prefix("a/b"));
+        assert!(!valid_prefix(&"x".repeat(17)));
+    }
+}

@@ -1,0 +1,406 @@
+//! The real dataplane: `vpcd up`'s I/O shell around the sans-IO [`Fabric`].
+//!
+//! Owns the run (lock and state file, [`state`]), the ports (a TUN device in a namespace per
+//! `netns` endpoint, made by [`crate::netns`]; an in-process stack per `sim` endpoint,
+//! [`sim_port`]), the tokio runtime and its one loop ([`event_loop`]), and the teardown. It must
+//! not reach into the dataplane beyond `handle` / `poll_timeout` / `handle_timeout`.
+//!
+//! Teardown never leaks: every namespace is recorded in the state file before it is created, and a
+//! guard removes them all when `up` returns — after SIGINT, SIGTERM or SIGHUP, on an error, and
+//! while unwinding from a panic. After `kill -9` the state file lists what is left and
+//! [`down`] removes it (and anything else carrying the prefix that no live run owns).
+
+pub mod event_loop;
+pub mod sim_port;
+pub mod state;
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::dataplane::Fabric;
+use crate::netns::{self, NetnsError, PortConfig};
+use crate::tables::{self, PortOwner, Tables};
+use crate::time::Instant;
+use crate::topology::Plan;
+use crate::topology::model::Attach;
+use event_loop::{Port, Shell};
+use sim_port::{SimAddressing, SimPort};
+use state::{RunLock, State, StateError, StateFile};
+
+/// The line `vpcd up` prints once every port serves (scripts and tests wait for it).
+pub const READY_LINE: &str = "ready: serving; stop with Ctrl-C (SIGINT) or SIGTERM";
+
+/// Why `vpcd up` or `vpcd down` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("starting the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// What `vpcd up` made for one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `VPC/INSTANCE` or `internet/HOST`.
+    pub name: String,
+    pub attach: Attach,
+    /// The namespace (`netns`) or `-` (`sim`).
+    pub namespace: String,
+    pub device: String,
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    pub mtu: u32,
+}
+
+/// The namespaces a run made; removes them when dropped (also while unwinding from a panic).
+struct Made {
+    namespaces: Vec<String>,
+    state: Option<StateFile>,
+}
+
+impl Made {
+    fn teardown(&mut self) -> Vec<String> {
+        let mut removed = Vec::new();
+        let mut failed = false;
+        for ns in self.namespaces.drain(..).rev() {
+            match netns::delete(&ns) {
+                Ok(()) => removed.push(ns),
+                Err(e) => {
+                    failed = true;
+                    eprintln!("vpcd: teardown: {e}");
+                }
+            }
+        }
+        // Keep the state file if something could not be removed: `vpcd down` retries.
+        if let Some(s) = self.state.take()
+            && !failed
+        {
+            s.remove();
+        }
+        removed
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// How each endpoint is addressed: its segment's prefix and where its default route points.
+fn addressing(tables: &Tables, owner: PortOwner, addr: Ipv4Addr) -> (u8, Option<Ipv4Addr>) {
+    match owner {
+        PortOwner::Instance { vpc, subnet, .. } => tables
+            .vpcs
+            .get(vpc as usize)
+            .and_then(|v| v.subnets.get(subnet as usize))
+            .map_or((32, None), |s| (s.cidr.prefix_len(), Some(s.gateway))),
+        PortOwner::Host { .. } => {
+            let cidr = tables.internet.cidr;
+            let gw = cidr.gateway();
+            (cidr.prefix_len(), (gw != addr).then_some(gw))
+        }
+    }
+}
+
+/// Brings `plan` up, prints the table of endpoints and [`READY_LINE`] to `out`, serves until
+/// SIGINT/SIGTERM/SIGHUP, then tears everything down. `topology` identifies the run (lock).
+pub fn up(plan: &Plan, topology: &Path, out: &mut dyn Write) -> Result<(), RunError> {
+    let prefix = netns::prefix_from_env()?;
+    let dir = state::run_dir();
+    let id = state::run_id(&prefix, topology);
+    let lock = RunLock::acquire(&dir, &id)?;
+    if lock.state_path.exists() {
+        let _ = writeln!(
+            out,
+            "cleaning up a previous run of this topology that did not stop cleanly"
+        );
+        clean_state(&lock.state_path, out)?;
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let _enter = rt.enter();
+    // Registered before anything is created, so a signal during setup is not the default action
+    // (death without teardown): it is seen by the loop, which then returns at once.
+    let mut signals = Vec::new();
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ] {
+        signals.push(signal(kind).map_err(RunError::Runtime)?);
+    }
+
+    let tables = Arc::new(tables::compile(plan));
+    let mut made = Made {
+        namespaces: Vec::new(),
+        state: Some(StateFile::create(&lock.state_path, topology, &prefix)?),
+    };
+    let mut ports: Vec<Option<Port>> = Vec::with_capacity(tables.ports.len());
+    let mut sims = Vec::new();
+    let mut endpoints = Vec::new();
+    let mut max_mtu = 1500usize;
+    for (i, p) in tables.ports.iter().enumerate() {
+        let (prefix_len, gateway) = addressing(&tables, p.owner, p.addr);
+        max_mtu = max_mtu.max(p.mtu as usize);
+        match p.attach {
+            Attach::Netns => {
+                let ns = netns::namespace_name(&prefix, &p.name);
+                if let Some(s) = made.state.as_mut() {
+                    s.record(&p.name, &ns)?;
+                }
+                let config = PortConfig {
+                    addr: p.addr,
+                    prefix_len,
+                    gateway,
+                    mtu: p.mtu,
+                };
+                let dev = netns::create_with_tun(&ns, config)?;
+                made.namespaces.push(ns.clone());
+                let dev = tun_rs::AsyncDevice::new(dev).map_err(RunError::Runtime)?;
+                ports.push(Some(Port::Tun(dev)));
+                endpoints.push(Endpoint {
+                    name: p.name.clone(),
+                    attach: Attach::Netns,
+                    namespace: ns,
+                    device: netns::DEVICE_NAME.to_string(),
+                    addr: p.addr,
+                    prefix_len,
+                    mtu: p.mtu,
+                });
+            }
+            Attach::Sim => {
+                let services = match p.owner {
+                    PortOwner::Host { host } => plan
+                        .internet
+                        .hosts
+                        .get(host as usize)
+                        .map(|h| h.serve.clone())
+                        .unwrap_or_default(),
+                    PortOwner::Instance { .. } => Vec::new(),
+                };
+                let gateway =
+                    gateway.unwrap_or_else(|| Ipv4Addr::from(u32::from(p.addr).wrapping_add(1)));
+                let sim = SimPort::new(
+                    p.name.clone(),
+                    crate::tables::PortId(i as u32),
+                    SimAddressing {
+                        ip: p.addr,
+                        prefix_len,
+                        gateway,
+                        mtu: p.mtu as usize,
+                    },
+                    &services,
+                    0x7670_6364 ^ i as u64,
+                    Instant::ZERO,
+                );
+                ports.push(Some(Port::Sim(sims.len())));
+                sims.push(sim);
+                endpoints.push(Endpoint {
+                    name: p.name.clone(),
+                    attach: Attach::Sim,
+                    namespace: "-".into(),
+                    device: "(in process)".into(),
+                    addr: p.addr,
+                    prefix_len,
+                    mtu: p.mtu,
+                });
+            }
+        }
+    }
+    let _ = write!(out, "{}", render_table(&endpoints));
+    let _ = writeln!(out, "{READY_LINE}");
+    let _ = out.flush();
+
+    let mut shell = Shell::new(Fabric::new(tables), ports, sims, max_mtu);
+    rt.block_on(shell.run(async {
+        let waits: Vec<_> = signals
+            .iter_mut()
+            .map(|s| Box::pin(async move { s.recv().await }))
+            .collect();
+        let _ = futures_select_any(waits).await;
+    }));
+
+    let counters = shell.fabric().counters().clone();
+    let stats = shell.stats();
+    drop(shell);
+    let removed = made.teardown();
+    let _ = writeln!(
+        out,
+        "stopped: removed {} namespace(s); {} packet batch(es), mean {:.1} packets; {} dropped by the fabric{}",
+        removed.len(),
+        stats.batches,
+        if stats.batches == 0 {
+            0.0
+        } else {
+            stats.batched_packets as f64 / stats.batches as f64
+        },
+        counters.total_drops(),
+        drops_text(&counters)
+    );
+    drop(lock);
+    Ok(())
+}
+
+/// Completes when any of the futures does.
+async fn futures_select_any<F: std::future::Future + Unpin>(mut futures: Vec<F>) {
+    std::future::poll_fn(|cx| {
+        for f in futures.iter_mut() {
+            if std::pin::Pin::new(f).poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+fn drops_text(c: &crate::dataplane::Counters) -> String {
+    let parts: Vec<String> = c
+        .nonzero_drops()
+        .map(|(r, n)| format!("{}={n}", r.label()))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+/// The table `vpcd up` prints: endpoint, namespace, device, address, MTU.
+pub fn render_table(endpoints: &[Endpoint]) -> String {
+    let mut rows = vec![[
+        "endpoint".to_string(),
+        "namespace".to_string(),
+        "device".to_string(),
+        "address".to_string(),
+        "mtu".to_string(),
+    ]];
+    for e in endpoints {
+        rows.push([
+            e.name.clone(),
+            e.namespace.clone(),
+            e.device.clone(),
+            format!("{}/{}", e.addr, e.prefix_len),
+            e.mtu.to_string(),
+        ]);
+    }
+    let mut widths = [0usize; 5];
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut s = String::new();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        s.push_str(line.join("  ").trim_end());
+        s.push('\n');
+    }
+    s
+}
+
+/// Removes what a (dead) run's state file lists, then the file. The caller holds its lock.
+fn clean_state(state_path: &Path, out: &mut dyn Write) -> Result<Vec<String>, RunError> {
+    let st = State::read(state_path)?;
+    let mut removed = Vec::new();
+    for (endpoint, ns) in st.namespaces.iter().rev() {
+        if netns::exists(ns) || !netns::pids_in(ns).is_empty() {
+            netns::delete(ns)?;
+            let _ = writeln!(out, "removed {ns} ({endpoint})");
+            removed.push(ns.clone());
+        }
+    }
+    let _ = std::fs::remove_file(state_path);
+    Ok(removed)
+}
+
+/// What `vpcd down` removed.
+#[derive(Debug, Default)]
+pub struct DownReport {
+    pub removed: Vec<String>,
+    /// Runs still alive, left alone: `(id, pid)`.
+    pub live: Vec<(String, String)>,
+}
+
+/// Removes the leftovers of crashed runs: with `topology`, that topology's run (its state file,
+/// and the namespaces its endpoints would have); without, every run whose lock is free and every
+/// namespace carrying the prefix that no live run lists.
+pub fn down(
+    topology: Option<(&Path, Option<&Plan>)>,
+    out: &mut dyn Write,
+) -> Result<DownReport, RunError> {
+    let prefix = netns::prefix_from_env()?;
+    let dir = state::run_dir();
+    let mut report = DownReport::default();
+    let mut owned_by_live: Vec<String> = Vec::new();
+    let candidates: Vec<(String, std::path::PathBuf)> = match topology {
+        Some((path, _)) => {
+            let id = state::run_id(&prefix, path);
+            let state_path = dir.join(format!("{id}.state"));
+            vec![(id, state_path)]
+        }
+        None => state::runs(&dir),
+    };
+    for (id, state_path) in candidates {
+        match RunLock::acquire(&dir, &id) {
+            Ok(_lock) => {
+                if state_path.exists() {
+                    report.removed.extend(clean_state(&state_path, out)?);
+                }
+            }
+            Err(StateError::Busy { pid, .. }) => {
+                if let Ok(st) = State::read(&state_path) {
+                    owned_by_live.extend(st.namespaces.into_iter().map(|(_, n)| n));
+                }
+                report.live.push((id, pid));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if topology.is_some() && !report.live.is_empty() {
+        return Ok(report);
+    }
+    let mut names: Vec<String> = match topology {
+        Some((_, Some(plan))) => {
+            let tables = tables::compile(plan);
+            tables
+                .ports
+                .iter()
+                .filter(|p| p.attach == Attach::Netns)
+                .map(|p| netns::namespace_name(&prefix, &p.name))
+                .collect()
+        }
+        Some((_, None)) => Vec::new(),
+        None => {
+            let start = format!("{prefix}-");
+            netns::list()
+                .into_iter()
+                .filter(|n| n.starts_with(&start))
+                .collect()
+        }
+    };
+    names.retain(|n| !owned_by_live.contains(n) && !report.removed.contains(n));
+    for ns in names {
+        if netns::exists(&ns) {
+            netns::delete(&ns)?;
+            let _ = writeln!(out, "removed {ns}");
+            report.removed.push(ns);
+        }
+    }
+    Ok(report)
+}

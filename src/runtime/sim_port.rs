@@ -1,0 +1,203 @@
+//! `attach = "sim"` endpoints under `vpcd up`: a small smoltcp stack behind a
+//! [`QueueDevice`], side by side with the TUN ports, on the wall clock.
+//!
+//! A sim port answers ICMP echo, and an internet host serves what its `serve` list declares: each
+//! `tcp:N` answers any request with a short plain HTTP/1.0 response and closes (so `curl` from a
+//! namespace gets a page), each `udp:N` echoes datagrams. It is the same kind of stack `vpcd test`
+//! simulates, but owned by the runtime: `vpcd::sim`'s hosts live on a virtual clock and are not
+//! public.
+
+use std::net::Ipv4Addr;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::{tcp, udp};
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
+
+use crate::sim::QueueDevice;
+use crate::tables::PortId;
+use crate::time::Instant;
+use crate::topology::model::{L4, Service};
+
+/// Connections a TCP service accepts at once (one listening socket each).
+const TCP_BACKLOG: usize = 4;
+const TCP_BUFFER: usize = 16 * 1024;
+const UDP_PACKETS: usize = 16;
+const UDP_BUFFER: usize = 16 * 1024;
+
+fn smol(now: Instant) -> SmolInstant {
+    SmolInstant::from_micros(i64::try_from(now.micros()).unwrap_or(i64::MAX))
+}
+
+fn from_smol(t: SmolInstant) -> Instant {
+    Instant::from_micros(u64::try_from(t.total_micros()).unwrap_or(0))
+}
+
+/// How a sim port is addressed.
+#[derive(Debug, Clone, Copy)]
+pub struct SimAddressing {
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub mtu: usize,
+}
+
+enum Listener {
+    Tcp { handle: SocketHandle, port: u16 },
+    Udp { handle: SocketHandle },
+}
+
+/// One in-process endpoint.
+pub struct SimPort {
+    pub name: String,
+    pub port: PortId,
+    pub ip: Ipv4Addr,
+    iface: Interface,
+    device: QueueDevice,
+    sockets: SocketSet<'static>,
+    listeners: Vec<Listener>,
+}
+
+impl std::fmt::Debug for SimPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimPort")
+            .field("name", &self.name)
+            .field("port", &self.port)
+            .field("ip", &self.ip)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimPort {
+    pub fn new(
+        name: String,
+        port: PortId,
+        addressing: SimAddressing,
+        services: &[Service],
+        seed: u64,
+        now: Instant,
+    ) -> SimPort {
+        let mut device = QueueDevice::new(addressing.mtu);
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = seed;
+        let mut iface = Interface::new(config, &mut device, smol(now));
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::new(
+                IpAddress::Ipv4(addressing.ip),
+                addressing.prefix_len.min(32),
+            ));
+        });
+        let _ = iface
+            .routes_mut()
+            .add_default_ipv4_route(addressing.gateway);
+        let mut sockets = SocketSet::new(Vec::new());
+        let mut listeners = Vec::new();
+        for s in services {
+            match s.proto {
+                L4::Tcp => {
+                    for _ in 0..TCP_BACKLOG {
+                        let mut sock = tcp::Socket::new(
+                            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+                            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+                        );
+                        if sock.listen(s.port).is_ok() {
+                            let handle = sockets.add(sock);
+                            listeners.push(Listener::Tcp {
+                                handle,
+                                port: s.port,
+                            });
+                        }
+                    }
+                }
+                L4::Udp => {
+                    let mut sock = udp::Socket::new(
+                        udp::PacketBuffer::new(
+                            vec![udp::PacketMetadata::EMPTY; UDP_PACKETS],
+                            vec![0; UDP_BUFFER],
+                        ),
+                        udp::PacketBuffer::new(
+                            vec![udp::PacketMetadata::EMPTY; UDP_PACKETS],
+                            vec![0; UDP_BUFFER],
+                        ),
+                    );
+                    if sock.bind(s.port).is_ok() {
+                        let handle = sockets.add(sock);
+                        listeners.push(Listener::Udp { handle });
+                    }
+                }
+                L4::Icmp => {}
+            }
+        }
+        SimPort {
+            name,
+            port,
+            ip: addressing.ip,
+            iface,
+            device,
+            sockets,
+            listeners,
+        }
+    }
+
+    /// Queues a packet the fabric delivered; `false` when the queue is full or it exceeds the MTU.
+    pub fn deliver(&mut self, packet: &[u8]) -> bool {
+        self.device.push_rx(packet)
+    }
+
+    /// Lets the stack process what arrived and its timers, and the services answer.
+    pub fn poll(&mut self, now: Instant) {
+        self.iface
+            .poll(smol(now), &mut self.device, &mut self.sockets);
+        self.serve();
+        self.iface
+            .poll(smol(now), &mut self.device, &mut self.sockets);
+    }
+
+    /// The next packet the stack sent, for the fabric.
+    pub fn take_tx(&mut self) -> Option<Vec<u8>> {
+        self.device.pop_tx()
+    }
+
+    /// When the stack next needs a poll, if ever.
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        self.iface.poll_at(smol(now), &self.sockets).map(from_smol)
+    }
+
+    fn serve(&mut self) {
+        let (name, ip) = (&self.name, self.ip);
+        for l in &self.listeners {
+            match *l {
+                Listener::Tcp { handle, port } => {
+                    let s = self.sockets.get_mut::<tcp::Socket>(handle);
+                    if s.can_recv() {
+                        let mut got = false;
+                        while let Ok(n) = s.recv(|b| (b.len(), b.len())) {
+                            if n == 0 {
+                                break;
+                            }
+                            got = true;
+                        }
+                        if got && s.may_send() {
+                            let body = format!("vpcd sim host {name} ({ip}) port {port}: hello\n");
+                            let resp = format!(
+                                "HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = s.send_slice(resp.as_bytes());
+                            s.close();
+                        }
+                    } else if !s.is_open() {
+                        let _ = s.listen(port);
+                    }
+                }
+                Listener::Udp { handle } => {
+                    let s = self.sockets.get_mut::<udp::Socket>(handle);
+                    let mut buf = [0u8; 2048];
+                    while let Ok((n, meta)) = s.recv_slice(&mut buf) {
+                        let _ = s.send_slice(&buf[..n], meta.endpoint);
+                    }
+                }
+            }
+        }
+    }
+}
