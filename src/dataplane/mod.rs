@@ -13,6 +13,7 @@
 pub mod checksum;
 mod counters;
 mod fabric;
+pub mod gateways;
 pub mod icmp;
 pub mod nat;
 mod verdict;

@@ -244,7 +244,7 @@ fn unknown_private_address_is_dropped() {
 }
 
 #[test]
-fn route_targets_without_a_dataplane_drop_with_their_reason() {
+fn route_targets_drop_with_their_reason() {
     let mut rig = Rig::new();
     // Main table: local only.
     let (v, _) = rig.send(
@@ -253,8 +253,9 @@ fn route_targets_without_a_dataplane_drop_with_their_reason() {
     );
     assert_eq!(v, Verdict::Drop(DropReason::NoRoute));
     // Private table: default via the NAT gateway, a blackhole, and an internet route.
+    // Through the NAT gateway to a public address nobody has: translated, then not delivered.
     let (v, _) = rig.send("tenant-a/job-a", &udp([10, 0, 2, 10], [203, 0, 113, 50], 8));
-    assert_eq!(v, Verdict::Drop(DropReason::TargetNotBuilt));
+    assert_eq!(v, Verdict::Drop(DropReason::NoSuchHost));
     let (v, _) = rig.send("tenant-a/job-a", &udp([10, 0, 2, 10], [192, 0, 2, 7], 8));
     assert_eq!(v, Verdict::Drop(DropReason::Blackhole));
     let (v, _) = rig.send(
@@ -310,7 +311,11 @@ fn public_segment_delivers_between_hosts_and_refuses_eips_without_binding() {
         "internet/web",
         &udp([198, 51, 100, 10], [203, 0, 113, 10], 8),
     );
-    assert_eq!(v, Verdict::Drop(DropReason::TargetNotBuilt));
+    assert_eq!(
+        v,
+        Verdict::Drop(DropReason::NatNoMapping),
+        "unsolicited inbound to a NAT EIP"
+    );
     let (v, _) = rig.send("internet/web", &udp([198, 51, 100, 10], [10, 0, 1, 10], 8));
     assert_eq!(
         v,
@@ -447,7 +452,10 @@ fn table_swap_takes_effect_on_the_next_packet() {
         "name = \"fn-a2\"\n  subnet = \"functions\"\n  ip = \"10.0.1.12\"",
     );
     let plan = topology::parse("swap.toml", &smaller).unwrap();
-    rig.fabric.swap_tables(Arc::new(tables::compile(&plan)));
+    let problems = rig
+        .fabric
+        .swap_tables(Instant::ZERO, Arc::new(tables::compile(&plan)));
+    assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(
         rig.send("tenant-a/fn-a1", &pkt).0,
         Verdict::Drop(DropReason::NoSuchHost)

@@ -84,7 +84,7 @@ drop_reasons! {
     NoSuchHost => "no_such_host", "no instance or host has the destination address";
     NoPublicAddress => "no_public_address", "the route goes to the internet gateway but the instance has no EIP";
     UnboundEip => "unbound_eip", "the destination EIP is not associated with anything";
-    TargetNotBuilt => "target_not_built", "the route target or EIP binding has no dataplane yet (NAT gateway)";
+    NoSnatRule => "no_snat_rule", "the source is not covered by any SNAT entry of the NAT gateway";
     ToGateway => "to_gateway", "the subnet gateway answers ICMP echo only";
     TtlExceeded => "ttl_exceeded", "the TTL ran out at a visible hop";
     TooBig => "too_big", "the packet is larger than the egress port's MTU and may not be fragmented here";

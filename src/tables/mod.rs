@@ -11,9 +11,12 @@ use foldhash::fast::FixedState;
 use ipnet::Ipv4Net;
 use prefix_trie::PrefixMap;
 
+use crate::dataplane::nat::config::NatConfig;
+use crate::dataplane::nat::{DnatRule, Proto};
 use crate::topology::cidr::Cidr;
 use crate::topology::model::Attach;
-use crate::topology::plan::{EipBinding, Endpoint, Plan, RouteTargetPlan};
+use crate::topology::model::DnatProtocol;
+use crate::topology::plan::{EipBinding, Endpoint, NatGatewayPlan, Plan, RouteTargetPlan, VpcPlan};
 
 /// Where packets enter and leave the dataplane: an index into [`Tables::ports`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,6 +78,53 @@ pub struct VpcTable {
     pub first_port: u32,
     /// Subnet gateway (`.1`) address -> subnet index.
     pub gateways: AddrMap<u32>,
+    /// NAT gateways, in plan order (route targets `nat:N` index this).
+    pub nat_gateways: Vec<NatGatewayTable>,
+    /// 1:1 EIPs of this VPC's instances: (EIP, private address).
+    pub one_to_one: Vec<(Ipv4Addr, Ipv4Addr)>,
+}
+
+/// A NAT gateway as the dataplane sees it.
+#[derive(Debug, Clone)]
+pub struct NatGatewayTable {
+    pub name: String,
+    /// The gateway's private address: the visible hop's address towards the VPC.
+    pub ip: Ipv4Addr,
+    /// Its EIPs split into pools, each translated by its own NAT core; never empty pools.
+    pub pools: Vec<SnatPool>,
+    /// Who may use the gateway: private source block -> index into `pools`. Without SNAT
+    /// entries in the file, the whole VPC maps to pool 0.
+    pub snat: Vec<(Cidr, u32)>,
+    /// Port forwards: each goes to the pool holding its EIP.
+    pub dnat: Vec<(u32, DnatRule)>,
+    /// `protocol = "any"` forwards: whole-address mappings (EIP, private address), by pool.
+    pub dnat_any: Vec<(u32, Ipv4Addr, Ipv4Addr)>,
+    pub config: NatConfig,
+}
+
+/// A set of EIPs translated together (one SNAT entry's pool, or the gateway's remaining EIPs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnatPool {
+    pub eips: Vec<Ipv4Addr>,
+}
+
+impl NatGatewayTable {
+    /// The pool a private source uses: the longest SNAT source block that covers it.
+    pub fn pool_for(&self, src: Ipv4Addr) -> Option<u32> {
+        self.snat
+            .iter()
+            .filter(|(c, _)| c.contains(src))
+            .max_by_key(|(c, _)| c.prefix_len())
+            .map(|(_, p)| *p)
+    }
+
+    /// The pool that owns `eip`.
+    pub fn pool_of(&self, eip: Ipv4Addr) -> Option<u32> {
+        self.pools
+            .iter()
+            .position(|p| p.eips.contains(&eip))
+            .map(|i| i as u32)
+    }
 }
 
 #[derive(Debug)]
@@ -214,6 +264,16 @@ pub fn compile(plan: &Plan) -> Tables {
             hosts,
             first_port,
             gateways,
+            nat_gateways: vpc
+                .nat_gateways
+                .iter()
+                .map(|g| compile_nat_gateway(plan, vpc, first_port, g))
+                .collect(),
+            one_to_one: vpc
+                .instances
+                .iter()
+                .filter_map(|i| i.eip.map(|e| (plan.eips[e].address, i.ip)))
+                .collect(),
         });
     }
     let first_host_port = ports.len() as u32;
@@ -253,6 +313,111 @@ pub fn compile(plan: &Plan) -> Tables {
             first_port: first_host_port,
             eips,
         },
+    }
+}
+
+/// Splits a gateway's EIPs into pools: each distinct explicit SNAT EIP set is a pool, and the EIPs
+/// no entry names form the default pool (used by entries without `eips` and, when the file has no
+/// SNAT entries, by the whole VPC). Validation guarantees the EIPs are the gateway's own.
+fn compile_nat_gateway(
+    plan: &Plan,
+    vpc: &VpcPlan,
+    first_port: u32,
+    g: &NatGatewayPlan,
+) -> NatGatewayTable {
+    let addr = |e: usize| plan.eips[e].address;
+    let mut pools: Vec<SnatPool> = Vec::new();
+    let mut explicit: Vec<usize> = Vec::new();
+    let mut snat_sets: Vec<Vec<Ipv4Addr>> = Vec::new();
+    for entry in &g.snat {
+        let mut set: Vec<Ipv4Addr> = entry.eips.iter().map(|e| addr(*e)).collect();
+        set.sort();
+        if entry.eips.len() < g.eips.len() {
+            explicit.extend(entry.eips.iter().copied());
+        }
+        snat_sets.push(set);
+    }
+    let default: Vec<Ipv4Addr> = g
+        .eips
+        .iter()
+        .filter(|e| !explicit.contains(e))
+        .map(|e| addr(*e))
+        .collect();
+    let pool_index = |set: Vec<Ipv4Addr>, pools: &mut Vec<SnatPool>| -> u32 {
+        // A set that overlaps an existing pool joins it: an EIP is translated by exactly one core.
+        if let Some(i) = pools
+            .iter()
+            .position(|p| p.eips.iter().any(|e| set.contains(e)))
+        {
+            for e in set {
+                if !pools[i].eips.contains(&e) {
+                    pools[i].eips.push(e);
+                }
+            }
+            return i as u32;
+        }
+        pools.push(SnatPool { eips: set });
+        (pools.len() - 1) as u32
+    };
+    let mut snat = Vec::new();
+    for (entry, set) in g.snat.iter().zip(snat_sets) {
+        let set = if entry.eips.len() < g.eips.len() {
+            set
+        } else {
+            default.clone()
+        };
+        if set.is_empty() {
+            continue;
+        }
+        snat.push((entry.source, pool_index(set, &mut pools)));
+    }
+    if g.snat.is_empty() && !default.is_empty() {
+        snat.push((vpc.cidr, pool_index(default.clone(), &mut pools)));
+    }
+    // EIPs used only by DNAT still need a core to translate them.
+    for e in &g.eips {
+        let a = addr(*e);
+        if !pools.iter().any(|p| p.eips.contains(&a)) {
+            let _ = pool_index(vec![a], &mut pools);
+        }
+    }
+    let pool_of = |a: Ipv4Addr, pools: &[SnatPool]| {
+        pools.iter().position(|p| p.eips.contains(&a)).unwrap_or(0) as u32
+    };
+    let mut dnat = Vec::new();
+    let mut dnat_any = Vec::new();
+    for d in &g.dnat {
+        let eip = addr(d.eip);
+        let inst = &vpc.instances[d.instance];
+        let owner = first_port + d.instance as u32;
+        let pool = pool_of(eip, &pools);
+        let protocol = match d.protocol {
+            DnatProtocol::Tcp => Proto::Tcp,
+            DnatProtocol::Udp => Proto::Udp,
+            DnatProtocol::Any => {
+                dnat_any.push((pool, eip, inst.ip));
+                continue;
+            }
+        };
+        let Some(port) = d.port else { continue };
+        dnat.push((
+            pool,
+            DnatRule {
+                external: (eip, port),
+                protocol: Some(protocol),
+                internal: (inst.ip, d.instance_port.unwrap_or(port)),
+                owner,
+            },
+        ));
+    }
+    NatGatewayTable {
+        name: g.name.clone(),
+        ip: g.ip,
+        pools,
+        snat,
+        dnat,
+        dnat_any,
+        config: g.config.clone(),
     }
 }
 
