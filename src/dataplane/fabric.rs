@@ -339,20 +339,20 @@ impl Path<'_> {
                     return Verdict::Drop(DropReason::UnboundEip);
                 };
                 let outcome = core.inbound(self.now, &mut self.buf[..self.header.total_len]);
-                self.into_vpc(vpc, outcome)
+                self.deliver_into_vpc(vpc, outcome)
             }
             EipBinding::Instance { vpc, .. } => {
                 let Some(core) = self.gateways.igw(vpc) else {
                     return Verdict::Drop(DropReason::UnboundEip);
                 };
                 let outcome = core.inbound(self.now, &mut self.buf[..self.header.total_len]);
-                self.into_vpc(vpc, outcome)
+                self.deliver_into_vpc(vpc, outcome)
             }
         }
     }
 
     /// Delivers an inbound-translated packet to its instance in `vpc`.
-    fn into_vpc(&mut self, vpc: usize, outcome: Result<Translated, NatDrop>) -> Verdict {
+    fn deliver_into_vpc(&mut self, vpc: usize, outcome: Result<Translated, NatDrop>) -> Verdict {
         match outcome {
             Ok(Translated::Forward { internal, .. }) => {
                 let Some(egress) = self
