@@ -1,0 +1,405 @@
+//! Shared harness of the real-namespace tests (`tests/real_*.rs`).
+//!
+//! Each test writes its own topology to its own directory, picks its own namespace prefix
+//! (`VPCD_NETNS_PREFIX`) and run directory (`VPCD_RUN_DIR`), so tests run in parallel without
+//! seeing each other. [`Run::up`] starts the built `vpcd up` as a child and waits for its ready
+//! line; [`Run::exec`] and [`Run::spawn`] run real programs through `vpcd exec`; [`Run::stop`]
+//! signals it and checks that nothing with the prefix is left. Dropping a `Run` (a failed
+//! assertion, a panic) kills everything it started and runs `vpcd down`, so no namespace
+//! outlives a test.
+//!
+//! Without root (or `/dev/net/tun`, or a program a test needs) a test prints why and passes
+//! vacuously; under `CI=true` that is a failure, since CI runs as root with the packages installed.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const VPCD: &str = env!("CARGO_BIN_EXE_vpcd");
+const READY: &str = "ready: serving";
+const UP_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn is_root() -> bool {
+    // SAFETY-free check: the effective uid is in /proc/self/status.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn have(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// Whether this test can run here: root, `/dev/net/tun`, and every program in `tools`. Prints the
+/// reason and returns `false` to skip; under `CI=true` a missing capability fails the test.
+pub fn capable(test: &str, tools: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    if !is_root() {
+        missing.push("root".to_string());
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        missing.push("/dev/net/tun".to_string());
+    }
+    for t in tools.iter().chain(["ip"].iter()) {
+        if !have(t) {
+            missing.push(format!("`{t}`"));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("{test}: needs {}", missing.join(", "));
+    if in_ci() {
+        panic!("{why} (CI=true: CI runs as root with the packages .ci/run installs)");
+    }
+    eprintln!("skipped: {why}");
+    false
+}
+
+/// A running `vpcd up` of one test's topology.
+pub struct Run {
+    pub name: String,
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub topology: PathBuf,
+    child: Option<Child>,
+    /// What `vpcd up` printed before the ready line.
+    pub banner: String,
+    /// The rest of its stdout, filled once it exits.
+    rest: mpsc::Receiver<String>,
+    background: Vec<Child>,
+}
+
+impl Run {
+    /// Writes `topology` to a fresh directory and starts `vpcd up` on it with namespace prefix
+    /// `prefix` (keep it short and unique per test); returns once it is ready.
+    pub fn up(prefix: &str, topology: &str) -> Run {
+        let dir = std::env::temp_dir().join(format!("vpcd-real-{prefix}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("topology.toml");
+        std::fs::write(&path, topology).expect("write topology");
+        let mut run = Run {
+            name: prefix.to_string(),
+            prefix: prefix.to_string(),
+            dir,
+            topology: path,
+            child: None,
+            banner: String::new(),
+            rest: mpsc::channel().1,
+            background: Vec::new(),
+        };
+        run.start();
+        run
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env("VPCD_NETNS_PREFIX", &self.prefix)
+            .env("VPCD_RUN_DIR", self.dir.join("run"));
+    }
+
+    /// A `vpcd` command with this run's prefix and run directory.
+    pub fn vpcd(&self) -> Command {
+        let mut c = Command::new(VPCD);
+        self.env(&mut c);
+        c
+    }
+
+    fn start(&mut self) {
+        let mut child = self
+            .vpcd()
+            .arg("up")
+            .arg(&self.topology)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vpcd up");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        self.child = Some(child);
+        let (line_tx, line_rx) = mpsc::channel::<Option<String>>();
+        let (rest_tx, rest_rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let mut ready = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if ready {
+                    rest.push_str(&line);
+                    rest.push('\n');
+                } else {
+                    ready = line.starts_with(READY);
+                    let _ = line_tx.send(Some(line));
+                }
+            }
+            let _ = line_tx.send(None);
+            let mut err = String::new();
+            let _ = stderr.read_to_string(&mut err);
+            rest.push_str(&err);
+            let _ = rest_tx.send(rest);
+        });
+        self.rest = rest_rx;
+        let deadline = Instant::now() + UP_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match line_rx.recv_timeout(left) {
+                Ok(Some(line)) => {
+                    let done = line.starts_with(READY);
+                    self.banner.push_str(&line);
+                    self.banner.push('\n');
+                    if done {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    let rest = self
+                        .rest
+                        .recv_timeout(Duration::from_secs(5))
+                        .unwrap_or_default();
+                    panic!(
+                        "{}: vpcd up exited before ready:\n{}{rest}",
+                        self.name, self.banner
+                    );
+                }
+                Err(_) => panic!("{}: vpcd up not ready after {UP_TIMEOUT:?}", self.name),
+            }
+        }
+    }
+
+    /// Runs `vpcd exec ENDPOINT -- ARGS` to completion (killed after `timeout`).
+    pub fn exec_timeout(&self, endpoint: &str, args: &[&str], timeout: Duration) -> Output {
+        let mut child = self
+            .vpcd()
+            .arg("exec")
+            .arg(endpoint)
+            .arg("--")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vpcd exec");
+        let deadline = Instant::now() + timeout;
+        let mut out = child.stdout.take().expect("stdout");
+        let mut err = child.stderr.take().expect("stderr");
+        let t_out = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = out.read_to_end(&mut s);
+            s
+        });
+        let t_err = std::thread::spawn(move || {
+            let mut s = Vec::new();
+            let _ = err.read_to_end(&mut s);
+            s
+        });
+        let status = loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break child.wait().expect("wait");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Output {
+            status,
+            stdout: t_out.join().unwrap_or_default(),
+            stderr: t_err.join().unwrap_or_default(),
+        }
+    }
+
+    /// [`Run::exec_timeout`] with 15 s.
+    pub fn exec(&self, endpoint: &str, args: &[&str]) -> Output {
+        self.exec_timeout(endpoint, args, Duration::from_secs(15))
+    }
+
+    /// Starts `vpcd exec ENDPOINT -- ARGS` in the background; it is killed when the run stops or
+    /// is dropped. Output goes to `DIR/LOG`.
+    pub fn spawn(&mut self, endpoint: &str, args: &[&str], log: &str) -> u32 {
+        let file = std::fs::File::create(self.dir.join(log)).expect("log file");
+        let child = self
+            .vpcd()
+            .arg("exec")
+            .arg(endpoint)
+            .arg("--")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn vpcd exec");
+        let pid = child.id();
+        self.background.push(child);
+        pid
+    }
+
+    /// The log a background process wrote.
+    pub fn log(&self, log: &str) -> String {
+        std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
+    }
+
+    /// Starts an HTTP server on `addr:port` in `endpoint`, serving a file `index.html` with
+    /// `body`, and waits until it listens. (`python3 -m http.server` would first look its own
+    /// name up in DNS, which has nowhere to go in a VPC.)
+    pub fn http_server(&mut self, endpoint: &str, addr: &str, port: u16, body: &str) {
+        let root = self
+            .dir
+            .join(format!("www-{port}-{}", endpoint.replace('/', "-")));
+        std::fs::create_dir_all(&root).expect("www dir");
+        std::fs::write(root.join("index.html"), body).expect("index");
+        let script = format!(
+            "import functools, http.server, socketserver\n\
+             socketserver.TCPServer.allow_reuse_address = True\n\
+             h = functools.partial(http.server.SimpleHTTPRequestHandler, directory={root:?})\n\
+             s = socketserver.ThreadingTCPServer(({addr:?}, {port}), h)\n\
+             print('listening', flush=True)\n\
+             s.serve_forever()\n",
+            root = root.display().to_string()
+        );
+        let log = format!("http-{port}-{}.log", endpoint.replace('/', "-"));
+        self.spawn(endpoint, &["python3", "-u", "-c", &script], &log);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log(&log).contains("listening") {
+            assert!(
+                Instant::now() < deadline,
+                "{}: http server in {endpoint} did not start: {}",
+                self.name,
+                self.log(&log)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `curl` from `endpoint` to `url`: the body on success, `Err(stderr)` otherwise.
+    pub fn curl(&self, endpoint: &str, url: &str) -> Result<String, String> {
+        let out = self.exec(endpoint, &["curl", "-sS", "--max-time", "3", url]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, `KILL`) to `vpcd up` and waits for it to exit.
+    pub fn signal(&mut self, signal: &str) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{}: vpcd up did not exit after SIG{signal}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let rest = self
+            .rest
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_default();
+        (status, rest)
+    }
+
+    /// SIGTERM, expect a clean exit, and nothing of this run left.
+    pub fn stop(mut self) -> String {
+        let (status, rest) = self.signal("TERM");
+        assert!(
+            status.success(),
+            "{}: vpcd up exited {status}: {rest}",
+            self.name
+        );
+        self.assert_gone();
+        rest
+    }
+
+    /// `ip netns list` shows no namespace with this run's prefix.
+    pub fn assert_gone(&self) {
+        let left = self.leftovers();
+        assert!(left.is_empty(), "{}: left behind: {left:?}", self.name);
+    }
+
+    /// Namespaces with this run's prefix that `ip netns list` shows.
+    pub fn leftovers(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list");
+        let start = format!("{}-", self.prefix);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&start))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Runs `vpcd down FILE` for this run.
+    pub fn down(&self) -> Output {
+        self.vpcd()
+            .arg("down")
+            .arg(&self.topology)
+            .output()
+            .expect("vpcd down")
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        for mut c in self.background.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.down();
+        // Last resort, should `vpcd down` itself be broken: this test's prefix only.
+        for ns in self.leftovers() {
+            let _ = Command::new("ip").args(["netns", "delete", &ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The `Mbits/sec` figure of iperf3's receiver line (`-f m` output).
+pub fn iperf3_receiver_mbits(text: &str) -> Option<f64> {
+    let line = text.lines().rev().find(|l| l.contains("receiver"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "Mbits/sec")?;
+    words.get(i.checked_sub(1)?)?.parse().ok()
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
