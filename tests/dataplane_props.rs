@@ -125,7 +125,9 @@ proptest! {
     }
 
     /// Whatever the source claims, a forwarded packet leaves in the routing domain it entered,
-    /// and a reply goes back to the sender.
+    /// unless it crossed the public segment through NAT — and then its source is a public
+    /// address (an EIP or a public host), never a tenant's private one. A reply goes back to the
+    /// sender.
     #[test]
     fn never_crosses_vpcs(port in 0u32..5, pkt in packets(), spoof_ok in any::<bool>()) {
         let (mut fabric, tables) = rig();
@@ -142,7 +144,13 @@ proptest! {
         let mut buf = pkt.clone();
         buf.resize(pkt.len().max(MIN_BUFFER) + 16, 0);
         match fabric.handle(Instant::ZERO, ingress, &mut buf, pkt.len()) {
-            Verdict::Forward { port, .. } => prop_assert_eq!(domain(&tables, port), domain(&tables, ingress)),
+            Verdict::Forward { port, .. } => {
+                if domain(&tables, port) != domain(&tables, ingress) {
+                    let src = std::net::Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]);
+                    let public = tables.internet.eips.contains_key(&src) || tables.internet.hosts.contains_key(&src);
+                    prop_assert!(public, "{src} crossed from {:?} to {:?}", domain(&tables, ingress), domain(&tables, port));
+                }
+            }
             Verdict::Reply { port, .. } => prop_assert_eq!(port, ingress),
             Verdict::Drop(_) => {}
         }
