@@ -1,5 +1,6 @@
-//! Per-packet cost of the fabric path (no NAT): intra-VPC forwarding of 64- and 1500-byte packets,
-//! a cross-subnet hop, the gateway's echo reply and a dropped spoofed packet.
+//! Per-packet cost of the fabric path: intra-VPC forwarding of 64- and 1500-byte packets, a
+//! cross-subnet hop, the gateway's echo reply, a dropped spoofed packet, and the full NAT paths
+//! (an established SNAT flow out and back, a DNAT flow in, a new SNAT mapping).
 //!
 //! Run: `cargo bench --bench fabric`. Figures go to BENCHMARKS.md.
 
@@ -34,6 +35,25 @@ cidr = "10.0.0.0/16"
   name = "fn-3"
   subnet = "b"
   ip = "10.0.2.10"
+  [[vpc.subnet]]
+  name = "public"
+  cidr = "10.0.9.0/24"
+  [[vpc.route_table]]
+  name = "main"
+  routes = [{ destination = "0.0.0.0/0", target = "nat:egress" }]
+  [[vpc.nat_gateway]]
+  name = "egress"
+  subnet = "public"
+  eips = ["e"]
+  max_connections = 4000000
+  dnat = [{ eip = "e", protocol = "udp", port = 5353, instance = "fn-1" }]
+[[eip]]
+name = "e"
+address = "203.0.113.10"
+[internet]
+  [[internet.host]]
+  name = "web"
+  ip = "198.51.100.10"
 "#;
 
 fn udp(dst: [u8; 4], payload: usize) -> Vec<u8> {
@@ -90,6 +110,65 @@ fn bench(c: &mut Criterion) {
         let mut buf = spoofed.clone();
         let len = buf.len();
         b.iter(|| fabric.handle(Instant::ZERO, from, black_box(&mut buf), len))
+    });
+    // NAT paths through the whole fabric.
+    let web = tables.port_named("internet/web").unwrap();
+    let out = udp([198, 51, 100, 10], 64 - 28);
+    let mut buf = out.clone();
+    buf.resize(2048, 0);
+    assert!(matches!(
+        fabric.handle(Instant::ZERO, from, &mut buf, out.len()),
+        Verdict::Forward { .. }
+    ));
+    group.bench_function("snat_established_out_64B", |b| {
+        b.iter(|| {
+            buf[..out.len()].copy_from_slice(&out);
+            fabric.handle(Instant::ZERO, from, black_box(&mut buf), out.len())
+        })
+    });
+    let mut back = Vec::new();
+    PacketBuilder::ipv4([198, 51, 100, 10], [203, 0, 113, 10], 64)
+        .udp(5000, 4000)
+        .write(&mut back, &[1; 36])
+        .unwrap();
+    group.bench_function("snat_established_in_64B", |b| {
+        b.iter(|| {
+            buf[..back.len()].copy_from_slice(&back);
+            let v = fabric.handle(Instant::ZERO, web, black_box(&mut buf), back.len());
+            assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+            v
+        })
+    });
+    let mut dnat = Vec::new();
+    PacketBuilder::ipv4([198, 51, 100, 10], [203, 0, 113, 10], 64)
+        .udp(6000, 5353)
+        .write(&mut dnat, &[1; 36])
+        .unwrap();
+    group.bench_function("dnat_in_64B", |b| {
+        b.iter(|| {
+            buf[..dnat.len()].copy_from_slice(&dnat);
+            fabric.handle(Instant::ZERO, web, black_box(&mut buf), dnat.len())
+        })
+    });
+    // New mappings: every iteration a flow the table has not seen (fresh fabric per sample, so
+    // the table never wraps to established flows; growth of the tables is included).
+    let tmpl = udp([198, 51, 100, 10], 64 - 28);
+    group.bench_function("snat_new_mapping_64B", |b| {
+        b.iter_custom(|iters| {
+            let mut fabric = Fabric::new(tables.clone());
+            let mut buf = vec![0u8; 2048];
+            let start = std::time::Instant::now();
+            for n in 0..iters {
+                let sport = 1024 + (n % 60000) as u16;
+                let dport = 1 + ((n / 60000) % 60000) as u16;
+                buf[..tmpl.len()].copy_from_slice(&tmpl);
+                buf[20..22].copy_from_slice(&sport.to_be_bytes());
+                buf[22..24].copy_from_slice(&dport.to_be_bytes());
+                buf[26..28].fill(0);
+                black_box(fabric.handle(Instant::ZERO, from, black_box(&mut buf), tmpl.len()));
+            }
+            start.elapsed()
+        })
     });
     group.finish();
 }
