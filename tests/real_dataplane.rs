@@ -137,7 +137,7 @@ fn iperf3_between_two_instances() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let mut out = None;
-    for _ in 0..20 {
+    for _ in 0..10 {
         let o = run.exec_timeout(
             "v/a1",
             &[
@@ -150,6 +150,8 @@ fn iperf3_between_two_instances() {
                 "3",
                 "-f",
                 "m",
+                "--connect-timeout",
+                "1000",
             ],
             Duration::from_secs(15),
         );
