@@ -565,3 +565,42 @@ fn flows_expire_on_the_profiles_timeout_through_the_fabric() {
         "{v:?}"
     );
 }
+
+#[test]
+fn connections_and_counters_are_listed_per_gateway() {
+    let mut rig = Rig::new();
+    let _ = rig.deliver(
+        "tenant-a/fn-a1",
+        &udp(FN_A1, 40000, WEB, 53, 64),
+        "internet/web",
+    );
+    let _ = rig.deliver(
+        "internet/web",
+        &udp(WEB, 53, EIP_A, 40000, 64),
+        "tenant-a/fn-a1",
+    );
+    let _ = rig.deliver(
+        "tenant-a/pub-a",
+        &udp([10, 0, 9, 10], 5000, WEB, 53, 64),
+        "internet/web",
+    );
+    let conns: Vec<_> = rig.fabric.gateways().connections(rig.now).collect();
+    let snat = conns
+        .iter()
+        .find(|c| c.vpc == "tenant-a" && c.gateway == "egress")
+        .expect("the SNAT flow is listed");
+    assert_eq!(snat.session.internal, (Ipv4Addr::from(FN_A1), 40000));
+    assert_eq!(snat.session.external, (Ipv4Addr::from(EIP_A), 40000));
+    assert_eq!(snat.session.remote, (Ipv4Addr::from(WEB), 53));
+    assert_eq!((snat.session.packets_out, snat.session.packets_in), (1, 1));
+    let counters = rig.fabric.gateways().counters();
+    let egress = counters
+        .iter()
+        .find(|c| c.vpc == "tenant-a" && c.gateway == "egress")
+        .unwrap();
+    assert_eq!(egress.pools[0].active_sessions, 1);
+    assert_eq!(
+        (egress.pools[0].out_packets, egress.pools[0].in_packets),
+        (1, 1)
+    );
+}

@@ -7,7 +7,7 @@
 //! unrelated flows keep flowing — and applies the DNAT and 1:1 differences rule by rule.
 
 use super::nat::config::{Filtering, NatConfig};
-use super::nat::{DnatRule, NatError, NatGateway};
+use super::nat::{DnatRule, NatCounters, NatError, NatGateway, SessionView};
 use crate::tables::{NatGatewayTable, Tables, VpcTable};
 use crate::time::Instant;
 
@@ -34,6 +34,26 @@ pub struct ReconcileProblem {
     /// `VPC/GATEWAY` or `VPC/internet-gateway`.
     pub gateway: String,
     pub error: NatError,
+}
+
+/// The name connections and counters of 1:1 EIPs are listed under.
+pub const INTERNET_GATEWAY: &str = "internet-gateway";
+
+/// A connection and the gateway that tracks it.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection<'a> {
+    pub vpc: &'a str,
+    /// The NAT gateway's name, or [`INTERNET_GATEWAY`].
+    pub gateway: &'a str,
+    pub session: SessionView,
+}
+
+/// One gateway's counters, per SNAT pool.
+#[derive(Debug, Clone)]
+pub struct GatewayCounters<'a> {
+    pub vpc: &'a str,
+    pub gateway: &'a str,
+    pub pools: Vec<NatCounters>,
 }
 
 #[derive(Debug, Clone)]
@@ -137,7 +157,7 @@ impl Gateways {
                 if !old_v.one_to_one.contains(&(*eip, *internal)) {
                     if let Err(error) = cores.igw.add_one_to_one(*eip, *internal) {
                         problems.push(ReconcileProblem {
-                            gateway: format!("{}/internet-gateway", v.name),
+                            gateway: format!("{}/{INTERNET_GATEWAY}", v.name),
                             error,
                         });
                     }
@@ -167,6 +187,48 @@ impl Gateways {
     /// Every VPC's cores, for listing connections and counters.
     pub fn vpcs(&self) -> &[VpcCores] {
         &self.vpcs
+    }
+
+    /// Every connection of every NAT gateway and 1:1 EIP, with where it lives: for listing
+    /// (`vpcd ctl conntrack list`) and tests.
+    pub fn connections(&self, now: Instant) -> impl Iterator<Item = Connection<'_>> + '_ {
+        self.vpcs.iter().flat_map(move |v| {
+            let nat = v.nat.iter().flat_map(move |g| {
+                g.pools.iter().flat_map(move |core| {
+                    core.sessions(now).map(move |session| Connection {
+                        vpc: &v.name,
+                        gateway: &g.name,
+                        session,
+                    })
+                })
+            });
+            let igw = v.igw.sessions(now).map(move |session| Connection {
+                vpc: &v.name,
+                gateway: INTERNET_GATEWAY,
+                session,
+            });
+            nat.chain(igw)
+        })
+    }
+
+    /// Counters of every NAT gateway (one entry per SNAT pool) and every VPC's 1:1 EIPs.
+    pub fn counters(&self) -> Vec<GatewayCounters<'_>> {
+        let mut out = Vec::new();
+        for v in &self.vpcs {
+            for g in &v.nat {
+                out.push(GatewayCounters {
+                    vpc: &v.name,
+                    gateway: &g.name,
+                    pools: g.pools.iter().map(|c| c.counters()).collect(),
+                });
+            }
+            out.push(GatewayCounters {
+                vpc: &v.name,
+                gateway: INTERNET_GATEWAY,
+                pools: vec![v.igw.counters()],
+            });
+        }
+        out
     }
 
     fn cores_mut(&mut self) -> impl Iterator<Item = &mut NatGateway> {
@@ -218,7 +280,7 @@ fn build_vpc(v: &VpcTable, seed: u64, problems: &mut Vec<ReconcileProblem>) -> V
     for (eip, internal) in &v.one_to_one {
         if let Err(error) = igw.add_one_to_one(*eip, *internal) {
             problems.push(ReconcileProblem {
-                gateway: format!("{}/internet-gateway", v.name),
+                gateway: format!("{}/{INTERNET_GATEWAY}", v.name),
                 error,
             });
         }
