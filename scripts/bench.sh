@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# scripts/bench.sh — vpcd against its peers, side by side, in one run (root).
+#
+# The same shape is built several ways: one private "function" namespace F, a router, one
+# "internet host" namespace H (198.51.100.10). Peers:
+#   vpcd         vpcd up: F is a netns instance; SNAT through the NAT gateway when the fabric has
+#                it, otherwise (said clearly) the in-VPC path F -> another subnet
+#   kernel       kernel forwarding in a router namespace R, no NAT (veth F-R, R-H)
+#   kernel-nat   the same plus nftables SNAT (masquerade to 198.51.100.1) and a DNAT rule in R
+#   pasta        pasta (passt) run inside R, F attached to it; R's default route points at H
+#   slirp4netns  slirp4netns run inside R, F attached to it
+# pasta and slirp4netns open their host-side sockets in R, which only reaches H: nothing leaves the
+# namespaces this script makes. Forwarding is switched on only inside R namespaces.
+#
+# Metrics (F is the client, H the server): iperf3 TCP single stream Gbit/s out (F->H) and in
+# (-R, H->F); iperf3 UDP 64-byte payload packets/s received and loss; ping RTT; new TCP
+# connections per second (a bounded Python connect loop). Every peer at MTU 1500.
+#
+# Prints a table with each peer's figure and vpcd's ratio to it, and appends the run to
+# BENCHMARKS.md with the machine (nproc, kernel). Bounded: BENCH_SECONDS per iperf3 run (default
+# 3); all namespaces and processes are removed on exit (trap), also on Ctrl-C.
+#
+# Env: VPCD=path (default: builds target/release/vpcd), BENCH_SECONDS, BENCH_PEERS (space
+# separated subset), BENCH_NO_APPEND=1 (do not touch BENCHMARKS.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS=${BENCH_SECONDS:-3}
+PEERS=${BENCH_PEERS:-"vpcd kernel kernel-nat pasta slirp4netns"}
+P=vb  # every namespace here starts with "vb-"
+WORK=$(mktemp -d /tmp/vpcd-bench.XXXXXX)
+PIDS=()
+H_IP=198.51.100.10
+
+die() { echo "bench.sh: $*" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces, TUN devices)"
+[ -e /dev/net/tun ] || die "/dev/net/tun is missing (modprobe tun)"
+for t in ip iperf3 ping python3 nft; do
+    command -v "$t" >/dev/null || die "needs $t (Debian: see .ci/run)"
+done
+
+cleanup() {
+    set +e
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    sleep 0.3
+    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
+    for ns in $(ip netns list | awk '{print $1}' | grep "^$P-"); do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
+        ip netns delete "$ns" 2>/dev/null
+    done
+    [ -n "${VPCD:-}" ] && VPCD_NETNS_PREFIX=$P VPCD_RUN_DIR=$WORK/run "$VPCD" down >/dev/null 2>&1
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -z "${VPCD:-}" ]; then
+    cargo build --release --locked --quiet
+    VPCD=$PWD/target/release/vpcd
+fi
+
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+# --- measurements: run from F ($1) against H ($2) at address $3 ------------------------------
+
+start_servers() { # ns addr
+    in_ns "$1" iperf3 -s -D -B "$2" -p 5201 --pidfile "$WORK/iperf3-$1.pid" >/dev/null
+    in_ns "$1" python3 -c '
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 5300)); s.listen(1024)
+while True:
+    c, _ = s.accept(); c.close()
+' "$2" >/dev/null 2>&1 &
+    PIDS+=($!)
+    sleep 0.3
+    PIDS+=("$(cat "$WORK/iperf3-$1.pid")")
+}
+
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)" 2>/dev/null || echo "-"; }
+
+measure() { # label fns hns addr
+    local label=$1 f=$2 h=$3 addr=$4 out
+    start_servers "$h" "$addr"
+    local tcp_out tcp_in udp_pps udp_loss rtt cps
+    out=$(in_ns "$f" timeout $((SECS + 10)) iperf3 -c "$addr" -p 5201 -t "$SECS" -J --connect-timeout 2000 2>/dev/null || true)
+    tcp_out=$(echo "$out" | json "'%.2f' % (d['end']['sum_received']['bits_per_second']/1e9)")
+    out=$(in_ns "$f" timeout $((SECS + 10)) iperf3 -c "$addr" -p 5201 -t "$SECS" -R -J --connect-timeout 2000 2>/dev/null || true)
+    tcp_in=$(echo "$out" | json "'%.2f' % (d['end']['sum_received']['bits_per_second']/1e9)")
+    out=$(in_ns "$f" timeout $((SECS + 10)) iperf3 -c "$addr" -p 5201 -t "$SECS" -u -l 64 -b 0 -J --connect-timeout 2000 2>/dev/null || true)
+    udp_pps=$(echo "$out" | json "'%.0f' % ((d['end']['sum']['packets']-d['end']['sum']['lost_packets'])/d['end']['sum']['seconds'])")
+    udp_loss=$(echo "$out" | json "'%.1f' % d['end']['sum']['lost_percent']")
+    rtt=$(in_ns "$f" ping -q -c 50 -i 0.01 -W 1 "$addr" 2>/dev/null | awk -F'/' '/^rtt/ {printf "%.0f", $5*1000}' || true)
+    rtt=${rtt:--}
+    cps=$(in_ns "$f" timeout 10 python3 -c '
+import socket, sys, time
+end = time.monotonic() + 2.0; n = 0
+while time.monotonic() < end and n < 200000:
+    try:
+        c = socket.create_connection((sys.argv[1], 5300), timeout=1); c.close(); n += 1
+    except OSError:
+        pass
+print(round(n / 2.0))
+' "$addr" 2>/dev/null || echo "-")
+    echo "$label $tcp_out $tcp_in $udp_pps $udp_loss $rtt $cps" >>"$WORK/results"
+    printf '  %-12s tcp out %s Gbit/s, in %s Gbit/s; udp %s pps (loss %s%%); rtt %s us; %s conn/s\n' \
+        "$label" "$tcp_out" "$tcp_in" "$udp_pps" "$udp_loss" "$rtt" "$cps"
+}
+
+# --- the peers ------------------------------------------------------------------------------
+
+veth() { # nsA ifA addrA nsB ifB addrB
+    ip link add "$2" netns "$1" type veth peer name "$5" netns "$4"
+    in_ns "$1" ip addr add "$3" dev "$2"; in_ns "$1" ip link set "$2" mtu 1500 up
+    in_ns "$4" ip addr add "$6" dev "$5"; in_ns "$4" ip link set "$5" mtu 1500 up
+}
+
+mkns() { for ns in "$@"; do ip netns add "$ns"; in_ns "$ns" ip link set lo up; done; }
+
+kernel_shape() { # tag  -> namespaces $P-$tag-{f,r,h}: F 10.99.1.10, R 10.99.1.1 | 198.51.100.1, H
+    local t=$1
+    mkns "$P-$t-f" "$P-$t-r" "$P-$t-h"
+    veth "$P-$t-f" eth0 10.99.1.10/24 "$P-$t-r" fside 10.99.1.1/24
+    veth "$P-$t-r" hside 198.51.100.1/24 "$P-$t-h" eth0 "$H_IP/24"
+    in_ns "$P-$t-f" ip route add default via 10.99.1.1
+    in_ns "$P-$t-r" sysctl -qw net.ipv4.ip_forward=1   # inside R only
+}
+
+peer_kernel() {
+    kernel_shape k
+    in_ns "$P-k-h" ip route add 10.99.0.0/16 via 198.51.100.1   # no NAT: H routes back
+    measure kernel "$P-k-f" "$P-k-h" "$H_IP"
+}
+
+peer_kernel_nat() {
+    kernel_shape kn
+    in_ns "$P-kn-r" nft -f - <<'EOF'
+table ip vb {
+    chain pre { type nat hook prerouting priority dstnat; iifname "hside" tcp dport 8080 dnat to 10.99.1.10:8080; }
+    chain post { type nat hook postrouting priority srcnat; oifname "hside" ip saddr 10.99.0.0/16 snat to 198.51.100.1; }
+}
+EOF
+    measure kernel-nat "$P-kn-f" "$P-kn-h" "$H_IP"
+}
+
+router_for_userspace() { # tag -> R ($P-$tag-r) with a veth to H and a default route towards H
+    local t=$1
+    mkns "$P-$t-f" "$P-$t-r" "$P-$t-h"
+    veth "$P-$t-r" hside 198.51.100.1/24 "$P-$t-h" eth0 "$H_IP/24"
+    in_ns "$P-$t-r" ip route add default via "$H_IP"
+    # Both relay ICMP echo through unprivileged ping sockets, which this allows (in R only).
+    in_ns "$P-$t-r" sysctl -qw net.ipv4.ping_group_range="0 2147483647"
+}
+
+peer_pasta() {
+    command -v pasta >/dev/null || { echo "  pasta: not installed (Debian passt), skipped"; return; }
+    router_for_userspace pa
+    in_ns "$P-pa-r" pasta --runas 0 --no-map-gw --config-net -m 1500 -4 -f \
+        -t none -u none -T none -U none --netns "/run/netns/$P-pa-f" \
+        >"$WORK/pasta.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 50); do in_ns "$P-pa-f" ip -4 route show default | grep -q . && break; sleep 0.1; done
+    measure pasta "$P-pa-f" "$P-pa-h" "$H_IP"
+}
+
+peer_slirp() {
+    command -v slirp4netns >/dev/null || { echo "  slirp4netns: not installed, skipped"; return; }
+    router_for_userspace sl
+    in_ns "$P-sl-r" slirp4netns --configure --mtu=1500 --disable-host-loopback \
+        --netns-type=path "/run/netns/$P-sl-f" tap0 >"$WORK/slirp.log" 2>&1 &
+    PIDS+=($!)
+    for _ in $(seq 50); do in_ns "$P-sl-f" ip -4 route show default | grep -q . && break; sleep 0.1; done
+    measure slirp4netns "$P-sl-f" "$P-sl-h" "$H_IP"
+}
+
+VPCD_MODE=""
+peer_vpcd() {
+    export VPCD_NETNS_PREFIX=$P VPCD_RUN_DIR=$WORK/run
+    cat >"$WORK/nat.toml" <<EOF
+[[vpc]]
+name = "bench"
+cidr = "10.99.0.0/16"
+subnet = [
+  { name = "fn", cidr = "10.99.1.0/24" },
+  { name = "public", cidr = "10.99.9.0/24", route_table = "public" },
+]
+route_table = [
+  { name = "main", routes = [ { destination = "0.0.0.0/0", target = "nat:egress" } ] },
+  { name = "public", routes = [ { destination = "0.0.0.0/0", target = "internet" } ] },
+]
+instance = [ { name = "f", subnet = "fn", ip = "10.99.1.10" } ]
+nat_gateway = [ { name = "egress", subnet = "public", eips = ["gw"], snat = [ { source = "10.99.0.0/16" } ] } ]
+
+[[eip]]
+name = "gw"
+address = "203.0.113.10"
+
+[internet]
+cidr = "198.51.100.0/24"
+host = [ { name = "h", ip = "$H_IP" } ]
+EOF
+    cat >"$WORK/vpc.toml" <<'EOF'
+[[vpc]]
+name = "bench"
+cidr = "10.99.0.0/16"
+subnet = [
+  { name = "fn", cidr = "10.99.1.0/24" },
+  { name = "srv", cidr = "10.99.2.0/24" },
+]
+instance = [
+  { name = "f", subnet = "fn", ip = "10.99.1.10" },
+  { name = "h", subnet = "srv", ip = "10.99.2.10" },
+]
+EOF
+    vpcd_up() { # file
+        "$VPCD" up "$1" >"$WORK/up.log" 2>&1 &
+        VPCD_PID=$!
+        PIDS+=("$VPCD_PID")
+        for _ in $(seq 100); do grep -q '^ready:' "$WORK/up.log" && return 0; sleep 0.1; done
+        cat "$WORK/up.log" >&2; return 1
+    }
+    vpcd_down() { kill -TERM "$VPCD_PID"; wait "$VPCD_PID" 2>/dev/null || true; }
+    vpcd_up "$WORK/nat.toml"
+    if in_ns "$P-bench-f" ping -c 1 -W 1 "$H_IP" >/dev/null 2>&1; then
+        VPCD_MODE="SNAT through the NAT gateway (F -> EIP -> H)"
+        measure vpcd "$P-bench-f" "$P-internet-h" "$H_IP"
+        vpcd_down
+    else
+        vpcd_down
+        VPCD_MODE="in-VPC path F -> another subnet (NAT not in the fabric yet: SNAT figures pending)"
+        echo "  vpcd: the NAT gateway does not forward yet; measuring the $VPCD_MODE"
+        vpcd_up "$WORK/vpc.toml"
+        measure vpcd "$P-bench-f" "$P-bench-h" 10.99.2.10
+        vpcd_down
+    fi
+    tail -1 "$WORK/up.log" | sed 's/^/  vpcd: /'
+}
+
+echo "bench.sh: $(nproc) cores, kernel $(uname -r), ${SECS}s per iperf3 run, MTU 1500"
+: >"$WORK/results"
+for peer in $PEERS; do
+    case $peer in
+        vpcd) peer_vpcd ;;
+        kernel) peer_kernel ;;
+        kernel-nat) peer_kernel_nat ;;
+        pasta) peer_pasta ;;
+        slirp4netns) peer_slirp ;;
+        *) die "unknown peer $peer" ;;
+    esac
+done
+
+# --- the table ------------------------------------------------------------------------------
+
+TABLE=$(python3 - "$WORK/results" <<'EOF'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+cols = ["TCP out Gbit/s", "TCP in Gbit/s", "UDP 64 B pps", "UDP loss %", "ping RTT us", "TCP conn/s"]
+vpcd = next((r for r in rows if r[0] == "vpcd"), None)
+def ratio(v, p, lower_better):
+    try:
+        v, p = float(v), float(p)
+        if lower_better:
+            v, p = p, v
+        return "%.2fx" % (v / p) if p > 0 else "-"
+    except ValueError:
+        return "-"
+print("| peer | " + " | ".join(cols) + " |")
+print("|---|" + "---|" * len(cols))
+for r in rows:
+    cells = []
+    for i, c in enumerate(r[1:]):
+        if vpcd is not None and r[0] != "vpcd" and i != 3:
+            cells.append("%s (vpcd %s)" % (c, ratio(vpcd[i + 1], c, i == 4)))
+        else:
+            cells.append(c)
+    print("| %s | %s |" % (r[0], " | ".join(cells)))
+EOF
+)
+echo
+echo "$TABLE"
+echo "(vpcd NX = vpcd's figure relative to that peer; for RTT, above 1 means vpcd is faster)"
+echo "vpcd measured: ${VPCD_MODE:-not run}"
+
+if [ "${BENCH_NO_APPEND:-}" != 1 ] && [ -f BENCHMARKS.md ]; then
+    {
+        echo
+        echo "### $(date -u +%Y-%m-%d) — $(nproc) cores, kernel $(uname -r), ${SECS} s per iperf3 run"
+        echo
+        echo "vpcd: ${VPCD_MODE:-not run}. MTU 1500 everywhere; UDP payload 64 bytes; ratio = vpcd / peer (RTT: peer / vpcd)."
+        echo
+        echo "$TABLE"
+    } >>BENCHMARKS.md
+    echo "appended to BENCHMARKS.md"
+fi
