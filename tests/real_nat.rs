@@ -2,8 +2,7 @@
 //! with `curl`, DNAT ingress, `traceroute` through the NAT, a 1:1 EIP reachable on every port,
 //! tenants with the same CIDR reaching each other only through an EIP, `iperf3` through SNAT.
 //!
-//! Ignored until the NAT gateway is wired into the fabric (issue 3): until then routes to `nat:X`
-//! and EIP traffic drop as `target_not_built`. The topologies are checked for validity now.
+//! The topologies are also checked for validity without root.
 
 mod real_support;
 
@@ -12,10 +11,8 @@ use std::time::Duration;
 
 use real_support::{Run, VPCD, capable, iperf3_receiver_mbits, text};
 
-const NAT_PENDING: &str = "needs the NAT gateway in the fabric (issue 3)";
-
 /// A function subnet behind a NAT gateway (SNAT for the VPC, DNAT 203.0.113.10:80 -> f1:8080), an
-/// instance with a 1:1 EIP, and one public host in a namespace.
+/// instance with a 1:1 EIP in the public subnet, and one public host in a namespace.
 fn nat_topology(vpc: &str) -> String {
     format!(
         r#"
@@ -45,10 +42,11 @@ cidr = "10.60.0.0/16"
   subnet = "fn"
   ip = "10.60.1.10"
 
+  # A 1:1 EIP instance sits in a subnet whose default route is `internet`, as in the clouds.
   [[vpc.instance]]
   name = "e1"
-  subnet = "fn"
-  ip = "10.60.1.20"
+  subnet = "public"
+  ip = "10.60.9.20"
   eip = "direct"
 
   [[vpc.nat_gateway]]
@@ -127,7 +125,6 @@ fn nat_topologies_are_valid() {
 }
 
 #[test]
-#[ignore = "needs the NAT gateway in the fabric (issue 3)"]
 fn snat_curl_from_a_function_to_an_internet_host() {
     if !capable("snat_curl", &["curl", "python3"]) {
         return;
@@ -136,8 +133,7 @@ fn snat_curl_from_a_function_to_an_internet_host() {
     run.http_server("internet/web", "198.51.100.10", 80, "public page\n");
     assert_eq!(
         run.curl("n/f1", "http://198.51.100.10/").as_deref(),
-        Ok("public page\n"),
-        "{NAT_PENDING}"
+        Ok("public page\n")
     );
     // The server saw the gateway's EIP, not the private address.
     let log = run.log("http-80-internet-web.log");
@@ -147,7 +143,6 @@ fn snat_curl_from_a_function_to_an_internet_host() {
 }
 
 #[test]
-#[ignore = "needs the NAT gateway in the fabric (issue 3)"]
 fn dnat_ingress_from_the_internet_to_a_function() {
     if !capable("dnat", &["curl", "python3"]) {
         return;
@@ -168,7 +163,6 @@ fn dnat_ingress_from_the_internet_to_a_function() {
 }
 
 #[test]
-#[ignore = "needs the NAT gateway in the fabric (issue 3)"]
 fn traceroute_through_the_nat_shows_the_nat_hop_and_the_destination() {
     if !capable("traceroute", &["traceroute"]) {
         return;
@@ -205,14 +199,13 @@ fn traceroute_through_the_nat_shows_the_nat_hop_and_the_destination() {
 }
 
 #[test]
-#[ignore = "needs the NAT gateway in the fabric (issue 3)"]
 fn a_one_to_one_eip_instance_is_reachable_on_every_port() {
     if !capable("eip_1to1", &["curl", "python3"]) {
         return;
     }
     let mut run = Run::up("vn-eip", &nat_topology("n"));
     for port in [80u16, 8443, 31337] {
-        run.http_server("n/e1", "10.60.1.20", port, &format!("e1 on {port}\n"));
+        run.http_server("n/e1", "10.60.9.20", port, &format!("e1 on {port}\n"));
         assert_eq!(
             run.curl("internet/web", &format!("http://203.0.113.20:{port}/"))
                 .as_deref(),
@@ -231,7 +224,6 @@ fn a_one_to_one_eip_instance_is_reachable_on_every_port() {
 }
 
 #[test]
-#[ignore = "needs the NAT gateway in the fabric (issue 3)"]
 fn tenants_with_the_same_cidr_reach_each_other_only_through_an_eip() {
     if !capable("cross_tenant_eip", &["curl", "python3"]) {
         return;
@@ -257,7 +249,6 @@ fn tenants_with_the_same_cidr_reach_each_other_only_through_an_eip() {
 }
 
 #[test]
-#[ignore = "needs the NAT gateway in the fabric (issue 3)"]
 fn iperf3_through_snat() {
     if !capable("iperf3_snat", &["iperf3"]) {
         return;
