@@ -42,6 +42,7 @@ cidr = "10.0.0.0/16"
   name = "fn-a1"
   subnet = "functions"
   ip = "10.0.1.10"
+  security_groups = ["open"]
   [[vpc.instance]]
   name = "job-a"
   subnet = "batch"
@@ -51,6 +52,11 @@ cidr = "10.0.0.0/16"
   subnet = "public"
   ip = "10.0.9.10"
   eip = "eip-pub"
+  security_groups = ["open"]
+  # These tests are about NAT: the receivers accept anything (the default group would not).
+  [[vpc.security_group]]
+  name = "open"
+  ingress = [{ protocol = "all", peer = "0.0.0.0/0" }]
 
 [[vpc]]
 name = "tenant-b"
@@ -74,6 +80,10 @@ cidr = "10.0.0.0/16"
   name = "fn-b1"
   subnet = "functions"
   ip = "10.0.1.20"
+  security_groups = ["open"]
+  [[vpc.security_group]]
+  name = "open"
+  ingress = [{ protocol = "all", peer = "0.0.0.0/0" }]
 
 [[eip]]
 name = "eip-a"

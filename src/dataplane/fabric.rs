@@ -1,8 +1,18 @@
 //! The fabric: one [`Fabric::handle`] call per packet.
 //!
 //! Pipeline: port lookup -> IPv4 header checks -> anti-spoofing -> martian filter -> the sender's
-//! routing domain (its VPC's route table, or the public segment) -> NAT where the route or the
-//! destination EIP says so -> delivery with an MTU check.
+//! routing domain (its VPC's route table, or the public segment) -> security groups and network
+//! ACLs -> NAT where the route or the destination EIP says so -> delivery with an MTU check.
+//!
+//! Filters (the decisions live in `firewall` and `route`, shared with `vpcd explain`): a packet
+//! between two instances of a VPC passes the sender's egress security groups, the two subnets'
+//! network ACLs when it crosses a subnet edge, and the receiver's ingress groups; a packet leaving
+//! through NAT passes the sender's egress groups and its subnet's outbound ACL before
+//! translation; a packet entering through an EIP passes the receiver's subnet inbound ACL and
+//! ingress groups after translation. Packets of tracked flows skip the security groups (one
+//! lookup). The flow table learns a new flow only once its first packet is forwarded
+//! ([`Pending`], committed at the end of [`pipeline`]). The subnet gateway's echo reply and every
+//! packet the fabric generates are not filtered.
 //!
 //! Hops: inside a VPC the fabric is not a visible hop (no TTL decrement, as in the clouds); the
 //! subnet gateway `.1` answers ICMP echo. A NAT gateway is one visible hop in each direction: it
@@ -17,21 +27,24 @@ use std::sync::Arc;
 
 use smoltcp::wire::Ipv4Packet;
 
+use super::firewall::{Facts, Firewall, FlowConfig, Pending, Side};
 use super::gateways::{Gateways, ReconcileProblem};
 use super::icmp::{self, IcmpError};
 use super::nat::{NatDrop, Translated};
+use super::route::{Next, is_martian, route_in_vpc};
 use super::{Counters, DropReason, PortId, Verdict, checksum};
-use crate::tables::{PortInfo, PortOwner, Tables, VpcTable};
+use crate::tables::{PortInfo, PortOwner, Tables};
 use crate::time::Instant;
-use crate::topology::plan::{EipBinding, RouteTargetPlan};
+use crate::topology::plan::EipBinding;
 
-/// The dataplane state: compiled tables, counters and the NAT cores. One `Fabric` is owned by one
-/// task; it is not shared between threads.
+/// The dataplane state: compiled tables, counters, the NAT cores and the security groups' flow
+/// tables. One `Fabric` is owned by one task; it is not shared between threads.
 #[derive(Debug)]
 pub struct Fabric {
     tables: Arc<Tables>,
     counters: Counters,
     gateways: Gateways,
+    firewall: Firewall,
 }
 
 /// The checked facts about a packet the pipeline routes on.
@@ -42,17 +55,6 @@ struct Header {
     /// The IP total length: trailing bytes beyond it are not forwarded.
     total_len: usize,
     dont_frag: bool,
-}
-
-/// Where the VPC routing step sends a packet.
-enum Next {
-    Deliver(PortId),
-    /// The subnet gateway answers.
-    Gateway,
-    /// NAT gateway `n` of the VPC.
-    Nat(usize),
-    /// The internet gateway, for an instance with a 1:1 EIP.
-    InternetGateway,
 }
 
 /// Seed used by [`Fabric::new`]: fine for tests and the simulator, not for a runtime facing
@@ -70,13 +72,20 @@ impl Fabric {
     /// real guests must pass an unpredictable seed (guests choose 5-tuples and could otherwise
     /// aim at one hash bucket or predict external ports).
     pub fn with_seed(tables: Arc<Tables>, seed: u64) -> Self {
+        Fabric::with_config(tables, seed, FlowConfig::default())
+    }
+
+    /// Like [`Fabric::with_seed`], with the security groups' flow-table limits and timeouts.
+    pub fn with_config(tables: Arc<Tables>, seed: u64, flows: FlowConfig) -> Self {
         let counters = Counters::new(tables.ports.len());
         // Validation guarantees DNAT rules do not collide, so a fresh build reports nothing.
         let (gateways, _problems) = Gateways::build(&tables, seed);
+        let firewall = Firewall::new(&tables, flows, seed);
         Fabric {
             tables,
             counters,
             gateways,
+            firewall,
         }
     }
 
@@ -92,8 +101,9 @@ impl Fabric {
             tables,
             counters,
             gateways,
+            firewall,
         } = self;
-        let verdict = pipeline(tables, counters, gateways, now, ingress, buf, len);
+        let verdict = pipeline(tables, counters, gateways, firewall, now, ingress, buf, len);
         match verdict {
             Verdict::Forward { port, len } | Verdict::Reply { port, len } => {
                 counters.count_tx(port, len)
@@ -117,15 +127,20 @@ impl Fabric {
         }
     }
 
-    /// The next time [`Fabric::handle_timeout`] must be called (connection expiry), if any.
+    /// The next time [`Fabric::handle_timeout`] must be called (connection and flow expiry), if
+    /// any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.gateways.poll_timeout()
+        match (self.gateways.poll_timeout(), self.firewall.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Runs the timers due at `now`. Call it when `now` reaches [`Fabric::poll_timeout`]; calling
     /// it late is safe (expired flows are never let through in between).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.gateways.handle_timeout(now);
+        self.firewall.handle_timeout(now);
     }
 
     pub fn tables(&self) -> &Arc<Tables> {
@@ -141,22 +156,32 @@ impl Fabric {
         &self.gateways
     }
 
+    /// The security groups' flow tables: tracked flows and counters per VPC.
+    pub fn firewall(&self) -> &Firewall {
+        &self.firewall
+    }
+
     /// Swaps in new tables between two packets: the next `handle` sees only the new ones. NAT
     /// state follows (see [`Gateways::reconcile`]): flows of unchanged gateways, DNAT rules and
-    /// 1:1 EIPs keep flowing; what the change removed is cleaned up. Returns what could not be
-    /// applied (for instance a DNAT port held by a live SNAT mapping).
+    /// 1:1 EIPs keep flowing; what the change removed is cleaned up. Security group and network
+    /// ACL changes apply to the next packet; flows the security groups already track stay
+    /// allowed until they expire (as in the clouds), new flows meet the new rules. Returns what
+    /// could not be applied (for instance a DNAT port held by a live SNAT mapping).
     pub fn swap_tables(&mut self, now: Instant, tables: Arc<Tables>) -> Vec<ReconcileProblem> {
         let problems = self.gateways.reconcile(now, &self.tables, &tables);
+        self.firewall.reconcile(&tables);
         self.counters.resize(tables.ports.len());
         self.tables = tables;
         problems
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn pipeline(
     tables: &Tables,
     counters: &mut Counters,
     gateways: &mut Gateways,
+    firewall: &mut Firewall,
     now: Instant,
     ingress: PortId,
     buf: &mut [u8],
@@ -180,40 +205,134 @@ fn pipeline(
     let mut path = Path {
         tables,
         gateways,
+        firewall,
         now,
         ingress,
         buf,
         header,
+        pending: [Pending::Nothing; 2],
     };
-    match port.owner {
-        PortOwner::Instance { vpc, subnet, .. } => {
+    let verdict = match port.owner {
+        PortOwner::Instance {
+            vpc,
+            subnet,
+            instance,
+        } => {
+            let from = Side { subnet, instance };
             let vpc = vpc as usize;
             match route_in_vpc(&tables.vpcs[vpc], subnet as usize, port, header.dst) {
-                Ok(Next::Deliver(egress)) => deliver(tables, ingress, egress, path.buf, header),
+                Ok(Next::Deliver(egress)) => path.within_vpc(vpc, from, egress),
                 Ok(Next::Gateway) => match icmp::echo_reply_in_place(path.buf, header.total_len) {
                     Ok(len) => Verdict::Reply { port: ingress, len },
                     Err(reason) => Verdict::Drop(reason),
                 },
-                Ok(Next::Nat(g)) => path.through_nat_gateway(vpc, g),
-                Ok(Next::InternetGateway) => path.through_internet_gateway(vpc),
+                Ok(Next::Nat(g)) => match path.leave(vpc, from) {
+                    Ok(()) => path.through_nat_gateway(vpc, g),
+                    Err(v) => v,
+                },
+                Ok(Next::InternetGateway) => match path.leave(vpc, from) {
+                    Ok(()) => path.through_internet_gateway(vpc),
+                    Err(v) => v,
+                },
                 Err(reason) => Verdict::Drop(reason),
             }
         }
         PortOwner::Host { .. } => path.on_public_segment(true),
+    };
+    match verdict {
+        Verdict::Forward { .. } => path.commit(verdict),
+        other => other,
     }
 }
 
-/// One packet on its way through NAT: the state the steps share.
+/// One packet on its way through the fabric: the state the steps share.
 struct Path<'a> {
     tables: &'a Tables,
     gateways: &'a mut Gateways,
+    firewall: &'a mut Firewall,
     now: Instant,
     ingress: PortId,
     buf: &'a mut [u8],
     header: Header,
+    /// Flow-table changes (leaving side, entering side) to apply if the packet is forwarded.
+    pending: [Pending; 2],
+}
+
+/// The subnet and instance behind an instance port.
+fn side_of(tables: &Tables, port: PortId) -> Option<Side> {
+    match tables.port(port)?.owner {
+        PortOwner::Instance {
+            subnet, instance, ..
+        } => Some(Side { subnet, instance }),
+        PortOwner::Host { .. } => None,
+    }
 }
 
 impl Path<'_> {
+    /// The facts the filters read from the packet as it is now (before or after translation).
+    fn facts(&self) -> Facts {
+        Facts::parse(&self.buf[..self.header.total_len.min(self.buf.len())])
+    }
+
+    /// Instance to instance inside `vpc`: security groups both sides, ACLs at a subnet edge.
+    fn within_vpc(&mut self, vpc: usize, from: Side, egress: PortId) -> Verdict {
+        let Some(to) = side_of(self.tables, egress) else {
+            return Verdict::Drop(DropReason::UnknownPort);
+        };
+        let facts = self.facts();
+        let Some(table) = self.tables.vpcs.get(vpc) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        match self
+            .firewall
+            .check_within(vpc, table, from, to, &facts, self.now)
+        {
+            Ok(p) => self.pending[0] = p,
+            Err(reason) => return Verdict::Drop(reason),
+        }
+        deliver(self.tables, self.ingress, egress, self.buf, self.header)
+    }
+
+    /// The filters on the way out of `vpc` (egress groups, outbound ACL), before translation.
+    fn leave(&mut self, vpc: usize, from: Side) -> Result<(), Verdict> {
+        let facts = self.facts();
+        let Some(table) = self.tables.vpcs.get(vpc) else {
+            return Err(Verdict::Drop(DropReason::NoRoute));
+        };
+        self.pending[0] = self
+            .firewall
+            .check_leaving(vpc, table, from, &facts, self.now)
+            .map_err(Verdict::Drop)?;
+        Ok(())
+    }
+
+    /// The filters on the way into `vpc` (inbound ACL, ingress groups), after translation.
+    fn enter(&mut self, vpc: usize, egress: PortId) -> Result<(), Verdict> {
+        let Some(to) = side_of(self.tables, egress) else {
+            return Err(Verdict::Drop(DropReason::UnknownPort));
+        };
+        let facts = self.facts();
+        let Some(table) = self.tables.vpcs.get(vpc) else {
+            return Err(Verdict::Drop(DropReason::NoRoute));
+        };
+        self.pending[1] = self
+            .firewall
+            .check_entering(vpc, table, to, &facts, self.now)
+            .map_err(Verdict::Drop)?;
+        Ok(())
+    }
+
+    /// The packet is forwarded: the flow tables learn what it opened or refreshed. A flow that
+    /// no longer fits (a hairpin inside one VPC taking the last two slots) is a counted drop.
+    fn commit(&mut self, verdict: Verdict) -> Verdict {
+        for p in self.pending {
+            if let Err(reason) = self.firewall.commit(p, self.now) {
+                return Verdict::Drop(reason);
+            }
+        }
+        verdict
+    }
+
     /// Private -> public through NAT gateway `g` of `vpc`: the visible hop, the SNAT pool for the
     /// source, translation, then the public segment.
     fn through_nat_gateway(&mut self, vpc: usize, g: usize) -> Verdict {
@@ -363,14 +482,18 @@ impl Path<'_> {
                 else {
                     return Verdict::Drop(DropReason::NoSuchHost);
                 };
-                match self.tables.port(*egress) {
+                let egress = *egress;
+                if let Err(v) = self.enter(vpc, egress) {
+                    return v;
+                }
+                match self.tables.port(egress) {
                     // Translated already: an error could not quote the sender's header, so an
                     // oversized inbound packet is a counted drop.
                     Some(p) if self.header.total_len > p.mtu as usize => {
                         Verdict::Drop(DropReason::TooBig)
                     }
                     Some(_) => Verdict::Forward {
-                        port: *egress,
+                        port: egress,
                         len: self.header.total_len,
                     },
                     None => Verdict::Drop(DropReason::UnknownPort),
@@ -445,50 +568,6 @@ fn check_header(pkt: &[u8]) -> Result<Header, DropReason> {
         total_len,
         dont_frag: ip.dont_frag(),
     })
-}
-
-/// Destinations no VPC or public segment delivers to: there is no broadcast or multicast in a VPC.
-fn is_martian(dst: Ipv4Addr) -> bool {
-    dst.is_unspecified()
-        || dst.is_broadcast()
-        || dst.is_multicast()
-        || dst.is_loopback()
-        || dst.octets()[0] == 0
-        || dst.octets()[0] >= 240
-}
-
-/// Routes a packet from an instance in `subnet` of `vpc` by that subnet's route table.
-fn route_in_vpc(
-    vpc: &VpcTable,
-    subnet: usize,
-    port: &PortInfo,
-    dst: Ipv4Addr,
-) -> Result<Next, DropReason> {
-    let table = vpc
-        .subnets
-        .get(subnet)
-        .and_then(|s| vpc.route_tables.get(s.route_table as usize))
-        .ok_or(DropReason::NoRoute)?;
-    let route = table.lookup(dst).ok_or(DropReason::NoRoute)?;
-    match route.target {
-        RouteTargetPlan::Local => {
-            if let Some(egress) = vpc.hosts.get(&dst) {
-                Ok(Next::Deliver(*egress))
-            } else if vpc.gateways.contains_key(&dst) {
-                Ok(Next::Gateway)
-            } else if vpc.subnets.iter().any(|s| s.cidr.broadcast() == dst) {
-                Err(DropReason::Martian)
-            } else {
-                Err(DropReason::NoSuchHost)
-            }
-        }
-        RouteTargetPlan::Blackhole => Err(DropReason::Blackhole),
-        RouteTargetPlan::Internet => match port.eip {
-            Some(_) => Ok(Next::InternetGateway),
-            None => Err(DropReason::NoPublicAddress),
-        },
-        RouteTargetPlan::Nat(g) => Ok(Next::Nat(g)),
-    }
 }
 
 /// A packet larger than `mtu`: with DF, ICMP fragmentation-needed from `hop` back to the sender

@@ -1,9 +1,10 @@
 //! The sans-IO packet core.
 //!
-//! Owns the per-packet pipeline: parse -> port checks (anti-spoofing) -> VPC route lookup ->
-//! deliver, with generated ICMP where a visible hop or the subnet gateway answers. Callers drive it
-//! with [`Fabric::handle`] for each packet and [`Fabric::handle_timeout`] when
-//! [`Fabric::poll_timeout`] says so; they pass `now` and own every buffer.
+//! Owns the per-packet pipeline: parse -> port checks (anti-spoofing) -> VPC route lookup
+//! (`route`) -> security groups and network ACLs (`firewall`) -> NAT -> deliver, with generated
+//! ICMP where a visible hop or the subnet gateway answers. Callers drive it with
+//! [`Fabric::handle`] for each packet and [`Fabric::handle_timeout`] when [`Fabric::poll_timeout`]
+//! says so; they pass `now` and own every buffer.
 //!
 //! Invariants: no syscalls, threads, clocks or I/O modules in here (a test enforces it); no
 //! allocation, locking or logging per packet; packets are rewritten in place; a packet never
@@ -13,9 +14,11 @@
 pub mod checksum;
 mod counters;
 mod fabric;
+pub mod firewall;
 pub mod gateways;
 pub mod icmp;
 pub mod nat;
+pub mod route;
 mod verdict;
 
 pub use counters::{Counters, PortCounters};

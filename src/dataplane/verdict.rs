@@ -90,6 +90,11 @@ drop_reasons! {
     TooBig => "too_big", "the packet is larger than the egress port's MTU and may not be fragmented here";
     ErrorForError => "error_for_error", "no ICMP error is generated about an ICMP error or a fragment";
     BufferTooSmall => "buffer_too_small", "the caller's buffer is too small for the generated reply";
+    SecurityGroupEgress => "sg_egress", "no rule of the sender's security groups allows the packet out (and no tracked flow covers it)";
+    SecurityGroupIngress => "sg_ingress", "no rule of the receiver's security groups allows the packet in (and no tracked flow covers it)";
+    NetworkAclOutbound => "nacl_outbound", "the source subnet's network ACL denies the packet on the way out (a deny rule or the implicit deny)";
+    NetworkAclInbound => "nacl_inbound", "the destination subnet's network ACL denies the packet on the way in (a deny rule or the implicit deny)";
+    FlowTableFull => "flow_table_full", "the security groups' flow table is full: new flows are refused until tracked ones expire";
     }
     nat {
         NatMalformed => Malformed;

@@ -11,11 +11,17 @@ use foldhash::fast::FixedState;
 use ipnet::Ipv4Net;
 use prefix_trie::PrefixMap;
 
+use crate::dataplane::firewall::{
+    AclRuleTable, NetworkAclTable, PROTO_ICMP, PROTO_TCP, PROTO_UDP, SecurityGroupTable,
+    SecurityGroups, SgPeer, SgRuleTable,
+};
 use crate::dataplane::nat::config::NatConfig;
 use crate::dataplane::nat::{DnatRule, Proto};
 use crate::topology::cidr::Cidr;
 use crate::topology::model::Attach;
-use crate::topology::model::DnatProtocol;
+use crate::topology::model::{
+    AclAction, DnatProtocol, NetworkAcl, RuleProtocol, SecurityGroup, SgRule,
+};
 use crate::topology::plan::{EipBinding, Endpoint, NatGatewayPlan, Plan, RouteTargetPlan, VpcPlan};
 
 /// Where packets enter and leave the dataplane: an index into [`Tables::ports`].
@@ -82,6 +88,10 @@ pub struct VpcTable {
     pub nat_gateways: Vec<NatGatewayTable>,
     /// 1:1 EIPs of this VPC's instances: (EIP, private address).
     pub one_to_one: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Security groups with resolved membership, and every instance's groups.
+    pub security_groups: SecurityGroups,
+    /// Network ACLs; subnets index this.
+    pub network_acls: Vec<NetworkAclTable>,
 }
 
 /// A NAT gateway as the dataplane sees it.
@@ -134,6 +144,8 @@ pub struct SubnetTable {
     pub gateway: Ipv4Addr,
     /// Index into `VpcTable::route_tables`.
     pub route_table: u32,
+    /// Index into `VpcTable::network_acls`; `None`: the default ACL (allow all).
+    pub network_acl: Option<u32>,
 }
 
 /// A longest-prefix-match route table.
@@ -239,6 +251,7 @@ pub fn compile(plan: &Plan) -> Tables {
                     cidr: s.cidr,
                     gateway: s.gateway,
                     route_table: s.route_table as u32,
+                    network_acl: s.network_acl.map(|a| a as u32),
                 }
             })
             .collect();
@@ -274,6 +287,8 @@ pub fn compile(plan: &Plan) -> Tables {
                 .iter()
                 .filter_map(|i| i.eip.map(|e| (plan.eips[e].address, i.ip)))
                 .collect(),
+            security_groups: compile_security_groups(vpc),
+            network_acls: vpc.network_acls.iter().map(compile_network_acl).collect(),
         });
     }
     let first_host_port = ports.len() as u32;
@@ -418,6 +433,144 @@ fn compile_nat_gateway(
         dnat,
         dnat_any,
         config: g.config.clone(),
+    }
+}
+
+/// The name of the VPC default group (as in AWS). A group the file names `default` *is* the
+/// default group: instances naming no group get it, with the rules written.
+pub const DEFAULT_GROUP: &str = "default";
+
+/// Compiles a VPC's security groups: the groups as written, plus — unless the file defines one
+/// named `default` — the implicit default group (all egress; ingress from its own members); each
+/// instance's groups (an instance naming none gets the default group); and each group's members'
+/// private addresses, which `sg:NAME` peers match.
+fn compile_security_groups(vpc: &VpcPlan) -> SecurityGroups {
+    let by_name = |name: &str| {
+        vpc.security_groups
+            .iter()
+            .position(|g| g.name.get_ref() == name)
+    };
+    let explicit_default = by_name(DEFAULT_GROUP);
+    let default = explicit_default.unwrap_or(vpc.security_groups.len()) as u32;
+    let mut groups: Vec<SecurityGroupTable> = vpc
+        .security_groups
+        .iter()
+        .map(|g| compile_group(g, &by_name))
+        .collect();
+    if explicit_default.is_none() {
+        groups.push(SecurityGroupTable {
+            name: DEFAULT_GROUP.to_string(),
+            ingress: vec![SgRuleTable {
+                proto: None,
+                ports: None,
+                icmp_type: None,
+                peer: SgPeer::Group(default),
+                description: Some("the default group: traffic from its own members".into()),
+            }],
+            egress: None,
+            implicit: true,
+        });
+    }
+    let of_instance: Vec<Vec<u32>> = vpc
+        .instances
+        .iter()
+        .map(|i| {
+            if i.security_groups.is_empty() {
+                vec![default]
+            } else {
+                let mut g: Vec<u32> = i.security_groups.iter().map(|g| *g as u32).collect();
+                g.dedup();
+                g
+            }
+        })
+        .collect();
+    let mut members = vec![Vec::new(); groups.len()];
+    for (inst, gs) in vpc.instances.iter().zip(&of_instance) {
+        for g in gs {
+            if let Some(m) = members.get_mut(*g as usize) {
+                m.push(inst.ip);
+            }
+        }
+    }
+    for m in &mut members {
+        m.sort();
+        m.dedup();
+    }
+    SecurityGroups {
+        groups,
+        members,
+        of_instance,
+    }
+}
+
+fn proto_number(p: RuleProtocol) -> Option<u8> {
+    match p {
+        RuleProtocol::Tcp => Some(PROTO_TCP),
+        RuleProtocol::Udp => Some(PROTO_UDP),
+        RuleProtocol::Icmp => Some(PROTO_ICMP),
+        RuleProtocol::All => None,
+    }
+}
+
+fn compile_group(g: &SecurityGroup, by_name: &dyn Fn(&str) -> Option<usize>) -> SecurityGroupTable {
+    let rule = |r: &SgRule| -> Option<SgRuleTable> {
+        let peer = r.peer.get_ref();
+        // Validation resolved every peer; one that does not resolve matches nothing.
+        let peer = match peer.strip_prefix("sg:") {
+            Some(name) => SgPeer::Group(by_name(name)? as u32),
+            None => SgPeer::Cidr(peer.parse().ok()?),
+        };
+        Some(SgRuleTable {
+            proto: proto_number(*r.protocol.get_ref()),
+            ports: r
+                .ports
+                .as_ref()
+                .map(|p| (p.get_ref().first, p.get_ref().last)),
+            icmp_type: r.icmp_type.as_ref().map(|t| *t.get_ref()),
+            peer,
+            description: r.description.clone(),
+        })
+    };
+    // A rule that did not compile is kept as one that matches nothing, so indices stay those of
+    // the file.
+    let never = || SgRuleTable {
+        proto: Some(0),
+        ports: Some((0, 0)),
+        icmp_type: None,
+        peer: SgPeer::Cidr(Cidr::new(Ipv4Addr::BROADCAST, 32).expect("a /32 is valid")),
+        description: Some("(unresolved)".into()),
+    };
+    let rules = |rs: &[SgRule]| rs.iter().map(|r| rule(r).unwrap_or_else(never)).collect();
+    SecurityGroupTable {
+        name: g.name.get_ref().clone(),
+        ingress: rules(&g.ingress),
+        egress: g.egress.as_deref().map(rules),
+        implicit: false,
+    }
+}
+
+fn compile_network_acl(a: &NetworkAcl) -> NetworkAclTable {
+    let rules = |rs: &[crate::topology::model::AclRule]| {
+        let mut v: Vec<AclRuleTable> = rs
+            .iter()
+            .map(|r| AclRuleTable {
+                number: *r.rule.get_ref(),
+                allow: *r.action.get_ref() == AclAction::Allow,
+                proto: proto_number(*r.protocol.get_ref()),
+                ports: r
+                    .ports
+                    .as_ref()
+                    .map(|p| (p.get_ref().first, p.get_ref().last)),
+                cidr: *r.cidr.get_ref(),
+            })
+            .collect();
+        v.sort_by_key(|r| r.number);
+        v
+    };
+    NetworkAclTable {
+        name: a.name.get_ref().clone(),
+        inbound: rules(&a.inbound),
+        outbound: rules(&a.outbound),
     }
 }
 

@@ -1,0 +1,589 @@
+//! Security groups and network ACLs in the sans-IO core.
+//!
+//! Owns: the facts the filters read from a packet ([`Facts`]), the compiled rule types and their
+//! evaluation ([`security_group`], [`acl`]) — the **only** place rules are evaluated; the fabric
+//! and `vpcd explain` both call [`sg_check`] and [`acl_check`] — and the stateful part, one
+//! [`FlowTable`] per VPC ([`Firewall`]).
+//!
+//! # Where the filters apply (see `topologies/README.md` for the user's view)
+//! - A packet from an instance to another instance of its VPC: the sender's egress security
+//!   groups, then — only if the two are in different subnets — the source subnet's outbound ACL
+//!   and the destination subnet's inbound ACL, then the receiver's ingress security groups.
+//! - A packet leaving the VPC (NAT gateway or 1:1 EIP): the sender's egress groups and its
+//!   subnet's outbound ACL, on the private addresses, before translation.
+//! - A packet entering the VPC through an EIP: after translation, the receiver subnet's inbound
+//!   ACL and the receiver's ingress groups; the peer is the public source (for hairpin, the
+//!   sender's EIP).
+//! - Not filtered: the subnet gateway's echo reply and every ICMP message the fabric generates
+//!   itself (time exceeded, fragmentation needed, administratively prohibited, NAT RSTs).
+//!   Internet hosts have no security groups.
+//!
+//! # State
+//! A packet of a tracked flow (either direction) skips the security groups altogether: one hash
+//! lookup, no rule is looked at, so its cost does not depend on the number of rules. ICMP errors
+//! whose quoted header belongs to a tracked flow pass as *related*. A packet that no flow covers
+//! is evaluated against the rules; if it is allowed and opens a flow (TCP SYN without ACK, any
+//! UDP datagram, an ICMP query request, any packet of another protocol) the flow is tracked once
+//! the packet is actually forwarded. Network ACLs are stateless and apply to every packet.
+//!
+//! Rule changes ([`crate::dataplane::Fabric::swap_tables`]) apply to new flows; tracked flows stay
+//! alive until they expire, as in the clouds. Flow tables follow their VPC by name across swaps.
+//!
+//! Why a table of its own rather than the NAT connection table: NAT sessions exist only on the
+//! NAT paths (per gateway pool, keyed by public addresses), while security groups need state for
+//! every flow, intra-VPC ones included, keyed by the addresses the instance sees. A flow through
+//! NAT therefore has one entry here and one session in the NAT core; both are small.
+//!
+//! Invariants: no allocation per packet (tables grow only when a flow is created), no panics on
+//! any bytes, no clock (`now` is passed in).
+
+pub mod acl;
+pub mod flows;
+pub mod security_group;
+
+use std::net::Ipv4Addr;
+
+pub use acl::{AclDecision, AclDirection, AclRuleTable, NetworkAclTable};
+pub use flows::{FlowConfig, FlowCounters, FlowKey, FlowTable, FlowView};
+pub use security_group::{
+    SecurityGroupTable, SecurityGroups, SgDirection, SgMatch, SgPeer, SgRuleTable,
+};
+
+use super::{DropReason, icmp};
+use crate::tables::{Tables, VpcTable};
+use crate::time::Instant;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+/// A flow as an ICMP error quotes it: protocol, source and destination endpoints as sent.
+pub type Quoted = (u8, (Ipv4Addr, u16), (Ipv4Addr, u16));
+
+/// What kind of packet the filters see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Tcp {
+        flags: u8,
+    },
+    Udp,
+    /// An ICMP message that is not an error; `request` for the query types that open a flow
+    /// (echo, timestamp, information, address mask requests). The identifier is in the ports.
+    Icmp {
+        icmp_type: u8,
+        request: bool,
+    },
+    /// An ICMP error, with the flow its quoted header belongs to (as sent: source, destination).
+    IcmpError {
+        icmp_type: u8,
+        inner: Option<Quoted>,
+    },
+    /// Another IP protocol (no ports).
+    Other,
+    /// Ports unknown: a non-first fragment or a truncated transport header.
+    Opaque,
+}
+
+/// The facts about a packet the filters decide on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    pub proto: u8,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    /// TCP/UDP ports; for ICMP non-errors the identifier in both; otherwise 0.
+    pub sport: u16,
+    pub dport: u16,
+    pub kind: Kind,
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn addr(b: &[u8], at: usize) -> Option<Ipv4Addr> {
+    let s = b.get(at..at + 4)?;
+    Some(Ipv4Addr::new(s[0], s[1], s[2], s[3]))
+}
+
+/// ICMP query types whose message opens a flow.
+fn is_request(t: u8) -> bool {
+    matches!(t, 8 | 13 | 15 | 17)
+}
+
+impl Facts {
+    /// Reads the facts from an IPv4 packet (`pkt` = exactly the packet). Never panics; what
+    /// cannot be read is [`Kind::Opaque`] (ports unknown).
+    pub fn parse(pkt: &[u8]) -> Facts {
+        let src = addr(pkt, 12).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let dst = addr(pkt, 16).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let proto = pkt.get(9).copied().unwrap_or(0);
+        let mut f = Facts {
+            proto,
+            src,
+            dst,
+            sport: 0,
+            dport: 0,
+            kind: Kind::Opaque,
+        };
+        let ihl = usize::from(pkt.first().copied().unwrap_or(0) & 0x0f) * 4;
+        let offset = be16(pkt, 6).unwrap_or(0) & 0x1fff;
+        if offset != 0 || ihl < 20 {
+            return f;
+        }
+        let l4 = pkt.get(ihl..).unwrap_or(&[]);
+        match proto {
+            PROTO_TCP => {
+                if let (Some(s), Some(d), Some(&flags)) = (be16(l4, 0), be16(l4, 2), l4.get(13)) {
+                    (f.sport, f.dport, f.kind) = (s, d, Kind::Tcp { flags });
+                }
+            }
+            PROTO_UDP => {
+                if let (Some(s), Some(d)) = (be16(l4, 0), be16(l4, 2)) {
+                    (f.sport, f.dport, f.kind) = (s, d, Kind::Udp);
+                }
+            }
+            PROTO_ICMP => {
+                let Some(&t) = l4.first() else {
+                    return f;
+                };
+                if icmp::is_error_type(t) {
+                    f.kind = Kind::IcmpError {
+                        icmp_type: t,
+                        inner: l4.get(8..).and_then(quoted_flow),
+                    };
+                } else if let Some(id) = be16(l4, 4) {
+                    (f.sport, f.dport) = (id, id);
+                    f.kind = Kind::Icmp {
+                        icmp_type: t,
+                        request: is_request(t),
+                    };
+                }
+            }
+            _ => f.kind = Kind::Other,
+        }
+        f
+    }
+
+    /// The destination port rules match on (tcp and udp only).
+    pub fn dport(&self) -> Option<u16> {
+        match self.kind {
+            Kind::Tcp { .. } | Kind::Udp => Some(self.dport),
+            _ => None,
+        }
+    }
+
+    pub fn icmp_type(&self) -> Option<u8> {
+        match self.kind {
+            Kind::Icmp { icmp_type, .. } | Kind::IcmpError { icmp_type, .. } => Some(icmp_type),
+            _ => None,
+        }
+    }
+
+    /// Whether an allowed packet of an untracked flow starts tracking it.
+    pub fn opens_flow(&self) -> bool {
+        match self.kind {
+            Kind::Tcp { flags } => flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN,
+            Kind::Udp | Kind::Other => true,
+            Kind::Icmp { request, .. } => request,
+            Kind::IcmpError { .. } | Kind::Opaque => false,
+        }
+    }
+
+    /// The same facts for the other direction (what a reply looks like).
+    pub fn reversed(&self) -> Facts {
+        let kind = match self.kind {
+            Kind::Icmp {
+                icmp_type: 8,
+                request: true,
+            } => Kind::Icmp {
+                icmp_type: 0,
+                request: false,
+            },
+            Kind::Tcp { .. } => Kind::Tcp {
+                flags: TCP_SYN | TCP_ACK,
+            },
+            k => k,
+        };
+        Facts {
+            proto: self.proto,
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            kind,
+        }
+    }
+}
+
+/// The flow an ICMP error quotes: protocol, source and destination endpoints as originally sent.
+fn quoted_flow(inner: &[u8]) -> Option<Quoted> {
+    if inner.first()? >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(inner[0] & 0x0f) * 4;
+    let proto = *inner.get(9)?;
+    let (src, dst) = (addr(inner, 12)?, addr(inner, 16)?);
+    let l4 = inner.get(ihl..)?;
+    let (sp, dp) = match proto {
+        PROTO_TCP | PROTO_UDP => (be16(l4, 0)?, be16(l4, 2)?),
+        PROTO_ICMP => {
+            let id = be16(l4, 4)?;
+            (id, id)
+        }
+        _ => (0, 0),
+    };
+    Some((proto, (src, sp), (dst, dp)))
+}
+
+/// An instance as the filters see it: its subnet and its index in the VPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Side {
+    pub subnet: u32,
+    pub instance: u32,
+}
+
+/// The security groups of `instance` on `facts` in `dir`; the peer is the source for ingress and
+/// the destination for egress. `None`: no rule allows it.
+pub fn sg_check(vpc: &VpcTable, instance: u32, dir: SgDirection, facts: &Facts) -> Option<SgMatch> {
+    let peer = match dir {
+        SgDirection::Ingress => facts.src,
+        SgDirection::Egress => facts.dst,
+    };
+    vpc.security_groups.evaluate(instance, dir, facts, peer)
+}
+
+/// The network ACL of `subnet` (the default ACL when it has none) on `facts` in `dir`.
+pub fn acl_check(vpc: &VpcTable, subnet: u32, dir: AclDirection, facts: &Facts) -> AclDecision {
+    let acl = vpc
+        .subnets
+        .get(subnet as usize)
+        .and_then(|s| s.network_acl)
+        .and_then(|a| vpc.network_acls.get(a as usize));
+    acl::evaluate(acl, dir, facts)
+}
+
+/// How a packet relates to the flow table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Track {
+    /// A packet of tracked flow `i`; `from_a` as in [`FlowKey::of`].
+    Flow(u32, bool),
+    /// An ICMP error about a tracked flow.
+    Related,
+    /// Nothing tracked: the rules decide.
+    New,
+}
+
+/// What to do to the flow table once the packet is known to be forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    Nothing,
+    Touch {
+        vpc: u32,
+        flow: u32,
+        from_a: bool,
+        facts: Facts,
+    },
+    Insert {
+        vpc: u32,
+        facts: Facts,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct VpcFlows {
+    name: String,
+    table: FlowTable,
+}
+
+/// The firewall's state: one flow table per VPC, in the order of [`Tables::vpcs`].
+#[derive(Debug, Clone)]
+pub struct Firewall {
+    vpcs: Vec<VpcFlows>,
+    config: FlowConfig,
+    seed: u64,
+}
+
+fn derive_seed(seed: u64, vpc: usize) -> u64 {
+    let x = (seed ^ 0x5347_5f46_4c4f_5753).wrapping_add(vpc as u64);
+    x.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (x >> 29)
+}
+
+impl Firewall {
+    pub fn new(tables: &Tables, config: FlowConfig, seed: u64) -> Firewall {
+        let vpcs = tables
+            .vpcs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| VpcFlows {
+                name: v.name.clone(),
+                table: FlowTable::new(config, derive_seed(seed, i)),
+            })
+            .collect();
+        Firewall { vpcs, config, seed }
+    }
+
+    pub fn config(&self) -> FlowConfig {
+        self.config
+    }
+
+    /// Follows a table swap: VPCs are matched by name and keep their tracked flows (so a rule
+    /// change applies to new flows only); new VPCs start empty, removed ones are dropped.
+    pub fn reconcile(&mut self, new: &Tables) {
+        let mut old: Vec<Option<VpcFlows>> = std::mem::take(&mut self.vpcs)
+            .into_iter()
+            .map(Some)
+            .collect();
+        for (i, v) in new.vpcs.iter().enumerate() {
+            let kept = old
+                .iter_mut()
+                .find(|o| o.as_ref().is_some_and(|o| o.name == v.name))
+                .and_then(Option::take);
+            self.vpcs.push(kept.unwrap_or_else(|| VpcFlows {
+                name: v.name.clone(),
+                table: FlowTable::new(self.config, derive_seed(self.seed, i)),
+            }));
+        }
+    }
+
+    /// The flow table of VPC `vpc` (index into [`Tables::vpcs`]).
+    pub fn table(&self, vpc: usize) -> Option<&FlowTable> {
+        self.vpcs.get(vpc).map(|v| &v.table)
+    }
+
+    /// Every VPC's name and flow counters.
+    pub fn counters(&self) -> impl Iterator<Item = (&str, FlowCounters)> + '_ {
+        self.vpcs
+            .iter()
+            .map(|v| (v.name.as_str(), v.table.counters()))
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.vpcs
+            .iter()
+            .filter_map(|v| v.table.poll_timeout())
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for v in &mut self.vpcs {
+            v.table.handle_timeout(now);
+        }
+    }
+
+    fn track(&mut self, vpc: usize, facts: &Facts, now: Instant) -> Track {
+        let Some(t) = self.vpcs.get_mut(vpc).map(|v| &mut v.table) else {
+            return Track::New;
+        };
+        if let Kind::IcmpError {
+            inner: Some((proto, s, d)),
+            ..
+        } = facts.kind
+        {
+            let (key, _) = FlowKey::from_ends(proto, (s.0.into(), s.1), (d.0.into(), d.1));
+            return match t.lookup(&key, now) {
+                Some(_) => Track::Related,
+                None => Track::New,
+            };
+        }
+        let (key, from_a) = FlowKey::of(facts);
+        match t.lookup(&key, now) {
+            Some(i) => Track::Flow(i, from_a),
+            None => Track::New,
+        }
+    }
+
+    /// What to record if the packet is forwarded; refuses a new flow when the table is full.
+    fn pending(&mut self, vpc: usize, track: Track, facts: &Facts) -> Result<Pending, DropReason> {
+        Ok(match track {
+            Track::Flow(flow, from_a) => Pending::Touch {
+                vpc: vpc as u32,
+                flow,
+                from_a,
+                facts: *facts,
+            },
+            Track::Related => Pending::Nothing,
+            Track::New if facts.opens_flow() => {
+                let Some(t) = self.vpcs.get_mut(vpc).map(|v| &mut v.table) else {
+                    return Ok(Pending::Nothing);
+                };
+                if !t.has_room(1) {
+                    t.count_refused();
+                    return Err(DropReason::FlowTableFull);
+                }
+                Pending::Insert {
+                    vpc: vpc as u32,
+                    facts: *facts,
+                }
+            }
+            Track::New => Pending::Nothing,
+        })
+    }
+
+    /// A packet from instance `from` to instance `to` of VPC `vpc` (index `vi`).
+    pub fn check_within(
+        &mut self,
+        vi: usize,
+        vpc: &VpcTable,
+        from: Side,
+        to: Side,
+        facts: &Facts,
+        now: Instant,
+    ) -> Result<Pending, DropReason> {
+        let track = self.track(vi, facts, now);
+        let new = track == Track::New;
+        if new && sg_check(vpc, from.instance, SgDirection::Egress, facts).is_none() {
+            return Err(DropReason::SecurityGroupEgress);
+        }
+        if from.subnet != to.subnet {
+            if !acl_check(vpc, from.subnet, AclDirection::Outbound, facts).allows() {
+                return Err(DropReason::NetworkAclOutbound);
+            }
+            if !acl_check(vpc, to.subnet, AclDirection::Inbound, facts).allows() {
+                return Err(DropReason::NetworkAclInbound);
+            }
+        }
+        if new && sg_check(vpc, to.instance, SgDirection::Ingress, facts).is_none() {
+            return Err(DropReason::SecurityGroupIngress);
+        }
+        self.pending(vi, track, facts)
+    }
+
+    /// A packet from instance `from` leaving VPC `vi` (to a NAT gateway or the internet
+    /// gateway), on its private addresses before translation.
+    pub fn check_leaving(
+        &mut self,
+        vi: usize,
+        vpc: &VpcTable,
+        from: Side,
+        facts: &Facts,
+        now: Instant,
+    ) -> Result<Pending, DropReason> {
+        let track = self.track(vi, facts, now);
+        if track == Track::New && sg_check(vpc, from.instance, SgDirection::Egress, facts).is_none()
+        {
+            return Err(DropReason::SecurityGroupEgress);
+        }
+        if !acl_check(vpc, from.subnet, AclDirection::Outbound, facts).allows() {
+            return Err(DropReason::NetworkAclOutbound);
+        }
+        self.pending(vi, track, facts)
+    }
+
+    /// A packet entering VPC `vi` from the public side to instance `to`, after translation.
+    pub fn check_entering(
+        &mut self,
+        vi: usize,
+        vpc: &VpcTable,
+        to: Side,
+        facts: &Facts,
+        now: Instant,
+    ) -> Result<Pending, DropReason> {
+        let track = self.track(vi, facts, now);
+        if !acl_check(vpc, to.subnet, AclDirection::Inbound, facts).allows() {
+            return Err(DropReason::NetworkAclInbound);
+        }
+        if track == Track::New && sg_check(vpc, to.instance, SgDirection::Ingress, facts).is_none()
+        {
+            return Err(DropReason::SecurityGroupIngress);
+        }
+        self.pending(vi, track, facts)
+    }
+
+    /// Applies what a forwarded packet changes in the flow tables.
+    pub fn commit(&mut self, p: Pending, now: Instant) -> Result<(), DropReason> {
+        match p {
+            Pending::Nothing => Ok(()),
+            Pending::Touch {
+                vpc,
+                flow,
+                from_a,
+                facts,
+            } => {
+                if let Some(v) = self.vpcs.get_mut(vpc as usize) {
+                    v.table.touch(flow, &facts, from_a, now);
+                }
+                Ok(())
+            }
+            Pending::Insert { vpc, facts } => {
+                let Some(t) = self.vpcs.get_mut(vpc as usize).map(|v| &mut v.table) else {
+                    return Ok(());
+                };
+                // A hairpin inside one VPC may have inserted the same flow a moment ago.
+                if t.lookup(&FlowKey::of(&facts).0, now).is_some() {
+                    return Ok(());
+                }
+                t.insert(&facts, now)
+                    .map(|_| ())
+                    .map_err(|()| DropReason::FlowTableFull)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    #[test]
+    fn facts_of_tcp_udp_icmp_and_errors() {
+        let mut buf = Vec::new();
+        PacketBuilder::ipv4([10, 0, 1, 10], [10, 0, 2, 20], 64)
+            .tcp(40000, 80, 1, 1000)
+            .syn()
+            .write(&mut buf, &[])
+            .unwrap();
+        let f = Facts::parse(&buf);
+        assert_eq!((f.proto, f.sport, f.dport), (PROTO_TCP, 40000, 80));
+        assert!(f.opens_flow());
+        let mut quoted = buf.clone();
+        quoted.truncate(28);
+        let mut err = Vec::new();
+        PacketBuilder::ipv4([10, 0, 2, 20], [10, 0, 1, 10], 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Port,
+            ))
+            .write(&mut err, &quoted)
+            .unwrap();
+        let e = Facts::parse(&err);
+        assert_eq!(
+            e.kind,
+            Kind::IcmpError {
+                icmp_type: 3,
+                inner: Some((
+                    PROTO_TCP,
+                    (Ipv4Addr::new(10, 0, 1, 10), 40000),
+                    (Ipv4Addr::new(10, 0, 2, 20), 80)
+                ))
+            }
+        );
+        assert!(!e.opens_flow());
+        let mut echo = Vec::new();
+        PacketBuilder::ipv4([10, 0, 1, 10], [10, 0, 2, 20], 64)
+            .icmpv4_echo_request(7, 1)
+            .write(&mut echo, &[])
+            .unwrap();
+        let e = Facts::parse(&echo);
+        assert_eq!((e.sport, e.dport, e.icmp_type()), (7, 7, Some(8)));
+        assert!(e.opens_flow());
+    }
+
+    #[test]
+    fn facts_never_panic_on_short_packets() {
+        for len in 0..40 {
+            let mut p = vec![0x45u8; len];
+            if len > 9 {
+                p[9] = PROTO_ICMP;
+            }
+            let _ = Facts::parse(&p);
+            if len > 9 {
+                p[9] = PROTO_TCP;
+            }
+            let _ = Facts::parse(&p);
+        }
+    }
+}
