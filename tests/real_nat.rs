@@ -37,10 +37,17 @@ cidr = "10.60.0.0/16"
   name = "public"
   routes = [ {{ destination = "0.0.0.0/0", target = "internet" }} ]
 
+  # DNAT and 1:1 receivers need a group that admits the internet (the VPC default group only
+  # admits its own members).
+  [[vpc.security_group]]
+  name = "open"
+  ingress = [ {{ protocol = "all", peer = "0.0.0.0/0" }} ]
+
   [[vpc.instance]]
   name = "f1"
   subnet = "fn"
   ip = "10.60.1.10"
+  security_groups = ["open"]
 
   # A 1:1 EIP instance sits in a subnet whose default route is `internet`, as in the clouds.
   [[vpc.instance]]
@@ -48,6 +55,7 @@ cidr = "10.60.0.0/16"
   subnet = "public"
   ip = "10.60.9.20"
   eip = "direct"
+  security_groups = ["open"]
 
   [[vpc.nat_gateway]]
   name = "egress"
@@ -88,7 +96,8 @@ route_table = [
   {{ name = "main", routes = [ {{ destination = "0.0.0.0/0", target = "nat:egress" }} ] }},
   {{ name = "public", routes = [ {{ destination = "0.0.0.0/0", target = "internet" }} ] }},
 ]
-instance = [ {{ name = "f", subnet = "fn", ip = "10.70.1.10" }} ]
+security_group = [ {{ name = "open", ingress = [ {{ protocol = "all", peer = "0.0.0.0/0" }} ] }} ]
+instance = [ {{ name = "f", subnet = "fn", ip = "10.70.1.10", security_groups = ["open"] }} ]
 nat_gateway = [ {{ name = "egress", subnet = "public", eips = ["{eip}"], snat = [ {{ source = "10.70.0.0/16" }} ], dnat = [ {{ eip = "{eip}", protocol = "tcp", port = 80, instance = "f", instance_port = 8080 }} ] }} ]
 
 [[eip]]
