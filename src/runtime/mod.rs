@@ -222,7 +222,14 @@ pub fn up(plan: &Plan, topology: &Path, out: &mut dyn Write) -> Result<(), RunEr
     let _ = writeln!(out, "{READY_LINE}");
     let _ = out.flush();
 
-    let mut shell = Shell::new(Fabric::new(tables), ports, sims, max_mtu);
+    // Guests choose their 5-tuples: key the NAT's hashers and port choices unpredictably.
+    let seed = {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
+    let mut shell = Shell::new(Fabric::with_seed(tables, seed), ports, sims, max_mtu);
     rt.block_on(shell.run(async {
         let waits: Vec<_> = signals
             .iter_mut()
