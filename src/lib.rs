@@ -4,6 +4,8 @@
 //! - [`topology`]: the TOML model, validation with located errors, the resolved [`topology::Plan`];
 //! - [`tables`]: lookup tables compiled from a plan, swapped atomically on change;
 //! - [`dataplane`]: the sans-IO packet core, `handle(now, port, buf) -> Verdict`;
+//! - [`explain`]: `vpcd explain`, a static walk of the compiled tables that names what blocks a
+//!   flow, using the dataplane's own decision functions;
 //! - [`sim`]: in-process smoltcp hosts on a virtual clock, and the probes `vpcd test` runs;
 //! - [`runtime`]: `vpcd up`'s I/O shell (TUN ports in namespaces made by [`netns`], sim ports, one
 //!   tokio loop) around the same dataplane.
@@ -13,6 +15,7 @@
 
 pub mod cli;
 pub mod dataplane;
+pub mod explain;
 pub mod netns;
 pub mod runtime;
 pub mod sim;

@@ -26,6 +26,19 @@ enum Command {
         /// The topology file (TOML).
         file: PathBuf,
     },
+    /// Explain whether FROM reaches TO and what blocks it: a static walk of the compiled tables
+    /// (routes, security groups, network ACLs, NAT), without sending a packet.
+    Explain {
+        /// The topology file (TOML).
+        file: PathBuf,
+        /// `VPC/INSTANCE` or `internet/HOST`.
+        from: String,
+        /// A probe target: `ADDRESS:PORT/tcp`, `VPC/INSTANCE:PORT/udp`, `internet/HOST/icmp`, ...
+        to: String,
+        /// The client's source port (and ICMP echo identifier).
+        #[arg(long, default_value_t = vpcd::explain::DEFAULT_SOURCE_PORT)]
+        source_port: u16,
+    },
     /// Run a topology for real (root): a network namespace with a TUN device per `netns`
     /// endpoint; stays in the foreground until Ctrl-C, then removes everything it made.
     Up {
@@ -62,6 +75,12 @@ fn main() -> ExitCode {
     let code = match args.command {
         Command::Check { file } => cli::check::run(&file),
         Command::Test { file } => cli::test::run(&file),
+        Command::Explain {
+            file,
+            from,
+            to,
+            source_port,
+        } => cli::explain::run(&file, &from, &to, source_port),
         Command::Up { file } => cli::up::run(&file),
         Command::Exec { endpoint, command } => cli::exec::run(&endpoint, &command),
         Command::Down { file } => cli::down::run(file.as_deref()),

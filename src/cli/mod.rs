@@ -4,6 +4,7 @@
 pub mod check;
 pub mod down;
 pub mod exec;
+pub mod explain;
 pub mod test;
 pub mod up;
 

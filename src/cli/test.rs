@@ -1,6 +1,7 @@
 //! `vpcd test FILE`: run the topology in process and check its probes.
 //!
-//! Prints one row per probe (probe | expected | observed | result | detail) and a summary line.
+//! Prints one row per probe (probe | expected | observed | result | detail) and a summary line,
+//! then, for every failed probe, the `vpcd explain` walk of it (hops and verdict).
 //! Exit 0 when every probe holds (or there are none), 1 when one fails, 2 when the file cannot be
 //! read or is invalid (the diagnostics go to stderr).
 
@@ -27,11 +28,29 @@ pub fn run(file: &Path) -> u8 {
     }
     let results = sim.run_probes();
     print!("{}", render_table(&results));
+    print!("{}", explain_failures(&sim, &results));
     if results.iter().all(ProbeResult::passed) {
         EXIT_OK
     } else {
         EXIT_FAILED
     }
+}
+
+/// For every failed probe, what `vpcd explain` says about it (the static walk of the tables),
+/// so the reader sees the component that blocked it, or that the tables let it through.
+pub fn explain_failures(sim: &Simulation, results: &[ProbeResult]) -> String {
+    let plan = sim.plan();
+    let tables = sim.fabric().tables();
+    let mut out = String::new();
+    for (probe, r) in plan.probes.iter().zip(results) {
+        if r.passed() {
+            continue;
+        }
+        let e = crate::explain::explain_probe(plan, tables, probe);
+        let _ = writeln!(out, "\nFAIL {}: vpcd explain says", r.name);
+        out.push_str(&e.render());
+    }
+    out
 }
 
 /// A load error as the user reads it: the topology's own rendering (every diagnostic with its
