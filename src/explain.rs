@@ -361,7 +361,7 @@ impl Walk<'_> {
             ));
         }
         match self.inst_of_port(port) {
-            Some(from) => self.from_instance(q, from, facts),
+            Some(from) => self.leave_instance(q, from, facts),
             None => {
                 let to = self.public(q, facts)?;
                 self.check_target(q, to)
@@ -390,7 +390,7 @@ impl Walk<'_> {
         })
     }
 
-    fn from_instance(&mut self, q: &Query, from: Inst, facts: Facts) -> Result<(), Blocked> {
+    fn leave_instance(&mut self, q: &Query, from: Inst, facts: Facts) -> Result<(), Blocked> {
         let vi = from.vpc;
         let vplan = &self.plan.vpcs[vi];
         let subnet = self.subnet_name(vi, from.subnet);
