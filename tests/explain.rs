@@ -1,0 +1,207 @@
+//! `vpcd explain` as a user runs it: the text names the component and rule that blocks each
+//! denied probe of `topologies/web-tier.toml`, the exit codes are 0/1/2, and `vpcd test` prints
+//! the walk under a failed probe.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn topology(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("topologies")
+        .join(name)
+}
+
+fn vpcd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vpcd"))
+        .args(args)
+        .output()
+        .expect("the vpcd binary runs")
+}
+
+fn explain(file: &str, from: &str, to: &str) -> (i32, String) {
+    let path = topology(file);
+    let out = vpcd(&["explain", path.to_str().unwrap(), from, to]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn last_line(text: &str) -> &str {
+    text.lines().last().unwrap_or_default()
+}
+
+#[test]
+fn explain_names_the_nacl_rule_that_closes_the_debug_port() {
+    let (code, text) = explain("web-tier.toml", "shop/frontend", "shop/api:9001/tcp");
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("network ACL `app-acl` of subnet `app`, inbound: rule 100 (deny tcp 9001 from 0.0.0.0/0) denies tcp:9001 from 10.1.1.10"),
+        "{text}"
+    );
+    assert_eq!(
+        last_line(&text),
+        "verdict: blocked by network ACL app-acl inbound rule 100 (nacl_inbound)"
+    );
+    // The walk got past the sender's security group and the source subnet's (default) ACL.
+    assert!(text.contains("egress: tcp:9001 to 10.1.2.10 allowed by group `web-sg`"));
+}
+
+#[test]
+fn explain_names_the_security_group_that_denies_batch_and_ops() {
+    for (from, src) in [("shop/batch", "10.1.2.20"), ("shop/ops", "10.1.1.20")] {
+        let (code, text) = explain("web-tier.toml", from, "shop/api:9000/tcp");
+        assert_eq!(code, 1, "{text}");
+        assert_eq!(
+            last_line(&text),
+            format!(
+                "verdict: blocked by security group `api-sg` of shop/api, ingress: no rule allows tcp:9000 from {src} (sg_ingress)"
+            )
+        );
+    }
+    // batch shares the api's subnet: no ACL is consulted; ops crosses the edge: both ACLs are.
+    let (_, text) = explain("web-tier.toml", "shop/batch", "shop/api:9000/tcp");
+    assert!(text.contains("same subnet `app`: network ACLs apply only at the subnet edge"));
+    let (_, text) = explain("web-tier.toml", "shop/ops", "shop/api:9000/tcp");
+    assert!(text.contains("network ACL `app-acl` of subnet `app`, inbound: rule 32000"));
+}
+
+#[test]
+fn explain_names_the_egress_list_and_the_default_group() {
+    let (code, text) = explain("web-tier.toml", "shop/api", "internet/client:53/udp");
+    assert_eq!(code, 1);
+    assert_eq!(
+        last_line(&text),
+        "verdict: blocked by security group `api-sg` of shop/api, egress: no rule allows udp:53 to 198.51.100.20 (sg_egress)"
+    );
+    let (code, text) = explain("web-tier.toml", "shop/frontend", "shop/batch:22/tcp");
+    assert_eq!(code, 1);
+    assert!(text.contains("security groups of shop/batch [default (the VPC default group)]"));
+    assert_eq!(
+        last_line(&text),
+        "verdict: blocked by security group `default` of shop/batch, ingress: no rule allows tcp:22 from 10.1.1.10 (sg_ingress)"
+    );
+}
+
+#[test]
+fn explain_names_nat_and_routing_blocks() {
+    let (code, text) = explain("web-tier.toml", "internet/client", "203.0.113.50:22/tcp");
+    assert_eq!(code, 1);
+    assert_eq!(
+        last_line(&text),
+        "verdict: blocked by NAT gateway edge (no DNAT entry) (nat_no_mapping)"
+    );
+    let (code, text) = explain("web-tier.toml", "internet/client", "10.1.2.10:9000/tcp");
+    assert_eq!(code, 1);
+    assert_eq!(
+        last_line(&text),
+        "verdict: blocked by the public segment (no_such_host)"
+    );
+}
+
+#[test]
+fn explain_walks_an_allowed_dnat_path_with_rule_and_description() {
+    let (code, text) = explain("web-tier.toml", "internet/client", "203.0.113.50:80/tcp");
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("DNAT 203.0.113.50:80/tcp -> 10.1.1.10:8080 (shop/frontend)"));
+    assert!(text.contains(
+        "allowed by group `web-sg` ingress rule 0 (tcp 8080 from 0.0.0.0/0: \"the DNAT entry 203.0.113.50:80 forwards here\")"
+    ));
+    assert_eq!(last_line(&text), "verdict: reachable");
+    let (code, text) = explain("web-tier.toml", "shop/api", "internet/client:80/tcp");
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("route table `main` of subnet `app`: 0.0.0.0/0 -> nat:edge"));
+    assert!(text.contains("SNAT 10.1.2.10 -> 203.0.113.50"));
+    assert!(
+        text.contains("return path: network ACL `app-acl` of subnet `app`, inbound: rule 32000")
+    );
+}
+
+#[test]
+fn explain_reports_a_reply_blocked_by_a_stateless_acl() {
+    // An ACL without an outbound rule for ephemeral ports lets the request in and the reply die.
+    let dir = std::env::temp_dir().join(format!("vpcd-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("acl.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[vpc]]
+name = "v"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "a"
+  cidr = "10.0.1.0/24"
+  network_acl = "strict"
+  [[vpc.subnet]]
+  name = "b"
+  cidr = "10.0.2.0/24"
+  [[vpc.network_acl]]
+  name = "strict"
+  inbound = [{ rule = 100, action = "allow", protocol = "tcp", ports = 80, cidr = "10.0.0.0/16" }]
+  outbound = [{ rule = 100, action = "allow", protocol = "tcp", ports = 80, cidr = "10.0.0.0/16" }]
+  [[vpc.instance]]
+  name = "x"
+  subnet = "a"
+  [[vpc.instance]]
+  name = "y"
+  subnet = "b"
+"#,
+    )
+    .unwrap();
+    let out = vpcd(&["explain", file.to_str().unwrap(), "v/y", "v/x:80/tcp"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("delivered to v/x"));
+    assert!(text.contains("return path: network ACL `strict` of subnet `a`, outbound: no rule matches tcp:49152 to 10.0.2.2"), "{text}");
+    assert_eq!(
+        last_line(&text),
+        "verdict: blocked by network ACL strict outbound implicit deny on the return path (nacl_outbound)"
+    );
+}
+
+#[test]
+fn explain_bad_input_exits_2() {
+    let (code, text) = explain("web-tier.toml", "shop/nobody", "10.1.2.10:9000/tcp");
+    assert_eq!(code, 2);
+    assert!(text.contains("no endpoint named `shop/nobody`"));
+    let (code, _) = explain("web-tier.toml", "shop/api", "10.1.2.10:9000");
+    assert_eq!(code, 2);
+    let (code, _) = explain("does-not-exist.toml", "shop/api", "10.1.2.10:9000/tcp");
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn vpcd_test_passes_web_tier() {
+    let path = topology("web-tier.toml");
+    let out = vpcd(&["test", path.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.ends_with("12 passed, 0 failed\n"), "{text}");
+}
+
+#[test]
+fn vpcd_test_explains_a_failed_probe() {
+    let text = std::fs::read_to_string(topology("web-tier.toml"))
+        .unwrap()
+        .replace(
+            "name = \"the network ACL closes the api's debug port\"\nfrom = \"shop/frontend\"\nto = \"shop/api:9001/tcp\"\nexpect = \"deny\"",
+            "name = \"wrongly expected open\"\nfrom = \"shop/frontend\"\nto = \"shop/api:9001/tcp\"\nexpect = \"allow\"",
+        );
+    assert!(text.contains("wrongly expected open"));
+    let dir = std::env::temp_dir().join(format!("vpcd-explain-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("web-tier.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = vpcd(&["test", file.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL wrongly expected open: vpcd explain says"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("verdict: blocked by network ACL app-acl inbound rule 100 (nacl_inbound)")
+    );
+}
