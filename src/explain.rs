@@ -193,6 +193,7 @@ pub fn explain(plan: &Plan, tables: &Tables, q: &Query) -> Explanation {
         tables,
         hops: Vec::new(),
         first: None,
+        snat: None,
     };
     let end = w.start(q, facts);
     let (verdict, first) = match end {
@@ -274,6 +275,8 @@ struct Walk<'a> {
     hops: Vec<String>,
     /// What happened to the first packet, once known.
     first: Option<FirstPacket>,
+    /// The session SNAT opened: (EIP, external port, private address, private port).
+    snat: Option<(Ipv4Addr, u16, Ipv4Addr, u16)>,
 }
 
 fn proto_text(f: &Facts) -> String {
@@ -584,6 +587,7 @@ impl Walk<'_> {
                 ""
             }
         ));
+        self.snat = Some((eip, facts.sport, facts.src, facts.sport));
         Ok(Facts { src: eip, ..facts })
     }
 
@@ -662,6 +666,33 @@ impl Walk<'_> {
                     Kind::Udp => Some(crate::dataplane::nat::Proto::Udp),
                     _ => None,
                 };
+                // A packet to the very EIP and port its own SNAT session uses is that session's
+                // "reply": the NAT sends it back to the sender (sessions come before DNAT).
+                if let Some((eip, ext_port, int_ip, int_port)) = self.snat {
+                    if eip == dst && facts.src == eip && facts.dport == ext_port {
+                        let Some(port) = self.vpc(vpc).hosts.get(&int_ip).copied() else {
+                            return Err(blocked("the fabric", DropReason::NoSuchHost));
+                        };
+                        let Some(to) = self.inst_of_port(port) else {
+                            return Err(blocked("the fabric", DropReason::NoSuchHost));
+                        };
+                        self.hop(format!(
+                            "EIP `{eip_name}` ({dst}) is the sender's own SNAT address and port: \
+                             the NAT gateway `{gname}` takes the packet for the reply of the \
+                             session it just opened and sends it back to {int_ip}:{int_port}"
+                        ));
+                        self.enter(
+                            q,
+                            to,
+                            Facts {
+                                dst: int_ip,
+                                dport: int_port,
+                                ..facts
+                            },
+                        )?;
+                        return Ok(port);
+                    }
+                }
                 let any = table.dnat_any.iter().find(|(_, e, _)| *e == dst).copied();
                 let rule = table
                     .dnat
