@@ -25,9 +25,9 @@ use vpcd::time::Instant;
 fn topology(rules: usize) -> String {
     let mut ingress = String::new();
     for i in 0..rules.saturating_sub(1) {
-        let _ = write!(
+        let _ = writeln!(
             ingress,
-            "{{ protocol = \"tcp\", ports = {}, peer = \"192.0.2.0/24\" }},\n",
+            "{{ protocol = \"tcp\", ports = {}, peer = \"192.0.2.0/24\" }},",
             10000 + i
         );
     }
