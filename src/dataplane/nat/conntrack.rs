@@ -11,10 +11,12 @@
 //!   4 bytes plus one control byte. ICMP query sessions use the identifier as the local port and 0
 //!   as the remote port.
 //! - Endpoint-independent mappings (protocol, internal ip:port) -> external ip:port live in a
-//!   second slab with two more index tables (by internal and by external endpoint) and count the
-//!   sessions using them. A mapping whose last session ended is kept for `port_reuse_delay`
-//!   (quarantine: its port is not handed to anybody else, but the same internal endpoint gets it
-//!   back), then freed and its port released. Symmetric (address-and-port-dependent) sessions have
+//!   second slab (20 bytes each: the EIP is a `u16` slot of the allocator, the session count and
+//!   the quarantine deadline share a word) with two more index tables (by internal and by
+//!   external endpoint) and count the sessions using them. A mapping whose last session ended is
+//!   kept for `port_reuse_delay` (quarantine: its port is not handed to anybody else, but the same
+//!   internal endpoint gets it back), then freed and its port released; with a delay of 0 the
+//!   port is released as the last session goes (flush, expiry, removal). Symmetric (address-and-port-dependent) sessions have
 //!   no mapping: the session itself holds the external port.
 //! - The hasher is foldhash seeded by the caller: guests choose 5-tuples, so the runtime must pass
 //!   an unpredictable seed; tests and the simulator pass a fixed one.
@@ -129,20 +131,40 @@ impl Session {
     }
 }
 
-/// An endpoint-independent mapping. 28 bytes.
+/// An endpoint-independent mapping. 20 bytes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MappingEntry {
     pub(crate) int_ip: u32,
-    pub(crate) ext_ip: u32,
     pub(crate) owner: u32,
-    /// Sessions using it; in a free slot, the next free slot.
-    refs: u32,
-    /// While `refs == 0`: the tick the port is released; [`NONE`] otherwise.
-    free_at: u32,
+    /// Live: the number of sessions using it, or [`QUARANTINE`] | the tick its port is released
+    /// once the last one ended (sessions never exceed 2^31 - 1, ticks 2^30 + the reuse delay).
+    /// In a free slot: the next free slot.
+    state: u32,
     pub(crate) int_port: u16,
     pub(crate) ext_port: u16,
+    /// The external address: a slot of the [`PortAllocator`] ([`PortAllocator::addr`]).
+    pub(crate) eip: u16,
     pub(crate) proto: Proto,
     live: bool,
+}
+
+/// [`MappingEntry::state`] bit: the mapping has no session and waits out the port-reuse delay.
+const QUARANTINE: u32 = 1 << 31;
+
+impl MappingEntry {
+    /// Sessions using the mapping (0 in quarantine or in a free slot).
+    fn refs(&self) -> u32 {
+        if !self.live || self.state & QUARANTINE != 0 {
+            0
+        } else {
+            self.state
+        }
+    }
+
+    /// The tick its port is released, if it is in quarantine.
+    fn free_at(&self) -> Option<u32> {
+        (self.live && self.state & QUARANTINE != 0).then_some(self.state & !QUARANTINE)
+    }
 }
 
 /// A session's state as reported by [`super::NatGateway::sessions`].
@@ -468,26 +490,25 @@ impl ConnTrack {
             .copied()
     }
 
-    /// The mapping holding an external endpoint (always `None` under address-and-port-dependent
-    /// filtering, where this index is not kept).
-    pub(crate) fn mapping_by_ext(&self, proto: Proto, ip: u32, port: u16) -> Option<u32> {
+    /// The mapping holding an external endpoint, the EIP given by its allocator slot (always
+    /// `None` under address-and-port-dependent filtering, where this index is not kept).
+    pub(crate) fn mapping_by_ext(&self, proto: Proto, eip: u16, port: u16) -> Option<u32> {
         if !self.index_ext {
             return None;
         }
-        let h = map_hash(&self.hasher, proto, ip, port);
+        let h = map_hash(&self.hasher, proto, u32::from(eip), port);
         let m = &self.maps;
         self.map_by_ext
             .find(h, |&i| {
                 let x = &m[i as usize];
-                x.ext_ip == ip && x.ext_port == port && x.proto == proto
+                x.eip == eip && x.ext_port == port && x.proto == proto
             })
             .copied()
     }
 
     /// Sessions using a mapping (0: in its reuse delay).
     pub(crate) fn mapping_refs(&self, m: u32) -> u32 {
-        let x = &self.maps[m as usize];
-        if x.live { x.refs } else { 0 }
+        self.maps[m as usize].refs()
     }
 
     /// Whether a mapping has a session with this remote address (address-dependent filtering).
@@ -575,32 +596,33 @@ impl ConnTrack {
     }
 
     /// The mapping for an internal endpoint, reusing a live or quarantined one (RFC 4787 REQ-1),
-    /// else allocating an external port.
+    /// else allocating an external port. Returns it and its external (address, port).
     pub(crate) fn get_or_create_mapping(
         &mut self,
         proto: Proto,
         int: (u32, u16),
         owner: u32,
         alloc: &mut PortAllocator,
-    ) -> Result<u32, AllocError> {
+    ) -> Result<(u32, (u32, u16)), AllocError> {
         if let Some(m) = self.mapping_by_int(proto, int.0, int.1) {
-            return Ok(m);
+            let x = &self.maps[m as usize];
+            return Ok((m, (alloc.addr(x.eip), x.ext_port)));
         }
-        let (ext_ip, ext_port) = alloc.allocate(proto, int.0, int.1, owner, true, |_, _| false)?;
+        let (eip, ext_port) =
+            alloc.allocate_slot(proto, int.0, int.1, owner, true, |_, _| false)?;
         let entry = MappingEntry {
             int_ip: int.0,
-            ext_ip,
             owner,
-            refs: 0,
-            free_at: NONE,
+            state: 0,
             int_port: int.1,
             ext_port,
+            eip,
             proto,
             live: true,
         };
         let m = if self.map_free != NONE {
             let m = self.map_free;
-            self.map_free = self.maps[m as usize].refs;
+            self.map_free = self.maps[m as usize].state;
             self.maps[m as usize] = entry;
             m
         } else {
@@ -615,13 +637,13 @@ impl ConnTrack {
             });
         if self.index_ext {
             self.map_by_ext
-                .insert_unique(map_hash(h, proto, ext_ip, ext_port), m, |&i| {
+                .insert_unique(map_hash(h, proto, u32::from(eip), ext_port), m, |&i| {
                     let x = &maps[i as usize];
-                    map_hash(h, x.proto, x.ext_ip, x.ext_port)
+                    map_hash(h, x.proto, u32::from(x.eip), x.ext_port)
                 });
         }
         self.maps_live += 1;
-        Ok(m)
+        Ok((m, (alloc.addr(eip), ext_port)))
     }
 
     fn free_mapping(&mut self, m: u32, alloc: &mut PortAllocator) {
@@ -638,15 +660,16 @@ impl ConnTrack {
         }
         if let Ok(e) = self
             .map_by_ext
-            .find_entry(map_hash(h, x.proto, x.ext_ip, x.ext_port), |&i| i == m)
+            .find_entry(map_hash(h, x.proto, u32::from(x.eip), x.ext_port), |&i| {
+                i == m
+            })
         {
             e.remove();
         }
-        alloc.release(x.proto, x.ext_ip, x.ext_port);
+        alloc.release_slot(x.proto, x.eip, x.ext_port);
         let e = &mut self.maps[m as usize];
         e.live = false;
-        e.free_at = NONE;
-        e.refs = self.map_free;
+        e.state = self.map_free;
         self.map_free = m;
         self.maps_live -= 1;
     }
@@ -710,8 +733,8 @@ impl ConnTrack {
         );
         if n.mapping != NONE {
             let m = &mut self.maps[n.mapping as usize];
-            m.refs += 1;
-            m.free_at = NONE;
+            // A quarantined mapping comes back to life with its first new session.
+            m.state = m.refs() + 1;
             if let Some(adf) = &mut self.adf {
                 *adf.entry((n.mapping, n.rem.0)).or_insert(0) += 1;
             }
@@ -819,13 +842,14 @@ impl ConnTrack {
                 }
             }
             let m = &mut self.maps[s.mapping as usize];
-            m.refs = m.refs.saturating_sub(1);
-            if m.refs == 0 {
+            m.state = m.refs().saturating_sub(1);
+            if m.state == 0 {
                 if self.reuse_delay == 0 {
+                    // No quarantine: the port is free for anybody at once.
                     self.free_mapping(s.mapping, alloc);
                 } else {
                     let at = now + self.reuse_delay;
-                    m.free_at = at;
+                    m.state = QUARANTINE | at;
                     self.wheel.schedule(s.mapping | MAP_TAG, at);
                 }
             }
@@ -857,8 +881,7 @@ impl ConnTrack {
             for &e in &due {
                 if e & MAP_TAG != 0 {
                     let m = e & !MAP_TAG;
-                    let x = &self.maps[m as usize];
-                    if x.live && x.refs == 0 && x.free_at != NONE && x.free_at <= now {
+                    if self.maps[m as usize].free_at().is_some_and(|t| t <= now) {
                         self.free_mapping(m, alloc);
                     }
                     continue;
@@ -916,7 +939,7 @@ impl ConnTrack {
     ) {
         for m in 0..self.maps.len() as u32 {
             let x = &self.maps[m as usize];
-            if x.live && x.refs == 0 && pred(x) {
+            if x.live && x.refs() == 0 && pred(x) {
                 self.free_mapping(m, alloc);
             }
         }
@@ -993,10 +1016,9 @@ mod tests {
         now: u32,
     ) -> u32 {
         ct.admit(0, now, alloc).unwrap();
-        let m = ct
+        let (m, ext) = ct
             .get_or_create_mapping(Proto::Udp, (0x0a00_0001, int_port), 0, alloc)
             .unwrap();
-        let ext = (ct.mapping(m).ext_ip, ct.mapping(m).ext_port);
         let i = ct.insert(
             NewSession {
                 proto: Proto::Udp,
@@ -1013,9 +1035,9 @@ mod tests {
     }
 
     #[test]
-    fn session_is_64_bytes_and_mapping_28() {
+    fn session_is_64_bytes_and_mapping_20() {
         assert_eq!(size_of::<Session>(), 64);
-        assert_eq!(size_of::<MappingEntry>(), 28);
+        assert_eq!(size_of::<MappingEntry>(), 20);
     }
 
     #[test]

@@ -271,6 +271,8 @@ pub struct NatGateway {
     counters: NatCounters,
 }
 
+const TOO_MANY_EIPS: &str = "a NAT gateway's SNAT pool has at most 65,536 EIPs";
+
 fn v4(a: u32) -> Ipv4Addr {
     Ipv4Addr::from(a)
 }
@@ -289,6 +291,9 @@ impl NatGateway {
     /// one for reproducible runs.
     pub fn new(config: NatConfig, eips: &[Ipv4Addr], seed: u64) -> Result<Self, NatError> {
         config.validate().map_err(NatError::InvalidConfig)?;
+        if eips.len() > 1 << 16 {
+            return Err(NatError::InvalidConfig(TOO_MANY_EIPS));
+        }
         let pool: Vec<u32> = eips.iter().map(|a| u32::from(*a)).collect();
         let ticks = config.fragment_timeout.as_secs().clamp(1, 3600) as u32;
         Ok(NatGateway {
@@ -526,12 +531,11 @@ impl NatGateway {
         let proto = p.proto;
         let (ext, mapping) = match self.config.mapping {
             Mapping::EndpointIndependent => {
-                let m = self
+                let (m, ext) = self
                     .ct
                     .get_or_create_mapping(proto, int, owner, &mut self.alloc)
                     .map_err(alloc_drop)?;
-                let x = self.ct.mapping(m);
-                ((x.ext_ip, x.ext_port), m)
+                (ext, m)
             }
             Mapping::AddressAndPortDependent => {
                 let ct = &self.ct;
@@ -627,7 +631,10 @@ impl NatGateway {
                         NatDrop::NoMapping
                     });
                 }
-                _ => self.ct.mapping_by_ext(proto, ext.0, ext.1),
+                _ => self
+                    .alloc
+                    .slot_of(ext.0)
+                    .and_then(|slot| self.ct.mapping_by_ext(proto, slot, ext.1)),
             };
             let Some(m) = m.filter(|m| self.ct.mapping_refs(*m) > 0) else {
                 return Err(NatDrop::NoMapping);
@@ -769,7 +776,9 @@ impl NatGateway {
         if self.one_to_one_by_eip.contains_key(&a) {
             return Err(NatError::AddressInUse(eip));
         }
-        self.alloc.add_eip(a);
+        if !self.alloc.add_eip(a) {
+            return Err(NatError::InvalidConfig(TOO_MANY_EIPS));
+        }
         Ok(())
     }
 
@@ -780,8 +789,10 @@ impl NatGateway {
         let n = self
             .ct
             .remove_where(tick(now), &mut self.alloc, |s| s.ext_ip == a);
-        self.ct
-            .free_idle_mappings_where(&mut self.alloc, |m| m.ext_ip == a);
+        if let Some(slot) = self.alloc.slot_of(a) {
+            self.ct
+                .free_idle_mappings_where(&mut self.alloc, |m| m.eip == slot);
+        }
         self.dnat.retain(|k, _| k.1 != a);
         self.alloc.remove_eip(a);
         n
