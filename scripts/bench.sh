@@ -5,6 +5,10 @@
 # "internet host" namespace H (198.51.100.10). Peers:
 #   vpcd         vpcd up: F is a netns instance; SNAT through the NAT gateway when the fabric has
 #                it, otherwise (said clearly) the in-VPC path F -> another subnet
+#   tun-copy     the bare TUN copy loop (examples/tun_copy.rs): F's TUN <-> a TUN in H, one thread
+#                per direction, one packet per read()/write(), no NAT — the floor vpcd is held to
+#   vpcd-base    (only with VPCD_BASELINE=path) another vpcd binary, e.g. the previous commit's, in
+#                the same run, for before/after comparisons
 #   kernel       kernel forwarding in a router namespace R, no NAT (veth F-R, R-H)
 #   kernel-nat   the same plus nftables SNAT (masquerade to 198.51.100.1) and a DNAT rule in R
 #   pasta        pasta (passt) run inside R, F attached to it; R's default route points at H
@@ -20,13 +24,14 @@
 # BENCHMARKS.md with the machine (nproc, kernel). Bounded: BENCH_SECONDS per iperf3 run (default
 # 3); all namespaces and processes are removed on exit (trap), also on Ctrl-C.
 #
-# Env: VPCD=path (default: builds target/release/vpcd), BENCH_SECONDS, BENCH_PEERS (space
-# separated subset), BENCH_NO_APPEND=1 (do not touch BENCHMARKS.md).
+# Env: VPCD=path (default: builds target/release/vpcd), TUN_COPY=path (default: builds the
+# tun_copy example), VPCD_BASELINE=path (adds the vpcd-base peer), BENCH_SECONDS, BENCH_PEERS
+# (space separated subset), BENCH_NO_APPEND=1 (do not touch BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECS=${BENCH_SECONDS:-3}
-PEERS=${BENCH_PEERS:-"vpcd kernel kernel-nat pasta slirp4netns"}
+PEERS=${BENCH_PEERS:-"vpcd ${VPCD_BASELINE:+vpcd-base }tun-copy kernel kernel-nat pasta slirp4netns"}
 P=vb  # every namespace here starts with "vb-"
 WORK=$(mktemp -d /tmp/vpcd-bench.XXXXXX)
 PIDS=()
@@ -57,6 +62,10 @@ trap 'exit 130' INT TERM
 if [ -z "${VPCD:-}" ]; then
     cargo build --release --locked --quiet
     VPCD=$PWD/target/release/vpcd
+fi
+if [ -z "${TUN_COPY:-}" ] && [[ " $PEERS " == *" tun-copy "* ]]; then
+    cargo build --release --locked --quiet --example tun_copy
+    TUN_COPY=$PWD/target/release/examples/tun_copy
 fi
 
 in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
@@ -173,8 +182,19 @@ peer_slirp() {
     measure slirp4netns "$P-sl-f" "$P-sl-h" "$H_IP"
 }
 
+peer_tun_copy() {
+    "$TUN_COPY" "$P-copy-f" "$P-copy-h" >"$WORK/copy.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 100); do grep -q '^ready' "$WORK/copy.log" && break; sleep 0.1; done
+    grep -q '^ready' "$WORK/copy.log" || { cat "$WORK/copy.log" >&2; return 1; }
+    measure tun-copy "$P-copy-f" "$P-copy-h" "$H_IP"
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+}
+
 VPCD_MODE=""
-peer_vpcd() {
+peer_vpcd() { # binary label
+    local bin=$1 label=$2
     export VPCD_NETNS_PREFIX=$P VPCD_RUN_DIR=$WORK/run
     cat >"$WORK/nat.toml" <<EOF
 [[vpc]]
@@ -213,7 +233,7 @@ instance = [
 ]
 EOF
     vpcd_up() { # file
-        "$VPCD" up "$1" >"$WORK/up.log" 2>&1 &
+        "$bin" up "$1" >"$WORK/up.log" 2>&1 &
         VPCD_PID=$!
         PIDS+=("$VPCD_PID")
         for _ in $(seq 100); do grep -q '^ready:' "$WORK/up.log" && return 0; sleep 0.1; done
@@ -223,24 +243,26 @@ EOF
     vpcd_up "$WORK/nat.toml"
     if in_ns "$P-bench-f" ping -c 1 -W 1 "$H_IP" >/dev/null 2>&1; then
         VPCD_MODE="SNAT through the NAT gateway (F -> EIP -> H)"
-        measure vpcd "$P-bench-f" "$P-internet-h" "$H_IP"
+        measure "$label" "$P-bench-f" "$P-internet-h" "$H_IP"
         vpcd_down
     else
         vpcd_down
         VPCD_MODE="in-VPC path F -> another subnet (NAT not in the fabric yet: SNAT figures pending)"
         echo "  vpcd: the NAT gateway does not forward yet; measuring the $VPCD_MODE"
         vpcd_up "$WORK/vpc.toml"
-        measure vpcd "$P-bench-f" "$P-bench-h" 10.99.2.10
+        measure "$label" "$P-bench-f" "$P-bench-h" 10.99.2.10
         vpcd_down
     fi
-    tail -1 "$WORK/up.log" | sed 's/^/  vpcd: /'
+    tail -1 "$WORK/up.log" | sed "s/^/  $label: /"
 }
 
 echo "bench.sh: $(nproc) cores, kernel $(uname -r), ${SECS}s per iperf3 run, MTU 1500"
 : >"$WORK/results"
 for peer in $PEERS; do
     case $peer in
-        vpcd) peer_vpcd ;;
+        vpcd) peer_vpcd "$VPCD" vpcd ;;
+        vpcd-base) peer_vpcd "${VPCD_BASELINE:?VPCD_BASELINE=path needed}" vpcd-base ;;
+        tun-copy) peer_tun_copy ;;
         kernel) peer_kernel ;;
         kernel-nat) peer_kernel_nat ;;
         pasta) peer_pasta ;;

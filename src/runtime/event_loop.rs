@@ -1,14 +1,17 @@
-//! The I/O shell's loop: one task owns the [`Fabric`], every TUN port and every sim port.
+//! The I/O shell's loop: one task owns the [`Fabric`], reads every TUN port and serves every sim
+//! port; one writer thread per TUN port ([`super::tx`]) does that port's `write()`s.
 //!
 //! Each wake-up finds the TUN ports that are readable, reads up to [`BATCH`] packets from each
-//! into caller-owned buffers, hands the batch to [`Fabric::handle`], and writes each forwarded or
-//! generated packet to its egress port; sim ports are polled after every batch and when their
-//! timers fall due, and the fabric's own timers run when [`Fabric::poll_timeout`] says so.
-//! Batches are the unit so that `IFF_VNET_HDR` superpackets (`recv_multiple`/`send_multiple`) and
-//! per-core shards fit later without changing the shape. Nothing here allocates per TUN packet.
+//! into caller-owned buffers, hands the batch to [`Fabric::handle`], and queues each forwarded or
+//! generated packet on its egress port (a buffer swap for TUN ports, a copy into a sim port's
+//! stack); at the end of the wake-up every TUN egress queue is flushed to its writer. Sim ports
+//! are polled after every batch and when their timers fall due, and the fabric's own timers run
+//! when [`Fabric::poll_timeout`] says so. Batches are the unit so that `IFF_VNET_HDR` superpackets
+//! (`recv_multiple`/`send_multiple`) and per-core shards fit later without changing the shape.
+//! Nothing here allocates per TUN packet.
 //!
-//! A write the kernel refuses (a full queue) drops the packet, as a full NIC ring would, and is
-//! counted in [`ShellStats`].
+//! A packet its egress queue has no room for, or a write the kernel refuses, is dropped, as a full
+//! NIC ring would, and counted in [`ShellStats`].
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -16,18 +19,23 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use super::sim_port::SimPort;
+use super::tx::TxQueue;
 use crate::dataplane::{DropReason, Fabric, MIN_BUFFER, PortId, Verdict};
 use crate::time::Instant;
 
 /// Packets read from one port per wake-up before the next port gets its turn.
 pub const BATCH: usize = 64;
+/// The longest the loop blocks waiting for a full egress queue to drain.
+const BACKPRESSURE_WAIT: Duration = Duration::from_millis(1);
 /// Rounds of sim-to-sim exchanges handled after one batch before yielding (a bound, not a target).
 const SIM_ROUNDS: usize = 64;
 
 /// What sits behind a dataplane port.
 pub enum Port {
-    Tun(tun_rs::AsyncDevice),
+    Tun(Arc<tun_rs::AsyncDevice>),
     /// Index into the shell's sim ports.
     Sim(usize),
 }
@@ -35,8 +43,10 @@ pub enum Port {
 /// Packets the shell could not hand to an egress port.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShellStats {
-    /// TUN writes that failed (queue full, device gone).
+    /// TUN writes the kernel refused (device gone).
     pub tun_tx_errors: u64,
+    /// Packets dropped because their TUN egress queue was full (its writer behind).
+    pub tun_tx_queue_full: u64,
     /// TUN reads that failed with something other than "nothing to read".
     pub tun_rx_errors: u64,
     /// Packets a sim port refused (queue full, larger than its MTU).
@@ -50,6 +60,10 @@ pub struct ShellStats {
 pub struct Shell {
     fabric: Fabric,
     ports: Vec<Option<Port>>,
+    /// The egress queue of each TUN port, by id (`None` for other ports).
+    txq: Vec<Option<TxQueue>>,
+    /// Per TUN port: the egress queue it filled up, which must have room before it is read again.
+    blocked_on: Vec<Option<usize>>,
     sims: Vec<SimPort>,
     /// Sim ports that received something since their last poll.
     sim_dirty: Vec<bool>,
@@ -63,13 +77,28 @@ pub struct Shell {
     scratch: Box<[u8]>,
     start: std::time::Instant,
     stats: ShellStats,
+    backpressure: bool,
 }
 
 impl Shell {
     /// `ports[i]` is what serves `PortId(i)` (`None`: nothing attached, packets to it are lost).
-    /// `buffer` is the largest packet any port carries (its MTU).
-    pub fn new(fabric: Fabric, ports: Vec<Option<Port>>, sims: Vec<SimPort>, mtu: usize) -> Shell {
+    /// `mtu` is the largest packet any port carries. Starts a writer thread per TUN port.
+    pub fn new(
+        fabric: Fabric,
+        ports: Vec<Option<Port>>,
+        sims: Vec<SimPort>,
+        mtu: usize,
+    ) -> io::Result<Shell> {
         let size = mtu + MIN_BUFFER;
+        let mut txq = Vec::with_capacity(ports.len());
+        for (i, p) in ports.iter().enumerate() {
+            txq.push(match p {
+                Some(Port::Tun(dev)) => {
+                    Some(TxQueue::spawn(&format!("port {i}"), dev.clone(), size)?)
+                }
+                _ => None,
+            });
+        }
         let tuns = ports
             .iter()
             .enumerate()
@@ -77,9 +106,11 @@ impl Shell {
             .map(|(i, _)| PortId(i as u32))
             .collect();
         let n = sims.len();
-        Shell {
+        Ok(Shell {
             fabric,
+            blocked_on: vec![None; ports.len()],
             ports,
+            txq,
             sims,
             sim_dirty: vec![true; n],
             sim_deadline: vec![None; n],
@@ -93,7 +124,8 @@ impl Shell {
             scratch: vec![0u8; size].into_boxed_slice(),
             start: std::time::Instant::now(),
             stats: ShellStats::default(),
-        }
+            backpressure: std::env::var("VPCD_TX_BP").map_or(true, |v| v != "0"),
+        })
     }
 
     fn now(&self) -> Instant {
@@ -105,7 +137,12 @@ impl Shell {
     }
 
     pub fn stats(&self) -> ShellStats {
-        self.stats
+        let mut s = self.stats;
+        for q in self.txq.iter().flatten() {
+            s.tun_tx_errors += q.errors();
+            s.tun_tx_queue_full += q.full_drops();
+        }
+        s
     }
 
     /// Serves every port until `shutdown` completes.
@@ -113,6 +150,7 @@ impl Shell {
         let mut shutdown = pin!(shutdown);
         let tokio_start = tokio::time::Instant::from_std(self.start);
         self.run_sims();
+        self.flush();
         loop {
             let deadline = self.next_deadline();
             let sleep = async {
@@ -151,8 +189,28 @@ impl Shell {
             if stop {
                 return;
             }
+            let mut waiting_for = None;
+            let mut drained = false;
             for &id in &ready {
+                if let Some(e) = self.blocked_on[id.index()] {
+                    if let Some(Some(q)) = self.txq.get_mut(e)
+                        && !q.has_room()
+                    {
+                        waiting_for = Some(e);
+                        continue;
+                    }
+                    self.blocked_on[id.index()] = None;
+                }
                 self.drain(id);
+                drained = true;
+            }
+            if !drained
+                && let Some(e) = waiting_for
+                && let Some(Some(q)) = self.txq.get_mut(e)
+            {
+                // Every readable port feeds a full queue: wait for its writer (bounded, so
+                // signals and timers are seen within a millisecond).
+                q.wait_for_room(BACKPRESSURE_WAIT);
             }
             self.ready = ready;
             let now = self.now();
@@ -160,6 +218,14 @@ impl Shell {
                 self.fabric.handle_timeout(now);
             }
             self.run_sims();
+            self.flush();
+        }
+    }
+
+    /// Sends what this wake-up queued for each TUN port on its way.
+    fn flush(&mut self) {
+        for q in self.txq.iter_mut().flatten() {
+            q.flush();
         }
     }
 
@@ -211,9 +277,18 @@ impl Shell {
         for k in 0..n {
             if let Verdict::Forward { port, len } | Verdict::Reply { port, len } = self.verdicts[k]
             {
+                if let Some(Some(q)) = self.txq.get_mut(port.index()) {
+                    // Full queues count their own drops.
+                    let _ = q.push_swap(&mut self.bufs[k], len);
+                    if q.is_filling_last() && self.backpressure {
+                        self.blocked_on[ingress.index()] = Some(port.index());
+                    }
+                    continue;
+                }
                 let packet = &self.bufs[k][..len.min(self.bufs[k].len())];
                 emit(
                     &self.ports,
+                    &mut self.txq,
                     &mut self.sims,
                     &mut self.sim_dirty,
                     &mut self.stats,
@@ -250,6 +325,7 @@ impl Shell {
                         let packet = &self.scratch[..len.min(self.scratch.len())];
                         emit(
                             &self.ports,
+                            &mut self.txq,
                             &mut self.sims,
                             &mut self.sim_dirty,
                             &mut self.stats,
@@ -267,9 +343,11 @@ impl Shell {
     }
 }
 
-/// Hands a packet to its egress port.
+/// Hands a packet to its egress port (a copy: TUN packets from the fabric's read buffers are
+/// swapped into their queue instead).
 fn emit(
     ports: &[Option<Port>],
+    txq: &mut [Option<TxQueue>],
     sims: &mut [SimPort],
     sim_dirty: &mut [bool],
     stats: &mut ShellStats,
@@ -277,8 +355,12 @@ fn emit(
     packet: &[u8],
 ) {
     match ports.get(egress.index()) {
-        Some(Some(Port::Tun(dev))) if dev.try_send(packet).is_err() => stats.tun_tx_errors += 1,
-        Some(Some(Port::Tun(_))) => {}
+        Some(Some(Port::Tun(_))) => {
+            if let Some(Some(q)) = txq.get_mut(egress.index()) {
+                // Full queues count their own drops.
+                let _ = q.push_copy(packet);
+            }
+        }
         Some(Some(Port::Sim(i))) => {
             if let Some(sim) = sims.get_mut(*i) {
                 if sim.deliver(packet) {

@@ -13,6 +13,7 @@
 pub mod event_loop;
 pub mod sim_port;
 pub mod state;
+pub mod tx;
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -168,7 +169,7 @@ pub fn up(plan: &Plan, topology: &Path, out: &mut dyn Write) -> Result<(), RunEr
                 let dev = netns::create_with_tun(&ns, config)?;
                 made.namespaces.push(ns.clone());
                 let dev = tun_rs::AsyncDevice::new(dev).map_err(RunError::Runtime)?;
-                ports.push(Some(Port::Tun(dev)));
+                ports.push(Some(Port::Tun(Arc::new(dev))));
                 endpoints.push(Endpoint {
                     name: p.name.clone(),
                     attach: Attach::Netns,
@@ -229,7 +230,8 @@ pub fn up(plan: &Plan, topology: &Path, out: &mut dyn Write) -> Result<(), RunEr
             .build_hasher()
             .finish()
     };
-    let mut shell = Shell::new(Fabric::with_seed(tables, seed), ports, sims, max_mtu);
+    let mut shell = Shell::new(Fabric::with_seed(tables, seed), ports, sims, max_mtu)
+        .map_err(RunError::Runtime)?;
     rt.block_on(shell.run(async {
         let waits: Vec<_> = signals
             .iter_mut()
@@ -244,7 +246,7 @@ pub fn up(plan: &Plan, topology: &Path, out: &mut dyn Write) -> Result<(), RunEr
     let removed = made.teardown();
     let _ = writeln!(
         out,
-        "stopped: removed {} namespace(s); {} packet batch(es), mean {:.1} packets; {} dropped by the fabric{}",
+        "stopped: removed {} namespace(s); {} packet batch(es), mean {:.1} packets; {} dropped by the fabric{}{}",
         removed.len(),
         stats.batches,
         if stats.batches == 0 {
@@ -253,10 +255,25 @@ pub fn up(plan: &Plan, topology: &Path, out: &mut dyn Write) -> Result<(), RunEr
             stats.batched_packets as f64 / stats.batches as f64
         },
         counters.total_drops(),
-        drops_text(&counters)
+        drops_text(&counters),
+        tx_text(&stats)
     );
     drop(lock);
     Ok(())
+}
+
+fn tx_text(s: &event_loop::ShellStats) -> String {
+    let mut t = String::new();
+    if s.tun_tx_queue_full > 0 {
+        t.push_str(&format!(
+            "; {} lost at full egress queues",
+            s.tun_tx_queue_full
+        ));
+    }
+    if s.tun_tx_errors > 0 {
+        t.push_str(&format!("; {} refused by a TUN device", s.tun_tx_errors));
+    }
+    t
 }
 
 /// Completes when any of the futures does.
