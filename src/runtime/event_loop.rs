@@ -10,8 +10,11 @@
 //! (`recv_multiple`/`send_multiple`) and per-core shards fit later without changing the shape.
 //! Nothing here allocates per TUN packet.
 //!
-//! A packet its egress queue has no room for, or a write the kernel refuses, is dropped, as a full
-//! NIC ring would, and counted in [`ShellStats`].
+//! Backpressure: a TUN port whose packets took the last spare batch of an egress queue is not read
+//! again until that queue has a batch back, so its packets wait in the kernel's TUN queue (where
+//! TCP Small Queues throttle a local sender) instead of being read only to be dropped; other
+//! ports keep being served. A packet that still finds no room, or a write the kernel refuses, is
+//! dropped, as a full NIC ring would, and counted in [`ShellStats`].
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -59,9 +62,10 @@ pub struct ShellStats {
 /// The runtime state the loop drives.
 pub struct Shell {
     fabric: Fabric,
-    ports: Vec<Option<Port>>,
-    /// The egress queue of each TUN port, by id (`None` for other ports).
+    /// The egress queue of each TUN port, by id (`None` for other ports). Declared before
+    /// `ports` so that it drops first: its writer threads are joined while the devices are alive.
     txq: Vec<Option<TxQueue>>,
+    ports: Vec<Option<Port>>,
     /// Per TUN port: the egress queue it filled up, which must have room before it is read again.
     blocked_on: Vec<Option<usize>>,
     sims: Vec<SimPort>,
@@ -77,7 +81,6 @@ pub struct Shell {
     scratch: Box<[u8]>,
     start: std::time::Instant,
     stats: ShellStats,
-    backpressure: bool,
 }
 
 impl Shell {
@@ -124,7 +127,6 @@ impl Shell {
             scratch: vec![0u8; size].into_boxed_slice(),
             start: std::time::Instant::now(),
             stats: ShellStats::default(),
-            backpressure: std::env::var("VPCD_TX_BP").map_or(true, |v| v != "0"),
         })
     }
 
@@ -280,7 +282,7 @@ impl Shell {
                 if let Some(Some(q)) = self.txq.get_mut(port.index()) {
                     // Full queues count their own drops.
                     let _ = q.push_swap(&mut self.bufs[k], len);
-                    if q.is_filling_last() && self.backpressure {
+                    if q.is_filling_last() {
                         self.blocked_on[ingress.index()] = Some(port.index());
                     }
                     continue;

@@ -2,8 +2,10 @@
 //!
 //! Owns the run (lock and state file, [`state`]), the ports (a TUN device in a namespace per
 //! `netns` endpoint, made by [`crate::netns`]; an in-process stack per `sim` endpoint,
-//! [`sim_port`]), the tokio runtime and its one loop ([`event_loop`]), and the teardown. It must
-//! not reach into the dataplane beyond `handle` / `poll_timeout` / `handle_timeout`.
+//! [`sim_port`]), the tokio runtime and its one loop ([`event_loop`]) that owns the fabric and
+//! reads every port, the writer thread per TUN port that does its `write()`s ([`tx`]), and the
+//! teardown. It must not reach into the dataplane beyond `handle` / `poll_timeout` /
+//! `handle_timeout`.
 //!
 //! Teardown never leaks: every namespace is recorded in the state file before it is created, and a
 //! guard removes them all when `up` returns — after SIGINT, SIGTERM or SIGHUP, on an error, and

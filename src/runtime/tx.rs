@@ -95,7 +95,6 @@ pub struct TxQueue {
     writer: Option<JoinHandle<()>>,
     /// Packets dropped because every batch was in flight.
     full_drops: u64,
-    inline_max: usize,
 }
 
 impl TxQueue {
@@ -130,10 +129,6 @@ impl TxQueue {
             errors,
             writer: Some(writer),
             full_drops: 0,
-            inline_max: std::env::var("VPCD_TX_INLINE")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(INLINE_MAX),
         })
     }
 
@@ -195,7 +190,7 @@ impl TxQueue {
         if queued == 0 {
             return;
         }
-        if queued <= self.inline_max {
+        if queued <= INLINE_MAX {
             self.reclaim();
             if self.free.len() + 1 == BATCHES_PER_PORT
                 && let Some(batch) = self.filling.as_mut()
