@@ -6,6 +6,7 @@
 //! - [`dataplane`]: the sans-IO packet core, `handle(now, port, buf) -> Verdict`;
 //! - [`explain`]: `vpcd explain`, a static walk of the compiled tables that names what blocks a
 //!   flow, using the dataplane's own decision functions;
+//! - [`observe`]: flow logs and packet capture, wrappers around the fabric call;
 //! - [`sim`]: in-process smoltcp hosts on a virtual clock, and the probes `vpcd test` runs;
 //! - [`runtime`]: `vpcd up`'s I/O shell (TUN ports in namespaces made by [`netns`], sim ports, one
 //!   tokio loop) around the same dataplane.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod dataplane;
 pub mod explain;
 pub mod netns;
+pub mod observe;
 pub mod runtime;
 pub mod sim;
 pub mod tables;

@@ -1,0 +1,301 @@
+//! Observing the dataplane from outside: flow logs and packet capture.
+//!
+//! Both are **wrappers around the fabric call**, never flags inside it (STYLE lesson 5): an
+//! [`Observer`] reads a packet before [`Fabric::handle`] (what the port sent, before NAT), calls
+//! the fabric, then reads the verdict and the rewritten buffer (what leaves, after NAT). The
+//! dataplane does not know it is observed.
+//!
+//! - [`FlowLog`] (`flowlog.rs`) aggregates packets into AWS-style flow-log records over a capture
+//!   window. Sans-IO: the caller passes `now`, drives [`FlowLog::poll_timeout`] /
+//!   [`FlowLog::handle_timeout`], and drains finished [`FlowRecord`]s; per packet it does one
+//!   lookup in a bounded, pre-sized table with a seeded hasher (no allocation, no lock, no I/O).
+//! - [`FlowLogWriter`] (`jsonl.rs`) writes records as JSON lines to any `io::Write`: the I/O half.
+//! - [`Capture`] (`pcap.rs`) records one port's packets as pcap (LINKTYPE_RAW) into a bounded
+//!   in-memory buffer, in two views: the port's own traffic, and the same packets on the far side
+//!   of the fabric (translated by NAT). The caller writes the bytes out with
+//!   [`Capture::write_pending`] when it likes (a full buffer counts drops, never grows).
+//!
+//! This module owns no thread, clock or file: it must not reach into the dataplane beyond
+//! `Fabric::handle` and the compiled tables' port names.
+//!
+//! # Wiring into an I/O shell (`vpcd up`)
+//!
+//! ```text
+//! at start:    let epoch = SystemTime::now().duration_since(UNIX_EPOCH)   // wall time of Instant::ZERO
+//!              let mut obs = Observer::new();
+//!              obs.set_flow_log(FlowLog::new(fabric.tables(), FlowLogConfig { epoch, seed, ..default }));
+//!              obs.add_capture(Capture::new(port_id, CaptureConfig { epoch, ..default }));
+//! per packet:  verdict = obs.handle(&mut fabric, now, ingress, buf, len)   // instead of fabric.handle
+//! timers:      deadline = min(fabric.poll_timeout(), obs.poll_timeout());
+//!              when now >= obs.poll_timeout(): obs.handle_timeout(now);
+//!                  obs.drain_flow_records(&mut records); writer.write(&records); records.clear()
+//!              captures: obs.capture_mut(i).write_pending(&mut port_file, &mut nat_file) when
+//!                  pending_bytes() passes a threshold, or on the same timer
+//! table swap:  obs.set_tables(&new_tables)   // after fabric.swap_tables, for port names
+//! shutdown:    obs.flush_all(now); drain + write the records; write_pending every capture; flush files
+//! ```
+
+mod flowlog;
+mod jsonl;
+mod pcap;
+
+use std::net::Ipv4Addr;
+
+pub use flowlog::{
+    Action, DEFAULT_MAX_FLOWS, DEFAULT_WINDOW, Direction, FLOW_LOG_VERSION, FlowLog, FlowLogConfig,
+    FlowRecord, LogStatus, RejectReason,
+};
+pub use jsonl::FlowLogWriter;
+pub use pcap::{
+    Capture, CaptureConfig, DEFAULT_CAPTURE_BUFFER, LINKTYPE_RAW, View, nat_capture_path,
+};
+
+use crate::dataplane::{Fabric, Verdict};
+use crate::tables::{PortId, Tables};
+use crate::time::Instant;
+
+/// The largest packet a capture copies before the fabric rewrites it (the IPv4 maximum).
+const MAX_PACKET: usize = 65_535;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// What a flow log reads from an IPv4 packet: addresses, protocol, ports or ICMP type/code, TCP
+/// flags and length. Parsed by hand from the bytes, checked so that nothing panics whatever the
+/// input; a packet that is not IPv4 or is shorter than its header gives `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PacketFacts {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    /// TCP/UDP ports; 0 for other protocols and for non-first fragments.
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// ICMP `(type, code)`, for ICMP packets with their header.
+    pub icmp: Option<(u8, u8)>,
+    /// The TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, URG 0x20…).
+    pub tcp_flags: u8,
+    /// The packet's length in bytes (the IP total length, or what the buffer holds if shorter).
+    pub len: u32,
+}
+
+impl PacketFacts {
+    /// Reads the facts from `packet` (the packet's bytes, nothing after them).
+    pub fn parse(packet: &[u8]) -> Option<PacketFacts> {
+        let first = *packet.first()?;
+        if first >> 4 != 4 {
+            return None;
+        }
+        let ihl = usize::from(first & 0x0f) * 4;
+        if ihl < 20 || packet.len() < ihl {
+            return None;
+        }
+        let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+        let len = if total >= ihl && total <= packet.len() {
+            total
+        } else {
+            packet.len()
+        };
+        let frag_offset = u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff;
+        let proto = packet[9];
+        let addr =
+            |at: usize| Ipv4Addr::new(packet[at], packet[at + 1], packet[at + 2], packet[at + 3]);
+        let mut facts = PacketFacts {
+            src: addr(12),
+            dst: addr(16),
+            proto,
+            src_port: 0,
+            dst_port: 0,
+            icmp: None,
+            tcp_flags: 0,
+            len: len as u32,
+        };
+        if frag_offset != 0 {
+            return Some(facts);
+        }
+        let l4 = packet.get(ihl..len).unwrap_or_default();
+        let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
+        match proto {
+            PROTO_TCP if l4.len() >= 14 => {
+                facts.src_port = port(0);
+                facts.dst_port = port(2);
+                facts.tcp_flags = l4[13];
+            }
+            PROTO_UDP if l4.len() >= 4 => {
+                facts.src_port = port(0);
+                facts.dst_port = port(2);
+            }
+            PROTO_ICMP if l4.len() >= 2 => facts.icmp = Some((l4[0], l4[1])),
+            _ => {}
+        }
+        Some(facts)
+    }
+}
+
+/// The wrapper an I/O shell puts around [`Fabric::handle`]: an optional flow log and any number of
+/// port captures. With neither, [`Observer::handle`] is `fabric.handle` plus two branches.
+#[derive(Debug, Default)]
+pub struct Observer {
+    flow_log: Option<FlowLog>,
+    captures: Vec<Capture>,
+    /// The packet as it was before the fabric rewrote it, for the captures (allocated once, when
+    /// the first capture is added).
+    before: Vec<u8>,
+}
+
+impl Observer {
+    pub fn new() -> Observer {
+        Observer::default()
+    }
+
+    /// Turns the flow log on (replacing an earlier one, whose undrained records are lost: call
+    /// [`Observer::flush_all`] and drain first).
+    pub fn set_flow_log(&mut self, log: FlowLog) {
+        self.flow_log = Some(log);
+    }
+
+    /// Turns the flow log off and hands it back (flush and drain it to keep its records).
+    pub fn take_flow_log(&mut self) -> Option<FlowLog> {
+        self.flow_log.take()
+    }
+
+    pub fn flow_log(&self) -> Option<&FlowLog> {
+        self.flow_log.as_ref()
+    }
+
+    pub fn flow_log_mut(&mut self) -> Option<&mut FlowLog> {
+        self.flow_log.as_mut()
+    }
+
+    /// Adds a capture; returns its index for [`Observer::capture_mut`].
+    pub fn add_capture(&mut self, capture: Capture) -> usize {
+        if self.before.is_empty() {
+            self.before = vec![0; MAX_PACKET];
+        }
+        self.captures.push(capture);
+        self.captures.len() - 1
+    }
+
+    pub fn captures(&self) -> &[Capture] {
+        &self.captures
+    }
+
+    pub fn capture_mut(&mut self, index: usize) -> Option<&mut Capture> {
+        self.captures.get_mut(index)
+    }
+
+    pub fn captures_mut(&mut self) -> &mut [Capture] {
+        &mut self.captures
+    }
+
+    /// Handles one packet through `fabric`, observing it: use it exactly where the shell would
+    /// call [`Fabric::handle`] (same arguments, same verdict). Does not allocate, lock or do I/O.
+    pub fn handle(
+        &mut self,
+        fabric: &mut Fabric,
+        now: Instant,
+        ingress: PortId,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Verdict {
+        let sent = &buf[..len.min(buf.len())];
+        let facts = self
+            .flow_log
+            .as_ref()
+            .and_then(|_| PacketFacts::parse(sent));
+        let kept = if self.captures.is_empty() {
+            0
+        } else {
+            let n = sent.len().min(self.before.len());
+            self.before[..n].copy_from_slice(&sent[..n]);
+            n
+        };
+        let verdict = fabric.handle(now, ingress, buf, len);
+        if let Some(log) = &mut self.flow_log {
+            log.record(now, ingress, facts, verdict, buf);
+        }
+        for c in &mut self.captures {
+            c.record(now, ingress, &self.before[..kept], verdict, buf);
+        }
+        verdict
+    }
+
+    /// When [`Observer::handle_timeout`] must run next (the flow log's window end), if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.flow_log.as_ref().and_then(FlowLog::poll_timeout)
+    }
+
+    /// Closes the flow log's window if it has ended; then drain the records.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(log) = &mut self.flow_log {
+            log.handle_timeout(now);
+        }
+    }
+
+    /// Moves every finished flow-log record into `out`.
+    pub fn drain_flow_records(&mut self, out: &mut Vec<FlowRecord>) {
+        if let Some(log) = &mut self.flow_log {
+            log.drain_into(out);
+        }
+    }
+
+    /// Closes the current flow-log window now (clean shutdown): every counted packet is then in a
+    /// finished record.
+    pub fn flush_all(&mut self, now: Instant) {
+        if let Some(log) = &mut self.flow_log {
+            log.flush_all(now);
+        }
+    }
+
+    /// Picks up new port names after a table swap.
+    pub fn set_tables(&mut self, tables: &Tables) {
+        if let Some(log) = &mut self.flow_log {
+            log.set_tables(tables);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_of_a_tcp_syn() {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&40u16.to_be_bytes());
+        p[9] = PROTO_TCP;
+        p[12..16].copy_from_slice(&[10, 0, 1, 10]);
+        p[16..20].copy_from_slice(&[198, 51, 100, 10]);
+        p[20..22].copy_from_slice(&49152u16.to_be_bytes());
+        p[22..24].copy_from_slice(&80u16.to_be_bytes());
+        p[33] = 0x02;
+        let f = PacketFacts::parse(&p).expect("a valid header");
+        assert_eq!(f.src, Ipv4Addr::new(10, 0, 1, 10));
+        assert_eq!(f.dst, Ipv4Addr::new(198, 51, 100, 10));
+        assert_eq!(
+            (f.src_port, f.dst_port, f.tcp_flags, f.len),
+            (49152, 80, 2, 40)
+        );
+        // A later fragment has no ports.
+        p[6..8].copy_from_slice(&100u16.to_be_bytes());
+        let f = PacketFacts::parse(&p).expect("a valid header");
+        assert_eq!((f.src_port, f.dst_port), (0, 0));
+    }
+
+    #[test]
+    fn bad_input_gives_none_or_partial_facts_never_a_panic() {
+        assert_eq!(PacketFacts::parse(&[]), None);
+        assert_eq!(PacketFacts::parse(&[0x60; 40]), None);
+        assert_eq!(PacketFacts::parse(&[0x45; 10]), None);
+        assert_eq!(PacketFacts::parse(&[0x4f; 40]), None);
+        for n in 0..64 {
+            let mut p = vec![0xffu8; n];
+            if let Some(b) = p.first_mut() {
+                *b = 0x45;
+            }
+            let _ = PacketFacts::parse(&p);
+        }
+    }
+}
