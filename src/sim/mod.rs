@@ -50,8 +50,10 @@ mod host;
 mod network;
 mod probe;
 
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,13 +62,14 @@ pub use network::{LINK_DELAY, MAX_STEPS};
 pub use probe::{Observed, Outcome, ProbeResult};
 
 use crate::dataplane::{Counters, DropReason, Fabric, PortId};
+use crate::observe::{Capture, CaptureConfig, FlowLog, FlowLogConfig, FlowRecord, Observer};
 use crate::tables;
 use crate::time::Instant;
 use crate::topology::model::{DnatProtocol, Expect, L4, ProbeTarget, TargetHost};
 use crate::topology::plan::{Endpoint, Plan, ProbePlan};
 use crate::topology::{self, TopologyError};
 use host::{Addressing, Host, splitmix64};
-use network::{Network, Origin};
+use network::{CaptureSink, Network, Origin};
 use probe::{Exchange, Spec};
 
 /// How long a probe may take in virtual time. A TCP SYN is retransmitted after 1 s, so a lost
@@ -85,6 +88,8 @@ pub enum SimError {
     UnknownEndpoint(String),
     #[error("{0}")]
     BadTarget(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
 }
 
 /// A topology running in process: one smoltcp host per endpoint, the fabric between them, and a
@@ -201,6 +206,89 @@ impl Simulation {
     /// Lets virtual time pass: stacks retransmit, fabric timers run.
     pub fn advance(&mut self, by: Duration) {
         self.net.advance(by);
+    }
+
+    /// Turns flow logs on for every port, from now on (replacing an earlier flow log and its
+    /// undrained records). Windows close on the virtual clock; `config.epoch` maps it to unix
+    /// time.
+    pub fn enable_flow_log(&mut self, config: FlowLogConfig) {
+        let log = FlowLog::new(self.net.fabric.tables(), config);
+        self.net.observer.set_flow_log(log);
+    }
+
+    /// The records of every window that has closed so far, drained (empty without a flow log).
+    pub fn flow_records(&mut self) -> Vec<FlowRecord> {
+        let mut out = Vec::new();
+        self.net.observer.drain_flow_records(&mut out);
+        out
+    }
+
+    /// Closes the current flow-log window now and returns every record not drained yet: what a
+    /// clean shutdown writes.
+    pub fn flush_flow_log(&mut self) -> Vec<FlowRecord> {
+        let now = self.net.now();
+        self.net.observer.flush_all(now);
+        self.flow_records()
+    }
+
+    /// Captures the port of `endpoint` (`VPC/INSTANCE` or `internet/HOST`) from now on: its own
+    /// traffic (as sent, before NAT; as delivered, after NAT) goes to `port_out`, the same packets
+    /// on the far side of the fabric (translated) to `nat_out`, both as pcap (LINKTYPE_RAW); see
+    /// [`crate::observe::Capture`]. Bytes are written as the simulation runs and by
+    /// [`Simulation::finish_captures`].
+    pub fn capture(
+        &mut self,
+        endpoint: &str,
+        config: CaptureConfig,
+        port_out: impl Write + Send + 'static,
+        nat_out: impl Write + Send + 'static,
+    ) -> Result<(), SimError> {
+        let port = self
+            .net
+            .fabric
+            .tables()
+            .port_named(endpoint)
+            .ok_or_else(|| SimError::UnknownEndpoint(endpoint.to_string()))?;
+        self.net.observer.add_capture(Capture::new(port, config));
+        self.net.sinks.push(CaptureSink {
+            port: Box::new(port_out),
+            nat: Box::new(nat_out),
+        });
+        Ok(())
+    }
+
+    /// [`Simulation::capture`] into `path` and [`crate::observe::nat_capture_path`]`(path)`
+    /// (`fn.pcap` and `fn.nat.pcap`); returns the second path.
+    pub fn capture_to_file(&mut self, endpoint: &str, path: &Path) -> Result<PathBuf, SimError> {
+        let nat_path = crate::observe::nat_capture_path(path);
+        let create = |p: &Path| {
+            File::create(p).map(BufWriter::new).map_err(|source| SimError::Io {
+                path: p.to_path_buf(),
+                source,
+            })
+        };
+        let (own, nat) = (create(path)?, create(&nat_path)?);
+        self.capture(endpoint, CaptureConfig::default(), own, nat)?;
+        Ok(nat_path)
+    }
+
+    /// Writes every captured packet still buffered and flushes the writers; reports the first
+    /// write error of the run.
+    pub fn finish_captures(&mut self) -> io::Result<()> {
+        self.net.write_captures(true);
+        if let Some(e) = self.net.sink_error.take() {
+            return Err(e);
+        }
+        for sink in &mut self.net.sinks {
+            sink.port.flush()?;
+            sink.nat.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The flow log and captures around the fabric.
+    pub fn observer(&self) -> &Observer {
+        &self.net.observer
     }
 
     /// Runs every probe of the plan, in file order.

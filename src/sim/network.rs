@@ -10,10 +10,13 @@
 //! that keeps asking to be polled cannot hang the caller.
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, Write};
 use std::time::Duration;
 
 use super::host::Host;
 use crate::dataplane::{DropReason, Fabric, MIN_BUFFER, PortId, Verdict};
+use crate::observe::Observer;
 use crate::time::Instant;
 
 /// One-way latency of every link, host to host through the fabric.
@@ -26,6 +29,9 @@ pub const MAX_STEPS: usize = 100_000;
 /// Steps in a row at one instant, with no packet moving, before the clock is forced forward. A
 /// stack that asks for a poll "now" but has nothing to send would otherwise spin.
 const MAX_IDLE_STEPS: u32 = 16;
+
+/// Captured bytes a capture buffers before the step loop writes them out.
+const SINK_THRESHOLD: usize = 1 << 20;
 
 /// Who produced a delivered packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +49,18 @@ struct InFlight {
     to: PortId,
     origin: Origin,
     packet: Vec<u8>,
+}
+
+/// Where a capture's two pcap streams go (parallel to the observer's captures).
+pub(crate) struct CaptureSink {
+    pub port: Box<dyn Write + Send>,
+    pub nat: Box<dyn Write + Send>,
+}
+
+impl fmt::Debug for CaptureSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CaptureSink")
+    }
 }
 
 /// A packet handed to a host, recorded while a tap is set.
@@ -69,6 +87,11 @@ pub(crate) struct Network {
     tapped: Vec<Delivered>,
     /// Packets whose egress port has no host (or whose host's queue was full).
     lost: u64,
+    /// Flow log and captures around every fabric call (empty unless a test turns them on).
+    pub observer: Observer,
+    pub sinks: Vec<CaptureSink>,
+    /// The first error writing a capture; later writes are skipped.
+    pub sink_error: Option<io::Error>,
 }
 
 /// Counted drops by reason, a snapshot to diff.
@@ -99,6 +122,9 @@ impl Network {
             tap: None,
             tapped: Vec::new(),
             lost: 0,
+            observer: Observer::new(),
+            sinks: Vec::new(),
+            sink_error: None,
         }
     }
 
@@ -156,6 +182,9 @@ impl Network {
         if self.fabric.poll_timeout().is_some_and(|t| t <= now) {
             self.fabric.handle_timeout(now);
         }
+        if self.observer.poll_timeout().is_some_and(|t| t <= now) {
+            self.observer.handle_timeout(now);
+        }
         for i in 0..self.hosts.len() {
             self.hosts[i].poll(now);
             let ingress = self.hosts[i].port;
@@ -164,7 +193,26 @@ impl Network {
                 self.send(ingress, &packet);
             }
         }
+        if !self.sinks.is_empty() {
+            self.write_captures(false);
+        }
         moved
+    }
+
+    /// Moves captured packets to their writers: all of them when `all`, otherwise only from
+    /// buffers more than half full.
+    pub fn write_captures(&mut self, all: bool) {
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            let Some(c) = self.observer.capture_mut(i) else {
+                continue;
+            };
+            if self.sink_error.is_some() || (!all && c.pending_bytes() < SINK_THRESHOLD) {
+                continue;
+            }
+            if let Err(e) = c.write_pending(&mut sink.port, &mut sink.nat) {
+                self.sink_error = Some(e);
+            }
+        }
     }
 
     fn deliver(&mut self, p: InFlight) {
@@ -188,7 +236,10 @@ impl Network {
     fn send(&mut self, ingress: PortId, packet: &[u8]) {
         let len = packet.len().min(self.buf.len());
         self.buf[..len].copy_from_slice(&packet[..len]);
-        let (port, len, origin) = match self.fabric.handle(self.now, ingress, &mut self.buf, len) {
+        let verdict = self
+            .observer
+            .handle(&mut self.fabric, self.now, ingress, &mut self.buf, len);
+        let (port, len, origin) = match verdict {
             Verdict::Forward { port, len } => (port, len, Origin::Port(ingress)),
             Verdict::Reply { port, len } => (port, len, Origin::Fabric),
             // Counted by the fabric.
@@ -213,6 +264,7 @@ impl Network {
             }
         };
         consider(self.fabric.poll_timeout());
+        consider(self.observer.poll_timeout());
         for h in &mut self.hosts {
             consider(h.poll_at(now));
         }
