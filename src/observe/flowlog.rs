@@ -630,3 +630,206 @@ fn labels(tables: &Tables, p: &crate::tables::PortInfo) -> PortLabels {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::tables::compile;
+
+    fn tables() -> Tables {
+        let plan = crate::topology::parse(
+            "flowlog.toml",
+            r#"
+            [[vpc]]
+            name = "t"
+            cidr = "10.0.0.0/16"
+            subnet = [{ name = "s", cidr = "10.0.1.0/24" }]
+            instance = [
+                { name = "a", subnet = "s", ip = "10.0.1.10" },
+                { name = "b", subnet = "s", ip = "10.0.1.20" },
+            ]
+            [internet]
+            host = [{ name = "web", ip = "198.51.100.10" }]
+            "#,
+        )
+        .expect("valid topology");
+        compile(&plan)
+    }
+
+    /// A 40-byte TCP packet.
+    fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+        let mut p = vec![0u8; 40];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&40u16.to_be_bytes());
+        p[9] = PROTO_TCP;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p[20..22].copy_from_slice(&sport.to_be_bytes());
+        p[22..24].copy_from_slice(&dport.to_be_bytes());
+        p[33] = flags;
+        p
+    }
+
+    fn log(window: Duration, max_flows: usize) -> FlowLog {
+        FlowLog::new(
+            &tables(),
+            FlowLogConfig {
+                window,
+                max_flows,
+                ..FlowLogConfig::default()
+            },
+        )
+    }
+
+    #[test]
+    fn a_forwarded_packet_is_egress_at_the_sender_and_ingress_at_the_receiver_after_nat() {
+        let mut log = log(Duration::from_secs(60), 16);
+        let sent = tcp([10, 0, 1, 10], [198, 51, 100, 10], 40000, 80, 0x02);
+        let translated = tcp([203, 0, 113, 10], [198, 51, 100, 10], 1024, 80, 0x02);
+        let before = PacketFacts::parse(&sent);
+        let v = Verdict::Forward {
+            port: PortId(2),
+            len: 40,
+        };
+        log.record(Instant::from_secs(1), PortId(0), before, v, &translated);
+        log.flush_all(Instant::from_secs(2));
+        let mut out = Vec::new();
+        log.drain_into(&mut out);
+        assert_eq!(out.len(), 2, "{out:#?}");
+        let egress = &out[0];
+        assert_eq!(egress.interface_id, "t/a");
+        assert_eq!(egress.flow_direction, Some(Direction::Egress));
+        assert_eq!(egress.srcaddr, Some(Ipv4Addr::new(10, 0, 1, 10)));
+        assert_eq!(egress.srcport, Some(40000));
+        let ingress = &out[1];
+        assert_eq!(ingress.interface_id, "internet/web");
+        assert_eq!(ingress.srcaddr, Some(Ipv4Addr::new(203, 0, 113, 10)));
+        assert_eq!(ingress.srcport, Some(1024));
+        assert_eq!(ingress.pkt_srcaddr, Some(Ipv4Addr::new(10, 0, 1, 10)));
+        assert_eq!((ingress.packets, ingress.bytes), (1, 40));
+        assert_eq!(ingress.start, 1);
+    }
+
+    #[test]
+    fn unreadable_packets_are_still_counted() {
+        let mut log = log(Duration::from_secs(60), 16);
+        let v = Verdict::Drop(DropReason::NotIp);
+        log.record(Instant::ZERO, PortId(1), None, v, &[0x00, 0x01]);
+        log.record(Instant::ZERO, PortId(99), None, v, &[]);
+        log.flush_all(Instant::ZERO);
+        let mut out = Vec::new();
+        log.drain_into(&mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|r| r.srcaddr.is_none() && r.packets == 1));
+        assert_eq!(out[1].interface_id, "port-99");
+    }
+
+    #[test]
+    fn tcp_flags_are_reported_like_aws() {
+        assert_eq!(aws_tcp_flags(0x12), 18, "SYN-ACK");
+        assert_eq!(aws_tcp_flags(0x10), 0, "a bare ACK is not reported");
+        assert_eq!(aws_tcp_flags(0x19), 1, "FIN (with ACK and PSH)");
+        assert_eq!(aws_tcp_flags(0x14), 4, "RST");
+    }
+
+    #[test]
+    fn the_table_never_grows_past_its_first_allocation() {
+        let mut log = log(Duration::from_secs(60), 8);
+        let capacity = log.table.capacity();
+        for i in 0..1000u16 {
+            let p = tcp([10, 0, 1, 10], [10, 0, 1, 20], i, 80, 0x02);
+            let v = Verdict::Forward {
+                port: PortId(1),
+                len: 40,
+            };
+            log.record(
+                Instant::from_micros(u64::from(i)),
+                PortId(0),
+                PacketFacts::parse(&p),
+                v,
+                &p,
+            );
+        }
+        assert_eq!(log.table.capacity(), capacity);
+        assert_eq!(log.active_flows(), 8);
+    }
+
+    #[derive(Debug, Clone)]
+    struct Pkt {
+        gap_ms: u64,
+        from: u32,
+        sport: u16,
+        verdict: u8,
+        to: u32,
+    }
+
+    fn pkt() -> impl Strategy<Value = Pkt> {
+        (0u64..400, 0u32..4, 1u16..6, 0u8..3, 0u32..3).prop_map(
+            |(gap_ms, from, sport, verdict, to)| Pkt {
+                gap_ms,
+                from,
+                sport,
+                verdict,
+                to,
+            },
+        )
+    }
+
+    proptest! {
+        /// Every packet is in exactly one record per side it touched (OK or SKIPDATA), no window
+        /// holds more flows than the bound, and every record lies inside one window.
+        #[test]
+        fn records_account_for_every_packet_within_bounds(
+            packets in proptest::collection::vec(pkt(), 1..200),
+            max_flows in 1usize..6,
+            window_ms in 50u64..2000,
+            drain_every in 1usize..50,
+        ) {
+            let window = Duration::from_millis(window_ms);
+            let mut log = log(window, max_flows);
+            let mut now = Instant::ZERO;
+            let mut expected = 0u64;
+            let mut out = Vec::new();
+            for (i, p) in packets.iter().enumerate() {
+                now += Duration::from_millis(p.gap_ms);
+                if log.poll_timeout().is_some_and(|t| t <= now) && i % 2 == 0 {
+                    log.handle_timeout(now); // sometimes on time, sometimes left to record()
+                }
+                let bytes = tcp([10, 0, 1, 10], [10, 0, 1, 20], p.sport, 80, 0x10);
+                let v = match p.verdict {
+                    0 => Verdict::Drop(DropReason::SecurityGroupIngress),
+                    1 => Verdict::Forward { port: PortId(p.to), len: 40 },
+                    _ => Verdict::Reply { port: PortId(p.to), len: 40 },
+                };
+                expected += if p.verdict == 0 { 1 } else { 2 };
+                log.record(now, PortId(p.from), PacketFacts::parse(&bytes), v, &bytes);
+                prop_assert!(log.active_flows() <= max_flows);
+                if i % drain_every == 0 {
+                    log.drain_into(&mut out);
+                }
+            }
+            log.flush_all(now);
+            log.drain_into(&mut out);
+            prop_assert_eq!(log.poll_timeout(), None);
+            let total: u64 = out.iter().map(|r| r.packets).sum();
+            prop_assert_eq!(total, expected);
+            let bytes: u64 = out.iter().map(|r| r.bytes).sum();
+            prop_assert_eq!(bytes, expected * 40);
+            let w = window.as_micros() as u64;
+            let mut per_window = std::collections::BTreeMap::new();
+            for r in &out {
+                let k = r.first.micros() / w;
+                if r.log_status == LogStatus::Ok {
+                    prop_assert_eq!(r.last.micros() / w, k, "one window: {:?}", r);
+                    *per_window.entry(k).or_insert(0usize) += 1;
+                } else {
+                    // Its window, or up to the flush that closed it early.
+                    prop_assert!(r.last.micros() <= (k + 1) * w, "{:?}", r);
+                }
+            }
+            prop_assert!(per_window.values().all(|n| *n <= max_flows), "{:?}", per_window);
+        }
+    }
+}
