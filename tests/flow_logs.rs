@@ -319,3 +319,34 @@ fn flush_on_shutdown_loses_nothing_and_the_json_lines_say_so() {
         assert!(denied.contains(key), "{key} missing in {denied}");
     }
 }
+
+/// The aggregator is sans-IO like the dataplane (STYLE lesson 1): no clock, file, thread or lock;
+/// the capture recorder writes only to the writers its caller passes.
+#[test]
+fn the_aggregator_and_the_capture_recorder_read_no_clock_and_do_no_io_of_their_own() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/observe");
+    let code = |file: &str| {
+        let text = std::fs::read_to_string(dir.join(file)).expect("readable source");
+        text.split("#[cfg(test)]")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let clocks_and_threads = [
+        "std::time::Instant",
+        "SystemTime",
+        "Instant::now",
+        "std::thread",
+        "std::fs",
+        "Mutex",
+        "RwLock",
+        "println!",
+        "tokio",
+    ];
+    for (file, extra) in [("flowlog.rs", &["std::io"][..]), ("pcap.rs", &[][..])] {
+        let code = code(file);
+        for bad in clocks_and_threads.iter().chain(extra) {
+            assert!(!code.contains(bad), "src/observe/{file} uses `{bad}`");
+        }
+    }
+}

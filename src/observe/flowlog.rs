@@ -191,7 +191,8 @@ pub struct FlowRecord {
     pub last: Instant,
 }
 
-/// The aggregation key: one flow as one interface saw it.
+/// The aggregation key: one flow as one interface saw it. (A hand-packed `Hash` writing four
+/// words was measured slower than the derived one with foldhash.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     port: u32,
