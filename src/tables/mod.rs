@@ -153,6 +153,10 @@ pub struct SubnetTable {
 pub struct RouteTable {
     pub name: String,
     trie: PrefixMap<Ipv4Net, RouteTargetPlan>,
+    /// The VPC CIDR when no route of this table is more specific inside it: then every address
+    /// of the VPC matches the `local` route and the trie walk can be skipped (the common
+    /// intra-VPC case).
+    local_fast: Option<Ipv4Net>,
 }
 
 /// The route a lookup chose.
@@ -165,6 +169,14 @@ pub struct RouteMatch {
 impl RouteTable {
     /// Longest-prefix match for `dst`; `None` when no route covers it.
     pub fn lookup(&self, dst: Ipv4Addr) -> Option<RouteMatch> {
+        if let Some(vpc) = self.local_fast {
+            if vpc.contains(&dst) {
+                return Some(RouteMatch {
+                    prefix: vpc,
+                    target: RouteTargetPlan::Local,
+                });
+            }
+        }
         let host = Ipv4Net::new(dst, 32).expect("a /32 is always valid");
         self.trie.get_lpm(&host).map(|(prefix, target)| RouteMatch {
             prefix,
@@ -263,9 +275,15 @@ pub fn compile(plan: &Plan) -> Tables {
                 for r in &rt.routes {
                     trie.insert(r.destination.net(), r.target);
                 }
+                let vpc_net = vpc.cidr.net();
+                let more_specific_inside = rt.routes.iter().any(|r| {
+                    r.destination.net() != vpc_net && vpc_net.contains(&r.destination.net())
+                });
+                let local_first = trie.get(&vpc_net) == Some(&RouteTargetPlan::Local);
                 RouteTable {
                     name: rt.name.clone(),
                     trie,
+                    local_fast: (local_first && !more_specific_inside).then_some(vpc_net),
                 }
             })
             .collect();
@@ -660,6 +678,41 @@ cidr = "10.0.0.0/16"
         assert_eq!(
             hit([8, 8, 8, 8]),
             Some(("0.0.0.0/0".into(), RouteTargetPlan::Internet))
+        );
+    }
+
+    #[test]
+    fn a_more_specific_route_inside_the_vpc_beats_the_local_fast_path() {
+        let plan = topology::parse(
+            "t.toml",
+            r#"
+[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "s"
+  cidr = "10.0.1.0/24"
+  [[vpc.route_table]]
+  name = "main"
+  routes = [{ destination = "10.0.5.0/24", target = "blackhole" }]
+"#,
+        )
+        .expect("valid");
+        let t = compile(&plan);
+        let rt = &t.vpcs[0].route_tables[0];
+        assert!(rt.local_fast.is_none());
+        let target = |a: [u8; 4]| rt.lookup(Ipv4Addr::from(a)).map(|m| m.target);
+        assert_eq!(target([10, 0, 5, 9]), Some(RouteTargetPlan::Blackhole));
+        assert_eq!(target([10, 0, 1, 9]), Some(RouteTargetPlan::Local));
+        let plain = topology::parse("t.toml", "[[vpc]]\nname = \"a\"\ncidr = \"10.0.0.0/16\"\n")
+            .expect("valid");
+        let t = compile(&plain);
+        assert!(t.vpcs[0].route_tables[0].local_fast.is_some());
+        assert_eq!(
+            t.vpcs[0].route_tables[0]
+                .lookup(Ipv4Addr::new(10, 0, 200, 1))
+                .map(|m| m.target),
+            Some(RouteTargetPlan::Local)
         );
     }
 }
