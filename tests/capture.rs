@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use vpcd::observe::View;
+use vpcd::observe::{CaptureConfig, View};
 use vpcd::sim::{Observed, Simulation};
 
 fn tool(name: &str) -> bool {
@@ -53,7 +53,7 @@ fn capture_snat_exchange(dir: &Path) -> (PathBuf, PathBuf, Simulation) {
     let mut sim = Simulation::load(&path).expect("the quickstart loads");
     let file = dir.join("fn-a1.pcap");
     let nat = sim
-        .capture_to_file("tenant-a/fn-a1", &file)
+        .capture_to_file("tenant-a/fn-a1", &file, CaptureConfig::default())
         .expect("capture files are created");
     assert_eq!(nat, dir.join("fn-a1.nat.pcap"));
     for to in [

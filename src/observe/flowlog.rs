@@ -394,7 +394,13 @@ impl FlowLog {
             pkt_dst: pre.map_or(f.dst, |p| p.dst),
         });
         let bytes = u64::from(seen.or(pre).map_or(0, |f| f.len));
-        let flags = seen.map_or(0, |f| if f.proto == PROTO_TCP { f.tcp_flags } else { 0 });
+        let flags = seen.map_or(0, |f| {
+            if f.proto == PROTO_TCP {
+                aws_tcp_flags(f.tcp_flags)
+            } else {
+                0
+            }
+        });
         let key = Key {
             port: port.0,
             direction,
@@ -508,7 +514,7 @@ impl FlowLog {
                 vpc_id: labels.and_then(|l| l.vpc_id.clone()),
                 subnet_id: labels.and_then(|l| l.subnet_id.clone()),
                 instance_id: labels.and_then(|l| l.instance_id.clone()),
-                tcp_flags: f.map(|_| aws_tcp_flags(c.tcp_flags)),
+                tcp_flags: f.map(|_| c.tcp_flags),
                 flow_direction: Some(key.direction),
                 pkt_srcaddr: f.map(|f| f.pkt_src),
                 pkt_dstaddr: f.map(|f| f.pkt_dst),
@@ -592,7 +598,8 @@ fn answered_with(reply: PacketFacts) -> Option<RejectReason> {
     }
 }
 
-/// AWS reports FIN, SYN and RST, and ACK only with SYN (SYN-ACK = 18).
+/// One packet's flags as AWS reports them: FIN, SYN and RST, and ACK only with SYN (SYN-ACK =
+/// 18); a record ORs its packets' values, so a plain handshake's client side shows 2, not 18.
 fn aws_tcp_flags(flags: u8) -> u8 {
     let mut f = flags & 0x07;
     if flags & 0x02 != 0 {

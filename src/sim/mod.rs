@@ -259,16 +259,23 @@ impl Simulation {
 
     /// [`Simulation::capture`] into `path` and [`crate::observe::nat_capture_path`]`(path)`
     /// (`fn.pcap` and `fn.nat.pcap`); returns the second path.
-    pub fn capture_to_file(&mut self, endpoint: &str, path: &Path) -> Result<PathBuf, SimError> {
+    pub fn capture_to_file(
+        &mut self,
+        endpoint: &str,
+        path: &Path,
+        config: CaptureConfig,
+    ) -> Result<PathBuf, SimError> {
         let nat_path = crate::observe::nat_capture_path(path);
         let create = |p: &Path| {
-            File::create(p).map(BufWriter::new).map_err(|source| SimError::Io {
-                path: p.to_path_buf(),
-                source,
-            })
+            File::create(p)
+                .map(BufWriter::new)
+                .map_err(|source| SimError::Io {
+                    path: p.to_path_buf(),
+                    source,
+                })
         };
         let (own, nat) = (create(path)?, create(&nat_path)?);
-        self.capture(endpoint, CaptureConfig::default(), own, nat)?;
+        self.capture(endpoint, config, own, nat)?;
         Ok(nat_path)
     }
 
