@@ -154,18 +154,21 @@ impl TxQueue {
     }
 
     /// Queues a forwarded packet, the first `len` bytes of `buf`, by swapping `buf` with an empty
-    /// buffer of the same size. `false`: dropped (queue full, or `buf` not the queue's size).
+    /// buffer of the same size (a buffer of another size is copied instead, so buffers never
+    /// change size). `false`: dropped, queue full.
     pub fn push_swap(&mut self, buf: &mut Box<[u8]>, len: usize) -> bool {
         let Some(batch) = self.slot() else {
             self.full_drops += 1;
             return false;
         };
         let i = batch.lens.len();
-        if batch.bufs[i].len() != buf.len() {
-            return false;
+        let len = len.min(buf.len()).min(batch.bufs[i].len());
+        if batch.bufs[i].len() == buf.len() {
+            std::mem::swap(&mut batch.bufs[i], buf);
+        } else {
+            batch.bufs[i][..len].copy_from_slice(&buf[..len]);
         }
-        std::mem::swap(&mut batch.bufs[i], buf);
-        batch.lens.push(len.min(batch.bufs[i].len()));
+        batch.lens.push(len);
         true
     }
 
