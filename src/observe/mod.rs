@@ -10,6 +10,8 @@
 //!   [`FlowLog::handle_timeout`], and drains finished [`FlowRecord`]s; per packet it does one
 //!   lookup in a bounded, pre-sized table with a seeded hasher (no allocation, no lock, no I/O).
 //! - [`FlowLogWriter`] (`jsonl.rs`) writes records as JSON lines to any `io::Write`: the I/O half.
+//! - [`CaptureFiles`], [`open_flow_log`], [`parse_capture_arg`] (`files.rs`): the shell's
+//!   helpers for `--capture ENDPOINT=FILE` and `--flow-log FILE|-`.
 //! - [`Capture`] (`pcap.rs`) records one port's packets as pcap (LINKTYPE_RAW) into a bounded
 //!   in-memory buffer, in two views: the port's own traffic, and the same packets on the far side
 //!   of the fabric (translated by NAT). The caller writes the bytes out with
@@ -20,27 +22,39 @@
 //!
 //! # Wiring into an I/O shell (`vpcd up`)
 //!
+//! The shell owns one [`Observer`] beside its `Fabric` (same thread, same `now`):
+//!
 //! ```text
-//! at start:    let epoch = SystemTime::now().duration_since(UNIX_EPOCH)   // wall time of Instant::ZERO
-//!              let mut obs = Observer::new();
-//!              obs.set_flow_log(FlowLog::new(fabric.tables(), FlowLogConfig { epoch, seed, ..default }));
-//!              obs.add_capture(Capture::new(port_id, CaptureConfig { epoch, ..default }));
-//! per packet:  verdict = obs.handle(&mut fabric, now, ingress, buf, len)   // instead of fabric.handle
-//! timers:      deadline = min(fabric.poll_timeout(), obs.poll_timeout());
-//!              when now >= obs.poll_timeout(): obs.handle_timeout(now);
-//!                  obs.drain_flow_records(&mut records); writer.write(&records); records.clear()
-//!              captures: obs.capture_mut(i).write_pending(&mut port_file, &mut nat_file) when
-//!                  pending_bytes() passes a threshold, or on the same timer
-//! table swap:  obs.set_tables(&new_tables)   // after fabric.swap_tables, for port names
-//! shutdown:    obs.flush_all(now); drain + write the records; write_pending every capture; flush files
+//! start     epoch = SystemTime::now().duration_since(UNIX_EPOCH)   // wall time of the shell's Instant::ZERO
+//!           obs = Observer::new()
+//!           --flow-log T:  obs.set_flow_log(FlowLog::new(fabric.tables(),
+//!                              FlowLogConfig { epoch, seed: <random>, window, ..Default::default() }));
+//!                          out = open_flow_log(T)?            // "-" = stdout
+//!           --capture E=F: (e, f) = parse_capture_arg(arg)?; port = tables.port_named(&e)?;
+//!                          i = obs.add_capture(Capture::new(port, CaptureConfig { epoch, ..Default::default() }));
+//!                          files[i] = CaptureFiles::create(&f)?   // F and F.nat.pcap
+//! per packet   verdict = obs.handle(&mut fabric, now, ingress, buf, len)   // replaces fabric.handle(...)
+//! each wake-up deadline = min(fabric.poll_timeout(), obs.poll_timeout(), …)
+//!              if obs.poll_timeout() <= now: obs.handle_timeout(now);
+//!                  obs.drain_flow_records(&mut records); out.write(&records)?; records.clear()
+//!              for captures with pending_bytes() > ~1 MiB (or every ~100 ms):
+//!                  files[i].write(obs.capture_mut(i))?
+//! table swap   obs.set_tables(&new_tables)                    // after fabric.swap_tables (port names)
+//! shutdown     obs.flush_all(now); drain + out.write(&records); files[i].write(..) for every capture
 //! ```
+//!
+//! `handle` does no I/O and does not allocate; `out.write` and `files[i].write` do I/O and may be
+//! moved to another thread (drain records into a `Vec` and send it; `Capture::write_pending` into
+//! a `Vec<u8>` and send that).
 
+mod files;
 mod flowlog;
 mod jsonl;
 mod pcap;
 
 use std::net::Ipv4Addr;
 
+pub use files::{CaptureFiles, open_flow_log, parse_capture_arg};
 pub use flowlog::{
     Action, DEFAULT_MAX_FLOWS, DEFAULT_WINDOW, Direction, FLOW_LOG_VERSION, FlowLog, FlowLogConfig,
     FlowRecord, LogStatus, RejectReason,
