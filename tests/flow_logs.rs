@@ -178,6 +178,34 @@ fn snat_leaves_accept_records_on_both_sides_with_the_private_address_before_nat(
 }
 
 #[test]
+fn dnat_shows_the_eip_in_pkt_dstaddr_at_the_instance() {
+    let mut sim = load("quickstart.toml");
+    sim.enable_flow_log(config(Duration::from_secs(60)));
+    assert_eq!(
+        sim.probe("internet/web", "203.0.113.10:80/tcp").unwrap(),
+        Observed::Allow
+    );
+    let records = sim.flush_flow_log();
+    let sent = at(&records, "internet/web")
+        .find(|r| r.flow_direction == Some(Direction::Egress))
+        .expect("web's egress record");
+    assert_eq!(sent.dstaddr, Some(Ipv4Addr::new(203, 0, 113, 10)));
+    assert_eq!(sent.dstport, Some(80));
+    let arrived = at(&records, "tenant-a/fn-a1")
+        .find(|r| r.flow_direction == Some(Direction::Ingress))
+        .expect("fn-a1's ingress record");
+    assert_eq!(arrived.dstaddr, Some(Ipv4Addr::new(10, 0, 1, 10)));
+    assert_eq!(
+        arrived.dstport,
+        Some(8080),
+        "the DNAT entry's instance port"
+    );
+    assert_eq!(arrived.pkt_dstaddr, Some(Ipv4Addr::new(203, 0, 113, 10)));
+    assert_eq!(arrived.srcaddr, Some(Ipv4Addr::new(198, 51, 100, 10)));
+    assert_eq!(arrived.instance_id.as_deref(), Some("fn-a1"));
+}
+
+#[test]
 fn the_subnet_gateways_echo_reply_is_logged_as_accepted_both_ways() {
     let mut sim = load("quickstart.toml");
     sim.enable_flow_log(config(Duration::from_secs(60)));
