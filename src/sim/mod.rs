@@ -41,6 +41,12 @@
 //! assert_eq!(sim.probe("tenant-a/fn-a1", "10.0.9.9:80/tcp").unwrap(), Observed::Deny);
 //! ```
 //!
+//! Flow logs and packet captures wrap the simulator's fabric calls exactly as they wrap the
+//! runtime's ([`crate::observe::Observer`]): [`Simulation::enable_flow_log`],
+//! [`Simulation::flow_records`], [`Simulation::flush_flow_log`], [`Simulation::capture`],
+//! [`Simulation::capture_to_file`], [`Simulation::finish_captures`]. Flow-log windows close on the
+//! virtual clock.
+//!
 //! This module owns the simulated hosts and the step loop; it must not reach into the dataplane
 //! beyond its public `handle` / `poll_timeout` / `handle_timeout` API, exactly like the real I/O
 //! shell, so what passes here is what the runtime would do.

@@ -1,8 +1,9 @@
 //! The step loop: simulated hosts, the fabric between them, and a virtual clock.
 //!
 //! One [`Network::step`] at `now` delivers the packets whose link delay has passed, runs the
-//! fabric's timers when due, then polls every host in port order and hands each packet a host sent
-//! to [`Fabric::handle`]. Forwarded packets and generated replies travel for [`LINK_DELAY`] before
+//! fabric's timers (and the flow log's window end) when due, then polls every host in port order
+//! and hands each packet a host sent to [`Fabric::handle`] through the [`Observer`] (flow logs and
+//! captures, when a test turned them on). Forwarded packets and generated replies travel for [`LINK_DELAY`] before
 //! they reach the egress port's host. The clock then jumps to the next event: a delivery, a fabric
 //! timer, or a host's `poll_at` (a retransmission, a delayed ACK). Nothing here reads the wall
 //! clock, iterates a hash map or draws unseeded randomness, so a run is a pure function of the plan
