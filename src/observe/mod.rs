@@ -275,6 +275,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_observer_can_move_to_the_dataplane_thread() {
+        fn send<T: Send + 'static>() {}
+        send::<Observer>();
+        send::<super::FlowLogWriter<Box<dyn std::io::Write + Send>>>();
+        send::<super::CaptureFiles>();
+    }
+
+    #[test]
     fn facts_of_a_tcp_syn() {
         let mut p = vec![0u8; 40];
         p[0] = 0x45;
