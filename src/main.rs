@@ -44,6 +44,20 @@ enum Command {
     Up {
         /// The topology file (TOML).
         file: PathBuf,
+        /// Write flow-log records (AWS VPC Flow Logs fields, JSON lines) to FILE, or to stdout
+        /// with `-`: one record per flow, port and window, ACCEPT or REJECT with the reason.
+        #[arg(long, value_name = "FILE|-")]
+        flow_log: Option<String>,
+        /// The flow log's capture window in seconds (records are written when it closes, and
+        /// the open window when vpcd stops).
+        #[arg(long, value_name = "SECONDS", default_value_t = 60.0, requires = "flow_log",
+              value_parser = parse_window)]
+        flow_log_window: f64,
+        /// Capture ENDPOINT's packets (`VPC/INSTANCE` or `internet/HOST`) as pcap: FILE holds
+        /// its own view (private addresses), FILE.nat.pcap (x.pcap -> x.nat.pcap) the same
+        /// packets beyond NAT (the EIP). Repeatable; read with `tcpdump -r` or `tshark -r`.
+        #[arg(long, value_name = "ENDPOINT=FILE")]
+        capture: Vec<String>,
     },
     /// Run a command inside an endpoint's namespace (root), with the command's exit status.
     Exec {
@@ -58,6 +72,16 @@ enum Command {
         /// The topology file (TOML); without it, every run that is not alive.
         file: Option<PathBuf>,
     },
+}
+
+/// A window length: a positive number of seconds, at least a millisecond.
+fn parse_window(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.001..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a window: write seconds between 0.001 and 86400, e.g. 60 or 0.5"
+        )),
+    }
 }
 
 fn main() -> ExitCode {
@@ -81,7 +105,19 @@ fn main() -> ExitCode {
             to,
             source_port,
         } => cli::explain::run(&file, &from, &to, source_port),
-        Command::Up { file } => cli::up::run(&file),
+        Command::Up {
+            file,
+            flow_log,
+            flow_log_window,
+            capture,
+        } => cli::up::run(
+            &file,
+            &vpcd::runtime::ObserveArgs {
+                flow_log,
+                window: std::time::Duration::from_secs_f64(flow_log_window),
+                captures: capture,
+            },
+        ),
         Command::Exec { endpoint, command } => cli::exec::run(&endpoint, &command),
         Command::Down { file } => cli::down::run(file.as_deref()),
     };

@@ -2,18 +2,24 @@
 //! endpoint, an in-process stack per `sim` one — in the foreground until SIGINT or SIGTERM, then
 //! remove everything it made.
 //!
+//! `--flow-log TARGET` writes flow-log records (JSON lines) to a file or `-` (stdout) every
+//! `--flow-log-window` seconds; `--capture ENDPOINT=FILE` (repeatable) writes a pcap of that
+//! endpoint's traffic to FILE and the same packets on the far side of NAT to FILE.nat.pcap
+//! ([`crate::runtime::observing`]). Both are flushed when the run stops.
+//!
 //! Prints the table of endpoints and then [`crate::runtime::READY_LINE`] on stdout; errors go to
 //! stderr. Exit 0 after a clean stop, 2 for bad input or environment (not root, no
-//! `/dev/net/tun`, the topology already up, a namespace in the way).
+//! `/dev/net/tun`, the topology already up, a namespace in the way, an unknown `--capture`
+//! endpoint, an output that cannot be created).
 
 use std::path::Path;
 
-use crate::runtime;
+use crate::runtime::{self, ObserveArgs};
 use crate::topology::{self, TopologyError};
 
 use super::{EXIT_BAD_INPUT, EXIT_OK};
 
-pub fn run(file: &Path) -> u8 {
+pub fn run(file: &Path, observe: &ObserveArgs) -> u8 {
     let plan = match topology::load(file) {
         Ok(plan) => plan,
         Err(e @ TopologyError::Io { .. }) => {
@@ -30,7 +36,7 @@ pub fn run(file: &Path) -> u8 {
         return EXIT_BAD_INPUT;
     }
     let mut out = std::io::stdout();
-    match runtime::up(&plan, file, &mut out) {
+    match runtime::up(&plan, file, observe, &mut out) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             eprintln!("vpcd up: {e}");

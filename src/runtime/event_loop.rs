@@ -15,6 +15,11 @@
 //! TCP Small Queues throttle a local sender) instead of being read only to be dropped; other
 //! ports keep being served. A packet that still finds no room, or a write the kernel refuses, is
 //! dropped, as a full NIC ring would, and counted in [`ShellStats`].
+//!
+//! Observation (`--flow-log`, `--capture`): every packet goes through [`Observer::handle`], which
+//! wraps `Fabric::handle` (without flags it is that call plus two branches); the observer's timers
+//! join the wake-up deadline, [`Sinks`] writes what is due after each wake-up, and everything
+//! still buffered is written when the loop stops.
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -24,9 +29,11 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use super::observing::Sinks;
 use super::sim_port::SimPort;
 use super::tx::TxQueue;
 use crate::dataplane::{DropReason, Fabric, MIN_BUFFER, PortId, Verdict};
+use crate::observe::Observer;
 use crate::time::Instant;
 
 /// Packets read from one port per wake-up before the next port gets its turn.
@@ -62,6 +69,9 @@ pub struct ShellStats {
 /// The runtime state the loop drives.
 pub struct Shell {
     fabric: Fabric,
+    /// Wraps every `fabric.handle` (flow logs, captures); empty without flags.
+    obs: Observer,
+    sinks: Sinks,
     /// The egress queue of each TUN port, by id (`None` for other ports). Declared before
     /// `ports` so that it drops first: its writer threads are joined while the devices are alive.
     txq: Vec<Option<TxQueue>>,
@@ -80,6 +90,8 @@ pub struct Shell {
     verdicts: [Verdict; BATCH],
     scratch: Box<[u8]>,
     start: std::time::Instant,
+    /// Unix time at `start` (the `epoch` of flow-log records and capture timestamps).
+    epoch: Duration,
     stats: ShellStats,
 }
 
@@ -111,6 +123,8 @@ impl Shell {
         let n = sims.len();
         Ok(Shell {
             fabric,
+            obs: Observer::new(),
+            sinks: Sinks::none(),
             blocked_on: vec![None; ports.len()],
             ports,
             txq,
@@ -126,12 +140,29 @@ impl Shell {
             verdicts: [Verdict::Drop(DropReason::Truncated); BATCH],
             scratch: vec![0u8; size].into_boxed_slice(),
             start: std::time::Instant::now(),
+            epoch: super::observing::epoch_now(),
             stats: ShellStats::default(),
         })
     }
 
     fn now(&self) -> Instant {
         Instant::from_micros(u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// Unix time of this shell's `Instant::ZERO`.
+    pub fn epoch(&self) -> Duration {
+        self.epoch
+    }
+
+    /// Observes every packet from now on with `obs`, writing to `sinks`.
+    pub fn observe(&mut self, obs: Observer, sinks: Sinks) {
+        self.obs = obs;
+        self.sinks = sinks;
+    }
+
+    /// What the observer wrote (`vpcd up`'s closing line; empty without flags).
+    pub fn observed_text(&self) -> String {
+        self.sinks.summary(&self.obs)
     }
 
     pub fn fabric(&self) -> &Fabric {
@@ -147,7 +178,8 @@ impl Shell {
         s
     }
 
-    /// Serves every port until `shutdown` completes.
+    /// Serves every port until `shutdown` completes, then writes what the observer still holds
+    /// (the open flow-log window, pending capture bytes).
     pub async fn run(&mut self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = pin!(shutdown);
         let tokio_start = tokio::time::Instant::from_std(self.start);
@@ -189,6 +221,8 @@ impl Shell {
                 () = sleep => false,
             };
             if stop {
+                let now = self.now();
+                self.sinks.finish(&mut self.obs, now);
                 return;
             }
             let mut waiting_for = None;
@@ -220,6 +254,10 @@ impl Shell {
                 self.fabric.handle_timeout(now);
             }
             self.run_sims();
+            if self.sinks.is_active() {
+                let now = self.now();
+                self.sinks.service(&mut self.obs, now);
+            }
             self.flush();
         }
     }
@@ -233,10 +271,15 @@ impl Shell {
 
     fn next_deadline(&self) -> Option<Instant> {
         let sims = self.sim_deadline.iter().flatten().copied().min();
-        match (sims, self.fabric.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let observer = if self.sinks.is_active() {
+            self.sinks.poll_timeout(&self.obs)
+        } else {
+            None
+        };
+        [sims, self.fabric.poll_timeout(), observer]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Reads one batch from a TUN port and sends each packet where the fabric says.
@@ -272,9 +315,13 @@ impl Shell {
         self.stats.batched_packets += n as u64;
         let now = self.now();
         for k in 0..n {
-            self.verdicts[k] = self
-                .fabric
-                .handle(now, ingress, &mut self.bufs[k], self.lens[k]);
+            self.verdicts[k] = self.obs.handle(
+                &mut self.fabric,
+                now,
+                ingress,
+                &mut self.bufs[k],
+                self.lens[k],
+            );
         }
         for k in 0..n {
             if let Verdict::Forward { port, len } | Verdict::Reply { port, len } = self.verdicts[k]
@@ -322,7 +369,9 @@ impl Shell {
                     let ingress = self.sims[i].port;
                     let len = pkt.len().min(self.scratch.len());
                     self.scratch[..len].copy_from_slice(&pkt[..len]);
-                    let verdict = self.fabric.handle(now, ingress, &mut self.scratch, len);
+                    let verdict =
+                        self.obs
+                            .handle(&mut self.fabric, now, ingress, &mut self.scratch, len);
                     if let Verdict::Forward { port, len } | Verdict::Reply { port, len } = verdict {
                         let packet = &self.scratch[..len.min(self.scratch.len())];
                         emit(

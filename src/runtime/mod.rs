@@ -13,6 +13,7 @@
 //! [`down`] removes it (and anything else carrying the prefix that no live run owns).
 
 pub mod event_loop;
+pub mod observing;
 pub mod sim_port;
 pub mod state;
 pub mod tx;
@@ -31,6 +32,7 @@ use crate::time::Instant;
 use crate::topology::Plan;
 use crate::topology::model::Attach;
 use event_loop::{Port, Shell};
+pub use observing::{ObserveArgs, ObserveError};
 use sim_port::{SimAddressing, SimPort};
 use state::{RunLock, State, StateError, StateFile};
 
@@ -44,6 +46,8 @@ pub enum RunError {
     State(#[from] StateError),
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Observe(#[from] ObserveError),
     #[error("starting the runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -115,7 +119,14 @@ fn addressing(tables: &Tables, owner: PortOwner, addr: Ipv4Addr) -> (u8, Option<
 
 /// Brings `plan` up, prints the table of endpoints and [`READY_LINE`] to `out`, serves until
 /// SIGINT/SIGTERM/SIGHUP, then tears everything down. `topology` identifies the run (lock).
-pub fn up(plan: &Plan, topology: &Path, out: &mut dyn Write) -> Result<(), RunError> {
+/// `observe` adds flow logs and captures; its outputs are opened (and its endpoints checked)
+/// before anything is created, and everything they hold is written before teardown.
+pub fn up(
+    plan: &Plan,
+    topology: &Path,
+    observe: &ObserveArgs,
+    out: &mut dyn Write,
+) -> Result<(), RunError> {
     let prefix = netns::prefix_from_env()?;
     let dir = state::run_dir();
     let id = state::run_id(&prefix, topology);
@@ -145,6 +156,7 @@ pub fn up(plan: &Plan, topology: &Path, out: &mut dyn Write) -> Result<(), RunEr
     }
 
     let tables = Arc::new(tables::compile(plan));
+    let observing = observe.open(&tables)?;
     let mut made = Made {
         namespaces: Vec::new(),
         state: Some(StateFile::create(&lock.state_path, topology, &prefix)?),
@@ -225,15 +237,24 @@ pub fn up(plan: &Plan, topology: &Path, out: &mut dyn Write) -> Result<(), RunEr
     let _ = writeln!(out, "{READY_LINE}");
     let _ = out.flush();
 
-    // Guests choose their 5-tuples: key the NAT's hashers and port choices unpredictably.
-    let seed = {
+    // Guests choose their 5-tuples: key the NAT's and the flow log's hashers unpredictably.
+    let random = || {
         use std::hash::{BuildHasher, Hasher};
         std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish()
     };
-    let mut shell = Shell::new(Fabric::with_seed(tables, seed), ports, sims, max_mtu)
-        .map_err(RunError::Runtime)?;
+    let mut shell = Shell::new(
+        Fabric::with_seed(tables.clone(), random()),
+        ports,
+        sims,
+        max_mtu,
+    )
+    .map_err(RunError::Runtime)?;
+    if !observe.is_empty() {
+        let (obs, sinks) = observing.start(&tables, shell.epoch(), random());
+        shell.observe(obs, sinks);
+    }
     rt.block_on(shell.run(async {
         let waits: Vec<_> = signals
             .iter_mut()
@@ -244,11 +265,12 @@ pub fn up(plan: &Plan, topology: &Path, out: &mut dyn Write) -> Result<(), RunEr
 
     let counters = shell.fabric().counters().clone();
     let stats = shell.stats();
+    let observed = shell.observed_text();
     drop(shell);
     let removed = made.teardown();
     let _ = writeln!(
         out,
-        "stopped: removed {} namespace(s); {} packet batch(es), mean {:.1} packets; {} dropped by the fabric{}{}",
+        "stopped: removed {} namespace(s); {} packet batch(es), mean {:.1} packets; {} dropped by the fabric{}{}{}",
         removed.len(),
         stats.batches,
         if stats.batches == 0 {
@@ -258,7 +280,8 @@ pub fn up(plan: &Plan, topology: &Path, out: &mut dyn Write) -> Result<(), RunEr
         },
         counters.total_drops(),
         drops_text(&counters),
-        tx_text(&stats)
+        tx_text(&stats),
+        observed
     );
     drop(lock);
     Ok(())
