@@ -81,12 +81,20 @@ pub struct Run {
     /// The rest of its stdout, filled once it exits.
     rest: mpsc::Receiver<String>,
     background: Vec<Child>,
+    /// Options after `vpcd up FILE`.
+    up_args: Vec<String>,
 }
 
 impl Run {
     /// Writes `topology` to a fresh directory and starts `vpcd up` on it with namespace prefix
     /// `prefix` (keep it short and unique per test); returns once it is ready.
     pub fn up(prefix: &str, topology: &str) -> Run {
+        Run::up_with(prefix, topology, &[])
+    }
+
+    /// [`Run::up`] with options for `vpcd up` (`--flow-log …`); `{dir}` in them stands for the
+    /// run's directory (removed when the run is dropped).
+    pub fn up_with(prefix: &str, topology: &str, args: &[&str]) -> Run {
         let dir = std::env::temp_dir().join(format!("vpcd-real-{prefix}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -101,7 +109,10 @@ impl Run {
             banner: String::new(),
             rest: mpsc::channel().1,
             background: Vec::new(),
+            up_args: Vec::new(),
         };
+        let d = run.dir.display().to_string();
+        run.up_args = args.iter().map(|a| a.replace("{dir}", &d)).collect();
         run.start();
         run
     }
@@ -123,6 +134,7 @@ impl Run {
             .vpcd()
             .arg("up")
             .arg(&self.topology)
+            .args(&self.up_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -327,6 +339,12 @@ impl Run {
 
     /// SIGTERM, expect a clean exit, and nothing of this run left.
     pub fn stop(mut self) -> String {
+        self.stop_in_place()
+    }
+
+    /// [`Run::stop`], keeping the run's directory (and what `vpcd up` wrote there) until the
+    /// `Run` is dropped.
+    pub fn stop_in_place(&mut self) -> String {
         let (status, rest) = self.signal("TERM");
         assert!(
             status.success(),
