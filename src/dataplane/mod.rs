@@ -20,6 +20,7 @@ pub mod icmp;
 pub mod nat;
 pub mod route;
 mod verdict;
+mod wheel;
 
 pub use counters::{Counters, PortCounters};
 pub use fabric::Fabric;

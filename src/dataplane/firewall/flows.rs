@@ -29,11 +29,12 @@ use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 
 use super::{Facts, Kind, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+pub(crate) use crate::dataplane::wheel::tick;
+use crate::dataplane::wheel::{MAX_TICK, Wheel, ticks};
 use crate::time::Instant;
 
 const NONE: u32 = u32::MAX;
 const WHEEL: u32 = 1024;
-const MAX_TICK: u32 = 1 << 30;
 
 // Flow flag bits.
 /// The initiator is the `b` endpoint of the normalised key.
@@ -150,67 +151,6 @@ pub struct FlowView {
     pub idle_secs: u32,
 }
 
-/// Whole seconds since the clock's epoch.
-pub(crate) fn tick(now: Instant) -> u32 {
-    (now.micros() / 1_000_000).min(u64::from(MAX_TICK)) as u32
-}
-
-fn ticks(d: Duration) -> u32 {
-    d.as_micros().div_ceil(1_000_000).min(u128::from(MAX_TICK)) as u32
-}
-
-/// The timing wheel; entries are slot indices.
-#[derive(Debug, Clone)]
-struct Wheel {
-    buckets: Vec<Vec<u32>>,
-    nonempty: [u64; (WHEEL / 64) as usize],
-    current: u32,
-    entries: usize,
-}
-
-impl Wheel {
-    fn new() -> Self {
-        Wheel {
-            buckets: vec![Vec::new(); WHEEL as usize],
-            nonempty: [0; (WHEEL / 64) as usize],
-            current: 0,
-            entries: 0,
-        }
-    }
-
-    fn schedule(&mut self, entry: u32, at: u32) -> u32 {
-        let at = at.clamp(self.current, self.current + WHEEL - 1);
-        let b = (at % WHEEL) as usize;
-        self.buckets[b].push(entry);
-        self.nonempty[b / 64] |= 1 << (b % 64);
-        self.entries += 1;
-        at
-    }
-
-    fn next_due(&self) -> Option<u32> {
-        if self.entries == 0 {
-            return None;
-        }
-        let words = self.nonempty.len();
-        let start = self.current % WHEEL;
-        let sw = (start / 64) as usize;
-        for k in 0..=words {
-            let w = (sw + k) % words;
-            let mut bits = self.nonempty[w];
-            if k == 0 {
-                bits &= !0u64 << (start % 64);
-            } else if k == words {
-                bits &= !(!0u64 << (start % 64));
-            }
-            if bits != 0 {
-                let b = w as u32 * 64 + bits.trailing_zeros();
-                return Some(self.current + (b + WHEEL - start) % WHEEL);
-            }
-        }
-        None
-    }
-}
-
 /// The flow table of one VPC. See the module docs.
 #[derive(Debug, Clone)]
 pub struct FlowTable {
@@ -237,7 +177,7 @@ impl FlowTable {
             live: 0,
             index: HashTable::with_capacity(initial),
             hasher: FixedState::with_seed(seed),
-            wheel: Wheel::new(),
+            wheel: Wheel::new(WHEEL),
             config,
             counters: FlowCounters::default(),
         }
@@ -330,9 +270,7 @@ impl FlowTable {
         }
         let (key, from_a) = FlowKey::of(facts);
         let now = tick(now);
-        if self.wheel.entries == 0 && now > self.wheel.current {
-            self.wheel.current = now;
-        }
+        self.wheel.skip_idle(now);
         let flow = Flow {
             a_ip: key.a.0,
             b_ip: key.b.0,
@@ -414,18 +352,8 @@ impl FlowTable {
     pub fn handle_timeout(&mut self, now: Instant) -> u64 {
         let now = tick(now);
         let mut expired = 0;
-        if now < self.wheel.current {
-            return 0;
-        }
-        if now - self.wheel.current >= WHEEL {
-            self.wheel.current = now - WHEEL + 1;
-        }
-        while self.wheel.current <= now {
-            let cur = self.wheel.current;
+        while let Some((cur, due)) = self.wheel.take_due(now) {
             let b = (cur % WHEEL) as usize;
-            let mut due = std::mem::take(&mut self.wheel.buckets[b]);
-            self.wheel.nonempty[b / 64] &= !(1 << (b % 64));
-            self.wheel.entries -= due.len();
             for &e in &due {
                 let f = self.flows[e as usize];
                 if f.flags & FREE != 0 || f.sched % WHEEL != b as u32 || f.sched > cur {
@@ -439,11 +367,7 @@ impl FlowTable {
                     self.flows[e as usize].sched = self.wheel.schedule(e, exp);
                 }
             }
-            due.clear();
-            if self.wheel.buckets[b].is_empty() {
-                self.wheel.buckets[b] = due;
-            }
-            self.wheel.current = cur + 1;
+            self.wheel.put_back(cur, due);
         }
         self.counters.expired += expired;
         expired
@@ -468,12 +392,7 @@ impl FlowTable {
     pub fn memory_bytes(&self) -> usize {
         self.flows.capacity() * size_of::<Flow>()
             + self.index.capacity() * (size_of::<u32>() + 1)
-            + self
-                .wheel
-                .buckets
-                .iter()
-                .map(|b| b.capacity() * 4 + size_of::<Vec<u32>>())
-                .sum::<usize>()
+            + self.wheel.bytes()
     }
 }
 

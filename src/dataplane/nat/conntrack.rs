@@ -54,15 +54,14 @@ use hashbrown::{HashMap, HashTable};
 use super::alloc::{AllocError, PortAllocator};
 use super::config::{Filtering, NatConfig};
 use super::{NatDrop, Proto};
-use crate::time::Instant;
+pub(crate) use crate::dataplane::wheel::tick;
+use crate::dataplane::wheel::{Wheel, ticks};
 
 /// "No index".
 pub(crate) const NONE: u32 = u32::MAX;
 const WHEEL: u32 = 4096;
 /// Wheel entries for mappings carry this bit.
 const MAP_TAG: u32 = 1 << 31;
-/// Ticks saturate here so that `tick + timeout` never overflows.
-const MAX_TICK: u32 = 1 << 30;
 /// Slots an early-drop attempt looks at.
 const EARLY_DROP_SCAN: u32 = 64;
 
@@ -81,16 +80,6 @@ pub(crate) const TCP_FIN: u8 = 0x01;
 pub(crate) const TCP_SYN: u8 = 0x02;
 pub(crate) const TCP_RST: u8 = 0x04;
 pub(crate) const TCP_ACK: u8 = 0x10;
-
-/// Whole seconds since the clock's epoch: the wheel's tick.
-pub(crate) fn tick(now: Instant) -> u32 {
-    (now.micros() / 1_000_000).min(u64::from(MAX_TICK)) as u32
-}
-
-/// A duration in ticks, rounded up.
-fn ticks(d: Duration) -> u32 {
-    d.as_micros().div_ceil(1_000_000).min(u128::from(MAX_TICK)) as u32
-}
 
 /// Which way a packet goes through the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -256,69 +245,6 @@ struct OwnerUse {
     new_in_window: u32,
 }
 
-/// The hashed timing wheel (see the module docs).
-#[derive(Debug, Clone)]
-struct Wheel {
-    buckets: Vec<Vec<u32>>,
-    nonempty: Vec<u64>,
-    /// The next tick to process; every earlier tick has been.
-    current: u32,
-    entries: usize,
-}
-
-impl Wheel {
-    fn new() -> Self {
-        Wheel {
-            buckets: vec![Vec::new(); WHEEL as usize],
-            nonempty: vec![0; (WHEEL / 64) as usize],
-            current: 0,
-            entries: 0,
-        }
-    }
-
-    /// Puts `entry` in the bucket for `at` (clamped into the wheel's span); returns the tick used.
-    fn schedule(&mut self, entry: u32, at: u32) -> u32 {
-        let at = at.clamp(self.current, self.current + WHEEL - 1);
-        let b = (at % WHEEL) as usize;
-        self.buckets[b].push(entry);
-        self.nonempty[b / 64] |= 1 << (b % 64);
-        self.entries += 1;
-        at
-    }
-
-    /// The first tick with a non-empty bucket, if any: a scan of 64 bitmap words at most.
-    fn next_due(&self) -> Option<u32> {
-        if self.entries == 0 {
-            return None;
-        }
-        let words = (WHEEL / 64) as usize;
-        let start = self.current % WHEEL;
-        let sw = (start / 64) as usize;
-        for k in 0..=words {
-            let w = (sw + k) % words;
-            let mut bits = self.nonempty[w];
-            if k == 0 {
-                bits &= !0u64 << (start % 64);
-            } else if k == words {
-                bits &= !(!0u64 << (start % 64));
-            }
-            if bits != 0 {
-                let b = w as u32 * 64 + bits.trailing_zeros();
-                return Some(self.current + (b + WHEEL - start) % WHEEL);
-            }
-        }
-        None
-    }
-
-    fn bytes(&self) -> usize {
-        self.buckets
-            .iter()
-            .map(|b| b.capacity() * 4 + size_of::<Vec<u32>>())
-            .sum::<usize>()
-            + self.nonempty.len() * 8
-    }
-}
-
 /// The connection table. See the module docs.
 #[derive(Debug, Clone)]
 pub(crate) struct ConnTrack {
@@ -405,7 +331,7 @@ impl ConnTrack {
             map_by_ext: HashTable::new(),
             index_ext: config.filtering != Filtering::AddressAndPortDependent,
             hasher,
-            wheel: Wheel::new(),
+            wheel: Wheel::new(WHEEL),
             track_owners: config.per_instance_max_conns.is_some()
                 || config.per_instance_new_per_sec.is_some(),
             owners: HashMap::with_hasher(FixedState::with_seed(seed.rotate_left(17))),
@@ -749,11 +675,8 @@ impl ConnTrack {
             u.new_in_window += 1;
         }
         self.live += 1;
-        if self.wheel.entries == 0 && now > self.wheel.current {
-            // Nothing pending: jump ahead instead of stepping over empty buckets later. (Only
-            // here: during `handle_timeout` the wheel's position must not move under it.)
-            self.wheel.current = now;
-        }
+        // Nothing pending: jump ahead. (Only here: while draining, the wheel must not move.)
+        self.wheel.skip_idle(now);
         let exp = self.expiry(&self.sessions[i as usize]);
         self.sessions[i as usize].sched = self.wheel.schedule(i, exp);
         i
@@ -865,19 +788,8 @@ impl ConnTrack {
     /// Expires what is due at `now`; returns how many sessions expired.
     pub(crate) fn handle_timeout(&mut self, now: u32, alloc: &mut PortAllocator) -> u64 {
         let mut expired = 0;
-        if now < self.wheel.current {
-            return 0;
-        }
-        if now - self.wheel.current >= WHEEL {
-            // Every bucket is visited once in the last WHEEL ticks.
-            self.wheel.current = now - WHEEL + 1;
-        }
-        while self.wheel.current <= now {
-            let cur = self.wheel.current;
+        while let Some((cur, due)) = self.wheel.take_due(now) {
             let b = (cur % WHEEL) as usize;
-            let mut due = std::mem::take(&mut self.wheel.buckets[b]);
-            self.wheel.nonempty[b / 64] &= !(1 << (b % 64));
-            self.wheel.entries -= due.len();
             for &e in &due {
                 if e & MAP_TAG != 0 {
                     let m = e & !MAP_TAG;
@@ -898,11 +810,7 @@ impl ConnTrack {
                     self.sessions[e as usize].sched = self.wheel.schedule(e, exp);
                 }
             }
-            due.clear();
-            if self.wheel.buckets[b].is_empty() {
-                self.wheel.buckets[b] = due; // keep the capacity
-            }
-            self.wheel.current = cur + 1;
+            self.wheel.put_back(cur, due);
         }
         expired
     }
