@@ -4,17 +4,15 @@
 //! A sim port answers ICMP echo, and an internet host serves what its `serve` list declares: each
 //! `tcp:N` answers any request with a short plain HTTP/1.0 response and closes (so `curl` from a
 //! namespace gets a page), each `udp:N` echoes datagrams. It is the same kind of stack `vpcd test`
-//! simulates, but owned by the runtime: `vpcd::sim`'s hosts live on a virtual clock and are not
-//! public.
+//! simulates, but owned by the runtime: `vpcd::sim`'s hosts live on a virtual clock; the interface setup
+//! ([`crate::sim::interface`]) is shared.
 
 use std::net::Ipv4Addr;
 
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{tcp, udp};
-use smoltcp::time::Instant as SmolInstant;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
-use crate::sim::QueueDevice;
+use crate::sim::{QueueDevice, from_smol, interface, smol_instant};
 use crate::tables::PortId;
 use crate::time::Instant;
 use crate::topology::model::{L4, Service};
@@ -25,22 +23,8 @@ const TCP_BUFFER: usize = 16 * 1024;
 const UDP_PACKETS: usize = 16;
 const UDP_BUFFER: usize = 16 * 1024;
 
-fn smol(now: Instant) -> SmolInstant {
-    SmolInstant::from_micros(i64::try_from(now.micros()).unwrap_or(i64::MAX))
-}
-
-fn from_smol(t: SmolInstant) -> Instant {
-    Instant::from_micros(u64::try_from(t.total_micros()).unwrap_or(0))
-}
-
-/// How a sim port is addressed.
-#[derive(Debug, Clone, Copy)]
-pub struct SimAddressing {
-    pub ip: Ipv4Addr,
-    pub prefix_len: u8,
-    pub gateway: Ipv4Addr,
-    pub mtu: usize,
-}
+/// How a sim port is addressed (the simulator's type: same stack, same addressing).
+pub use crate::sim::Addressing as SimAddressing;
 
 enum Listener {
     Tcp { handle: SocketHandle, port: u16 },
@@ -78,18 +62,7 @@ impl SimPort {
         now: Instant,
     ) -> SimPort {
         let mut device = QueueDevice::new(addressing.mtu);
-        let mut config = Config::new(HardwareAddress::Ip);
-        config.random_seed = seed;
-        let mut iface = Interface::new(config, &mut device, smol(now));
-        iface.update_ip_addrs(|addrs| {
-            let _ = addrs.push(IpCidr::new(
-                IpAddress::Ipv4(addressing.ip),
-                addressing.prefix_len.min(32),
-            ));
-        });
-        let _ = iface
-            .routes_mut()
-            .add_default_ipv4_route(addressing.gateway);
+        let iface = interface(&mut device, addressing, seed, now);
         let mut sockets = SocketSet::new(Vec::new());
         let mut listeners = Vec::new();
         for s in services {
@@ -147,10 +120,10 @@ impl SimPort {
     /// Lets the stack process what arrived and its timers, and the services answer.
     pub fn poll(&mut self, now: Instant) {
         self.iface
-            .poll(smol(now), &mut self.device, &mut self.sockets);
+            .poll(smol_instant(now), &mut self.device, &mut self.sockets);
         self.serve();
         self.iface
-            .poll(smol(now), &mut self.device, &mut self.sockets);
+            .poll(smol_instant(now), &mut self.device, &mut self.sockets);
     }
 
     /// The next packet the stack sent, for the fabric.
@@ -160,7 +133,9 @@ impl SimPort {
 
     /// When the stack next needs a poll, if ever.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        self.iface.poll_at(smol(now), &self.sockets).map(from_smol)
+        self.iface
+            .poll_at(smol_instant(now), &self.sockets)
+            .map(from_smol)
     }
 
     fn serve(&mut self) {

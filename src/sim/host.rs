@@ -15,12 +15,12 @@ use crate::tables::PortId;
 use crate::time::Instant;
 
 /// The virtual clock as smoltcp sees it.
-pub(crate) fn smol_instant(now: Instant) -> SmolInstant {
+pub fn smol_instant(now: Instant) -> SmolInstant {
     SmolInstant::from_micros(i64::try_from(now.micros()).unwrap_or(i64::MAX))
 }
 
 /// Back from smoltcp's clock; instants before zero are zero.
-pub(crate) fn from_smol(t: SmolInstant) -> Instant {
+pub fn from_smol(t: SmolInstant) -> Instant {
     Instant::from_micros(u64::try_from(t.total_micros()).unwrap_or(0))
 }
 
@@ -36,11 +36,37 @@ pub(crate) fn splitmix64(x: u64) -> u64 {
 /// points (the subnet gateway `.1` for instances, any address of the public block for hosts: with
 /// medium-IP there is no ARP, so the gateway only has to exist in the route table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Addressing {
+pub struct Addressing {
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
     pub mtu: usize,
+}
+
+/// A medium-IP smoltcp interface on `device` with the address, prefix and default route of
+/// `addressing`. `seed` feeds smoltcp's generator (TCP initial sequence numbers). Shared by the
+/// simulator's hosts and `vpcd up`'s `sim` ports.
+pub fn interface(
+    device: &mut QueueDevice,
+    addressing: Addressing,
+    seed: u64,
+    now: Instant,
+) -> Interface {
+    let mut config = Config::new(HardwareAddress::Ip);
+    config.random_seed = seed;
+    let mut iface = Interface::new(config, device, smol_instant(now));
+    iface.update_ip_addrs(|addrs| {
+        // One address never overflows the interface's address list.
+        let _ = addrs.push(IpCidr::new(
+            IpAddress::Ipv4(addressing.ip),
+            addressing.prefix_len.min(32),
+        ));
+    });
+    // The route table holds several entries; one default route always fits.
+    let _ = iface
+        .routes_mut()
+        .add_default_ipv4_route(addressing.gateway);
+    iface
 }
 
 pub(crate) struct Host {
@@ -75,20 +101,7 @@ impl Host {
         now: Instant,
     ) -> Host {
         let mut device = QueueDevice::new(addressing.mtu);
-        let mut config = Config::new(HardwareAddress::Ip);
-        config.random_seed = seed;
-        let mut iface = Interface::new(config, &mut device, smol_instant(now));
-        iface.update_ip_addrs(|addrs| {
-            // One address never overflows the interface's address list.
-            let _ = addrs.push(IpCidr::new(
-                IpAddress::Ipv4(addressing.ip),
-                addressing.prefix_len.min(32),
-            ));
-        });
-        // The route table holds several entries; one default route always fits.
-        let _ = iface
-            .routes_mut()
-            .add_default_ipv4_route(addressing.gateway);
+        let iface = interface(&mut device, addressing, seed, now);
         Host {
             name,
             port,

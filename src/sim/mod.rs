@@ -64,6 +64,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use device::QueueDevice;
+pub use host::{Addressing, from_smol, interface, smol_instant};
 pub use network::{LINK_DELAY, MAX_STEPS};
 pub use probe::{Observed, Outcome, ProbeResult};
 
@@ -74,7 +75,7 @@ use crate::time::Instant;
 use crate::topology::model::{DnatProtocol, Expect, L4, ProbeTarget, TargetHost};
 use crate::topology::plan::{Endpoint, Plan, ProbePlan};
 use crate::topology::{self, TopologyError};
-use host::{Addressing, Host, splitmix64};
+use host::{Host, splitmix64};
 use network::{CaptureSink, Network, Origin};
 use probe::{Exchange, Spec};
 
