@@ -1,6 +1,9 @@
 //! `vpcd up FILE`: run a topology for real — a network namespace with a TUN device per `netns`
 //! endpoint, an in-process stack per `sim` one — in the foreground until SIGINT or SIGTERM, then
-//! remove everything it made.
+//! remove everything it made. SIGHUP reloads FILE and applies the difference live
+//! ([`crate::runtime::reload`]): a one-line summary on stdout, or — for a file that does not
+//! validate, or a change that cannot be applied — the diagnostics on stderr while the previous
+//! topology keeps running.
 //!
 //! `--flow-log TARGET` writes flow-log records (JSON lines) to a file or `-` (stdout) every
 //! `--flow-log-window` seconds; `--capture ENDPOINT=FILE` (repeatable) writes a pcap of that

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use super::observing::Sinks;
 use super::sim_port::SimPort;
 use super::tx::TxQueue;
+use crate::dataplane::gateways::ReconcileProblem;
 use crate::dataplane::{DropReason, Fabric, MIN_BUFFER, PortId, Verdict};
 use crate::observe::Observer;
 use crate::time::Instant;
@@ -42,6 +43,37 @@ pub const BATCH: usize = 64;
 const BACKPRESSURE_WAIT: Duration = Duration::from_millis(1);
 /// Rounds of sim-to-sim exchanges handled after one batch before yielding (a bound, not a target).
 const SIM_ROUNDS: usize = 64;
+
+/// What a port id serves after a [`Swap`].
+pub enum Slot {
+    /// The port that had this id before the swap (its device, writer thread, sim stack and
+    /// queued packets move along).
+    Keep(PortId),
+    /// A new TUN port with its writer thread already running.
+    NewTun(Arc<tun_rs::AsyncDevice>, TxQueue),
+    /// A new sim port, built with the shell's clock when the swap applies.
+    NewSim(Box<SimSpec>),
+    /// Nothing attached (packets to it are lost).
+    Empty,
+}
+
+/// How to build a sim port (see [`SimPort::new`]).
+pub struct SimSpec {
+    pub name: String,
+    pub addressing: super::sim_port::SimAddressing,
+    pub services: Vec<crate::topology::model::Service>,
+    pub seed: u64,
+}
+
+/// A change of the port set and, optionally, of the tables, applied by the loop between two
+/// batches. `slots[i]` is what serves `PortId(i)` afterwards; ports of the old set that no slot
+/// keeps are closed (their writer threads joined, their devices dropped) before `done` is sent.
+pub struct Swap {
+    pub slots: Vec<Slot>,
+    pub tables: Option<Arc<crate::tables::Tables>>,
+    /// Receives what the fabric could not reconcile (empty without tables).
+    pub done: super::mailbox::Sender<Vec<ReconcileProblem>>,
+}
 
 /// What sits behind a dataplane port.
 pub enum Port {
@@ -180,8 +212,15 @@ impl Shell {
 
     /// Serves every port until `shutdown` completes, then writes what the observer still holds
     /// (the open flow-log window, pending capture bytes).
-    pub async fn run(&mut self, shutdown: impl Future<Output = ()>) {
+    ///
+    /// Port-set changes arrive on `swaps` ([`Swap`]) and apply between two wake-ups.
+    pub async fn run(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+        mut swaps: super::mailbox::Receiver<Swap>,
+    ) {
         let mut shutdown = pin!(shutdown);
+        let mut swaps_open = true;
         let tokio_start = tokio::time::Instant::from_std(self.start);
         self.run_sims();
         self.flush();
@@ -214,12 +253,28 @@ impl Shell {
                     Poll::Ready(())
                 }
             });
+            let mut swap = None;
             let stop = tokio::select! {
                 biased;
                 () = &mut shutdown => true,
+                s = swaps.recv(), if swaps_open => {
+                    match s {
+                        Some(s) => swap = Some(s),
+                        None => swaps_open = false,
+                    }
+                    false
+                }
                 () = readable => false,
                 () = sleep => false,
             };
+            if let Some(s) = swap {
+                self.ready = ready;
+                self.ready.clear();
+                self.apply_swap(s);
+                self.run_sims();
+                self.flush();
+                continue;
+            }
             if stop {
                 let now = self.now();
                 self.sinks.finish(&mut self.obs, now);
@@ -260,6 +315,120 @@ impl Shell {
             }
             self.flush();
         }
+    }
+
+    /// Largest packet a port may carry (the buffers were sized for it at start).
+    pub fn max_mtu(&self) -> usize {
+        self.scratch.len().saturating_sub(MIN_BUFFER)
+    }
+
+    /// Rebuilds the port vectors from `swap.slots` (renumbering kept ports), closes the ports no
+    /// slot keeps, then swaps the tables into the fabric and the observer.
+    fn apply_swap(&mut self, swap: Swap) {
+        let n = swap.slots.len();
+        let mut old_ports: Vec<Option<Port>> = std::mem::take(&mut self.ports);
+        let mut old_txq: Vec<Option<TxQueue>> = std::mem::take(&mut self.txq);
+        let old_blocked = std::mem::take(&mut self.blocked_on);
+        let mut old_sims: Vec<Option<SimPort>> = std::mem::take(&mut self.sims)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let old_sim_deadline = std::mem::take(&mut self.sim_deadline);
+        let old_tuns = std::mem::take(&mut self.tuns);
+        let mut new_id: Vec<Option<usize>> = vec![None; old_ports.len()];
+        let now = self.now();
+        let mut ports = Vec::with_capacity(n);
+        let mut txq = Vec::with_capacity(n);
+        let mut from: Vec<Option<usize>> = Vec::with_capacity(n);
+        let mut sims = Vec::new();
+        let mut sim_deadline = Vec::new();
+        let mut tuns = Vec::new();
+        for (j, slot) in swap.slots.into_iter().enumerate() {
+            let id = PortId(j as u32);
+            let mut old = None;
+            let (port, queue) = match slot {
+                Slot::Keep(o) => {
+                    let oi = o.index();
+                    old = Some(oi);
+                    if let Some(x) = new_id.get_mut(oi) {
+                        *x = Some(j);
+                    }
+                    let port = old_ports.get_mut(oi).and_then(Option::take);
+                    let queue = old_txq.get_mut(oi).and_then(Option::take);
+                    match port {
+                        Some(Port::Sim(si)) => match old_sims.get_mut(si).and_then(Option::take) {
+                            Some(mut sim) => {
+                                sim.port = id;
+                                sim_deadline.push(old_sim_deadline.get(si).copied().flatten());
+                                sims.push(sim);
+                                (Some(Port::Sim(sims.len() - 1)), None)
+                            }
+                            None => (None, None),
+                        },
+                        Some(Port::Tun(dev)) => {
+                            if old_tuns.contains(&o) {
+                                tuns.push(id);
+                            }
+                            (Some(Port::Tun(dev)), queue)
+                        }
+                        None => (None, queue),
+                    }
+                }
+                Slot::NewTun(dev, queue) => {
+                    tuns.push(id);
+                    (Some(Port::Tun(dev)), Some(queue))
+                }
+                Slot::NewSim(spec) => {
+                    let sim = SimPort::new(
+                        spec.name,
+                        id,
+                        spec.addressing,
+                        &spec.services,
+                        spec.seed,
+                        now,
+                    );
+                    sims.push(sim);
+                    sim_deadline.push(None);
+                    (Some(Port::Sim(sims.len() - 1)), None)
+                }
+                Slot::Empty => (None, None),
+            };
+            ports.push(port);
+            txq.push(queue);
+            from.push(old);
+        }
+        // The ports no slot kept: writer threads first (joined while their devices are alive).
+        drop(old_txq);
+        drop(old_ports);
+        drop(old_sims);
+        self.blocked_on = from
+            .iter()
+            .map(|o| {
+                o.and_then(|oi| old_blocked.get(oi).copied().flatten())
+                    .and_then(|e| new_id.get(e).copied().flatten())
+            })
+            .collect();
+        self.ports = ports;
+        self.txq = txq;
+        self.sim_dirty = vec![true; sims.len()];
+        self.sims = sims;
+        self.sim_deadline = sim_deadline;
+        self.tuns = tuns;
+        // The flow log counts flows by port id: when ids move, what it counted so far goes out
+        // under the old names first (the window's flows continue in a second record).
+        let identity = new_id.iter().enumerate().all(|(i, j)| *j == Some(i));
+        if !identity {
+            self.obs.flush_all(now);
+        }
+        let problems = match swap.tables {
+            Some(t) => {
+                let problems = self.fabric.swap_tables(now, t.clone());
+                self.obs.set_tables(&t);
+                problems
+            }
+            None => Vec::new(),
+        };
+        let _ = swap.done.send(problems);
     }
 
     /// Sends what this wake-up queued for each TUN port on its way.

@@ -7,13 +7,20 @@
 //! teardown. It must not reach into the dataplane beyond `handle` / `poll_timeout` /
 //! `handle_timeout`.
 //!
-//! Teardown never leaks: every namespace is recorded in the state file before it is created, and a
-//! guard removes them all when `up` returns — after SIGINT, SIGTERM or SIGHUP, on an error, and
-//! while unwinding from a panic. After `kill -9` the state file lists what is left and
+//! The port set is not fixed: SIGHUP reloads the topology file, and a [`Handle`] (for the HTTP
+//! API) applies any validated plan; [`reload`] diffs the ports by endpoint name, makes and
+//! removes namespaces and sim ports off the loop, and the loop swaps ports and tables between two
+//! batches, so unchanged endpoints keep their devices and keep flowing.
+//!
+//! Teardown never leaks: every namespace is recorded in the state file before it is created (also
+//! by a reload), and a guard removes them all when `up` returns — after SIGINT or SIGTERM, on an
+//! error, and while unwinding from a panic. After `kill -9` the state file lists what is left and
 //! [`down`] removes it (and anything else carrying the prefix that no live run owns).
 
 pub mod event_loop;
+pub mod mailbox;
 pub mod observing;
+pub mod reload;
 pub mod sim_port;
 pub mod state;
 pub mod tx;
@@ -26,18 +33,20 @@ use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::dataplane::Fabric;
-use crate::netns::{self, NetnsError, PortConfig};
+use crate::netns::{self, NetnsError};
 use crate::tables::{self, PortOwner, Tables};
 use crate::time::Instant;
 use crate::topology::Plan;
 use crate::topology::model::Attach;
 use event_loop::{Port, Shell};
 pub use observing::{ObserveArgs, ObserveError};
-use sim_port::{SimAddressing, SimPort};
+pub use reload::{Applied, ApplyError, Handle};
+use sim_port::SimPort;
 use state::{RunLock, State, StateError, StateFile};
 
 /// The line `vpcd up` prints once every port serves (scripts and tests wait for it).
-pub const READY_LINE: &str = "ready: serving; stop with Ctrl-C (SIGINT) or SIGTERM";
+pub const READY_LINE: &str =
+    "ready: serving; stop with Ctrl-C (SIGINT) or SIGTERM, reload the topology file with SIGHUP";
 
 /// Why `vpcd up` or `vpcd down` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -118,14 +127,29 @@ fn addressing(tables: &Tables, owner: PortOwner, addr: Ipv4Addr) -> (u8, Option<
 }
 
 /// Brings `plan` up, prints the table of endpoints and [`READY_LINE`] to `out`, serves until
-/// SIGINT/SIGTERM/SIGHUP, then tears everything down. `topology` identifies the run (lock).
-/// `observe` adds flow logs and captures; its outputs are opened (and its endpoints checked)
-/// before anything is created, and everything they hold is written before teardown.
+/// SIGINT/SIGTERM, then tears everything down. SIGHUP reloads `topology` and applies it live
+/// ([`reload`]). `topology` identifies the run (lock). `observe` adds flow logs and captures; its
+/// outputs are opened (and its endpoints checked) before anything is created, and everything they
+/// hold is written before teardown.
 pub fn up(
     plan: &Plan,
     topology: &Path,
     observe: &ObserveArgs,
     out: &mut dyn Write,
+) -> Result<(), RunError> {
+    up_with(plan, topology, observe, out, |_| {})
+}
+
+/// [`up`], calling `on_ready` with a [`Handle`] once every port serves, on the runtime's thread
+/// inside its context (it may `tokio::spawn` a task that keeps the handle, such as an API server;
+/// the task is dropped when the run stops). Changes through the handle and SIGHUP reloads are
+/// applied one at a time.
+pub fn up_with(
+    plan: &Plan,
+    topology: &Path,
+    observe: &ObserveArgs,
+    out: &mut dyn Write,
+    on_ready: impl FnOnce(Handle),
 ) -> Result<(), RunError> {
     let prefix = netns::prefix_from_env()?;
     let dir = state::run_dir();
@@ -147,13 +171,10 @@ pub fn up(
     // Registered before anything is created, so a signal during setup is not the default action
     // (death without teardown): it is seen by the loop, which then returns at once.
     let mut signals = Vec::new();
-    for kind in [
-        SignalKind::interrupt(),
-        SignalKind::terminate(),
-        SignalKind::hangup(),
-    ] {
+    for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
         signals.push(signal(kind).map_err(RunError::Runtime)?);
     }
+    let mut hup = signal(SignalKind::hangup()).map_err(RunError::Runtime)?;
 
     let tables = Arc::new(tables::compile(plan));
     let observing = observe.open(&tables)?;
@@ -161,12 +182,12 @@ pub fn up(
         namespaces: Vec::new(),
         state: Some(StateFile::create(&lock.state_path, topology, &prefix)?),
     };
-    let mut ports: Vec<Option<Port>> = Vec::with_capacity(tables.ports.len());
+    let specs = reload::port_specs(plan, &tables);
+    let mut ports: Vec<Option<Port>> = Vec::with_capacity(specs.len());
     let mut sims = Vec::new();
     let mut endpoints = Vec::new();
     let mut max_mtu = 1500usize;
-    for (i, p) in tables.ports.iter().enumerate() {
-        let (prefix_len, gateway) = addressing(&tables, p.owner, p.addr);
+    for (i, p) in specs.iter().enumerate() {
         max_mtu = max_mtu.max(p.mtu as usize);
         match p.attach {
             Attach::Netns => {
@@ -174,13 +195,7 @@ pub fn up(
                 if let Some(s) = made.state.as_mut() {
                     s.record(&p.name, &ns)?;
                 }
-                let config = PortConfig {
-                    addr: p.addr,
-                    prefix_len,
-                    gateway,
-                    mtu: p.mtu,
-                };
-                let dev = netns::create_with_tun(&ns, config)?;
+                let dev = netns::create_with_tun(&ns, p.config())?;
                 made.namespaces.push(ns.clone());
                 let dev = tun_rs::AsyncDevice::new(dev).map_err(RunError::Runtime)?;
                 ports.push(Some(Port::Tun(Arc::new(dev))));
@@ -190,32 +205,16 @@ pub fn up(
                     namespace: ns,
                     device: netns::DEVICE_NAME.to_string(),
                     addr: p.addr,
-                    prefix_len,
+                    prefix_len: p.prefix_len,
                     mtu: p.mtu,
                 });
             }
             Attach::Sim => {
-                let services = match p.owner {
-                    PortOwner::Host { host } => plan
-                        .internet
-                        .hosts
-                        .get(host as usize)
-                        .map(|h| h.serve.clone())
-                        .unwrap_or_default(),
-                    PortOwner::Instance { .. } => Vec::new(),
-                };
-                let gateway =
-                    gateway.unwrap_or_else(|| Ipv4Addr::from(u32::from(p.addr).wrapping_add(1)));
                 let sim = SimPort::new(
                     p.name.clone(),
                     crate::tables::PortId(i as u32),
-                    SimAddressing {
-                        ip: p.addr,
-                        prefix_len,
-                        gateway,
-                        mtu: p.mtu as usize,
-                    },
-                    &services,
+                    p.sim_addressing(),
+                    &p.services,
                     0x7670_6364 ^ i as u64,
                     Instant::ZERO,
                 );
@@ -227,7 +226,7 @@ pub fn up(
                     namespace: "-".into(),
                     device: "(in process)".into(),
                     addr: p.addr,
-                    prefix_len,
+                    prefix_len: p.prefix_len,
                     mtu: p.mtu,
                 });
             }
@@ -255,13 +254,47 @@ pub fn up(
         let (obs, sinks) = observing.start(&tables, shell.epoch(), random());
         shell.observe(obs, sinks);
     }
-    rt.block_on(shell.run(async {
-        let waits: Vec<_> = signals
-            .iter_mut()
-            .map(|s| Box::pin(async move { s.recv().await }))
-            .collect();
-        let _ = futures_select_any(waits).await;
-    }));
+    let (swaps, swap_rx) = mailbox::channel();
+    let mut control = reload::Control {
+        prefix: prefix.clone(),
+        made,
+        specs,
+        buffer_size: max_mtu + crate::dataplane::MIN_BUFFER,
+        captured: observe
+            .captures
+            .iter()
+            .filter_map(|a| crate::observe::parse_capture_arg(a).ok().map(|(e, _)| e))
+            .collect(),
+        swaps,
+        seq: 0,
+    };
+    let (handle, requests) = reload::Control::channel();
+    on_ready(handle);
+    let (stop_tx, mut stop_rx) = mailbox::channel::<()>();
+    rt.block_on(async {
+        let control_task = async {
+            let stop = async {
+                let waits: Vec<_> = signals
+                    .iter_mut()
+                    .map(|s| Box::pin(async move { s.recv().await }))
+                    .collect();
+                let _ = futures_select_any(waits).await;
+            };
+            control
+                .serve(topology, &mut hup, stop, requests, &mut *out)
+                .await;
+            // Closing the channel stops the loop.
+            drop(stop_tx);
+        };
+        let loop_task = shell.run(
+            async move {
+                let _ = stop_rx.recv().await;
+            },
+            swap_rx,
+        );
+        tokio::join!(control_task, loop_task);
+    });
+    let mut made = control.made;
 
     let counters = shell.fabric().counters().clone();
     let stats = shell.stats();

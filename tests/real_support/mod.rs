@@ -15,7 +15,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 pub const VPCD: &str = env!("CARGO_BIN_EXE_vpcd");
@@ -83,6 +83,8 @@ pub struct Run {
     background: Vec<Child>,
     /// Options after `vpcd up FILE`.
     up_args: Vec<String>,
+    /// What `vpcd up` printed after the ready line (stdout and stderr), as it arrives.
+    live: Arc<Mutex<String>>,
 }
 
 impl Run {
@@ -110,6 +112,7 @@ impl Run {
             rest: mpsc::channel().1,
             background: Vec::new(),
             up_args: Vec::new(),
+            live: Arc::new(Mutex::new(String::new())),
         };
         let d = run.dir.display().to_string();
         run.up_args = args.iter().map(|a| a.replace("{dir}", &d)).collect();
@@ -145,6 +148,22 @@ impl Run {
         self.child = Some(child);
         let (line_tx, line_rx) = mpsc::channel::<Option<String>>();
         let (rest_tx, rest_rx) = mpsc::channel::<String>();
+        let live = self.live.clone();
+        let live_err = self.live.clone();
+        let err_thread = std::thread::spawn(move || {
+            let mut err = String::new();
+            let mut line = String::new();
+            let mut reader = BufReader::new(&mut stderr);
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if let Ok(mut l) = live_err.lock() {
+                    l.push_str(&line);
+                }
+                err.push_str(&line);
+                line.clear();
+            }
+            let _ = reader.read_to_string(&mut err);
+            err
+        });
         std::thread::spawn(move || {
             let mut rest = String::new();
             let mut ready = false;
@@ -152,15 +171,17 @@ impl Run {
                 if ready {
                     rest.push_str(&line);
                     rest.push('\n');
+                    if let Ok(mut l) = live.lock() {
+                        l.push_str(&line);
+                        l.push('\n');
+                    }
                 } else {
                     ready = line.starts_with(READY);
                     let _ = line_tx.send(Some(line));
                 }
             }
             let _ = line_tx.send(None);
-            let mut err = String::new();
-            let _ = stderr.read_to_string(&mut err);
-            rest.push_str(&err);
+            rest.push_str(&err_thread.join().unwrap_or_default());
             let _ = rest_tx.send(rest);
         });
         self.rest = rest_rx;
@@ -303,6 +324,55 @@ impl Run {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// What `vpcd up` has printed since its ready line (stdout and stderr, interleaved by line).
+    pub fn output(&self) -> String {
+        self.live.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits until `vpcd up` has printed `needle` `times` times since its ready line.
+    pub fn wait_output(&self, needle: &str, times: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.output().matches(needle).count() >= times {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends SIGHUP to `vpcd up` (reload the topology file) without waiting.
+    pub fn hup(&self) {
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -HUP failed");
+    }
+
+    /// Replaces the topology file (for a SIGHUP reload).
+    pub fn rewrite(&self, topology: &str) {
+        let tmp = self.dir.join("topology.toml.new");
+        std::fs::write(&tmp, topology).expect("write topology");
+        std::fs::rename(&tmp, &self.topology).expect("replace topology");
+    }
+
+    /// Waits for the background process `pid` ([`Run::spawn`]) to exit, at most `timeout`.
+    pub fn wait_background(&mut self, pid: u32, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.background.iter_mut().find(|c| c.id() == pid)?;
+        loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

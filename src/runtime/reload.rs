@@ -1,0 +1,577 @@
+//! Live reconfiguration of a running `vpcd up`: a new [`Plan`] replaces the running one without
+//! restarting the ports it does not change.
+//!
+//! The control task ([`Control`]) runs on the runtime's thread next to the loop. For each change it
+//! diffs the running ports against the new plan's by endpoint name (`VPC/INSTANCE`,
+//! `internet/HOST`): an endpoint whose name, attachment, address, prefix, gateway, MTU and
+//! services are the same is *kept* (its TUN fd, writer thread or sim stack move to its new port
+//! id: ids follow plan order and shift when instances come and go); one with the same name and
+//! another configuration is *replaced*; the rest are *added* or *removed*. Then:
+//!
+//! 1. replaced `netns` endpoints are detached from the loop and their namespaces deleted (the
+//!    name is reused);
+//! 2. the namespaces of added and replaced `netns` endpoints are recorded in the state file and
+//!    created, with their TUN devices and writer threads — on a blocking thread, so the loop keeps
+//!    forwarding meanwhile;
+//! 3. one [`Swap`] hands the new port vector and the compiled tables to the loop, which applies it
+//!    between two batches (`Fabric::swap_tables`, then the observer's `set_tables`): kept ports
+//!    never stop, NAT and security-group state follow the tables;
+//! 4. the namespaces of removed endpoints are deleted (their devices were closed by the swap).
+//!
+//! A change that fails before step 3 leaves the running plan in force (what step 2 made is
+//! removed again); replaced endpoints detached by step 1 stay detached until the next change.
+//! Refused outright: an MTU larger than the loop's buffers (a restart), and a change that would
+//! move or remove an endpoint under `--capture` (a capture follows a port id).
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::event_loop::{SimSpec, Slot, Swap};
+use super::mailbox::{self, Receiver, Sender};
+use super::state::{StateError, StateFile};
+use super::tx::TxQueue;
+use super::{Made, addressing};
+use crate::dataplane::MIN_BUFFER;
+use crate::netns::{self, NetnsError, PortConfig};
+use crate::tables::{self, PortId, PortOwner, Tables};
+use crate::topology::Plan;
+use crate::topology::model::{Attach, Service};
+
+/// What one port of a plan is, as far as the runtime is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PortSpec {
+    pub name: String,
+    pub attach: Attach,
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: u32,
+    /// What a sim internet host serves.
+    pub services: Vec<Service>,
+}
+
+impl PortSpec {
+    pub fn config(&self) -> PortConfig {
+        PortConfig {
+            addr: self.addr,
+            prefix_len: self.prefix_len,
+            gateway: self.gateway,
+            mtu: self.mtu,
+        }
+    }
+
+    /// The sim stack's addressing (a host without a gateway uses the next address).
+    pub fn sim_addressing(&self) -> super::sim_port::SimAddressing {
+        super::sim_port::SimAddressing {
+            ip: self.addr,
+            prefix_len: self.prefix_len,
+            gateway: self
+                .gateway
+                .unwrap_or_else(|| Ipv4Addr::from(u32::from(self.addr).wrapping_add(1))),
+            mtu: self.mtu as usize,
+        }
+    }
+}
+
+/// The ports of `plan` compiled into `tables`, in port-id order.
+pub(super) fn port_specs(plan: &Plan, tables: &Tables) -> Vec<PortSpec> {
+    tables
+        .ports
+        .iter()
+        .map(|p| {
+            let (prefix_len, gateway) = addressing(tables, p.owner, p.addr);
+            let services = match (p.attach, p.owner) {
+                (Attach::Sim, PortOwner::Host { host }) => plan
+                    .internet
+                    .hosts
+                    .get(host as usize)
+                    .map(|h| h.serve.clone())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            PortSpec {
+                name: p.name.clone(),
+                attach: p.attach,
+                addr: p.addr,
+                prefix_len,
+                gateway,
+                mtu: p.mtu,
+                services,
+            }
+        })
+        .collect()
+}
+
+/// What a change did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Same name, another configuration: removed and made again.
+    pub replaced: Vec<String>,
+    pub unchanged: usize,
+    /// Kept endpoints whose port id moved.
+    pub renumbered: usize,
+    /// What the fabric could not reconcile (`GATEWAY: error`), for instance a DNAT port held by a
+    /// live SNAT mapping. The rest of the change is in force.
+    pub problems: Vec<String>,
+}
+
+impl Applied {
+    /// One line: `+N (names) -N (names) ~N (names), N unchanged[, N renumbered][, N problem(s)]`.
+    pub fn summary(&self) -> String {
+        let list = |sign: &str, v: &[String]| {
+            if v.is_empty() {
+                format!("{sign}0")
+            } else {
+                format!("{sign}{} ({})", v.len(), v.join(", "))
+            }
+        };
+        let mut s = format!(
+            "{} {} {}, {} unchanged",
+            list("+", &self.added),
+            list("-", &self.removed),
+            list("~", &self.replaced),
+            self.unchanged
+        );
+        if self.renumbered > 0 {
+            s.push_str(&format!(", {} renumbered", self.renumbered));
+        }
+        if !self.problems.is_empty() {
+            s.push_str(&format!(", {} problem(s)", self.problems.len()));
+        }
+        s
+    }
+}
+
+/// Why a change was not applied. The running plan stays in force, except where noted.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the run is stopping")]
+    Stopped,
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub(super) struct Request {
+    plan: Box<Plan>,
+    reply: Sender<Result<Applied, ApplyError>>,
+}
+
+/// A handle to a running `vpcd up`, for the control plane (the HTTP API): [`Handle::apply`]
+/// replaces the running plan with a validated one, exactly as SIGHUP does with the topology file.
+/// Changes are applied one at a time, in the order they arrive. Clone it freely; it may be used
+/// from any task or thread.
+#[derive(Clone)]
+pub struct Handle {
+    tx: Sender<Request>,
+}
+
+impl Handle {
+    /// Applies `plan` (already validated: `topology::load`, or the control core's `Plan`) to the
+    /// running network and returns what changed. On `Err` the previous plan stays in force (see
+    /// the module doc for the one exception). Resolves with [`ApplyError::Stopped`] once the run
+    /// is stopping.
+    pub async fn apply(&self, plan: Plan) -> Result<Applied, ApplyError> {
+        let (reply, mut rx) = mailbox::channel();
+        self.tx
+            .send(Request {
+                plan: Box::new(plan),
+                reply,
+            })
+            .map_err(|_| ApplyError::Stopped)?;
+        rx.recv().await.unwrap_or(Err(ApplyError::Stopped))
+    }
+}
+
+/// The control side of a run: what it made, and the running plan's ports.
+pub(super) struct Control {
+    pub prefix: String,
+    pub made: Made,
+    pub specs: Vec<PortSpec>,
+    /// The loop's buffer size (largest packet plus room).
+    pub buffer_size: usize,
+    /// Endpoints under `--capture`.
+    pub captured: Vec<String>,
+    pub swaps: Sender<Swap>,
+    pub seq: u64,
+}
+
+/// A new namespace with its TUN device (not yet handed to the loop).
+struct MadeNs {
+    index: usize,
+    namespace: String,
+    device: tun_rs::SyncDevice,
+}
+
+impl Control {
+    /// A handle and the receiving end [`Control::serve`] takes.
+    pub fn channel() -> (Handle, Receiver<Request>) {
+        let (tx, rx) = mailbox::channel();
+        (Handle { tx }, rx)
+    }
+
+    /// Serves until `stop` completes: SIGHUP reloads `topology` (printing a one-line summary to
+    /// `out`, or the diagnostics to stderr and keeping the running plan), requests from
+    /// [`Handle`]s are applied.
+    pub async fn serve(
+        &mut self,
+        topology: &Path,
+        hup: &mut tokio::signal::unix::Signal,
+        stop: impl std::future::Future<Output = ()>,
+        mut requests: Receiver<Request>,
+        out: &mut dyn Write,
+    ) {
+        let mut stop = std::pin::pin!(stop);
+        let mut requests_open = true;
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut stop => return,
+                _ = hup.recv() => self.reload(topology, out).await,
+                r = requests.recv(), if requests_open => match r {
+                    Some(r) => {
+                        let result = self.apply(*r.plan).await;
+                        let _ = r.reply.send(result);
+                    }
+                    None => requests_open = false,
+                },
+            }
+        }
+    }
+
+    async fn reload(&mut self, topology: &Path, out: &mut dyn Write) {
+        let file = topology.display();
+        let plan = match crate::topology::load(topology) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!(
+                    "vpcd up: SIGHUP: {file} is not valid; still running the previous topology:"
+                );
+                let text = e.to_string();
+                eprint!("{text}");
+                if !text.ends_with('\n') {
+                    eprintln!();
+                }
+                return;
+            }
+        };
+        match self.apply(plan).await {
+            Ok(a) => {
+                let _ = writeln!(out, "reloaded {file}: {}", a.summary());
+                let _ = out.flush();
+                for p in &a.problems {
+                    eprintln!("vpcd up: reload: {p}");
+                }
+            }
+            Err(e) => {
+                eprintln!("vpcd up: SIGHUP: not applied ({e}); still running the previous topology")
+            }
+        }
+    }
+
+    /// Applies `plan`; see the module doc.
+    pub async fn apply(&mut self, plan: Plan) -> Result<Applied, ApplyError> {
+        let tables = Arc::new(tables::compile(&plan));
+        let new = port_specs(&plan, &tables);
+        let max_mtu = self.buffer_size.saturating_sub(MIN_BUFFER);
+        if let Some(p) = new.iter().find(|p| p.mtu as usize > max_mtu) {
+            return Err(ApplyError::Refused(format!(
+                "{} has MTU {}, above the {max_mtu} this run's buffers were sized for; restart \
+                 `vpcd up` for it",
+                p.name, p.mtu
+            )));
+        }
+        // Classify: for each new port, the old one it keeps (same spec) or replaces (same name).
+        let old_index = |name: &str| self.specs.iter().position(|o| o.name == name);
+        let mut applied = Applied::default();
+        let mut keep: Vec<Option<usize>> = Vec::with_capacity(new.len());
+        let mut replaced_old: Vec<usize> = Vec::new();
+        for (j, p) in new.iter().enumerate() {
+            match old_index(&p.name) {
+                Some(i) if self.specs[i] == *p => {
+                    keep.push(Some(i));
+                    applied.unchanged += 1;
+                    if i != j {
+                        applied.renumbered += 1;
+                    }
+                }
+                Some(i) => {
+                    keep.push(None);
+                    replaced_old.push(i);
+                    applied.replaced.push(p.name.clone());
+                }
+                None => {
+                    keep.push(None);
+                    applied.added.push(p.name.clone());
+                }
+            }
+        }
+        let removed_old: Vec<usize> = (0..self.specs.len())
+            .filter(|&i| !new.iter().any(|p| p.name == self.specs[i].name))
+            .collect();
+        applied.removed = removed_old
+            .iter()
+            .map(|&i| self.specs[i].name.clone())
+            .collect();
+        for c in &self.captured {
+            let before = old_index(c);
+            let after = new.iter().position(|p| p.name == *c);
+            let kept = after.is_some_and(|j| keep[j].is_some());
+            if before != after || !kept {
+                return Err(ApplyError::Refused(format!(
+                    "--capture {c}: the change would move or remove the captured endpoint (a \
+                     capture follows a port id); restart `vpcd up` for it"
+                )));
+            }
+        }
+        for (j, p) in new.iter().enumerate() {
+            if p.attach == Attach::Netns && keep[j].is_none() && old_index(&p.name).is_none() {
+                let ns = netns::namespace_name(&self.prefix, &p.name);
+                if netns::exists(&ns) {
+                    return Err(NetnsError::Exists(ns).into());
+                }
+            }
+        }
+
+        // 1. Detach replaced namespaces, so that their names are free.
+        let detach: Vec<usize> = replaced_old
+            .iter()
+            .copied()
+            .filter(|&i| self.specs[i].attach == Attach::Netns)
+            .collect();
+        if !detach.is_empty() {
+            let slots = (0..self.specs.len())
+                .map(|i| {
+                    if detach.contains(&i) {
+                        Slot::Empty
+                    } else {
+                        Slot::Keep(PortId(i as u32))
+                    }
+                })
+                .collect();
+            self.swap(slots, None).await?;
+            let names: Vec<String> = detach
+                .iter()
+                .map(|&i| netns::namespace_name(&self.prefix, &self.specs[i].name))
+                .collect();
+            self.delete(names).await;
+        }
+
+        // 2. Record and create the new namespaces, off the loop's thread.
+        let todo: Vec<(usize, String, String, PortConfig)> = new
+            .iter()
+            .enumerate()
+            .filter(|(j, p)| p.attach == Attach::Netns && keep[*j].is_none())
+            .map(|(j, p)| {
+                (
+                    j,
+                    p.name.clone(),
+                    netns::namespace_name(&self.prefix, &p.name),
+                    p.config(),
+                )
+            })
+            .collect();
+        let state = self.made.state.take();
+        let (state, created, error) = tokio::task::spawn_blocking(move || create_all(state, todo))
+            .await
+            .map_err(|e| ApplyError::Io(std::io::Error::other(e)))?;
+        self.made.state = state;
+        let created_names: Vec<String> = created.iter().map(|m| m.namespace.clone()).collect();
+        self.made.namespaces.extend(created_names.iter().cloned());
+        if let Some(e) = error {
+            drop(created);
+            self.delete(created_names).await;
+            return Err(e);
+        }
+
+        // 3. One swap: the new port vector and the tables.
+        let mut devices: Vec<Option<tun_rs::SyncDevice>> = (0..new.len()).map(|_| None).collect();
+        for m in created {
+            if let Some(d) = devices.get_mut(m.index) {
+                *d = Some(m.device);
+            }
+        }
+        let mut slots = Vec::with_capacity(new.len());
+        let mut failed = None;
+        for (j, p) in new.iter().enumerate() {
+            if let Some(i) = keep[j] {
+                slots.push(Slot::Keep(PortId(i as u32)));
+                continue;
+            }
+            match p.attach {
+                Attach::Netns => {
+                    let Some(dev) = devices[j].take() else {
+                        slots.push(Slot::Empty);
+                        continue;
+                    };
+                    match tun_rs::AsyncDevice::new(dev).and_then(|d| {
+                        let d = Arc::new(d);
+                        TxQueue::spawn(&p.name, d.clone(), self.buffer_size).map(|q| (d, q))
+                    }) {
+                        Ok((d, q)) => slots.push(Slot::NewTun(d, q)),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                Attach::Sim => {
+                    self.seq += 1;
+                    slots.push(Slot::NewSim(Box::new(SimSpec {
+                        name: p.name.clone(),
+                        addressing: p.sim_addressing(),
+                        services: p.services.clone(),
+                        seed: 0x7670_6364 ^ (self.seq << 20) ^ j as u64,
+                    })));
+                }
+            }
+        }
+        if let Some(e) = failed {
+            drop(slots);
+            drop(devices);
+            self.delete(created_names).await;
+            return Err(e.into());
+        }
+        let problems = self.swap(slots, Some(tables)).await?;
+        applied.problems = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.gateway, p.error))
+            .collect();
+
+        // 4. Remove what the change removed (the loop has closed their devices).
+        let gone: Vec<String> = removed_old
+            .iter()
+            .filter(|&&i| self.specs[i].attach == Attach::Netns)
+            .map(|&i| netns::namespace_name(&self.prefix, &self.specs[i].name))
+            .collect();
+        self.delete(gone).await;
+        self.specs = new;
+        Ok(applied)
+    }
+
+    /// Hands `slots` (and `tables`) to the loop and waits until it has applied them.
+    async fn swap(
+        &mut self,
+        slots: Vec<Slot>,
+        tables: Option<Arc<Tables>>,
+    ) -> Result<Vec<crate::dataplane::gateways::ReconcileProblem>, ApplyError> {
+        let (done, mut rx) = mailbox::channel();
+        self.swaps
+            .send(Swap {
+                slots,
+                tables,
+                done,
+            })
+            .map_err(|_| ApplyError::Stopped)?;
+        rx.recv().await.ok_or(ApplyError::Stopped)
+    }
+
+    /// Deletes namespaces on a blocking thread; those that could not be removed stay in the
+    /// teardown list (and the state file) for teardown or `vpcd down` to retry.
+    async fn delete(&mut self, names: Vec<String>) {
+        if names.is_empty() {
+            return;
+        }
+        let result = tokio::task::spawn_blocking(move || {
+            names
+                .into_iter()
+                .map(|n| {
+                    let r = netns::delete(&n);
+                    (n, r)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let Ok(results) = result else {
+            eprintln!("vpcd up: reload: the namespace removal thread failed; teardown retries");
+            return;
+        };
+        for (n, r) in results {
+            match r {
+                Ok(()) => self.made.namespaces.retain(|m| *m != n),
+                Err(e) => eprintln!("vpcd up: reload: {e}"),
+            }
+        }
+    }
+}
+
+/// Records each namespace in the state file, then creates it with its TUN device; stops at the
+/// first error (returned with what was made before it).
+fn create_all(
+    mut state: Option<StateFile>,
+    todo: Vec<(usize, String, String, PortConfig)>,
+) -> (Option<StateFile>, Vec<MadeNs>, Option<ApplyError>) {
+    let mut made: Vec<MadeNs> = Vec::with_capacity(todo.len());
+    for (index, endpoint, namespace, config) in todo {
+        if let Some(s) = state.as_mut()
+            && let Err(e) = s.record(&endpoint, &namespace)
+        {
+            return (state, made, Some(e.into()));
+        }
+        match netns::create_with_tun(&namespace, config) {
+            Ok(device) => made.push(MadeNs {
+                index,
+                namespace,
+                device,
+            }),
+            Err(e) => return (state, made, Some(e.into())),
+        }
+    }
+    (state, made, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handle_can_move_to_any_task_or_thread() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<Handle>();
+        send_sync::<Applied>();
+    }
+
+    #[test]
+    fn the_summary_names_what_changed() {
+        let a = Applied {
+            added: vec!["v/a".into(), "v/b".into()],
+            removed: vec!["internet/h".into()],
+            replaced: Vec::new(),
+            unchanged: 3,
+            renumbered: 1,
+            problems: vec!["v/gw: port in use".into()],
+        };
+        assert_eq!(
+            a.summary(),
+            "+2 (v/a, v/b) -1 (internet/h) ~0, 3 unchanged, 1 renumbered, 1 problem(s)"
+        );
+        assert_eq!(Applied::default().summary(), "+0 -0 ~0, 0 unchanged");
+    }
+
+    #[test]
+    fn a_handle_whose_run_is_gone_reports_stopped() {
+        let (handle, requests) = Control::channel();
+        drop(requests);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let plan = crate::topology::parse(
+            "t.toml",
+            "[[vpc]]\nname = \"v\"\ncidr = \"10.1.0.0/16\"\nsubnet = [ { name = \"s\", cidr = \"10.1.1.0/24\" } ]\n",
+        )
+        .expect("valid topology");
+        assert!(matches!(
+            rt.block_on(handle.apply(plan)),
+            Err(ApplyError::Stopped)
+        ));
+    }
+}
