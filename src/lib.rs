@@ -8,6 +8,8 @@
 //!   flow, using the dataplane's own decision functions;
 //! - [`observe`]: flow logs and packet capture, wrappers around the fabric call;
 //! - [`sim`]: in-process smoltcp hosts on a virtual clock, and the probes `vpcd test` runs;
+//! - [`control`]: the effective topology (file plus API changes), typed change requests validated
+//!   like files, and its durable copy in a state directory;
 //! - [`runtime`]: `vpcd up`'s I/O shell (TUN ports in namespaces made by [`netns`], sim ports, one
 //!   tokio loop) around the same dataplane.
 //!
@@ -15,6 +17,7 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod control;
 pub mod dataplane;
 pub mod explain;
 pub mod netns;

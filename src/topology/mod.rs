@@ -28,3 +28,20 @@ pub fn load(path: &Path) -> Result<Plan, TopologyError> {
 pub fn parse(file: &str, text: &str) -> Result<Plan, TopologyError> {
     validate::parse_and_validate(file, text)
 }
+
+/// Like [`parse`], and also returns the model it validated (what `control` edits and saves).
+pub fn parse_model(file: &str, text: &str) -> Result<(model::Topology, Plan), TopologyError> {
+    let plan = parse(file, text)?;
+    // The text passed stage 2 of `parse`, so this cannot fail; map the error all the same.
+    let model = toml::from_str(text).map_err(|e: toml::de::Error| {
+        TopologyError::Invalid(vec![Diagnostic::new(
+            file,
+            text,
+            e.span(),
+            "",
+            e.message().trim(),
+            None,
+        )])
+    })?;
+    Ok((model, plan))
+}

@@ -9,70 +9,70 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use toml::Spanned;
 
 use super::cidr::{Addr, Cidr};
 
 /// A whole topology file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vpc: Vec<Vpc>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub eip: Vec<Eip>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub internet: Option<Internet>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probe: Vec<Probe>,
 }
 
 /// An isolated tenant network. VPCs may reuse each other's CIDRs.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vpc {
     pub name: Spanned<String>,
     pub cidr: Spanned<Cidr>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subnet: Vec<Subnet>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route_table: Vec<RouteTable>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instance: Vec<Instance>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nat_gateway: Vec<NatGateway>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_group: Vec<SecurityGroup>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub network_acl: Vec<NetworkAcl>,
 }
 
 /// A CIDR inside a VPC. Reserved: the network address, `.1` (the gateway) and broadcast.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Subnet {
     pub name: Spanned<String>,
     pub cidr: Spanned<Cidr>,
     /// The route table; `None` means the VPC's main table (the one named `main`, or local only).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_table: Option<Spanned<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_acl: Option<Spanned<String>>,
 }
 
 /// Name of the route table a subnet uses when it names none.
 pub const MAIN_ROUTE_TABLE: &str = "main";
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTable {
     pub name: Spanned<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub destination: Spanned<Cidr>,
@@ -122,24 +122,24 @@ impl fmt::Display for RouteTarget {
 }
 
 /// A function instance attached to a subnet by one port.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Instance {
     pub name: Spanned<String>,
     pub subnet: Spanned<String>,
     /// `None`: the first free address of the subnet.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<Spanned<Addr>>,
     #[serde(default)]
     pub attach: Attach,
     /// Security groups by name; empty means the VPC's default group.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_groups: Vec<Spanned<String>>,
     /// A 1:1 EIP association by EIP name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eip: Option<Spanned<String>>,
     /// Port MTU (default 1500, at most 65520).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<Spanned<u32>>,
 }
 
@@ -151,7 +151,7 @@ pub const MAX_MTU: u32 = 65520;
 pub const MIN_MTU: u32 = 576;
 
 /// How an instance or internet host is attached.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Attach {
     /// A real TUN device in a network namespace (`vpcd up`); simulated by `vpcd test`.
@@ -162,7 +162,7 @@ pub enum Attach {
 }
 
 /// An elastic IP: a public address.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Eip {
     pub name: Spanned<String>,
@@ -170,13 +170,13 @@ pub struct Eip {
 }
 
 /// The public segment.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Internet {
     /// The public hosts' block; default `DEFAULT_INTERNET_CIDR`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr: Option<Spanned<Cidr>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host: Vec<Host>,
 }
 
@@ -184,17 +184,17 @@ pub struct Internet {
 pub const DEFAULT_INTERNET_CIDR: &str = "198.51.100.0/24";
 
 /// A host on the public segment.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Host {
     pub name: Spanned<String>,
     pub ip: Spanned<Addr>,
     /// What the host answers when simulated: `tcp:80`, `udp:53`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub serve: Vec<Spanned<Service>>,
     #[serde(default)]
     pub attach: Attach,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<Spanned<u32>>,
 }
 
@@ -256,10 +256,10 @@ fn parse_port(s: &str) -> Option<u16> {
 }
 
 /// A reachability assertion checked by `vpcd test`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Probe {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// `VPC/INSTANCE` or `internet/HOST`.
     pub from: Spanned<String>,
@@ -267,7 +267,7 @@ pub struct Probe {
     pub expect: Spanned<Expect>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Expect {
     Allow,
@@ -366,63 +366,63 @@ impl fmt::Display for ProbeTarget {
 }
 
 /// A NAT gateway in a (public) subnet of its VPC, translating to its EIPs.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatGateway {
     pub name: Spanned<String>,
     /// The subnet the gateway's private address lives in.
     pub subnet: Spanned<String>,
     /// The gateway's private address; `None`: the first free one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<Spanned<Addr>>,
     /// EIPs (by name) the gateway owns.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub eips: Vec<Spanned<String>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snat: Vec<SnatEntry>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dnat: Vec<DnatEntry>,
     /// Preset of behaviours and timeouts; default `rfc`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<Spanned<NatProfile>>,
     /// Overrides the profile's mapping behaviour.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mapping: Option<Spanned<NatMapping>>,
     /// Overrides the profile's filtering behaviour.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filtering: Option<Spanned<NatFiltering>>,
     /// External ports handed out, like `"1024-65535"`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_range: Option<Spanned<PortRange>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_preservation: Option<Spanned<bool>>,
     /// A block of ports reserved per instance (GCP's `min_ports_per_vm`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports_per_instance: Option<Spanned<u16>>,
     /// Hard upper bound on the connection table.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<Spanned<u32>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections_per_instance: Option<Spanned<u32>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_connections_per_second_per_instance: Option<Spanned<u32>>,
     /// Seconds a freed external port waits before another flow may use it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_reuse_delay: Option<Spanned<u32>>,
     /// When the table is full, drop a half-open or closing flow to make room.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_drop: Option<Spanned<bool>>,
     /// What a refused new flow gets: `drop` (default) or `icmp` (administratively prohibited).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_refuse: Option<Spanned<OnRefuse>>,
     /// Answer a packet of an expired TCP flow with a RST (the `aws` default).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rst_on_expired: Option<Spanned<bool>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<NatTimeouts>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NatProfile {
     Rfc,
@@ -431,14 +431,14 @@ pub enum NatProfile {
     Alibaba,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NatMapping {
     EndpointIndependent,
     AddressAndPortDependent,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NatFiltering {
     EndpointIndependent,
@@ -446,7 +446,7 @@ pub enum NatFiltering {
     AddressAndPortDependent,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnRefuse {
     Drop,
@@ -454,49 +454,49 @@ pub enum OnRefuse {
 }
 
 /// Idle timeouts in seconds; each overrides the profile's value.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatTimeouts {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp: Option<Spanned<u32>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp_stream: Option<Spanned<u32>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_established: Option<Spanned<u32>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_transitory: Option<Spanned<u32>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_time_wait: Option<Spanned<u32>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp: Option<Spanned<u32>>,
 }
 
 /// `source -> EIP pool`: `source` is a CIDR or an instance name.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnatEntry {
     pub source: Spanned<String>,
     /// EIPs by name; empty: all of the gateway's EIPs.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub eips: Vec<Spanned<String>>,
 }
 
 /// `EIP:port/proto -> instance:port`, or a whole-address mapping with `protocol = "any"`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnatEntry {
     pub eip: Spanned<String>,
     pub protocol: Spanned<DnatProtocol>,
     /// External port; required for tcp/udp, refused for `any`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<Spanned<u16>>,
     pub instance: Spanned<String>,
     /// Internal port; default: the external port.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_port: Option<Spanned<u16>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DnatProtocol {
     Tcp,
@@ -505,32 +505,32 @@ pub enum DnatProtocol {
 }
 
 /// Stateful allow rules attached to instances.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecurityGroup {
     pub name: Spanned<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<SgRule>,
     /// `None`: all egress allowed (the cloud default).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Vec<SgRule>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SgRule {
     pub protocol: Spanned<RuleProtocol>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Spanned<PortRange>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp_type: Option<Spanned<u8>>,
     /// A CIDR, or `sg:NAME` for the members of another group of the same VPC.
     pub peer: Spanned<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleProtocol {
     Tcp,
@@ -579,29 +579,29 @@ impl<'de> Deserialize<'de> for PortRange {
 }
 
 /// Stateless numbered rules attached to subnets.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkAcl {
     pub name: Spanned<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inbound: Vec<AclRule>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbound: Vec<AclRule>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AclRule {
     /// Evaluated lowest first; first match wins.
     pub rule: Spanned<u16>,
     pub action: Spanned<AclAction>,
     pub protocol: Spanned<RuleProtocol>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ports: Option<Spanned<PortRange>>,
     pub cidr: Spanned<Cidr>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AclAction {
     Allow,
@@ -619,6 +619,29 @@ macro_rules! deserialize_from_str {
     )*};
 }
 deserialize_from_str!(RouteTarget, Service, ProbeTarget);
+
+/// Values written as strings in a file serialize as the same string (`Display` round-trips
+/// through `FromStr`), so a serialized model parses back to the same model.
+macro_rules! serialize_display {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    )*};
+}
+serialize_display!(RouteTarget, Service, ProbeTarget, PortRange, Cidr, Addr);
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

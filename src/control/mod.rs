@@ -1,0 +1,177 @@
+//! The control core: the effective topology, changes to it, and its durable copy.
+//!
+//! Owns [`ControlState`]: the effective topology as a model (the file plus every change made
+//! through the API) together with the [`Plan`] validated from it. It is a pure library: no HTTP,
+//! no runtime, no dataplane. The HTTP layer decodes a request body into one of the request types
+//! of [`change`] with [`decode`], calls [`ControlState::apply`], saves the new state with
+//! [`ControlState::save`], compiles its plan and swaps the tables; then it keeps the new state.
+//!
+//! Invariants:
+//! - a change is validated exactly like a file: the edited model is serialized to TOML text and
+//!   run through [`topology::parse`] under the file name [`API_FILE`], so the messages and hints
+//!   are the ones `vpcd check` prints (line references into the generated text are removed);
+//! - `apply` never modifies `self`: on any error the old state is untouched, and on success the
+//!   caller decides when the new state takes effect;
+//! - [`ControlState::export`] is always text that `vpcd check` accepts and that parses to the
+//!   same plan (checked when a state is built from a file).
+//!
+//! It must not know about packets, sockets or tokio.
+
+pub mod change;
+mod error;
+mod state;
+
+use std::path::Path;
+
+pub use change::Change;
+pub use error::{ApiError, ChangeError, ErrorCode, decode};
+pub use state::{STATE_FILE, StateError};
+
+use toml::Spanned;
+
+use crate::topology::cidr::Addr;
+use crate::topology::model::Topology;
+use crate::topology::{self, Diagnostic, Plan, TopologyError};
+
+/// The file name validation errors of API changes carry (never shown as a location: see
+/// [`ApiError`]).
+pub const API_FILE: &str = "api";
+
+/// The effective topology: the model, the plan validated from it, and a generation counter that
+/// every applied change increments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlState {
+    model: Topology,
+    plan: Plan,
+    /// The model as TOML text: what `export` returns and `save` writes.
+    text: String,
+    generation: u64,
+}
+
+impl ControlState {
+    /// The state of a topology file (generation 0).
+    pub fn from_file(path: &Path) -> Result<Self, TopologyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TopologyError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_text(&path.display().to_string(), &text)
+    }
+
+    /// The state of topology text; `file` names it in errors. Also checks that the exported
+    /// text validates to the same plan, so that `export` and `save` never write a topology that
+    /// does not load back.
+    pub fn from_text(file: &str, text: &str) -> Result<Self, TopologyError> {
+        let (model, plan) = topology::parse_model(file, text)?;
+        let state = Self::from_model(file, model, 0)?;
+        if state.plan != plan {
+            return Err(TopologyError::Invalid(vec![Diagnostic::new(
+                file,
+                text,
+                None,
+                "",
+                "the topology does not survive export: its TOML form validates to another plan",
+                Some("this is a bug in vpcd; please report it with the file".into()),
+            )]));
+        }
+        Ok(state)
+    }
+
+    /// Serializes `model` and validates the text: the plan always comes from the exact text
+    /// that `export` returns.
+    ///
+    /// Addresses the plan assigned are then written into the model (`ip` of every instance and
+    /// NAT gateway): assignment depends on file order, so without this, adding an instance with
+    /// an explicit address or removing one could renumber instances that the change does not
+    /// name, and break their flows.
+    fn from_model(file: &str, model: Topology, generation: u64) -> Result<Self, TopologyError> {
+        let text = to_toml(&model).map_err(|e| invalid(file, e))?;
+        let (mut model, plan) = topology::parse_model(file, &text)?;
+        if !pin_addresses(&mut model, &plan) {
+            return Ok(ControlState {
+                model,
+                plan,
+                text,
+                generation,
+            });
+        }
+        let text = to_toml(&model).map_err(|e| invalid(file, e))?;
+        let (model, pinned) = topology::parse_model(file, &text)?;
+        if pinned != plan {
+            return Err(invalid(
+                file,
+                "writing the assigned addresses into the topology changed its plan (a bug in vpcd; please report it)".into(),
+            ));
+        }
+        Ok(ControlState {
+            model,
+            plan,
+            text,
+            generation,
+        })
+    }
+
+    pub fn model(&self) -> &Topology {
+        &self.model
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// How many changes were applied since the state was created from a file.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Applies `change` to a copy of the model and validates the result like a file.
+    ///
+    /// Returns the new state (its plan is what to compile and swap in; its generation is one
+    /// more) or every problem found. `self` is never modified.
+    pub fn apply(&self, change: &Change) -> Result<ControlState, ChangeError> {
+        let mut model = self.model.clone();
+        let scope = change.edit(&mut model).map_err(ChangeError::one)?;
+        Self::from_model(API_FILE, model, self.generation + 1)
+            .map_err(|e| ChangeError::from_topology(&e, scope.as_deref()))
+    }
+
+    /// The current topology as a TOML file that `vpcd check` accepts. Comments and layout of the
+    /// original file are not kept; probes are; every instance and NAT gateway has its address
+    /// written out.
+    pub fn export(&self) -> &str {
+        &self.text
+    }
+}
+
+fn invalid(file: &str, message: String) -> TopologyError {
+    TopologyError::Invalid(vec![Diagnostic::new(file, "", None, "", message, None)])
+}
+
+/// Writes the plan's addresses into instances and NAT gateways that have no `ip`; true when it
+/// changed something.
+fn pin_addresses(model: &mut Topology, plan: &Plan) -> bool {
+    let mut changed = false;
+    for (vpc, vp) in model.vpc.iter_mut().zip(&plan.vpcs) {
+        for inst in vpc.instance.iter_mut().filter(|i| i.ip.is_none()) {
+            if let Some(p) = vp.instances.iter().find(|p| &p.name == inst.name.get_ref()) {
+                inst.ip = Some(Spanned::new(0..0, Addr(p.ip)));
+                changed = true;
+            }
+        }
+        for gw in vpc.nat_gateway.iter_mut().filter(|g| g.ip.is_none()) {
+            if let Some(p) = vp
+                .nat_gateways
+                .iter()
+                .find(|p| &p.name == gw.name.get_ref())
+            {
+                gw.ip = Some(Spanned::new(0..0, Addr(p.ip)));
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
+fn to_toml(model: &Topology) -> Result<String, String> {
+    toml::to_string(model).map_err(|e| format!("cannot write the topology as TOML: {e}"))
+}

@@ -1,0 +1,1012 @@
+//! Control-core change operations (issue 6, "live changes"): each request decoded from JSON like
+//! the HTTP layer will, applied to the effective topology, and validated exactly like a file.
+//! Every refusal leaves the state unchanged.
+
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use vpcd::control::change::*;
+use vpcd::control::{Change, ChangeError, ControlState, ErrorCode, decode};
+use vpcd::topology::plan::EipBinding;
+
+const FIXTURE: &str = r#"
+[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "public"
+cidr = "10.0.0.0/24"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+route_table = "private"
+network_acl = "fn-acl"
+
+[[vpc.route_table]]
+name = "private"
+routes = [{ destination = "0.0.0.0/0", target = "nat:egress" }]
+
+[[vpc.nat_gateway]]
+name = "egress"
+subnet = "public"
+eips = ["nat-a"]
+snat = [{ source = "10.0.1.0/24" }]
+dnat = [{ eip = "nat-a", protocol = "tcp", port = 8080, instance = "fn-a1", instance_port = 80 }]
+
+[[vpc.security_group]]
+name = "web"
+ingress = [{ protocol = "tcp", ports = 80, peer = "0.0.0.0/0" }]
+
+[[vpc.security_group]]
+name = "db"
+ingress = [{ protocol = "tcp", ports = 5432, peer = "sg:web" }]
+
+[[vpc.network_acl]]
+name = "fn-acl"
+inbound = [{ rule = 100, action = "allow", protocol = "all", cidr = "0.0.0.0/0" }]
+outbound = [{ rule = 100, action = "allow", protocol = "all", cidr = "0.0.0.0/0" }]
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+security_groups = ["web"]
+
+[[vpc.instance]]
+name = "fn-a2"
+subnet = "functions"
+eip = "direct"
+
+[[eip]]
+name = "nat-a"
+address = "203.0.113.10"
+
+[[eip]]
+name = "direct"
+address = "203.0.113.11"
+
+[[eip]]
+name = "spare"
+address = "203.0.113.12"
+
+[internet]
+[[internet.host]]
+name = "web"
+ip = "198.51.100.10"
+serve = ["tcp:80"]
+"#;
+
+fn state() -> ControlState {
+    ControlState::from_text("fixture.toml", FIXTURE).unwrap()
+}
+
+/// Decodes a request body like the HTTP layer.
+fn req<T: DeserializeOwned + Into<Change>>(body: serde_json::Value) -> Change {
+    decode::<T>(body.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("decode: {}", e.to_json()))
+        .into()
+}
+
+fn ok(s: &ControlState, c: Change) -> ControlState {
+    let next = s
+        .apply(&c)
+        .unwrap_or_else(|e| panic!("{c:?} refused: {}", e.to_json()));
+    assert_eq!(next.generation(), s.generation() + 1);
+    next
+}
+
+/// Applies a change that must be refused; checks the state did not move and returns the error.
+fn refused(s: &ControlState, c: Change) -> ChangeError {
+    let before = s.clone();
+    let e = s.apply(&c).expect_err("change accepted");
+    assert_eq!(s, &before, "state changed by a refused change");
+    assert!(!e.errors.is_empty());
+    e
+}
+
+fn first_json(e: &ChangeError) -> serde_json::Value {
+    serde_json::to_value(&e.errors[0]).unwrap()
+}
+
+fn vpc(s: &ControlState) -> &vpcd::topology::plan::VpcPlan {
+    &s.plan().vpcs[0]
+}
+
+fn instance_ip(s: &ControlState, name: &str) -> Option<std::net::Ipv4Addr> {
+    vpc(s)
+        .instances
+        .iter()
+        .find(|i| i.name == name)
+        .map(|i| i.ip)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request bodies: the same words as topology files.
+
+#[test]
+fn unknown_field_in_a_request_is_refused_with_the_valid_keys() {
+    let e = decode::<AddInstance>(br#"{"vpc":"tenant-a","name":"x","subnet":"functions","sg":[]}"#)
+        .unwrap_err();
+    assert_eq!(
+        serde_json::to_value(&e).unwrap(),
+        json!({"errors": [{
+            "code": "invalid_input",
+            "error": "unknown key `sg`",
+            "field": "sg",
+            "hint": "remove or rename it; the keys here are: vpc, name, subnet, ip, attach, security_groups, eip, mtu"
+        }]})
+    );
+    assert_eq!(e.http_status(), 400);
+}
+
+#[test]
+fn missing_field_names_the_key() {
+    let e = decode::<AllocateEip>(br#"{"name":"x"}"#).unwrap_err();
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "invalid_input", "error": "missing key `address`", "field": "address",
+               "hint": "add \"address\" to the request body"})
+    );
+}
+
+#[test]
+fn out_of_range_port_names_the_field() {
+    let e = decode::<AddDnat>(
+        br#"{"vpc":"tenant-a","nat_gateway":"egress","eip":"nat-a","protocol":"tcp","port":70000,"instance":"fn-a2"}"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "invalid_input", "error": "70000 is out of range here", "field": "port",
+               "hint": "write a whole number from 0 to 65535, without quotes"})
+    );
+}
+
+#[test]
+fn wrong_types_name_the_field() {
+    let e =
+        decode::<AddInstance>(br#"{"vpc":"tenant-a","name":"x","subnet":"functions","mtu":"big"}"#)
+            .unwrap_err();
+    let j = first_json(&e);
+    assert_eq!(j["field"], "mtu");
+    assert_eq!(j["error"], "wrong type: string \"big\", expected u32");
+    let e =
+        decode::<AddInstance>(br#"{"vpc":"tenant-a","name":7,"subnet":"functions"}"#).unwrap_err();
+    assert_eq!(first_json(&e)["field"], "name");
+    let e = decode::<AddInstance>(br#"[1,2]"#).unwrap_err();
+    assert_eq!(first_json(&e)["code"], "invalid_input");
+    let e = decode::<AddInstance>(b"{not json").unwrap_err();
+    assert!(e.errors[0].error.starts_with("invalid JSON"));
+}
+
+#[test]
+fn bad_values_use_the_model_messages() {
+    let e = decode::<AllocateEip>(br#"{"name":"x","address":"203.0.113"}"#).unwrap_err();
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "invalid_input", "error": "`203.0.113` is not an IPv4 address",
+               "field": "address", "hint": "write it like \"10.0.1.10\""})
+    );
+    let e = decode::<AddRoute>(
+        br#"{"vpc":"tenant-a","route_table":"main","destination":"10.9.0.5/16","target":"internet"}"#,
+    )
+    .unwrap_err();
+    assert_eq!(first_json(&e)["field"], "destination");
+    assert_eq!(first_json(&e)["error"], "`10.9.0.5/16` has host bits set");
+    assert_eq!(first_json(&e)["hint"], "did you mean \"10.9.0.0/16\"?");
+    let e = decode::<AddSgRule>(
+        br#"{"vpc":"tenant-a","group":"web","direction":"inbound","protocol":"tcp","peer":"0.0.0.0/0"}"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "invalid_input", "error": "`inbound` is not allowed here",
+               "field": "direction", "hint": "write one of: ingress, egress"})
+    );
+    let e = decode::<AddSgRule>(
+        br#"{"vpc":"tenant-a","group":"web","direction":"ingress","protocol":"tcp","ports":"90-80","peer":"0.0.0.0/0"}"#,
+    )
+    .unwrap_err();
+    assert_eq!(first_json(&e)["field"], "ports");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Instances.
+
+#[test]
+fn add_instance_takes_the_first_free_address_and_leaves_the_old_state() {
+    let s = state();
+    let n = ok(
+        &s,
+        req::<AddInstance>(
+            json!({"vpc": "tenant-a", "name": "fn-a3", "subnet": "functions", "attach": "sim"}),
+        ),
+    );
+    assert_eq!(instance_ip(&n, "fn-a3"), Some("10.0.1.4".parse().unwrap()));
+    assert_eq!(instance_ip(&s, "fn-a3"), None);
+    assert_eq!(s.generation(), 0);
+    // The export of the new state is a valid file with the instance in it.
+    assert!(n.export().contains("name = \"fn-a3\""));
+    vpcd::topology::parse("x.toml", n.export()).unwrap();
+}
+
+#[test]
+fn changes_never_renumber_other_instances() {
+    let s = state();
+    let before: Vec<_> = vpc(&s)
+        .instances
+        .iter()
+        .map(|i| (i.name.clone(), i.ip))
+        .collect();
+    // An explicit address below the automatic ones, then a removal before the others.
+    let n = ok(
+        &s,
+        req::<AddInstance>(
+            json!({"vpc": "tenant-a", "name": "fn-a0", "subnet": "functions", "ip": "10.0.1.100"}),
+        ),
+    );
+    let n = ok(
+        &n,
+        req::<RemoveDnat>(
+            json!({"vpc": "tenant-a", "nat_gateway": "egress", "eip": "nat-a", "protocol": "tcp", "port": 8080}),
+        ),
+    );
+    let n = ok(
+        &n,
+        req::<RemoveInstance>(json!({"vpc": "tenant-a", "name": "fn-a1"})),
+    );
+    let n = ok(
+        &n,
+        req::<AddInstance>(json!({"vpc": "tenant-a", "name": "fn-a4", "subnet": "functions"})),
+    );
+    assert_eq!(instance_ip(&n, "fn-a2"), Some(before[1].1));
+    assert_eq!(vpc(&n).nat_gateways[0].ip, vpc(&s).nat_gateways[0].ip);
+    // The freed address is the first free one again.
+    assert_eq!(instance_ip(&n, "fn-a4"), Some(before[0].1));
+}
+
+#[test]
+fn add_instance_with_ip_eip_and_groups() {
+    let s = state();
+    let n = ok(
+        &s,
+        req::<AddInstance>(
+            json!({"vpc": "tenant-a", "name": "fn-a3", "subnet": "functions",
+            "ip": "10.0.1.50", "security_groups": ["web", "db"], "eip": "spare"}),
+        ),
+    );
+    let i = vpc(&n)
+        .instances
+        .iter()
+        .position(|i| i.name == "fn-a3")
+        .unwrap();
+    assert_eq!(
+        vpc(&n).instances[i].ip,
+        "10.0.1.50".parse::<std::net::Ipv4Addr>().unwrap()
+    );
+    assert_eq!(vpc(&n).instances[i].security_groups.len(), 2);
+    let spare = n.plan().eips.iter().find(|e| e.name == "spare").unwrap();
+    assert_eq!(
+        spare.binding,
+        EipBinding::Instance {
+            vpc: 0,
+            instance: i
+        }
+    );
+}
+
+#[test]
+fn add_instance_address_outside_the_subnet_names_the_ip_field() {
+    let e = refused(
+        &state(),
+        req::<AddInstance>(
+            json!({"vpc": "tenant-a", "name": "fn-a3", "subnet": "functions", "ip": "10.0.2.5"}),
+        ),
+    );
+    let j = first_json(&e);
+    assert_eq!(j["code"], "invalid_input");
+    assert_eq!(j["field"], "ip");
+    assert!(j["error"].as_str().unwrap().contains("10.0.2.5"), "{j}");
+}
+
+#[test]
+fn add_instance_refusals() {
+    let s = state();
+    // Address taken by another instance (fn-a1 got 10.0.1.2).
+    let e = refused(
+        &s,
+        req::<AddInstance>(
+            json!({"vpc": "tenant-a", "name": "fn-a3", "subnet": "functions", "ip": "10.0.1.2"}),
+        ),
+    );
+    assert_eq!(first_json(&e)["field"], "ip");
+    assert!(!e.errors[0].error.contains("line"), "{}", e.errors[0].error);
+    // Reserved gateway address.
+    let e = refused(
+        &s,
+        req::<AddInstance>(
+            json!({"vpc": "tenant-a", "name": "fn-a3", "subnet": "functions", "ip": "10.0.1.1"}),
+        ),
+    );
+    assert_eq!(first_json(&e)["field"], "ip");
+    // A subnet that does not exist: the validator's reference error, on the request's field.
+    let e = refused(
+        &s,
+        req::<AddInstance>(json!({"vpc": "tenant-a", "name": "fn-a3", "subnet": "functoins"})),
+    );
+    let j = first_json(&e);
+    assert_eq!(j["field"], "subnet");
+    assert!(j["hint"].as_str().unwrap().contains("functions"), "{j}");
+    // A name that is not a valid name.
+    let e = refused(
+        &s,
+        req::<AddInstance>(json!({"vpc": "tenant-a", "name": "a/b", "subnet": "functions"})),
+    );
+    assert_eq!(first_json(&e)["field"], "name");
+    // MTU out of range.
+    let e = refused(
+        &s,
+        req::<AddInstance>(
+            json!({"vpc": "tenant-a", "name": "x", "subnet": "functions", "mtu": 100}),
+        ),
+    );
+    assert_eq!(first_json(&e)["field"], "mtu");
+    // Duplicate name.
+    let e = refused(
+        &s,
+        req::<AddInstance>(json!({"vpc": "tenant-a", "name": "fn-a1", "subnet": "functions"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "already_exists", "error": "instance `fn-a1` already exists", "field": "name",
+               "hint": "choose another name, or remove the instance first"})
+    );
+    assert_eq!(e.http_status(), 409);
+    // Unknown VPC.
+    let e = refused(
+        &s,
+        req::<AddInstance>(json!({"vpc": "tenant-b", "name": "x", "subnet": "functions"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "not_found", "error": "VPC `tenant-b` does not exist", "field": "vpc",
+               "hint": "the VPCs are: tenant-a"})
+    );
+    assert_eq!(e.http_status(), 404);
+    // An EIP already bound to another instance.
+    let e = refused(
+        &s,
+        req::<AddInstance>(
+            json!({"vpc": "tenant-a", "name": "x", "subnet": "functions", "eip": "direct"}),
+        ),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::InvalidInput);
+    // An unknown security group.
+    let e = refused(
+        &s,
+        req::<AddInstance>(
+            json!({"vpc": "tenant-a", "name": "x", "subnet": "functions", "security_groups": ["nope"]}),
+        ),
+    );
+    assert!(
+        first_json(&e)["field"]
+            .as_str()
+            .unwrap()
+            .starts_with("security_groups"),
+        "{}",
+        e.to_json()
+    );
+}
+
+#[test]
+fn remove_instance_disassociates_its_eip_and_refuses_while_dnat_targets_it() {
+    let s = state();
+    let n = ok(
+        &s,
+        req::<RemoveInstance>(json!({"vpc": "tenant-a", "name": "fn-a2"})),
+    );
+    assert_eq!(instance_ip(&n, "fn-a2"), None);
+    let direct = n.plan().eips.iter().find(|e| e.name == "direct").unwrap();
+    assert_eq!(direct.binding, EipBinding::Unbound);
+
+    let e = refused(
+        &s,
+        req::<RemoveInstance>(json!({"vpc": "tenant-a", "name": "fn-a1"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "dependency_violation",
+               "error": "instance `fn-a1` is the target of a DNAT entry of NAT gateway `egress` (EIP `nat-a`)",
+               "field": "", "hint": "remove the DNAT entry first"})
+    );
+    let e = refused(
+        &s,
+        req::<RemoveInstance>(json!({"vpc": "tenant-a", "name": "nope"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::NotFound);
+}
+
+#[test]
+fn remove_instance_refused_while_snat_or_a_probe_names_it() {
+    let s = state();
+    let n = ok(
+        &s,
+        req::<AddSnat>(json!({"vpc": "tenant-a", "nat_gateway": "egress", "source": "fn-a2"})),
+    );
+    let e = refused(
+        &n,
+        req::<RemoveInstance>(json!({"vpc": "tenant-a", "name": "fn-a2"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::DependencyViolation);
+
+    let with_probe = format!(
+        "{FIXTURE}\n[[probe]]\nfrom = \"tenant-a/fn-a2\"\nto = \"internet/web:80/tcp\"\nexpect = \"allow\"\n"
+    );
+    let p = ControlState::from_text("p.toml", &with_probe).unwrap();
+    let e = refused(
+        &p,
+        req::<RemoveInstance>(json!({"vpc": "tenant-a", "name": "fn-a2"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::DependencyViolation);
+    assert!(e.errors[0].error.contains("probe"), "{}", e.errors[0].error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// EIPs.
+
+#[test]
+fn allocate_associate_move_disassociate_release() {
+    let s = state();
+    let s = ok(
+        &s,
+        req::<AllocateEip>(json!({"name": "e1", "address": "203.0.113.20"})),
+    );
+    let s = ok(
+        &s,
+        req::<AssociateEip>(json!({"eip": "e1", "vpc": "tenant-a", "instance": "fn-a1"})),
+    );
+    let e1 = |s: &ControlState| {
+        s.plan()
+            .eips
+            .iter()
+            .find(|e| e.name == "e1")
+            .unwrap()
+            .binding
+    };
+    assert_eq!(
+        e1(&s),
+        EipBinding::Instance {
+            vpc: 0,
+            instance: 0
+        }
+    );
+    // Releasing an associated EIP is a dependency violation.
+    let e = refused(&s, req::<ReleaseEip>(json!({"name": "e1"})));
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "dependency_violation",
+               "error": "EIP `e1` is associated with instance `tenant-a/fn-a1`",
+               "field": "", "hint": "disassociate it first"})
+    );
+    // Associating it elsewhere while bound is refused too; after disassociating it moves.
+    let e = refused(
+        &s,
+        req::<AssociateEip>(json!({"eip": "e1", "vpc": "tenant-a", "instance": "fn-a3"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::DependencyViolation);
+    let s = ok(&s, req::<DisassociateEip>(json!({"eip": "e1"})));
+    assert_eq!(e1(&s), EipBinding::Unbound);
+    let e = refused(&s, req::<DisassociateEip>(json!({"eip": "e1"})));
+    assert_eq!(e.errors[0].code, ErrorCode::NotFound);
+    let s = ok(&s, req::<ReleaseEip>(json!({"name": "e1"})));
+    assert!(s.plan().eips.iter().all(|e| e.name != "e1"));
+}
+
+#[test]
+fn eip_refusals() {
+    let s = state();
+    // Duplicate name, duplicate address, a private address.
+    let e = refused(
+        &s,
+        req::<AllocateEip>(json!({"name": "spare", "address": "203.0.113.30"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::AlreadyExists);
+    let e = refused(
+        &s,
+        req::<AllocateEip>(json!({"name": "e2", "address": "203.0.113.12"})),
+    );
+    let j = first_json(&e);
+    assert_eq!(
+        (j["code"].as_str(), j["field"].as_str()),
+        (Some("invalid_input"), Some("address")),
+        "{j}"
+    );
+    assert!(!j["error"].as_str().unwrap().contains("line"), "{j}");
+    // An EIP inside the internet hosts' block collides with host addresses: the host's own address.
+    let e = refused(
+        &s,
+        req::<AllocateEip>(json!({"name": "e3", "address": "198.51.100.10"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::InvalidInput);
+    // Owned by the NAT gateway: cannot release, cannot associate.
+    let e = refused(&s, req::<ReleaseEip>(json!({"name": "nat-a"})));
+    assert_eq!(e.errors[0].code, ErrorCode::DependencyViolation);
+    let e = refused(
+        &s,
+        req::<AssociateEip>(json!({"eip": "nat-a", "vpc": "tenant-a", "instance": "fn-a1"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::DependencyViolation);
+    // Instance that already has another EIP.
+    let e = refused(
+        &s,
+        req::<AssociateEip>(json!({"eip": "spare", "vpc": "tenant-a", "instance": "fn-a2"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::DependencyViolation);
+    // Missing things.
+    let e = refused(
+        &s,
+        req::<AssociateEip>(json!({"eip": "nope", "vpc": "tenant-a", "instance": "fn-a1"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "not_found", "error": "EIP `nope` does not exist", "field": "eip",
+               "hint": "the EIPs are: nat-a, direct, spare"})
+    );
+    let e = refused(
+        &s,
+        req::<AssociateEip>(json!({"eip": "spare", "vpc": "tenant-a", "instance": "nope"})),
+    );
+    assert_eq!(first_json(&e)["field"], "instance");
+    let e = refused(&s, req::<ReleaseEip>(json!({"name": "nope"})));
+    assert_eq!(e.errors[0].code, ErrorCode::NotFound);
+}
+
+// ---------------------------------------------------------------------------------------------
+// NAT entries.
+
+#[test]
+fn dnat_add_and_remove() {
+    let s = state();
+    let n = ok(
+        &s,
+        req::<AddDnat>(
+            json!({"vpc": "tenant-a", "nat_gateway": "egress", "eip": "nat-a",
+            "protocol": "udp", "port": 53, "instance": "fn-a2"}),
+        ),
+    );
+    assert_eq!(vpc(&n).nat_gateways[0].dnat.len(), 2);
+    let n = ok(
+        &n,
+        req::<RemoveDnat>(
+            json!({"vpc": "tenant-a", "nat_gateway": "egress", "eip": "nat-a",
+            "protocol": "tcp", "port": 8080}),
+        ),
+    );
+    assert_eq!(vpc(&n).nat_gateways[0].dnat.len(), 1);
+    // fn-a1 is no longer a DNAT target: it can go now.
+    ok(
+        &n,
+        req::<RemoveInstance>(json!({"vpc": "tenant-a", "name": "fn-a1"})),
+    );
+    let e = refused(
+        &n,
+        req::<RemoveDnat>(
+            json!({"vpc": "tenant-a", "nat_gateway": "egress", "eip": "nat-a",
+            "protocol": "tcp", "port": 8080}),
+        ),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::NotFound);
+}
+
+#[test]
+fn dnat_refusals_are_the_file_errors() {
+    let s = state();
+    let add = |body: serde_json::Value| refused(&s, req::<AddDnat>(body));
+    // tcp without a port.
+    let e = add(
+        json!({"vpc": "tenant-a", "nat_gateway": "egress", "eip": "nat-a", "protocol": "tcp", "instance": "fn-a2"}),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::InvalidInput);
+    // The same EIP port twice.
+    let e = add(
+        json!({"vpc": "tenant-a", "nat_gateway": "egress", "eip": "nat-a", "protocol": "tcp", "port": 8080, "instance": "fn-a2"}),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::InvalidInput);
+    assert!(!e.to_string().contains("line"), "{e}");
+    // An EIP the gateway does not own; an instance that does not exist.
+    let e = add(
+        json!({"vpc": "tenant-a", "nat_gateway": "egress", "eip": "spare", "protocol": "tcp", "port": 81, "instance": "fn-a2"}),
+    );
+    assert_eq!(first_json(&e)["field"], "eip", "{}", e.to_json());
+    let e = add(
+        json!({"vpc": "tenant-a", "nat_gateway": "egress", "eip": "nat-a", "protocol": "tcp", "port": 81, "instance": "ghost"}),
+    );
+    assert_eq!(first_json(&e)["field"], "instance", "{}", e.to_json());
+    // Port 0.
+    let e = add(
+        json!({"vpc": "tenant-a", "nat_gateway": "egress", "eip": "nat-a", "protocol": "tcp", "port": 0, "instance": "fn-a2"}),
+    );
+    assert_eq!(first_json(&e)["field"], "port", "{}", e.to_json());
+    // Unknown gateway.
+    let e = add(
+        json!({"vpc": "tenant-a", "nat_gateway": "egres", "eip": "nat-a", "protocol": "tcp", "port": 81, "instance": "fn-a2"}),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "not_found", "error": "NAT gateway `egres` does not exist", "field": "nat_gateway",
+               "hint": "the NAT gateways are: egress"})
+    );
+}
+
+#[test]
+fn snat_add_and_remove() {
+    let s = state();
+    let n = ok(
+        &s,
+        req::<AddSnat>(
+            json!({"vpc": "tenant-a", "nat_gateway": "egress", "source": "10.0.0.0/24", "eips": ["nat-a"]}),
+        ),
+    );
+    assert_eq!(vpc(&n).nat_gateways[0].snat.len(), 2);
+    let n = ok(
+        &n,
+        req::<RemoveSnat>(
+            json!({"vpc": "tenant-a", "nat_gateway": "egress", "source": "10.0.1.0/24"}),
+        ),
+    );
+    assert_eq!(vpc(&n).nat_gateways[0].snat.len(), 1);
+    // Outside the VPC CIDR; a pool EIP the gateway does not own; duplicates; missing entries.
+    let e = refused(
+        &s,
+        req::<AddSnat>(
+            json!({"vpc": "tenant-a", "nat_gateway": "egress", "source": "10.9.0.0/24"}),
+        ),
+    );
+    assert_eq!(first_json(&e)["field"], "source", "{}", e.to_json());
+    let e = refused(
+        &s,
+        req::<AddSnat>(
+            json!({"vpc": "tenant-a", "nat_gateway": "egress", "source": "10.0.0.0/24", "eips": ["spare"]}),
+        ),
+    );
+    assert!(
+        first_json(&e)["field"]
+            .as_str()
+            .unwrap()
+            .starts_with("eips"),
+        "{}",
+        e.to_json()
+    );
+    let e = refused(
+        &s,
+        req::<AddSnat>(
+            json!({"vpc": "tenant-a", "nat_gateway": "egress", "source": "10.0.1.0/24"}),
+        ),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::AlreadyExists);
+    let e = refused(
+        &s,
+        req::<RemoveSnat>(
+            json!({"vpc": "tenant-a", "nat_gateway": "egress", "source": "10.0.0.0/24"}),
+        ),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::NotFound);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Security groups.
+
+#[test]
+fn security_group_rules_add_and_remove() {
+    let s = state();
+    let n = ok(
+        &s,
+        req::<AddSgRule>(
+            json!({"vpc": "tenant-a", "group": "web", "direction": "ingress",
+            "protocol": "tcp", "ports": "443", "peer": "0.0.0.0/0", "description": "tls"}),
+        ),
+    );
+    assert_eq!(vpc(&n).security_groups[0].ingress.len(), 2);
+    let e = refused(
+        &n,
+        req::<AddSgRule>(
+            json!({"vpc": "tenant-a", "group": "web", "direction": "ingress",
+            "protocol": "tcp", "ports": 443, "peer": "0.0.0.0/0"}),
+        ),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::AlreadyExists);
+    let n = ok(
+        &n,
+        req::<RemoveSgRule>(
+            json!({"vpc": "tenant-a", "group": "web", "direction": "ingress",
+            "protocol": "tcp", "ports": 80, "peer": "0.0.0.0/0"}),
+        ),
+    );
+    assert_eq!(vpc(&n).security_groups[0].ingress.len(), 1);
+    let e = refused(
+        &n,
+        req::<RemoveSgRule>(
+            json!({"vpc": "tenant-a", "group": "web", "direction": "egress",
+            "protocol": "tcp", "ports": 80, "peer": "0.0.0.0/0"}),
+        ),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::NotFound);
+}
+
+#[test]
+fn first_egress_rule_keeps_the_implicit_allow_all() {
+    let s = state();
+    let n = ok(
+        &s,
+        req::<AddSgRule>(
+            json!({"vpc": "tenant-a", "group": "web", "direction": "egress",
+            "protocol": "udp", "ports": 53, "peer": "10.0.0.0/16"}),
+        ),
+    );
+    let egress = vpc(&n).security_groups[0].egress.as_ref().unwrap();
+    assert_eq!(egress.len(), 2);
+    assert_eq!(egress[0].peer.get_ref(), "0.0.0.0/0");
+}
+
+#[test]
+fn security_group_rule_refusals_name_the_field() {
+    let s = state();
+    // Ports with ICMP.
+    let e = refused(
+        &s,
+        req::<AddSgRule>(
+            json!({"vpc": "tenant-a", "group": "web", "direction": "ingress",
+            "protocol": "icmp", "ports": 80, "peer": "0.0.0.0/0"}),
+        ),
+    );
+    assert_eq!(first_json(&e)["field"], "ports", "{}", e.to_json());
+    // A peer group that does not exist, a bad CIDR peer.
+    let e = refused(
+        &s,
+        req::<AddSgRule>(
+            json!({"vpc": "tenant-a", "group": "web", "direction": "ingress",
+            "protocol": "tcp", "peer": "sg:nope"}),
+        ),
+    );
+    assert_eq!(first_json(&e)["field"], "peer", "{}", e.to_json());
+    let e = refused(
+        &s,
+        req::<AddSgRule>(
+            json!({"vpc": "tenant-a", "group": "web", "direction": "ingress",
+            "protocol": "tcp", "peer": "10.0.0.1/16"}),
+        ),
+    );
+    assert_eq!(first_json(&e)["field"], "peer", "{}", e.to_json());
+    let e = refused(
+        &s,
+        req::<AddSgRule>(
+            json!({"vpc": "tenant-a", "group": "nope", "direction": "ingress",
+            "protocol": "tcp", "peer": "0.0.0.0/0"}),
+        ),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "not_found", "error": "security group `nope` does not exist", "field": "group",
+               "hint": "the security groups are: web, db"})
+    );
+}
+
+#[test]
+fn whole_security_groups() {
+    let s = state();
+    let n = ok(
+        &s,
+        req::<AddSecurityGroup>(json!({"vpc": "tenant-a", "name": "cache",
+            "ingress": [{"protocol": "tcp", "ports": 6379, "peer": "sg:web"}], "egress": []})),
+    );
+    assert_eq!(vpc(&n).security_groups.len(), 3);
+    let n = ok(
+        &n,
+        req::<RemoveSecurityGroup>(json!({"vpc": "tenant-a", "name": "cache"})),
+    );
+    assert_eq!(vpc(&n).security_groups.len(), 2);
+    // In use by an instance; named as a peer by another group.
+    let e = refused(
+        &s,
+        req::<RemoveSecurityGroup>(json!({"vpc": "tenant-a", "name": "web"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "dependency_violation", "error": "security group `web` is used by instance `fn-a1`",
+               "field": "", "hint": "remove the group from the instance first"})
+    );
+    let s2 = ok(
+        &s,
+        req::<RemoveSgRule>(
+            json!({"vpc": "tenant-a", "group": "db", "direction": "ingress",
+        "protocol": "tcp", "ports": 5432, "peer": "sg:web"}),
+        ),
+    );
+    let s2 = ok(
+        &s2,
+        req::<RemoveSecurityGroup>(json!({"vpc": "tenant-a", "name": "db"})),
+    );
+    let s3 = ok(
+        &s,
+        req::<RemoveSecurityGroup>(json!({"vpc": "tenant-a", "name": "db"})),
+    );
+    assert_eq!(
+        vpc(&s2).security_groups.len(),
+        vpc(&s3).security_groups.len()
+    );
+    let e = refused(
+        &ok(
+            &s,
+            req::<AddSecurityGroup>(json!({"vpc": "tenant-a", "name": "x",
+            "ingress": [{"protocol": "tcp", "peer": "sg:db"}]})),
+        ),
+        req::<RemoveSecurityGroup>(json!({"vpc": "tenant-a", "name": "db"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::DependencyViolation);
+    // Duplicate, bad rule inside (field names the rule in the request).
+    let e = refused(
+        &s,
+        req::<AddSecurityGroup>(json!({"vpc": "tenant-a", "name": "db"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::AlreadyExists);
+    let e = refused(
+        &s,
+        req::<AddSecurityGroup>(json!({"vpc": "tenant-a", "name": "y",
+            "ingress": [{"protocol": "udp", "icmp_type": 3, "peer": "0.0.0.0/0"}]})),
+    );
+    assert_eq!(
+        first_json(&e)["field"],
+        "ingress[0].icmp_type",
+        "{}",
+        e.to_json()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network ACLs and routes.
+
+#[test]
+fn network_acl_rules() {
+    let s = state();
+    let n = ok(
+        &s,
+        req::<AddAclRule>(
+            json!({"vpc": "tenant-a", "network_acl": "fn-acl", "direction": "inbound",
+            "rule": 50, "action": "deny", "protocol": "tcp", "ports": "22", "cidr": "0.0.0.0/0"}),
+        ),
+    );
+    assert_eq!(vpc(&n).network_acls[0].inbound.len(), 2);
+    let e = refused(
+        &n,
+        req::<AddAclRule>(
+            json!({"vpc": "tenant-a", "network_acl": "fn-acl", "direction": "inbound",
+            "rule": 50, "action": "allow", "protocol": "all", "cidr": "0.0.0.0/0"}),
+        ),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "already_exists", "error": "inbound rule number `50` already exists", "field": "rule",
+               "hint": "choose a free rule number, or remove the rule first"})
+    );
+    let n = ok(
+        &n,
+        req::<RemoveAclRule>(
+            json!({"vpc": "tenant-a", "network_acl": "fn-acl", "direction": "inbound", "rule": 50}),
+        ),
+    );
+    assert_eq!(vpc(&n).network_acls[0].inbound.len(), 1);
+    let e = refused(
+        &n,
+        req::<RemoveAclRule>(
+            json!({"vpc": "tenant-a", "network_acl": "fn-acl", "direction": "outbound", "rule": 7}),
+        ),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::NotFound);
+    let e = refused(
+        &n,
+        req::<RemoveAclRule>(
+            json!({"vpc": "tenant-a", "network_acl": "nope", "direction": "outbound", "rule": 7}),
+        ),
+    );
+    assert_eq!(first_json(&e)["field"], "network_acl");
+    // Ports with protocol all.
+    let e = refused(
+        &s,
+        req::<AddAclRule>(
+            json!({"vpc": "tenant-a", "network_acl": "fn-acl", "direction": "outbound",
+            "rule": 60, "action": "deny", "protocol": "all", "ports": 22, "cidr": "0.0.0.0/0"}),
+        ),
+    );
+    assert_eq!(first_json(&e)["field"], "ports", "{}", e.to_json());
+}
+
+#[test]
+fn routes() {
+    let s = state();
+    // `main` is implicit in the fixture: the first route creates it.
+    let n = ok(
+        &s,
+        req::<AddRoute>(
+            json!({"vpc": "tenant-a", "route_table": "main", "destination": "192.0.2.0/24", "target": "blackhole"}),
+        ),
+    );
+    assert_eq!(vpc(&n).route_tables[0].name, "main");
+    assert_eq!(vpc(&n).route_tables[0].routes.len(), 2);
+    let e = refused(
+        &n,
+        req::<AddRoute>(
+            json!({"vpc": "tenant-a", "route_table": "main", "destination": "192.0.2.0/24", "target": "internet"}),
+        ),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::AlreadyExists);
+    let n = ok(
+        &n,
+        req::<RemoveRoute>(
+            json!({"vpc": "tenant-a", "route_table": "main", "destination": "192.0.2.0/24"}),
+        ),
+    );
+    assert_eq!(vpc(&n).route_tables[0].routes.len(), 1);
+    // A NAT gateway that does not exist; `local` outside the VPC; the VPC CIDR itself.
+    let e = refused(
+        &s,
+        req::<AddRoute>(
+            json!({"vpc": "tenant-a", "route_table": "private", "destination": "192.0.2.0/24", "target": "nat:nope"}),
+        ),
+    );
+    assert_eq!(first_json(&e)["field"], "target", "{}", e.to_json());
+    let e = refused(
+        &s,
+        req::<AddRoute>(
+            json!({"vpc": "tenant-a", "route_table": "private", "destination": "192.0.2.0/24", "target": "local"}),
+        ),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::InvalidInput);
+    let e = refused(
+        &s,
+        req::<AddRoute>(
+            json!({"vpc": "tenant-a", "route_table": "private", "destination": "10.0.0.0/16", "target": "blackhole"}),
+        ),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::InvalidInput);
+    let e = refused(
+        &s,
+        req::<RemoveRoute>(
+            json!({"vpc": "tenant-a", "route_table": "private", "destination": "10.0.0.0/16"}),
+        ),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::NotFound);
+    let e = refused(
+        &s,
+        req::<AddRoute>(
+            json!({"vpc": "tenant-a", "route_table": "nope", "destination": "192.0.2.0/24", "target": "blackhole"}),
+        ),
+    );
+    assert_eq!(first_json(&e)["field"], "route_table");
+}
+
+#[test]
+fn every_plan_after_changes_exports_and_reloads() {
+    let s = state();
+    let s = ok(
+        &s,
+        req::<AddInstance>(json!({"vpc": "tenant-a", "name": "fn-a3", "subnet": "functions"})),
+    );
+    let s = ok(
+        &s,
+        req::<AllocateEip>(json!({"name": "e1", "address": "203.0.113.20"})),
+    );
+    let s = ok(
+        &s,
+        req::<AssociateEip>(json!({"eip": "e1", "vpc": "tenant-a", "instance": "fn-a3"})),
+    );
+    let s = ok(
+        &s,
+        req::<AddDnat>(
+            json!({"vpc": "tenant-a", "nat_gateway": "egress", "eip": "nat-a", "protocol": "udp", "port": 9000, "instance": "fn-a3"}),
+        ),
+    );
+    let again = ControlState::from_text("export.toml", s.export()).unwrap();
+    assert_eq!(again.plan(), s.plan());
+    assert_eq!(again.model(), s.model());
+}
