@@ -1010,3 +1010,86 @@ fn every_plan_after_changes_exports_and_reloads() {
     assert_eq!(again.plan(), s.plan());
     assert_eq!(again.model(), s.model());
 }
+
+#[test]
+fn eips_associate_with_nat_gateways_too() {
+    let s = state();
+    let s = ok(
+        &s,
+        req::<AssociateEip>(json!({"eip": "spare", "vpc": "tenant-a", "nat_gateway": "egress"})),
+    );
+    let spare = |s: &ControlState| {
+        s.plan()
+            .eips
+            .iter()
+            .find(|e| e.name == "spare")
+            .unwrap()
+            .binding
+    };
+    assert_eq!(spare(&s), EipBinding::NatGateway { vpc: 0, gateway: 0 });
+    let s = ok(
+        &s,
+        req::<AddDnat>(
+            json!({"vpc": "tenant-a", "nat_gateway": "egress", "eip": "spare",
+            "protocol": "tcp", "port": 443, "instance": "fn-a2"}),
+        ),
+    );
+    // In use by the DNAT entry: neither disassociated nor released nor associated elsewhere.
+    let e = refused(&s, req::<DisassociateEip>(json!({"eip": "spare"})));
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "dependency_violation",
+               "error": "EIP `spare` is used by a DNAT entry of NAT gateway `tenant-a/egress`",
+               "field": "", "hint": "remove the DNAT entries for this EIP first"})
+    );
+    let e = refused(&s, req::<ReleaseEip>(json!({"name": "spare"})));
+    assert_eq!(e.errors[0].code, ErrorCode::DependencyViolation);
+    let e = refused(
+        &s,
+        req::<AssociateEip>(json!({"eip": "spare", "vpc": "tenant-a", "instance": "fn-a1"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::DependencyViolation);
+    let s = ok(
+        &s,
+        req::<RemoveDnat>(
+            json!({"vpc": "tenant-a", "nat_gateway": "egress", "eip": "spare",
+            "protocol": "tcp", "port": 443}),
+        ),
+    );
+    let s = ok(&s, req::<DisassociateEip>(json!({"eip": "spare"})));
+    assert_eq!(spare(&s), EipBinding::Unbound);
+    // The gateway's last EIP cannot go while it has SNAT entries: the file rule says so.
+    let e = refused(&s, req::<DisassociateEip>(json!({"eip": "nat-a"})));
+    assert_eq!(
+        e.errors[0].code,
+        ErrorCode::DependencyViolation,
+        "{}",
+        e.to_json()
+    );
+}
+
+#[test]
+fn associate_names_exactly_one_target() {
+    let s = state();
+    let e = refused(
+        &s,
+        req::<AssociateEip>(json!({"eip": "spare", "vpc": "tenant-a"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "invalid_input", "error": "name exactly one of `instance` and `nat_gateway`",
+               "field": "instance", "hint": "an EIP is bound to one instance (1:1) or to one NAT gateway"})
+    );
+    let e = refused(
+        &s,
+        req::<AssociateEip>(
+            json!({"eip": "spare", "vpc": "tenant-a", "instance": "fn-a1", "nat_gateway": "egress"}),
+        ),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::InvalidInput);
+    let e = refused(
+        &s,
+        req::<AssociateEip>(json!({"eip": "spare", "vpc": "tenant-a", "nat_gateway": "nope"})),
+    );
+    assert_eq!(first_json(&e)["field"], "nat_gateway");
+}

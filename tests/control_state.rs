@@ -68,7 +68,8 @@ fn changed(s: &ControlState) -> ControlState {
         &AssociateEip {
             eip: "api-eip".into(),
             vpc,
-            instance: "fn-new".into(),
+            instance: Some("fn-new".into()),
+            nat_gateway: None,
         }
         .into(),
     )
@@ -171,4 +172,32 @@ fn saves_replace_the_file_generation_by_generation() {
         assert_eq!(back.generation(), s.generation());
         assert_eq!(back.plan(), s.plan());
     }
+}
+
+#[test]
+fn open_seeds_from_the_file_once_then_keeps_the_saved_state() {
+    let dir = TempDir::new("open");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/quickstart.toml");
+    let first = ControlState::open(dir.path(), &file).unwrap();
+    assert_eq!(first.generation(), 0);
+    assert!(dir.path().join(STATE_FILE).exists());
+    let next = changed(&first);
+    next.save(dir.path()).unwrap();
+    // A restart finds every change; the file does not overwrite them.
+    let again = ControlState::open(dir.path(), &file).unwrap();
+    assert_eq!(again.plan(), next.plan());
+    assert_eq!(again.generation(), next.generation());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join(STATE_FILE))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn control_state_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<ControlState>();
+    send_sync::<vpcd::control::ChangeError>();
 }

@@ -66,17 +66,24 @@ pub struct ReleaseEip {
     pub name: String,
 }
 
-/// Associate an EIP 1:1 with an instance (`AssociateAddress`). Refused when the EIP is bound
-/// to something else or the instance already has another EIP: disassociate first.
+/// Associate an EIP (`AssociateAddress`) 1:1 with an instance, or with a NAT gateway (which
+/// adds it to the gateway's `eips`: its SNAT pool and what its DNAT entries may use). Name
+/// exactly one of `instance` and `nat_gateway`. Refused when the EIP is bound to something
+/// else, or the instance already has another EIP: disassociate first. Associating an EIP with
+/// what it is already bound to changes nothing.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AssociateEip {
     pub eip: String,
     pub vpc: String,
-    pub instance: String,
+    #[serde(default)]
+    pub instance: Option<String>,
+    #[serde(default)]
+    pub nat_gateway: Option<String>,
 }
 
-/// Disassociate an EIP from the instance it is bound to (`DisassociateAddress`).
+/// Disassociate an EIP from the instance or NAT gateway it is bound to
+/// (`DisassociateAddress`). From a gateway, refused while a DNAT or SNAT entry names it.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DisassociateEip {
@@ -435,23 +442,7 @@ impl Change {
             }
             Change::ReleaseEip(r) => release_eip(topo, r).map(|()| None),
             Change::AssociateEip(r) => associate_eip(topo, r),
-            Change::DisassociateEip(r) => {
-                for vpc in &mut topo.vpc {
-                    for inst in &mut vpc.instance {
-                        if inst.eip.as_ref().is_some_and(|e| e.get_ref() == &r.eip) {
-                            inst.eip = None;
-                            return Ok(None);
-                        }
-                    }
-                }
-                find(&mut topo.eip, |e| &e.name, &r.eip, "EIP", "eip")?;
-                Err(ApiError::new(
-                    ErrorCode::NotFound,
-                    format!("EIP `{}` is not associated with an instance", r.eip),
-                    "eip",
-                    "nothing to disassociate; a NAT gateway's EIPs are part of the gateway",
-                ))
-            }
+            Change::DisassociateEip(r) => disassociate_eip(topo, r).map(|()| None),
             Change::AddDnat(r) => {
                 let (_, vpc) = vpc_mut(topo, &r.vpc)?;
                 let (_, gw) = find(
@@ -917,7 +908,7 @@ fn release_eip(topo: &mut Topology, r: &ReleaseEip) -> Result<(), ApiError> {
                         r.name,
                         gw.name.get_ref()
                     ),
-                    "remove it from the gateway (and its SNAT and DNAT entries) first",
+                    "disassociate it from the gateway first (after removing the SNAT and DNAT entries that name it)",
                 ));
             }
         }
@@ -928,9 +919,27 @@ fn release_eip(topo: &mut Topology, r: &ReleaseEip) -> Result<(), ApiError> {
 
 fn associate_eip(topo: &mut Topology, r: &AssociateEip) -> Result<Option<String>, ApiError> {
     find(&mut topo.eip, |e| &e.name, &r.eip, "EIP", "eip")?;
+    let target = match (&r.instance, &r.nat_gateway) {
+        (Some(i), None) => (i.as_str(), false),
+        (None, Some(g)) => (g.as_str(), true),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidInput,
+                "name exactly one of `instance` and `nat_gateway`",
+                if r.instance.is_some() {
+                    "nat_gateway"
+                } else {
+                    "instance"
+                },
+                "an EIP is bound to one instance (1:1) or to one NAT gateway",
+            ));
+        }
+    };
+    // Already bound somewhere else?
     for vpc in &topo.vpc {
+        let here = vpc.name.get_ref() == &r.vpc;
         for i in &vpc.instance {
-            let same = vpc.name.get_ref() == &r.vpc && i.name.get_ref() == &r.instance;
+            let same = here && !target.1 && i.name.get_ref() == target.0;
             if !same && i.eip.as_ref().is_some_and(|e| e.get_ref() == &r.eip) {
                 return Err(in_use(
                     format!(
@@ -944,24 +953,38 @@ fn associate_eip(topo: &mut Topology, r: &AssociateEip) -> Result<Option<String>
             }
         }
         for gw in &vpc.nat_gateway {
-            if gw.eips.iter().any(|e| e.get_ref() == &r.eip) {
+            let same = here && target.1 && gw.name.get_ref() == target.0;
+            if !same && gw.eips.iter().any(|e| e.get_ref() == &r.eip) {
                 return Err(in_use(
                     format!(
-                        "EIP `{}` belongs to NAT gateway `{}/{}`",
+                        "EIP `{}` is already associated with NAT gateway `{}/{}`",
                         r.eip,
                         vpc.name.get_ref(),
                         gw.name.get_ref()
                     ),
-                    "allocate another EIP for the instance",
+                    "disassociate it from the gateway first, or allocate another EIP",
                 ));
             }
         }
     }
     let (_, vpc) = vpc_mut(topo, &r.vpc)?;
+    if target.1 {
+        let (_, gw) = find(
+            &mut vpc.nat_gateway,
+            |g| &g.name,
+            target.0,
+            "NAT gateway",
+            "nat_gateway",
+        )?;
+        if !gw.eips.iter().any(|e| e.get_ref() == &r.eip) {
+            gw.eips.push(sp(r.eip.clone()));
+        }
+        return Ok(None);
+    }
     let (_, inst) = find(
         &mut vpc.instance,
         |i| &i.name,
-        &r.instance,
+        target.0,
         "instance",
         "instance",
     )?;
@@ -969,17 +992,62 @@ fn associate_eip(topo: &mut Topology, r: &AssociateEip) -> Result<Option<String>
         Some(e) if e.get_ref() == &r.eip => {}
         Some(e) => {
             return Err(in_use(
-                format!(
-                    "instance `{}` already has EIP `{}`",
-                    r.instance,
-                    e.get_ref()
-                ),
+                format!("instance `{}` already has EIP `{}`", target.0, e.get_ref()),
                 "disassociate that EIP first",
             ));
         }
         None => inst.eip = Some(sp(r.eip.clone())),
     }
-    Ok(Some(format!("vpc[{}].instance[{}]", r.vpc, r.instance)))
+    Ok(Some(format!("vpc[{}].instance[{}]", r.vpc, target.0)))
+}
+
+fn disassociate_eip(topo: &mut Topology, r: &DisassociateEip) -> Result<(), ApiError> {
+    find(&mut topo.eip, |e| &e.name, &r.eip, "EIP", "eip")?;
+    for vpc in &mut topo.vpc {
+        let vname = vpc.name.get_ref().clone();
+        for inst in &mut vpc.instance {
+            if inst.eip.as_ref().is_some_and(|e| e.get_ref() == &r.eip) {
+                inst.eip = None;
+                return Ok(());
+            }
+        }
+        for gw in &mut vpc.nat_gateway {
+            let Some(at) = gw.eips.iter().position(|e| e.get_ref() == &r.eip) else {
+                continue;
+            };
+            let gname = gw.name.get_ref();
+            if gw.dnat.iter().any(|d| d.eip.get_ref() == &r.eip) {
+                return Err(in_use(
+                    format!(
+                        "EIP `{}` is used by a DNAT entry of NAT gateway `{vname}/{gname}`",
+                        r.eip
+                    ),
+                    "remove the DNAT entries for this EIP first",
+                ));
+            }
+            if gw
+                .snat
+                .iter()
+                .any(|s| s.eips.iter().any(|e| e.get_ref() == &r.eip))
+            {
+                return Err(in_use(
+                    format!(
+                        "EIP `{}` is in an SNAT entry's pool of NAT gateway `{vname}/{gname}`",
+                        r.eip
+                    ),
+                    "remove it from the SNAT entries first",
+                ));
+            }
+            gw.eips.remove(at);
+            return Ok(());
+        }
+    }
+    Err(ApiError::new(
+        ErrorCode::NotFound,
+        format!("EIP `{}` is not associated", r.eip),
+        "eip",
+        "nothing to disassociate",
+    ))
 }
 
 fn remove_security_group(topo: &mut Topology, r: &RemoveSecurityGroup) -> Result<(), ApiError> {

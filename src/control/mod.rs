@@ -15,6 +15,17 @@
 //! - [`ControlState::export`] is always text that `vpcd check` accepts and that parses to the
 //!   same plan (checked when a state is built from a file).
 //!
+//! A caller applying changes to a running network (one at a time: the state has one writer):
+//!
+//! 1. `let next = state.apply(&change)?` — refusals go back to the client as 4xx;
+//! 2. hand `next.plan().clone()` to the runtime (`runtime::Handle::apply`); if it refuses, keep
+//!    `state` and report it;
+//! 3. `next.save(dir)?`; if that fails, put `state.plan()` back into the runtime and report it,
+//!    so the running network never differs from what a restart would load;
+//! 4. `state = next`.
+//!
+//! `ControlState::open(dir, file)` is the start: the saved state, or the file's on first use.
+//!
 //! It must not know about packets, sockets or tokio.
 
 pub mod change;

@@ -12,6 +12,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::ControlState;
@@ -73,10 +74,27 @@ impl ControlState {
         }))
     }
 
-    /// Writes the state to `dir` atomically (see the module doc), creating `dir` if needed.
-    /// When this returns `Ok`, the state survives a crash or power loss.
+    /// The state `vpcd up --state DIR FILE` starts from: the one saved in `dir` when there is
+    /// one (the file only seeded it: later edits of the file are not merged), otherwise the
+    /// file's, saved to `dir` at once.
+    pub fn open(dir: &Path, file: &Path) -> Result<ControlState, StateError> {
+        if let Some(state) = Self::load(dir)? {
+            return Ok(state);
+        }
+        let state = Self::from_file(file)?;
+        state.save(dir)?;
+        Ok(state)
+    }
+
+    /// Writes the state to `dir` atomically (see the module doc), creating `dir` (mode 0700) if
+    /// needed; the file is mode 0600. When this returns `Ok`, the state survives a crash or
+    /// power loss.
     pub fn save(&self, dir: &Path) -> Result<(), StateError> {
-        fs::create_dir_all(dir).map_err(io(dir))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
         remove_stale_temporaries(dir);
         let path = dir.join(STATE_FILE);
         let tmp = temporary_path(dir, self.generation);
@@ -100,7 +118,13 @@ fn temporary_path(dir: &Path, generation: u64) -> PathBuf {
 }
 
 fn write_synced(path: &Path, text: &str) -> Result<(), StateError> {
-    let mut f = File::create(path).map_err(io(path))?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
     f.write_all(text.as_bytes()).map_err(io(path))?;
     f.sync_all().map_err(io(path))
 }
