@@ -6,8 +6,7 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use vpcd::control::change::*;
-use vpcd::control::{Change, ControlState, decode};
+use vpcd::control::{Change, ControlState};
 
 const FIXTURE: &str = r#"
 [[vpc]]
@@ -116,29 +115,9 @@ fn request() -> impl Strategy<Value = (usize, Value)> {
 }
 
 fn decode_op(op: usize, body: &[u8]) -> Option<Change> {
-    fn d<T: serde::de::DeserializeOwned + Into<Change>>(b: &[u8]) -> Option<Change> {
-        decode::<T>(b).ok().map(Into::into)
-    }
-    match op {
-        0 => d::<AddInstance>(body),
-        1 => d::<RemoveInstance>(body),
-        2 => d::<AllocateEip>(body),
-        3 => d::<ReleaseEip>(body),
-        4 => d::<AssociateEip>(body),
-        5 => d::<DisassociateEip>(body),
-        6 => d::<AddDnat>(body),
-        7 => d::<RemoveDnat>(body),
-        8 => d::<AddSnat>(body),
-        9 => d::<RemoveSnat>(body),
-        10 => d::<AddSecurityGroup>(body),
-        11 => d::<RemoveSecurityGroup>(body),
-        12 => d::<AddSgRule>(body),
-        13 => d::<RemoveSgRule>(body),
-        14 => d::<AddAclRule>(body),
-        15 => d::<RemoveAclRule>(body),
-        16 => d::<AddRoute>(body),
-        _ => d::<RemoveRoute>(body),
-    }
+    let change = Change::decode(Change::OPS[op], body).ok()?;
+    assert_eq!(change.op(), Change::OPS[op]);
+    Some(change)
 }
 
 proptest! {
@@ -237,4 +216,11 @@ fn every_request_type_refuses_unknown_keys() {
             "op {op} accepted an unknown key"
         );
     }
+}
+
+#[test]
+fn unknown_operation_is_not_found() {
+    let e = Change::decode("add_vpc", b"{}").unwrap_err();
+    assert_eq!(e.http_status(), 404);
+    assert_eq!(e.errors[0].error, "`add_vpc` is not an operation");
 }

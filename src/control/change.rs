@@ -9,10 +9,11 @@
 //! (`not_found`), that what it creates does not (`already_exists`), and that what it removes is
 //! no longer used (`dependency_violation`).
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::error::{ApiError, ErrorCode};
+use super::error::{ApiError, ChangeError, ErrorCode, decode};
 use crate::topology::cidr::{Addr, Cidr};
 use crate::topology::model::{
     AclAction, AclRule, Attach, DnatEntry, DnatProtocol, Eip, Instance, MAIN_ROUTE_TABLE,
@@ -322,6 +323,89 @@ change_from!(
     AddRoute,
     RemoveRoute
 );
+
+impl Change {
+    /// Every operation's name, as [`Change::decode`] takes it and [`Change::op`] returns it.
+    pub const OPS: [&'static str; 18] = [
+        "add_instance",
+        "remove_instance",
+        "allocate_eip",
+        "release_eip",
+        "associate_eip",
+        "disassociate_eip",
+        "add_dnat",
+        "remove_dnat",
+        "add_snat",
+        "remove_snat",
+        "add_security_group",
+        "remove_security_group",
+        "add_sg_rule",
+        "remove_sg_rule",
+        "add_acl_rule",
+        "remove_acl_rule",
+        "add_route",
+        "remove_route",
+    ];
+
+    /// Decodes the JSON body of operation `op` (one of [`Change::OPS`]), for an API that routes
+    /// by operation name; errors as [`super::decode`]'s.
+    pub fn decode(op: &str, body: &[u8]) -> Result<Change, ChangeError> {
+        fn d<T: DeserializeOwned + Into<Change>>(body: &[u8]) -> Result<Change, ChangeError> {
+            decode::<T>(body).map(Into::into)
+        }
+        match op {
+            "add_instance" => d::<AddInstance>(body),
+            "remove_instance" => d::<RemoveInstance>(body),
+            "allocate_eip" => d::<AllocateEip>(body),
+            "release_eip" => d::<ReleaseEip>(body),
+            "associate_eip" => d::<AssociateEip>(body),
+            "disassociate_eip" => d::<DisassociateEip>(body),
+            "add_dnat" => d::<AddDnat>(body),
+            "remove_dnat" => d::<RemoveDnat>(body),
+            "add_snat" => d::<AddSnat>(body),
+            "remove_snat" => d::<RemoveSnat>(body),
+            "add_security_group" => d::<AddSecurityGroup>(body),
+            "remove_security_group" => d::<RemoveSecurityGroup>(body),
+            "add_sg_rule" => d::<AddSgRule>(body),
+            "remove_sg_rule" => d::<RemoveSgRule>(body),
+            "add_acl_rule" => d::<AddAclRule>(body),
+            "remove_acl_rule" => d::<RemoveAclRule>(body),
+            "add_route" => d::<AddRoute>(body),
+            "remove_route" => d::<RemoveRoute>(body),
+            _ => Err(ChangeError::one(ApiError::new(
+                ErrorCode::NotFound,
+                format!("`{op}` is not an operation"),
+                "op",
+                format!("the operations are: {}", Change::OPS.join(", ")),
+            ))),
+        }
+    }
+
+    /// The operation's name (an entry of [`Change::OPS`]).
+    pub fn op(&self) -> &'static str {
+        let i = match self {
+            Change::AddInstance(_) => 0,
+            Change::RemoveInstance(_) => 1,
+            Change::AllocateEip(_) => 2,
+            Change::ReleaseEip(_) => 3,
+            Change::AssociateEip(_) => 4,
+            Change::DisassociateEip(_) => 5,
+            Change::AddDnat(_) => 6,
+            Change::RemoveDnat(_) => 7,
+            Change::AddSnat(_) => 8,
+            Change::RemoveSnat(_) => 9,
+            Change::AddSecurityGroup(_) => 10,
+            Change::RemoveSecurityGroup(_) => 11,
+            Change::AddSgRule(_) => 12,
+            Change::RemoveSgRule(_) => 13,
+            Change::AddAclRule(_) => 14,
+            Change::RemoveAclRule(_) => 15,
+            Change::AddRoute(_) => 16,
+            Change::RemoveRoute(_) => 17,
+        };
+        Change::OPS[i]
+    }
+}
 
 fn sp<T>(value: T) -> Spanned<T> {
     Spanned::new(0..0, value)
