@@ -16,6 +16,7 @@
 //! The dataplane does no I/O and reads no clock: [`time::Instant`] is passed in.
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod cli;
 pub mod control;
 pub mod dataplane;

@@ -58,7 +58,16 @@ enum Command {
         /// packets beyond NAT (the EIP). Repeatable; read with `tcpdump -r` or `tshark -r`.
         #[arg(long, value_name = "ENDPOINT=FILE")]
         capture: Vec<String>,
+        /// Keep the effective topology (FILE plus every API change) in DIR and serve the
+        /// HTTP/JSON API: after a restart with the same DIR, DIR's state wins over FILE.
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// The API's Unix socket (mode 0600); default `/run/vpcd/RUN-ID.sock` (`VPCD_RUN_DIR`).
+        #[arg(long, value_name = "PATH", requires = "state")]
+        api_socket: Option<PathBuf>,
     },
+    /// Change a running `vpcd up --state` through its API (see `vpcd ctl --help`).
+    Ctl(cli::ctl::CtlArgs),
     /// Run a command inside an endpoint's namespace (root), with the command's exit status.
     Exec {
         /// `VPC/INSTANCE` or `internet/HOST`.
@@ -110,6 +119,8 @@ fn main() -> ExitCode {
             flow_log,
             flow_log_window,
             capture,
+            state,
+            api_socket,
         } => cli::up::run(
             &file,
             &vpcd::runtime::ObserveArgs {
@@ -117,7 +128,12 @@ fn main() -> ExitCode {
                 window: std::time::Duration::from_secs_f64(flow_log_window),
                 captures: capture,
             },
+            &cli::up::ApiArgs {
+                state,
+                socket: api_socket,
+            },
         ),
+        Command::Ctl(args) => cli::ctl::run(&args),
         Command::Exec { endpoint, command } => cli::exec::run(&endpoint, &command),
         Command::Down { file } => cli::down::run(file.as_deref()),
     };

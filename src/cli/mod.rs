@@ -2,6 +2,7 @@
 //! 0 ok, 1 a check or probe failed, 2 bad input or environment.
 
 pub mod check;
+pub mod ctl;
 pub mod down;
 pub mod exec;
 pub mod explain;

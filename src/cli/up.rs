@@ -10,19 +10,45 @@
 //! endpoint's traffic to FILE and the same packets on the far side of NAT to FILE.nat.pcap
 //! ([`crate::runtime::observing`]). Both are flushed when the run stops.
 //!
+//! `--state DIR` runs the *effective topology* of the control core instead of FILE: the state
+//! saved in DIR (so API changes survive a restart), or FILE's on first use
+//! ([`ControlState::open`]). With it, the HTTP/JSON API ([`crate::api`]) is served on a Unix
+//! socket (mode 0600): `--api-socket PATH`, by default `RUN_DIR/RUN-ID.sock` (next to the run's
+//! lock); the socket is removed when the run stops.
+//!
 //! Prints the table of endpoints and then [`crate::runtime::READY_LINE`] on stdout; errors go to
 //! stderr. Exit 0 after a clean stop, 2 for bad input or environment (not root, no
 //! `/dev/net/tun`, the topology already up, a namespace in the way, an unknown `--capture`
 //! endpoint, an output that cannot be created).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::control::{ControlState, StateError};
 use crate::runtime::{self, ObserveArgs};
 use crate::topology::{self, TopologyError};
 
 use super::{EXIT_BAD_INPUT, EXIT_OK};
 
-pub fn run(file: &Path, observe: &ObserveArgs) -> u8 {
+/// The API: where the control state lives and where to serve it.
+#[derive(Debug, Clone, Default)]
+pub struct ApiArgs {
+    /// `--state DIR`; without it there is no API.
+    pub state: Option<PathBuf>,
+    /// `--api-socket PATH`; default [`default_socket`].
+    pub socket: Option<PathBuf>,
+}
+
+/// The default API socket of FILE's run: `RUN_DIR/RUN-ID.sock`.
+pub fn default_socket(file: &Path) -> Result<PathBuf, String> {
+    let prefix = crate::netns::prefix_from_env().map_err(|e| e.to_string())?;
+    let id = runtime::state::run_id(&prefix, file);
+    Ok(runtime::state::run_dir().join(format!("{id}.sock")))
+}
+
+pub fn run(file: &Path, observe: &ObserveArgs, api: &ApiArgs) -> u8 {
+    if let Some(dir) = &api.state {
+        return run_with_state(file, dir, api.socket.as_deref(), observe);
+    }
     let plan = match topology::load(file) {
         Ok(plan) => plan,
         Err(e @ TopologyError::Io { .. }) => {
@@ -40,6 +66,74 @@ pub fn run(file: &Path, observe: &ObserveArgs) -> u8 {
     }
     let mut out = std::io::stdout();
     match runtime::up(&plan, file, observe, &mut out) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("vpcd up: {e}");
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+fn run_with_state(file: &Path, dir: &Path, socket: Option<&Path>, observe: &ObserveArgs) -> u8 {
+    if let Err(msg) = check_environment() {
+        eprintln!("vpcd up: {msg}");
+        return EXIT_BAD_INPUT;
+    }
+    let state = match ControlState::open(dir, file) {
+        Ok(s) => s,
+        Err(StateError::Invalid(e @ TopologyError::Io { .. })) => {
+            eprintln!("{e}");
+            return EXIT_BAD_INPUT;
+        }
+        Err(StateError::Invalid(e)) => {
+            eprint!("{e}");
+            return EXIT_BAD_INPUT;
+        }
+        Err(e) => {
+            eprintln!("vpcd up: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let socket = match socket {
+        Some(s) => s.to_path_buf(),
+        None => match default_socket(file) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("vpcd up: {e}");
+                return EXIT_BAD_INPUT;
+            }
+        },
+    };
+    let plan = state.plan().clone();
+    let failed = std::cell::Cell::new(false);
+    // Only a socket this run bound is removed (a refused start must not remove a live run's).
+    let served = std::cell::Cell::new(false);
+    let mut out = std::io::stdout();
+    let result = runtime::up_with(&plan, file, observe, &mut out, |handle| {
+        match crate::api::serve(&socket, state, dir.to_path_buf(), handle) {
+            Ok(server) => {
+                tokio::spawn(server);
+                served.set(true);
+                println!("api: {}", socket.display());
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+            }
+            Err(e) => {
+                eprintln!(
+                    "vpcd up: cannot serve the API on {}: {e}; stopping",
+                    socket.display()
+                );
+                failed.set(true);
+                // The run's own SIGTERM handler stops it cleanly.
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+    });
+    if served.get() {
+        let _ = std::fs::remove_file(&socket);
+    }
+    match result {
+        Ok(()) if failed.get() => EXIT_BAD_INPUT,
         Ok(()) => EXIT_OK,
         Err(e) => {
             eprintln!("vpcd up: {e}");
