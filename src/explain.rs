@@ -33,7 +33,7 @@ use crate::dataplane::route::{self, Next};
 use crate::dataplane::{DropReason, PortId};
 use crate::tables::{PortOwner, Tables, VpcTable};
 use crate::topology::model::{L4, ProbeTarget, TargetHost};
-use crate::topology::plan::{EipBinding, Endpoint, Plan};
+use crate::topology::plan::{EipBinding, Endpoint, Plan, RouteTargetPlan};
 
 /// The source port (and ICMP echo identifier) assumed unless told otherwise.
 pub const DEFAULT_SOURCE_PORT: u16 = 49152;
@@ -648,6 +648,7 @@ impl Walk<'_> {
                     "EIP `{eip_name}` ({dst}) is {name}'s 1:1 address: destination -> {ip}"
                 ));
                 self.enter(q, to, Facts { dst: ip, ..facts })?;
+                self.one_to_one_return_route(&to, &facts)?;
                 Ok(port)
             }
             EipBinding::NatGateway { vpc, gateway } => {
@@ -765,6 +766,40 @@ impl Walk<'_> {
         ));
         let reply = facts.reversed();
         self.acl(to.vpc, to.subnet, AclDirection::Outbound, &reply, true)
+    }
+
+    /// A flow that came in through a 1:1 EIP must also go back out through it: the instance's
+    /// reply follows its subnet's route table, and a route to a NAT gateway there sends a TCP
+    /// reply into a NAT that has no session for it (the fabric drops it as
+    /// `nat_tcp_no_session` — the asymmetric-routing pitfall of an EIP in a private subnet).
+    fn one_to_one_return_route(&mut self, to: &Inst, facts: &Facts) -> Result<(), Blocked> {
+        if !matches!(facts.kind, Kind::Tcp { .. }) {
+            return Ok(());
+        }
+        let Ok((_, m)) = route::lookup_route(self.vpc(to.vpc), to.subnet as usize, facts.src)
+        else {
+            return Ok(());
+        };
+        let RouteTargetPlan::Nat(g) = m.target else {
+            return Ok(());
+        };
+        let gname = self
+            .tables
+            .vpcs
+            .get(to.vpc)
+            .and_then(|v| v.nat_gateways.get(g))
+            .map_or("?", |t| t.name.as_str())
+            .to_string();
+        self.hop(format!(
+            "return path: the reply to {} follows route {} -> nat:{gname}, not the internet \
+             gateway of the 1:1 EIP: the NAT gateway has no session for it",
+            facts.src, m.prefix
+        ));
+        Err(Blocked {
+            component: format!("asymmetric return route via NAT gateway {gname}"),
+            label: DropReason::NatTcpNoSession.label(),
+            reason: None,
+        })
     }
 
     fn group_names(&self, vi: usize, instance: u32) -> String {

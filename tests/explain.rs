@@ -205,3 +205,105 @@ fn vpcd_test_explains_a_failed_probe() {
         stdout.contains("verdict: blocked by network ACL app-acl inbound rule 100 (nacl_inbound)")
     );
 }
+
+/// An instance with a 1:1 EIP in a subnet whose default route goes to a NAT gateway: the first
+/// packet reaches it through the EIP, but its TCP reply follows the NAT route and the NAT has no
+/// session for it (the AWS pitfall of an EIP in a private subnet). `explain` says so, and the
+/// simulation agrees.
+#[test]
+fn explain_names_the_asymmetric_return_route_of_a_one_to_one_eip_behind_a_nat_route() {
+    let dir = std::env::temp_dir().join(format!("vpcd-explain-asym-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("asym.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "private"
+  cidr = "10.0.1.0/24"
+  route_table = "private"
+  [[vpc.subnet]]
+  name = "public"
+  cidr = "10.0.9.0/24"
+  [[vpc.route_table]]
+  name = "private"
+  routes = [{ destination = "0.0.0.0/0", target = "nat:egress" }]
+  [[vpc.route_table]]
+  name = "main"
+  routes = [{ destination = "0.0.0.0/0", target = "internet" }]
+  [[vpc.nat_gateway]]
+  name = "egress"
+  subnet = "public"
+  eips = ["nat-ip"]
+  [[vpc.security_group]]
+  name = "open"
+  ingress = [{ protocol = "tcp", ports = "8080", peer = "0.0.0.0/0" }]
+  [[vpc.instance]]
+  name = "f1"
+  subnet = "private"
+  ip = "10.0.1.10"
+  eip = "direct"
+  security_groups = ["open"]
+  attach = "sim"
+  [[vpc.instance]]
+  name = "p1"
+  subnet = "public"
+  ip = "10.0.9.10"
+  eip = "public"
+  security_groups = ["open"]
+  attach = "sim"
+[[eip]]
+name = "nat-ip"
+address = "203.0.113.10"
+[[eip]]
+name = "direct"
+address = "203.0.113.21"
+[[eip]]
+name = "public"
+address = "203.0.113.22"
+[internet]
+  [[internet.host]]
+  name = "web"
+  ip = "198.51.100.10"
+  attach = "sim"
+[[probe]]
+name = "EIP in a private subnet: the reply takes the NAT route"
+from = "internet/web"
+to = "203.0.113.21:8080/tcp"
+expect = "deny"
+[[probe]]
+name = "EIP in a public subnet works"
+from = "internet/web"
+to = "203.0.113.22:8080/tcp"
+expect = "allow"
+"#,
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let out = vpcd(&["explain", path, "internet/web", "203.0.113.21:8080/tcp"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("return path: the reply to 198.51.100.10 follows route 0.0.0.0/0 -> nat:egress, not the internet gateway of the 1:1 EIP"),
+        "{text}"
+    );
+    assert_eq!(
+        last_line(&text),
+        "verdict: blocked by asymmetric return route via NAT gateway egress (nat_tcp_no_session)"
+    );
+    let out = vpcd(&["explain", path, "internet/web", "203.0.113.22:8080/tcp"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The simulation measures the same thing.
+    let out = vpcd(&["test", path]);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{table}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
