@@ -605,12 +605,15 @@ fn deliver(
     let Some(out) = tables.port(egress) else {
         return Verdict::Drop(DropReason::UnknownPort);
     };
-    let hop = tables
-        .port(ingress)
-        .and_then(|from| sender_gateway(tables, from))
-        .unwrap_or(Ipv4Addr::UNSPECIFIED);
-    if let Some(v) = too_big(buf, header, out.mtu, hop, ingress) {
-        return v;
+    if header.total_len > out.mtu as usize {
+        // Only an oversized packet needs the address its error comes from.
+        let hop = tables
+            .port(ingress)
+            .and_then(|from| sender_gateway(tables, from))
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        if let Some(v) = too_big(buf, header, out.mtu, hop, ingress) {
+            return v;
+        }
     }
     Verdict::Forward {
         port: egress,

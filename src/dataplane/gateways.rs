@@ -298,18 +298,24 @@ fn build_gateway(
     seed: u64,
     problems: &mut Vec<ReconcileProblem>,
 ) -> GatewayCores {
-    let pools =
-        g.pools
-            .iter()
-            .enumerate()
-            .map(|(pi, p)| {
-                NatGateway::new(g.config.clone(), &p.eips, derive_seed(seed, pi, 7, 0))
-                    .unwrap_or_else(|_| {
-                        NatGateway::new(NatConfig::profile(g.config.profile), &p.eips, seed)
-                            .expect("a profile preset is valid")
-                    })
+    let pools = g
+        .pools
+        .iter()
+        .enumerate()
+        .map(|(pi, p)| {
+            let seed = derive_seed(seed, pi, 7, 0);
+            // Validation checks the same rules, so this only guards hand-built tables: the
+            // problem is reported and the gateway runs on its profile's preset.
+            NatGateway::new(g.config.clone(), &p.eips, seed).unwrap_or_else(|error| {
+                problems.push(ReconcileProblem {
+                    gateway: format!("{vpc}/{}", g.name),
+                    error,
+                });
+                NatGateway::new(NatConfig::profile(g.config.profile), &p.eips, seed)
+                    .expect("a profile preset is valid")
             })
-            .collect();
+        })
+        .collect();
     let mut cores = GatewayCores {
         name: g.name.clone(),
         pools,
