@@ -75,6 +75,16 @@ pub struct Swap {
     pub done: super::mailbox::Sender<Vec<ReconcileProblem>>,
 }
 
+/// A read or a small change of the loop's state (connection table, counters, observation), run
+/// by the loop between two wake-ups; see [`super::Handle::query`].
+pub type Query = Box<dyn FnOnce(&mut Shell) + Send>;
+
+/// What the loop receives besides packets.
+pub enum LoopMsg {
+    Swap(Swap),
+    Query(Query),
+}
+
 /// What sits behind a dataplane port.
 pub enum Port {
     Tun(Arc<tun_rs::AsyncDevice>),
@@ -177,7 +187,8 @@ impl Shell {
         })
     }
 
-    fn now(&self) -> Instant {
+    /// The loop's clock (what the fabric's timers and connection ages are measured in).
+    pub fn now(&self) -> Instant {
         Instant::from_micros(u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX))
     }
 
@@ -201,6 +212,11 @@ impl Shell {
         &self.fabric
     }
 
+    /// For queries that change the dataplane's state (flushing connections).
+    pub fn fabric_mut(&mut self) -> &mut Fabric {
+        &mut self.fabric
+    }
+
     pub fn stats(&self) -> ShellStats {
         let mut s = self.stats;
         for q in self.txq.iter().flatten() {
@@ -213,11 +229,11 @@ impl Shell {
     /// Serves every port until `shutdown` completes, then writes what the observer still holds
     /// (the open flow-log window, pending capture bytes).
     ///
-    /// Port-set changes arrive on `swaps` ([`Swap`]) and apply between two wake-ups.
+    /// Port-set changes ([`Swap`]) and queries arrive on `swaps` and apply between two wake-ups.
     pub async fn run(
         &mut self,
         shutdown: impl Future<Output = ()>,
-        mut swaps: super::mailbox::Receiver<Swap>,
+        mut swaps: super::mailbox::Receiver<LoopMsg>,
     ) {
         let mut shutdown = pin!(shutdown);
         let mut swaps_open = true;
@@ -267,10 +283,13 @@ impl Shell {
                 () = readable => false,
                 () = sleep => false,
             };
-            if let Some(s) = swap {
+            if let Some(msg) = swap {
                 self.ready = ready;
                 self.ready.clear();
-                self.apply_swap(s);
+                match msg {
+                    LoopMsg::Swap(s) => self.apply_swap(s),
+                    LoopMsg::Query(q) => q(self),
+                }
                 self.run_sims();
                 self.flush();
                 continue;

@@ -28,7 +28,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::event_loop::{SimSpec, Slot, Swap};
+use super::event_loop::{LoopMsg, Shell, SimSpec, Slot, Swap};
 use super::mailbox::{self, Receiver, Sender};
 use super::state::{StateError, StateFile};
 use super::tx::TxQueue;
@@ -173,6 +173,7 @@ pub(super) struct Request {
 #[derive(Clone)]
 pub struct Handle {
     tx: Sender<Request>,
+    loop_tx: Sender<LoopMsg>,
 }
 
 impl Handle {
@@ -190,6 +191,24 @@ impl Handle {
             .map_err(|_| ApplyError::Stopped)?;
         rx.recv().await.unwrap_or(Err(ApplyError::Stopped))
     }
+
+    /// Runs `f` on the loop between two wake-ups and returns its result: how the control plane
+    /// reads counters and connections, flushes connections and switches observation. `f` holds
+    /// the loop for as long as it runs, so it must be short (no I/O, no waiting). Resolves with
+    /// [`ApplyError::Stopped`] once the loop has stopped.
+    pub async fn query<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Shell) -> R + Send + 'static,
+    ) -> Result<R, ApplyError> {
+        let (reply, mut rx) = mailbox::channel();
+        let q: super::event_loop::Query = Box::new(move |shell: &mut Shell| {
+            let _ = reply.send(f(shell));
+        });
+        self.loop_tx
+            .send(LoopMsg::Query(q))
+            .map_err(|_| ApplyError::Stopped)?;
+        rx.recv().await.ok_or(ApplyError::Stopped)
+    }
 }
 
 /// The control side of a run: what it made, and the running plan's ports.
@@ -201,7 +220,7 @@ pub(super) struct Control {
     pub buffer_size: usize,
     /// Endpoints under `--capture`.
     pub captured: Vec<String>,
-    pub swaps: Sender<Swap>,
+    pub swaps: Sender<LoopMsg>,
     pub seq: u64,
 }
 
@@ -214,9 +233,10 @@ struct MadeNs {
 
 impl Control {
     /// A handle and the receiving end [`Control::serve`] takes.
-    pub fn channel() -> (Handle, Receiver<Request>) {
+    pub fn channel(&self) -> (Handle, Receiver<Request>) {
         let (tx, rx) = mailbox::channel();
-        (Handle { tx }, rx)
+        let loop_tx = self.swaps.clone();
+        (Handle { tx, loop_tx }, rx)
     }
 
     /// Serves until `stop` completes: SIGHUP reloads `topology` (printing a one-line summary to
@@ -466,11 +486,11 @@ impl Control {
     ) -> Result<Vec<crate::dataplane::gateways::ReconcileProblem>, ApplyError> {
         let (done, mut rx) = mailbox::channel();
         self.swaps
-            .send(Swap {
+            .send(LoopMsg::Swap(Swap {
                 slots,
                 tables,
                 done,
-            })
+            }))
             .map_err(|_| ApplyError::Stopped)?;
         rx.recv().await.ok_or(ApplyError::Stopped)
     }
