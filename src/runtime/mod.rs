@@ -268,7 +268,7 @@ pub fn up_with(
         swaps,
         seq: 0,
     };
-    let (handle, requests) = control.channel();
+    let (handle, requests) = reload::Control::channel(control.swaps.clone());
     on_ready(handle);
     let (stop_tx, mut stop_rx) = mailbox::channel::<()>();
     rt.block_on(async {

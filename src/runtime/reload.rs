@@ -232,10 +232,10 @@ struct MadeNs {
 }
 
 impl Control {
-    /// A handle and the receiving end [`Control::serve`] takes.
-    pub fn channel(&self) -> (Handle, Receiver<Request>) {
+    /// A handle and the receiving end [`Control::serve`] takes; `loop_tx` reaches the loop
+    /// (for [`Handle::query`]).
+    pub fn channel(loop_tx: Sender<LoopMsg>) -> (Handle, Receiver<Request>) {
         let (tx, rx) = mailbox::channel();
-        let loop_tx = self.swaps.clone();
         (Handle { tx, loop_tx }, rx)
     }
 
@@ -579,8 +579,10 @@ mod tests {
 
     #[test]
     fn a_handle_whose_run_is_gone_reports_stopped() {
-        let (handle, requests) = Control::channel();
+        let (loop_tx, loop_rx) = mailbox::channel();
+        let (handle, requests) = Control::channel(loop_tx);
         drop(requests);
+        drop(loop_rx);
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
@@ -591,6 +593,10 @@ mod tests {
         .expect("valid topology");
         assert!(matches!(
             rt.block_on(handle.apply(plan)),
+            Err(ApplyError::Stopped)
+        ));
+        assert!(matches!(
+            rt.block_on(handle.query(|shell| shell.now())),
             Err(ApplyError::Stopped)
         ));
     }
