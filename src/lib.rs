@@ -28,3 +28,4 @@ pub mod sim;
 pub mod tables;
 pub mod time;
 pub mod topology;
+pub mod uplink;

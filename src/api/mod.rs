@@ -15,6 +15,8 @@
 //! The socket is created mode 0600 (only root may change the network); [`serve`] removes a stale
 //! socket file first, and the caller removes it when the run stops.
 
+pub mod metrics;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -18,6 +18,7 @@
 //! [`down`] removes it (and anything else carrying the prefix that no live run owns).
 
 pub mod event_loop;
+pub mod inspect;
 pub mod mailbox;
 pub mod observing;
 pub mod reload;

@@ -1,0 +1,1 @@
+//! Prometheus metrics at `/metrics` (filled in by the metrics work of issue 6).
