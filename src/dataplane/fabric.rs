@@ -161,6 +161,16 @@ impl Fabric {
         &self.firewall
     }
 
+    /// For the control plane's changes of NAT state (flushing sessions); not for packets.
+    pub fn gateways_mut(&mut self) -> &mut Gateways {
+        &mut self.gateways
+    }
+
+    /// For the control plane's changes of flow state (flushing flows); not for packets.
+    pub fn firewall_mut(&mut self) -> &mut Firewall {
+        &mut self.firewall
+    }
+
     /// Swaps in new tables between two packets: the next `handle` sees only the new ones. NAT
     /// state follows (see [`Gateways::reconcile`]): flows of unchanged gateways, DNAT rules and
     /// 1:1 EIPs keep flowing; what the change removed is cleaned up. Security group and network

@@ -6,6 +6,8 @@
 //! [`Gateways::reconcile`] keeps every core whose gateway, pool and behaviour are unchanged — so
 //! unrelated flows keep flowing — and applies the DNAT and 1:1 differences rule by rule.
 
+use std::net::Ipv4Addr;
+
 use super::nat::config::{Filtering, NatConfig};
 use super::nat::{DnatRule, NatCounters, NatError, NatGateway, SessionView};
 use crate::tables::{NatGatewayTable, Tables, VpcTable};
@@ -260,6 +262,32 @@ impl Gateways {
                 core.handle_timeout(now);
             }
         }
+    }
+
+    /// Flushes the sessions of internal host `internal` in every core of VPC `vpc` (the control
+    /// plane's `flush` of an instance): its next packets are treated as after an expiry.
+    /// Returns how many.
+    pub fn flush_internal(&mut self, now: Instant, vpc: usize, internal: Ipv4Addr) -> usize {
+        let Some(v) = self.vpcs.get_mut(vpc) else {
+            return 0;
+        };
+        v.nat
+            .iter_mut()
+            .flat_map(|g| g.pools.iter_mut())
+            .chain(std::iter::once(&mut v.igw))
+            .map(|c| c.flush_internal(now, internal))
+            .sum()
+    }
+
+    /// Flushes every session of gateway `name` of VPC `vpc`, every pool ([`INTERNET_GATEWAY`]:
+    /// the 1:1 core). `None`: the VPC has no such gateway.
+    pub fn flush_gateway(&mut self, now: Instant, vpc: usize, name: &str) -> Option<usize> {
+        let v = self.vpcs.get_mut(vpc)?;
+        if name == INTERNET_GATEWAY {
+            return Some(v.igw.flush(now));
+        }
+        let g = v.nat.iter_mut().find(|g| g.name == name)?;
+        Some(g.pools.iter_mut().map(|c| c.flush(now)).sum())
     }
 
     /// Ends every flow of `owner` (an instance's port) in every core: used when an instance goes.

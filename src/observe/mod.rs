@@ -191,6 +191,11 @@ impl Observer {
         self.captures.len() - 1
     }
 
+    /// Removes capture `index` and hands it back (later captures move down by one).
+    pub fn remove_capture(&mut self, index: usize) -> Option<Capture> {
+        (index < self.captures.len()).then(|| self.captures.remove(index))
+    }
+
     pub fn captures(&self) -> &[Capture] {
         &self.captures
     }

@@ -154,6 +154,11 @@ impl Capture {
         self.port
     }
 
+    /// Follows the port to a new id (a table swap renumbered it).
+    pub fn set_port(&mut self, port: PortId) {
+        self.port = port;
+    }
+
     /// Records one handled packet: `before` is the packet as it entered the fabric on
     /// `ingress`, `verdict` the fabric's answer, `after` the buffer after it. No allocation or
     /// I/O.

@@ -29,7 +29,10 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use super::observing::Sinks;
+use super::observing::{
+    CaptureStatus, FlowLogStatus, ObserveControlError, ObserveStatus, PreparedCapture,
+    PreparedFlowLog, Sinks, StoppedCapture, StoppedFlowLog,
+};
 use super::sim_port::SimPort;
 use super::tx::TxQueue;
 use crate::dataplane::gateways::ReconcileProblem;
@@ -93,7 +96,7 @@ pub enum Port {
 }
 
 /// Packets the shell could not hand to an egress port.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ShellStats {
     /// TUN writes the kernel refused (device gone).
     pub tun_tx_errors: u64,
@@ -336,6 +339,77 @@ impl Shell {
         }
     }
 
+    /// Handles `packet` as if port `ingress` had sent it: observed, counted and delivered like
+    /// any packet a port reads (synthetic traffic from the control plane, and tests). A packet
+    /// longer than the loop's buffers is cut, and dropped by the fabric as truncated.
+    pub fn inject(&mut self, ingress: PortId, packet: &[u8]) -> Verdict {
+        let now = self.now();
+        let len = packet.len().min(self.scratch.len());
+        self.scratch[..len].copy_from_slice(&packet[..len]);
+        let verdict = self
+            .obs
+            .handle(&mut self.fabric, now, ingress, &mut self.scratch, len);
+        if let Verdict::Forward { port, len } | Verdict::Reply { port, len } = verdict {
+            let packet = &self.scratch[..len.min(self.scratch.len())];
+            emit(
+                &self.ports,
+                &mut self.txq,
+                &mut self.sims,
+                &mut self.sim_dirty,
+                &mut self.stats,
+                port,
+                packet,
+            );
+        }
+        verdict
+    }
+
+    /// The running flow log and captures.
+    pub fn observe_status(&self) -> ObserveStatus {
+        self.sinks.status(&self.obs)
+    }
+
+    /// Refuses a second flow log (before its file is opened).
+    pub fn check_flow_log(&self) -> Result<(), ObserveControlError> {
+        self.sinks.check_flow_log()
+    }
+
+    /// Installs a flow log opened off the loop ([`super::observing::start_flow_log`]).
+    pub fn start_flow_log(
+        &mut self,
+        opened: PreparedFlowLog,
+    ) -> Result<FlowLogStatus, ObserveControlError> {
+        let tables = self.fabric.tables().clone();
+        self.sinks
+            .start_flow_log(&mut self.obs, &tables, self.epoch, opened)
+    }
+
+    /// Takes the flow log out, its open window closed now; write it off the loop.
+    pub fn stop_flow_log(&mut self) -> Result<StoppedFlowLog, ObserveControlError> {
+        let now = self.now();
+        self.sinks.stop_flow_log(&mut self.obs, now)
+    }
+
+    /// The port of `endpoint` if it exists and is not captured (before the files are created).
+    pub fn check_capture(&self, endpoint: &str) -> Result<PortId, ObserveControlError> {
+        self.sinks.check_capture(self.fabric.tables(), endpoint)
+    }
+
+    /// Installs a capture whose files were opened off the loop
+    /// ([`super::observing::start_capture`]).
+    pub fn start_capture(
+        &mut self,
+        opened: PreparedCapture,
+    ) -> Result<CaptureStatus, ObserveControlError> {
+        let tables = self.fabric.tables().clone();
+        self.sinks.start_capture(&mut self.obs, &tables, opened)
+    }
+
+    /// Takes the capture of `endpoint` out; write it off the loop.
+    pub fn stop_capture(&mut self, endpoint: &str) -> Result<StoppedCapture, ObserveControlError> {
+        self.sinks.stop_capture(&mut self.obs, endpoint)
+    }
+
     /// Largest packet a port may carry (the buffers were sized for it at start).
     pub fn max_mtu(&self) -> usize {
         self.scratch.len().saturating_sub(MIN_BUFFER)
@@ -438,6 +512,7 @@ impl Shell {
         let identity = new_id.iter().enumerate().all(|(i, j)| *j == Some(i));
         if !identity {
             self.obs.flush_all(now);
+            self.sinks.follow_ports(&mut self.obs, &new_id);
         }
         let problems = match swap.tables {
             Some(t) => {

@@ -1,22 +1,37 @@
-//! `vpcd up --flow-log` and `--capture`: the shell's side of [`crate::observe`].
+//! Flow logs and captures of a running `vpcd up`: the shell's side of [`crate::observe`].
 //!
-//! [`ObserveArgs`] is what the command line asked for; [`ObserveArgs::open`] checks it against the
-//! compiled tables and opens every output **before** anything is created (a bad endpoint or an
-//! unwritable file is an error with nothing to tear down). [`Sinks`] then lives in the shell's
-//! loop beside its [`Observer`]: the loop calls [`Sinks::service`] once per wake-up and
+//! Two ways in:
+//! - the command line (`--flow-log`, `--capture`): [`ObserveArgs`] is what it asked for;
+//!   [`ObserveArgs::open`] checks it against the compiled tables and opens every output
+//!   **before** anything is created (a bad endpoint or an unwritable file is an error with
+//!   nothing to tear down);
+//! - the control plane, at run time: [`start_flow_log`], [`stop_flow_log`], [`start_capture`],
+//!   [`stop_capture`] and [`status`] take a [`Handle`]. They open, write and close files on a
+//!   blocking thread (the loop and the API share one runtime thread) and use short
+//!   [`Handle::query`]s only to check, install and remove: the loop never opens a file for them.
+//!
+//! [`Sinks`] lives in the shell's loop beside its [`Observer`] and holds the open outputs, in the
+//! observer's capture order: the loop calls [`Sinks::service`] once per wake-up and
 //! [`Sinks::finish`] when it stops.
 //!
-//! I/O happens inline on the loop's thread, off the per-packet path: flow-log records are written
-//! once per window (small, buffered, one flush), capture bytes when a capture has more than
-//! [`CAPTURE_FLUSH_BYTES`] pending or [`CAPTURE_FLUSH_EVERY`] after its first unwritten packet — a
-//! sequential `write()` of at most about a megabyte to the page cache, well under a millisecond.
-//! A write that fails (disk full, stdout closed) is reported once on stderr and that output is
-//! dropped; the network keeps serving.
+//! I/O of running outputs happens inline on the loop's thread, off the per-packet path:
+//! flow-log records are written once per window (small, buffered, one flush), capture bytes when
+//! a capture has more than [`CAPTURE_FLUSH_BYTES`] pending or [`CAPTURE_FLUSH_EVERY`] after its
+//! first unwritten packet — a sequential `write()` of at most about a megabyte to the page cache,
+//! well under a millisecond. A write that fails (disk full, stdout closed) is reported once on
+//! stderr and in [`status`], and that output stops; the network keeps serving.
+//!
+//! A capture follows its endpoint when a reload renumbers the ports; when a reload removes or
+//! replaces the endpoint, the capture ends (what it holds is written, a line on stderr says so).
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::Serialize;
+
+use super::event_loop::Shell;
+use super::reload::Handle;
 use crate::observe::{
     Capture, CaptureConfig, CaptureFiles, DEFAULT_WINDOW, FlowLog, FlowLogConfig, FlowLogWriter,
     FlowRecord, Observer, View, open_flow_log, parse_capture_arg,
@@ -28,6 +43,11 @@ use crate::time::Instant;
 pub const CAPTURE_FLUSH_BYTES: usize = 1 << 20;
 /// ... or this long after its first unwritten packet.
 pub const CAPTURE_FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// The shortest and longest flow-log window accepted at run time.
+pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+pub const MAX_WINDOW: Duration = Duration::from_secs(86_400);
+
+type FlowOut = FlowLogWriter<Box<dyn Write + Send>>;
 
 /// What `vpcd up` was asked to observe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,11 +99,105 @@ pub enum ObserveError {
     },
 }
 
+/// Why a run-time observation request was refused. Nothing changed, except where noted.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveControlError {
+    #[error(
+        "no endpoint `{endpoint}` in the running topology (endpoints: {known}); write \
+         VPC/INSTANCE or internet/HOST"
+    )]
+    UnknownEndpoint { endpoint: String, known: String },
+    #[error("`{endpoint}` is already captured to {file}; stop that capture first")]
+    AlreadyCapturing { endpoint: String, file: String },
+    #[error("`{endpoint}` is not captured (captures: {known})")]
+    NotCapturing { endpoint: String, known: String },
+    #[error("a flow log is already written to {target}; stop it first")]
+    FlowLogRunning { target: String },
+    #[error("no flow log is running; start one first")]
+    NoFlowLog,
+    #[error(
+        "`{path}` is not an absolute path: the daemon opens it, not the client; give the full \
+         path{hint}"
+    )]
+    RelativePath { path: String, hint: &'static str },
+    #[error("a flow-log window of {0:?} is out of range: give 1 s to 24 h")]
+    BadWindow(Duration),
+    #[error("cannot create {path}: {source}")]
+    Create {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {path} failed: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "`{endpoint}` changed while its capture was set up (a reload); {path} was created but \
+         is not written: start the capture again"
+    )]
+    Moved { endpoint: String, path: String },
+    #[error("the run is stopping")]
+    Stopped,
+    #[error("a blocking file task failed: {0}")]
+    Task(String),
+}
+
+/// The running outputs, as `GET`-style status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ObserveStatus {
+    /// `null` when no flow log runs.
+    pub flow_log: Option<FlowLogStatus>,
+    pub captures: Vec<CaptureStatus>,
+}
+
+/// A flow log's state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlowLogStatus {
+    /// The file, or `-` for standard output.
+    pub target: String,
+    pub window_s: f64,
+    /// Records written so far.
+    pub records_written: u64,
+    /// Flows counted in the window that is open now.
+    pub flows_in_window: usize,
+    /// Why writing stopped (`null` while it works).
+    pub error: Option<String>,
+}
+
+/// A capture's state (also what [`stop_capture`] returns, with the final numbers).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CaptureStatus {
+    /// `VPC/INSTANCE` or `internet/HOST`.
+    pub endpoint: String,
+    /// The port's view.
+    pub file: String,
+    /// The far side of the fabric (after SNAT, before DNAT).
+    pub nat_file: String,
+    /// Packets recorded in each view (written or about to be).
+    pub packets: u64,
+    pub nat_packets: u64,
+    /// Packets not recorded because the in-memory buffer was full.
+    pub not_captured: u64,
+    /// Why writing stopped (`null` while it works).
+    pub error: Option<String>,
+}
+
+/// What [`stop_flow_log`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowLogStopped {
+    pub target: String,
+    /// Records written over the flow log's life, the last window's included.
+    pub records_written: u64,
+}
+
 /// The outputs, opened, waiting for the shell's clock.
 pub struct Opened {
     window: Duration,
-    flow_out: Option<FlowLogWriter<Box<dyn Write + Send>>>,
-    captures: Vec<(PortId, CaptureFiles)>,
+    flow_out: Option<(String, FlowOut)>,
+    captures: Vec<(String, PortId, CaptureFiles)>,
 }
 
 impl ObserveArgs {
@@ -98,29 +212,27 @@ impl ObserveArgs {
         for arg in &self.captures {
             let (endpoint, file) = parse_capture_arg(arg).map_err(ObserveError::BadCapture)?;
             let Some(port) = tables.port_named(&endpoint) else {
-                let known: Vec<&str> = tables.ports.iter().map(|p| p.name.as_str()).collect();
                 return Err(ObserveError::UnknownEndpoint {
                     arg: arg.clone(),
                     endpoint,
-                    known: known.join(", "),
+                    known: known_endpoints(tables),
                 });
             };
             let files =
                 CaptureFiles::create(&file).map_err(|source| ObserveError::CaptureFile {
                     arg: arg.clone(),
-                    path: display(&file),
+                    path: file.display().to_string(),
                     source,
                 })?;
-            captures.push((port, files));
+            captures.push((endpoint, port, files));
         }
         let flow_out = match &self.flow_log {
             Some(target) => {
-                Some(
-                    open_flow_log(target).map_err(|source| ObserveError::FlowLog {
-                        target: target.clone(),
-                        source,
-                    })?,
-                )
+                let out = open_flow_log(target).map_err(|source| ObserveError::FlowLog {
+                    target: target.clone(),
+                    source,
+                })?;
+                Some((target.clone(), out))
             }
             None => None,
         };
@@ -132,8 +244,9 @@ impl ObserveArgs {
     }
 }
 
-fn display(p: &std::path::Path) -> String {
-    PathBuf::from(p).display().to_string()
+fn known_endpoints(tables: &Tables) -> String {
+    let known: Vec<&str> = tables.ports.iter().map(|p| p.name.as_str()).collect();
+    known.join(", ")
 }
 
 /// Unix time now: the `epoch` of a shell whose `Instant::ZERO` is now.
@@ -143,78 +256,137 @@ pub fn epoch_now() -> Duration {
         .unwrap_or_default()
 }
 
+/// An unpredictable hasher seed (guests choose the flow log's keys).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+fn new_flow_log(tables: &Tables, epoch: Duration, seed: u64, window: Duration) -> FlowLog {
+    FlowLog::new(
+        tables,
+        FlowLogConfig {
+            epoch,
+            seed,
+            window,
+            ..FlowLogConfig::default()
+        },
+    )
+}
+
+fn new_capture(port: PortId, epoch: Duration) -> Capture {
+    Capture::new(
+        port,
+        CaptureConfig {
+            epoch,
+            ..CaptureConfig::default()
+        },
+    )
+}
+
 impl Opened {
     /// The observer and its outputs for a shell whose `Instant::ZERO` is Unix time `epoch`.
     pub fn start(self, tables: &Tables, epoch: Duration, seed: u64) -> (Observer, Sinks) {
         let mut obs = Observer::new();
-        if self.flow_out.is_some() {
-            obs.set_flow_log(FlowLog::new(
-                tables,
-                FlowLogConfig {
-                    epoch,
-                    seed,
-                    window: self.window,
-                    ..FlowLogConfig::default()
-                },
-            ));
+        let mut sinks = Sinks::none();
+        if let Some((target, writer)) = self.flow_out {
+            obs.set_flow_log(new_flow_log(tables, epoch, seed, self.window));
+            sinks.flow = Some(FlowOutput {
+                target,
+                writer: Some(writer),
+                written: 0,
+                error: None,
+            });
         }
-        let mut files = Vec::with_capacity(self.captures.len());
-        for (port, f) in self.captures {
-            let i = obs.add_capture(Capture::new(
-                port,
-                CaptureConfig {
-                    epoch,
-                    ..CaptureConfig::default()
-                },
-            ));
-            debug_assert_eq!(i, files.len());
-            files.push(Some(f));
+        for (endpoint, port, files) in self.captures {
+            let i = obs.add_capture(new_capture(port, epoch));
+            debug_assert_eq!(i, sinks.captures.len());
+            sinks.captures.push(CaptureOutput::new(endpoint, files));
         }
-        let n = files.len();
-        let mut sinks = Sinks {
-            flow_out: self.flow_out,
-            records: Vec::new(),
-            files,
-            written_at: vec![None; n],
-        };
         // The file headers now, so that every capture file is a valid (empty) pcap from the start.
-        for i in 0..n {
+        for i in 0..sinks.captures.len() {
             sinks.write_capture(&mut obs, i);
         }
         (obs, sinks)
     }
 }
 
+/// The flow log's output.
+struct FlowOutput {
+    target: String,
+    /// `None` once a write failed.
+    writer: Option<FlowOut>,
+    written: u64,
+    error: Option<String>,
+}
+
+/// One capture's files, at the same index as its [`Capture`] in the observer.
+struct CaptureOutput {
+    endpoint: String,
+    path: PathBuf,
+    nat_path: PathBuf,
+    /// `None` once a write failed.
+    files: Option<CaptureFiles>,
+    /// When its pending bytes are due on disk (`None`: nothing pending seen yet).
+    written_at: Option<Instant>,
+    error: Option<String>,
+}
+
+impl CaptureOutput {
+    fn new(endpoint: String, files: CaptureFiles) -> CaptureOutput {
+        CaptureOutput {
+            endpoint,
+            path: files.path.clone(),
+            nat_path: files.nat_path.clone(),
+            files: Some(files),
+            written_at: None,
+            error: None,
+        }
+    }
+
+    fn status(&self, c: &Capture) -> CaptureStatus {
+        CaptureStatus {
+            endpoint: self.endpoint.clone(),
+            file: self.path.display().to_string(),
+            nat_file: self.nat_path.display().to_string(),
+            packets: c.packets(View::Port),
+            nat_packets: c.packets(View::Nat),
+            not_captured: c.dropped(View::Port) + c.dropped(View::Nat),
+            error: self.error.clone(),
+        }
+    }
+}
+
 /// The open outputs of a running shell.
 pub struct Sinks {
-    flow_out: Option<FlowLogWriter<Box<dyn Write + Send>>>,
+    flow: Option<FlowOutput>,
     records: Vec<FlowRecord>,
-    /// Per capture (by the observer's index); `None` after a failed write.
-    files: Vec<Option<CaptureFiles>>,
-    /// Per capture: when its pending bytes are due on disk (`None`: nothing pending seen yet).
-    written_at: Vec<Option<Instant>>,
+    /// Per capture, by the observer's index.
+    captures: Vec<CaptureOutput>,
 }
 
 impl Sinks {
     /// Outputs that observe nothing (the shell without flags).
     pub fn none() -> Sinks {
         Sinks {
-            flow_out: None,
+            flow: None,
             records: Vec::new(),
-            files: Vec::new(),
-            written_at: Vec::new(),
+            captures: Vec::new(),
         }
     }
 
-    /// Whether there is anything to service (without flags the loop skips [`Sinks::service`]).
+    /// Whether there is anything to service (without outputs the loop skips
+    /// [`Sinks::service`]).
     pub fn is_active(&self) -> bool {
-        self.flow_out.is_some() || !self.files.is_empty()
+        self.flow.is_some() || !self.captures.is_empty()
     }
 
     /// When the shell must wake up for the observer: the flow log's window end, or a capture's
     /// write deadline.
     pub fn poll_timeout(&self, obs: &Observer) -> Option<Instant> {
-        let captures = self.written_at.iter().flatten().copied().min();
+        let captures = self.captures.iter().filter_map(|c| c.written_at).min();
         match (obs.poll_timeout(), captures) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -228,15 +400,15 @@ impl Sinks {
             obs.handle_timeout(now);
             self.write_records(obs);
         }
-        for i in 0..self.files.len() {
-            let (Some(Some(_)), Some(c)) = (self.files.get(i), obs.capture_mut(i)) else {
+        for i in 0..self.captures.len() {
+            let (Some(out), Some(c)) = (self.captures.get_mut(i), obs.capture_mut(i)) else {
                 continue;
             };
             // The file header is pending until the first write: count only packets.
-            if c.pending_bytes() <= 24 && self.written_at[i].is_none() {
+            if out.files.is_none() || (c.pending_bytes() <= 24 && out.written_at.is_none()) {
                 continue;
             }
-            let due = *self.written_at[i].get_or_insert(now + CAPTURE_FLUSH_EVERY) <= now;
+            let due = *out.written_at.get_or_insert(now + CAPTURE_FLUSH_EVERY) <= now;
             if due || c.pending_bytes() >= CAPTURE_FLUSH_BYTES {
                 self.write_capture(obs, i);
             }
@@ -247,32 +419,26 @@ impl Sinks {
     pub fn finish(&mut self, obs: &mut Observer, now: Instant) {
         obs.flush_all(now);
         self.write_records(obs);
-        for i in 0..self.files.len() {
+        for i in 0..self.captures.len() {
             self.write_capture(obs, i);
         }
     }
 
-    /// What was written, for `vpcd up`'s closing line: `; N flow-log record(s) to T; capture F:
-    /// P packet(s)…` (empty without flags).
+    /// What was written, for `vpcd up`'s closing line: `; N flow-log record(s) written; captured
+    /// P packet(s) to F…` (empty without outputs).
     pub fn summary(&self, obs: &Observer) -> String {
         let mut t = String::new();
-        if let Some(out) = &self.flow_out {
-            t.push_str(&format!("; {} flow-log record(s) written", out.written()));
+        if let Some(f) = &self.flow {
+            t.push_str(&format!("; {} flow-log record(s) written", f.written));
         }
-        for (i, f) in self.files.iter().enumerate() {
-            let (Some(f), Some(c)) = (f, obs.captures().get(i)) else {
-                continue;
-            };
+        for (out, c) in self.captures.iter().zip(obs.captures()) {
+            let s = out.status(c);
             t.push_str(&format!(
                 "; captured {} packet(s) to {} and {} to {}",
-                c.packets(View::Port),
-                f.path.display(),
-                c.packets(View::Nat),
-                f.nat_path.display()
+                s.packets, s.file, s.nat_packets, s.nat_file
             ));
-            let dropped = c.dropped(View::Port) + c.dropped(View::Nat);
-            if dropped > 0 {
-                t.push_str(&format!(" ({dropped} not captured: buffer full)"));
+            if s.not_captured > 0 {
+                t.push_str(&format!(" ({} not captured: buffer full)", s.not_captured));
             }
         }
         t
@@ -280,19 +446,31 @@ impl Sinks {
 
     fn write_records(&mut self, obs: &mut Observer) {
         obs.drain_flow_records(&mut self.records);
-        if let Some(out) = &mut self.flow_out
+        if let Some(f) = &mut self.flow
+            && let Some(out) = &mut f.writer
             && !self.records.is_empty()
-            && let Err(e) = out.write(&self.records)
         {
-            eprintln!("vpcd up: writing the flow log failed ({e}); flow logging stops");
-            self.flow_out = None;
+            let result = out.write(&self.records);
+            f.written = out.written();
+            if let Err(e) = result {
+                eprintln!(
+                    "vpcd up: writing the flow log to {} failed ({e}); flow logging stops",
+                    f.target
+                );
+                f.error = Some(e.to_string());
+                f.writer = None;
+                obs.take_flow_log();
+            }
         }
         self.records.clear();
     }
 
     fn write_capture(&mut self, obs: &mut Observer, i: usize) {
-        self.written_at[i] = None;
-        let (Some(Some(files)), Some(c)) = (self.files.get_mut(i), obs.capture_mut(i)) else {
+        let (Some(out), Some(c)) = (self.captures.get_mut(i), obs.capture_mut(i)) else {
+            return;
+        };
+        out.written_at = None;
+        let Some(files) = &mut out.files else {
             return;
         };
         if let Err(e) = files.write(c) {
@@ -300,7 +478,421 @@ impl Sinks {
                 "vpcd up: writing the capture {} failed ({e}); that capture stops",
                 files.path.display()
             );
-            self.files[i] = None;
+            out.error = Some(e.to_string());
+            out.files = None;
         }
+    }
+
+    /// The running outputs.
+    pub fn status(&self, obs: &Observer) -> ObserveStatus {
+        ObserveStatus {
+            flow_log: self.flow.as_ref().map(|f| FlowLogStatus {
+                target: f.target.clone(),
+                window_s: obs
+                    .flow_log()
+                    .map_or(0.0, |l| l.config().window.as_secs_f64()),
+                records_written: f.written,
+                flows_in_window: obs.flow_log().map_or(0, FlowLog::active_flows),
+                error: f.error.clone(),
+            }),
+            captures: self
+                .captures
+                .iter()
+                .zip(obs.captures())
+                .map(|(out, c)| out.status(c))
+                .collect(),
+        }
+    }
+
+    /// Refuses a second flow log.
+    pub fn check_flow_log(&self) -> Result<(), ObserveControlError> {
+        match &self.flow {
+            Some(f) => Err(ObserveControlError::FlowLogRunning {
+                target: f.target.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Installs an opened flow log (loop side: no file is opened here).
+    pub fn start_flow_log(
+        &mut self,
+        obs: &mut Observer,
+        tables: &Tables,
+        epoch: Duration,
+        opened: PreparedFlowLog,
+    ) -> Result<FlowLogStatus, ObserveControlError> {
+        self.check_flow_log()?;
+        obs.set_flow_log(new_flow_log(tables, epoch, opened.seed, opened.window));
+        self.flow = Some(FlowOutput {
+            target: opened.target,
+            writer: Some(opened.writer),
+            written: 0,
+            error: None,
+        });
+        self.status(obs)
+            .flow_log
+            .ok_or(ObserveControlError::NoFlowLog)
+    }
+
+    /// Removes the flow log: closes its window at `now` and hands over the records not written
+    /// yet with the writer, to be written off the loop ([`StoppedFlowLog::finish`]).
+    pub fn stop_flow_log(
+        &mut self,
+        obs: &mut Observer,
+        now: Instant,
+    ) -> Result<StoppedFlowLog, ObserveControlError> {
+        let f = self.flow.take().ok_or(ObserveControlError::NoFlowLog)?;
+        let mut records = Vec::new();
+        if let Some(mut log) = obs.take_flow_log() {
+            log.flush_all(now);
+            log.drain_into(&mut records);
+        }
+        Ok(StoppedFlowLog {
+            target: f.target,
+            writer: f.writer,
+            written: f.written,
+            error: f.error,
+            records,
+        })
+    }
+
+    fn capture_index(&self, endpoint: &str) -> Option<usize> {
+        self.captures.iter().position(|c| c.endpoint == endpoint)
+    }
+
+    /// The port of `endpoint`, if it exists and is not captured yet.
+    pub fn check_capture(
+        &self,
+        tables: &Tables,
+        endpoint: &str,
+    ) -> Result<PortId, ObserveControlError> {
+        if let Some(i) = self.capture_index(endpoint) {
+            return Err(ObserveControlError::AlreadyCapturing {
+                endpoint: endpoint.to_string(),
+                file: self.captures[i].path.display().to_string(),
+            });
+        }
+        tables
+            .port_named(endpoint)
+            .ok_or_else(|| ObserveControlError::UnknownEndpoint {
+                endpoint: endpoint.to_string(),
+                known: known_endpoints(tables),
+            })
+    }
+
+    /// Installs an opened capture (loop side: no file is opened here). Refused if the endpoint
+    /// is captured already or no longer has the port the capture was made for.
+    pub fn start_capture(
+        &mut self,
+        obs: &mut Observer,
+        tables: &Tables,
+        opened: PreparedCapture,
+    ) -> Result<CaptureStatus, ObserveControlError> {
+        let port = self.check_capture(tables, &opened.endpoint)?;
+        if port != opened.capture.port() {
+            return Err(ObserveControlError::Moved {
+                path: opened.files.path.display().to_string(),
+                endpoint: opened.endpoint,
+            });
+        }
+        let i = obs.add_capture(opened.capture);
+        self.captures
+            .push(CaptureOutput::new(opened.endpoint, opened.files));
+        debug_assert_eq!(i + 1, self.captures.len());
+        let status = self.captures[i].status(&obs.captures()[i]);
+        Ok(status)
+    }
+
+    /// Removes the capture of `endpoint` and hands it over with its files, to be written off the
+    /// loop ([`StoppedCapture::finish`]).
+    pub fn stop_capture(
+        &mut self,
+        obs: &mut Observer,
+        endpoint: &str,
+    ) -> Result<StoppedCapture, ObserveControlError> {
+        let Some(i) = self.capture_index(endpoint) else {
+            let known: Vec<&str> = self.captures.iter().map(|c| c.endpoint.as_str()).collect();
+            return Err(ObserveControlError::NotCapturing {
+                endpoint: endpoint.to_string(),
+                known: if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                },
+            });
+        };
+        let Some(capture) = obs.remove_capture(i) else {
+            return Err(ObserveControlError::NotCapturing {
+                endpoint: endpoint.to_string(),
+                known: "none".into(),
+            });
+        };
+        let out = self.captures.remove(i);
+        Ok(StoppedCapture { out, capture })
+    }
+
+    /// After a swap that moved ports: `new_id[old]` is the new id of the port that had id `old`
+    /// (`None`: it went away). Captures follow their port; captures of removed ports end (what
+    /// they hold is written now, and a line on stderr says so).
+    pub fn follow_ports(&mut self, obs: &mut Observer, new_id: &[Option<usize>]) {
+        for i in (0..self.captures.len()).rev() {
+            let Some(c) = obs.capture_mut(i) else {
+                continue;
+            };
+            match new_id.get(c.port().index()).copied().flatten() {
+                Some(j) => c.set_port(PortId(j as u32)),
+                None => {
+                    self.write_capture(obs, i);
+                    let out = self.captures.remove(i);
+                    let _ = obs.remove_capture(i);
+                    eprintln!(
+                        "vpcd up: the capture of {} ends: a reload removed or replaced the \
+                         endpoint ({} and {} are complete)",
+                        out.endpoint,
+                        out.path.display(),
+                        out.nat_path.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A flow log opened off the loop, to install with [`Shell::start_flow_log`].
+pub struct PreparedFlowLog {
+    target: String,
+    writer: FlowOut,
+    window: Duration,
+    seed: u64,
+}
+
+impl PreparedFlowLog {
+    /// Opens `target` (an absolute path, created or truncated, or `-` for standard output).
+    /// Blocking: call it off the loop.
+    pub fn open(target: &str, window: Duration) -> Result<PreparedFlowLog, ObserveControlError> {
+        if !(MIN_WINDOW..=MAX_WINDOW).contains(&window) {
+            return Err(ObserveControlError::BadWindow(window));
+        }
+        if target != "-" && !Path::new(target).is_absolute() {
+            return Err(ObserveControlError::RelativePath {
+                path: target.to_string(),
+                hint: " (or - for vpcd's standard output)",
+            });
+        }
+        let writer = open_flow_log(target).map_err(|source| ObserveControlError::Create {
+            path: target.to_string(),
+            source,
+        })?;
+        Ok(PreparedFlowLog {
+            target: target.to_string(),
+            writer,
+            window,
+            seed: random_seed(),
+        })
+    }
+}
+
+/// A capture whose files are open and carry their pcap headers, to install with
+/// [`Shell::start_capture`].
+pub struct PreparedCapture {
+    endpoint: String,
+    files: CaptureFiles,
+    capture: Capture,
+}
+
+impl PreparedCapture {
+    /// Creates `file` and its `.nat.pcap` sibling for a capture of `port` (`endpoint`'s port) on
+    /// a shell whose `Instant::ZERO` is Unix time `epoch`, and writes their headers. Blocking:
+    /// call it off the loop.
+    pub fn open(
+        endpoint: &str,
+        port: PortId,
+        epoch: Duration,
+        file: &Path,
+    ) -> Result<PreparedCapture, ObserveControlError> {
+        if !file.is_absolute() {
+            return Err(ObserveControlError::RelativePath {
+                path: file.display().to_string(),
+                hint: "",
+            });
+        }
+        let create = |source| ObserveControlError::Create {
+            path: file.display().to_string(),
+            source,
+        };
+        let mut files = CaptureFiles::create(file).map_err(create)?;
+        let mut capture = new_capture(port, epoch);
+        files
+            .write(&mut capture)
+            .map_err(|source| ObserveControlError::Write {
+                path: file.display().to_string(),
+                source,
+            })?;
+        Ok(PreparedCapture {
+            endpoint: endpoint.to_string(),
+            files,
+            capture,
+        })
+    }
+}
+
+/// A flow log taken off the loop, with what it had not written yet.
+pub struct StoppedFlowLog {
+    target: String,
+    writer: Option<FlowOut>,
+    written: u64,
+    error: Option<String>,
+    records: Vec<FlowRecord>,
+}
+
+impl StoppedFlowLog {
+    /// Writes the remaining records and closes the output. Blocking: call it off the loop.
+    pub fn finish(self) -> Result<FlowLogStopped, ObserveControlError> {
+        let write_err = |source| ObserveControlError::Write {
+            path: self.target.clone(),
+            source,
+        };
+        let Some(mut out) = self.writer else {
+            return match self.error {
+                Some(e) => Err(write_err(std::io::Error::other(e))),
+                None => Ok(FlowLogStopped {
+                    target: self.target.clone(),
+                    records_written: self.written,
+                }),
+            };
+        };
+        out.write(&self.records).map_err(write_err)?;
+        let records_written = out.written();
+        out.into_inner().map_err(write_err)?;
+        Ok(FlowLogStopped {
+            target: self.target.clone(),
+            records_written,
+        })
+    }
+}
+
+/// A capture taken off the loop, with what it had not written yet.
+pub struct StoppedCapture {
+    out: CaptureOutput,
+    capture: Capture,
+}
+
+impl StoppedCapture {
+    /// Writes what the capture still holds and closes both files; returns the final numbers.
+    /// Blocking: call it off the loop.
+    pub fn finish(mut self) -> Result<CaptureStatus, ObserveControlError> {
+        if let Some(files) = &mut self.out.files
+            && let Err(source) = files.write(&mut self.capture)
+        {
+            return Err(ObserveControlError::Write {
+                path: self.out.path.display().to_string(),
+                source,
+            });
+        }
+        Ok(self.out.status(&self.capture))
+    }
+}
+
+/// Runs blocking file work on tokio's blocking pool (the loop shares the runtime's thread).
+async fn off_loop<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ObserveControlError> + Send + 'static,
+) -> Result<T, ObserveControlError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ObserveControlError::Task(e.to_string()))?
+}
+
+async fn on_loop<R: Send + 'static>(
+    handle: &Handle,
+    f: impl FnOnce(&mut Shell) -> Result<R, ObserveControlError> + Send + 'static,
+) -> Result<R, ObserveControlError> {
+    handle
+        .query(f)
+        .await
+        .map_err(|_| ObserveControlError::Stopped)?
+}
+
+/// The running flow log and captures.
+pub async fn status(handle: &Handle) -> Result<ObserveStatus, ObserveControlError> {
+    on_loop(handle, |s| Ok(s.observe_status())).await
+}
+
+/// Starts a flow log to `target` (an absolute path, created or truncated, or `-`) with windows of
+/// `window`. Refused while one runs (the file is then not touched).
+pub async fn start_flow_log(
+    handle: &Handle,
+    target: String,
+    window: Duration,
+) -> Result<FlowLogStatus, ObserveControlError> {
+    on_loop(handle, |s| s.check_flow_log()).await?;
+    let opened = off_loop(move || PreparedFlowLog::open(&target, window)).await?;
+    on_loop(handle, move |s| s.start_flow_log(opened)).await
+}
+
+/// Stops the flow log: its open window is closed now and every record is written.
+pub async fn stop_flow_log(handle: &Handle) -> Result<FlowLogStopped, ObserveControlError> {
+    let stopped = on_loop(handle, |s| s.stop_flow_log()).await?;
+    off_loop(move || stopped.finish()).await
+}
+
+/// Starts capturing `endpoint` (`VPC/INSTANCE` or `internet/HOST`) to `file` and
+/// `file`'s `.nat.pcap` sibling (as `--capture` does). Refused for an unknown endpoint or one
+/// captured already (the files are then not touched).
+pub async fn start_capture(
+    handle: &Handle,
+    endpoint: String,
+    file: PathBuf,
+) -> Result<CaptureStatus, ObserveControlError> {
+    let ep = endpoint.clone();
+    let (port, epoch) = on_loop(handle, move |s| Ok((s.check_capture(&ep)?, s.epoch()))).await?;
+    let opened = off_loop(move || PreparedCapture::open(&endpoint, port, epoch, &file)).await?;
+    on_loop(handle, move |s| s.start_capture(opened)).await
+}
+
+/// Stops the capture of `endpoint`; everything it recorded is written. Returns the final numbers.
+pub async fn stop_capture(
+    handle: &Handle,
+    endpoint: String,
+) -> Result<CaptureStatus, ObserveControlError> {
+    let stopped = on_loop(handle, move |s| s.stop_capture(&endpoint)).await?;
+    off_loop(move || stopped.finish()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_and_bad_windows_are_refused_before_anything_is_opened() {
+        let e = PreparedFlowLog::open("flows.jsonl", DEFAULT_WINDOW)
+            .err()
+            .expect("relative");
+        assert!(e.to_string().contains("or - for"), "{e}");
+        let e = PreparedFlowLog::open("/tmp/x", Duration::ZERO)
+            .err()
+            .expect("zero window");
+        assert!(matches!(e, ObserveControlError::BadWindow(_)), "{e}");
+        let e = PreparedCapture::open("t/a", PortId(0), Duration::ZERO, Path::new("a.pcap"))
+            .err()
+            .expect("relative");
+        assert!(e.to_string().contains("not an absolute path"), "{e}");
+        assert!(!Path::new("a.pcap").exists());
+    }
+
+    #[test]
+    fn an_uncreatable_file_is_an_error_naming_it() {
+        let e = PreparedCapture::open(
+            "t/a",
+            PortId(0),
+            Duration::ZERO,
+            Path::new("/nonexistent-dir-vpcd/a.pcap"),
+        )
+        .err()
+        .expect("no such directory");
+        assert!(
+            e.to_string().contains("/nonexistent-dir-vpcd/a.pcap"),
+            "{e}"
+        );
     }
 }

@@ -192,6 +192,13 @@ impl Handle {
         rx.recv().await.unwrap_or(Err(ApplyError::Stopped))
     }
 
+    /// A handle that reaches only the loop fed by `loop_tx` (queries; [`Handle::apply`] answers
+    /// [`ApplyError::Stopped`]): for a [`Shell`] run without a control task, as in tests.
+    pub fn for_loop(loop_tx: Sender<LoopMsg>) -> Handle {
+        let (tx, _) = mailbox::channel();
+        Handle { tx, loop_tx }
+    }
+
     /// Runs `f` on the loop between two wake-ups and returns its result: how the control plane
     /// reads counters and connections, flushes connections and switches observation. `f` holds
     /// the loop for as long as it runs, so it must be short (no I/O, no waiting). Resolves with

@@ -373,6 +373,20 @@ impl FlowTable {
         expired
     }
 
+    /// Removes every live flow whose key matches `pred` (control plane: a scan of the slab), as
+    /// if it had expired but without counting it as expired. Returns how many.
+    pub fn remove_where(&mut self, mut pred: impl FnMut(&FlowKey) -> bool) -> usize {
+        let mut n = 0;
+        for i in 0..self.flows.len() as u32 {
+            let f = &self.flows[i as usize];
+            if f.flags & FREE == 0 && pred(&f.key()) {
+                self.remove(i);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Every live flow (control plane: a scan of the slab).
     pub fn flows(&self, now: Instant) -> impl Iterator<Item = FlowView> + '_ {
         let now = tick(now);

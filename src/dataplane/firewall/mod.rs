@@ -354,6 +354,20 @@ impl Firewall {
         self.vpcs.get(vpc).map(|v| &v.table)
     }
 
+    /// Every VPC's name and flow table, in the order of [`Tables::vpcs`] (control plane).
+    pub fn tables(&self) -> impl Iterator<Item = (&str, &FlowTable)> + '_ {
+        self.vpcs.iter().map(|v| (v.name.as_str(), &v.table))
+    }
+
+    /// Ends every tracked flow of VPC `vpc` with an endpoint at `addr` (an instance's address):
+    /// its next packet meets the rules again. Returns how many.
+    pub fn flush_address(&mut self, vpc: usize, addr: Ipv4Addr) -> usize {
+        let a = u32::from(addr);
+        self.vpcs
+            .get_mut(vpc)
+            .map_or(0, |v| v.table.remove_where(|k| k.a.0 == a || k.b.0 == a))
+    }
+
     /// Every VPC's name and flow counters.
     pub fn counters(&self) -> impl Iterator<Item = (&str, FlowCounters)> + '_ {
         self.vpcs

@@ -192,6 +192,8 @@ pub struct NatCounters {
     pub active_sessions: u64,
     /// Endpoint-independent mappings, including those in their port-reuse delay.
     pub mappings: u64,
+    /// New flows tried: packets that would open a session (refused ones included).
+    pub attempts: u64,
     pub created: u64,
     pub expired: u64,
     /// Transitory sessions dropped to make room (`early_drop_transitory`).
@@ -239,6 +241,7 @@ impl Default for NatCounters {
         NatCounters {
             active_sessions: 0,
             mappings: 0,
+            attempts: 0,
             created: 0,
             expired: 0,
             early_dropped: 0,
@@ -527,6 +530,7 @@ impl NatGateway {
             L4::IcmpQuery { request: false, .. } => return Err(NatDrop::NoMapping),
             _ => {}
         }
+        self.counters.attempts += 1;
         self.ct.admit(owner, now, &mut self.alloc)?;
         let proto = p.proto;
         let (ext, mapping) = match self.config.mapping {
@@ -650,6 +654,7 @@ impl NatGateway {
             let x = self.ct.mapping(m);
             ((x.int_ip, x.int_port), x.owner, m)
         };
+        self.counters.attempts += 1;
         if self.ct.lookup_out(proto, int, rem).is_some() {
             return Err(NatDrop::Conflict);
         }
@@ -900,6 +905,14 @@ impl NatGateway {
     /// Flushes every session (mappings enter their reuse delay). Returns how many.
     pub fn flush(&mut self, now: Instant) -> usize {
         self.ct.remove_where(tick(now), &mut self.alloc, |_| true)
+    }
+
+    /// Flushes the sessions of internal host `internal` (mappings enter their reuse delay, as
+    /// after an expiry; its port block stays). Returns how many.
+    pub fn flush_internal(&mut self, now: Instant, internal: Ipv4Addr) -> usize {
+        let a = u32::from(internal);
+        self.ct
+            .remove_where(tick(now), &mut self.alloc, |s| s.int_ip == a)
     }
 }
 
