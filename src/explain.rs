@@ -669,8 +669,8 @@ impl Walk<'_> {
                 };
                 // A packet to the very EIP and port its own SNAT session uses is that session's
                 // "reply": the NAT sends it back to the sender (sessions come before DNAT).
-                if let Some((eip, ext_port, int_ip, int_port)) = self.snat {
-                    if eip == dst && facts.src == eip && facts.dport == ext_port {
+                if let Some((eip, ext_port, int_ip, int_port)) = self.snat
+                    && eip == dst && facts.src == eip && facts.dport == ext_port {
                         let Some(port) = self.vpc(vpc).hosts.get(&int_ip).copied() else {
                             return Err(blocked("the fabric", DropReason::NoSuchHost));
                         };
@@ -693,7 +693,6 @@ impl Walk<'_> {
                         )?;
                         return Ok(port);
                     }
-                }
                 let any = table.dnat_any.iter().find(|(_, e, _)| *e == dst).copied();
                 let rule = table
                     .dnat

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use vpcd::cli;
 
 /// A userspace virtual network that behaves like a cloud VPC.
@@ -66,7 +66,8 @@ enum Command {
         #[arg(long, value_name = "PATH", requires = "state")]
         api_socket: Option<PathBuf>,
     },
-    /// Change a running `vpcd up --state` through its API (see `vpcd ctl --help`).
+    /// Inspect and change a running `vpcd up --state` through its API: VPCs, subnets, routes,
+    /// instances, EIPs, NAT, firewalls, conntrack, flow logs, captures (see `vpcd ctl --help`).
     Ctl(cli::ctl::CtlArgs),
     /// Run a command inside an endpoint's namespace (root), with the command's exit status.
     Exec {
@@ -88,6 +89,12 @@ fn parse_window(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && (0.001..=86_400.0).contains(&v) => Ok(v),
         _ => Err(format!(
+    /// Print a shell completion script for the whole `vpcd` command line, e.g.
+    /// `vpcd completions bash > /etc/bash_completion.d/vpcd`.
+    Completions {
+        /// bash, zsh, fish (also elvish, powershell).
+        shell: clap_complete::Shell,
+    },
             "`{s}` is not a window: write seconds between 0.001 and 86400, e.g. 60 or 0.5"
         )),
     }
@@ -139,3 +146,10 @@ fn main() -> ExitCode {
     };
     ExitCode::from(code)
 }
+        Command::Completions { shell } => {
+            // Into a buffer: the generator panics on a write error (`| head` closes the pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "vpcd", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            cli::EXIT_OK
+        }

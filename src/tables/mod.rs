@@ -169,14 +169,13 @@ pub struct RouteMatch {
 impl RouteTable {
     /// Longest-prefix match for `dst`; `None` when no route covers it.
     pub fn lookup(&self, dst: Ipv4Addr) -> Option<RouteMatch> {
-        if let Some(vpc) = self.local_fast {
-            if vpc.contains(&dst) {
+        if let Some(vpc) = self.local_fast
+            && vpc.contains(&dst) {
                 return Some(RouteMatch {
                     prefix: vpc,
                     target: RouteTargetPlan::Local,
                 });
             }
-        }
         let host = Ipv4Net::new(dst, 32).expect("a /32 is always valid");
         self.trie.get_lpm(&host).map(|(prefix, target)| RouteMatch {
             prefix,

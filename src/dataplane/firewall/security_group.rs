@@ -90,22 +90,20 @@ pub struct SecurityGroups {
 impl SgRuleTable {
     /// Whether this rule admits `facts` with `peer` as the other end.
     pub fn matches(&self, members: &[Vec<Ipv4Addr>], facts: &Facts, peer: Ipv4Addr) -> bool {
-        if let Some(p) = self.proto {
-            if p != facts.proto {
+        if let Some(p) = self.proto
+            && p != facts.proto {
                 return false;
             }
-        }
         if let Some((first, last)) = self.ports {
             match facts.dport() {
                 Some(port) if first <= port && port <= last => {}
                 _ => return false,
             }
         }
-        if let Some(t) = self.icmp_type {
-            if facts.icmp_type() != Some(t) {
+        if let Some(t) = self.icmp_type
+            && facts.icmp_type() != Some(t) {
                 return false;
             }
-        }
         match self.peer {
             SgPeer::Cidr(c) => c.contains(peer),
             SgPeer::Group(g) => members

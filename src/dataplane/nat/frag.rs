@@ -95,14 +95,13 @@ impl FragTable {
             if old.live && old.expires > now {
                 return Err(NatDrop::FragmentTableFull);
             }
-            if old.live {
-                if let Ok(e) = self
+            if old.live
+                && let Ok(e) = self
                     .index
                     .find_entry(hash(&self.hasher, &old.key), |&i| i as usize == slot)
                 {
                     e.remove();
                 }
-            }
             self.ring[slot] = entry;
             self.head = (slot + 1) % self.cap;
             slot

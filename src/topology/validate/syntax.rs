@@ -233,11 +233,10 @@ pub(super) fn span_at(tree: &DeTable<'_>, path: &[Step<'_>]) -> Option<Range<usi
 fn element_label(elem: &Spanned<DeValue<'_>>, index: usize) -> String {
     if let DeValue::Table(t) = elem.get_ref() {
         for (k, v) in t.iter() {
-            if k.get_ref() == "name" {
-                if let DeValue::String(s) = v.get_ref() {
+            if k.get_ref() == "name"
+                && let DeValue::String(s) = v.get_ref() {
                     return s.to_string();
                 }
-            }
         }
     }
     index.to_string()
