@@ -65,6 +65,13 @@ enum Command {
         /// The API's Unix socket (mode 0600); default `/run/vpcd/RUN-ID.sock` (`VPCD_RUN_DIR`).
         #[arg(long, value_name = "PATH", requires = "state")]
         api_socket: Option<PathBuf>,
+        /// Also serve the API on this TCP address (e.g. 127.0.0.1:7070); needs
+        /// --api-token-file.
+        #[arg(long, value_name = "ADDR:PORT", requires_all = ["state", "api_token_file"])]
+        api_listen: Option<std::net::SocketAddr>,
+        /// The bearer token TCP clients must send (a file holding one line, 16+ characters).
+        #[arg(long, value_name = "FILE", requires = "api_listen")]
+        api_token_file: Option<PathBuf>,
     },
     /// Inspect and change a running `vpcd up --state` through its API: VPCs, subnets, routes,
     /// instances, EIPs, NAT, firewalls, conntrack, flow logs, captures (see `vpcd ctl --help`).
@@ -82,6 +89,12 @@ enum Command {
         /// The topology file (TOML); without it, every run that is not alive.
         file: Option<PathBuf>,
     },
+    /// Print a shell completion script for the whole `vpcd` command line, e.g.
+    /// `vpcd completions bash > /etc/bash_completion.d/vpcd`.
+    Completions {
+        /// bash, zsh, fish (also elvish, powershell).
+        shell: clap_complete::Shell,
+    },
 }
 
 /// A window length: a positive number of seconds, at least a millisecond.
@@ -89,12 +102,6 @@ fn parse_window(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && (0.001..=86_400.0).contains(&v) => Ok(v),
         _ => Err(format!(
-    /// Print a shell completion script for the whole `vpcd` command line, e.g.
-    /// `vpcd completions bash > /etc/bash_completion.d/vpcd`.
-    Completions {
-        /// bash, zsh, fish (also elvish, powershell).
-        shell: clap_complete::Shell,
-    },
             "`{s}` is not a window: write seconds between 0.001 and 86400, e.g. 60 or 0.5"
         )),
     }
@@ -128,6 +135,8 @@ fn main() -> ExitCode {
             capture,
             state,
             api_socket,
+            api_listen,
+            api_token_file,
         } => cli::up::run(
             &file,
             &vpcd::runtime::ObserveArgs {
@@ -138,14 +147,13 @@ fn main() -> ExitCode {
             &cli::up::ApiArgs {
                 state,
                 socket: api_socket,
+                listen: api_listen,
+                token_file: api_token_file,
             },
         ),
         Command::Ctl(args) => cli::ctl::run(&args),
         Command::Exec { endpoint, command } => cli::exec::run(&endpoint, &command),
         Command::Down { file } => cli::down::run(file.as_deref()),
-    };
-    ExitCode::from(code)
-}
         Command::Completions { shell } => {
             // Into a buffer: the generator panics on a write error (`| head` closes the pipe).
             let mut script = Vec::new();
@@ -153,3 +161,6 @@ fn main() -> ExitCode {
             let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
             cli::EXIT_OK
         }
+    };
+    ExitCode::from(code)
+}

@@ -1,11 +1,15 @@
-//! The control API: HTTP/JSON on a Unix socket, served by `vpcd up --state DIR`.
+//! The control API: HTTP/JSON on a Unix socket, and optionally on TCP with a bearer token,
+//! served by `vpcd up --state DIR`.
 //!
-//! Routes (first slice of issue 6):
-//! - `GET /v1/topology`: the effective topology as a topology file (`text/plain`; what
-//!   `vpcd check` accepts), or the model as JSON with `Accept: application/json`;
-//! - `POST /v1/ops/{op}`: one change ([`Change::decode`]'s operation names, body JSON); `200`
-//!   with `{"op", "generation", "applied"}`, or a 4xx/5xx with `{"errors": [...]}`
-//!   ([`ChangeError::to_json`]). Unknown operation: 404; body above [`BODY_LIMIT`]: 413.
+//! Routes (all JSON unless said otherwise; every refusal is a 4xx/5xx with
+//! `{"errors": [{code, error, field, hint}]}`, see [`ChangeError::to_json`]):
+//! - reads: `GET /v1/status`, `/v1/topology` (the topology file as text, or the model as JSON
+//!   with `Accept: application/json`), `/v1/vpcs`, `/v1/vpcs/{vpc}`, `/v1/vpcs/{vpc}/{kind}`
+//!   ([`reads::VPC_RESOURCES`]), `/v1/eips`, `/v1/internet`, `/v1/ops` ([`reads`]);
+//! - changes: `POST /v1/ops/{op}` ([`Change::decode`]'s operation names); `200` with
+//!   `{"op", "generation", "applied", "problems"}`. Unknown operation: 404; body above
+//!   [`BODY_LIMIT`]: 413;
+//! - `POST /v1/explain` `{from, to, source_port?}`: `vpcd explain` against the running tables.
 //!
 //! Changes are serialized by one mutex around the [`ControlState`] (the control plane's single
 //! writer). Each follows the control core's protocol: `state.apply(&change)` (refusal → 4xx,
@@ -13,43 +17,63 @@
 //! `next.save(dir)` (failure → the old plan is put back, 500), then `state = next`.
 //!
 //! The socket is created mode 0600 (only root may change the network); [`serve`] removes a stale
-//! socket file first, and the caller removes it when the run stops.
+//! socket file first, and the caller removes it when the run stops. The TCP listener
+//! ([`Listen::tcp`]) serves the same routes behind [`auth::Token`].
 
+pub mod auth;
 pub mod metrics;
+pub mod reads;
 
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::control::{ApiError, Change, ChangeError, ControlState, ErrorCode};
-use crate::runtime::reload::Handle;
+use crate::runtime::reload::{ApplyError, Handle};
+use auth::Token;
 
 /// The largest request body accepted (413 above it).
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Where to serve the API.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// The Unix socket (mode 0600).
+    pub socket: PathBuf,
+    /// A TCP address and the token every request on it must carry.
+    pub tcp: Option<(SocketAddr, Token)>,
+}
 
 /// What the server shares between requests.
 struct Shared {
     state: Mutex<ControlState>,
     dir: PathBuf,
     handle: Handle,
+    started: std::time::Instant,
 }
 
-/// Binds `socket` (mode 0600; a stale file there is replaced) and returns the server future,
-/// which serves until dropped.
+/// Binds the socket (mode 0600; a stale file there is replaced) and the TCP listener if asked,
+/// and returns the server future, which serves both until dropped.
 pub fn serve(
-    socket: &Path,
+    listen: &Listen,
     state: ControlState,
     dir: PathBuf,
     handle: Handle,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + use<>> {
+    let socket = &listen.socket;
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -58,13 +82,64 @@ pub fn serve(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    // Bind under a restrictive umask-independent mode: bind, then chmod before serving.
-    let listener = tokio::net::UnixListener::bind(socket)?;
+    let unix = tokio::net::UnixListener::bind(socket)?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    let tcp = match &listen.tcp {
+        Some((addr, token)) => {
+            let std_listener = std::net::TcpListener::bind(addr)?;
+            std_listener.set_nonblocking(true)?;
+            Some((
+                tokio::net::TcpListener::from_std(std_listener)?,
+                token.clone(),
+            ))
+        }
+        None => None,
+    };
     let app = router(state, dir, handle);
     Ok(async move {
-        let _ = axum::serve(listener, app).await;
+        let unix_server = axum::serve(unix, app.clone());
+        match tcp {
+            Some((listener, token)) => {
+                let token = Arc::new(token);
+                let guarded = app.layer(axum::middleware::from_fn(move |req, next| {
+                    let token = token.clone();
+                    require_token(token, req, next)
+                }));
+                let tcp_server = axum::serve(listener, guarded);
+                let _ = tokio::join!(unix_server, tcp_server);
+            }
+            None => {
+                let _ = unix_server.await;
+            }
+        }
     })
+}
+
+/// The TCP listener's guard: 401 without the right bearer token.
+async fn require_token(token: Arc<Token>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if token.accepts(given) {
+        return next.run(req).await;
+    }
+    let mut r = error(
+        ErrorCode::Unauthorized,
+        if given.is_some() {
+            "the bearer token is wrong"
+        } else {
+            "this listener needs a bearer token"
+        },
+        "authorization",
+        "send `Authorization: Bearer TOKEN` with the token from `vpcd up --api-token-file`; \
+         `vpcd ctl --token-file FILE` does",
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
 }
 
 fn router(state: ControlState, dir: PathBuf, handle: Handle) -> Router {
@@ -72,15 +147,25 @@ fn router(state: ControlState, dir: PathBuf, handle: Handle) -> Router {
         state: Mutex::new(state),
         dir,
         handle,
+        started: std::time::Instant::now(),
     });
     Router::new()
+        .route("/v1/status", get(status))
         .route("/v1/topology", get(topology))
+        .route("/v1/vpcs", get(vpcs))
+        .route("/v1/vpcs/{vpc}", get(vpc))
+        .route("/v1/vpcs/{vpc}/{kind}", get(vpc_resource))
+        .route("/v1/eips", get(eips))
+        .route("/v1/internet", get(internet))
+        .route("/v1/ops", get(ops))
         .route("/v1/ops/{op}", post(op))
+        .route("/v1/explain", post(explain))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
 }
 
-fn json(status: u16, body: String) -> Response {
+fn json_response(status: u16, body: String) -> Response {
     (
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         [(header::CONTENT_TYPE, "application/json")],
@@ -89,24 +174,83 @@ fn json(status: u16, body: String) -> Response {
         .into_response()
 }
 
-fn error(status: u16, code: ErrorCode, msg: String, field: &str, hint: Option<String>) -> Response {
-    let e = ChangeError::one(ApiError {
-        code,
-        error: msg,
-        field: field.into(),
-        hint,
-    });
-    json(status, e.to_json())
+fn ok(v: Value) -> Response {
+    json_response(200, v.to_string())
+}
+
+fn refused(e: ChangeError) -> Response {
+    json_response(e.http_status(), e.to_json())
+}
+
+fn error(
+    code: ErrorCode,
+    msg: impl Into<String>,
+    field: &str,
+    hint: impl Into<String>,
+) -> Response {
+    refused(ChangeError::one(ApiError::new(code, msg, field, hint)))
+}
+
+fn one(r: Result<Value, ApiError>) -> Response {
+    match r {
+        Ok(v) => ok(v),
+        Err(e) => refused(ChangeError::one(e)),
+    }
+}
+
+/// The run is stopping or the loop refused: what the caller sees.
+fn unavailable(e: ApplyError) -> Response {
+    error(
+        ErrorCode::Unavailable,
+        format!("the running network did not answer: {e}"),
+        "",
+        "the run is stopping; start `vpcd up --state DIR` again",
+    )
 }
 
 async fn not_found() -> Response {
     error(
-        404,
         ErrorCode::NotFound,
-        "no such path".into(),
+        "no such path",
         "",
-        Some("the API serves GET /v1/topology and POST /v1/ops/{op}".into()),
+        "the API serves /v1/status, /v1/topology, /v1/vpcs, /v1/eips, /v1/internet, /v1/ops, \
+         /v1/conntrack, /v1/flow-log, /v1/captures, /v1/explain, /metrics and \
+         /v1/openapi.json (the whole list)",
     )
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r = error(
+        ErrorCode::InvalidInput,
+        "this path does not take that method",
+        "",
+        "reads are GET, changes and actions are POST (see /v1/openapi.json)",
+    );
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+/// Reads a body of at most [`BODY_LIMIT`] bytes and decodes it as `T` (errors name the field).
+async fn body_json<T: DeserializeOwned>(body: Body) -> Result<T, Response> {
+    let bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
+        error(
+            ErrorCode::TooLarge,
+            format!("the request body is larger than {BODY_LIMIT} bytes"),
+            "",
+            "send one change per request",
+        )
+    })?;
+    crate::control::decode::<T>(&bytes).map_err(refused)
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Response {
+    let state = s.state.lock().await;
+    ok(json!({
+        "generation": state.generation(),
+        "uptime_s": s.started.elapsed().as_secs_f64(),
+        "endpoints": reads::endpoints(&state),
+        "ops": Change::OPS,
+    }))
 }
 
 async fn topology(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
@@ -116,10 +260,7 @@ async fn topology(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
     if wants_json {
-        match serde_json::to_string(state.model()) {
-            Ok(t) => json(200, t),
-            Err(e) => error(500, ErrorCode::InvalidInput, e.to_string(), "", None),
-        }
+        ok(serde_json::to_value(state.model()).unwrap_or(Value::Null))
     } else {
         (
             StatusCode::OK,
@@ -130,42 +271,67 @@ async fn topology(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response 
     }
 }
 
+async fn vpcs(State(s): State<Arc<Shared>>) -> Response {
+    ok(reads::vpcs(&*s.state.lock().await))
+}
+
+async fn vpc(State(s): State<Arc<Shared>>, UrlPath(vpc): UrlPath<String>) -> Response {
+    one(reads::vpc_object(&*s.state.lock().await, &vpc))
+}
+
+async fn vpc_resource(
+    State(s): State<Arc<Shared>>,
+    UrlPath((vpc, kind)): UrlPath<(String, String)>,
+) -> Response {
+    one(reads::vpc_resource(&*s.state.lock().await, &vpc, &kind))
+}
+
+async fn eips(State(s): State<Arc<Shared>>) -> Response {
+    ok(reads::eips(&*s.state.lock().await))
+}
+
+async fn internet(State(s): State<Arc<Shared>>) -> Response {
+    ok(reads::internet(&*s.state.lock().await))
+}
+
+async fn ops() -> Response {
+    ok(json!(Change::OPS))
+}
+
 async fn op(State(s): State<Arc<Shared>>, UrlPath(op): UrlPath<String>, body: Body) -> Response {
     let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(b) => b,
         Err(_) => {
             return error(
-                413,
-                ErrorCode::InvalidInput,
+                ErrorCode::TooLarge,
                 format!("the request body is larger than {BODY_LIMIT} bytes"),
                 "",
-                Some("send one change per request".into()),
+                "send one change per request",
             );
         }
     };
     let change = match Change::decode(&op, &body) {
         Ok(c) => c,
-        Err(e) => return json(e.http_status(), e.to_json()),
+        Err(e) => return refused(e),
     };
     let mut state = s.state.lock().await;
     let next = match state.apply(&change) {
         Ok(n) => n,
-        Err(e) => return json(e.http_status(), e.to_json()),
+        Err(e) => return refused(e),
     };
     let applied = match s.handle.apply(next.plan().clone()).await {
         Ok(a) => a,
         Err(e) => {
-            let status = match e {
-                crate::runtime::reload::ApplyError::Stopped => 503,
-                crate::runtime::reload::ApplyError::Refused(_) => 409,
-                _ => 500,
+            let code = match e {
+                ApplyError::Refused(_) => ErrorCode::DependencyViolation,
+                ApplyError::Stopped => ErrorCode::Unavailable,
+                _ => ErrorCode::Internal,
             };
             return error(
-                status,
-                ErrorCode::DependencyViolation,
+                code,
                 format!("the running network did not take the change: {e}"),
                 "",
-                Some("the change is not in force; the running network is as before".into()),
+                "the change is not in force; the running network is as before",
             );
         }
     };
@@ -173,19 +339,82 @@ async fn op(State(s): State<Arc<Shared>>, UrlPath(op): UrlPath<String>, body: Bo
         // Keep the running network equal to what a restart would load.
         let _ = s.handle.apply(state.plan().clone()).await;
         return error(
-            500,
-            ErrorCode::InvalidInput,
+            ErrorCode::Internal,
             format!("the change could not be saved: {e}"),
             "",
-            Some("the change was undone; check the state directory".into()),
+            "the change was undone; check the state directory",
         );
     }
     *state = next;
-    let summary = serde_json::json!({
+    ok(json!({
         "op": change.op(),
         "generation": state.generation(),
         "applied": applied.summary(),
         "problems": applied.problems,
-    });
-    json(200, summary.to_string())
+    }))
+}
+
+/// `POST /v1/explain`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainRequest {
+    /// `VPC/INSTANCE` or `internet/HOST`.
+    from: String,
+    /// `ADDR:PORT/PROTO`, `VPC/INSTANCE:PORT/PROTO`, `ADDR/icmp`.
+    to: String,
+    #[serde(default)]
+    source_port: Option<u16>,
+}
+
+async fn explain(State(s): State<Arc<Shared>>, body: Body) -> Response {
+    let req: ExplainRequest = match body_json(body).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let plan = s.state.lock().await.plan().clone();
+    let mut query = match crate::explain::Query::parse(&plan, &req.from, &req.to) {
+        Ok(q) => q,
+        Err(e) => {
+            let field = match e {
+                crate::explain::QueryError::UnknownEndpoint(_) => "from",
+                crate::explain::QueryError::BadTarget(_) => "to",
+            };
+            return error(
+                ErrorCode::InvalidInput,
+                e.to_string(),
+                field,
+                "name endpoints as `vpcd ctl status` lists them",
+            );
+        }
+    };
+    match req.source_port {
+        Some(0) => {
+            return error(
+                ErrorCode::InvalidInput,
+                "source_port must be 1-65535",
+                "source_port",
+                "leave it out for the default",
+            );
+        }
+        Some(p) => query.source_port = p,
+        None => {}
+    }
+    // The running tables: what the network does now.
+    let tables = match s
+        .handle
+        .query(|shell| shell.fabric().tables().clone())
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => return unavailable(e),
+    };
+    let e = crate::explain::explain(&plan, &tables, &query);
+    ok(json!({
+        "verdict": if e.reachable() { "allow" } else { "deny" },
+        "reachable": e.reachable(),
+        "title": e.title,
+        "hops": e.hops,
+        "verdict_line": e.verdict_line(),
+        "text": e.render(),
+    }))
 }

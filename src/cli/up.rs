@@ -14,7 +14,10 @@
 //! saved in DIR (so API changes survive a restart), or FILE's on first use
 //! ([`ControlState::open`]). With it, the HTTP/JSON API ([`crate::api`]) is served on a Unix
 //! socket (mode 0600): `--api-socket PATH`, by default `RUN_DIR/RUN-ID.sock` (next to the run's
-//! lock); the socket is removed when the run stops.
+//! lock); the socket is removed when the run stops. `--api-listen ADDR:PORT` also serves it on
+//! TCP, where every request must carry the bearer token read from `--api-token-file FILE`
+//! ([`crate::api::auth`]). With `--state`, SIGHUP does not reload FILE: the API owns the
+//! topology, and a file applied behind its back would differ from what a restart loads.
 //!
 //! Prints the table of endpoints and then [`crate::runtime::READY_LINE`] on stdout; errors go to
 //! stderr. Exit 0 after a clean stop, 2 for bad input or environment (not root, no
@@ -36,6 +39,10 @@ pub struct ApiArgs {
     pub state: Option<PathBuf>,
     /// `--api-socket PATH`; default [`default_socket`].
     pub socket: Option<PathBuf>,
+    /// `--api-listen ADDR:PORT`: also serve on TCP, behind the token.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `--api-token-file FILE`.
+    pub token_file: Option<PathBuf>,
 }
 
 /// The default API socket of FILE's run: `RUN_DIR/RUN-ID.sock`.
@@ -47,7 +54,7 @@ pub fn default_socket(file: &Path) -> Result<PathBuf, String> {
 
 pub fn run(file: &Path, observe: &ObserveArgs, api: &ApiArgs) -> u8 {
     if let Some(dir) = &api.state {
-        return run_with_state(file, dir, api.socket.as_deref(), observe);
+        return run_with_state(file, dir, api, observe);
     }
     let plan = match topology::load(file) {
         Ok(plan) => plan,
@@ -74,11 +81,28 @@ pub fn run(file: &Path, observe: &ObserveArgs, api: &ApiArgs) -> u8 {
     }
 }
 
-fn run_with_state(file: &Path, dir: &Path, socket: Option<&Path>, observe: &ObserveArgs) -> u8 {
+fn run_with_state(file: &Path, dir: &Path, api: &ApiArgs, observe: &ObserveArgs) -> u8 {
     if let Err(msg) = check_environment() {
         eprintln!("vpcd up: {msg}");
         return EXIT_BAD_INPUT;
     }
+    let tcp = match (api.listen, &api.token_file) {
+        (Some(addr), Some(f)) => match crate::api::auth::Token::from_file(f) {
+            Ok(t) => Some((addr, t)),
+            Err(e) => {
+                eprintln!("vpcd up: --api-token-file: {e}");
+                return EXIT_BAD_INPUT;
+            }
+        },
+        (Some(_), None) => {
+            eprintln!(
+                "vpcd up: --api-listen needs --api-token-file FILE: a TCP port is open to every \
+                 local user, so the API there is refused without a token"
+            );
+            return EXIT_BAD_INPUT;
+        }
+        _ => None,
+    };
     let state = match ControlState::open(dir, file) {
         Ok(s) => s,
         Err(StateError::Invalid(e @ TopologyError::Io { .. })) => {
@@ -94,8 +118,8 @@ fn run_with_state(file: &Path, dir: &Path, socket: Option<&Path>, observe: &Obse
             return EXIT_BAD_INPUT;
         }
     };
-    let socket = match socket {
-        Some(s) => s.to_path_buf(),
+    let socket = match &api.socket {
+        Some(s) => s.clone(),
         None => match default_socket(file) {
             Ok(s) => s,
             Err(e) => {
@@ -109,26 +133,40 @@ fn run_with_state(file: &Path, dir: &Path, socket: Option<&Path>, observe: &Obse
     // Only a socket this run bound is removed (a refused start must not remove a live run's).
     let served = std::cell::Cell::new(false);
     let mut out = std::io::stdout();
-    let result = runtime::up_with(&plan, file, observe, &mut out, |handle| {
-        match crate::api::serve(&socket, state, dir.to_path_buf(), handle) {
-            Ok(server) => {
-                tokio::spawn(server);
-                served.set(true);
-                println!("api: {}", socket.display());
-                use std::io::Write;
-                let _ = std::io::stdout().flush();
+    let result = runtime::up_with(
+        &plan,
+        file,
+        observe,
+        &mut out,
+        runtime::Reload::Api,
+        |handle| {
+            let listen = crate::api::Listen {
+                socket: socket.clone(),
+                tcp: tcp.clone(),
+            };
+            match crate::api::serve(&listen, state, dir.to_path_buf(), handle) {
+                Ok(server) => {
+                    tokio::spawn(server);
+                    served.set(true);
+                    println!("api: {}", socket.display());
+                    if let Some((addr, _)) = &tcp {
+                        println!("api: http://{addr} (bearer token)");
+                    }
+                    use std::io::Write;
+                    let _ = std::io::stdout().flush();
+                }
+                Err(e) => {
+                    eprintln!(
+                        "vpcd up: cannot serve the API on {}: {e}; stopping",
+                        socket.display()
+                    );
+                    failed.set(true);
+                    // The run's own SIGTERM handler stops it cleanly.
+                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+                }
             }
-            Err(e) => {
-                eprintln!(
-                    "vpcd up: cannot serve the API on {}: {e}; stopping",
-                    socket.display()
-                );
-                failed.set(true);
-                // The run's own SIGTERM handler stops it cleanly.
-                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
-            }
-        }
-    });
+        },
+    );
     if served.get() {
         let _ = std::fs::remove_file(&socket);
     }

@@ -25,6 +25,14 @@ pub enum ErrorCode {
     /// The resource is still in use (an EIP still associated, an instance a DNAT entry targets):
     /// the cloud's `DependencyViolation` (409).
     DependencyViolation,
+    /// The request has no valid bearer token (TCP listener only) (401).
+    Unauthorized,
+    /// The request body is larger than the API accepts (413).
+    TooLarge,
+    /// The run is stopping, or the running network refused the change (503).
+    Unavailable,
+    /// Something failed on the server's side (a state directory that cannot be written) (500).
+    Internal,
 }
 
 impl ErrorCode {
@@ -34,6 +42,10 @@ impl ErrorCode {
             ErrorCode::InvalidInput => 400,
             ErrorCode::NotFound => 404,
             ErrorCode::AlreadyExists | ErrorCode::DependencyViolation => 409,
+            ErrorCode::Unauthorized => 401,
+            ErrorCode::TooLarge => 413,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
         }
     }
 }

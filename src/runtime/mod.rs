@@ -138,7 +138,17 @@ pub fn up(
     observe: &ObserveArgs,
     out: &mut dyn Write,
 ) -> Result<(), RunError> {
-    up_with(plan, topology, observe, out, |_| {})
+    up_with(plan, topology, observe, out, Reload::File, |_| {})
+}
+
+/// What SIGHUP does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// Reload the topology file and apply the difference.
+    File,
+    /// Nothing but a note on stderr: the API owns the topology (`vpcd up --state DIR`), and a
+    /// file applied behind its back would differ from the saved state a restart loads.
+    Api,
 }
 
 /// [`up`], calling `on_ready` with a [`Handle`] once every port serves, on the runtime's thread
@@ -150,6 +160,7 @@ pub fn up_with(
     topology: &Path,
     observe: &ObserveArgs,
     out: &mut dyn Write,
+    reload: Reload,
     on_ready: impl FnOnce(Handle),
 ) -> Result<(), RunError> {
     let prefix = netns::prefix_from_env()?;
@@ -268,6 +279,7 @@ pub fn up_with(
             .collect(),
         swaps,
         seq: 0,
+        reload,
     };
     let (handle, requests) = reload::Control::channel(control.swaps.clone());
     on_ready(handle);

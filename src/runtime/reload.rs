@@ -229,6 +229,8 @@ pub(super) struct Control {
     pub captured: Vec<String>,
     pub swaps: Sender<LoopMsg>,
     pub seq: u64,
+    /// What SIGHUP does.
+    pub reload: super::Reload,
 }
 
 /// A new namespace with its TUN device (not yet handed to the loop).
@@ -263,7 +265,14 @@ impl Control {
             tokio::select! {
                 biased;
                 () = &mut stop => return,
-                _ = hup.recv() => self.reload(topology, out).await,
+                _ = hup.recv() => match self.reload {
+                    super::Reload::File => self.reload(topology, out).await,
+                    super::Reload::Api => eprintln!(
+                        "vpcd up: SIGHUP ignored: with --state the API owns the topology (a \
+                         reloaded file would differ from the saved state); change it with \
+                         `vpcd ctl`, or stop and start `vpcd up` to begin again from a file"
+                    ),
+                },
                 r = requests.recv(), if requests_open => match r {
                     Some(r) => {
                         let result = self.apply(*r.plan).await;
