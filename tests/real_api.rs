@@ -207,7 +207,7 @@ fn ctl_adds_an_instance_and_an_eip_that_survive_a_restart() {
         &["eip", "allocate", "direct", "--address", "203.0.113.21"],
     );
     let out = ok(&run, &["eip", "associate", "direct", "--instance", "a/p2"]);
-    assert!(out.starts_with("ok: associate_eip"), "{out}");
+    assert!(out.starts_with("associated eip direct with a/p2"), "{out}");
     run.http_server("a/p2", "10.62.9.20", 8080, "p2 page\n");
     assert_eq!(
         run.curl("internet/web", "http://203.0.113.21:8080/")

@@ -1,31 +1,59 @@
-//! `vpcd ctl`: the command line over the HTTP/JSON API of a running `vpcd up --state DIR`
-//! ([`crate::api`]), on its Unix socket.
+//! `vpcd ctl`: the command line over the HTTP/JSON control API of a running
+//! `vpcd up --state DIR` ([`crate::api`]), cloud-CLI style: `vpcd ctl RESOURCE VERB ...`.
 //!
-//! The socket is `--socket PATH`, else `VPCD_API_SOCKET`, else the only `*.sock` in the run
-//! directory (`/run/vpcd`, `VPCD_RUN_DIR`). Output is for people by default (`--json`: the API's
-//! JSON as it came). A refused change prints the API's error, field and hint on stderr and exits
-//! 1; no server or bad arguments exit 2.
+//! This module owns the command tree's top and the one path every command takes: arguments →
+//! a [`Call`] (method, path, body, how to show the answer) → one request ([`client`]) → output.
+//! The resource modules ([`network`], [`firewall`], [`observe`]) only turn their arguments into a
+//! `Call` and an answer into text; argument names are the API's field names.
+//!
+//! The API is `--socket PATH` or `--url http://HOST:PORT` (with `--token-file FILE` or
+//! `VPCD_API_TOKEN` for the bearer token), else `VPCD_API_SOCKET` or `VPCD_API_URL`, else the
+//! only `*.sock` in the run directory (`/run/vpcd`, `VPCD_RUN_DIR`). Output is for people: tables
+//! for lists and one line per change. `--json` prints the API's JSON unchanged, for scripts.
+//!
+//! Exit codes: 0 done; 1 the API refused the request (its `error`, `field` and `hint` on
+//! stderr), or `explain` found the path blocked; 2 bad arguments, no server, or an answer that is
+//! not what the API promises.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+pub mod client;
+mod firewall;
+mod network;
+mod observe;
+pub mod table;
+
+use std::io::Write;
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use self::client::{Client, ClientError, Endpoint, EndpointFlags, Reply};
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
 
-/// The environment variable naming the API socket when `--socket` is not given.
-pub const SOCKET_ENV: &str = "VPCD_API_SOCKET";
+pub use self::client::SOCKET_ENV;
 
 #[derive(Debug, Args)]
 pub struct CtlArgs {
     /// The API socket of the `vpcd up --state` run (default: `VPCD_API_SOCKET`, or the only
     /// `*.sock` in `/run/vpcd` / `VPCD_RUN_DIR`).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        conflicts_with = "url",
+        help_heading = "API"
+    )]
     socket: Option<PathBuf>,
+    /// The API's TCP address, `http://HOST:PORT` (`vpcd up --api-listen`; default
+    /// `VPCD_API_URL`).
+    #[arg(long, global = true, value_name = "URL", help_heading = "API")]
+    url: Option<String>,
+    /// A file holding the API's bearer token (`vpcd up --api-token-file`; default: the token in
+    /// `VPCD_API_TOKEN`).
+    #[arg(long, global = true, value_name = "FILE", help_heading = "API")]
+    token_file: Option<PathBuf>,
     /// Print the API's JSON as it came instead of human output.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Output")]
     json: bool,
     #[command(subcommand)]
     command: CtlCommand,
@@ -33,233 +61,296 @@ pub struct CtlArgs {
 
 #[derive(Debug, Subcommand)]
 enum CtlCommand {
+    /// The run: generation, uptime, endpoints.
+    Status,
     /// Print the effective topology as a topology file (`vpcd check` accepts it).
     Export,
-    /// Send one change: OP is an operation (`add_instance`, `associate_eip`, ...), BODY its JSON.
+    /// Send one change: OP is an operation (`vpcd ctl ops` lists them), BODY its JSON object.
     Apply {
         op: String,
         /// The request body, a JSON object.
         body: String,
     },
-    /// Instances: attach and detach.
+    /// The operations `apply` takes.
+    Ops,
+    /// VPCs: list, show, add, remove.
     #[command(subcommand)]
-    Instance(InstanceCommand),
-    /// Elastic IPs: allocate, associate, disassociate, release.
+    Vpc(network::VpcCommand),
+    /// Subnets of a VPC.
     #[command(subcommand)]
-    Eip(EipCommand),
+    Subnet(network::SubnetCommand),
+    /// Route tables of a VPC, and which subnets use them.
+    #[command(subcommand)]
+    RouteTable(network::RouteTableCommand),
+    /// Routes of a route table.
+    #[command(subcommand)]
+    Route(network::RouteCommand),
+    /// Instances: list, attach, detach.
+    #[command(subcommand)]
+    Instance(network::InstanceCommand),
+    /// Elastic IPs: list, allocate, associate, disassociate, release.
+    #[command(subcommand)]
+    Eip(network::EipCommand),
+    /// NAT gateways of a VPC.
+    #[command(subcommand)]
+    NatGateway(network::NatGatewayCommand),
+    /// SNAT entries of a NAT gateway (source -> EIP pool).
+    #[command(subcommand)]
+    Snat(network::SnatCommand),
+    /// DNAT entries (port forwards) of a NAT gateway.
+    #[command(subcommand)]
+    Dnat(network::DnatCommand),
+    /// Security groups of a VPC.
+    #[command(subcommand)]
+    Sg(firewall::SgCommand),
+    /// Rules of a security group.
+    #[command(subcommand)]
+    SgRule(firewall::SgRuleCommand),
+    /// Network ACLs of a VPC.
+    #[command(subcommand)]
+    Acl(firewall::AclCommand),
+    /// Numbered rules of a network ACL.
+    #[command(subcommand)]
+    AclRule(firewall::AclRuleCommand),
+    /// The simulated internet: its CIDR and hosts.
+    Internet,
+    /// Connections the NAT gateways and security groups track.
+    #[command(subcommand)]
+    Conntrack(observe::ConntrackCommand),
+    /// The flow log (AWS VPC Flow Logs fields, JSON lines).
+    #[command(subcommand)]
+    FlowLog(observe::FlowLogCommand),
+    /// Packet captures of endpoints (pcap).
+    #[command(subcommand)]
+    Capture(observe::CaptureCommand),
+    /// Whether FROM reaches TO in the running network, and what blocks it (exit 1 when blocked).
+    Explain {
+        /// `VPC/INSTANCE` or `internet/HOST`.
+        from: String,
+        /// `ADDRESS:PORT/tcp`, `VPC/INSTANCE:PORT/udp`, `internet/HOST/icmp`, ...
+        to: String,
+    },
+    /// The Prometheus metrics, as text.
+    Metrics,
+    /// The API's OpenAPI document (JSON).
+    Openapi,
 }
 
-#[derive(Debug, Subcommand)]
-enum InstanceCommand {
-    /// Attach a new instance to VPC's SUBNET.
-    Add {
-        vpc: String,
-        name: String,
-        #[arg(long)]
-        subnet: String,
-        /// Its private address (default: the subnet's first free one).
-        #[arg(long)]
-        ip: Option<String>,
-        /// `netns` (a namespace with a TUN device, the default) or `sim` (in process).
-        #[arg(long)]
-        attach: Option<String>,
-        /// A security group of its VPC (repeatable; default: the VPC's default group).
-        #[arg(long = "security-group", value_name = "GROUP")]
-        security_groups: Vec<String>,
-    },
-    /// Detach an instance (its 1:1 EIP stays allocated).
-    Remove { vpc: String, name: String },
+/// Turns a successful answer's JSON into text for people (or says why it cannot).
+pub(crate) type Render = Box<dyn Fn(&Value) -> Result<String, String>>;
+
+/// How a command's successful answer is shown (without `--json`).
+pub(crate) enum Show {
+    /// The body as it came (topology text, metrics).
+    Raw,
+    /// A read or an action: the answer as text for people.
+    Render(Render),
+    /// A change through `/v1/ops/{op}`: this line, then the generation and what the running
+    /// network did.
+    Changed(String),
+    /// `explain`: the text; exit 1 when the verdict is not `allow`.
+    Explain,
 }
 
-#[derive(Debug, Subcommand)]
-enum EipCommand {
-    /// Allocate EIP NAME with a public ADDRESS.
-    Allocate {
-        name: String,
-        #[arg(long)]
-        address: String,
-    },
-    /// Associate EIP 1:1 with an instance (`VPC/NAME`).
-    Associate {
-        eip: String,
-        #[arg(long, value_name = "VPC/NAME")]
-        instance: String,
-    },
-    /// Disassociate EIP from what it is bound to.
-    Disassociate { eip: String },
-    /// Release EIP (it must not be associated).
-    Release { name: String },
+/// One request and how to show its answer.
+pub(crate) struct Call {
+    method: &'static str,
+    path: String,
+    accept: &'static str,
+    body: Option<Value>,
+    show: Show,
+}
+
+impl Call {
+    /// `GET path`, rendered by `render`.
+    pub(crate) fn get(
+        path: String,
+        render: impl Fn(&Value) -> Result<String, String> + 'static,
+    ) -> Call {
+        Call {
+            method: "GET",
+            path,
+            accept: "application/json",
+            body: None,
+            show: Show::Render(Box::new(render)),
+        }
+    }
+
+    /// `POST path` with `body`, the answer rendered by `render`.
+    pub(crate) fn post(
+        path: &str,
+        body: Value,
+        render: impl Fn(&Value) -> Result<String, String> + 'static,
+    ) -> Call {
+        Call {
+            method: "POST",
+            path: path.into(),
+            accept: "application/json",
+            body: Some(body),
+            show: Show::Render(Box::new(render)),
+        }
+    }
+
+    /// The change `op` with `body`; `done` says what it did (`added vpc a (10.0.0.0/16)`).
+    pub(crate) fn op(op: &str, body: Value, done: String) -> Call {
+        Call {
+            method: "POST",
+            path: format!("/v1/ops/{}", client::path_segment(op)),
+            accept: "application/json",
+            body: Some(body),
+            show: Show::Changed(done),
+        }
+    }
+
+    fn raw(path: &str, accept: &'static str) -> Call {
+        Call {
+            method: "GET",
+            path: path.into(),
+            accept,
+            body: None,
+            show: Show::Raw,
+        }
+    }
+}
+
+/// A JSON object of the pairs whose value is not `null` (optional fields left out).
+pub(crate) fn body(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Object(
+        pairs
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+}
+
+/// `null` for an empty list (the API's default), else the list.
+pub(crate) fn list_or_null(items: &[String]) -> Value {
+    if items.is_empty() {
+        Value::Null
+    } else {
+        json!(items)
+    }
+}
+
+/// Splits `VPC/NAME` (`flag` names the argument in the error).
+pub(crate) fn split_ref(flag: &str, s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((vpc, name)) if !vpc.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((vpc.into(), name.into()))
+        }
+        _ => Err(format!("{flag} `{s}`: write VPC/NAME, e.g. tenant-a/fn-a1")),
+    }
+}
+
+/// `/v1/vpcs/{vpc}/{what}`.
+pub(crate) fn vpc_path(vpc: &str, what: &str) -> String {
+    format!("/v1/vpcs/{}/{what}", client::path_segment(vpc))
 }
 
 pub fn run(args: &CtlArgs) -> u8 {
-    let socket = match socket_path(args.socket.as_deref()) {
-        Ok(s) => s,
+    let call = match call(&args.command, args.json) {
+        Ok(c) => c,
         Err(msg) => {
             eprintln!("vpcd ctl: {msg}");
             return EXIT_BAD_INPUT;
         }
     };
-    let (op, body) = match &args.command {
-        CtlCommand::Export => return export(&socket, args.json),
-        CtlCommand::Apply { op, body } => match serde_json::from_str::<Value>(body) {
-            Ok(v) => (op.clone(), v),
-            Err(e) => {
-                eprintln!(
-                    "vpcd ctl: BODY is not JSON: {e}; write a JSON object, e.g. '{{\"eip\": \"web\"}}'"
-                );
-                return EXIT_BAD_INPUT;
+    let env = |k: &str| std::env::var(k).ok();
+    let flags = EndpointFlags {
+        socket: args.socket.clone(),
+        url: args.url.clone(),
+    };
+    let endpoint = Endpoint::resolve(&flags, env, &crate::runtime::state::run_dir());
+    let token = client::read_token(args.token_file.as_deref(), env);
+    let (endpoint, token) = match (endpoint, token) {
+        (Ok(e), Ok(t)) => (e, t),
+        (Err(msg), _) | (_, Err(msg)) => {
+            eprintln!("vpcd ctl: {msg}");
+            return EXIT_BAD_INPUT;
+        }
+    };
+    let client = Client::new(endpoint).with_token(token);
+    let body = call.body.as_ref().map(|b| b.to_string().into_bytes());
+    match client.request(call.method, &call.path, call.accept, body.as_deref()) {
+        Ok(reply) if reply.is_success() => show(&call.show, &reply, args.json),
+        Ok(reply) => refused(&reply, &client, args.json),
+        Err(e) => unreachable_api(&e),
+    }
+}
+
+fn call(command: &CtlCommand, as_json: bool) -> Result<Call, String> {
+    Ok(match command {
+        CtlCommand::Status => observe::status(),
+        CtlCommand::Export if as_json => Call::raw("/v1/topology", "application/json"),
+        CtlCommand::Export => Call::raw("/v1/topology", "text/plain"),
+        CtlCommand::Apply { op, body } => {
+            let v: Value = serde_json::from_str(body).map_err(|e| {
+                format!("BODY is not JSON: {e}; write a JSON object, e.g. '{{\"eip\": \"web\"}}'")
+            })?;
+            if !v.is_object() {
+                return Err("BODY must be a JSON object, e.g. '{\"eip\": \"web\"}'".into());
             }
+            Call::op(op, v, format!("applied {op}"))
+        }
+        CtlCommand::Ops => observe::ops(),
+        CtlCommand::Vpc(c) => c.call(),
+        CtlCommand::Subnet(c) => c.call(),
+        CtlCommand::RouteTable(c) => c.call(),
+        CtlCommand::Route(c) => c.call(),
+        CtlCommand::Instance(c) => c.call(),
+        CtlCommand::Eip(c) => c.call()?,
+        CtlCommand::NatGateway(c) => c.call(),
+        CtlCommand::Snat(c) => c.call(),
+        CtlCommand::Dnat(c) => c.call(),
+        CtlCommand::Sg(c) => c.call(),
+        CtlCommand::SgRule(c) => c.call(),
+        CtlCommand::Acl(c) => c.call(),
+        CtlCommand::AclRule(c) => c.call(),
+        CtlCommand::Internet => observe::internet(),
+        CtlCommand::Conntrack(c) => c.call()?,
+        CtlCommand::FlowLog(c) => c.call(),
+        CtlCommand::Capture(c) => c.call()?,
+        CtlCommand::Explain { from, to } => Call {
+            method: "POST",
+            path: "/v1/explain".into(),
+            accept: "application/json",
+            body: Some(json!({"from": from, "to": to})),
+            show: Show::Explain,
         },
-        CtlCommand::Instance(InstanceCommand::Add {
-            vpc,
-            name,
-            subnet,
-            ip,
-            attach,
-            security_groups,
-        }) => {
-            let mut b = json!({"vpc": vpc, "name": name, "subnet": subnet});
-            if let Some(ip) = ip {
-                b["ip"] = json!(ip);
-            }
-            if let Some(a) = attach {
-                b["attach"] = json!(a);
-            }
-            if !security_groups.is_empty() {
-                b["security_groups"] = json!(security_groups);
-            }
-            ("add_instance".into(), b)
-        }
-        CtlCommand::Instance(InstanceCommand::Remove { vpc, name }) => {
-            ("remove_instance".into(), json!({"vpc": vpc, "name": name}))
-        }
-        CtlCommand::Eip(EipCommand::Allocate { name, address }) => (
-            "allocate_eip".into(),
-            json!({"name": name, "address": address}),
-        ),
-        CtlCommand::Eip(EipCommand::Associate { eip, instance }) => {
-            let Some((vpc, name)) = instance.split_once('/') else {
-                eprintln!("vpcd ctl: --instance `{instance}`: write VPC/NAME, e.g. tenant-a/fn-a1");
-                return EXIT_BAD_INPUT;
-            };
-            (
-                "associate_eip".into(),
-                json!({"eip": eip, "vpc": vpc, "instance": name}),
-            )
-        }
-        CtlCommand::Eip(EipCommand::Disassociate { eip }) => {
-            ("disassociate_eip".into(), json!({"eip": eip}))
-        }
-        CtlCommand::Eip(EipCommand::Release { name }) => {
-            ("release_eip".into(), json!({"name": name}))
-        }
-    };
-    send_op(&socket, &op, &body, args.json)
-}
-
-fn socket_path(given: Option<&Path>) -> Result<PathBuf, String> {
-    if let Some(p) = given {
-        return Ok(p.to_path_buf());
-    }
-    if let Some(p) = std::env::var_os(SOCKET_ENV).filter(|v| !v.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let dir = crate::runtime::state::run_dir();
-    let socks: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "sock"))
-                .collect()
-        })
-        .unwrap_or_default();
-    match socks.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(format!(
-            "no API socket in {}: start `vpcd up FILE --state DIR`, or name the socket with \
-             --socket PATH",
-            dir.display()
-        )),
-        _ => Err(format!(
-            "{} API sockets in {}: name one with --socket PATH",
-            socks.len(),
-            dir.display()
-        )),
-    }
-}
-
-/// One HTTP/1.1 exchange over the Unix socket: `(status, body)`.
-fn request(
-    socket: &Path,
-    method: &str,
-    path: &str,
-    accept: &str,
-    body: &[u8],
-) -> Result<(u16, Vec<u8>), String> {
-    let no_server = |e: std::io::Error| {
-        format!(
-            "cannot reach the API at {}: {e}; is `vpcd up FILE --state DIR` running (as root)?",
-            socket.display()
-        )
-    };
-    let mut s = UnixStream::connect(socket).map_err(no_server)?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAccept: {accept}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).map_err(no_server)?;
-    s.write_all(body).map_err(no_server)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(no_server)?;
-    parse_response(&raw).ok_or_else(|| {
-        format!(
-            "the API at {} sent an answer that is not HTTP",
-            socket.display()
-        )
+        CtlCommand::Metrics => Call::raw("/metrics", "text/plain"),
+        CtlCommand::Openapi => Call::raw("/v1/openapi.json", "application/json"),
     })
 }
 
-fn parse_response(raw: &[u8]) -> Option<(u16, Vec<u8>)> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
-    let mut body = &raw[end + 4..];
-    if !chunked {
-        return Some((status, body.to_vec()));
+/// A 2xx answer: as it came with `--json` (or for raw reads), else rendered.
+fn show(how: &Show, reply: &Reply, as_json: bool) -> u8 {
+    if as_json || matches!(how, Show::Raw) {
+        write_out(&reply.body);
+        return match how {
+            Show::Explain => reply.json().map_or(EXIT_BAD_INPUT, |v| explain_code(&v)),
+            _ => EXIT_OK,
+        };
     }
-    let mut out = Vec::new();
-    loop {
-        let nl = body.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&body[..nl]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        body = &body[nl + 2..];
-        if size == 0 {
-            return Some((status, out));
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
-    }
-}
-
-fn export(socket: &Path, as_json: bool) -> u8 {
-    let accept = if as_json {
-        "application/json"
-    } else {
-        "text/plain"
+    let parsed = reply
+        .json()
+        .map_err(|e| format!("the API's answer is not JSON ({e}); see it with --json"));
+    let rendered = match how {
+        Show::Raw => Ok((reply.text(), EXIT_OK)),
+        Show::Render(render) => parsed.and_then(|v| render(&v)).map(|t| (t, EXIT_OK)),
+        Show::Changed(done) => parsed.map(|v| (changed(done, &v), EXIT_OK)),
+        Show::Explain => parsed.and_then(|v| {
+            let text = v["text"]
+                .as_str()
+                .ok_or("the API's explain answer has no text; see it with --json")?;
+            Ok((text.to_string(), explain_code(&v)))
+        }),
     };
-    match request(socket, "GET", "/v1/topology", accept, b"") {
-        Ok((200, body)) => {
-            let mut out = std::io::stdout();
-            let _ = out.write_all(&body);
-            let _ = out.flush();
-            EXIT_OK
+    match rendered {
+        Ok((text, code)) => {
+            write_out(text.as_bytes());
+            code
         }
-        Ok((_, body)) => print_error(&body, as_json),
         Err(msg) => {
             eprintln!("vpcd ctl: {msg}");
             EXIT_BAD_INPUT
@@ -267,62 +358,105 @@ fn export(socket: &Path, as_json: bool) -> u8 {
     }
 }
 
-fn send_op(socket: &Path, op: &str, body: &Value, as_json: bool) -> u8 {
-    let path = format!("/v1/ops/{op}");
-    match request(
-        socket,
-        "POST",
-        &path,
-        "application/json",
-        body.to_string().as_bytes(),
-    ) {
-        Ok((200, answer)) => {
-            if as_json {
-                let _ = std::io::stdout().write_all(&answer);
-                return EXIT_OK;
-            }
-            let v: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
-            println!(
-                "ok: {} (generation {}): {}",
-                v["op"].as_str().unwrap_or(op),
-                v["generation"],
-                v["applied"].as_str().unwrap_or("")
-            );
-            if let Some(problems) = v["problems"].as_array() {
-                for p in problems {
-                    println!("  problem: {}", p.as_str().unwrap_or_default());
-                }
-            }
-            EXIT_OK
-        }
-        Ok((_, answer)) => print_error(&answer, as_json),
-        Err(msg) => {
-            eprintln!("vpcd ctl: {msg}");
-            EXIT_BAD_INPUT
-        }
+/// `explain`: 0 when the verdict is `allow`, else 1 (as `vpcd explain FILE`).
+fn explain_code(v: &Value) -> u8 {
+    if v["verdict"] == "allow" {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
     }
 }
 
-/// A refusal: the API's errors on stderr (raw with `--json`); exit 1.
-fn print_error(body: &[u8], as_json: bool) -> u8 {
+/// `done (generation N; endpoints +1 (a/f2) -0 ~0, 3 unchanged)`; the problems the running
+/// network reported go to stderr as warnings.
+fn changed(done: &str, v: &Value) -> String {
+    for p in v["problems"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", table::cell(p));
+    }
+    let mut line = format!("{done} (generation {}", table::field(v, "generation"));
+    if let Some(applied) = v["applied"].as_str().filter(|a| !a.is_empty()) {
+        line.push_str(&format!("; endpoints {applied}"));
+    }
+    line.push(')');
+    line
+}
+
+fn write_out(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bytes);
+    if !bytes.ends_with(b"\n") && !bytes.is_empty() {
+        let _ = out.write_all(b"\n");
+    }
+    let _ = out.flush();
+}
+
+/// A refusal (4xx/5xx): the API's errors on stderr (the body as it came with `--json`); exit 1.
+fn refused(reply: &Reply, client: &Client, as_json: bool) -> u8 {
     if as_json {
-        let _ = std::io::stderr().write_all(body);
+        let _ = std::io::stderr().write_all(&reply.body);
         return EXIT_FAILED;
     }
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    match v["errors"].as_array() {
-        Some(errors) => {
-            for e in errors {
-                eprintln!("error: {}", e["error"].as_str().unwrap_or("(no message)"));
-                if let Some(f) = e["field"].as_str().filter(|f| !f.is_empty()) {
-                    eprintln!("  field: {f}");
-                }
-                if let Some(h) = e["hint"].as_str() {
-                    eprintln!("  hint: {h}");
-                }
-            }
-        }
-        None => eprintln!("error: {}", String::from_utf8_lossy(body).trim()),
+    eprint!("{}", render_errors(reply));
+    if reply.status == 401 && !client.has_token() {
+        eprintln!(
+            "  hint: this API wants a bearer token: pass --token-file FILE (the file \
+             `vpcd up --api-token-file` reads) or set {}",
+            client::TOKEN_ENV
+        );
     }
     EXIT_FAILED
+}
+
+/// `error: ...` with `  field: ...` and `  hint: ...` lines, one block per error.
+pub fn render_errors(reply: &Reply) -> String {
+    let v = reply.json().unwrap_or(Value::Null);
+    let Some(errors) = v["errors"].as_array().filter(|e| !e.is_empty()) else {
+        let text = reply.text();
+        let text = text.trim();
+        return if text.is_empty() {
+            format!("error: the API answered HTTP {}\n", reply.status)
+        } else {
+            format!("error: {text} (HTTP {})\n", reply.status)
+        };
+    };
+    let mut out = String::new();
+    for e in errors {
+        out.push_str(&format!(
+            "error: {}\n",
+            e["error"].as_str().unwrap_or("(no message)")
+        ));
+        if let Some(f) = e["field"].as_str().filter(|f| !f.is_empty()) {
+            out.push_str(&format!("  field: {f}\n"));
+        }
+        if let Some(h) = e["hint"].as_str().filter(|h| !h.is_empty()) {
+            out.push_str(&format!("  hint: {h}\n"));
+        }
+    }
+    out
+}
+
+/// No HTTP answer: which API was tried and how to point ctl at another; exit 2.
+fn unreachable_api(e: &ClientError) -> u8 {
+    eprintln!("vpcd ctl: {e}");
+    if let ClientError::Connect { endpoint, source } = e {
+        let hint = match (endpoint, source.kind()) {
+            (Endpoint::Unix(_), std::io::ErrorKind::PermissionDenied) => {
+                "the socket is mode 0600: run vpcd ctl as the user that runs `vpcd up` (root)"
+                    .to_string()
+            }
+            (Endpoint::Unix(_), _) => format!(
+                "is `vpcd up FILE --state DIR` running? Point ctl at its socket with --socket \
+                 PATH or {SOCKET_ENV}, or at a TCP API with --url http://HOST:PORT or {}",
+                client::URL_ENV
+            ),
+            (Endpoint::Tcp { .. }, _) => format!(
+                "is `vpcd up FILE --state DIR --api-listen HOST:PORT` running? Point ctl at \
+                 another API with --url http://HOST:PORT or {}, or at a socket with --socket \
+                 PATH or {SOCKET_ENV}",
+                client::URL_ENV
+            ),
+        };
+        eprintln!("  hint: {hint}");
+    }
+    EXIT_BAD_INPUT
 }

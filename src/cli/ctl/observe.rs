@@ -1,0 +1,306 @@
+//! `vpcd ctl` for looking at the running network: status, the operations list, the internet,
+//! connection tracking, the flow log and packet captures.
+//!
+//! Paths given to the server (`flow-log start FILE`, `capture start ENDPOINT FILE`) are made
+//! absolute against ctl's working directory first: the server runs elsewhere (usually `/`), and
+//! both sides share the file system (a Unix socket, or TCP on loopback).
+
+use std::path::{Path, PathBuf};
+
+use clap::{ArgGroup, Subcommand};
+use serde_json::{Value, json};
+
+use super::client::query;
+use super::table::{Table, cell, field, fields, list, seconds};
+use super::{Call, body, split_ref};
+
+/// `GET /v1/status`: the run's generation and uptime, then its endpoints.
+pub(super) fn status() -> Call {
+    Call::get("/v1/status".into(), |v| {
+        let endpoints = list(&v["endpoints"], "endpoints")?;
+        let mut out = fields(&[
+            ("GENERATION", field(v, "generation")),
+            ("UPTIME_S", seconds(&v["uptime_s"])),
+            ("ENDPOINTS", endpoints.len().to_string()),
+        ]);
+        let mut t = Table::of_fields(&["name", "attach", "namespace", "addr"]);
+        for e in endpoints {
+            t.row(
+                ["name", "attach", "namespace", "addr"]
+                    .map(|k| field(e, k))
+                    .to_vec(),
+            );
+        }
+        if !t.is_empty() {
+            out.push('\n');
+            out.push_str(&t.render());
+        }
+        Ok(out)
+    })
+}
+
+/// `GET /v1/ops`: one operation per line.
+pub(super) fn ops() -> Call {
+    Call::get("/v1/ops".into(), |v| {
+        let ops = list(v, "operations")?;
+        Ok(ops.iter().map(|o| cell(o) + "\n").collect())
+    })
+}
+
+/// `GET /v1/internet`: its CIDR, then its hosts.
+pub(super) fn internet() -> Call {
+    Call::get("/v1/internet".into(), |v| {
+        let keys = ["name", "ip", "serve", "attach"];
+        let mut t = Table::of_fields(&keys);
+        for h in v["hosts"].as_array().into_iter().flatten() {
+            t.row(keys.map(|k| field(h, k)).to_vec());
+        }
+        Ok(format!(
+            "{}\n{}",
+            fields(&[("CIDR", field(v, "cidr"))]),
+            t.render_or("no internet hosts")
+        ))
+    })
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConntrackCommand {
+    /// Tracked connections (NAT sessions and security-group flows), newest state.
+    List {
+        /// Only this VPC's.
+        #[arg(long)]
+        vpc: Option<String>,
+        /// Only this NAT gateway's.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Only this instance's (`VPC/NAME`).
+        #[arg(long, value_name = "VPC/NAME")]
+        instance: Option<String>,
+        /// Only `tcp`, `udp` or `icmp`.
+        #[arg(long)]
+        protocol: Option<String>,
+        /// At most N connections.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Forget the connections of an instance or a NAT gateway (their next packets start anew).
+    #[command(group(ArgGroup::new("owner").required(true).args(["instance", "gateway"])))]
+    Flush {
+        #[arg(long, value_name = "VPC/NAME")]
+        instance: Option<String>,
+        #[arg(long, value_name = "VPC/GATEWAY")]
+        gateway: Option<String>,
+    },
+}
+
+impl ConntrackCommand {
+    pub(super) fn call(&self) -> Result<Call, String> {
+        Ok(match self {
+            ConntrackCommand::List {
+                vpc,
+                gateway,
+                instance,
+                protocol,
+                limit,
+            } => {
+                if let Some(i) = instance {
+                    split_ref("--instance", i)?;
+                }
+                let path = format!(
+                    "/v1/conntrack{}",
+                    query(&[
+                        ("vpc", vpc.clone()),
+                        ("gateway", gateway.clone()),
+                        ("instance", instance.clone()),
+                        ("protocol", protocol.clone()),
+                        ("limit", limit.map(|l| l.to_string())),
+                    ])
+                );
+                Call::get(path, connections)
+            }
+            ConntrackCommand::Flush { instance, gateway } => {
+                let (key, what, value) = match (instance, gateway) {
+                    (Some(i), _) => ("instance", "instance", i),
+                    (None, Some(g)) => ("gateway", "nat gateway", g),
+                    (None, None) => return Err("name --instance or --gateway".into()),
+                };
+                split_ref(&format!("--{key}"), value)?;
+                let what = format!("{what} {value}");
+                Call::post("/v1/conntrack/flush", json!({key: value}), move |v| {
+                    Ok(format!(
+                        "flushed {} connection(s) of {what}",
+                        field(v, "flushed")
+                    ))
+                })
+            }
+        })
+    }
+}
+
+/// The conntrack listing: one row per connection, then a count (and how to see the rest).
+fn connections(v: &Value) -> Result<String, String> {
+    let conns = list(&v["connections"], "connections")?;
+    let mut t = Table::new(&[
+        "TABLE", "VPC", "GATEWAY", "INSTANCE", "PROTOCOL", "INTERNAL", "EXTERNAL", "REMOTE",
+        "STATE", "AGE_S", "IDLE_S", "PACKETS", "BYTES",
+    ]);
+    for c in conns {
+        let mut row: Vec<String> = [
+            "table", "vpc", "gateway", "instance", "protocol", "internal", "external", "remote",
+            "state",
+        ]
+        .iter()
+        .map(|k| field(c, k))
+        .collect();
+        row.push(seconds(&c["age_s"]));
+        row.push(seconds(&c["idle_s"]));
+        row.push(format!(
+            "{}/{}",
+            field(c, "packets_out"),
+            field(c, "packets_in")
+        ));
+        row.push(format!(
+            "{}/{}",
+            field(c, "bytes_out"),
+            field(c, "bytes_in")
+        ));
+        t.row(row);
+    }
+    if t.is_empty() {
+        return Ok("no connections\n".into());
+    }
+    let total = field(v, "total");
+    let footer = if v["truncated"] == true {
+        format!(
+            "{} of {total} connections (PACKETS and BYTES are out/in; raise --limit for more)\n",
+            conns.len()
+        )
+    } else {
+        format!("{total} connection(s) (PACKETS and BYTES are out/in)\n")
+    };
+    Ok(t.render() + &footer)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlowLogCommand {
+    /// Whether the flow log is on, where it writes and how many records it wrote.
+    Status,
+    /// Write flow-log records (JSON lines) to TARGET, a file (`-`: vpcd up's stdout).
+    Start {
+        target: String,
+        /// The capture window in seconds (records are written when it closes).
+        #[arg(long, visible_alias = "window-s", value_name = "SECONDS")]
+        window: Option<f64>,
+    },
+    /// Stop the flow log (the open window is written first).
+    Stop,
+}
+
+impl FlowLogCommand {
+    pub(super) fn call(&self) -> Call {
+        match self {
+            FlowLogCommand::Status => Call::get("/v1/flow-log".into(), |v| Ok(flow_log(v))),
+            FlowLogCommand::Start { target, window } => {
+                let target = if target == "-" {
+                    target.clone()
+                } else {
+                    absolute(target)
+                };
+                Call::post(
+                    "/v1/flow-log/start",
+                    body(vec![("target", json!(target)), ("window_s", json!(window))]),
+                    |v| Ok(format!("started the flow log\n{}", flow_log(v))),
+                )
+            }
+            FlowLogCommand::Stop => Call::post("/v1/flow-log/stop", json!({}), |v| {
+                Ok(format!("stopped the flow log\n{}", flow_log(v)))
+            }),
+        }
+    }
+}
+
+/// The flow-log status object as `KEY  value` lines.
+fn flow_log(v: &Value) -> String {
+    fields(&[
+        (
+            "ACTIVE",
+            match v["active"].as_bool() {
+                Some(true) => "yes".into(),
+                Some(false) => "no".into(),
+                None => "-".into(),
+            },
+        ),
+        ("TARGET", field(v, "target")),
+        ("WINDOW_S", field(v, "window_s")),
+        ("RECORDS", field(v, "records")),
+    ])
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaptureCommand {
+    /// Running captures with their files and packet counts.
+    List,
+    /// Capture ENDPOINT's packets as pcap: FILE holds its own view, the NAT file (x.pcap ->
+    /// x.nat.pcap) the same packets beyond NAT.
+    Start {
+        /// `VPC/INSTANCE` or `internet/HOST`.
+        endpoint: String,
+        file: PathBuf,
+    },
+    /// Stop capturing ENDPOINT (its files are complete afterwards).
+    Stop { endpoint: String },
+}
+
+impl CaptureCommand {
+    pub(super) fn call(&self) -> Result<Call, String> {
+        Ok(match self {
+            CaptureCommand::List => Call::get("/v1/captures".into(), |v| {
+                let keys = ["endpoint", "file", "nat_file", "packets"];
+                let mut t = Table::of_fields(&keys);
+                for c in list(v, "captures")? {
+                    t.row(keys.map(|k| field(c, k)).to_vec());
+                }
+                Ok(t.render_or("no captures"))
+            }),
+            CaptureCommand::Start { endpoint, file } => {
+                split_ref("ENDPOINT", endpoint)?;
+                let file = absolute(&file.to_string_lossy());
+                Call::post(
+                    "/v1/captures/start",
+                    json!({"endpoint": endpoint, "file": file}),
+                    |v| {
+                        Ok(format!(
+                            "capturing {} to {} (beyond NAT: {})",
+                            field(v, "endpoint"),
+                            field(v, "file"),
+                            field(v, "nat_file")
+                        ))
+                    },
+                )
+            }
+            CaptureCommand::Stop { endpoint } => {
+                split_ref("ENDPOINT", endpoint)?;
+                Call::post("/v1/captures/stop", json!({"endpoint": endpoint}), |v| {
+                    Ok(format!(
+                        "stopped capturing {}: {} packet(s) in {} and {}",
+                        field(v, "endpoint"),
+                        field(v, "packets"),
+                        field(v, "file"),
+                        field(v, "nat_file")
+                    ))
+                })
+            }
+        })
+    }
+}
+
+/// `path` made absolute against the working directory (unchanged when that is unknown).
+fn absolute(path: &str) -> String {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        return path.to_string();
+    }
+    std::env::current_dir()
+        .map(|d| d.join(p).to_string_lossy().into_owned())
+        .unwrap_or_else(|_| path.to_string())
+}
