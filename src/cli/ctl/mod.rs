@@ -396,8 +396,9 @@ fn refused(reply: &Reply, client: &Client, as_json: bool) -> u8 {
         let _ = std::io::stderr().write_all(&reply.body);
         return EXIT_FAILED;
     }
-    eprint!("{}", render_errors(reply));
-    if reply.status == 401 && !client.has_token() {
+    let errors = render_errors(reply);
+    eprint!("{errors}");
+    if reply.status == 401 && !client.has_token() && !errors.contains("--token-file") {
         eprintln!(
             "  hint: this API wants a bearer token: pass --token-file FILE (the file \
              `vpcd up --api-token-file` reads) or set {}",
@@ -459,4 +460,78 @@ fn unreachable_api(e: &ClientError) -> u8 {
         eprintln!("  hint: {hint}");
     }
     EXIT_BAD_INPUT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_vpc_slash_name() {
+        assert_eq!(
+            split_ref("--instance", "tenant-a/fn-a1"),
+            Ok(("tenant-a".into(), "fn-a1".into()))
+        );
+        for bad in ["fn-a1", "/x", "a/", "a/b/c", ""] {
+            let e = split_ref("--instance", bad).unwrap_err();
+            assert!(
+                e.contains("--instance") && e.contains("VPC/NAME"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn optional_fields_are_left_out() {
+        assert_eq!(
+            body(vec![
+                ("vpc", json!("a")),
+                ("ip", json!(None::<String>)),
+                ("security_groups", list_or_null(&[])),
+                ("eips", list_or_null(&["gw".to_string()])),
+            ]),
+            json!({"vpc": "a", "eips": ["gw"]})
+        );
+    }
+
+    #[test]
+    fn a_change_is_one_line_and_problems_are_not_in_it() {
+        let v = json!({"op": "add_vpc", "generation": 3, "applied": "+0 -0 ~0, 2 unchanged",
+                       "problems": ["p"]});
+        assert_eq!(
+            changed("added vpc a (10.0.0.0/16)", &v),
+            "added vpc a (10.0.0.0/16) (generation 3; endpoints +0 -0 ~0, 2 unchanged)"
+        );
+        assert_eq!(
+            changed("released eip x", &json!({"generation": 4})),
+            "released eip x (generation 4)"
+        );
+    }
+
+    #[test]
+    fn errors_render_error_field_and_hint() {
+        let reply = |status, body: &str| Reply {
+            status,
+            content_type: None,
+            body: body.as_bytes().to_vec(),
+        };
+        assert_eq!(
+            render_errors(&reply(
+                400,
+                r#"{"errors":[{"code":"invalid_input","error":"bad","field":"cidr","hint":"fix it"}]}"#
+            )),
+            "error: bad\n  field: cidr\n  hint: fix it\n"
+        );
+        assert_eq!(
+            render_errors(&reply(
+                404,
+                r#"{"errors":[{"code":"not_found","error":"gone","field":"","hint":null}]}"#
+            )),
+            "error: gone\n"
+        );
+        assert_eq!(
+            render_errors(&reply(500, "")),
+            "error: the API answered HTTP 500\n"
+        );
+    }
 }

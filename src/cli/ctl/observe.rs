@@ -187,6 +187,7 @@ pub enum FlowLogCommand {
     Status,
     /// Write flow-log records (JSON lines) to TARGET, a file (`-`: vpcd up's stdout).
     Start {
+        /// A file (a relative path is taken from here, not from where `vpcd up` runs), or `-`.
         target: String,
         /// The capture window in seconds (records are written when it closes).
         #[arg(long, visible_alias = "window-s", value_name = "SECONDS")]
@@ -245,6 +246,7 @@ pub enum CaptureCommand {
     Start {
         /// `VPC/INSTANCE` or `internet/HOST`.
         endpoint: String,
+        /// The pcap file (a relative path is taken from here, not from where `vpcd up` runs).
         file: PathBuf,
     },
     /// Stop capturing ENDPOINT (its files are complete afterwards).
