@@ -191,6 +191,8 @@ pub struct FlowLogStopped {
     pub target: String,
     /// Records written over the flow log's life, the last window's included.
     pub records_written: u64,
+    /// Why writing had stopped before (its last records are lost); `null` when all went out.
+    pub error: Option<String>,
 }
 
 /// The outputs, opened, waiting for the shell's clock.
@@ -295,6 +297,7 @@ impl Opened {
             obs.set_flow_log(new_flow_log(tables, epoch, seed, self.window));
             sinks.flow = Some(FlowOutput {
                 target,
+                window: self.window,
                 writer: Some(writer),
                 written: 0,
                 error: None,
@@ -316,6 +319,7 @@ impl Opened {
 /// The flow log's output.
 struct FlowOutput {
     target: String,
+    window: Duration,
     /// `None` once a write failed.
     writer: Option<FlowOut>,
     written: u64,
@@ -488,9 +492,7 @@ impl Sinks {
         ObserveStatus {
             flow_log: self.flow.as_ref().map(|f| FlowLogStatus {
                 target: f.target.clone(),
-                window_s: obs
-                    .flow_log()
-                    .map_or(0.0, |l| l.config().window.as_secs_f64()),
+                window_s: f.window.as_secs_f64(),
                 records_written: f.written,
                 flows_in_window: obs.flow_log().map_or(0, FlowLog::active_flows),
                 error: f.error.clone(),
@@ -526,6 +528,7 @@ impl Sinks {
         obs.set_flow_log(new_flow_log(tables, epoch, opened.seed, opened.window));
         self.flow = Some(FlowOutput {
             target: opened.target,
+            window: opened.window,
             writer: Some(opened.writer),
             written: 0,
             error: None,
@@ -754,13 +757,11 @@ impl StoppedFlowLog {
             source,
         };
         let Some(mut out) = self.writer else {
-            return match self.error {
-                Some(e) => Err(write_err(std::io::Error::other(e))),
-                None => Ok(FlowLogStopped {
-                    target: self.target.clone(),
-                    records_written: self.written,
-                }),
-            };
+            return Ok(FlowLogStopped {
+                target: self.target.clone(),
+                records_written: self.written,
+                error: self.error,
+            });
         };
         out.write(&self.records).map_err(write_err)?;
         let records_written = out.written();
@@ -768,6 +769,7 @@ impl StoppedFlowLog {
         Ok(FlowLogStopped {
             target: self.target.clone(),
             records_written,
+            error: None,
         })
     }
 }
