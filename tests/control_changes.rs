@@ -88,12 +88,40 @@ fn req<T: DeserializeOwned + Into<Change>>(body: serde_json::Value) -> Change {
         .into()
 }
 
+/// Applies a change that must succeed; checks that the export of the result is a file that
+/// validates to the same plan.
 fn ok(s: &ControlState, c: Change) -> ControlState {
     let next = s
         .apply(&c)
         .unwrap_or_else(|e| panic!("{c:?} refused: {}", e.to_json()));
     assert_eq!(next.generation(), s.generation() + 1);
+    let reloaded = vpcd::topology::parse("export.toml", next.export())
+        .unwrap_or_else(|e| panic!("the export of {c:?} does not load: {e}"));
+    assert_eq!(&reloaded, next.plan());
     next
+}
+
+/// The first problem `vpcd check` reports for the fixture with `extra` TOML appended:
+/// (message, key path).
+fn file_error(extra: &str) -> (String, String) {
+    let text = format!("{FIXTURE}\n{extra}");
+    match vpcd::topology::parse("file.toml", &text) {
+        Err(vpcd::topology::TopologyError::Invalid(d)) => {
+            (d[0].message.clone(), d[0].key_path.clone())
+        }
+        other => panic!("the file was not refused: {other:?}"),
+    }
+}
+
+/// Checks that a refused change reports the file validator's message for the same problem,
+/// on the request's field `field`.
+fn same_as_file(e: &ChangeError, extra: &str, field: &str) {
+    let (message, key_path) = file_error(extra);
+    let j = first_json(e);
+    assert_eq!(j["code"], "invalid_input", "{j}");
+    assert_eq!(j["error"].as_str(), Some(message.as_str()), "{j}");
+    assert_eq!(j["field"].as_str(), Some(field), "{j}");
+    assert!(key_path.ends_with(field), "{key_path} vs {field}");
 }
 
 /// Applies a change that must be refused; checks the state did not move and returns the error.
@@ -1092,4 +1120,995 @@ fn associate_names_exactly_one_target() {
         req::<AssociateEip>(json!({"eip": "spare", "vpc": "tenant-a", "nat_gateway": "nope"})),
     );
     assert_eq!(first_json(&e)["field"], "nat_gateway");
+}
+
+// ---------------------------------------------------------------------------------------------
+// VPCs.
+
+#[test]
+fn add_and_remove_a_vpc() {
+    let s = state();
+    // VPCs may reuse each other's CIDRs.
+    let n = ok(
+        &s,
+        req::<AddVpc>(json!({"name": "tenant-b", "cidr": "10.0.0.0/16"})),
+    );
+    assert_eq!(n.plan().vpcs.len(), 2);
+    assert_eq!(n.plan().vpcs[1].name, "tenant-b");
+    // It starts with the implicit main table only; a subnet and an instance fit in at once.
+    assert_eq!(n.plan().vpcs[1].route_tables.len(), 1);
+    let n = ok(
+        &n,
+        req::<AddSubnet>(json!({"vpc": "tenant-b", "name": "fns", "cidr": "10.0.1.0/24"})),
+    );
+    let n = ok(
+        &n,
+        req::<AddInstance>(json!({"vpc": "tenant-b", "name": "fn-b1", "subnet": "fns"})),
+    );
+    assert_eq!(
+        n.plan().vpcs[1].instances[0].ip,
+        "10.0.1.2".parse::<std::net::Ipv4Addr>().unwrap()
+    );
+    // Tenant A's addresses did not move.
+    assert_eq!(instance_ip(&n, "fn-a1"), instance_ip(&s, "fn-a1"));
+    let e = refused(&n, req::<RemoveVpc>(json!({"name": "tenant-b"})));
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "dependency_violation",
+               "error": "VPC `tenant-b` still has 1 subnet, 1 instance",
+               "field": "",
+               "hint": "remove them first: instances and NAT gateways, then subnets, route tables, security groups and network ACLs"})
+    );
+    let n = ok(
+        &n,
+        req::<RemoveInstance>(json!({"vpc": "tenant-b", "name": "fn-b1"})),
+    );
+    let n = ok(
+        &n,
+        req::<RemoveSubnet>(json!({"vpc": "tenant-b", "name": "fns"})),
+    );
+    let n = ok(&n, req::<RemoveVpc>(json!({"name": "tenant-b"})));
+    assert_eq!(n.plan(), s.plan());
+}
+
+#[test]
+fn add_vpc_refusals() {
+    let s = state();
+    let e = refused(
+        &s,
+        req::<AddVpc>(json!({"name": "tenant-a", "cidr": "10.9.0.0/16"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "already_exists", "error": "VPC `tenant-a` already exists", "field": "name",
+               "hint": "choose another name, or remove the VPC first"})
+    );
+    // A block smaller than /28: the file validator's message, on `cidr`.
+    let e = refused(
+        &s,
+        req::<AddVpc>(json!({"name": "tenant-b", "cidr": "10.0.0.0/30"})),
+    );
+    same_as_file(
+        &e,
+        "[[vpc]]\nname = \"tenant-b\"\ncidr = \"10.0.0.0/30\"\n",
+        "cidr",
+    );
+    // A reserved name, and a name that is not one.
+    let e = refused(
+        &s,
+        req::<AddVpc>(json!({"name": "internet", "cidr": "10.0.0.0/16"})),
+    );
+    same_as_file(
+        &e,
+        "[[vpc]]\nname = \"internet\"\ncidr = \"10.0.0.0/16\"\n",
+        "name",
+    );
+    let e = refused(
+        &s,
+        req::<AddVpc>(json!({"name": "a b", "cidr": "10.0.0.0/16"})),
+    );
+    assert_eq!(first_json(&e)["field"], "name");
+    // Host bits: refused while decoding, with the CIDR parser's words.
+    let e = decode::<AddVpc>(br#"{"name": "b", "cidr": "10.0.0.5/16"}"#).unwrap_err();
+    assert_eq!(first_json(&e)["error"], "`10.0.0.5/16` has host bits set");
+}
+
+#[test]
+fn remove_vpc_refused_while_it_has_anything_but_its_main_table() {
+    let s = state();
+    let e = refused(&s, req::<RemoveVpc>(json!({"name": "tenant-a"})));
+    assert_eq!(
+        e.errors[0].error,
+        "VPC `tenant-a` still has 2 subnets, 2 instances, 1 NAT gateway, 1 route table, 2 security groups, 1 network ACL"
+    );
+    assert_eq!(e.http_status(), 409);
+    let e = refused(&s, req::<RemoveVpc>(json!({"name": "nope"})));
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "not_found", "error": "VPC `nope` does not exist", "field": "name",
+               "hint": "the VPCs are: tenant-a"})
+    );
+    // A main table with routes goes with the VPC (as in AWS); any other part keeps it.
+    let n = ok(
+        &s,
+        req::<AddVpc>(json!({"name": "tenant-b", "cidr": "10.8.0.0/16"})),
+    );
+    let with_main = ok(
+        &n,
+        req::<AddRoute>(
+            json!({"vpc": "tenant-b", "route_table": "main", "destination": "192.0.2.0/24", "target": "blackhole"}),
+        ),
+    );
+    let gone = ok(&with_main, req::<RemoveVpc>(json!({"name": "tenant-b"})));
+    assert_eq!(gone.plan(), s.plan());
+    for (c, what) in [
+        (
+            req::<AddRouteTable>(json!({"vpc": "tenant-b", "name": "rt"})),
+            "1 route table",
+        ),
+        (
+            req::<AddSecurityGroup>(json!({"vpc": "tenant-b", "name": "sg"})),
+            "1 security group",
+        ),
+        (
+            req::<AddNetworkAcl>(json!({"vpc": "tenant-b", "name": "acl"})),
+            "1 network ACL",
+        ),
+    ] {
+        let m = ok(&n, c);
+        let e = refused(&m, req::<RemoveVpc>(json!({"name": "tenant-b"})));
+        assert_eq!(
+            e.errors[0].error,
+            format!("VPC `tenant-b` still has {what}")
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subnets.
+
+#[test]
+fn add_subnet_with_a_route_table_and_a_network_acl() {
+    let s = state();
+    let n = ok(
+        &s,
+        req::<AddSubnet>(
+            json!({"vpc": "tenant-a", "name": "data", "cidr": "10.0.2.0/24",
+                   "route_table": "private", "network_acl": "fn-acl"}),
+        ),
+    );
+    let data = vpc(&n).subnets.iter().find(|x| x.name == "data").unwrap();
+    assert_eq!(vpc(&n).route_tables[data.route_table].name, "private");
+    assert_eq!(data.network_acl, Some(0));
+    assert_eq!(
+        data.gateway,
+        "10.0.2.1".parse::<std::net::Ipv4Addr>().unwrap()
+    );
+    let n = ok(
+        &n,
+        req::<AddInstance>(json!({"vpc": "tenant-a", "name": "db-1", "subnet": "data"})),
+    );
+    assert_eq!(instance_ip(&n, "db-1"), Some("10.0.2.2".parse().unwrap()));
+    // `main` and `default` are the VPC's main table and default ACL: nothing is written.
+    let m = ok(
+        &s,
+        req::<AddSubnet>(
+            json!({"vpc": "tenant-a", "name": "edge", "cidr": "10.0.3.0/24",
+                   "route_table": "main", "network_acl": "default"}),
+        ),
+    );
+    let edge = vpc(&m).subnets.iter().find(|x| x.name == "edge").unwrap();
+    assert_eq!((edge.route_table, edge.network_acl), (0, None));
+    let model = &m.model().vpc[0].subnet[2];
+    assert_eq!((&model.route_table, &model.network_acl), (&None, &None));
+}
+
+#[test]
+fn add_subnet_refusals() {
+    let s = state();
+    let e = refused(
+        &s,
+        req::<AddSubnet>(json!({"vpc": "tenant-a", "name": "public", "cidr": "10.0.9.0/24"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "already_exists", "error": "subnet `public` already exists", "field": "name",
+               "hint": "choose another name, or remove the subnet first"})
+    );
+    let e = refused(
+        &s,
+        req::<AddSubnet>(json!({"vpc": "nope", "name": "x", "cidr": "10.0.9.0/24"})),
+    );
+    assert_eq!(
+        (e.errors[0].code, e.errors[0].field.as_str()),
+        (ErrorCode::NotFound, "vpc")
+    );
+    let e = refused(
+        &s,
+        req::<AddSubnet>(
+            json!({"vpc": "tenant-a", "name": "x", "cidr": "10.0.9.0/24", "route_table": "privat"}),
+        ),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "not_found", "error": "route table `privat` does not exist",
+               "field": "route_table", "hint": "the route tables are: private"})
+    );
+    let e = refused(
+        &s,
+        req::<AddSubnet>(
+            json!({"vpc": "tenant-a", "name": "x", "cidr": "10.0.9.0/24", "network_acl": "nope"}),
+        ),
+    );
+    assert_eq!(
+        (e.errors[0].code, e.errors[0].field.as_str()),
+        (ErrorCode::NotFound, "network_acl")
+    );
+    // Overlapping another subnet, and outside the VPC: the file validator's messages.
+    let e = refused(
+        &s,
+        req::<AddSubnet>(json!({"vpc": "tenant-a", "name": "x", "cidr": "10.0.1.128/25"})),
+    );
+    same_as_file(
+        &e,
+        "[[vpc.subnet]]\nname = \"x\"\ncidr = \"10.0.1.128/25\"\n",
+        "cidr",
+    );
+    assert!(
+        e.errors[0].error.contains("overlaps subnet functions"),
+        "{e}"
+    );
+    let e = refused(
+        &s,
+        req::<AddSubnet>(json!({"vpc": "tenant-a", "name": "x", "cidr": "10.1.0.0/24"})),
+    );
+    same_as_file(
+        &e,
+        "[[vpc.subnet]]\nname = \"x\"\ncidr = \"10.1.0.0/24\"\n",
+        "cidr",
+    );
+    assert_eq!(
+        e.errors[0].error,
+        "subnet 10.1.0.0/24 is outside its VPC's CIDR 10.0.0.0/16"
+    );
+    // Too small to hold an address.
+    let e = refused(
+        &s,
+        req::<AddSubnet>(json!({"vpc": "tenant-a", "name": "x", "cidr": "10.0.9.0/31"})),
+    );
+    same_as_file(
+        &e,
+        "[[vpc.subnet]]\nname = \"x\"\ncidr = \"10.0.9.0/31\"\n",
+        "cidr",
+    );
+}
+
+#[test]
+fn remove_subnet_refused_while_instances_or_a_nat_gateway_are_in_it() {
+    let s = state();
+    let e = refused(
+        &s,
+        req::<RemoveSubnet>(json!({"vpc": "tenant-a", "name": "functions"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "dependency_violation",
+               "error": "subnet `functions` still has instance `fn-a1`, instance `fn-a2`",
+               "field": "", "hint": "remove its instances and NAT gateways first"})
+    );
+    let e = refused(
+        &s,
+        req::<RemoveSubnet>(json!({"vpc": "tenant-a", "name": "public"})),
+    );
+    assert_eq!(
+        e.errors[0].error,
+        "subnet `public` still has NAT gateway `egress`"
+    );
+    let e = refused(
+        &s,
+        req::<RemoveSubnet>(json!({"vpc": "tenant-a", "name": "nope"})),
+    );
+    assert_eq!(
+        (e.errors[0].code, e.errors[0].field.as_str()),
+        (ErrorCode::NotFound, "name")
+    );
+    let n = ok(
+        &s,
+        req::<AddSubnet>(json!({"vpc": "tenant-a", "name": "data", "cidr": "10.0.2.0/24"})),
+    );
+    let n = ok(
+        &n,
+        req::<RemoveSubnet>(json!({"vpc": "tenant-a", "name": "data"})),
+    );
+    assert_eq!(n.plan(), s.plan());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Route tables.
+
+#[test]
+fn route_table_lifecycle_and_associations() {
+    let s = state();
+    let n = ok(
+        &s,
+        req::<AddRouteTable>(json!({"vpc": "tenant-a", "name": "edge",
+                   "routes": [{"destination": "0.0.0.0/0", "target": "internet"}]})),
+    );
+    let edge = vpc(&n)
+        .route_tables
+        .iter()
+        .position(|t| t.name == "edge")
+        .unwrap();
+    // The implicit local route plus the one given.
+    assert_eq!(vpc(&n).route_tables[edge].routes.len(), 2);
+    let n = ok(
+        &n,
+        req::<AssociateRouteTable>(
+            json!({"vpc": "tenant-a", "subnet": "public", "route_table": "edge"}),
+        ),
+    );
+    assert_eq!(vpc(&n).subnets[0].route_table, edge);
+    let e = refused(
+        &n,
+        req::<RemoveRouteTable>(json!({"vpc": "tenant-a", "name": "edge"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "dependency_violation",
+               "error": "route table `edge` is associated with subnet `public`", "field": "",
+               "hint": "associate those subnets with another table (or `main`) first"})
+    );
+    // `main` returns the subnet to the main table.
+    let n = ok(
+        &n,
+        req::<AssociateRouteTable>(
+            json!({"vpc": "tenant-a", "subnet": "public", "route_table": "main"}),
+        ),
+    );
+    assert_eq!(vpc(&n).subnets[0].route_table, 0);
+    assert!(n.model().vpc[0].subnet[0].route_table.is_none());
+    let n = ok(
+        &n,
+        req::<RemoveRouteTable>(json!({"vpc": "tenant-a", "name": "edge"})),
+    );
+    assert_eq!(n.plan(), s.plan());
+    // The table the fixture's functions subnet uses.
+    let e = refused(
+        &s,
+        req::<RemoveRouteTable>(json!({"vpc": "tenant-a", "name": "private"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::DependencyViolation);
+}
+
+#[test]
+fn the_main_route_table() {
+    let s = state();
+    // Implicit in the fixture: creating it makes it explicit, with the routes given.
+    let n = ok(
+        &s,
+        req::<AddRouteTable>(json!({"vpc": "tenant-a", "name": "main",
+                   "routes": [{"destination": "192.0.2.0/24", "target": "blackhole"}]})),
+    );
+    assert_eq!(vpc(&n).route_tables[0].name, "main");
+    assert_eq!(vpc(&n).route_tables[0].routes.len(), 2);
+    let e = refused(
+        &n,
+        req::<AddRouteTable>(json!({"vpc": "tenant-a", "name": "main"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::AlreadyExists);
+    // Still the main table of `public` (which names no table): not removable.
+    let e = refused(
+        &n,
+        req::<RemoveRouteTable>(json!({"vpc": "tenant-a", "name": "main"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "dependency_violation",
+               "error": "route table `main` is the main route table of subnet `public`", "field": "",
+               "hint": "associate those subnets with another table first (associate_route_table), or change the main table's routes instead"})
+    );
+    // Once no subnet uses it, it may go: the implicit local-only main table is back.
+    let n = ok(
+        &n,
+        req::<AssociateRouteTable>(
+            json!({"vpc": "tenant-a", "subnet": "public", "route_table": "private"}),
+        ),
+    );
+    let n = ok(
+        &n,
+        req::<RemoveRouteTable>(json!({"vpc": "tenant-a", "name": "main"})),
+    );
+    assert_eq!(vpc(&n).route_tables[0].name, "main");
+    assert_eq!(vpc(&n).route_tables[0].routes.len(), 1);
+}
+
+#[test]
+fn route_table_refusals() {
+    let s = state();
+    let e = refused(
+        &s,
+        req::<AddRouteTable>(json!({"vpc": "tenant-a", "name": "private"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "already_exists", "error": "route table `private` already exists",
+               "field": "name",
+               "hint": "add routes to the existing table (add_route), or choose another name"})
+    );
+    // A route for the VPC CIDR repeats the implicit local route; an unknown NAT gateway: the
+    // file validator's messages, on the request's fields.
+    let e = refused(
+        &s,
+        req::<AddRouteTable>(json!({"vpc": "tenant-a", "name": "rt",
+                   "routes": [{"destination": "10.0.0.0/16", "target": "blackhole"}]})),
+    );
+    same_as_file(
+        &e,
+        "[[vpc.route_table]]\nname = \"rt\"\nroutes = [{ destination = \"10.0.0.0/16\", target = \"blackhole\" }]\n",
+        "routes[0].destination",
+    );
+    let e = refused(
+        &s,
+        req::<AddRouteTable>(json!({"vpc": "tenant-a", "name": "rt",
+                   "routes": [{"destination": "0.0.0.0/0", "target": "nat:egres"}]})),
+    );
+    same_as_file(
+        &e,
+        "[[vpc.route_table]]\nname = \"rt\"\nroutes = [{ destination = \"0.0.0.0/0\", target = \"nat:egres\" }]\n",
+        "routes[0].target",
+    );
+    let e = decode::<AddRouteTable>(
+        br#"{"vpc": "tenant-a", "name": "rt", "routes": [{"destination": "0.0.0.0/0", "target": "nat:"}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(first_json(&e)["field"], "routes");
+    // Names that resolve to nothing.
+    for (body, field) in [
+        (
+            json!({"vpc": "tenant-a", "subnet": "nope", "route_table": "private"}),
+            "subnet",
+        ),
+        (
+            json!({"vpc": "tenant-a", "subnet": "public", "route_table": "nope"}),
+            "route_table",
+        ),
+        (
+            json!({"vpc": "nope", "subnet": "public", "route_table": "private"}),
+            "vpc",
+        ),
+    ] {
+        let e = refused(&s, req::<AssociateRouteTable>(body));
+        assert_eq!(
+            (e.errors[0].code, e.errors[0].field.as_str()),
+            (ErrorCode::NotFound, field)
+        );
+    }
+    let e = refused(
+        &s,
+        req::<RemoveRouteTable>(json!({"vpc": "tenant-a", "name": "nope"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::NotFound);
+}
+
+// ---------------------------------------------------------------------------------------------
+// NAT gateways.
+
+#[test]
+fn add_nat_gateway_with_entries_and_settings() {
+    let s = state();
+    let n = ok(
+        &s,
+        req::<AddNatGateway>(json!({
+            "vpc": "tenant-a", "name": "egress-2", "subnet": "public", "ip": "10.0.0.50",
+            "eips": ["spare"],
+            "snat": [{"source": "10.0.1.0/24"}],
+            "dnat": [{"eip": "spare", "protocol": "udp", "port": 53, "instance": "fn-a1"}],
+            "profile": "aws", "mapping": "endpoint-independent", "port_range": "1024-65535",
+            "ports_per_instance": 64, "on_refuse": "icmp", "timeouts": {"udp": 30}
+        })),
+    );
+    let gw = &vpc(&n).nat_gateways[1];
+    assert_eq!(gw.name, "egress-2");
+    assert_eq!(gw.ip, "10.0.0.50".parse::<std::net::Ipv4Addr>().unwrap());
+    assert_eq!((gw.snat.len(), gw.dnat.len()), (1, 1));
+    assert_eq!(gw.config.port_range, (1024, 65535));
+    assert_eq!(gw.config.ports_per_owner, Some(64));
+    assert_eq!(gw.config.timeouts.udp, std::time::Duration::from_secs(30));
+    let spare = n.plan().eips.iter().find(|e| e.name == "spare").unwrap();
+    assert_eq!(spare.binding, EipBinding::NatGateway { vpc: 0, gateway: 1 });
+    // The first gateway's address did not move.
+    assert_eq!(vpc(&n).nat_gateways[0].ip, vpc(&s).nat_gateways[0].ip);
+    // Without an address and EIPs: the first free address of the subnet.
+    let m = ok(
+        &s,
+        req::<AddNatGateway>(json!({"vpc": "tenant-a", "name": "bare", "subnet": "public"})),
+    );
+    assert_eq!(
+        vpc(&m).nat_gateways[1].ip,
+        "10.0.0.3".parse::<std::net::Ipv4Addr>().unwrap()
+    );
+}
+
+#[test]
+fn add_nat_gateway_refusals() {
+    let s = state();
+    let e = refused(
+        &s,
+        req::<AddNatGateway>(json!({"vpc": "tenant-a", "name": "egress", "subnet": "public"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "already_exists", "error": "NAT gateway `egress` already exists",
+               "field": "name", "hint": "choose another name, or remove the NAT gateway first"})
+    );
+    let e = refused(
+        &s,
+        req::<AddNatGateway>(json!({"vpc": "nope", "name": "g", "subnet": "public"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::NotFound);
+    // EIPs: unknown, bound 1:1 to an instance, owned by another gateway.
+    let e = refused(
+        &s,
+        req::<AddNatGateway>(
+            json!({"vpc": "tenant-a", "name": "g", "subnet": "public", "eips": ["spare", "nope"]}),
+        ),
+    );
+    assert_eq!(
+        (e.errors[0].code, e.errors[0].field.as_str()),
+        (ErrorCode::NotFound, "eips[1]")
+    );
+    let e = refused(
+        &s,
+        req::<AddNatGateway>(
+            json!({"vpc": "tenant-a", "name": "g", "subnet": "public", "eips": ["direct"]}),
+        ),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "dependency_violation",
+               "error": "EIP `direct` is already associated with instance `tenant-a/fn-a2`",
+               "field": "", "hint": "disassociate it first"})
+    );
+    let e = refused(
+        &s,
+        req::<AddNatGateway>(
+            json!({"vpc": "tenant-a", "name": "g", "subnet": "public", "eips": ["nat-a"]}),
+        ),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::DependencyViolation);
+    // The file validator's messages: an unknown subnet, an address outside it, a zero timeout,
+    // a DNAT entry on an EIP the gateway does not own.
+    let e = refused(
+        &s,
+        req::<AddNatGateway>(json!({"vpc": "tenant-a", "name": "g", "subnet": "publik"})),
+    );
+    same_as_file(
+        &e,
+        "[[vpc.nat_gateway]]\nname = \"g\"\nsubnet = \"publik\"\n",
+        "subnet",
+    );
+    let e = refused(
+        &s,
+        req::<AddNatGateway>(
+            json!({"vpc": "tenant-a", "name": "g", "subnet": "public", "ip": "10.0.1.50"}),
+        ),
+    );
+    same_as_file(
+        &e,
+        "[[vpc.nat_gateway]]\nname = \"g\"\nsubnet = \"public\"\nip = \"10.0.1.50\"\n",
+        "ip",
+    );
+    let e = refused(
+        &s,
+        req::<AddNatGateway>(
+            json!({"vpc": "tenant-a", "name": "g", "subnet": "public", "timeouts": {"udp": 0}}),
+        ),
+    );
+    same_as_file(
+        &e,
+        "[[vpc.nat_gateway]]\nname = \"g\"\nsubnet = \"public\"\ntimeouts = { udp = 0 }\n",
+        "timeouts.udp",
+    );
+    let e = refused(
+        &s,
+        req::<AddNatGateway>(json!({"vpc": "tenant-a", "name": "g", "subnet": "public",
+            "dnat": [{"eip": "spare", "protocol": "tcp", "port": 80, "instance": "fn-a1"}]})),
+    );
+    same_as_file(
+        &e,
+        "[[vpc.nat_gateway]]\nname = \"g\"\nsubnet = \"public\"\ndnat = [{ eip = \"spare\", protocol = \"tcp\", port = 80, instance = \"fn-a1\" }]\n",
+        "dnat[0].eip",
+    );
+    // Unknown keys in nested entries are refused while decoding.
+    let e = decode::<AddNatGateway>(
+        br#"{"vpc": "tenant-a", "name": "g", "subnet": "public", "timeouts": {"udp": 1, "tcp": 2}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(first_json(&e)["error"], "unknown key `tcp`");
+}
+
+#[test]
+fn remove_nat_gateway_like_aws() {
+    let s = state();
+    // DNAT entries publish instances: removed one by one first.
+    let e = refused(
+        &s,
+        req::<RemoveNatGateway>(json!({"vpc": "tenant-a", "name": "egress"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "dependency_violation",
+               "error": "NAT gateway `egress` has 1 DNAT entry (EIP `nat-a`)", "field": "",
+               "hint": "remove its DNAT entries first (remove_dnat): they publish instances"})
+    );
+    let n = ok(
+        &s,
+        req::<RemoveDnat>(
+            json!({"vpc": "tenant-a", "nat_gateway": "egress", "eip": "nat-a", "protocol": "tcp", "port": 8080}),
+        ),
+    );
+    // A route still targets it: AWS would leave a blackhole route; vpcd refuses.
+    let e = refused(
+        &n,
+        req::<RemoveNatGateway>(json!({"vpc": "tenant-a", "name": "egress"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "dependency_violation",
+               "error": "NAT gateway `egress` is the target of route 0.0.0.0/0 in table `private`",
+               "field": "",
+               "hint": "remove those routes or point them elsewhere first (remove_route, then add_route with another target than `nat:egress`)"})
+    );
+    let n = ok(
+        &n,
+        req::<RemoveRoute>(
+            json!({"vpc": "tenant-a", "route_table": "private", "destination": "0.0.0.0/0"}),
+        ),
+    );
+    // Its SNAT entry goes with it; its EIP is disassociated and stays allocated.
+    let n = ok(
+        &n,
+        req::<RemoveNatGateway>(json!({"vpc": "tenant-a", "name": "egress"})),
+    );
+    assert!(vpc(&n).nat_gateways.is_empty());
+    let nat_a = n.plan().eips.iter().find(|e| e.name == "nat-a").unwrap();
+    assert_eq!(nat_a.binding, EipBinding::Unbound);
+    // ... so it can be released now.
+    ok(&n, req::<ReleaseEip>(json!({"name": "nat-a"})));
+    let e = refused(
+        &s,
+        req::<RemoveNatGateway>(json!({"vpc": "tenant-a", "name": "nope"})),
+    );
+    assert_eq!(
+        (e.errors[0].code, e.errors[0].field.as_str()),
+        (ErrorCode::NotFound, "name")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network ACLs.
+
+#[test]
+fn network_acl_lifecycle_and_associations() {
+    let s = state();
+    let n = ok(
+        &s,
+        req::<AddNetworkAcl>(json!({"vpc": "tenant-a", "name": "pub-acl",
+            "inbound": [{"rule": 100, "action": "allow", "protocol": "tcp", "ports": "80", "cidr": "0.0.0.0/0"}],
+            "outbound": [{"rule": 100, "action": "allow", "protocol": "all", "cidr": "0.0.0.0/0"}]})),
+    );
+    assert_eq!(vpc(&n).network_acls[1].inbound.len(), 1);
+    let n = ok(
+        &n,
+        req::<AssociateNetworkAcl>(
+            json!({"vpc": "tenant-a", "subnet": "public", "network_acl": "pub-acl"}),
+        ),
+    );
+    assert_eq!(vpc(&n).subnets[0].network_acl, Some(1));
+    let e = refused(
+        &n,
+        req::<RemoveNetworkAcl>(json!({"vpc": "tenant-a", "name": "pub-acl"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "dependency_violation",
+               "error": "network ACL `pub-acl` is associated with subnet `public`", "field": "",
+               "hint": "associate those subnets with another network ACL (or the default) first"})
+    );
+    // Absent, or `default`: back to the default (allow-all) ACL.
+    let m = ok(
+        &n,
+        req::<AssociateNetworkAcl>(json!({"vpc": "tenant-a", "subnet": "public"})),
+    );
+    assert_eq!(vpc(&m).subnets[0].network_acl, None);
+    let m = ok(
+        &n,
+        req::<AssociateNetworkAcl>(
+            json!({"vpc": "tenant-a", "subnet": "public", "network_acl": "default"}),
+        ),
+    );
+    assert_eq!(vpc(&m).subnets[0].network_acl, None);
+    let m = ok(
+        &m,
+        req::<RemoveNetworkAcl>(json!({"vpc": "tenant-a", "name": "pub-acl"})),
+    );
+    assert_eq!(m.plan(), s.plan());
+    // An ACL the VPC calls `default` is the one `default` names.
+    let d = ok(
+        &s,
+        req::<AddNetworkAcl>(json!({"vpc": "tenant-a", "name": "default"})),
+    );
+    let d = ok(
+        &d,
+        req::<AssociateNetworkAcl>(
+            json!({"vpc": "tenant-a", "subnet": "public", "network_acl": "default"}),
+        ),
+    );
+    assert_eq!(vpc(&d).subnets[0].network_acl, Some(1));
+}
+
+#[test]
+fn network_acl_refusals() {
+    let s = state();
+    let e = refused(
+        &s,
+        req::<AddNetworkAcl>(json!({"vpc": "tenant-a", "name": "fn-acl"})),
+    );
+    assert_eq!(
+        (e.errors[0].code, e.errors[0].field.as_str()),
+        (ErrorCode::AlreadyExists, "name")
+    );
+    // Rule numbers and ports: the file validator's messages, on the request's fields.
+    let e = refused(
+        &s,
+        req::<AddNetworkAcl>(json!({"vpc": "tenant-a", "name": "x",
+            "inbound": [{"rule": 40000, "action": "deny", "protocol": "tcp", "cidr": "0.0.0.0/0"}]})),
+    );
+    same_as_file(
+        &e,
+        "[[vpc.network_acl]]\nname = \"x\"\ninbound = [{ rule = 40000, action = \"deny\", protocol = \"tcp\", cidr = \"0.0.0.0/0\" }]\n",
+        "inbound[0].rule",
+    );
+    let e = refused(
+        &s,
+        req::<AddNetworkAcl>(json!({"vpc": "tenant-a", "name": "x",
+            "outbound": [{"rule": 1, "action": "deny", "protocol": "all", "ports": 22, "cidr": "0.0.0.0/0"}]})),
+    );
+    same_as_file(
+        &e,
+        "[[vpc.network_acl]]\nname = \"x\"\noutbound = [{ rule = 1, action = \"deny\", protocol = \"all\", ports = 22, cidr = \"0.0.0.0/0\" }]\n",
+        "outbound[0].ports",
+    );
+    let e = refused(
+        &s,
+        req::<RemoveNetworkAcl>(json!({"vpc": "tenant-a", "name": "fn-acl"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::DependencyViolation);
+    let e = refused(
+        &s,
+        req::<RemoveNetworkAcl>(json!({"vpc": "tenant-a", "name": "nope"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::NotFound);
+    for (body, field) in [
+        (
+            json!({"vpc": "tenant-a", "subnet": "nope", "network_acl": "fn-acl"}),
+            "subnet",
+        ),
+        (
+            json!({"vpc": "tenant-a", "subnet": "public", "network_acl": "nope"}),
+            "network_acl",
+        ),
+    ] {
+        let e = refused(&s, req::<AssociateNetworkAcl>(body));
+        assert_eq!(
+            (e.errors[0].code, e.errors[0].field.as_str()),
+            (ErrorCode::NotFound, field)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Moving an EIP (`allow_reassociation`).
+
+fn binding_of(s: &ControlState, eip: &str) -> EipBinding {
+    s.plan()
+        .eips
+        .iter()
+        .find(|e| e.name == eip)
+        .unwrap()
+        .binding
+}
+
+#[test]
+fn eip_moves_between_instances_only_with_allow_reassociation() {
+    let s = state();
+    // `direct` is fn-a2's: refused without the flag, with a hint naming it.
+    let e = refused(
+        &s,
+        req::<AssociateEip>(json!({"eip": "direct", "vpc": "tenant-a", "instance": "fn-a1"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "dependency_violation",
+               "error": "EIP `direct` is already associated with instance `tenant-a/fn-a2`",
+               "field": "",
+               "hint": "disassociate it first, or set `allow_reassociation` to move it here"})
+    );
+    let n = ok(
+        &s,
+        req::<AssociateEip>(
+            json!({"eip": "direct", "vpc": "tenant-a", "instance": "fn-a1", "allow_reassociation": true}),
+        ),
+    );
+    assert_eq!(
+        binding_of(&n, "direct"),
+        EipBinding::Instance {
+            vpc: 0,
+            instance: 0
+        }
+    );
+    assert_eq!(vpc(&n).instances[1].eip, None);
+    assert!(n.model().vpc[0].instance[1].eip.is_none());
+    // Addresses did not move.
+    assert_eq!(vpc(&n).instances, {
+        let mut old = vpc(&s).instances.clone();
+        old[0].eip = old[1].eip.take();
+        old
+    });
+}
+
+#[test]
+fn allow_reassociation_replaces_the_instances_eip() {
+    let s = state();
+    let e = refused(
+        &s,
+        req::<AssociateEip>(json!({"eip": "spare", "vpc": "tenant-a", "instance": "fn-a2"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "dependency_violation", "error": "instance `fn-a2` already has EIP `direct`",
+               "field": "",
+               "hint": "disassociate that EIP first, or set `allow_reassociation` to replace it"})
+    );
+    let n = ok(
+        &s,
+        req::<AssociateEip>(
+            json!({"eip": "spare", "vpc": "tenant-a", "instance": "fn-a2", "allow_reassociation": true}),
+        ),
+    );
+    assert_eq!(
+        binding_of(&n, "spare"),
+        EipBinding::Instance {
+            vpc: 0,
+            instance: 1
+        }
+    );
+    assert_eq!(binding_of(&n, "direct"), EipBinding::Unbound);
+    // Associating with what it is bound to already changes nothing but the generation.
+    let again = ok(
+        &n,
+        req::<AssociateEip>(
+            json!({"eip": "spare", "vpc": "tenant-a", "instance": "fn-a2", "allow_reassociation": true}),
+        ),
+    );
+    assert_eq!(again.plan(), n.plan());
+}
+
+#[test]
+fn allow_reassociation_never_takes_an_eip_from_a_nat_gateway() {
+    let s = state();
+    let e = refused(
+        &s,
+        req::<AssociateEip>(
+            json!({"eip": "nat-a", "vpc": "tenant-a", "instance": "fn-a1", "allow_reassociation": true}),
+        ),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "dependency_violation",
+               "error": "EIP `nat-a` is already associated with NAT gateway `tenant-a/egress`",
+               "field": "", "hint": "disassociate it from the gateway first, or allocate another EIP"})
+    );
+    // Nor moves an instance's EIP to a gateway.
+    let e = refused(
+        &s,
+        req::<AssociateEip>(
+            json!({"eip": "direct", "vpc": "tenant-a", "nat_gateway": "egress", "allow_reassociation": true}),
+        ),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::DependencyViolation);
+    // A target that does not exist leaves the EIP where it was.
+    let e = refused(
+        &s,
+        req::<AssociateEip>(
+            json!({"eip": "direct", "vpc": "tenant-a", "instance": "nope", "allow_reassociation": true}),
+        ),
+    );
+    assert_eq!(
+        (e.errors[0].code, e.errors[0].field.as_str()),
+        (ErrorCode::NotFound, "instance")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenAPI schemas.
+
+#[test]
+fn every_operation_has_a_request_schema_whose_references_resolve() {
+    let ops = op_schemas();
+    assert_eq!(
+        ops.iter().map(|o| o.op).collect::<Vec<_>>(),
+        Change::OPS.to_vec()
+    );
+    let all = schemas();
+    let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(names, sorted, "schemas() is sorted, each name once");
+    for o in &ops {
+        assert!(names.contains(&o.schema.as_str()), "{} has no schema", o.op);
+        assert!(o.description.is_some(), "{} is undocumented", o.op);
+        // Request bodies refuse unknown keys, and the schema says so.
+        let (_, schema) = all.iter().find(|(n, _)| n == &o.schema).unwrap();
+        let j = serde_json::to_value(schema).unwrap();
+        assert_eq!(j["additionalProperties"], json!(false), "{}: {j}", o.op);
+    }
+    // Every `$ref` in every schema names a component.
+    fn refs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    match (k.as_str(), x) {
+                        ("$ref", serde_json::Value::String(r)) => out.push(r.clone()),
+                        _ => refs(x, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for (_, s) in &all {
+        refs(&serde_json::to_value(s).unwrap(), &mut found);
+    }
+    assert!(found.iter().any(|r| r.ends_with("/PortRange")));
+    for r in found {
+        let name = r.strip_prefix("#/components/schemas/").unwrap();
+        assert!(names.contains(&name), "unresolved {r}");
+    }
+}
+
+#[test]
+fn value_schemas_describe_the_json_they_accept() {
+    let all = schemas();
+    let get = |n: &str| serde_json::to_value(&all.iter().find(|(x, _)| x == n).unwrap().1).unwrap();
+    assert_eq!(get("Cidr")["type"], "string");
+    assert_eq!(get("Addr")["format"], "ipv4");
+    assert_eq!(get("RouteTarget")["type"], "string");
+    let ports = get("PortRange");
+    assert_eq!(ports["oneOf"][0]["type"], "integer");
+    assert_eq!(ports["oneOf"][1]["type"], "string");
+    assert_eq!(
+        get("RuleProtocol")["enum"],
+        json!(["tcp", "udp", "icmp", "all"])
+    );
+    assert_eq!(
+        get("NatMapping")["enum"],
+        json!(["endpoint-independent", "address-and-port-dependent"])
+    );
+    // Optional keys are not required; `allow_reassociation` defaults to false.
+    let assoc = get("AssociateEip");
+    assert_eq!(assoc["required"], json!(["eip", "vpc"]));
+    assert_eq!(
+        assoc["properties"]["allow_reassociation"]["type"],
+        "boolean"
+    );
+    // The examples in the schemas decode.
+    for (n, ex) in [("PortRange", json!(80)), ("PortRange", json!("8000-8100"))] {
+        let body = json!({"vpc": "tenant-a", "group": "web", "direction": "ingress",
+                          "protocol": "tcp", "ports": ex, "peer": "0.0.0.0/0"});
+        decode::<AddSgRule>(body.to_string().as_bytes()).unwrap_or_else(|e| panic!("{n}: {e}"));
+    }
 }

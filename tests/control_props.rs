@@ -70,6 +70,7 @@ fn cidr() -> impl Strategy<Value = String> {
         "192.0.2.0/24",
         "10.0.1.3/24",
         "10.9.0.0/16",
+        "10.0.2.0/24",
     ])
     .prop_map(String::from)
 }
@@ -86,32 +87,111 @@ fn port() -> impl Strategy<Value = Value> {
 /// A request body for one of the operations, with values drawn from small pools so that
 /// references sometimes resolve and sometimes do not.
 fn request() -> impl Strategy<Value = (usize, Value)> {
-    (0usize..18, name(), name(), addr(), cidr(), port(), port(), any::<bool>()).prop_map(
-        |(op, n1, n2, ip, cidr, p1, p2, flag)| {
+    (
+        0..Change::OPS.len(),
+        name(),
+        name(),
+        addr(),
+        cidr(),
+        port(),
+        port(),
+        any::<bool>(),
+    )
+        .prop_map(|(op, n1, n2, ip, cidr, p1, p2, flag)| {
             let proto = if flag { "tcp" } else { "any" };
-            let body = match op {
-                0 => json!({"vpc": "a", "name": n1, "subnet": "fn", "ip": if flag { Value::Null } else { json!(ip) }, "eip": if flag { Value::Null } else { json!(n2) }}),
-                1 => json!({"vpc": "a", "name": n1}),
-                2 => json!({"name": n1, "address": ip}),
-                3 => json!({"name": n1}),
-                4 => json!({"eip": n1, "vpc": "a", "instance": n2}),
-                5 => json!({"eip": n1}),
-                6 => json!({"vpc": "a", "nat_gateway": "gw", "eip": n1, "protocol": proto, "port": p1, "instance": n2, "instance_port": p2}),
-                7 => json!({"vpc": "a", "nat_gateway": "gw", "eip": n1, "protocol": proto, "port": p1}),
-                8 => json!({"vpc": "a", "nat_gateway": "gw", "source": if flag { cidr } else { n1 }}),
-                9 => json!({"vpc": "a", "nat_gateway": "gw", "source": cidr}),
-                10 => json!({"vpc": "a", "name": n1, "ingress": [{"protocol": proto.replace("any", "udp"), "ports": p1, "peer": format!("sg:{n2}")}]}),
-                11 => json!({"vpc": "a", "name": n1}),
-                12 => json!({"vpc": "a", "group": n1, "direction": if flag { "ingress" } else { "egress" }, "protocol": "tcp", "ports": p1, "peer": cidr}),
-                13 => json!({"vpc": "a", "group": n1, "direction": "ingress", "protocol": "tcp", "ports": p1, "peer": cidr}),
-                14 => json!({"vpc": "a", "network_acl": "acl", "direction": "inbound", "rule": p1, "action": "deny", "protocol": "tcp", "ports": p2, "cidr": cidr}),
-                15 => json!({"vpc": "a", "network_acl": "acl", "direction": "inbound", "rule": p1}),
-                16 => json!({"vpc": "a", "route_table": if flag { "main" } else { "priv" }, "destination": cidr, "target": if flag { "blackhole".to_string() } else { format!("nat:{n1}") }}),
-                _ => json!({"vpc": "a", "route_table": "priv", "destination": cidr}),
+            let body = match Change::OPS[op] {
+                "add_instance" => {
+                    json!({"vpc": "a", "name": n1, "subnet": "fn", "ip": if flag { Value::Null } else { json!(ip) }, "eip": if flag { Value::Null } else { json!(n2) }})
+                }
+                "remove_instance" => json!({"vpc": "a", "name": n1}),
+                "allocate_eip" => json!({"name": n1, "address": ip}),
+                "release_eip" => json!({"name": n1}),
+                "associate_eip" => {
+                    json!({"eip": if flag { "e0".to_string() } else { n1 }, "vpc": "a", "instance": n2, "allow_reassociation": flag})
+                }
+                "disassociate_eip" => json!({"eip": n1}),
+                "add_dnat" => {
+                    json!({"vpc": "a", "nat_gateway": "gw", "eip": n1, "protocol": proto, "port": p1, "instance": n2, "instance_port": p2})
+                }
+                "remove_dnat" => {
+                    json!({"vpc": "a", "nat_gateway": "gw", "eip": n1, "protocol": proto, "port": p1})
+                }
+                "add_snat" => {
+                    json!({"vpc": "a", "nat_gateway": "gw", "source": if flag { cidr } else { n1 }})
+                }
+                "remove_snat" => json!({"vpc": "a", "nat_gateway": "gw", "source": cidr}),
+                "add_security_group" => {
+                    json!({"vpc": "a", "name": n1, "ingress": [{"protocol": proto.replace("any", "udp"), "ports": p1, "peer": format!("sg:{n2}")}]})
+                }
+                "remove_security_group" => json!({"vpc": "a", "name": n1}),
+                "add_sg_rule" => {
+                    json!({"vpc": "a", "group": n1, "direction": if flag { "ingress" } else { "egress" }, "protocol": "tcp", "ports": p1, "peer": cidr})
+                }
+                "remove_sg_rule" => {
+                    json!({"vpc": "a", "group": n1, "direction": "ingress", "protocol": "tcp", "ports": p1, "peer": cidr})
+                }
+                "add_acl_rule" => {
+                    json!({"vpc": "a", "network_acl": "acl", "direction": "inbound", "rule": p1, "action": "deny", "protocol": "tcp", "ports": p2, "cidr": cidr})
+                }
+                "remove_acl_rule" => {
+                    json!({"vpc": "a", "network_acl": "acl", "direction": "inbound", "rule": p1})
+                }
+                "add_route" => {
+                    json!({"vpc": "a", "route_table": if flag { "main" } else { "priv" }, "destination": cidr, "target": if flag { "blackhole".to_string() } else { format!("nat:{n1}") }})
+                }
+                "remove_route" => json!({"vpc": "a", "route_table": "priv", "destination": cidr}),
+                "add_vpc" => json!({"name": n1, "cidr": cidr}),
+                "remove_vpc" => json!({"name": if flag { "a".to_string() } else { n1 }}),
+                "add_subnet" => {
+                    json!({"vpc": if flag { "a".to_string() } else { n2 }, "name": n1, "cidr": cidr, "route_table": if flag { "priv" } else { "main" }, "network_acl": if flag { Value::Null } else { json!("acl") }})
+                }
+                "remove_subnet" => {
+                    json!({"vpc": "a", "name": if flag { "fn".to_string() } else { n1 }})
+                }
+                "add_route_table" => {
+                    json!({"vpc": "a", "name": n1, "routes": [{"destination": cidr, "target": if flag { "blackhole".to_string() } else { format!("nat:{n2}") }}]})
+                }
+                "remove_route_table" => {
+                    json!({"vpc": "a", "name": if flag { "priv".to_string() } else { n1 }})
+                }
+                "associate_route_table" => {
+                    json!({"vpc": "a", "subnet": if flag { "fn" } else { "pub" }, "route_table": if flag { "main".to_string() } else { n1 }})
+                }
+                "add_nat_gateway" => {
+                    json!({"vpc": "a", "name": n1, "subnet": if flag { "pub" } else { "fn" }, "eips": if flag { json!([]) } else { json!([n2]) }, "ip": if flag { Value::Null } else { json!(ip) }, "port_range": p1})
+                }
+                "remove_nat_gateway" => {
+                    json!({"vpc": "a", "name": if flag { "gw".to_string() } else { n1 }})
+                }
+                "add_network_acl" => {
+                    json!({"vpc": "a", "name": n1, "inbound": [{"rule": if flag { json!(100) } else { p1 }, "action": "deny", "protocol": if flag { "tcp" } else { "all" }, "ports": p2, "cidr": cidr}]})
+                }
+                "remove_network_acl" => {
+                    json!({"vpc": "a", "name": if flag { "acl".to_string() } else { n1 }})
+                }
+                "associate_network_acl" => {
+                    json!({"vpc": "a", "subnet": if flag { "pub" } else { "fn" }, "network_acl": if flag { json!(n1) } else { Value::Null }})
+                }
+                other => panic!("the property test does not know operation `{other}`; add it"),
             };
             (op, body)
-        },
-    )
+        })
+}
+
+/// Every instance's and NAT gateway's address, by `(VPC, kind, name)`.
+fn addresses(
+    plan: &vpcd::topology::Plan,
+) -> Vec<((String, &'static str, String), std::net::Ipv4Addr)> {
+    let mut out = Vec::new();
+    for v in &plan.vpcs {
+        for i in &v.instances {
+            out.push(((v.name.clone(), "instance", i.name.clone()), i.ip));
+        }
+        for g in &v.nat_gateways {
+            out.push(((v.name.clone(), "nat_gateway", g.name.clone()), g.ip));
+        }
+    }
+    out
 }
 
 fn decode_op(op: usize, body: &[u8]) -> Option<Change> {
@@ -134,10 +214,10 @@ proptest! {
                     prop_assert_eq!(next.generation(), state.generation() + 1);
                     let again = vpcd::topology::parse("export.toml", next.export()).unwrap();
                     prop_assert_eq!(&again, next.plan());
-                    // Addresses of instances that stay never move.
-                    for old in &state.plan().vpcs[0].instances {
-                        if let Some(new) = next.plan().vpcs[0].instances.iter().find(|i| i.name == old.name) {
-                            prop_assert_eq!(new.ip, old.ip);
+                    // Addresses of instances and NAT gateways that stay never move.
+                    for (old_v, old) in addresses(state.plan()) {
+                        if let Some((_, new)) = addresses(next.plan()).into_iter().find(|(v, _)| v == &old_v) {
+                            prop_assert_eq!(new, old);
                         }
                     }
                     state = next;
@@ -153,7 +233,7 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_bodies_never_panic(body in prop::collection::vec(any::<u8>(), 0..64), op in 0usize..18) {
+    fn arbitrary_bodies_never_panic(body in prop::collection::vec(any::<u8>(), 0..64), op in 0..Change::OPS.len()) {
         let _ = decode_op(op, &body);
     }
 }
@@ -203,7 +283,35 @@ fn every_request_type_refuses_unknown_keys() {
             17,
             json!({"vpc": "a", "route_table": "t", "destination": "0.0.0.0/0"}),
         ),
+        (18, json!({"name": "n", "cidr": "10.0.0.0/16"})),
+        (19, json!({"name": "n"})),
+        (20, json!({"vpc": "a", "name": "n", "cidr": "10.0.2.0/24"})),
+        (21, json!({"vpc": "a", "name": "n"})),
+        (
+            22,
+            json!({"vpc": "a", "name": "n", "routes": [{"destination": "0.0.0.0/0", "target": "internet"}]}),
+        ),
+        (23, json!({"vpc": "a", "name": "n"})),
+        (24, json!({"vpc": "a", "subnet": "s", "route_table": "t"})),
+        (
+            25,
+            json!({"vpc": "a", "name": "n", "subnet": "s", "timeouts": {"udp": 1}}),
+        ),
+        (26, json!({"vpc": "a", "name": "n"})),
+        (
+            27,
+            json!({"vpc": "a", "name": "n", "inbound": [{"rule": 1, "action": "deny", "protocol": "tcp", "cidr": "0.0.0.0/0"}]}),
+        ),
+        (28, json!({"vpc": "a", "name": "n"})),
+        (29, json!({"vpc": "a", "subnet": "s"})),
     ];
+    let mut covered: Vec<usize> = bodies.iter().map(|(op, _)| *op).collect();
+    covered.dedup();
+    assert_eq!(
+        covered,
+        (0..Change::OPS.len()).collect::<Vec<_>>(),
+        "a body for every operation"
+    );
     for (op, body) in bodies {
         assert!(
             decode_op(op, body.to_string().as_bytes()).is_some(),
@@ -219,8 +327,37 @@ fn every_request_type_refuses_unknown_keys() {
 }
 
 #[test]
+fn nested_request_objects_refuse_unknown_keys_too() {
+    for (op, body) in [
+        (
+            "add_route_table",
+            json!({"vpc": "a", "name": "n", "routes": [{"destination": "0.0.0.0/0", "target": "internet", "typo": 1}]}),
+        ),
+        (
+            "add_nat_gateway",
+            json!({"vpc": "a", "name": "n", "subnet": "s", "snat": [{"source": "fn", "typo": 1}]}),
+        ),
+        (
+            "add_nat_gateway",
+            json!({"vpc": "a", "name": "n", "subnet": "s", "dnat": [{"eip": "e", "protocol": "any", "instance": "i", "typo": 1}]}),
+        ),
+        (
+            "add_nat_gateway",
+            json!({"vpc": "a", "name": "n", "subnet": "s", "timeouts": {"typo": 1}}),
+        ),
+        (
+            "add_network_acl",
+            json!({"vpc": "a", "name": "n", "outbound": [{"rule": 1, "action": "deny", "protocol": "tcp", "cidr": "0.0.0.0/0", "typo": 1}]}),
+        ),
+    ] {
+        let e = Change::decode(op, body.to_string().as_bytes()).unwrap_err();
+        assert_eq!(e.errors[0].error, "unknown key `typo`", "{op}: {body}");
+    }
+}
+
+#[test]
 fn unknown_operation_is_not_found() {
-    let e = Change::decode("add_vpc", b"{}").unwrap_err();
+    let e = Change::decode("create_vpc", b"{}").unwrap_err();
     assert_eq!(e.http_status(), 404);
-    assert_eq!(e.errors[0].error, "`add_vpc` is not an operation");
+    assert_eq!(e.errors[0].error, "`create_vpc` is not an operation");
 }

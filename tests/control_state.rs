@@ -70,6 +70,7 @@ fn changed(s: &ControlState) -> ControlState {
             vpc,
             instance: Some("fn-new".into()),
             nat_gateway: None,
+            allow_reassociation: false,
         }
         .into(),
     )

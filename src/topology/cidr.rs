@@ -11,7 +11,14 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Deserializer};
 
 /// An IPv4 CIDR block whose host bits are zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// In JSON (and its OpenAPI schema) a string like `"10.0.0.0/16"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, utoipa::ToSchema)]
+#[schema(
+    value_type = String,
+    description = "An IPv4 CIDR block with its host bits zero, like \"10.0.0.0/16\"",
+    example = "10.0.1.0/24"
+)]
 pub struct Cidr(Ipv4Net);
 
 impl Cidr {
@@ -99,7 +106,15 @@ impl<'de> Deserialize<'de> for Cidr {
 }
 
 /// An IPv4 address with a clear parse error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// In JSON (and its OpenAPI schema) a string like `"10.0.1.10"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, utoipa::ToSchema)]
+#[schema(
+    value_type = String,
+    format = Ipv4,
+    description = "An IPv4 address, like \"10.0.1.10\"",
+    example = "10.0.1.10"
+)]
 pub struct Addr(pub Ipv4Addr);
 
 impl FromStr for Addr {

@@ -151,7 +151,7 @@ pub const MAX_MTU: u32 = 65520;
 pub const MIN_MTU: u32 = 576;
 
 /// How an instance or internet host is attached.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Attach {
     /// A real TUN device in a network namespace (`vpcd up`); simulated by `vpcd test`.
@@ -422,7 +422,7 @@ pub struct NatGateway {
     pub timeouts: Option<NatTimeouts>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NatProfile {
     Rfc,
@@ -431,14 +431,14 @@ pub enum NatProfile {
     Alibaba,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NatMapping {
     EndpointIndependent,
     AddressAndPortDependent,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NatFiltering {
     EndpointIndependent,
@@ -446,7 +446,7 @@ pub enum NatFiltering {
     AddressAndPortDependent,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OnRefuse {
     Drop,
@@ -496,7 +496,7 @@ pub struct DnatEntry {
     pub instance_port: Option<Spanned<u16>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DnatProtocol {
     Tcp,
@@ -530,7 +530,7 @@ pub struct SgRule {
     pub description: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleProtocol {
     Tcp,
@@ -601,7 +601,7 @@ pub struct AclRule {
     pub cidr: Spanned<Cidr>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AclAction {
     Allow,
