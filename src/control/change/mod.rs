@@ -9,11 +9,12 @@
 //! (`not_found`), that what it creates does not (`already_exists`), and that what it removes is
 //! no longer used (`dependency_violation`).
 //!
-//! One file per concept: [`vpc`] (VPCs and subnets), [`route`] (route tables and routes),
-//! [`instance`], [`eip`], [`nat`] (NAT gateways and their SNAT/DNAT entries), [`security_group`]
-//! and [`network_acl`]; [`schema`] gives the OpenAPI schema of every request. The list of
-//! operations below is the one place that names them: [`Change`], [`Change::OPS`],
-//! [`Change::decode`], [`Change::op`], the `From` impls and [`op_schemas`] all come from it.
+//! One file per concept: `vpc` (VPCs and subnets), `route` (route tables and routes),
+//! `instance`, `eip`, `nat` (NAT gateways and their SNAT/DNAT entries), `security_group` and
+//! `network_acl`; `schema` gives the OpenAPI schema of every request ([`op_schemas`],
+//! [`schemas`]). The list of operations below is the one place that names them: [`Change`],
+//! [`Change::OPS`], [`Change::decode`], [`Change::op`], the `From` impls and [`op_schemas`] all
+//! come from it.
 
 mod eip;
 mod instance;
