@@ -1,0 +1,539 @@
+//! Run-time control of flow logs and captures (the control plane's side): the status types, the
+//! [`Sinks`] methods the loop runs to check, install and remove outputs, the opened and stopped
+//! outputs that cross between the loop and a blocking thread, and the async functions an API
+//! handler calls with a [`Handle`].
+//!
+//! Protocol of each start: a query checks the request (unknown endpoint, already running) before
+//! any file is touched; a blocking task creates the files (and writes the pcap headers); a second
+//! query installs them, checking again (a reload or another request may have come in between).
+//! Each stop: a query takes the output out (the flow log's window closed at the loop's `now`); a
+//! blocking task writes what it held and closes the files.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{
+    CaptureOutput, FlowOut, FlowOutput, Sinks, known_endpoints, new_capture, new_flow_log,
+    random_seed,
+};
+use crate::observe::{Capture, CaptureFiles, FlowLog, FlowRecord, Observer, open_flow_log};
+use crate::runtime::event_loop::Shell;
+use crate::runtime::reload::Handle;
+use crate::tables::{PortId, Tables};
+use crate::time::Instant;
+
+/// The shortest and longest flow-log window accepted at run time.
+pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+pub const MAX_WINDOW: Duration = Duration::from_secs(86_400);
+
+/// Why a run-time observation request was refused. Nothing changed, except where noted.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveControlError {
+    #[error(
+        "no endpoint `{endpoint}` in the running topology (endpoints: {known}); write \
+         VPC/INSTANCE or internet/HOST"
+    )]
+    UnknownEndpoint { endpoint: String, known: String },
+    #[error("`{endpoint}` is already captured to {file}; stop that capture first")]
+    AlreadyCapturing { endpoint: String, file: String },
+    #[error("`{endpoint}` is not captured (captures: {known})")]
+    NotCapturing { endpoint: String, known: String },
+    #[error("a flow log is already written to {target}; stop it first")]
+    FlowLogRunning { target: String },
+    #[error("no flow log is running; start one first")]
+    NoFlowLog,
+    #[error(
+        "`{path}` is not an absolute path: the daemon opens it, not the client; give the full \
+         path{hint}"
+    )]
+    RelativePath { path: String, hint: &'static str },
+    #[error("a flow-log window of {0:?} is out of range: give 1 s to 24 h")]
+    BadWindow(Duration),
+    #[error("cannot create {path}: {source}")]
+    Create {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {path} failed: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "`{endpoint}` changed while its capture was set up (a reload); {path} was created but \
+         is not written: start the capture again"
+    )]
+    Moved { endpoint: String, path: String },
+    #[error("the run is stopping")]
+    Stopped,
+    #[error("a blocking file task failed: {0}")]
+    Task(String),
+}
+
+/// The running outputs, as `GET`-style status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ObserveStatus {
+    /// `null` when no flow log runs.
+    pub flow_log: Option<FlowLogStatus>,
+    pub captures: Vec<CaptureStatus>,
+}
+
+/// A flow log's state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlowLogStatus {
+    /// The file, or `-` for standard output.
+    pub target: String,
+    pub window_s: f64,
+    /// Records written so far.
+    pub records_written: u64,
+    /// Flows counted in the window that is open now.
+    pub flows_in_window: usize,
+    /// Why writing stopped (`null` while it works).
+    pub error: Option<String>,
+}
+
+/// A capture's state (also what [`stop_capture`] returns, with the final numbers).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CaptureStatus {
+    /// `VPC/INSTANCE` or `internet/HOST`.
+    pub endpoint: String,
+    /// The port's view.
+    pub file: String,
+    /// The far side of the fabric (after SNAT, before DNAT).
+    pub nat_file: String,
+    /// Packets recorded in each view (written or about to be).
+    pub packets: u64,
+    pub nat_packets: u64,
+    /// Packets not recorded because the in-memory buffer was full.
+    pub not_captured: u64,
+    /// Why writing stopped (`null` while it works).
+    pub error: Option<String>,
+}
+
+/// What [`stop_flow_log`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowLogStopped {
+    pub target: String,
+    /// Records written over the flow log's life, the last window's included.
+    pub records_written: u64,
+    /// Why writing had stopped before (its last records are lost); `null` when all went out.
+    pub error: Option<String>,
+}
+
+impl Sinks {
+    /// The running outputs.
+    pub fn status(&self, obs: &Observer) -> ObserveStatus {
+        ObserveStatus {
+            flow_log: self.flow.as_ref().map(|f| FlowLogStatus {
+                target: f.target.clone(),
+                window_s: f.window.as_secs_f64(),
+                records_written: f.written,
+                flows_in_window: obs.flow_log().map_or(0, FlowLog::active_flows),
+                error: f.error.clone(),
+            }),
+            captures: self
+                .captures
+                .iter()
+                .zip(obs.captures())
+                .map(|(out, c)| out.status(c))
+                .collect(),
+        }
+    }
+
+    /// Refuses a second flow log.
+    pub fn check_flow_log(&self) -> Result<(), ObserveControlError> {
+        match &self.flow {
+            Some(f) => Err(ObserveControlError::FlowLogRunning {
+                target: f.target.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Installs an opened flow log (loop side: no file is opened here).
+    pub fn start_flow_log(
+        &mut self,
+        obs: &mut Observer,
+        tables: &Tables,
+        epoch: Duration,
+        opened: PreparedFlowLog,
+    ) -> Result<FlowLogStatus, ObserveControlError> {
+        self.check_flow_log()?;
+        obs.set_flow_log(new_flow_log(tables, epoch, opened.seed, opened.window));
+        self.flow = Some(FlowOutput {
+            target: opened.target,
+            window: opened.window,
+            writer: Some(opened.writer),
+            written: 0,
+            error: None,
+        });
+        self.status(obs)
+            .flow_log
+            .ok_or(ObserveControlError::NoFlowLog)
+    }
+
+    /// Removes the flow log: closes its window at `now` and hands over the records not written
+    /// yet with the writer, to be written off the loop ([`StoppedFlowLog::finish`]).
+    pub fn stop_flow_log(
+        &mut self,
+        obs: &mut Observer,
+        now: Instant,
+    ) -> Result<StoppedFlowLog, ObserveControlError> {
+        let f = self.flow.take().ok_or(ObserveControlError::NoFlowLog)?;
+        let mut records = Vec::new();
+        if let Some(mut log) = obs.take_flow_log() {
+            log.flush_all(now);
+            log.drain_into(&mut records);
+        }
+        Ok(StoppedFlowLog {
+            target: f.target,
+            writer: f.writer,
+            written: f.written,
+            error: f.error,
+            records,
+        })
+    }
+
+    fn capture_index(&self, endpoint: &str) -> Option<usize> {
+        self.captures.iter().position(|c| c.endpoint == endpoint)
+    }
+
+    /// The port of `endpoint`, if it exists and is not captured yet.
+    pub fn check_capture(
+        &self,
+        tables: &Tables,
+        endpoint: &str,
+    ) -> Result<PortId, ObserveControlError> {
+        if let Some(i) = self.capture_index(endpoint) {
+            return Err(ObserveControlError::AlreadyCapturing {
+                endpoint: endpoint.to_string(),
+                file: self.captures[i].path.display().to_string(),
+            });
+        }
+        tables
+            .port_named(endpoint)
+            .ok_or_else(|| ObserveControlError::UnknownEndpoint {
+                endpoint: endpoint.to_string(),
+                known: known_endpoints(tables),
+            })
+    }
+
+    /// Installs an opened capture (loop side: no file is opened here). Refused if the endpoint
+    /// is captured already or no longer has the port the capture was made for.
+    pub fn start_capture(
+        &mut self,
+        obs: &mut Observer,
+        tables: &Tables,
+        opened: PreparedCapture,
+    ) -> Result<CaptureStatus, ObserveControlError> {
+        let port = self.check_capture(tables, &opened.endpoint)?;
+        if port != opened.capture.port() {
+            return Err(ObserveControlError::Moved {
+                path: opened.files.path.display().to_string(),
+                endpoint: opened.endpoint,
+            });
+        }
+        let i = obs.add_capture(opened.capture);
+        self.captures
+            .push(CaptureOutput::new(opened.endpoint, opened.files));
+        debug_assert_eq!(i + 1, self.captures.len());
+        let status = self.captures[i].status(&obs.captures()[i]);
+        Ok(status)
+    }
+
+    /// Removes the capture of `endpoint` and hands it over with its files, to be written off the
+    /// loop ([`StoppedCapture::finish`]).
+    pub fn stop_capture(
+        &mut self,
+        obs: &mut Observer,
+        endpoint: &str,
+    ) -> Result<StoppedCapture, ObserveControlError> {
+        let Some(i) = self.capture_index(endpoint) else {
+            let known: Vec<&str> = self.captures.iter().map(|c| c.endpoint.as_str()).collect();
+            return Err(ObserveControlError::NotCapturing {
+                endpoint: endpoint.to_string(),
+                known: if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                },
+            });
+        };
+        let Some(capture) = obs.remove_capture(i) else {
+            return Err(ObserveControlError::NotCapturing {
+                endpoint: endpoint.to_string(),
+                known: "none".into(),
+            });
+        };
+        let out = self.captures.remove(i);
+        Ok(StoppedCapture { out, capture })
+    }
+
+    /// After a swap that moved ports: `new_id[old]` is the new id of the port that had id `old`
+    /// (`None`: it went away). Captures follow their port; captures of removed ports end (what
+    /// they hold is written now, and a line on stderr says so).
+    pub fn follow_ports(&mut self, obs: &mut Observer, new_id: &[Option<usize>]) {
+        for i in (0..self.captures.len()).rev() {
+            let Some(c) = obs.capture_mut(i) else {
+                continue;
+            };
+            match new_id.get(c.port().index()).copied().flatten() {
+                Some(j) => c.set_port(PortId(j as u32)),
+                None => {
+                    self.write_capture(obs, i);
+                    let out = self.captures.remove(i);
+                    let _ = obs.remove_capture(i);
+                    eprintln!(
+                        "vpcd up: the capture of {} ends: a reload removed or replaced the \
+                         endpoint ({} and {} are complete)",
+                        out.endpoint,
+                        out.path.display(),
+                        out.nat_path.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A flow log opened off the loop, to install with [`Shell::start_flow_log`].
+pub struct PreparedFlowLog {
+    target: String,
+    writer: FlowOut,
+    window: Duration,
+    seed: u64,
+}
+
+impl PreparedFlowLog {
+    /// Opens `target` (an absolute path, created or truncated, or `-` for standard output).
+    /// Blocking: call it off the loop.
+    pub fn open(target: &str, window: Duration) -> Result<PreparedFlowLog, ObserveControlError> {
+        if !(MIN_WINDOW..=MAX_WINDOW).contains(&window) {
+            return Err(ObserveControlError::BadWindow(window));
+        }
+        if target != "-" && !Path::new(target).is_absolute() {
+            return Err(ObserveControlError::RelativePath {
+                path: target.to_string(),
+                hint: " (or - for vpcd's standard output)",
+            });
+        }
+        let writer = open_flow_log(target).map_err(|source| ObserveControlError::Create {
+            path: target.to_string(),
+            source,
+        })?;
+        Ok(PreparedFlowLog {
+            target: target.to_string(),
+            writer,
+            window,
+            seed: random_seed(),
+        })
+    }
+}
+
+/// A capture whose files are open and carry their pcap headers, to install with
+/// [`Shell::start_capture`].
+pub struct PreparedCapture {
+    endpoint: String,
+    files: CaptureFiles,
+    capture: Capture,
+}
+
+impl PreparedCapture {
+    /// Creates `file` and its `.nat.pcap` sibling for a capture of `port` (`endpoint`'s port) on
+    /// a shell whose `Instant::ZERO` is Unix time `epoch`, and writes their headers. Blocking:
+    /// call it off the loop.
+    pub fn open(
+        endpoint: &str,
+        port: PortId,
+        epoch: Duration,
+        file: &Path,
+    ) -> Result<PreparedCapture, ObserveControlError> {
+        if !file.is_absolute() {
+            return Err(ObserveControlError::RelativePath {
+                path: file.display().to_string(),
+                hint: "",
+            });
+        }
+        let create = |source| ObserveControlError::Create {
+            path: file.display().to_string(),
+            source,
+        };
+        let mut files = CaptureFiles::create(file).map_err(create)?;
+        let mut capture = new_capture(port, epoch);
+        files
+            .write(&mut capture)
+            .map_err(|source| ObserveControlError::Write {
+                path: file.display().to_string(),
+                source,
+            })?;
+        Ok(PreparedCapture {
+            endpoint: endpoint.to_string(),
+            files,
+            capture,
+        })
+    }
+}
+
+/// A flow log taken off the loop, with what it had not written yet.
+pub struct StoppedFlowLog {
+    target: String,
+    writer: Option<FlowOut>,
+    written: u64,
+    error: Option<String>,
+    records: Vec<FlowRecord>,
+}
+
+impl StoppedFlowLog {
+    /// Writes the remaining records and closes the output. Blocking: call it off the loop.
+    pub fn finish(self) -> Result<FlowLogStopped, ObserveControlError> {
+        let write_err = |source| ObserveControlError::Write {
+            path: self.target.clone(),
+            source,
+        };
+        let Some(mut out) = self.writer else {
+            return Ok(FlowLogStopped {
+                target: self.target.clone(),
+                records_written: self.written,
+                error: self.error,
+            });
+        };
+        out.write(&self.records).map_err(write_err)?;
+        let records_written = out.written();
+        out.into_inner().map_err(write_err)?;
+        Ok(FlowLogStopped {
+            target: self.target.clone(),
+            records_written,
+            error: None,
+        })
+    }
+}
+
+/// A capture taken off the loop, with what it had not written yet.
+pub struct StoppedCapture {
+    out: CaptureOutput,
+    capture: Capture,
+}
+
+impl StoppedCapture {
+    /// Writes what the capture still holds and closes both files; returns the final numbers.
+    /// Blocking: call it off the loop.
+    pub fn finish(mut self) -> Result<CaptureStatus, ObserveControlError> {
+        if let Some(files) = &mut self.out.files
+            && let Err(source) = files.write(&mut self.capture)
+        {
+            return Err(ObserveControlError::Write {
+                path: self.out.path.display().to_string(),
+                source,
+            });
+        }
+        Ok(self.out.status(&self.capture))
+    }
+}
+
+/// Runs blocking file work on tokio's blocking pool (the loop shares the runtime's thread).
+async fn off_loop<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ObserveControlError> + Send + 'static,
+) -> Result<T, ObserveControlError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ObserveControlError::Task(e.to_string()))?
+}
+
+async fn on_loop<R: Send + 'static>(
+    handle: &Handle,
+    f: impl FnOnce(&mut Shell) -> Result<R, ObserveControlError> + Send + 'static,
+) -> Result<R, ObserveControlError> {
+    handle
+        .query(f)
+        .await
+        .map_err(|_| ObserveControlError::Stopped)?
+}
+
+/// The running flow log and captures.
+pub async fn status(handle: &Handle) -> Result<ObserveStatus, ObserveControlError> {
+    on_loop(handle, |s| Ok(s.observe_status())).await
+}
+
+/// Starts a flow log to `target` (an absolute path, created or truncated, or `-`) with windows of
+/// `window`. Refused while one runs (the file is then not touched).
+pub async fn start_flow_log(
+    handle: &Handle,
+    target: String,
+    window: Duration,
+) -> Result<FlowLogStatus, ObserveControlError> {
+    on_loop(handle, |s| s.check_flow_log()).await?;
+    let opened = off_loop(move || PreparedFlowLog::open(&target, window)).await?;
+    on_loop(handle, move |s| s.start_flow_log(opened)).await
+}
+
+/// Stops the flow log: its open window is closed now and every record is written.
+pub async fn stop_flow_log(handle: &Handle) -> Result<FlowLogStopped, ObserveControlError> {
+    let stopped = on_loop(handle, |s| s.stop_flow_log()).await?;
+    off_loop(move || stopped.finish()).await
+}
+
+/// Starts capturing `endpoint` (`VPC/INSTANCE` or `internet/HOST`) to `file` and
+/// `file`'s `.nat.pcap` sibling (as `--capture` does). Refused for an unknown endpoint or one
+/// captured already (the files are then not touched).
+pub async fn start_capture(
+    handle: &Handle,
+    endpoint: String,
+    file: PathBuf,
+) -> Result<CaptureStatus, ObserveControlError> {
+    let ep = endpoint.clone();
+    let (port, epoch) = on_loop(handle, move |s| Ok((s.check_capture(&ep)?, s.epoch()))).await?;
+    let opened = off_loop(move || PreparedCapture::open(&endpoint, port, epoch, &file)).await?;
+    on_loop(handle, move |s| s.start_capture(opened)).await
+}
+
+/// Stops the capture of `endpoint`; everything it recorded is written. Returns the final numbers.
+pub async fn stop_capture(
+    handle: &Handle,
+    endpoint: String,
+) -> Result<CaptureStatus, ObserveControlError> {
+    let stopped = on_loop(handle, move |s| s.stop_capture(&endpoint)).await?;
+    off_loop(move || stopped.finish()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::DEFAULT_WINDOW;
+
+    #[test]
+    fn relative_paths_and_bad_windows_are_refused_before_anything_is_opened() {
+        let e = PreparedFlowLog::open("flows.jsonl", DEFAULT_WINDOW)
+            .err()
+            .expect("relative");
+        assert!(e.to_string().contains("or - for"), "{e}");
+        let e = PreparedFlowLog::open("/tmp/x", Duration::ZERO)
+            .err()
+            .expect("zero window");
+        assert!(matches!(e, ObserveControlError::BadWindow(_)), "{e}");
+        let e = PreparedCapture::open("t/a", PortId(0), Duration::ZERO, Path::new("a.pcap"))
+            .err()
+            .expect("relative");
+        assert!(e.to_string().contains("not an absolute path"), "{e}");
+        assert!(!Path::new("a.pcap").exists());
+    }
+
+    #[test]
+    fn an_uncreatable_file_is_an_error_naming_it() {
+        let e = PreparedCapture::open(
+            "t/a",
+            PortId(0),
+            Duration::ZERO,
+            Path::new("/nonexistent-dir-vpcd/a.pcap"),
+        )
+        .err()
+        .expect("no such directory");
+        assert!(
+            e.to_string().contains("/nonexistent-dir-vpcd/a.pcap"),
+            "{e}"
+        );
+    }
+}
