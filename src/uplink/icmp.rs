@@ -183,13 +183,17 @@ impl Icmp {
             return;
         };
         flow.last_active = now;
+        // Sends go straight to the kernel (tokio's `try_send` waits for a writability event a
+        // fresh socket has not had yet); a full buffer drops the request.
         let sent = match &flow.host {
             // The kernel writes its own identifier and checksum.
-            Host::Datagram(s) => s.try_send(&echo_message(false, 0, seq, payload)),
+            Host::Datagram(s) => {
+                socket2::SockRef::from(s).send(&echo_message(false, 0, seq, payload))
+            }
             Host::Raw { socket, ident } => match self.raw.get(*socket) {
-                Some(r) => r.socket.try_send_to(
+                Some(r) => socket2::SockRef::from(&r.socket).send_to(
                     &echo_message(false, *ident, seq, payload),
-                    SocketAddr::from((key.dst, 0)),
+                    &SocketAddr::from((key.dst, 0)).into(),
                 ),
                 None => Err(io::ErrorKind::NotFound.into()),
             },

@@ -110,7 +110,9 @@ impl Udp {
             return;
         };
         flow.last_active = now;
-        match flow.socket.try_send(payload) {
+        // Straight to the kernel: tokio's `try_send` waits for a writability event first, which
+        // a fresh socket has not had yet. A full socket buffer drops the datagram, as UDP may.
+        match socket2::SockRef::from(&flow.socket).send(payload) {
             Ok(n) => ctx.counters.bytes_to_host += n as u64,
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 // An earlier datagram was refused; this one may go through on a retry.
