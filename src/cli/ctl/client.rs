@@ -201,7 +201,7 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// What came back is not an HTTP/1.1 response.
-    #[error("the API at {endpoint} sent an answer that is not HTTP")]
+    #[error("the API at {endpoint} sent an answer that is not HTTP, or cut it short")]
     NotHttp { endpoint: Endpoint },
 }
 

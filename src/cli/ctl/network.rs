@@ -6,7 +6,7 @@
 //! `route_table`, a repeated `--eip` is `eips`). Nothing is validated here that the API checks
 //! itself, except the `VPC/NAME` form of a reference, so there is one set of messages.
 
-use clap::{ArgGroup, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::table::{Table, cell, field, fields, list};
@@ -508,6 +508,8 @@ pub enum NatGatewayCommand {
         /// An allocated EIP it owns (repeatable).
         #[arg(long = "eip", value_name = "EIP")]
         eips: Vec<String>,
+        #[command(flatten)]
+        behaviour: Box<NatBehaviour>,
     },
     /// Delete a NAT gateway no route targets (its EIPs stay allocated).
     Remove { vpc: String, name: String },
@@ -535,15 +537,21 @@ impl NatGatewayCommand {
                 subnet,
                 ip,
                 eips,
+                behaviour,
             } => Call::op(
                 "add_nat_gateway",
-                body(vec![
-                    ("vpc", json!(vpc)),
-                    ("name", json!(name)),
-                    ("subnet", json!(subnet)),
-                    ("ip", json!(ip)),
-                    ("eips", list_or_null(eips)),
-                ]),
+                body(
+                    [
+                        ("vpc", json!(vpc)),
+                        ("name", json!(name)),
+                        ("subnet", json!(subnet)),
+                        ("ip", json!(ip)),
+                        ("eips", list_or_null(eips)),
+                    ]
+                    .into_iter()
+                    .chain(behaviour.fields())
+                    .collect(),
+                ),
                 format!("added nat gateway {vpc}/{name}"),
             ),
             NatGatewayCommand::Remove { vpc, name } => Call::op(
@@ -552,6 +560,80 @@ impl NatGatewayCommand {
                 format!("removed nat gateway {vpc}/{name}"),
             ),
         }
+    }
+}
+
+/// How a new NAT gateway behaves, each overriding its profile (the topology file's keys; SNAT
+/// and DNAT entries are added with `vpcd ctl snat add` / `dnat add`, timeouts with `apply`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "NAT behaviour")]
+pub struct NatBehaviour {
+    /// Preset of behaviours and timeouts (default `rfc`).
+    #[arg(long, value_parser = ["rfc", "aws", "gcp", "alibaba"])]
+    profile: Option<String>,
+    /// Overrides the profile's mapping (RFC 4787).
+    #[arg(long, value_parser = ["endpoint-independent", "address-and-port-dependent"])]
+    mapping: Option<String>,
+    /// Overrides the profile's filtering (RFC 4787).
+    #[arg(long, value_parser = ["endpoint-independent", "address-dependent",
+                                "address-and-port-dependent"])]
+    filtering: Option<String>,
+    /// External ports handed out, e.g. 1024-65535.
+    #[arg(long)]
+    port_range: Option<String>,
+    /// Keep the instance's source port when it is free.
+    #[arg(long, value_name = "BOOL")]
+    port_preservation: Option<bool>,
+    /// A block of ports reserved per instance (GCP's min_ports_per_vm).
+    #[arg(long, value_name = "N")]
+    ports_per_instance: Option<u16>,
+    /// Hard upper bound on the connection table.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<u32>,
+    /// Upper bound on one instance's connections.
+    #[arg(long, value_name = "N")]
+    max_connections_per_instance: Option<u32>,
+    /// Rate limit on one instance's new connections.
+    #[arg(long, value_name = "N")]
+    new_connections_per_second_per_instance: Option<u32>,
+    /// Seconds a freed external port waits before another flow may use it.
+    #[arg(long, value_name = "SECONDS")]
+    port_reuse_delay: Option<u32>,
+    /// When the table is full, drop a half-open or closing flow to make room.
+    #[arg(long, value_name = "BOOL")]
+    early_drop: Option<bool>,
+    /// What a refused new flow gets.
+    #[arg(long, value_parser = ["drop", "icmp"])]
+    on_refuse: Option<String>,
+    /// Answer a packet of an expired TCP flow with a RST.
+    #[arg(long, value_name = "BOOL")]
+    rst_on_expired: Option<bool>,
+}
+
+impl NatBehaviour {
+    /// The body fields (`null` for what is not given: left out).
+    fn fields(&self) -> Vec<(&'static str, Value)> {
+        vec![
+            ("profile", json!(self.profile)),
+            ("mapping", json!(self.mapping)),
+            ("filtering", json!(self.filtering)),
+            ("port_range", json!(self.port_range)),
+            ("port_preservation", json!(self.port_preservation)),
+            ("ports_per_instance", json!(self.ports_per_instance)),
+            ("max_connections", json!(self.max_connections)),
+            (
+                "max_connections_per_instance",
+                json!(self.max_connections_per_instance),
+            ),
+            (
+                "new_connections_per_second_per_instance",
+                json!(self.new_connections_per_second_per_instance),
+            ),
+            ("port_reuse_delay", json!(self.port_reuse_delay)),
+            ("early_drop", json!(self.early_drop)),
+            ("on_refuse", json!(self.on_refuse)),
+            ("rst_on_expired", json!(self.rst_on_expired)),
+        ]
     }
 }
 
