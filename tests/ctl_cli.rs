@@ -585,8 +585,8 @@ fn lists_render_aligned_tables() {
         (vec!["capture", "list"], "/v1/captures",
          json!([{"endpoint": "a/f1", "file": "/tmp/f1.pcap", "nat_file": "/tmp/f1.nat.pcap",
                  "packets": 12}]),
-         "ENDPOINT  FILE          NAT_FILE          PACKETS\n\
-          a/f1      /tmp/f1.pcap  /tmp/f1.nat.pcap  12\n"),
+         "ENDPOINT  FILE          NAT_FILE          PACKETS  NAT_PACKETS\n\
+          a/f1      /tmp/f1.pcap  /tmp/f1.nat.pcap  12       -\n"),
         (vec!["ops"], "/v1/ops", json!(["add_instance", "remove_instance"]),
          "add_instance\nremove_instance\n"),
     ];
@@ -806,13 +806,14 @@ fn conntrack_flush() {
     assert_eq!(stdout(&out), "flushed 3 connection(s) of instance a/f1\n");
     let (req, out) = exchange(
         &["conntrack", "flush", "--gateway", "a/egress"],
-        json_reply(200, json!({"flushed": 0})),
+        json_reply(200, json!({"flushed": 5, "nat_sessions": 2, "sg_flows": 3})),
     );
     exits(&out, 0);
     assert_eq!(req.json(), json!({"gateway": "a/egress"}));
     assert_eq!(
         stdout(&out),
-        "flushed 0 connection(s) of nat gateway a/egress\n"
+        "flushed 5 connection(s) of nat gateway a/egress (2 NAT session(s), 3 security-group \
+         flow(s))\n"
     );
 
     let fake = Fake::unix(vec![]);
@@ -907,6 +908,78 @@ fn capture_start_stop() {
     assert_eq!(
         stdout(&out),
         "stopped capturing a/f1: 7 packet(s) in /x/f1.pcap and /x/f1.nat.pcap\n"
+    );
+}
+
+/// The capture objects may carry the NAT view's count, packets lost to a full buffer and a write
+/// error: the list and `stop` show them.
+#[test]
+fn capture_counts_and_errors() {
+    let cap = json!({"endpoint": "a/f1", "file": "/x/f1.pcap", "nat_file": "/x/f1.nat.pcap",
+                     "packets": 7, "nat_packets": 6, "not_captured": 2,
+                     "error": "No space left on device"});
+    let (_, out) = exchange(&["capture", "list"], json_reply(200, json!([cap.clone()])));
+    exits(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "ENDPOINT  FILE        NAT_FILE        PACKETS  NAT_PACKETS\n\
+         a/f1      /x/f1.pcap  /x/f1.nat.pcap  7        6\n\
+         a/f1: 2 packet(s) not captured (buffer full)\n\
+         a/f1: writing stopped: No space left on device\n"
+    );
+    let (_, out) = exchange(&["capture", "stop", "a/f1"], json_reply(200, cap));
+    exits(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "stopped capturing a/f1: 7 packet(s) in /x/f1.pcap, 6 in /x/f1.nat.pcap\n\
+         a/f1: 2 packet(s) not captured (buffer full)\n\
+         a/f1: writing stopped: No space left on device\n"
+    );
+}
+
+/// A flow log that is off may be `null`; the record count may be `records_written`, with the
+/// open window's flows and a write error.
+#[test]
+fn flow_log_objects_of_either_shape() {
+    let (_, out) = exchange(&["flow-log", "status"], json_reply(200, Value::Null));
+    exits(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "ACTIVE    no\nTARGET    -\nWINDOW_S  -\nRECORDS   -\n"
+    );
+    let (_, out) = exchange(
+        &["flow-log", "status"],
+        json_reply(
+            200,
+            json!({"target": "/x/f.jsonl", "window_s": 60.0, "records_written": 4,
+                   "flows_in_window": 2, "error": null}),
+        ),
+    );
+    exits(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "ACTIVE           yes\n\
+         TARGET           /x/f.jsonl\n\
+         WINDOW_S         60.0\n\
+         RECORDS          4\n\
+         FLOWS_IN_WINDOW  2\n"
+    );
+    let (_, out) = exchange(
+        &["flow-log", "stop"],
+        json_reply(
+            200,
+            json!({"target": "/x/f.jsonl", "records_written": 9, "error": "disk full"}),
+        ),
+    );
+    exits(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        "stopped the flow log\n\
+         ACTIVE    no\n\
+         TARGET    /x/f.jsonl\n\
+         WINDOW_S  -\n\
+         RECORDS   9\n\
+         ERROR     disk full\n"
     );
 }
 

@@ -127,10 +127,16 @@ impl ConntrackCommand {
                 split_ref(&format!("--{key}"), value)?;
                 let what = format!("{what} {value}");
                 Call::post("/v1/conntrack/flush", json!({key: value}), move |v| {
-                    Ok(format!(
-                        "flushed {} connection(s) of {what}",
-                        field(v, "flushed")
-                    ))
+                    let mut line =
+                        format!("flushed {} connection(s) of {what}", field(v, "flushed"));
+                    if !v["nat_sessions"].is_null() || !v["sg_flows"].is_null() {
+                        line.push_str(&format!(
+                            " ({} NAT session(s), {} security-group flow(s))",
+                            field(v, "nat_sessions"),
+                            field(v, "sg_flows")
+                        ));
+                    }
+                    Ok(line)
                 })
             }
         })
@@ -200,7 +206,7 @@ pub enum FlowLogCommand {
 impl FlowLogCommand {
     pub(super) fn call(&self) -> Call {
         match self {
-            FlowLogCommand::Status => Call::get("/v1/flow-log".into(), |v| Ok(flow_log(v))),
+            FlowLogCommand::Status => Call::get("/v1/flow-log".into(), |v| Ok(flow_log(v, true))),
             FlowLogCommand::Start { target, window } => {
                 let target = if target == "-" {
                     target.clone()
@@ -210,31 +216,39 @@ impl FlowLogCommand {
                 Call::post(
                     "/v1/flow-log/start",
                     body(vec![("target", json!(target)), ("window_s", json!(window))]),
-                    |v| Ok(format!("started the flow log\n{}", flow_log(v))),
+                    |v| Ok(format!("started the flow log\n{}", flow_log(v, true))),
                 )
             }
             FlowLogCommand::Stop => Call::post("/v1/flow-log/stop", json!({}), |v| {
-                Ok(format!("stopped the flow log\n{}", flow_log(v)))
+                Ok(format!("stopped the flow log\n{}", flow_log(v, false)))
             }),
         }
     }
 }
 
-/// The flow-log status object as `KEY  value` lines.
-fn flow_log(v: &Value) -> String {
-    fields(&[
-        (
-            "ACTIVE",
-            match v["active"].as_bool() {
-                Some(true) => "yes".into(),
-                Some(false) => "no".into(),
-                None => "-".into(),
-            },
-        ),
+/// The flow-log object as `KEY  value` lines. `active` is the answer's, else `running` (what
+/// the request implies: a status that is not `null`, a start, not a stop). The record count is
+/// `records` (the contract) or `records_written`; the open window's flow count and a write
+/// error are shown when the answer has them.
+fn flow_log(v: &Value, running: bool) -> String {
+    let active = v["active"].as_bool().unwrap_or(running && !v.is_null());
+    let records = match &v["records"] {
+        Value::Null => &v["records_written"],
+        r => r,
+    };
+    let mut rows = vec![
+        ("ACTIVE", if active { "yes" } else { "no" }.to_string()),
         ("TARGET", field(v, "target")),
         ("WINDOW_S", field(v, "window_s")),
-        ("RECORDS", field(v, "records")),
-    ])
+        ("RECORDS", cell(records)),
+    ];
+    if !v["flows_in_window"].is_null() {
+        rows.push(("FLOWS_IN_WINDOW", field(v, "flows_in_window")));
+    }
+    if !v["error"].is_null() {
+        rows.push(("ERROR", field(v, "error")));
+    }
+    fields(&rows)
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,12 +271,14 @@ impl CaptureCommand {
     pub(super) fn call(&self) -> Result<Call, String> {
         Ok(match self {
             CaptureCommand::List => Call::get("/v1/captures".into(), |v| {
-                let keys = ["endpoint", "file", "nat_file", "packets"];
+                let keys = ["endpoint", "file", "nat_file", "packets", "nat_packets"];
                 let mut t = Table::of_fields(&keys);
+                let mut notes = String::new();
                 for c in list(v, "captures")? {
                     t.row(keys.map(|k| field(c, k)).to_vec());
+                    notes.push_str(&capture_notes(c));
                 }
-                Ok(t.render_or("no captures"))
+                Ok(t.render_or("no captures") + &notes)
             }),
             CaptureCommand::Start { endpoint, file } => {
                 split_ref("ENDPOINT", endpoint)?;
@@ -283,17 +299,48 @@ impl CaptureCommand {
             CaptureCommand::Stop { endpoint } => {
                 split_ref("ENDPOINT", endpoint)?;
                 Call::post("/v1/captures/stop", json!({"endpoint": endpoint}), |v| {
+                    let files = match &v["nat_packets"] {
+                        Value::Null => {
+                            format!("{} and {}", field(v, "file"), field(v, "nat_file"))
+                        }
+                        n => format!(
+                            "{}, {} in {}",
+                            field(v, "file"),
+                            cell(n),
+                            field(v, "nat_file")
+                        ),
+                    };
                     Ok(format!(
-                        "stopped capturing {}: {} packet(s) in {} and {}",
+                        "stopped capturing {}: {} packet(s) in {files}\n{}",
                         field(v, "endpoint"),
                         field(v, "packets"),
-                        field(v, "file"),
-                        field(v, "nat_file")
+                        capture_notes(v)
                     ))
                 })
             }
         })
     }
+}
+
+/// What went wrong with a capture, one line each: packets dropped for a full buffer, a write
+/// error.
+fn capture_notes(c: &Value) -> String {
+    let mut out = String::new();
+    if c["not_captured"].as_u64().is_some_and(|n| n > 0) {
+        out.push_str(&format!(
+            "{}: {} packet(s) not captured (buffer full)\n",
+            field(c, "endpoint"),
+            field(c, "not_captured")
+        ));
+    }
+    if !c["error"].is_null() {
+        out.push_str(&format!(
+            "{}: writing stopped: {}\n",
+            field(c, "endpoint"),
+            field(c, "error")
+        ));
+    }
+    out
 }
 
 /// `path` made absolute against the working directory (unchanged when that is unknown).
