@@ -422,3 +422,45 @@ pub fn is_root() -> bool {
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
+
+/// A server for benchmarks: every accepted connection (served on its own thread) gets `size`
+/// bytes of [`pattern`] and a close. Runs until the process ends.
+pub fn bulk_server_forever(size: usize) -> SocketAddr {
+    let (l, addr) = listener();
+    std::thread::spawn(move || {
+        while let Ok((mut s, _)) = l.accept() {
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 256 * 1024];
+                pattern(0, &mut buf);
+                let mut sent = 0;
+                while sent < size {
+                    let n = (size - sent).min(buf.len());
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                    sent += n;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A server for benchmarks: every accepted connection (on its own thread) is read until EOF,
+/// then closed. Runs until the process ends.
+pub fn sink_server_forever() -> SocketAddr {
+    let (l, addr) = listener();
+    std::thread::spawn(move || {
+        while let Ok((mut s, _)) = l.accept() {
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 256 * 1024];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
