@@ -765,8 +765,10 @@ fn conntrack_list_sends_filters_and_renders_connections() {
             "a/f1",
             "--protocol",
             "tcp",
+            "--table",
+            "nat",
             "--limit",
-            "1",
+            "2",
         ],
         json_reply(
             200,
@@ -775,20 +777,27 @@ fn conntrack_list_sends_filters_and_renders_connections() {
                  "internal": "10.62.1.10:40000", "external": "203.0.113.10:1024",
                  "remote": "198.51.100.10:80", "instance": "f1", "state": "established",
                  "age_s": 3.25, "idle_s": 0.5, "packets_out": 5, "packets_in": 4,
-                 "bytes_out": 400, "bytes_in": 3000}],
-                   "total": 2, "truncated": true}),
+                 "bytes_out": 400, "bytes_in": 3000},
+                {"table": "sg", "vpc": "a", "gateway": null, "protocol": "udp",
+                 "internal": "10.62.1.10:5353", "external": null,
+                 "remote": "10.62.1.11:53", "instance": "a/f1", "state": "replied",
+                 "direction": "within", "age_s": 12, "idle_s": 1, "packets_out": null,
+                 "packets_in": null, "bytes_out": null, "bytes_in": null}],
+                   "total": 3, "truncated": true}),
         ),
     );
     exits(&out, 0);
     assert_eq!(
         req.line,
-        "GET /v1/conntrack?vpc=a&gateway=egress&instance=a%2Ff1&protocol=tcp&limit=1 HTTP/1.1"
+        "GET /v1/conntrack?vpc=a&gateway=egress&instance=a%2Ff1&protocol=tcp&table=nat&limit=2 \
+         HTTP/1.1"
     );
     assert_eq!(
         stdout(&out),
-        "TABLE  VPC  GATEWAY  INSTANCE  PROTOCOL  INTERNAL          EXTERNAL           REMOTE            STATE        AGE_S  IDLE_S  PACKETS  BYTES\n\
-         nat    a    egress   f1        tcp       10.62.1.10:40000  203.0.113.10:1024  198.51.100.10:80  established  3.2    0.5     5/4      400/3000\n\
-         1 of 2 connections (PACKETS and BYTES are out/in; raise --limit for more)\n"
+        "TABLE  VPC  GATEWAY  INSTANCE  PROTOCOL  INTERNAL          EXTERNAL           REMOTE            STATE        DIRECTION  AGE_S  IDLE_S  PACKETS  BYTES\n\
+         nat    a    egress   f1        tcp       10.62.1.10:40000  203.0.113.10:1024  198.51.100.10:80  established  -          3.2    0.5     5/4      400/3000\n\
+         sg     a    -        a/f1      udp       10.62.1.10:5353   -                  10.62.1.11:53     replied      within     12     1       -        -\n\
+         2 of 3 connections (PACKETS and BYTES are out/in; raise --limit for more)\n"
     );
 }
 
@@ -1183,7 +1192,6 @@ fn bad_arguments_exit_2_and_send_nothing() {
             "70000",
         ),
         (vec!["eip", "associate", "x"], "--instance"),
-        (vec!["conntrack", "list", "--instance", "f1"], "VPC/NAME"),
         (vec!["capture", "start", "f1", "/x.pcap"], "VPC/NAME"),
         (
             vec!["--url", "http://127.0.0.1:1", "status"],

@@ -70,15 +70,18 @@ pub enum ConntrackCommand {
         /// Only this VPC's.
         #[arg(long)]
         vpc: Option<String>,
-        /// Only this NAT gateway's.
+        /// Only this NAT gateway's (`VPC/GATEWAY`, or a name in every VPC).
         #[arg(long)]
         gateway: Option<String>,
-        /// Only this instance's (`VPC/NAME`).
+        /// Only this instance's (`VPC/NAME`, or a name in every VPC).
         #[arg(long, value_name = "VPC/NAME")]
         instance: Option<String>,
-        /// Only `tcp`, `udp` or `icmp`.
+        /// Only `tcp`, `udp`, `icmp` or a protocol number.
         #[arg(long)]
         protocol: Option<String>,
+        /// Only NAT sessions (`nat`) or security-group flows (`sg`).
+        #[arg(long, value_parser = ["nat", "sg"])]
+        table: Option<String>,
         /// At most N connections.
         #[arg(long, value_name = "N")]
         limit: Option<usize>,
@@ -101,11 +104,9 @@ impl ConntrackCommand {
                 gateway,
                 instance,
                 protocol,
+                table,
                 limit,
             } => {
-                if let Some(i) = instance {
-                    split_ref("--instance", i)?;
-                }
                 let path = format!(
                     "/v1/conntrack{}",
                     query(&[
@@ -113,6 +114,7 @@ impl ConntrackCommand {
                         ("gateway", gateway.clone()),
                         ("instance", instance.clone()),
                         ("protocol", protocol.clone()),
+                        ("table", table.clone()),
                         ("limit", limit.map(|l| l.to_string())),
                     ])
                 );
@@ -147,29 +149,41 @@ impl ConntrackCommand {
 fn connections(v: &Value) -> Result<String, String> {
     let conns = list(&v["connections"], "connections")?;
     let mut t = Table::new(&[
-        "TABLE", "VPC", "GATEWAY", "INSTANCE", "PROTOCOL", "INTERNAL", "EXTERNAL", "REMOTE",
-        "STATE", "AGE_S", "IDLE_S", "PACKETS", "BYTES",
+        "TABLE",
+        "VPC",
+        "GATEWAY",
+        "INSTANCE",
+        "PROTOCOL",
+        "INTERNAL",
+        "EXTERNAL",
+        "REMOTE",
+        "STATE",
+        "DIRECTION",
+        "AGE_S",
+        "IDLE_S",
+        "PACKETS",
+        "BYTES",
     ]);
     for c in conns {
         let mut row: Vec<String> = [
-            "table", "vpc", "gateway", "instance", "protocol", "internal", "external", "remote",
+            "table",
+            "vpc",
+            "gateway",
+            "instance",
+            "protocol",
+            "internal",
+            "external",
+            "remote",
             "state",
+            "direction",
         ]
         .iter()
         .map(|k| field(c, k))
         .collect();
         row.push(seconds(&c["age_s"]));
         row.push(seconds(&c["idle_s"]));
-        row.push(format!(
-            "{}/{}",
-            field(c, "packets_out"),
-            field(c, "packets_in")
-        ));
-        row.push(format!(
-            "{}/{}",
-            field(c, "bytes_out"),
-            field(c, "bytes_in")
-        ));
+        row.push(out_in(c, "packets"));
+        row.push(out_in(c, "bytes"));
         t.row(row);
     }
     if t.is_empty() {
@@ -185,6 +199,16 @@ fn connections(v: &Value) -> Result<String, String> {
         format!("{total} connection(s) (PACKETS and BYTES are out/in)\n")
     };
     Ok(t.render() + &footer)
+}
+
+/// `OUT/IN` of `{what}_out` and `{what}_in`, or `-` when the table has no counters (`sg`).
+fn out_in(c: &Value, what: &str) -> String {
+    let (o, i) = (&c[format!("{what}_out")], &c[format!("{what}_in")]);
+    if o.is_null() && i.is_null() {
+        "-".into()
+    } else {
+        format!("{}/{}", cell(o), cell(i))
+    }
 }
 
 #[derive(Debug, Subcommand)]

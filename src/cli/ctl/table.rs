@@ -105,9 +105,13 @@ pub fn field(obj: &Value, key: &str) -> String {
     cell(&obj[key])
 }
 
-/// Seconds with one decimal (`12.3`), `-` when absent.
+/// Seconds: whole as they came (`12`), fractions with one decimal (`12.3`), `-` when absent.
 pub fn seconds(v: &Value) -> String {
-    v.as_f64().map_or_else(|| "-".into(), |s| format!("{s:.1}"))
+    match (v.as_u64(), v.as_f64()) {
+        (Some(whole), _) => whole.to_string(),
+        (None, Some(s)) => format!("{s:.1}"),
+        _ => "-".into(),
+    }
 }
 
 /// The array at `v`, or an error that says the answer is not what the contract promises.
@@ -158,6 +162,7 @@ mod tests {
         assert_eq!(field(&json!({"x": 1}), "y"), "-");
         assert_eq!(field(&json!("not an object"), "y"), "-");
         assert_eq!(seconds(&json!(1.25)), "1.2");
+        assert_eq!(seconds(&json!(7)), "7");
         assert!(list(&json!({}), "VPCs").is_err());
     }
 
