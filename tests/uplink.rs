@@ -300,6 +300,8 @@ async fn udp_requests_get_their_responses() {
     assert!(ended.is_some());
     assert_eq!(p.uplink.counters().udp_expired, 1);
     drop(p);
+    let quit = std::net::UdpSocket::bind((LOOPBACK, 0)).expect("bind");
+    quit.send_to(b"quit", addr).expect("send");
     assert_eq!(server.join().expect("server"), answers.len());
 }
 
@@ -396,7 +398,9 @@ async fn host_listen_to_a_function_that_does_not_listen_resets_the_client() {
     let mut p = Pump::new(cfg);
     let listen = p.uplink.listen_addrs()[0];
     let client = std::thread::spawn(move || {
-        let mut s = TcpStream::connect_timeout(&listen, LIMIT).expect("connect to host_listen");
+        // The kernel completes the host handshake before the uplink accepts, so the reset may
+        // already be there when `connect` looks at the socket's error.
+        let mut s = TcpStream::connect_timeout(&listen, LIMIT).map_err(|e| e.kind())?;
         s.set_read_timeout(Some(LIMIT)).expect("timeout");
         let mut b = [0u8; 16];
         match s.read(&mut b) {
@@ -639,4 +643,58 @@ async fn connection_setups_in_a_row_all_open_and_close() {
     server.join().expect("server");
     let c = p.uplink.counters();
     assert_eq!((c.tcp_opened, c.tcp_reset), (n as u64, 0));
+}
+
+#[tokio::test]
+async fn a_connect_that_times_out_becomes_host_unreachable() {
+    // A listener whose accept queue is full drops further SYNs: the host connect hangs.
+    let l =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    l.bind(&SocketAddr::from((LOOPBACK, 0)).into())
+        .expect("bind");
+    l.listen(0).expect("listen");
+    let addr = l
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("an IP address");
+    let _queued = TcpStream::connect_timeout(&addr, LIMIT).expect("fills the accept queue");
+    let mut cfg = loopback_config();
+    cfg.timeouts.connect = Duration::from_millis(300);
+    let mut p = Pump::new(cfg);
+    let t0 = std::time::Instant::now();
+    let _h = p.f.connect(addr);
+    let answered = p
+        .until(LIMIT, |_, u| {
+            (u.counters().tcp_unreachable > 0).then_some(())
+        })
+        .await;
+    assert!(answered.is_some());
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    assert!(p.seen.icmp.contains(&(3, 1)), "{:?}", p.seen.icmp);
+    assert_eq!(p.uplink.active().tcp_connecting, 0);
+}
+
+#[tokio::test]
+async fn syns_beyond_the_flow_limit_are_reset() {
+    let (addr, _server) = echo_server(1);
+    let mut cfg = loopback_config();
+    cfg.limits.tcp_flows = 1;
+    let mut p = Pump::new(cfg);
+    let first = p.f.connect(addr);
+    let up = p
+        .until(LIMIT, |f, _| {
+            (f.tcp(first).state() == tcp::State::Established).then_some(())
+        })
+        .await;
+    assert!(up.is_some());
+    let second = p.f.connect(addr);
+    let refused = p
+        .until(LIMIT, |f, _| {
+            (f.tcp(second).state() == tcp::State::Closed).then_some(())
+        })
+        .await;
+    assert!(refused.is_some());
+    assert_eq!(p.uplink.counters().drops(UplinkDrop::TcpFlowLimit), 1);
+    assert_eq!(p.f.tcp(first).state(), tcp::State::Established);
 }

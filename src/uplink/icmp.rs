@@ -26,6 +26,7 @@ use super::expiry::Deadlines;
 use super::packet::{
     EchoKey, echo_message, icmp_error, ipv4_packets, parse_echo_reply, parse_raw_echo_reply,
 };
+use super::udp::{MAX_ERRORS, RECV_BATCH};
 use crate::dataplane::icmp::IcmpError;
 use crate::time::Instant;
 
@@ -280,15 +281,32 @@ impl Icmp {
             let Host::Datagram(s) = &flow.host else {
                 continue;
             };
-            while let Ok(n) = s.try_recv(scratch) {
-                if let Some((_, seq, payload)) = parse_echo_reply(&scratch[..n]) {
-                    flow.last_active = now;
-                    reply(ctx, *key, seq, payload);
+            let mut errors = 0;
+            for _ in 0..RECV_BATCH {
+                match s.try_recv(scratch) {
+                    Ok(n) => {
+                        if let Some((_, seq, payload)) = parse_echo_reply(&scratch[..n]) {
+                            flow.last_active = now;
+                            reply(ctx, *key, seq, payload);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // An ICMP error about an earlier request, reported once: read on.
+                    Err(_) => {
+                        errors += 1;
+                        if errors >= MAX_ERRORS {
+                            break;
+                        }
+                    }
                 }
             }
         }
         for (i, r) in self.raw.iter().enumerate() {
-            while let Ok((n, _)) = r.socket.try_recv_from(scratch) {
+            for _ in 0..RECV_BATCH {
+                let n = match r.socket.try_recv_from(scratch) {
+                    Ok((n, _)) => n,
+                    Err(_) => break,
+                };
                 let Some((src, ident, seq, payload)) = parse_raw_echo_reply(&scratch[..n]) else {
                     continue;
                 };

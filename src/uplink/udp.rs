@@ -20,6 +20,12 @@ use super::packet::{FlowKey, MAX_QUOTE, icmp_error, ipv4_packets, udp_segment};
 use crate::dataplane::icmp::IcmpError;
 use crate::time::Instant;
 
+/// Datagrams read from one host socket per poll (the rest wait for the next, which `ready`
+/// asks for at once).
+pub(crate) const RECV_BATCH: usize = 256;
+/// Consecutive receive errors after which a host socket is given up.
+pub(crate) const MAX_ERRORS: usize = 8;
+
 struct Flow {
     socket: UdpSocket,
     generation: u64,
@@ -33,6 +39,8 @@ pub(crate) struct Udp {
     flows: HashMap<FlowKey, Flow>,
     deadlines: Deadlines<FlowKey>,
     next_generation: u64,
+    /// Flows whose host socket keeps failing, closed at the end of the poll.
+    broken: Vec<FlowKey>,
 }
 
 fn open_socket(ctx: &Ctx<'_>, key: FlowKey) -> io::Result<UdpSocket> {
@@ -53,6 +61,7 @@ impl Udp {
             flows: HashMap::new(),
             deadlines: Deadlines::new(),
             next_generation: 0,
+            broken: Vec::new(),
         }
     }
 
@@ -125,19 +134,33 @@ impl Udp {
     /// Passes replies waiting on host sockets to the segment, and ends idle flows.
     pub(crate) fn poll(&mut self, ctx: &mut Ctx<'_>, now: Instant, scratch: &mut [u8]) {
         for (key, flow) in &mut self.flows {
-            loop {
+            let mut errors = 0;
+            for _ in 0..RECV_BATCH {
                 match flow.socket.try_recv(scratch) {
                     Ok(n) => {
                         flow.last_active = now;
                         ctx.counters.bytes_from_host += n as u64;
                         reply(ctx, *key, &scratch[..n]);
                     }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                         unreachable(ctx, *key, flow);
                     }
-                    Err(_) => break,
+                    Err(_) => {
+                        // Pending socket errors are reported once each; a socket that keeps
+                        // failing is closed rather than polled again and again.
+                        errors += 1;
+                        if errors >= MAX_ERRORS {
+                            self.broken.push(*key);
+                            break;
+                        }
+                    }
                 }
             }
+        }
+        for key in self.broken.drain(..) {
+            self.flows.remove(&key);
+            ctx.counters.drop(UplinkDrop::HostSocket);
         }
         let idle = ctx.cfg.timeouts.udp_idle;
         while let Some((key, generation)) = self.deadlines.pop_due(now) {

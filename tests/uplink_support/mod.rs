@@ -137,6 +137,19 @@ impl Function {
         n
     }
 
+    /// Drains and counts what the socket holds, without looking at it (for benchmarks).
+    pub fn discard(&mut self, h: SocketHandle) -> usize {
+        let s = self.tcp(h);
+        let mut n = 0;
+        while s.can_recv() {
+            match s.recv(|b| (b.len(), b.len())) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        }
+        n
+    }
+
     /// Drains and counts what the socket holds, folding it into `sum`.
     pub fn consume(&mut self, h: SocketHandle, sum: &mut Fnv) -> usize {
         let s = self.tcp(h);
@@ -382,7 +395,7 @@ pub fn echo_server(conns: usize) -> (SocketAddr, JoinHandle<usize>) {
     (addr, t)
 }
 
-/// A UDP server that echoes datagrams until it has been idle for a while.
+/// A UDP server that echoes datagrams until it gets `quit` or has been idle for 5 s.
 pub fn udp_echo_server() -> (SocketAddr, JoinHandle<usize>) {
     let s = UdpSocket::bind((LOOPBACK, 0)).expect("bind");
     let addr = s.local_addr().expect("address");
@@ -392,6 +405,9 @@ pub fn udp_echo_server() -> (SocketAddr, JoinHandle<usize>) {
         let mut buf = [0u8; 65536];
         let mut n_echoed = 0;
         while let Ok((n, peer)) = s.recv_from(&mut buf) {
+            if &buf[..n] == b"quit" {
+                break;
+            }
             let _ = s.send_to(&buf[..n], peer);
             n_echoed += 1;
         }
