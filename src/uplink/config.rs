@@ -165,6 +165,16 @@ impl UplinkConfig {
                 self.address
             ));
         }
+        let t = &self.timeouts;
+        if t.connect.is_zero() || t.connect >= t.tcp_idle {
+            return Err(format!(
+                "uplink connect timeout {:?} must be above zero and below tcp_idle {:?}",
+                t.connect, t.tcp_idle
+            ));
+        }
+        if t.udp_idle.is_zero() || t.icmp_idle.is_zero() {
+            return Err("uplink udp_idle and icmp_idle must be above zero".into());
+        }
         for (i, (eip, _)) in self.host_bind.iter().enumerate() {
             if self.host_bind[..i].iter().any(|(e, _)| e == eip) {
                 return Err(format!("EIP {eip} names two host_bind addresses: keep one"));
@@ -240,5 +250,8 @@ mod tests {
             target: SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 10), 0),
         });
         assert!(c.validate().unwrap_err().contains("port"));
+        let mut c = UplinkConfig::new(Ipv4Addr::new(203, 0, 113, 1));
+        c.timeouts.tcp_idle = Duration::from_secs(5);
+        assert!(c.validate().unwrap_err().contains("tcp_idle"));
     }
 }

@@ -60,7 +60,7 @@ impl fmt::Display for UplinkDrop {
 /// Counts since the uplink started. "To host" is the direction segment -> outside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UplinkCounters {
-    /// TCP flows whose host connection was made (egress) or accepted (ingress) and opened.
+    /// Egress TCP flows whose host connect succeeded (ingress ones count in `ingress_accepted`).
     pub tcp_opened: u64,
     /// Egress connects the host refused (answered with a RST to the function).
     pub tcp_refused: u64,

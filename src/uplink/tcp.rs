@@ -425,10 +425,20 @@ impl Tcp {
                     sp.abort(socket);
                     ctx.counters.tcp_expired += 1;
                 }
-                // A connect ends by itself (its timeout is shorter than any sane idle timeout).
-                State::Connecting { .. } if deadline <= now => {
-                    self.deadlines
-                        .schedule(now + Duration::from_secs(1), key, generation);
+                // A connect task ends within `timeouts.connect` (shorter than the idle timeout, as
+                // the configuration is validated): one still running now has lost its runtime.
+                State::Connecting { syn, task } if deadline <= now => {
+                    task.abort();
+                    let ident = ctx.wire.next_ident();
+                    let error = icmp_error(
+                        ctx.cfg.address,
+                        quote_of(syn),
+                        IcmpError::HostUnreachable,
+                        ident,
+                    );
+                    ctx.send(error);
+                    ctx.counters.tcp_unreachable += 1;
+                    self.flows.remove(&key);
                 }
                 _ => self.deadlines.schedule(deadline, key, generation),
             }
