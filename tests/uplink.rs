@@ -698,3 +698,39 @@ async fn syns_beyond_the_flow_limit_are_reset() {
     assert_eq!(p.uplink.counters().drops(UplinkDrop::TcpFlowLimit), 1);
     assert_eq!(p.f.tcp(first).state(), tcp::State::Established);
 }
+
+#[tokio::test]
+async fn ready_sleeps_while_nothing_happens_and_wakes_for_host_bytes() {
+    let l = std::net::TcpListener::bind((LOOPBACK, 0)).expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept");
+        wait.recv_timeout(LIMIT).expect("the test says go");
+        s.write_all(b"news").expect("write");
+    });
+    let mut p = Pump::new(loopback_config());
+    let h = p.f.connect(addr);
+    let up = p
+        .until(LIMIT, |f, _| {
+            (f.tcp(h).state() == tcp::State::Established).then_some(())
+        })
+        .await;
+    assert!(up.is_some());
+    p.step();
+    let quiet = tokio::time::timeout(Duration::from_millis(200), p.uplink.ready()).await;
+    assert!(quiet.is_err(), "ready resolved with nothing to do");
+    go.send(()).expect("server waiting");
+    let woke = tokio::time::timeout(LIMIT, p.uplink.ready()).await;
+    assert!(woke.is_ok(), "ready missed the host's bytes");
+    let mut got = Vec::new();
+    let news = p
+        .until(LIMIT, |f, _| {
+            f.read_into(h, &mut got);
+            (got.len() == 4).then_some(())
+        })
+        .await;
+    assert!(news.is_some());
+    assert_eq!(got, b"news");
+    server.join().expect("server");
+}
