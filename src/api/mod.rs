@@ -9,7 +9,13 @@
 //! - changes: `POST /v1/ops/{op}` ([`Change::decode`]'s operation names); `200` with
 //!   `{"op", "generation", "applied", "problems"}`. Unknown operation: 404; body above
 //!   [`BODY_LIMIT`]: 413;
-//! - `POST /v1/explain` `{from, to, source_port?}`: `vpcd explain` against the running tables.
+//! - `POST /v1/explain` `{from, to, source_port?}`: `vpcd explain` against the running tables;
+//! - the running dataplane, through [`Handle::query`]: `GET /v1/conntrack?vpc=&gateway=&instance=
+//!   &protocol=&table=&limit=` and `POST /v1/conntrack/flush` ([`crate::runtime::inspect`]),
+//!   `GET /v1/flow-log`, `POST /v1/flow-log/start|stop`, `GET /v1/captures`,
+//!   `POST /v1/captures/start|stop` ([`crate::runtime::observing`]), `GET /metrics`
+//!   (Prometheus text, [`metrics`]);
+//! - `GET /v1/openapi.json`: the OpenAPI document ([`openapi`]), also kept in the repository.
 //!
 //! Changes are serialized by one mutex around the [`ControlState`] (the control plane's single
 //! writer). Each follows the control core's protocol: `state.apply(&change)` (refusal → 4xx,
@@ -22,6 +28,7 @@
 
 pub mod auth;
 pub mod metrics;
+pub mod openapi;
 pub mod reads;
 
 use std::net::SocketAddr;
@@ -160,6 +167,16 @@ fn router(state: ControlState, dir: PathBuf, handle: Handle) -> Router {
         .route("/v1/ops", get(ops))
         .route("/v1/ops/{op}", post(op))
         .route("/v1/explain", post(explain))
+        .route("/v1/conntrack", get(conntrack))
+        .route("/v1/conntrack/flush", post(conntrack_flush))
+        .route("/v1/flow-log", get(flow_log))
+        .route("/v1/flow-log/start", post(flow_log_start))
+        .route("/v1/flow-log/stop", post(flow_log_stop))
+        .route("/v1/captures", get(captures))
+        .route("/v1/captures/start", post(capture_start))
+        .route("/v1/captures/stop", post(capture_stop))
+        .route("/metrics", get(metrics_text))
+        .route(openapi::PATH, get(openapi_document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
@@ -354,10 +371,10 @@ async fn op(State(s): State<Arc<Shared>>, UrlPath(op): UrlPath<String>, body: Bo
     }))
 }
 
-/// `POST /v1/explain`.
-#[derive(Debug, Deserialize)]
+/// `POST /v1/explain`: whether `from` reaches `to`, on the running tables.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ExplainRequest {
+pub struct ExplainRequest {
     /// `VPC/INSTANCE` or `internet/HOST`.
     from: String,
     /// `ADDR:PORT/PROTO`, `VPC/INSTANCE:PORT/PROTO`, `ADDR/icmp`.
@@ -417,4 +434,246 @@ async fn explain(State(s): State<Arc<Shared>>, body: Body) -> Response {
         "verdict_line": e.verdict_line(),
         "text": e.render(),
     }))
+}
+
+/// `POST /v1/conntrack/flush`: name exactly one of `instance` and `gateway`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlushRequest {
+    /// `VPC/INSTANCE`: its NAT sessions in every gateway and its security-group flows.
+    #[serde(default)]
+    instance: Option<String>,
+    /// `VPC/GATEWAY`, or `VPC/internet-gateway`: every session of the gateway.
+    #[serde(default)]
+    gateway: Option<String>,
+}
+
+/// `POST /v1/flow-log/start`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowLogStart {
+    /// An absolute path (created or truncated by the daemon), or `-` for its standard output.
+    target: String,
+    /// The aggregation window in seconds (1 to 86400; default 60).
+    #[serde(default)]
+    window_s: Option<f64>,
+}
+
+/// `POST /v1/captures/start`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureStart {
+    /// `VPC/INSTANCE` or `internet/HOST`.
+    endpoint: String,
+    /// An absolute path for the port's view; the far side of NAT goes to `FILE.nat.pcap`.
+    file: String,
+}
+
+/// `POST /v1/captures/stop`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureStop {
+    endpoint: String,
+}
+
+/// A body with nothing in it (`{}`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+fn inspect_refused(e: crate::runtime::inspect::InspectError, field: &str) -> Response {
+    let code = if e.is_not_found() {
+        ErrorCode::NotFound
+    } else {
+        ErrorCode::InvalidInput
+    };
+    error(
+        code,
+        e.to_string(),
+        field,
+        "`vpcd ctl status` lists the endpoints",
+    )
+}
+
+fn observe_refused(e: crate::runtime::observing::ObserveControlError, field: &str) -> Response {
+    use crate::runtime::observing::ObserveControlError as E;
+    let (code, field) = match &e {
+        E::UnknownEndpoint { .. } | E::NotCapturing { .. } => (ErrorCode::NotFound, field),
+        E::NoFlowLog => (ErrorCode::NotFound, ""),
+        E::AlreadyCapturing { .. } | E::FlowLogRunning { .. } | E::Moved { .. } => {
+            (ErrorCode::DependencyViolation, "")
+        }
+        // A file the daemon cannot create is the caller's path (a missing directory, no room).
+        E::RelativePath { .. } | E::BadWindow(_) | E::Create { .. } => {
+            (ErrorCode::InvalidInput, field)
+        }
+        E::Stopped => (ErrorCode::Unavailable, ""),
+        E::Write { .. } | E::Task(_) => (ErrorCode::Internal, ""),
+    };
+    error(
+        code,
+        e.to_string(),
+        field,
+        "see GET /v1/flow-log and GET /v1/captures",
+    )
+}
+
+fn value<T: serde::Serialize>(v: &T) -> Response {
+    ok(serde_json::to_value(v).unwrap_or(Value::Null))
+}
+
+async fn conntrack(State(s): State<Arc<Shared>>, uri: axum::http::Uri) -> Response {
+    use axum::extract::Query;
+    let filter = match Query::<crate::runtime::inspect::ConnFilter>::try_from_uri(&uri) {
+        Ok(Query(f)) => f,
+        Err(e) => {
+            return error(
+                ErrorCode::InvalidInput,
+                e.body_text(),
+                "",
+                "query parameters: vpc, gateway, instance, protocol, table, limit",
+            );
+        }
+    };
+    match s
+        .handle
+        .query(move |shell| shell.connections(&filter))
+        .await
+    {
+        Ok(Ok(list)) => value(&list),
+        Ok(Err(e)) => inspect_refused(e, ""),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn conntrack_flush(State(s): State<Arc<Shared>>, body: Body) -> Response {
+    use crate::runtime::inspect::FlushTarget;
+    let req: FlushRequest = match body_json(body).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let (target, field) = match (req.instance, req.gateway) {
+        (Some(i), None) => (FlushTarget::Instance(i), "instance"),
+        (None, Some(g)) => (FlushTarget::Gateway(g), "gateway"),
+        _ => {
+            return error(
+                ErrorCode::InvalidInput,
+                "name exactly one of `instance` and `gateway`",
+                "",
+                r#"{"instance": "VPC/INSTANCE"} or {"gateway": "VPC/GATEWAY"}"#,
+            );
+        }
+    };
+    match s
+        .handle
+        .query(move |shell| shell.flush_connections(&target))
+        .await
+    {
+        Ok(Ok(done)) => ok(json!({
+            "flushed": done.total(),
+            "nat_sessions": done.nat_sessions,
+            "sg_flows": done.sg_flows,
+        })),
+        Ok(Err(e)) => inspect_refused(e, field),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn flow_log(State(s): State<Arc<Shared>>) -> Response {
+    match crate::runtime::observing::status(&s.handle).await {
+        Ok(st) => value(&st.flow_log),
+        Err(e) => observe_refused(e, ""),
+    }
+}
+
+async fn flow_log_start(State(s): State<Arc<Shared>>, body: Body) -> Response {
+    let req: FlowLogStart = match body_json(body).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let window = match req.window_s {
+        None => crate::observe::DEFAULT_WINDOW,
+        Some(w) if w.is_finite() && w > 0.0 && w <= 86_400.0 => {
+            std::time::Duration::from_secs_f64(w)
+        }
+        Some(_) => {
+            return error(
+                ErrorCode::InvalidInput,
+                "window_s must be between 1 and 86400 seconds",
+                "window_s",
+                "leave it out for the default (60 s)",
+            );
+        }
+    };
+    match crate::runtime::observing::start_flow_log(&s.handle, req.target, window).await {
+        Ok(st) => value(&st),
+        Err(e) => observe_refused(e, "target"),
+    }
+}
+
+async fn flow_log_stop(State(s): State<Arc<Shared>>, body: Body) -> Response {
+    if let Err(r) = body_json::<Empty>(body).await {
+        return r;
+    }
+    match crate::runtime::observing::stop_flow_log(&s.handle).await {
+        Ok(st) => value(&st),
+        Err(e) => observe_refused(e, ""),
+    }
+}
+
+async fn captures(State(s): State<Arc<Shared>>) -> Response {
+    match crate::runtime::observing::status(&s.handle).await {
+        Ok(st) => value(&st.captures),
+        Err(e) => observe_refused(e, ""),
+    }
+}
+
+async fn capture_start(State(s): State<Arc<Shared>>, body: Body) -> Response {
+    let req: CaptureStart = match body_json(body).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let field = if req.file.starts_with('/') {
+        "endpoint"
+    } else {
+        "file"
+    };
+    match crate::runtime::observing::start_capture(&s.handle, req.endpoint, PathBuf::from(req.file))
+        .await
+    {
+        Ok(st) => value(&st),
+        Err(e) => observe_refused(e, field),
+    }
+}
+
+async fn capture_stop(State(s): State<Arc<Shared>>, body: Body) -> Response {
+    let req: CaptureStop = match body_json(body).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    match crate::runtime::observing::stop_capture(&s.handle, req.endpoint).await {
+        Ok(st) => value(&st),
+        Err(e) => observe_refused(e, "endpoint"),
+    }
+}
+
+async fn metrics_text(State(s): State<Arc<Shared>>) -> Response {
+    match s.handle.query(|shell| shell.snapshot()).await {
+        Ok(snap) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+            metrics::render(&snap),
+        )
+            .into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn openapi_document() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi::text(),
+    )
+        .into_response()
 }

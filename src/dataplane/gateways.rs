@@ -156,14 +156,13 @@ impl Gateways {
                 }
             }
             for (eip, internal) in &v.one_to_one {
-                if !old_v.one_to_one.contains(&(*eip, *internal)) {
-                    if let Err(error) = cores.igw.add_one_to_one(*eip, *internal) {
+                if !old_v.one_to_one.contains(&(*eip, *internal))
+                    && let Err(error) = cores.igw.add_one_to_one(*eip, *internal) {
                         problems.push(ReconcileProblem {
                             gateway: format!("{}/{INTERNET_GATEWAY}", v.name),
                             error,
                         });
                     }
-                }
             }
             cores.name = v.name.clone();
             self.vpcs.push(cores);
@@ -352,14 +351,13 @@ fn build_gateway(
         add_dnat(vpc, g, &mut cores, *pool, *rule, problems);
     }
     for (pool, eip, internal) in &g.dnat_any {
-        if let Some(core) = cores.pools.get_mut(*pool as usize) {
-            if let Err(error) = core.add_one_to_one(*eip, *internal) {
+        if let Some(core) = cores.pools.get_mut(*pool as usize)
+            && let Err(error) = core.add_one_to_one(*eip, *internal) {
                 problems.push(ReconcileProblem {
                     gateway: format!("{vpc}/{}", g.name),
                     error,
                 });
             }
-        }
     }
     cores
 }
@@ -372,14 +370,13 @@ fn add_dnat(
     rule: DnatRule,
     problems: &mut Vec<ReconcileProblem>,
 ) {
-    if let Some(core) = cores.pools.get_mut(pool as usize) {
-        if let Err(error) = core.add_dnat(rule) {
+    if let Some(core) = cores.pools.get_mut(pool as usize)
+        && let Err(error) = core.add_dnat(rule) {
             problems.push(ReconcileProblem {
                 gateway: format!("{vpc}/{}", g.name),
                 error,
             });
         }
-    }
 }
 
 fn same_pools(a: &NatGatewayTable, b: &NatGatewayTable) -> bool {
@@ -396,18 +393,16 @@ fn update_rules(
 ) -> Vec<ReconcileProblem> {
     let mut problems = Vec::new();
     for (pool, rule) in &old.dnat {
-        if !new.dnat.contains(&(*pool, *rule)) {
-            if let Some(core) = cores.pools.get_mut(*pool as usize) {
+        if !new.dnat.contains(&(*pool, *rule))
+            && let Some(core) = cores.pools.get_mut(*pool as usize) {
                 core.remove_dnat(now, rule.external, rule.protocol);
             }
-        }
     }
     for entry in &old.dnat_any {
-        if !new.dnat_any.contains(entry) {
-            if let Some(core) = cores.pools.get_mut(entry.0 as usize) {
+        if !new.dnat_any.contains(entry)
+            && let Some(core) = cores.pools.get_mut(entry.0 as usize) {
                 core.remove_one_to_one(entry.1);
             }
-        }
     }
     for (pool, rule) in &new.dnat {
         if !old.dnat.contains(&(*pool, *rule)) {
@@ -415,16 +410,14 @@ fn update_rules(
         }
     }
     for entry in &new.dnat_any {
-        if !old.dnat_any.contains(entry) {
-            if let Some(core) = cores.pools.get_mut(entry.0 as usize) {
-                if let Err(error) = core.add_one_to_one(entry.1, entry.2) {
+        if !old.dnat_any.contains(entry)
+            && let Some(core) = cores.pools.get_mut(entry.0 as usize)
+                && let Err(error) = core.add_one_to_one(entry.1, entry.2) {
                     problems.push(ReconcileProblem {
                         gateway: format!("{vpc}/{}", new.name),
                         error,
                     });
                 }
-            }
-        }
     }
     problems
 }

@@ -479,11 +479,10 @@ impl NatGateway {
         if p.frag == Frag::Later {
             return self.later_fragment(pkt, &p, Dir::Out, now);
         }
-        if !self.one_to_one_by_int.is_empty() {
-            if let Some(eip) = self.one_to_one_by_int.get(&p.src).copied() {
+        if !self.one_to_one_by_int.is_empty()
+            && let Some(eip) = self.one_to_one_by_int.get(&p.src).copied() {
                 return self.one_to_one(pkt, &p, Dir::Out, eip, now);
             }
-        }
         if p.l4 == L4::IcmpError {
             return self.error_out(pkt, &p);
         }
@@ -575,11 +574,10 @@ impl NatGateway {
         if p.frag == Frag::Later {
             return self.later_fragment(pkt, &p, Dir::In, now);
         }
-        if !self.one_to_one_by_eip.is_empty() {
-            if let Some(int) = self.one_to_one_by_eip.get(&p.dst).copied() {
+        if !self.one_to_one_by_eip.is_empty()
+            && let Some(int) = self.one_to_one_by_eip.get(&p.dst).copied() {
                 return self.one_to_one(pkt, &p, Dir::In, int, now);
             }
-        }
         if p.l4 == L4::IcmpError {
             return self.error_in(pkt, &p);
         }
