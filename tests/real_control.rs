@@ -606,3 +606,155 @@ fn kill_9_during_a_burst_of_api_writes_never_loses_an_acknowledged_change() {
         run.stop();
     }
 }
+
+fn ctl(run: &Run, args: &[&str]) -> std::process::Output {
+    run.vpcd().arg("ctl").args(args).output().expect("vpcd ctl")
+}
+
+fn ctl_ok(run: &Run, args: &[&str]) -> String {
+    let out = ctl(run, args);
+    assert!(
+        out.status.success(),
+        "vpcd ctl {args:?}: {}",
+        real_support::text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ctl_json(run: &Run, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = ctl_ok(run, &all);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("vpcd ctl {args:?}: {e}: {out}"))
+}
+
+/// The running dataplane through `vpcd ctl`: connections listed and flushed, metrics counted,
+/// a flow log and a capture started and stopped at run time, explain on the running tables.
+#[test]
+fn ctl_lists_and_flushes_connections_counts_metrics_and_observes_at_run_time() {
+    if !capable("real_control_observe", &["curl", "python3", "tcpdump"]) {
+        return;
+    }
+    let state = StateDir::new("observe");
+    let mut run = Run::up_with("vco", TOPOLOGY, &["--state", &state.arg()]);
+    socket(&run);
+    run.http_server("internet/web", "198.51.100.10", 80, "web page\n");
+    let flows = run.dir.join("flows.jsonl");
+    let pcap = run.dir.join("f1.pcap");
+    ctl_ok(
+        &run,
+        &[
+            "flow-log",
+            "start",
+            &flows.display().to_string(),
+            "--window",
+            "1",
+        ],
+    );
+    ctl_ok(
+        &run,
+        &["capture", "start", "a/f1", &pcap.display().to_string()],
+    );
+    let status = ctl_json(&run, &["flow-log", "status"]);
+    assert!(
+        status["target"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("flows.jsonl")),
+        "{status}"
+    );
+
+    assert_eq!(
+        run.curl("a/f1", "http://198.51.100.10/").as_deref(),
+        Ok("web page\n")
+    );
+
+    // The NAT session of that request, found by instance and by gateway.
+    let list = ctl_json(
+        &run,
+        &["conntrack", "list", "--instance", "a/f1", "--table", "nat"],
+    );
+    let rows = list["connections"].as_array().expect("rows");
+    assert!(
+        rows.iter().any(|r| r["external"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("203.0.113.30:"))
+            && r["remote"] == "198.51.100.10:80"
+            && r["gateway"] == "egress"),
+        "{list}"
+    );
+    let by_gw = ctl_json(&run, &["conntrack", "list", "--gateway", "a/egress"]);
+    assert!(by_gw["total"].as_u64().unwrap_or(0) >= 1, "{by_gw}");
+    let table = ctl_ok(&run, &["conntrack", "list", "--instance", "a/f1"]);
+    assert!(table.contains("198.51.100.10:80"), "{table}");
+
+    // Flushed: gone from the table.
+    let flushed = ctl_json(&run, &["conntrack", "flush", "--instance", "a/f1"]);
+    assert!(flushed["flushed"].as_u64().unwrap_or(0) >= 1, "{flushed}");
+    let after = ctl_json(
+        &run,
+        &["conntrack", "list", "--instance", "a/f1", "--table", "nat"],
+    );
+    assert_eq!(after["total"], 0, "{after}");
+    // Unknown names are refused with what exists.
+    let out = ctl(&run, &["conntrack", "flush", "--instance", "a/ghost"]);
+    assert_eq!(out.status.code(), Some(1), "{}", real_support::text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("f1"),
+        "{}",
+        real_support::text(&out)
+    );
+
+    // Metrics: the gateway counted the attempt and the bytes; ports are named.
+    let metrics = ctl_ok(&run, &["metrics"]);
+    let value = |prefix: &str, labels: &[&str]| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix) && labels.iter().all(|x| l.contains(x)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        value(
+            "vpcd_nat_connection_attempts_total",
+            &["gateway=\"egress\""]
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value(
+            "vpcd_port_packets_total",
+            &["endpoint=\"a/f1\"", "direction=\"rx\""]
+        ) >= 3.0,
+        "{metrics}"
+    );
+
+    // Explain over the API, on the running tables (exit 0 reachable, 1 blocked).
+    let out = ctl(&run, &["explain", "internet/web", "203.0.113.30:80/tcp"]);
+    assert_eq!(out.status.code(), Some(0), "{}", real_support::text(&out));
+    let out = ctl(&run, &["explain", "internet/web", "203.0.113.30:22/tcp"]);
+    assert_eq!(out.status.code(), Some(1), "{}", real_support::text(&out));
+
+    // Stopping writes everything: the flow log has records, the capture reads back.
+    std::thread::sleep(Duration::from_millis(1200));
+    let stopped = ctl_json(&run, &["flow-log", "stop"]);
+    assert!(
+        stopped["records_written"].as_u64().unwrap_or(0) >= 1,
+        "{stopped}"
+    );
+    let records = std::fs::read_to_string(&flows).expect("flow log");
+    assert!(records.contains("198.51.100.10"), "{records}");
+    let cap = ctl_json(&run, &["capture", "stop", "a/f1"]);
+    assert!(cap["packets"].as_u64().unwrap_or(0) >= 5, "{cap}");
+    let read = std::process::Command::new("tcpdump")
+        .args(["-nn", "-r"])
+        .arg(&pcap)
+        .output()
+        .expect("tcpdump");
+    let text = String::from_utf8_lossy(&read.stdout);
+    assert!(
+        text.contains("198.51.100.10.80"),
+        "{}",
+        real_support::text(&read)
+    );
+    run.stop();
+}
