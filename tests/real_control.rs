@@ -583,6 +583,10 @@ fn kill_9_during_a_burst_of_api_writes_never_loses_an_acknowledged_change() {
         assert!(!status.success());
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let acked = writer.join().expect("writer thread");
+        eprintln!(
+            "round {round}: killed after {delay_ms} ms, {} acknowledged allocations to find",
+            acked.len()
+        );
         let out = run.down();
         assert!(
             out.status.success(),
