@@ -2812,3 +2812,444 @@ cidr = "10.0.0.0/16"
         .to_string();
     assert!(err.contains("NAT gateway settings are inconsistent: ports_per_instance must be between 1 and the size of port_range"), "{err}");
 }
+
+// ---- the public uplink (issue 7): host_bind, host_listen, egress_allow -------------------------
+
+/// A function behind a NAT gateway (DNAT 203.0.113.10:80 -> f1:8080) and one with a 1:1 EIP, with
+/// `[internet]` appended by each test.
+const UPLINK_BASE: &str = r#"[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+egress_allow = ["192.0.2.0/24:443", "198.51.100.7", "192.0.2.0/24:8000-8099"]
+subnet = [
+  { name = "fn", cidr = "10.0.1.0/24" },
+  { name = "public", cidr = "10.0.9.0/24" },
+]
+instance = [
+  { name = "f1", subnet = "fn", ip = "10.0.1.10" },
+  { name = "e1", subnet = "public", ip = "10.0.9.20", eip = "direct" },
+]
+
+[[vpc.nat_gateway]]
+name = "egress"
+subnet = "public"
+eips = ["gw"]
+dnat = [{ eip = "gw", protocol = "tcp", port = 80, instance = "f1", instance_port = 8080, host_listen = "192.0.2.1:8080" }]
+
+[[eip]]
+name = "gw"
+address = "203.0.113.10"
+host_bind = "192.0.2.10"
+
+[[eip]]
+name = "direct"
+address = "203.0.113.20"
+host_listen = ["192.0.2.1:9000", "192.0.2.1:9001"]
+"#;
+
+#[test]
+fn uplink_plan_has_its_address_binds_listeners_and_the_allow_list() {
+    let p = ok(&format!("{UPLINK_BASE}\n[internet]\nuplink = \"host\"\n"));
+    let up = p.internet.uplink.as_ref().expect("uplink on");
+    assert_eq!(up.address, ip("198.51.100.1"));
+    let listen: Vec<String> = up
+        .listen
+        .iter()
+        .map(|l| format!("{} -> {}", l.host, l.target))
+        .collect();
+    assert_eq!(
+        listen,
+        [
+            "192.0.2.1:9000 -> 203.0.113.20:9000",
+            "192.0.2.1:9001 -> 203.0.113.20:9001",
+            "192.0.2.1:8080 -> 203.0.113.10:80",
+        ]
+    );
+    assert_eq!(p.host_binds(), [(ip("203.0.113.10"), ip("192.0.2.10"))]);
+    let allow: Vec<String> = p.vpcs[0]
+        .egress_allow
+        .as_ref()
+        .expect("a list")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        allow,
+        [
+            "192.0.2.0/24:443",
+            "198.51.100.7/32",
+            "192.0.2.0/24:8000-8099"
+        ]
+    );
+    // Off by default; `uplink = "off"` says so explicitly.
+    let off = ok("[internet]\nuplink = \"off\"\n");
+    assert_eq!(off.internet.uplink, None);
+    assert_eq!(
+        ok("[[vpc]]\nname = \"a\"\ncidr = \"10.0.0.0/16\"\n").vpcs[0].egress_allow,
+        None
+    );
+}
+
+#[test]
+fn uplink_keys_round_trip_through_the_model() {
+    let text = format!("{UPLINK_BASE}\n[internet]\nuplink = \"host\"\n");
+    let (model, plan) = vpcd::topology::parse_model("good.toml", &text).expect("valid");
+    let again = toml::to_string(&model).expect("serializes");
+    let (model2, plan2) = vpcd::topology::parse_model("again.toml", &again).expect("valid again");
+    assert_eq!(model, model2);
+    assert_eq!(plan, plan2);
+    assert!(again.contains("host_bind = \"192.0.2.10\""), "{again}");
+    assert!(again.contains("uplink = \"host\""), "{again}");
+}
+
+#[test]
+fn host_bind_and_host_listen_need_the_uplink() {
+    assert_eq!(
+        err(UPLINK_BASE),
+        r##"error: this DNAT entry has `host_listen`, but the public segment has no uplink
+  --> bad.toml:18:105
+   = at vpc[a].nat_gateway[egress].dnat[0].host_listen
+   |
+18 | dnat = [{ eip = "gw", protocol = "tcp", port = 80, instance = "f1", instance_port = 8080, host_listen = "192.0.2.1:8080" }]
+   |                                                                                                         ^^^^^^^^^^^^^^^^
+   = hint: set `uplink = "host"` in [internet], or remove this key
+
+error: EIP gw has `host_bind`, but the public segment has no uplink
+  --> bad.toml:23:13
+   = at eip[gw].host_bind
+   |
+23 | host_bind = "192.0.2.10"
+   |             ^^^^^^^^^^^^
+   = hint: set `uplink = "host"` in [internet], or remove this key
+
+error: EIP direct has `host_listen`, but the public segment has no uplink
+  --> bad.toml:28:16
+   = at eip[direct].host_listen[0]
+   |
+28 | host_listen = ["192.0.2.1:9000", "192.0.2.1:9001"]
+   |                ^^^^^^^^^^^^^^^^
+   = hint: set `uplink = "host"` in [internet], or remove this key
+
+error: EIP direct has `host_listen`, but the public segment has no uplink
+  --> bad.toml:28:34
+   = at eip[direct].host_listen[1]
+   |
+28 | host_listen = ["192.0.2.1:9000", "192.0.2.1:9001"]
+   |                                  ^^^^^^^^^^^^^^^^
+   = hint: set `uplink = "host"` in [internet], or remove this key
+
+error: bad.toml: 4 problems, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn uplink_single_host_listen_string_needs_the_uplink_too() {
+    let text = r##"[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+subnet = [{ name = "s", cidr = "10.0.1.0/24" }]
+instance = [{ name = "e", subnet = "s", eip = "d" }]
+
+[[eip]]
+name = "d"
+address = "203.0.113.20"
+host_listen = "192.0.2.1:80"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: EIP d has `host_listen`, but the public segment has no uplink
+  --> bad.toml:10:15
+   = at eip[d].host_listen
+   |
+10 | host_listen = "192.0.2.1:80"
+   |               ^^^^^^^^^^^^^^
+   = hint: set `uplink = "host"` in [internet], or remove this key
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn host_bind_must_be_an_address() {
+    let text = r##"[[eip]]
+name = "d"
+address = "203.0.113.20"
+host_bind = "192.0.2"
+
+[internet]
+uplink = "host"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `192.0.2` is not an IPv4 address
+ --> bad.toml:4:13
+  = at eip[d].host_bind
+  |
+4 | host_bind = "192.0.2"
+  |             ^^^^^^^^^
+  = hint: write it like "10.0.1.10"
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn host_bind_must_be_a_unicast_address() {
+    let text = r##"[[eip]]
+name = "d"
+address = "203.0.113.20"
+host_bind = "0.0.0.0"
+
+[internet]
+uplink = "host"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: host_bind 0.0.0.0 is not a unicast address
+ --> bad.toml:4:13
+  = at eip[d].host_bind
+  |
+4 | host_bind = "0.0.0.0"
+  |             ^^^^^^^^^
+  = hint: give an address of an interface of the host vpcd runs on
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn host_listen_port_0_is_refused() {
+    let text = r##"[[eip]]
+name = "d"
+address = "203.0.113.20"
+host_listen = "192.0.2.1:0"
+
+[internet]
+uplink = "host"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `192.0.2.1:0`: port 0 is not a valid port to listen on
+ --> bad.toml:4:15
+  = at eip[d].host_listen
+  |
+4 | host_listen = "192.0.2.1:0"
+  |               ^^^^^^^^^^^^^
+  = hint: use a port from 1 to 65535
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn host_listen_must_be_an_address_and_port() {
+    let text = r##"[[eip]]
+name = "d"
+address = "203.0.113.20"
+host_listen = ["localhost:80"]
+
+[internet]
+uplink = "host"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `localhost:80` is not a host address and port
+ --> bad.toml:4:15
+  = at eip[d].host_listen
+  |
+4 | host_listen = ["localhost:80"]
+  |               ^^^^^^^^^^^^^^^^
+  = hint: write it like "192.0.2.1:8080"
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn uplink_takes_off_or_host() {
+    let text = r##"[internet]
+uplink = "on"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `on` is not allowed here
+ --> bad.toml:2:10
+  = at internet.uplink
+  |
+2 | uplink = "on"
+  |          ^^^^
+  = hint: write one of: off, host
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn host_listeners_clash_tcp_only_and_one_to_one_eips_only() {
+    let text = r##"[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+subnet = [{ name = "s", cidr = "10.0.1.0/24" }]
+instance = [{ name = "e", subnet = "s", eip = "d" }, { name = "f", subnet = "s" }]
+nat_gateway = [{ name = "g", subnet = "s", eips = ["n"], dnat = [
+  { eip = "n", protocol = "tcp", port = 80, instance = "f", host_listen = "192.0.2.1:8080" },
+  { eip = "n", protocol = "udp", port = 53, instance = "f", host_listen = "192.0.2.1:53" },
+] }]
+
+[[eip]]
+name = "d"
+address = "203.0.113.20"
+host_listen = ["0.0.0.0:8080", "192.0.2.1:8081"]
+
+[[eip]]
+name = "n"
+address = "203.0.113.30"
+host_listen = "192.0.2.1:9000"
+
+[internet]
+uplink = "host"
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: host_listen 192.0.2.1:8080 clashes with 0.0.0.0:8080 of EIP d (line 14)
+ --> bad.toml:7:75
+  = at vpc[a].nat_gateway[g].dnat[0].host_listen
+  |
+7 |   { eip = "n", protocol = "tcp", port = 80, instance = "f", host_listen = "192.0.2.1:8080" },
+  |                                                                           ^^^^^^^^^^^^^^^^
+  = hint: every host listener needs its own address and port (0.0.0.0 and [::] take the port on every address)
+
+error: host_listen accepts TCP connections, and this DNAT entry forwards protocol "udp"
+ --> bad.toml:8:75
+  = at vpc[a].nat_gateway[g].dnat[1].host_listen
+  |
+8 |   { eip = "n", protocol = "udp", port = 53, instance = "f", host_listen = "192.0.2.1:53" },
+  |                                                                           ^^^^^^^^^^^^^^
+  = hint: set `protocol = "tcp"` (with a `port`), or remove `host_listen`
+
+error: EIP n has `host_listen`, but it is not the 1:1 EIP of an instance
+  --> bad.toml:19:15
+   = at eip[n].host_listen
+   |
+19 | host_listen = "192.0.2.1:9000"
+   |               ^^^^^^^^^^^^^^^^
+   = hint: associate it with an instance (`eip = "NAME"` on the instance); for an EIP of a NAT gateway, put `host_listen` on its DNAT entries
+
+error: bad.toml: 3 problems, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn egress_allow_port_0_is_refused() {
+    let text = r##"[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+egress_allow = ["192.0.2.0/24:0"]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `192.0.2.0/24:0`: `0` is not a port or port range
+ --> bad.toml:4:16
+  = at vpc[a].egress_allow
+  |
+4 | egress_allow = ["192.0.2.0/24:0"]
+  |                ^^^^^^^^^^^^^^^^^^
+  = hint: write a port from 1 to 65535 ("443") or a range ("8000-8099")
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn egress_allow_cidr_with_host_bits_suggests_the_block() {
+    let text = r##"[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+egress_allow = ["192.0.2.9/24:443"]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `192.0.2.9/24` has host bits set (in egress rule `192.0.2.9/24:443`)
+ --> bad.toml:4:16
+  = at vpc[a].egress_allow
+  |
+4 | egress_allow = ["192.0.2.9/24:443"]
+  |                ^^^^^^^^^^^^^^^^^^^^
+  = hint: did you mean "192.0.2.0/24"?
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn egress_allow_needs_an_address_block() {
+    let text = r##"[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+egress_allow = ["example.com:443"]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: `example.com:443` is not an egress rule
+ --> bad.toml:4:16
+  = at vpc[a].egress_allow
+  |
+4 | egress_allow = ["example.com:443"]
+  |                ^^^^^^^^^^^^^^^^^^^
+  = hint: write "192.0.2.0/24:443", "192.0.2.0/24:8000-8099" or "192.0.2.0/24"
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn the_uplink_address_is_taken() {
+    let text = r##"[[eip]]
+name = "d"
+address = "198.51.100.1"
+
+[internet]
+uplink = "host"
+host = [{ name = "h", ip = "198.51.100.1" }]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: EIP d's address 198.51.100.1 is the uplink's address on the public segment
+ --> bad.toml:3:11
+  = at eip[d].address
+  |
+3 | address = "198.51.100.1"
+  |           ^^^^^^^^^^^^^^
+  = hint: with `uplink = "host"` the first address of the internet CIDR (198.51.100.1) is the uplink's; choose another address
+
+error: address 198.51.100.1 is already used by EIP d (line 3) on the public segment
+ --> bad.toml:7:28
+  = at internet.host[h].ip
+  |
+7 | host = [{ name = "h", ip = "198.51.100.1" }]
+  |                            ^^^^^^^^^^^^^^
+  = hint: every internet host and EIP needs its own address
+
+error: host h's address 198.51.100.1 is the uplink's address on the public segment
+ --> bad.toml:7:28
+  = at internet.host[h].ip
+  |
+7 | host = [{ name = "h", ip = "198.51.100.1" }]
+  |                            ^^^^^^^^^^^^^^
+  = hint: with `uplink = "host"` the first address of the internet CIDR (198.51.100.1) is the uplink's; choose another address
+
+error: bad.toml: 3 problems, nothing was loaded
+"##
+    );
+}

@@ -6,7 +6,7 @@
 //! `validate.rs`, and the dataplane never reads this model (it reads `tables`).
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -46,6 +46,87 @@ pub struct Vpc {
     pub security_group: Vec<SecurityGroup>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub network_acl: Vec<NetworkAcl>,
+    /// Where the VPC's instances may open flows on the public side (through a NAT gateway or a
+    /// 1:1 EIP): `None` allows every destination, a list only the destinations it names (an
+    /// empty list none). Replies to flows opened from outside are not restricted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_allow: Option<Vec<Spanned<EgressRule>>>,
+}
+
+/// One entry of a VPC's `egress_allow`: a destination block and, optionally, TCP/UDP destination
+/// ports. Written `"192.0.2.0/24:443"`, `"192.0.2.0/24:8000-8099"`, `"192.0.2.0/24"` (every
+/// protocol and port), or with a bare address for a /32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EgressRule {
+    pub cidr: Cidr,
+    /// `None`: every protocol and port; otherwise TCP and UDP to these destination ports only.
+    pub ports: Option<PortRange>,
+}
+
+impl EgressRule {
+    /// Whether a packet of protocol `proto` (IP protocol number) to `dst`, destination port
+    /// `dport` (TCP/UDP only), matches.
+    pub fn allows(&self, proto: u8, dst: Ipv4Addr, dport: Option<u16>) -> bool {
+        if !self.cidr.contains(dst) {
+            return false;
+        }
+        match self.ports {
+            None => true,
+            Some(r) => {
+                matches!(proto, 6 | 17) && dport.is_some_and(|p| r.first <= p && p <= r.last)
+            }
+        }
+    }
+}
+
+impl FromStr for EgressRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            format!(
+                "`{s}` is not an egress rule; write \"192.0.2.0/24:443\", \"192.0.2.0/24:8000-8099\" or \"192.0.2.0/24\""
+            )
+        };
+        let (block, ports) = match s.rsplit_once(':') {
+            Some((b, p)) => (b, Some(p)),
+            None => (s, None),
+        };
+        let cidr = if block.contains('/') {
+            block.parse::<Cidr>().map_err(|e| match e {
+                super::cidr::CidrError::HostBits { .. } => {
+                    let text = e.to_string();
+                    match text.split_once("; ") {
+                        Some((what, todo)) => format!("{what} (in egress rule `{s}`); {todo}"),
+                        None => text,
+                    }
+                }
+                super::cidr::CidrError::Syntax(_) => bad(),
+            })?
+        } else {
+            let a: Ipv4Addr = block.parse().map_err(|_| bad())?;
+            Cidr::new(a, 32).ok_or_else(bad)?
+        };
+        let ports = match ports {
+            None => None,
+            Some(p) => Some(p.parse::<PortRange>().map_err(|_| {
+                format!(
+                    "`{s}`: `{p}` is not a port or port range; write a port from 1 to 65535 (\"443\") or a range (\"8000-8099\")"
+                )
+            })?),
+        };
+        Ok(EgressRule { cidr, ports })
+    }
+}
+
+impl fmt::Display for EgressRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.cidr)?;
+        if let Some(p) = self.ports {
+            write!(f, ":{p}")?;
+        }
+        Ok(())
+    }
 }
 
 /// A CIDR inside a VPC. Reserved: the network address, `.1` (the gateway) and broadcast.
@@ -167,6 +248,97 @@ pub enum Attach {
 pub struct Eip {
     pub name: Spanned<String>,
     pub address: Spanned<Addr>,
+    /// With the uplink on: the host address this EIP's flows bind their host sockets to, so the
+    /// outside world sees it as their source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_bind: Option<Spanned<Addr>>,
+    /// With the uplink on, for a 1:1 EIP: host listeners (`"ADDR:PORT"`, one or a list) whose
+    /// connections enter the segment towards this EIP and the same port, from the real client
+    /// address.
+    #[serde(default, skip_serializing_if = "HostListens::is_empty")]
+    pub host_listen: HostListens,
+}
+
+/// A host socket address to listen on, written `"ADDR:PORT"` (`"192.0.2.1:8080"`,
+/// `"0.0.0.0:8080"`, `"[::]:8080"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostListen(pub SocketAddr);
+
+impl FromStr for HostListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let a: SocketAddr = s.parse().map_err(|_| {
+            format!("`{s}` is not a host address and port; write it like \"192.0.2.1:8080\"")
+        })?;
+        if a.port() == 0 {
+            return Err(format!(
+                "`{s}`: port 0 is not a valid port to listen on; use a port from 1 to 65535"
+            ));
+        }
+        Ok(HostListen(a))
+    }
+}
+
+impl fmt::Display for HostListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An EIP's `host_listen`: one `"ADDR:PORT"` string or a list of them. Serializes back as it is
+/// usually written: a string for one listener, a list for several.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostListens(pub Vec<Spanned<HostListen>>);
+
+impl HostListens {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for HostListens {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = HostListens;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string like \"192.0.2.1:8080\" or a list of them")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HostListens, E> {
+                // The span is found again in the syntax tree when an error needs it.
+                let l: HostListen = v.parse().map_err(E::custom)?;
+                Ok(HostListens(vec![Spanned::new(0..0, l)]))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<HostListens, A::Error> {
+                let mut v = Vec::new();
+                while let Some(l) = seq.next_element::<Spanned<HostListen>>()? {
+                    v.push(l);
+                }
+                Ok(HostListens(v))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+impl Serialize for HostListens {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => one.get_ref().serialize(s),
+            many => many
+                .iter()
+                .map(|l| *l.get_ref())
+                .collect::<Vec<_>>()
+                .serialize(s),
+        }
+    }
 }
 
 /// The public segment.
@@ -178,6 +350,20 @@ pub struct Internet {
     pub cidr: Option<Spanned<Cidr>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host: Vec<Host>,
+    /// `"host"`: packets towards addresses no simulated host or EIP owns leave through the host's
+    /// sockets (see `topologies/README.md`); `"off"` (the default): they are dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<Spanned<UplinkMode>>,
+}
+
+/// Whether the public segment reaches the host's networks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UplinkMode {
+    #[default]
+    Off,
+    /// Through ordinary sockets of the host namespace `vpcd up` runs in.
+    Host,
 }
 
 /// Default block of the public segment (a documentation range).
@@ -494,6 +680,10 @@ pub struct DnatEntry {
     /// Internal port; default: the external port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_port: Option<Spanned<u16>>,
+    /// With the uplink on, for a TCP entry: a host listener whose connections enter the segment
+    /// towards this entry's EIP and port, from the real client address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_listen: Option<Spanned<HostListen>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
@@ -618,7 +808,7 @@ macro_rules! deserialize_from_str {
         }
     )*};
 }
-deserialize_from_str!(RouteTarget, Service, ProbeTarget);
+deserialize_from_str!(RouteTarget, Service, ProbeTarget, EgressRule, HostListen);
 
 /// Values written as strings in a file serialize as the same string (`Display` round-trips
 /// through `FromStr`), so a serialized model parses back to the same model.
@@ -631,7 +821,16 @@ macro_rules! serialize_display {
         }
     )*};
 }
-serialize_display!(RouteTarget, Service, ProbeTarget, PortRange, Cidr, Addr);
+serialize_display!(
+    RouteTarget,
+    Service,
+    ProbeTarget,
+    PortRange,
+    Cidr,
+    Addr,
+    EgressRule,
+    HostListen
+);
 
 impl fmt::Display for PortRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -692,5 +891,52 @@ mod tests {
             })
         );
         assert!("icmp:1".parse::<Service>().is_err());
+    }
+
+    #[test]
+    fn egress_rules_and_their_matches() {
+        let r: EgressRule = "192.0.2.0/24:443".parse().unwrap();
+        assert!(r.allows(6, Ipv4Addr::new(192, 0, 2, 9), Some(443)));
+        assert!(r.allows(17, Ipv4Addr::new(192, 0, 2, 9), Some(443)));
+        assert!(!r.allows(6, Ipv4Addr::new(192, 0, 2, 9), Some(80)));
+        assert!(!r.allows(1, Ipv4Addr::new(192, 0, 2, 9), None));
+        assert!(!r.allows(6, Ipv4Addr::new(192, 0, 3, 9), Some(443)));
+        assert_eq!(r.to_string(), "192.0.2.0/24:443");
+        let r: EgressRule = "192.0.2.7".parse().unwrap();
+        assert_eq!(r.to_string(), "192.0.2.7/32");
+        assert!(r.allows(1, Ipv4Addr::new(192, 0, 2, 7), None));
+        let r: EgressRule = "198.51.100.0/24:8000-8099".parse().unwrap();
+        assert!(r.allows(17, Ipv4Addr::new(198, 51, 100, 1), Some(8099)));
+        assert!(!r.allows(17, Ipv4Addr::new(198, 51, 100, 1), Some(8100)));
+        for bad in [
+            "",
+            "x",
+            "192.0.2.0/33",
+            "192.0.2.0/24:0",
+            "192.0.2.0/24:",
+            "1.2.3.4:x",
+        ] {
+            assert!(bad.parse::<EgressRule>().is_err(), "{bad}");
+        }
+        assert!(
+            "192.0.2.5/24:80"
+                .parse::<EgressRule>()
+                .unwrap_err()
+                .contains("did you mean \"192.0.2.0/24\"")
+        );
+    }
+
+    #[test]
+    fn host_listen_addresses() {
+        let l: HostListen = "192.0.2.1:8080".parse().unwrap();
+        assert_eq!(l.to_string(), "192.0.2.1:8080");
+        assert!("[::]:80".parse::<HostListen>().is_ok());
+        assert!("192.0.2.1".parse::<HostListen>().is_err());
+        assert!(
+            "192.0.2.1:0"
+                .parse::<HostListen>()
+                .unwrap_err()
+                .contains("port 0")
+        );
     }
 }

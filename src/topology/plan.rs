@@ -4,11 +4,12 @@
 //! `validate` builds it from the model; `tables::compile` turns it into lookup tables; `vpcd check`
 //! prints it. Indices are positions in the vectors of the same plan and are always in range.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use super::cidr::Cidr;
 use super::model::{
-    Attach, DnatProtocol, Expect, NetworkAcl, ProbeTarget, RouteTarget, SecurityGroup, Service,
+    Attach, DnatProtocol, EgressRule, Expect, NetworkAcl, ProbeTarget, RouteTarget, SecurityGroup,
+    Service,
 };
 use crate::dataplane::nat::config::NatConfig;
 
@@ -33,6 +34,8 @@ pub struct VpcPlan {
     pub security_groups: Vec<SecurityGroup>,
     /// Kept as written; enforced by the network-ACL issue.
     pub network_acls: Vec<NetworkAcl>,
+    /// `None`: instances may open flows to any public destination; otherwise only to these.
+    pub egress_allow: Option<Vec<EgressRule>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -130,6 +133,8 @@ pub struct DnatPlan {
     /// Index into `VpcPlan::instances`.
     pub instance: usize,
     pub instance_port: Option<u16>,
+    /// A host listener for this (TCP) entry, with the uplink on.
+    pub host_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -137,6 +142,10 @@ pub struct EipPlan {
     pub name: String,
     pub address: Ipv4Addr,
     pub binding: EipBinding,
+    /// The host address this EIP's flows bind their host sockets to (uplink on).
+    pub host_bind: Option<Ipv4Addr>,
+    /// Host listeners towards this 1:1 EIP, each to the same port (uplink on).
+    pub host_listen: Vec<SocketAddr>,
 }
 
 /// What an EIP is bound to (at most one thing).
@@ -159,6 +168,27 @@ pub enum EipBinding {
 pub struct InternetPlan {
     pub cidr: Cidr,
     pub hosts: Vec<HostPlan>,
+    /// `Some` with `uplink = "host"`.
+    pub uplink: Option<UplinkPlan>,
+}
+
+/// The public uplink: its address on the segment and the host listeners of every EIP and DNAT
+/// entry. Which host address each EIP binds to is in [`EipPlan::host_bind`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkPlan {
+    /// The segment's first address (`cidr.gateway()`): the source of the ICMP errors the uplink
+    /// sends; no host or EIP may use it.
+    pub address: Ipv4Addr,
+    /// In file order: EIPs' listeners first, then DNAT entries'.
+    pub listen: Vec<ListenPlan>,
+}
+
+/// One host listener: connections accepted on `host` enter the segment towards `target` (an
+/// EIP and port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenPlan {
+    pub host: SocketAddr,
+    pub target: SocketAddrV4,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -191,6 +221,14 @@ pub struct ProbePlan {
 }
 
 impl Plan {
+    /// `(EIP, host address)` for every EIP with a `host_bind`.
+    pub fn host_binds(&self) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+        self.eips
+            .iter()
+            .filter_map(|e| e.host_bind.map(|h| (e.address, h)))
+            .collect()
+    }
+
     /// The display name of an endpoint: `VPC/INSTANCE` or `internet/HOST`.
     pub fn endpoint_name(&self, e: Endpoint) -> String {
         match e {

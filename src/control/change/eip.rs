@@ -119,6 +119,8 @@ impl Edit for AllocateEip {
         topo.eip.push(Eip {
             name: sp(self.name.clone()),
             address: sp(self.address),
+            host_bind: None,
+            host_listen: Default::default(),
         });
         Ok(Some(format!("eip[{}]", self.name)))
     }

@@ -211,6 +211,7 @@ impl DnatEntrySpec {
             port: self.port.map(sp),
             instance: sp(self.instance.clone()),
             instance_port: self.instance_port.map(sp),
+            host_listen: None,
         }
     }
 }

@@ -69,6 +69,7 @@ impl Edit for AddVpc {
             nat_gateway: Vec::new(),
             security_group: Vec::new(),
             network_acl: Vec::new(),
+            egress_allow: None,
         });
         Ok(Some(format!("vpc[{}]", self.name)))
     }

@@ -10,7 +10,7 @@
 //! Stages 1 and 2 live in `syntax`; stage 3 is split by concept: `names` (names, duplicates,
 //! references and typo hints), `vpc` (VPC, subnets, route tables, addresses, instances), `nat`
 //! (NAT gateways, SNAT, DNAT, EIPs), `rules` (security groups and network ACLs), `public` (the
-//! internet segment) and `probes`. This file drives the stages and owns the `Checker`.
+//! internet segment), `uplink` (the host uplink, its binds and listeners) and `probes`. This file drives the stages and owns the `Checker`.
 //!
 //! Key paths name array elements by their `name` key where they have one (`vpc[tenant-a]`), and by
 //! their 0-based position otherwise (`routes[2]`). The documented rules are in `topologies/README.md`;
@@ -22,6 +22,7 @@ mod probes;
 mod public;
 mod rules;
 mod syntax;
+mod uplink;
 mod vpc;
 
 use std::ops::Range;
@@ -173,7 +174,8 @@ impl Checker<'_> {
         }
 
         let eips = self.check_eips(topo, &eip_paths, eip_uses);
-        let internet = self.check_internet(topo, &eips);
+        let mut internet = self.check_internet(topo, &eips);
+        internet.uplink = self.check_uplink(topo, &eips, &internet);
         let probes = self.check_probes(topo, &vpcs, &internet);
         Plan {
             vpcs,

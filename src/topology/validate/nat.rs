@@ -423,6 +423,7 @@ impl Checker<'_> {
                     } else {
                         entry.instance_port.as_ref().map(|p| *p.get_ref()).or(port)
                     },
+                    host_listen: entry.host_listen.as_ref().map(|l| l.get_ref().0),
                 });
             }
         }
@@ -442,6 +443,8 @@ impl Checker<'_> {
                 name: e.name.get_ref().clone(),
                 address: e.address.get_ref().0,
                 binding: EipBinding::Unbound,
+                host_bind: e.host_bind.as_ref().map(|a| a.get_ref().0),
+                host_listen: e.host_listen.0.iter().map(|l| l.get_ref().0).collect(),
             })
             .collect();
         for (e, p) in topo.eip.iter().zip(paths) {

@@ -18,6 +18,7 @@ impl Checker<'_> {
             return InternetPlan {
                 cidr: default,
                 hosts: Vec::new(),
+                uplink: None,
             };
         };
         let cidr = net.cidr.as_ref().map_or(default, |c| *c.get_ref());
@@ -80,7 +81,11 @@ impl Checker<'_> {
                 mtu,
             });
         }
-        InternetPlan { cidr, hosts }
+        InternetPlan {
+            cidr,
+            hosts,
+            uplink: None,
+        }
     }
 }
 

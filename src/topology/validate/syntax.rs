@@ -234,9 +234,10 @@ fn element_label(elem: &Spanned<DeValue<'_>>, index: usize) -> String {
     if let DeValue::Table(t) = elem.get_ref() {
         for (k, v) in t.iter() {
             if k.get_ref() == "name"
-                && let DeValue::String(s) = v.get_ref() {
-                    return s.to_string();
-                }
+                && let DeValue::String(s) = v.get_ref()
+            {
+                return s.to_string();
+            }
         }
     }
     index.to_string()
@@ -295,7 +296,7 @@ mod tests {
         assert_eq!(
             d.hint.as_deref(),
             Some(
-                "did you mean `subnet`? the keys here are: name, cidr, subnet, route_table, instance, nat_gateway, security_group, network_acl"
+                "did you mean `subnet`? the keys here are: name, cidr, subnet, route_table, instance, nat_gateway, security_group, network_acl, egress_allow"
             )
         );
     }

@@ -83,6 +83,10 @@ impl Checker<'_> {
             nat_gateways,
             security_groups: vpc.security_group.clone(),
             network_acls: vpc.network_acl.clone(),
+            egress_allow: vpc
+                .egress_allow
+                .as_ref()
+                .map(|rules| rules.iter().map(|r| *r.get_ref()).collect()),
         }
     }
 
