@@ -612,8 +612,22 @@ async fn flow_log_start(State(s): State<Arc<Shared>>, body: Body) -> Response {
 }
 
 async fn flow_log_stop(State(s): State<Arc<Shared>>, body: Body) -> Response {
-    if let Err(r) = body_json::<Empty>(body).await {
-        return r;
+    // No body, or `{}`.
+    match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => {}
+        Ok(b) => {
+            if let Err(e) = crate::control::decode::<Empty>(&b) {
+                return refused(e);
+            }
+        }
+        Err(_) => {
+            return error(
+                ErrorCode::TooLarge,
+                format!("the request body is larger than {BODY_LIMIT} bytes"),
+                "",
+                "send {} or nothing",
+            );
+        }
     }
     match crate::runtime::observing::stop_flow_log(&s.handle).await {
         Ok(st) => value(&st),

@@ -143,11 +143,13 @@ pub fn document() -> Value {
     );
     add(
         "/v1/topology",
-        get(
-            "The effective topology",
-            "A topology file (text/plain) that `vpcd check` accepts; the model as JSON with `Accept: application/json`.",
-            &[],
-        ),
+        json!({ "get": { "summary": "The effective topology", "responses": { "200": {
+            "description": "A topology file that `vpcd check` accepts; the model as JSON with `Accept: application/json`.",
+            "content": {
+                "text/plain": { "schema": { "type": "string" } },
+                "application/json": { "schema": { "type": "object" } }
+            }
+        } } } }),
     );
     add(
         "/v1/vpcs",
@@ -195,8 +197,13 @@ pub fn document() -> Value {
         ),
         query(
             "protocol",
-            "tcp, udp or icmp.",
-            json!({ "type": "string", "enum": ["tcp", "udp", "icmp"] })
+            "tcp, udp, icmp or an IP protocol number.",
+            json!({ "type": "string" })
+        ),
+        query(
+            "table",
+            "nat (NAT sessions) or sg (security-group flows).",
+            json!({ "type": "string", "enum": ["nat", "sg"] })
         ),
         query(
             "limit",
@@ -224,18 +231,17 @@ pub fn document() -> Value {
             "Start writing flow-log records",
             "FlowLogStart",
             "Status.",
-            &[400, 409, 413, 503],
+            &[400, 409, 413, 500, 503],
         ),
     );
-    add(
-        "/v1/flow-log/stop",
-        post(
-            "Stop the flow log, writing what it holds",
-            "Empty",
-            "What was written.",
-            &[409, 413, 503],
-        ),
+    let mut stop = post(
+        "Stop the flow log, writing what it holds (no body, or `{}`)",
+        "Empty",
+        "What was written.",
+        &[400, 404, 413, 500, 503],
     );
+    stop["post"]["requestBody"]["required"] = json!(false);
+    add("/v1/flow-log/stop", stop);
     add(
         "/v1/captures",
         get("Running packet captures", "Captures.", &[503]),
@@ -246,7 +252,7 @@ pub fn document() -> Value {
             "Capture an endpoint's packets to a pcap file (and FILE.nat.pcap)",
             "CaptureStart",
             "The capture.",
-            &[400, 404, 409, 413, 503],
+            &[400, 404, 409, 413, 500, 503],
         ),
     );
     add(
@@ -255,7 +261,7 @@ pub fn document() -> Value {
             "Stop a capture, writing what it holds",
             "CaptureStop",
             "The capture.",
-            &[400, 404, 413, 503],
+            &[400, 404, 413, 500, 503],
         ),
     );
     add(
