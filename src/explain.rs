@@ -10,8 +10,9 @@
 //! drift apart; `tests/explain_props.rs` checks that they agree on random rule sets.
 //!
 //! The walk follows the fabric's order: port checks, martian filter, route, the sender's egress
-//! security groups, the network ACLs at each subnet edge crossed, NAT (SNAT, the public segment,
-//! DNAT or a 1:1 EIP), the receiver's ingress security groups. Then the return path: replies pass
+//! security groups, the VPC's egress allow-list (on the way out), the network ACLs at each subnet
+//! edge crossed, NAT (SNAT, the public segment — a host, an EIP, or the uplink to the host's
+//! network — DNAT or a 1:1 EIP), the receiver's ingress security groups. Then the return path: replies pass
 //! the security groups as a tracked flow, but network ACLs are stateless, so the walk checks the
 //! reply against every ACL it crosses on the way back (destination port = the client's source
 //! port). The verdict is `reachable` only when both ways pass.
@@ -329,7 +330,7 @@ impl Walk<'_> {
                 instance,
                 port,
             }),
-            PortOwner::Host { .. } => None,
+            PortOwner::Host { .. } | PortOwner::Uplink => None,
         }
     }
 
@@ -474,6 +475,7 @@ impl Walk<'_> {
             }
             Next::Nat(g) => {
                 self.sg(from, SgDirection::Egress, &facts)?;
+                self.egress_allow(vi, &facts)?;
                 self.acl(vi, from.subnet, AclDirection::Outbound, &facts, false)?;
                 let translated = self.snat(from, g, facts)?;
                 let landed = self.public(q, translated)?;
@@ -482,6 +484,7 @@ impl Walk<'_> {
             }
             Next::InternetGateway => {
                 self.sg(from, SgDirection::Egress, &facts)?;
+                self.egress_allow(vi, &facts)?;
                 self.acl(vi, from.subnet, AclDirection::Outbound, &facts, false)?;
                 let eip = port_info.eip.unwrap_or(Ipv4Addr::UNSPECIFIED);
                 self.hop(format!(
@@ -624,8 +627,27 @@ impl Walk<'_> {
             return Ok(port);
         }
         let Some(entry) = self.tables.internet.eips.get(&dst).copied() else {
-            self.hop(format!("internet: no host or EIP has {dst}"));
-            return Err(blocked("the public segment", DropReason::NoSuchHost));
+            let Some(uplink) = self.tables.internet.uplink else {
+                self.hop(format!("internet: no host or EIP has {dst}"));
+                return Err(blocked("the public segment", DropReason::NoSuchHost));
+            };
+            let bind = self
+                .plan
+                .eips
+                .iter()
+                .find(|e| e.address == facts.src)
+                .and_then(|e| e.host_bind)
+                .map_or_else(
+                    || "an unbound host socket".to_string(),
+                    |h| format!("a host socket bound to {h} (host_bind of {})", facts.src),
+                );
+            self.hop(format!(
+                "internet: no host or EIP has {dst}: out through the uplink ({}); the host's \
+                 network carries the flow from {bind}, its replies come back the same way",
+                self.port_name(uplink)
+            ));
+            self.deliver(uplink);
+            return Ok(uplink);
         };
         let eip_name = self
             .plan
@@ -670,29 +692,32 @@ impl Walk<'_> {
                 // A packet to the very EIP and port its own SNAT session uses is that session's
                 // "reply": the NAT sends it back to the sender (sessions come before DNAT).
                 if let Some((eip, ext_port, int_ip, int_port)) = self.snat
-                    && eip == dst && facts.src == eip && facts.dport == ext_port {
-                        let Some(port) = self.vpc(vpc).hosts.get(&int_ip).copied() else {
-                            return Err(blocked("the fabric", DropReason::NoSuchHost));
-                        };
-                        let Some(to) = self.inst_of_port(port) else {
-                            return Err(blocked("the fabric", DropReason::NoSuchHost));
-                        };
-                        self.hop(format!(
-                            "EIP `{eip_name}` ({dst}) is the sender's own SNAT address and port: \
+                    && eip == dst
+                    && facts.src == eip
+                    && facts.dport == ext_port
+                {
+                    let Some(port) = self.vpc(vpc).hosts.get(&int_ip).copied() else {
+                        return Err(blocked("the fabric", DropReason::NoSuchHost));
+                    };
+                    let Some(to) = self.inst_of_port(port) else {
+                        return Err(blocked("the fabric", DropReason::NoSuchHost));
+                    };
+                    self.hop(format!(
+                        "EIP `{eip_name}` ({dst}) is the sender's own SNAT address and port: \
                              the NAT gateway `{gname}` takes the packet for the reply of the \
                              session it just opened and sends it back to {int_ip}:{int_port}"
-                        ));
-                        self.enter(
-                            q,
-                            to,
-                            Facts {
-                                dst: int_ip,
-                                dport: int_port,
-                                ..facts
-                            },
-                        )?;
-                        return Ok(port);
-                    }
+                    ));
+                    self.enter(
+                        q,
+                        to,
+                        Facts {
+                            dst: int_ip,
+                            dport: int_port,
+                            ..facts
+                        },
+                    )?;
+                    return Ok(port);
+                }
                 let any = table.dnat_any.iter().find(|(_, e, _)| *e == dst).copied();
                 let rule = table
                     .dnat
@@ -751,6 +776,39 @@ impl Walk<'_> {
                 )?;
                 Ok(port)
             }
+        }
+    }
+
+    /// The VPC's egress allow-list, via the function the fabric uses (no list: nothing to say).
+    fn egress_allow(&mut self, vi: usize, facts: &Facts) -> Result<(), Blocked> {
+        let vpc = self.vpc(vi);
+        let Some(rules) = vpc.egress_allow.as_ref() else {
+            return Ok(());
+        };
+        let name = vpc.name.clone();
+        let what = format!("{} to {}", proto_text(facts), facts.dst);
+        if firewall::egress_allowed(vpc, facts) {
+            let rule = rules
+                .iter()
+                .find(|r| r.allows(facts.proto, facts.dst, facts.dport()))
+                .map_or_else(String::new, |r| format!(" by `{r}`"));
+            self.hop(format!(
+                "egress allow-list of VPC {name}: {what} allowed{rule}"
+            ));
+            Ok(())
+        } else {
+            let list = rules
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.hop(format!(
+                "egress allow-list of VPC {name} [{list}]: no rule allows {what}"
+            ));
+            Err(blocked(
+                format!("the egress allow-list of VPC {name}: no rule allows {what}"),
+                DropReason::EgressNotAllowed,
+            ))
         }
     }
 

@@ -68,7 +68,7 @@ fn rig() -> (Fabric, Arc<Tables>) {
 fn domain(tables: &Tables, port: PortId) -> Option<u32> {
     match tables.port(port).expect("port exists").owner {
         PortOwner::Instance { vpc, .. } => Some(vpc),
-        PortOwner::Host { .. } => None,
+        PortOwner::Host { .. } | PortOwner::Uplink => None,
     }
 }
 

@@ -722,6 +722,10 @@ fn sim_shell(tables: &Arc<Tables>, plan: &vpcd::topology::Plan) -> Shell {
                 tables.internet.cidr.gateway(),
                 plan.internet.hosts[host as usize].serve.clone(),
             ),
+            PortOwner::Uplink => {
+                ports.push(None);
+                continue;
+            }
         };
         ports.push(Some(Port::Sim(sims.len())));
         sims.push(SimPort::new(

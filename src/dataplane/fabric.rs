@@ -21,6 +21,11 @@
 //! internet gateway's 1:1 EIP translation is not a visible hop (like a cloud's public IP).
 //! Hairpinning (RFC 4787 REQ-9): a translated packet whose destination is an EIP goes back in
 //! through that EIP's binding, so the receiver sees the sender's external address.
+//!
+//! The uplink (`[internet] uplink = "host"`) is one more port on the public segment: packets
+//! towards an address no host or EIP owns are forwarded to it (after NAT, security groups, the
+//! VPC's egress allow-list and ACLs, exactly like packets to a simulated host), and what it sends
+//! enters like a public host's packet — from any source address the segment does not own.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -206,7 +211,13 @@ fn pipeline(
         Ok(h) => h,
         Err(reason) => return Verdict::Drop(reason),
     };
-    if header.src != port.addr {
+    let spoofed = match port.owner {
+        // The outside world sends from its own addresses, never from one the segment owns, and
+        // never from one no reply could reach.
+        PortOwner::Uplink => tables.internet.owns(header.src) || is_martian(header.src),
+        _ => header.src != port.addr,
+    };
+    if spoofed {
         return Verdict::Drop(DropReason::Spoofed);
     }
     if is_martian(header.dst) {
@@ -247,7 +258,7 @@ fn pipeline(
                 Err(reason) => Verdict::Drop(reason),
             }
         }
-        PortOwner::Host { .. } => path.on_public_segment(true),
+        PortOwner::Host { .. } | PortOwner::Uplink => path.on_public_segment(true),
     };
     match verdict {
         Verdict::Forward { .. } => path.commit(verdict),
@@ -274,7 +285,7 @@ fn side_of(tables: &Tables, port: PortId) -> Option<Side> {
         PortOwner::Instance {
             subnet, instance, ..
         } => Some(Side { subnet, instance }),
-        PortOwner::Host { .. } => None,
+        PortOwner::Host { .. } | PortOwner::Uplink => None,
     }
 }
 
@@ -427,23 +438,34 @@ impl Path<'_> {
         }
     }
 
-    /// Path MTU towards a public host, checked before translation so that fragmentation-needed
-    /// quotes the sender's own header.
+    /// Path MTU towards a public host or the uplink, checked before translation so that
+    /// fragmentation-needed quotes the sender's own header.
     fn public_mtu_check(&mut self, hop: Ipv4Addr) -> Option<Verdict> {
-        let egress = self.tables.internet.hosts.get(&self.header.dst)?;
-        let mtu = self.tables.port(*egress)?.mtu;
+        let dst = self.header.dst;
+        let egress = match self.tables.internet.hosts.get(&dst) {
+            Some(p) => *p,
+            None if !self.tables.internet.eips.contains_key(&dst) => self.tables.internet.uplink?,
+            None => return None,
+        };
+        let mtu = self.tables.port(egress)?.mtu;
         too_big(self.buf, self.header, mtu, hop, self.ingress)
     }
 
-    /// The public segment: deliver to a host, or back in through an EIP (ingress or hairpin).
-    /// `from_host` is false for a packet that just left a VPC through NAT.
+    /// The public segment: deliver to a host, back in through an EIP (ingress or hairpin), or
+    /// out through the uplink when neither owns the destination (never back to the uplink a
+    /// packet came from). `from_host` is false for a packet that just left a VPC through NAT.
     fn on_public_segment(&mut self, from_host: bool) -> Verdict {
         let dst = self.header.dst;
         if let Some(egress) = self.tables.internet.hosts.get(&dst) {
             return deliver(self.tables, self.ingress, *egress, self.buf, self.header);
         }
         let Some(eip) = self.tables.internet.eips.get(&dst) else {
-            return Verdict::Drop(DropReason::NoSuchHost);
+            return match self.tables.internet.uplink {
+                Some(uplink) if uplink != self.ingress => {
+                    deliver(self.tables, self.ingress, uplink, self.buf, self.header)
+                }
+                _ => Verdict::Drop(DropReason::NoSuchHost),
+            };
         };
         match eip.binding {
             EipBinding::Unbound => Verdict::Drop(DropReason::UnboundEip),
@@ -641,6 +663,6 @@ fn sender_gateway(tables: &Tables, port: &PortInfo) -> Option<Ipv4Addr> {
             .subnets
             .get(subnet as usize)
             .map(|s| s.gateway),
-        PortOwner::Host { .. } => Some(tables.internet.cidr.gateway()),
+        PortOwner::Host { .. } | PortOwner::Uplink => Some(tables.internet.cidr.gateway()),
     }
 }

@@ -95,6 +95,7 @@ drop_reasons! {
     NetworkAclOutbound => "nacl_outbound", "the source subnet's network ACL denies the packet on the way out (a deny rule or the implicit deny)";
     NetworkAclInbound => "nacl_inbound", "the destination subnet's network ACL denies the packet on the way in (a deny rule or the implicit deny)";
     FlowTableFull => "flow_table_full", "the security groups' flow table is full: new flows are refused until tracked ones expire";
+    EgressNotAllowed => "egress_not_allowed", "the VPC's egress_allow list names no rule for the destination of this new flow to the public side";
     }
     nat {
         NatMalformed => Malformed;

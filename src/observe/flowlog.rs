@@ -631,7 +631,7 @@ fn labels(tables: &Tables, p: &crate::tables::PortInfo) -> PortLabels {
                 ),
             }
         }
-        PortOwner::Host { .. } => PortLabels {
+        PortOwner::Host { .. } | PortOwner::Uplink => PortLabels {
             interface_id: p.name.clone(),
             vpc_id: None,
             subnet_id: None,

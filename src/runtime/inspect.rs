@@ -161,7 +161,7 @@ pub fn snapshot(fabric: &Fabric, now: Instant) -> Snapshot {
                     PortOwner::Instance { vpc, .. } => {
                         tables.vpcs.get(vpc as usize).map(|v| v.name.clone())
                     }
-                    PortOwner::Host { .. } => None,
+                    PortOwner::Host { .. } | PortOwner::Uplink => None,
                 },
                 attach: p.attach,
                 rx_packets: c.rx_packets,
@@ -440,7 +440,7 @@ fn resolve_instances(
 ) -> Result<Vec<(usize, Ipv4Addr)>, InspectError> {
     let instances = tables.ports.iter().filter_map(|p| match p.owner {
         PortOwner::Instance { vpc, .. } => Some((vpc as usize, p)),
-        PortOwner::Host { .. } => None,
+        PortOwner::Host { .. } | PortOwner::Uplink => None,
     });
     let found: Vec<(usize, Ipv4Addr)> = instances
         .clone()

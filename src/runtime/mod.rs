@@ -119,7 +119,7 @@ fn addressing(tables: &Tables, owner: PortOwner, addr: Ipv4Addr) -> (u8, Option<
             .get(vpc as usize)
             .and_then(|v| v.subnets.get(subnet as usize))
             .map_or((32, None), |s| (s.cidr.prefix_len(), Some(s.gateway))),
-        PortOwner::Host { .. } => {
+        PortOwner::Host { .. } | PortOwner::Uplink => {
             let cidr = tables.internet.cidr;
             let gw = cidr.gateway();
             (cidr.prefix_len(), (gw != addr).then_some(gw))

@@ -20,7 +20,7 @@ use crate::dataplane::nat::{DnatRule, Proto};
 use crate::topology::cidr::Cidr;
 use crate::topology::model::Attach;
 use crate::topology::model::{
-    AclAction, DnatProtocol, NetworkAcl, RuleProtocol, SecurityGroup, SgRule,
+    AclAction, DnatProtocol, EgressRule, NetworkAcl, RuleProtocol, SecurityGroup, SgRule,
 };
 use crate::topology::plan::{EipBinding, Endpoint, NatGatewayPlan, Plan, RouteTargetPlan, VpcPlan};
 
@@ -57,15 +57,23 @@ pub enum PortOwner {
     Host {
         host: u32,
     },
+    /// The public uplink (`[internet] uplink = "host"`): the outside world behind the public
+    /// segment. It sends from any address the segment does not own.
+    Uplink,
 }
+
+/// The uplink port's name (a host may not be called `uplink` while the uplink is on).
+pub const UPLINK_PORT_NAME: &str = "internet/uplink";
 
 #[derive(Debug, Clone)]
 pub struct PortInfo {
-    /// `VPC/INSTANCE` or `internet/HOST`.
+    /// `VPC/INSTANCE`, `internet/HOST` or [`UPLINK_PORT_NAME`].
     pub name: String,
-    /// The only source address this port may send from (anti-spoofing).
+    /// The only source address this port may send from (anti-spoofing); for the uplink, its own
+    /// address on the segment (it may send from any address the segment does not own).
     pub addr: Ipv4Addr,
     pub mtu: u32,
+    /// `Sim` for the uplink (it runs in process).
     pub attach: Attach,
     pub owner: PortOwner,
     /// The instance's 1:1 EIP, if it has one.
@@ -92,6 +100,19 @@ pub struct VpcTable {
     pub security_groups: SecurityGroups,
     /// Network ACLs; subnets index this.
     pub network_acls: Vec<NetworkAclTable>,
+    /// `None`: new flows towards the public side may go anywhere; otherwise only where one of
+    /// these rules allows.
+    pub egress_allow: Option<Vec<EgressRule>>,
+}
+
+impl VpcTable {
+    /// Whether the egress allow-list lets a new flow of IP protocol `proto` towards `dst` (and
+    /// TCP/UDP destination port `dport`) leave the VPC.
+    pub fn egress_allowed(&self, proto: u8, dst: Ipv4Addr, dport: Option<u16>) -> bool {
+        self.egress_allow
+            .as_ref()
+            .is_none_or(|rules| rules.iter().any(|r| r.allows(proto, dst, dport)))
+    }
 }
 
 /// A NAT gateway as the dataplane sees it.
@@ -170,12 +191,13 @@ impl RouteTable {
     /// Longest-prefix match for `dst`; `None` when no route covers it.
     pub fn lookup(&self, dst: Ipv4Addr) -> Option<RouteMatch> {
         if let Some(vpc) = self.local_fast
-            && vpc.contains(&dst) {
-                return Some(RouteMatch {
-                    prefix: vpc,
-                    target: RouteTargetPlan::Local,
-                });
-            }
+            && vpc.contains(&dst)
+        {
+            return Some(RouteMatch {
+                prefix: vpc,
+                target: RouteTargetPlan::Local,
+            });
+        }
         let host = Ipv4Net::new(dst, 32).expect("a /32 is always valid");
         self.trie.get_lpm(&host).map(|(prefix, target)| RouteMatch {
             prefix,
@@ -194,6 +216,17 @@ pub struct InternetTable {
     pub first_port: u32,
     /// EIP address -> what it is bound to.
     pub eips: AddrMap<EipEntry>,
+    /// The uplink's port (after every host's), with `uplink = "host"`: packets towards addresses
+    /// no host or EIP owns go there.
+    pub uplink: Option<PortId>,
+}
+
+impl InternetTable {
+    /// Whether `a` belongs to the segment itself (a host or an EIP): the uplink may not send
+    /// from such an address.
+    pub fn owns(&self, a: Ipv4Addr) -> bool {
+        self.hosts.contains_key(&a) || self.eips.contains_key(&a)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +241,8 @@ impl Tables {
         self.ports.get(id.index())
     }
 
-    /// The port of a plan endpoint. Ports are numbered instances first (VPC by VPC), then hosts.
+    /// The port of a plan endpoint. Ports are numbered instances first (VPC by VPC), then hosts,
+    /// then the uplink.
     pub fn port_of(&self, endpoint: Endpoint) -> PortId {
         match endpoint {
             Endpoint::Instance { vpc, instance } => {
@@ -306,6 +340,7 @@ pub fn compile(plan: &Plan) -> Tables {
                 .collect(),
             security_groups: compile_security_groups(vpc),
             network_acls: vpc.network_acls.iter().map(compile_network_acl).collect(),
+            egress_allow: vpc.egress_allow.clone(),
         });
     }
     let first_host_port = ports.len() as u32;
@@ -322,6 +357,18 @@ pub fn compile(plan: &Plan) -> Tables {
             eip: None,
         });
     }
+    let uplink = plan.internet.uplink.as_ref().map(|u| {
+        let id = PortId(ports.len() as u32);
+        ports.push(PortInfo {
+            name: UPLINK_PORT_NAME.to_string(),
+            addr: u.address,
+            mtu: uplink_mtu(plan),
+            attach: Attach::Sim,
+            owner: PortOwner::Uplink,
+            eip: None,
+        });
+        id
+    });
     let eips = plan
         .eips
         .iter()
@@ -344,8 +391,19 @@ pub fn compile(plan: &Plan) -> Tables {
             hosts,
             first_port: first_host_port,
             eips,
+            uplink,
         },
     }
+}
+
+/// The uplink port's MTU: the smallest instance MTU (1500 without instances), so that the TCP
+/// segments and UDP fragments the uplink sends fit every function's port.
+pub fn uplink_mtu(plan: &Plan) -> u32 {
+    plan.vpcs
+        .iter()
+        .flat_map(|v| v.instances.iter().map(|i| i.mtu))
+        .min()
+        .unwrap_or(crate::topology::model::DEFAULT_MTU)
 }
 
 /// Splits a gateway's EIPs into pools: each distinct explicit SNAT EIP set is a pool, and the EIPs

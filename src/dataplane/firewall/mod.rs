@@ -9,8 +9,9 @@
 //! - A packet from an instance to another instance of its VPC: the sender's egress security
 //!   groups, then — only if the two are in different subnets — the source subnet's outbound ACL
 //!   and the destination subnet's inbound ACL, then the receiver's ingress security groups.
-//! - A packet leaving the VPC (NAT gateway or 1:1 EIP): the sender's egress groups and its
-//!   subnet's outbound ACL, on the private addresses, before translation.
+//! - A packet leaving the VPC (NAT gateway or 1:1 EIP): the sender's egress groups, the VPC's
+//!   egress allow-list ([`egress_allowed`], for packets no tracked flow covers) and its subnet's
+//!   outbound ACL, on the private addresses, before translation.
 //! - A packet entering the VPC through an EIP: after translation, the receiver subnet's inbound
 //!   ACL and the receiver's ingress groups; the peer is the public source (for hairpin, the
 //!   sender's EIP).
@@ -256,6 +257,12 @@ pub fn sg_check(vpc: &VpcTable, instance: u32, dir: SgDirection, facts: &Facts) 
     vpc.security_groups.evaluate(instance, dir, facts, peer)
 }
 
+/// The VPC's egress allow-list on a packet leaving it (no list: everything is allowed). Only
+/// packets no tracked flow covers meet it, so replies to flows opened from outside pass.
+pub fn egress_allowed(vpc: &VpcTable, facts: &Facts) -> bool {
+    vpc.egress_allowed(facts.proto, facts.dst, facts.dport())
+}
+
 /// The network ACL of `subnet` (the default ACL when it has none) on `facts` in `dir`.
 pub fn acl_check(vpc: &VpcTable, subnet: u32, dir: AclDirection, facts: &Facts) -> AclDecision {
     let acl = vpc
@@ -480,6 +487,9 @@ impl Firewall {
         if track == Track::New && sg_check(vpc, from.instance, SgDirection::Egress, facts).is_none()
         {
             return Err(DropReason::SecurityGroupEgress);
+        }
+        if track == Track::New && !egress_allowed(vpc, facts) {
+            return Err(DropReason::EgressNotAllowed);
         }
         if !acl_check(vpc, from.subnet, AclDirection::Outbound, facts).allows() {
             return Err(DropReason::NetworkAclOutbound);

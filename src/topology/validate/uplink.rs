@@ -210,6 +210,15 @@ impl Checker<'_> {
         );
         if let Some(net) = &topo.internet {
             for h in &net.host {
+                if h.name.get_ref() == "uplink" {
+                    self.error(
+                        h.name.span(),
+                        format!("internet.host[{}].name", h.name.get_ref()),
+                        "a host cannot be named `uplink` while the uplink is on",
+                        "`internet/uplink` names the uplink's port (in captures and counters); \
+                         choose another name",
+                    );
+                }
                 if h.ip.get_ref().0 == address {
                     self.error(
                         h.ip.span(),
