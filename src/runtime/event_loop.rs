@@ -16,6 +16,13 @@
 //! ports keep being served. A packet that still finds no room, or a write the kernel refuses, is
 //! dropped, as a full NIC ring would, and counted in [`ShellStats`].
 //!
+//! The public uplink ([`super::uplink_port`]) is one more port: what the fabric forwards to it is
+//! delivered at once, and it is polled after such a batch, when its `ready()` future resolves
+//! (host sockets produced something: one `select!` branch) and when its timers fall due; what it
+//! sends goes through the fabric with its port as ingress, like a sim port's packets. A TUN egress
+//! queue that fills up while the uplink's packets are routed paces the uplink (bounded waits for
+//! the writer, as for TUN ports), so a fast host server does not overrun a function's queue.
+//!
 //! Observation (`--flow-log`, `--capture`): every packet goes through [`Observer::handle`], which
 //! wraps `Fabric::handle` (without flags it is that call plus two branches); the observer's timers
 //! join the wake-up deadline, [`Sinks`] writes what is due after each wake-up, and everything
@@ -35,6 +42,7 @@ use super::observing::{
 };
 use super::sim_port::SimPort;
 use super::tx::TxQueue;
+use super::uplink_port::UplinkPort;
 use crate::dataplane::gateways::ReconcileProblem;
 use crate::dataplane::{DropReason, Fabric, MIN_BUFFER, PortId, Verdict};
 use crate::observe::Observer;
@@ -46,6 +54,8 @@ pub const BATCH: usize = 64;
 const BACKPRESSURE_WAIT: Duration = Duration::from_millis(1);
 /// Rounds of sim-to-sim exchanges handled after one batch before yielding (a bound, not a target).
 const SIM_ROUNDS: usize = 64;
+/// Rounds of uplink polls per wake-up when the fabric answers the uplink itself (a bound).
+const UPLINK_ROUNDS: usize = 4;
 
 /// What a port id serves after a [`Swap`].
 pub enum Slot {
@@ -56,6 +66,8 @@ pub enum Slot {
     NewTun(Arc<tun_rs::AsyncDevice>, TxQueue),
     /// A new sim port, built with the shell's clock when the swap applies.
     NewSim(Box<SimSpec>),
+    /// A new uplink, already started (its listeners bound).
+    NewUplink(Box<UplinkPort>),
     /// Nothing attached (packets to it are lost).
     Empty,
 }
@@ -93,6 +105,8 @@ pub enum Port {
     Tun(Arc<tun_rs::AsyncDevice>),
     /// Index into the shell's sim ports.
     Sim(usize),
+    /// The shell's uplink ([`Shell::set_uplink`]).
+    Uplink,
 }
 
 /// Packets the shell could not hand to an egress port.
@@ -106,6 +120,8 @@ pub struct ShellStats {
     pub tun_rx_errors: u64,
     /// Packets a sim port refused (queue full, larger than its MTU).
     pub sim_overflows: u64,
+    /// Times the uplink's packets waited for a full TUN egress queue to drain.
+    pub uplink_paced: u64,
     /// Batches read, and packets in them (their ratio is the mean batch size).
     pub batches: u64,
     pub batched_packets: u64,
@@ -127,6 +143,8 @@ pub struct Shell {
     /// Sim ports that received something since their last poll.
     sim_dirty: Vec<bool>,
     sim_deadline: Vec<Option<Instant>>,
+    /// The public uplink, when the plan has one (its id's slot in `ports` is `Port::Uplink`).
+    uplink: Option<UplinkPort>,
     /// The TUN ports still serving, by id.
     tuns: Vec<PortId>,
     ready: Vec<PortId>,
@@ -176,6 +194,7 @@ impl Shell {
             sims,
             sim_dirty: vec![true; n],
             sim_deadline: vec![None; n],
+            uplink: None,
             tuns,
             ready: Vec::new(),
             bufs: (0..BATCH)
@@ -198,6 +217,25 @@ impl Shell {
     /// Unix time of this shell's `Instant::ZERO`.
     pub fn epoch(&self) -> Duration {
         self.epoch
+    }
+
+    /// The std clock reading of this shell's `Instant::ZERO` (for ports built off the loop).
+    pub fn started(&self) -> std::time::Instant {
+        self.start
+    }
+
+    /// Serves `uplink` at its port id (whose slot becomes `Port::Uplink`), replacing any other.
+    pub fn set_uplink(&mut self, uplink: UplinkPort) {
+        let i = uplink.port.index();
+        if let Some(slot) = self.ports.get_mut(i) {
+            *slot = Some(Port::Uplink);
+        }
+        self.uplink = Some(uplink);
+    }
+
+    /// The running uplink, if any (counters, active flows).
+    pub fn uplink(&self) -> Option<&UplinkPort> {
+        self.uplink.as_ref()
     }
 
     /// Observes every packet from now on with `obs`, writing to `sinks`.
@@ -272,7 +310,15 @@ impl Shell {
                     Poll::Ready(())
                 }
             });
+            let uplink = self.uplink.as_ref();
+            let uplink_ready = async {
+                match uplink {
+                    Some(u) => u.ready().await,
+                    None => std::future::pending().await,
+                }
+            };
             let mut swap = None;
+            let mut uplink_woke = false;
             let stop = tokio::select! {
                 biased;
                 () = &mut shutdown => true,
@@ -284,6 +330,10 @@ impl Shell {
                     false
                 }
                 () = readable => false,
+                () = uplink_ready => {
+                    uplink_woke = true;
+                    false
+                }
                 () = sleep => false,
             };
             if let Some(msg) = swap {
@@ -293,7 +343,9 @@ impl Shell {
                     LoopMsg::Swap(s) => self.apply_swap(s),
                     LoopMsg::Query(q) => q(self),
                 }
+                self.run_uplink(false);
                 self.run_sims();
+                self.run_uplink(false);
                 self.flush();
                 continue;
             }
@@ -330,7 +382,10 @@ impl Shell {
             if self.fabric.poll_timeout().is_some_and(|t| t <= now) {
                 self.fabric.handle_timeout(now);
             }
+            self.run_uplink(uplink_woke);
             self.run_sims();
+            // What the sim ports sent to the uplink goes out in this wake-up too.
+            self.run_uplink(false);
             if self.sinks.is_active() {
                 let now = self.now();
                 self.sinks.service(&mut self.obs, now);
@@ -351,15 +406,16 @@ impl Shell {
             .handle(&mut self.fabric, now, ingress, &mut self.scratch, len);
         if let Verdict::Forward { port, len } | Verdict::Reply { port, len } = verdict {
             let packet = &self.scratch[..len.min(self.scratch.len())];
-            emit(
-                &self.ports,
-                &mut self.txq,
-                &mut self.sims,
-                &mut self.sim_dirty,
-                &mut self.stats,
-                port,
-                packet,
-            );
+            Egress {
+                ports: &self.ports,
+                txq: &mut self.txq,
+                sims: &mut self.sims,
+                sim_dirty: &mut self.sim_dirty,
+                uplink: self.uplink.as_mut(),
+                stats: &mut self.stats,
+                now,
+            }
+            .emit(port, packet);
         }
         verdict
     }
@@ -428,6 +484,7 @@ impl Shell {
             .collect();
         let old_sim_deadline = std::mem::take(&mut self.sim_deadline);
         let old_tuns = std::mem::take(&mut self.tuns);
+        let mut old_uplink = self.uplink.take();
         let mut new_id: Vec<Option<usize>> = vec![None; old_ports.len()];
         let now = self.now();
         let mut ports = Vec::with_capacity(n);
@@ -464,6 +521,14 @@ impl Shell {
                             }
                             (Some(Port::Tun(dev)), queue)
                         }
+                        Some(Port::Uplink) => match old_uplink.take() {
+                            Some(mut u) => {
+                                u.port = id;
+                                self.uplink = Some(u);
+                                (Some(Port::Uplink), None)
+                            }
+                            None => (None, None),
+                        },
                         None => (None, queue),
                     }
                 }
@@ -484,6 +549,11 @@ impl Shell {
                     sim_deadline.push(None);
                     (Some(Port::Sim(sims.len() - 1)), None)
                 }
+                Slot::NewUplink(mut u) => {
+                    u.port = id;
+                    self.uplink = Some(*u);
+                    (Some(Port::Uplink), None)
+                }
                 Slot::Empty => (None, None),
             };
             ports.push(port);
@@ -494,6 +564,8 @@ impl Shell {
         drop(old_txq);
         drop(old_ports);
         drop(old_sims);
+        // An uplink no slot kept closes its host sockets and listeners.
+        drop(old_uplink);
         self.blocked_on = from
             .iter()
             .map(|o| {
@@ -539,7 +611,8 @@ impl Shell {
         } else {
             None
         };
-        [sims, self.fabric.poll_timeout(), observer]
+        let uplink = self.uplink.as_ref().and_then(UplinkPort::deadline);
+        [sims, self.fabric.poll_timeout(), observer, uplink]
             .into_iter()
             .flatten()
             .min()
@@ -598,17 +671,72 @@ impl Shell {
                     continue;
                 }
                 let packet = &self.bufs[k][..len.min(self.bufs[k].len())];
-                emit(
-                    &self.ports,
-                    &mut self.txq,
-                    &mut self.sims,
-                    &mut self.sim_dirty,
-                    &mut self.stats,
-                    port,
-                    packet,
-                );
+                Egress {
+                    ports: &self.ports,
+                    txq: &mut self.txq,
+                    sims: &mut self.sims,
+                    sim_dirty: &mut self.sim_dirty,
+                    uplink: self.uplink.as_mut(),
+                    stats: &mut self.stats,
+                    now,
+                }
+                .emit(port, packet);
             }
         }
+    }
+
+    /// Polls the uplink when something was delivered to it, its host sockets woke the loop
+    /// (`woke`) or its timers are due, and routes what it sends; a reply the fabric sends back to
+    /// the uplink itself is delivered at once and polled again (bounded).
+    fn run_uplink(&mut self, woke: bool) {
+        let Some(mut u) = self.uplink.take() else {
+            return;
+        };
+        let now = self.now();
+        let mut poll = woke || u.due(now);
+        for _ in 0..UPLINK_ROUNDS {
+            if !poll {
+                break;
+            }
+            u.poll(now);
+            while let Some(pkt) = u.take_tx() {
+                let len = pkt.len().min(self.scratch.len());
+                self.scratch[..len].copy_from_slice(&pkt[..len]);
+                let verdict =
+                    self.obs
+                        .handle(&mut self.fabric, now, u.port, &mut self.scratch, len);
+                let (Verdict::Forward { port, len } | Verdict::Reply { port, len }) = verdict
+                else {
+                    continue;
+                };
+                let packet = &self.scratch[..len.min(self.scratch.len())];
+                if port == u.port {
+                    u.deliver(now, packet);
+                    continue;
+                }
+                let queue = Egress {
+                    ports: &self.ports,
+                    txq: &mut self.txq,
+                    sims: &mut self.sims,
+                    sim_dirty: &mut self.sim_dirty,
+                    uplink: None,
+                    stats: &mut self.stats,
+                    now,
+                }
+                .emit(port, packet);
+                if let Some(Some(q)) = queue.and_then(|i| self.txq.get_mut(i))
+                    && q.is_filling_last()
+                {
+                    // Pace the uplink to the function's writer instead of dropping its packets.
+                    q.flush();
+                    q.wait_for_room(BACKPRESSURE_WAIT);
+                    self.stats.uplink_paced += 1;
+                }
+            }
+            poll = u.is_dirty();
+        }
+        u.schedule(now);
+        self.uplink = Some(u);
     }
 
     /// Polls the sim ports that received something or whose timers are due, and routes what they
@@ -637,15 +765,16 @@ impl Shell {
                             .handle(&mut self.fabric, now, ingress, &mut self.scratch, len);
                     if let Verdict::Forward { port, len } | Verdict::Reply { port, len } = verdict {
                         let packet = &self.scratch[..len.min(self.scratch.len())];
-                        emit(
-                            &self.ports,
-                            &mut self.txq,
-                            &mut self.sims,
-                            &mut self.sim_dirty,
-                            &mut self.stats,
-                            port,
-                            packet,
-                        );
+                        Egress {
+                            ports: &self.ports,
+                            txq: &mut self.txq,
+                            sims: &mut self.sims,
+                            sim_dirty: &mut self.sim_dirty,
+                            uplink: self.uplink.as_mut(),
+                            stats: &mut self.stats,
+                            now,
+                        }
+                        .emit(port, packet);
                     }
                 }
                 self.sim_deadline[i] = self.sims[i].poll_at(now);
@@ -657,33 +786,46 @@ impl Shell {
     }
 }
 
-/// Hands a packet to its egress port (a copy: TUN packets from the fabric's read buffers are
-/// swapped into their queue instead).
-fn emit(
-    ports: &[Option<Port>],
-    txq: &mut [Option<TxQueue>],
-    sims: &mut [SimPort],
-    sim_dirty: &mut [bool],
-    stats: &mut ShellStats,
-    egress: PortId,
-    packet: &[u8],
-) {
-    match ports.get(egress.index()) {
-        Some(Some(Port::Tun(_))) => {
-            if let Some(Some(q)) = txq.get_mut(egress.index()) {
-                // Full queues count their own drops.
-                let _ = q.push_copy(packet);
-            }
-        }
-        Some(Some(Port::Sim(i))) => {
-            if let Some(sim) = sims.get_mut(*i) {
-                if sim.deliver(packet) {
-                    sim_dirty[*i] = true;
-                } else {
-                    stats.sim_overflows += 1;
+/// The egress side of the shell, borrowed to hand one packet to its port.
+struct Egress<'a> {
+    ports: &'a [Option<Port>],
+    txq: &'a mut [Option<TxQueue>],
+    sims: &'a mut [SimPort],
+    sim_dirty: &'a mut [bool],
+    /// `None` while the uplink itself is being served (its packets back to it go directly).
+    uplink: Option<&'a mut UplinkPort>,
+    stats: &'a mut ShellStats,
+    now: Instant,
+}
+
+impl Egress<'_> {
+    /// Hands a packet to its egress port (a copy: TUN packets from the fabric's read buffers are
+    /// swapped into their queue instead). Returns the TUN queue it went to, if any.
+    fn emit(&mut self, egress: PortId, packet: &[u8]) -> Option<usize> {
+        match self.ports.get(egress.index()) {
+            Some(Some(Port::Tun(_))) => {
+                if let Some(Some(q)) = self.txq.get_mut(egress.index()) {
+                    // Full queues count their own drops.
+                    let _ = q.push_copy(packet);
+                    return Some(egress.index());
                 }
             }
+            Some(Some(Port::Sim(i))) => {
+                if let Some(sim) = self.sims.get_mut(*i) {
+                    if sim.deliver(packet) {
+                        self.sim_dirty[*i] = true;
+                    } else {
+                        self.stats.sim_overflows += 1;
+                    }
+                }
+            }
+            Some(Some(Port::Uplink)) => {
+                if let Some(u) = self.uplink.as_deref_mut() {
+                    u.deliver(self.now, packet);
+                }
+            }
+            _ => {}
         }
-        _ => {}
+        None
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns the run (lock and state file, [`state`]), the ports (a TUN device in a namespace per
 //! `netns` endpoint, made by [`crate::netns`]; an in-process stack per `sim` endpoint,
-//! [`sim_port`]), the tokio runtime and its one loop ([`event_loop`]) that owns the fabric and
+//! [`sim_port`]; the public uplink's host sockets, [`uplink_port`]), the tokio runtime and its one loop ([`event_loop`]) that owns the fabric and
 //! reads every port, the writer thread per TUN port that does its `write()`s ([`tx`]), and the
 //! teardown. It must not reach into the dataplane beyond `handle` / `poll_timeout` /
 //! `handle_timeout`.
@@ -25,6 +25,7 @@ pub mod reload;
 pub mod sim_port;
 pub mod state;
 pub mod tx;
+pub mod uplink_port;
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -44,6 +45,7 @@ pub use observing::{ObserveArgs, ObserveError};
 pub use reload::{Applied, ApplyError, Handle};
 use sim_port::SimPort;
 use state::{RunLock, State, StateError, StateFile};
+use uplink_port::UplinkPort;
 
 /// The line `vpcd up` prints once every port serves (scripts and tests wait for it).
 pub const READY_LINE: &str =
@@ -60,6 +62,8 @@ pub enum RunError {
     Observe(#[from] ObserveError),
     #[error("starting the runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error("starting the uplink: {0}")]
+    Uplink(#[source] std::io::Error),
 }
 
 /// What `vpcd up` made for one endpoint.
@@ -195,12 +199,36 @@ pub fn up_with(
         state: Some(StateFile::create(&lock.state_path, topology, &prefix)?),
     };
     let specs = reload::port_specs(plan, &tables);
+    // The uplink binds its host listeners first: a listener that cannot be bound stops the run
+    // before any namespace exists.
+    let mut uplink = None;
+    for (i, p) in specs.iter().enumerate() {
+        if let Some(c) = &p.uplink {
+            let port = crate::tables::PortId(i as u32);
+            uplink =
+                Some(UplinkPort::start(port, c.clone(), Instant::ZERO).map_err(RunError::Uplink)?);
+        }
+    }
     let mut ports: Vec<Option<Port>> = Vec::with_capacity(specs.len());
     let mut sims = Vec::new();
     let mut endpoints = Vec::new();
     let mut max_mtu = 1500usize;
     for (i, p) in specs.iter().enumerate() {
         max_mtu = max_mtu.max(p.mtu as usize);
+        if p.uplink.is_some() {
+            // Served by the shell ([`Shell::set_uplink`]), in this namespace.
+            ports.push(None);
+            endpoints.push(Endpoint {
+                name: p.name.clone(),
+                attach: Attach::Sim,
+                namespace: "(this one)".into(),
+                device: "(host sockets)".into(),
+                addr: p.addr,
+                prefix_len: p.prefix_len,
+                mtu: p.mtu,
+            });
+            continue;
+        }
         match p.attach {
             Attach::Netns => {
                 let ns = netns::namespace_name(&prefix, &p.name);
@@ -245,6 +273,9 @@ pub fn up_with(
         }
     }
     let _ = write!(out, "{}", render_table(&endpoints));
+    if let Some(u) = &uplink {
+        let _ = writeln!(out, "{}", u.describe());
+    }
     let _ = writeln!(out, "{READY_LINE}");
     let _ = out.flush();
 
@@ -262,6 +293,9 @@ pub fn up_with(
         max_mtu,
     )
     .map_err(RunError::Runtime)?;
+    if let Some(u) = uplink {
+        shell.set_uplink(u);
+    }
     if !observe.is_empty() {
         let (obs, sinks) = observing.start(&tables, shell.epoch(), random());
         shell.observe(obs, sinks);
@@ -280,6 +314,7 @@ pub fn up_with(
         swaps,
         seq: 0,
         reload,
+        clock: shell.started(),
     };
     let (handle, requests) = reload::Control::channel(control.swaps.clone());
     on_ready(handle);
@@ -312,6 +347,7 @@ pub fn up_with(
     let counters = shell.fabric().counters().clone();
     let stats = shell.stats();
     let observed = shell.observed_text();
+    let uplink_summary = shell.uplink().map(UplinkPort::summary);
     drop(shell);
     let removed = made.teardown();
     let _ = writeln!(
@@ -329,6 +365,9 @@ pub fn up_with(
         tx_text(&stats),
         observed
     );
+    if let Some(line) = uplink_summary {
+        let _ = writeln!(out, "{line}");
+    }
     drop(lock);
     Ok(())
 }

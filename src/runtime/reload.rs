@@ -18,6 +18,11 @@
 //!    never stop, NAT and security-group state follow the tables;
 //! 4. the namespaces of removed endpoints are deleted (their devices were closed by the swap).
 //!
+//! The public uplink (`internet/uplink`) is an endpoint like the others: kept (with its flows and
+//! listeners) while its configuration — address, MTU, `host_bind`s, host listeners — is the same;
+//! otherwise detached in step 1 (closing its listeners) and started again in step 2 from the new
+//! plan, so that the new listeners can bind the same addresses.
+//!
 //! A change that fails before step 3 leaves the running plan in force (what step 2 made is
 //! removed again); replaced endpoints detached by step 1 stay detached until the next change.
 //! Refused outright: an MTU larger than the loop's buffers (a restart), and a change that would
@@ -32,12 +37,14 @@ use super::event_loop::{LoopMsg, Shell, SimSpec, Slot, Swap};
 use super::mailbox::{self, Receiver, Sender};
 use super::state::{StateError, StateFile};
 use super::tx::TxQueue;
+use super::uplink_port::UplinkPort;
 use super::{Made, addressing};
 use crate::dataplane::MIN_BUFFER;
 use crate::netns::{self, NetnsError, PortConfig};
 use crate::tables::{self, PortId, PortOwner, Tables};
 use crate::topology::Plan;
 use crate::topology::model::{Attach, Service};
+use crate::uplink::UplinkConfig;
 
 /// What one port of a plan is, as far as the runtime is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +57,8 @@ pub(super) struct PortSpec {
     pub mtu: u32,
     /// What a sim internet host serves.
     pub services: Vec<Service>,
+    /// The uplink's configuration (seed 0), for the uplink's port only.
+    pub uplink: Option<UplinkConfig>,
 }
 
 impl PortSpec {
@@ -99,6 +108,10 @@ pub(super) fn port_specs(plan: &Plan, tables: &Tables) -> Vec<PortSpec> {
                 gateway,
                 mtu: p.mtu,
                 services,
+                uplink: match p.owner {
+                    PortOwner::Uplink => super::uplink_port::config(plan, tables),
+                    _ => None,
+                },
             }
         })
         .collect()
@@ -231,6 +244,8 @@ pub(super) struct Control {
     pub seq: u64,
     /// What SIGHUP does.
     pub reload: super::Reload,
+    /// The loop's clock: the std reading of its `Instant::ZERO`.
+    pub clock: std::time::Instant,
 }
 
 /// A new namespace with its TUN device (not yet handed to the loop).
@@ -382,7 +397,7 @@ impl Control {
         let detach: Vec<usize> = replaced_old
             .iter()
             .copied()
-            .filter(|&i| self.specs[i].attach == Attach::Netns)
+            .filter(|&i| self.specs[i].attach == Attach::Netns || self.specs[i].uplink.is_some())
             .collect();
         if !detach.is_empty() {
             let slots = (0..self.specs.len())
@@ -397,6 +412,7 @@ impl Control {
             self.swap(slots, None).await?;
             let names: Vec<String> = detach
                 .iter()
+                .filter(|&&i| self.specs[i].attach == Attach::Netns)
                 .map(|&i| netns::namespace_name(&self.prefix, &self.specs[i].name))
                 .collect();
             self.delete(names).await;
@@ -441,6 +457,16 @@ impl Control {
         for (j, p) in new.iter().enumerate() {
             if let Some(i) = keep[j] {
                 slots.push(Slot::Keep(PortId(i as u32)));
+                continue;
+            }
+            if let Some(config) = &p.uplink {
+                match self.start_uplink(PortId(j as u32), config).await {
+                    Ok(u) => slots.push(Slot::NewUplink(Box::new(u))),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
                 continue;
             }
             match p.attach {
@@ -492,6 +518,29 @@ impl Control {
         self.delete(gone).await;
         self.specs = new;
         Ok(applied)
+    }
+
+    /// Starts an uplink for a change. Its listeners may want the addresses of the uplink step 1
+    /// just detached, whose listener tasks close when the runtime next runs them: an address
+    /// still in use is retried for a moment.
+    async fn start_uplink(
+        &self,
+        port: PortId,
+        config: &UplinkConfig,
+    ) -> Result<UplinkPort, std::io::Error> {
+        let mut tries = 0;
+        loop {
+            let now = crate::time::Instant::from_micros(
+                u64::try_from(self.clock.elapsed().as_micros()).unwrap_or(u64::MAX),
+            );
+            match UplinkPort::start(port, config.clone(), now) {
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Hands `slots` (and `tables`) to the loop and waits until it has applied them.
