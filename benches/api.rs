@@ -163,7 +163,11 @@ fn attach_detach(socket: &Path, attach: &str, pairs: usize) -> f64 {
             "add_instance",
             &format!(r#"{{"vpc":"b","name":"{name}","subnet":"fn","attach":"{attach}"}}"#),
         );
-        op(socket, "remove_instance", &format!(r#"{{"vpc":"b","name":"{name}"}}"#));
+        op(
+            socket,
+            "remove_instance",
+            &format!(r#"{{"vpc":"b","name":"{name}"}}"#),
+        );
     }
     (2 * pairs) as f64 / start.elapsed().as_secs_f64()
 }
@@ -208,7 +212,11 @@ fn time_to_first_packet(socket: &Path, i: usize) -> (f64, f64) {
         assert!(Instant::now() < deadline, "{name}: no packet after 5 s");
     }
     let first = t0.elapsed().as_secs_f64() * 1e3;
-    op(socket, "remove_instance", &format!(r#"{{"vpc":"b","name":"{name}"}}"#));
+    op(
+        socket,
+        "remove_instance",
+        &format!(r#"{{"vpc":"b","name":"{name}"}}"#),
+    );
     (first, answered)
 }
 
@@ -219,7 +227,11 @@ fn spawn_cost_ms() -> f64 {
         .map(|_| {
             let t = Instant::now();
             let _ = Command::new("ip")
-                .args(["netns", "exec", &vpcd::netns::namespace_name(PREFIX, "b/anchor")])
+                .args([
+                    "netns",
+                    "exec",
+                    &vpcd::netns::namespace_name(PREFIX, "b/anchor"),
+                ])
                 .args(["ping", "-c", "1", "-W", "0.2", "-q", "198.51.100.10"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -242,7 +254,11 @@ fn main() {
     let up = up();
     let s = &up.socket;
     // A netns instance that stays, for the spawn-cost baseline.
-    op(s, "add_instance", r#"{"vpc":"b","name":"anchor","subnet":"fn"}"#);
+    op(
+        s,
+        "add_instance",
+        r#"{"vpc":"b","name":"anchor","subnet":"fn"}"#,
+    );
 
     let sim = attach_detach(s, "sim", 200);
     let netns = attach_detach(s, "netns", 40);

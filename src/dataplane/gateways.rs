@@ -157,12 +157,13 @@ impl Gateways {
             }
             for (eip, internal) in &v.one_to_one {
                 if !old_v.one_to_one.contains(&(*eip, *internal))
-                    && let Err(error) = cores.igw.add_one_to_one(*eip, *internal) {
-                        problems.push(ReconcileProblem {
-                            gateway: format!("{}/{INTERNET_GATEWAY}", v.name),
-                            error,
-                        });
-                    }
+                    && let Err(error) = cores.igw.add_one_to_one(*eip, *internal)
+                {
+                    problems.push(ReconcileProblem {
+                        gateway: format!("{}/{INTERNET_GATEWAY}", v.name),
+                        error,
+                    });
+                }
             }
             cores.name = v.name.clone();
             self.vpcs.push(cores);
@@ -352,12 +353,13 @@ fn build_gateway(
     }
     for (pool, eip, internal) in &g.dnat_any {
         if let Some(core) = cores.pools.get_mut(*pool as usize)
-            && let Err(error) = core.add_one_to_one(*eip, *internal) {
-                problems.push(ReconcileProblem {
-                    gateway: format!("{vpc}/{}", g.name),
-                    error,
-                });
-            }
+            && let Err(error) = core.add_one_to_one(*eip, *internal)
+        {
+            problems.push(ReconcileProblem {
+                gateway: format!("{vpc}/{}", g.name),
+                error,
+            });
+        }
     }
     cores
 }
@@ -371,12 +373,13 @@ fn add_dnat(
     problems: &mut Vec<ReconcileProblem>,
 ) {
     if let Some(core) = cores.pools.get_mut(pool as usize)
-        && let Err(error) = core.add_dnat(rule) {
-            problems.push(ReconcileProblem {
-                gateway: format!("{vpc}/{}", g.name),
-                error,
-            });
-        }
+        && let Err(error) = core.add_dnat(rule)
+    {
+        problems.push(ReconcileProblem {
+            gateway: format!("{vpc}/{}", g.name),
+            error,
+        });
+    }
 }
 
 fn same_pools(a: &NatGatewayTable, b: &NatGatewayTable) -> bool {
@@ -394,15 +397,17 @@ fn update_rules(
     let mut problems = Vec::new();
     for (pool, rule) in &old.dnat {
         if !new.dnat.contains(&(*pool, *rule))
-            && let Some(core) = cores.pools.get_mut(*pool as usize) {
-                core.remove_dnat(now, rule.external, rule.protocol);
-            }
+            && let Some(core) = cores.pools.get_mut(*pool as usize)
+        {
+            core.remove_dnat(now, rule.external, rule.protocol);
+        }
     }
     for entry in &old.dnat_any {
         if !new.dnat_any.contains(entry)
-            && let Some(core) = cores.pools.get_mut(entry.0 as usize) {
-                core.remove_one_to_one(entry.1);
-            }
+            && let Some(core) = cores.pools.get_mut(entry.0 as usize)
+        {
+            core.remove_one_to_one(entry.1);
+        }
     }
     for (pool, rule) in &new.dnat {
         if !old.dnat.contains(&(*pool, *rule)) {
@@ -412,12 +417,13 @@ fn update_rules(
     for entry in &new.dnat_any {
         if !old.dnat_any.contains(entry)
             && let Some(core) = cores.pools.get_mut(entry.0 as usize)
-                && let Err(error) = core.add_one_to_one(entry.1, entry.2) {
-                    problems.push(ReconcileProblem {
-                        gateway: format!("{vpc}/{}", new.name),
-                        error,
-                    });
-                }
+            && let Err(error) = core.add_one_to_one(entry.1, entry.2)
+        {
+            problems.push(ReconcileProblem {
+                gateway: format!("{vpc}/{}", new.name),
+                error,
+            });
+        }
     }
     problems
 }

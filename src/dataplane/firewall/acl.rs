@@ -84,9 +84,10 @@ impl AclRuleTable {
     /// Whether this rule matches `facts` with `peer` as the far end.
     pub fn matches(&self, facts: &Facts, peer: Ipv4Addr) -> bool {
         if let Some(p) = self.proto
-            && p != facts.proto {
-                return false;
-            }
+            && p != facts.proto
+        {
+            return false;
+        }
         if let Some((first, last)) = self.ports {
             match facts.dport() {
                 Some(port) if first <= port && port <= last => {}

@@ -91,9 +91,10 @@ impl SgRuleTable {
     /// Whether this rule admits `facts` with `peer` as the other end.
     pub fn matches(&self, members: &[Vec<Ipv4Addr>], facts: &Facts, peer: Ipv4Addr) -> bool {
         if let Some(p) = self.proto
-            && p != facts.proto {
-                return false;
-            }
+            && p != facts.proto
+        {
+            return false;
+        }
         if let Some((first, last)) = self.ports {
             match facts.dport() {
                 Some(port) if first <= port && port <= last => {}
@@ -101,9 +102,10 @@ impl SgRuleTable {
             }
         }
         if let Some(t) = self.icmp_type
-            && facts.icmp_type() != Some(t) {
-                return false;
-            }
+            && facts.icmp_type() != Some(t)
+        {
+            return false;
+        }
         match self.peer {
             SgPeer::Cidr(c) => c.contains(peer),
             SgPeer::Group(g) => members

@@ -295,9 +295,10 @@ impl PortAllocator {
     /// Frees an owner's port block (block mode). The caller flushes the owner's mappings first.
     pub(crate) fn release_owner(&mut self, owner: u32) {
         if let Some(b) = self.owner_blocks.remove(&owner)
-            && let Some(e) = self.slot_mut(b.eip) {
-                set_bit(&mut e.blocks, b.index, false);
-            }
+            && let Some(e) = self.slot_mut(b.eip)
+        {
+            set_bit(&mut e.blocks, b.index, false);
+        }
     }
 
     /// The owner's block, reserving one on the first call. Tries the EIPs from a hash of the owner.

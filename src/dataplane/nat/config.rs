@@ -223,9 +223,10 @@ impl NatConfig {
             return Err("port_range must be non-empty and must not include port 0");
         }
         if let Some(block) = self.ports_per_owner
-            && (block == 0 || u32::from(block) > u32::from(hi) - u32::from(lo) + 1) {
-                return Err("ports_per_owner must be between 1 and the size of port_range");
-            }
+            && (block == 0 || u32::from(block) > u32::from(hi) - u32::from(lo) + 1)
+        {
+            return Err("ports_per_owner must be between 1 and the size of port_range");
+        }
         if self.max_entries == 0 || self.max_entries > u32::MAX as usize / 2 {
             return Err("max_entries must be between 1 and 2^31 - 1");
         }

@@ -748,20 +748,22 @@ impl ConnTrack {
             e.remove();
         }
         if self.track_owners
-            && let Some(u) = self.owners.get_mut(&s.owner) {
-                u.conns = u.conns.saturating_sub(1);
-                if u.conns == 0 && u.window != now {
-                    self.owners.remove(&s.owner);
-                }
+            && let Some(u) = self.owners.get_mut(&s.owner)
+        {
+            u.conns = u.conns.saturating_sub(1);
+            if u.conns == 0 && u.window != now {
+                self.owners.remove(&s.owner);
             }
+        }
         if s.mapping != NONE {
             if let Some(adf) = &mut self.adf
-                && let Some(n) = adf.get_mut(&(s.mapping, s.rem_ip)) {
-                    *n -= 1;
-                    if *n == 0 {
-                        adf.remove(&(s.mapping, s.rem_ip));
-                    }
+                && let Some(n) = adf.get_mut(&(s.mapping, s.rem_ip))
+            {
+                *n -= 1;
+                if *n == 0 {
+                    adf.remove(&(s.mapping, s.rem_ip));
                 }
+            }
             let m = &mut self.maps[s.mapping as usize];
             m.state = m.refs().saturating_sub(1);
             if m.state == 0 {

@@ -99,9 +99,9 @@ impl FragTable {
                 && let Ok(e) = self
                     .index
                     .find_entry(hash(&self.hasher, &old.key), |&i| i as usize == slot)
-                {
-                    e.remove();
-                }
+            {
+                e.remove();
+            }
             self.ring[slot] = entry;
             self.head = (slot + 1) % self.cap;
             slot

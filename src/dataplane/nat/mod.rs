@@ -480,9 +480,10 @@ impl NatGateway {
             return self.later_fragment(pkt, &p, Dir::Out, now);
         }
         if !self.one_to_one_by_int.is_empty()
-            && let Some(eip) = self.one_to_one_by_int.get(&p.src).copied() {
-                return self.one_to_one(pkt, &p, Dir::Out, eip, now);
-            }
+            && let Some(eip) = self.one_to_one_by_int.get(&p.src).copied()
+        {
+            return self.one_to_one(pkt, &p, Dir::Out, eip, now);
+        }
         if p.l4 == L4::IcmpError {
             return self.error_out(pkt, &p);
         }
@@ -575,9 +576,10 @@ impl NatGateway {
             return self.later_fragment(pkt, &p, Dir::In, now);
         }
         if !self.one_to_one_by_eip.is_empty()
-            && let Some(int) = self.one_to_one_by_eip.get(&p.dst).copied() {
-                return self.one_to_one(pkt, &p, Dir::In, int, now);
-            }
+            && let Some(int) = self.one_to_one_by_eip.get(&p.dst).copied()
+        {
+            return self.one_to_one(pkt, &p, Dir::In, int, now);
+        }
         if p.l4 == L4::IcmpError {
             return self.error_in(pkt, &p);
         }
