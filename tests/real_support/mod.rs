@@ -8,6 +8,10 @@
 //! assertion, a panic) kills everything it started and runs `vpcd down`, so no namespace
 //! outlives a test.
 //!
+//! [`HostNs`] and [`Run::up_in`] stand up a namespace for "the host" and run `vpcd up` inside it
+//! (with `nsenter --net`, so that the namespaces vpcd registers under `/run/netns` stay visible to
+//! `vpcd exec`): the uplink tests' outside servers live there, never on the real host network.
+//!
 //! Without root (or `/dev/net/tun`, or a program a test needs) a test prints why and passes
 //! vacuously; under `CI=true` that is a failure, since CI runs as root with the packages installed.
 #![allow(dead_code)]
@@ -85,6 +89,8 @@ pub struct Run {
     up_args: Vec<String>,
     /// What `vpcd up` printed after the ready line (stdout and stderr), as it arrives.
     live: Arc<Mutex<String>>,
+    /// The namespace `vpcd up` runs in ([`Run::up_in`]); removed after everything else.
+    host: Option<HostNs>,
 }
 
 impl Run {
@@ -97,6 +103,16 @@ impl Run {
     /// [`Run::up`] with options for `vpcd up` (`--flow-log …`); `{dir}` in them stands for the
     /// run's directory (removed when the run is dropped).
     pub fn up_with(prefix: &str, topology: &str, args: &[&str]) -> Run {
+        Run::start_in(None, prefix, topology, args)
+    }
+
+    /// [`Run::up_with`] with `vpcd up` running inside `host` (which the run owns from now on and
+    /// removes last).
+    pub fn up_in(host: HostNs, prefix: &str, topology: &str, args: &[&str]) -> Run {
+        Run::start_in(Some(host), prefix, topology, args)
+    }
+
+    fn start_in(host: Option<HostNs>, prefix: &str, topology: &str, args: &[&str]) -> Run {
         let dir = std::env::temp_dir().join(format!("vpcd-real-{prefix}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -113,6 +129,7 @@ impl Run {
             background: Vec::new(),
             up_args: Vec::new(),
             live: Arc::new(Mutex::new(String::new())),
+            host,
         };
         let d = run.dir.display().to_string();
         run.up_args = args.iter().map(|a| a.replace("{dir}", &d)).collect();
@@ -132,9 +149,57 @@ impl Run {
         c
     }
 
+    /// The command that starts `vpcd up`: in the host namespace when the run has one.
+    fn up_command(&self) -> Command {
+        match &self.host {
+            Some(h) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{}", h.name)).arg(VPCD);
+                self.env(&mut c);
+                c
+            }
+            None => self.vpcd(),
+        }
+    }
+
+    /// The host namespace of [`Run::up_in`].
+    pub fn host(&self) -> &HostNs {
+        self.host.as_ref().expect("a run started with Run::up_in")
+    }
+
+    /// Runs `ARGS` in the host namespace to completion (killed after `timeout`).
+    pub fn host_exec(&self, args: &[&str], timeout: Duration) -> Output {
+        let child = self
+            .host()
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ip netns exec");
+        wait_output(child, timeout)
+    }
+
+    /// Starts `ARGS` in the host namespace in the background (killed when the run stops or is
+    /// dropped); output goes to `DIR/LOG`.
+    pub fn host_spawn(&mut self, args: &[&str], log: &str) -> u32 {
+        let file = std::fs::File::create(self.dir.join(log)).expect("log file");
+        let child = self
+            .host()
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn ip netns exec");
+        let pid = child.id();
+        self.background.push(child);
+        pid
+    }
+
     fn start(&mut self) {
         let mut child = self
-            .vpcd()
+            .up_command()
             .arg("up")
             .arg(&self.topology)
             .args(&self.up_args)
@@ -214,7 +279,7 @@ impl Run {
 
     /// Runs `vpcd exec ENDPOINT -- ARGS` to completion (killed after `timeout`).
     pub fn exec_timeout(&self, endpoint: &str, args: &[&str], timeout: Duration) -> Output {
-        let mut child = self
+        let child = self
             .vpcd()
             .arg("exec")
             .arg(endpoint)
@@ -225,34 +290,7 @@ impl Run {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn vpcd exec");
-        let deadline = Instant::now() + timeout;
-        let mut out = child.stdout.take().expect("stdout");
-        let mut err = child.stderr.take().expect("stderr");
-        let t_out = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = out.read_to_end(&mut s);
-            s
-        });
-        let t_err = std::thread::spawn(move || {
-            let mut s = Vec::new();
-            let _ = err.read_to_end(&mut s);
-            s
-        });
-        let status = loop {
-            if let Ok(Some(s)) = child.try_wait() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break child.wait().expect("wait");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        Output {
-            status,
-            stdout: t_out.join().unwrap_or_default(),
-            stderr: t_err.join().unwrap_or_default(),
-        }
+        wait_output(child, timeout)
     }
 
     /// [`Run::exec_timeout`] with 15 s.
@@ -472,6 +510,101 @@ impl Drop for Run {
             let _ = Command::new("ip").args(["netns", "delete", &ns]).status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        // Last: the namespace vpcd ran in, with anything still inside it.
+        drop(self.host.take());
+    }
+}
+
+/// Waits for `child` (stdout and stderr piped) at most `timeout`, killing it then.
+fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break child.wait().expect("wait");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    }
+}
+
+/// A network namespace that stands for "the host" of the uplink tests: its loopback is up and
+/// carries the documentation addresses given (`"192.0.2.1/24"`), so servers there listen on
+/// non-loopback addresses that nothing outside the namespace can reach. Dropping it kills every
+/// process still inside and deletes it (also while unwinding from a panic).
+pub struct HostNs {
+    pub name: String,
+}
+
+impl HostNs {
+    /// Creates namespace `name` (removing a leftover of a crashed run first) with `addrs` on its
+    /// loopback device.
+    pub fn new(name: &str, addrs: &[&str]) -> HostNs {
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip");
+            assert!(
+                out.status.success(),
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let leftover = HostNs {
+            name: name.to_string(),
+        };
+        drop(leftover);
+        ip(&["netns", "add", name]);
+        let host = HostNs {
+            name: name.to_string(),
+        };
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        for a in addrs {
+            ip(&["-n", name, "addr", "add", a, "dev", "lo"]);
+        }
+        host
+    }
+
+    /// `ip netns exec NAME ARGS...`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(args);
+        c
+    }
+}
+
+impl Drop for HostNs {
+    fn drop(&mut self) {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for pid in pids.split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
