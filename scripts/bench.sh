@@ -11,10 +11,12 @@
 #                the same run, for before/after comparisons
 #   kernel       kernel forwarding in a router namespace R, no NAT (veth F-R, R-H)
 #   kernel-nat   the same plus nftables SNAT (masquerade to 198.51.100.1) and a DNAT rule in R
+#   uplink       vpcd's public uplink: `vpcd up` run inside R (like pasta), F a netns instance behind
+#                a NAT gateway, `[internet] uplink = "host"`: SNAT in the fabric, then host sockets
 #   pasta        pasta (passt) run inside R, F attached to it; R's default route points at H
 #   slirp4netns  slirp4netns run inside R, F attached to it
-# pasta and slirp4netns open their host-side sockets in R, which only reaches H: nothing leaves the
-# namespaces this script makes. Forwarding is switched on only inside R namespaces.
+# uplink, pasta and slirp4netns open their host-side sockets in R, which only reaches H: nothing
+# leaves the namespaces this script makes. Forwarding is switched on only inside R namespaces.
 #
 # Metrics (F is the client, H the server): iperf3 TCP single stream Gbit/s out (F->H) and in
 # (-R, H->F); iperf3 UDP 64-byte payload packets/s received and loss; ping RTT; new TCP
@@ -31,7 +33,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECS=${BENCH_SECONDS:-3}
-PEERS=${BENCH_PEERS:-"vpcd ${VPCD_BASELINE:+vpcd-base }tun-copy kernel kernel-nat pasta slirp4netns"}
+PEERS=${BENCH_PEERS:-"vpcd ${VPCD_BASELINE:+vpcd-base }tun-copy kernel kernel-nat uplink pasta slirp4netns"}
 P=vb  # every namespace here starts with "vb-"
 WORK=$(mktemp -d /tmp/vpcd-bench.XXXXXX)
 PIDS=()
@@ -40,7 +42,7 @@ H_IP=198.51.100.10
 die() { echo "bench.sh: $*" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, TUN devices)"
 [ -e /dev/net/tun ] || die "/dev/net/tun is missing (modprobe tun)"
-for t in ip iperf3 ping python3 nft; do
+for t in ip iperf3 ping python3 nft nsenter; do
     command -v "$t" >/dev/null || die "needs $t (Debian: see .ci/run)"
 done
 
@@ -182,6 +184,38 @@ peer_slirp() {
     measure slirp4netns "$P-sl-f" "$P-sl-h" "$H_IP"
 }
 
+peer_uplink() { # vpcd up inside R (nsenter --net keeps /run/netns shared), F behind SNAT
+    router_for_userspace ul
+    cat >"$WORK/uplink.toml" <<'EOF'
+[[vpc]]
+name = "ubench"
+cidr = "10.98.0.0/16"
+subnet = [
+  { name = "fn", cidr = "10.98.1.0/24" },
+  { name = "public", cidr = "10.98.9.0/24" },
+]
+route_table = [ { name = "main", routes = [ { destination = "0.0.0.0/0", target = "nat:egress" } ] } ]
+instance = [ { name = "f", subnet = "fn", ip = "10.98.1.10" } ]
+nat_gateway = [ { name = "egress", subnet = "public", eips = ["gw"], snat = [ { source = "10.98.0.0/16" } ] } ]
+
+[[eip]]
+name = "gw"
+address = "203.0.113.10"
+
+[internet]
+uplink = "host"
+EOF
+    VPCD_NETNS_PREFIX=$P VPCD_RUN_DIR=$WORK/run \
+        nsenter --net="/run/netns/$P-ul-r" "$VPCD" up "$WORK/uplink.toml" >"$WORK/uplink.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 100); do grep -q '^ready:' "$WORK/uplink.log" && break; sleep 0.1; done
+    grep -q '^ready:' "$WORK/uplink.log" || { cat "$WORK/uplink.log" >&2; return 1; }
+    measure uplink "$P-ubench-f" "$P-ul-h" "$H_IP"
+    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    tail -2 "$WORK/uplink.log" | sed "s/^/  uplink: /"
+}
+
 peer_tun_copy() {
     "$TUN_COPY" "$P-copy-f" "$P-copy-h" >"$WORK/copy.log" 2>&1 &
     local pid=$!
@@ -265,6 +299,7 @@ for peer in $PEERS; do
         tun-copy) peer_tun_copy ;;
         kernel) peer_kernel ;;
         kernel-nat) peer_kernel_nat ;;
+        uplink) peer_uplink ;;
         pasta) peer_pasta ;;
         slirp4netns) peer_slirp ;;
         *) die "unknown peer $peer" ;;
@@ -296,6 +331,14 @@ for r in rows:
         else:
             cells.append(c)
     print("| %s | %s |" % (r[0], " | ".join(cells)))
+up = next((r for r in rows if r[0] == "uplink"), None)
+for peer in ("pasta", "slirp4netns"):
+    p = next((r for r in rows if r[0] == peer), None)
+    if up is not None and p is not None:
+        print()
+        print("uplink / %s: TCP out %s, TCP in %s, UDP pps %s, ping RTT %s, TCP conn/s %s" % (
+            peer, ratio(up[1], p[1], False), ratio(up[2], p[2], False),
+            ratio(up[3], p[3], False), ratio(up[5], p[5], True), ratio(up[6], p[6], False)))
 EOF
 )
 echo
