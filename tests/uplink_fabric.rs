@@ -474,3 +474,22 @@ fn explain_names_the_uplink_hop_the_bind_and_the_allow_list() {
     let text = explain_text(&r, "t/e1", "192.0.2.1:443/tcp");
     assert!(text.contains("from an unbound host socket"), "{text}");
 }
+
+#[test]
+fn the_example_uplink_topology_passes_its_probes_in_process() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/uplink.toml");
+    let mut sim = vpcd::sim::Simulation::load(&path).expect("topologies/uplink.toml loads");
+    let results = sim.run_probes();
+    assert_eq!(results.len(), 2);
+    for r in &results {
+        assert!(r.passed(), "{r:#?}");
+    }
+    assert!(
+        results[1]
+            .drops
+            .iter()
+            .any(|(d, _)| *d == DropReason::EgressNotAllowed),
+        "{:#?}",
+        results[1]
+    );
+}
