@@ -21,6 +21,9 @@
 //! | `vpcd_drops_total` | counter | reason |
 //! | `vpcd_sg_flows`, `vpcd_sg_flows_capacity` | gauge | vpc |
 //! | `vpcd_sg_flows_created_total`, `vpcd_sg_flows_expired_total`, `vpcd_sg_flows_refused_total` | counter | vpc |
+//! | `vpcd_uplink_tcp_opened_total`, `…_tcp_refused_total`, `…_ingress_accepted_total`, `…_bytes_to_host_total`, … (one per uplink counter) | counter | |
+//! | `vpcd_uplink_active_flows` | gauge | kind |
+//! | `vpcd_uplink_drops_total` | counter | reason |
 //! | `vpcd_tun_tx_errors_total`, `vpcd_tun_tx_queue_full_total`, `vpcd_tun_rx_errors_total`, `vpcd_sim_overflows_total`, `vpcd_batches_total`, `vpcd_batched_packets_total` | counter | |
 
 use std::sync::atomic::AtomicU64;
@@ -307,6 +310,41 @@ fn shell(b: &mut Builder, s: &Snapshot) {
     );
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+/// The public uplink: one counter per uplink counter, open flows by kind, drops by reason.
+fn uplink(b: &mut Builder, s: &Snapshot) {
+    let Some(u) = &s.uplink else {
+        return;
+    };
+    for (name, value) in &u.counters {
+        let help = format!("Uplink counter {name} (see vpcd::uplink::UplinkCounters)");
+        b.counter(&format!("uplink_{name}"), &help, *value);
+    }
+    let active = b.gauges::<KindLabels>("uplink_active_flows", "Flows open through the uplink");
+    for (kind, n) in &u.active {
+        active
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .set(*n);
+    }
+    let drops = b.counters::<ReasonLabels>(
+        "uplink_drops",
+        "Packets the uplink dropped or flows it refused, by reason",
+    );
+    for (reason, n) in &u.drops {
+        drops
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc_by(*n);
+    }
+}
+
 /// The Prometheus text exposition of `snapshot` (see the module docs for the metrics).
 pub fn render(snapshot: &Snapshot) -> String {
     let mut b = Builder {
@@ -320,6 +358,7 @@ pub fn render(snapshot: &Snapshot) -> String {
     ports(&mut b, snapshot);
     flow_tables(&mut b, snapshot);
     shell(&mut b, snapshot);
+    uplink(&mut b, snapshot);
     let mut out = String::new();
     // Encoding into a String cannot fail; on the impossible error the partial text is returned.
     let _ = prometheus_text::encode(&mut out, &b.registry);
@@ -412,7 +451,48 @@ mod tests {
                 tun_tx_queue_full: 9,
                 ..ShellStats::default()
             }),
+            uplink: None,
         }
+    }
+
+    #[test]
+    fn uplink_counters_flows_and_drops_are_exported() {
+        let mut s = snapshot();
+        let mut u = crate::runtime::inspect::UplinkSnapshot::default();
+        u.counters.insert("tcp_opened", 7);
+        u.counters.insert("bytes_to_host", 1_000);
+        u.active.insert("tcp_open", 3);
+        u.drops.insert("blocked", 2);
+        s.uplink = Some(u);
+        let samples = parse(&render(&s));
+        assert_eq!(
+            value(&samples, "vpcd_uplink_tcp_opened_total", &[]),
+            Some(7.0)
+        );
+        assert_eq!(
+            value(&samples, "vpcd_uplink_bytes_to_host_total", &[]),
+            Some(1000.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "vpcd_uplink_active_flows",
+                &[("kind", "tcp_open")]
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "vpcd_uplink_drops_total",
+                &[("reason", "blocked")]
+            ),
+            Some(2.0)
+        );
+        assert!(
+            !render(&snapshot()).contains("vpcd_uplink"),
+            "no uplink, no uplink metrics"
+        );
     }
 
     /// One sample line: name, labels, value.

@@ -47,6 +47,67 @@ pub struct Snapshot {
     pub flow_tables: Vec<FlowTableSnapshot>,
     /// The I/O shell's own losses and batching (`null` for a bare fabric).
     pub shell: Option<ShellStats>,
+    /// The public uplink's flows and counters (`null` without `[internet] uplink = "host"`, and
+    /// for a bare fabric).
+    pub uplink: Option<UplinkSnapshot>,
+}
+
+/// The public uplink, by counter name (the names of [`crate::uplink::UplinkCounters`]' fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UplinkSnapshot {
+    /// Monotonic counters: flows opened, refused, reset, expired; ingress accepted and refused;
+    /// echo requests and replies; bytes and packets each way.
+    pub counters: BTreeMap<&'static str, u64>,
+    /// Flows open now, by kind: `tcp_connecting`, `tcp_open`, `udp`, `icmp`.
+    pub active: BTreeMap<&'static str, u64>,
+    /// Packets dropped or flows refused, by [`crate::uplink::UplinkDrop::label`] (every reason).
+    pub drops: BTreeMap<&'static str, u64>,
+}
+
+impl UplinkSnapshot {
+    pub fn of(u: &crate::uplink::Uplink) -> UplinkSnapshot {
+        let c = u.counters();
+        let counters = [
+            ("tcp_opened", c.tcp_opened),
+            ("tcp_refused", c.tcp_refused),
+            ("tcp_unreachable", c.tcp_unreachable),
+            ("tcp_reset", c.tcp_reset),
+            ("tcp_expired", c.tcp_expired),
+            ("ingress_accepted", c.ingress_accepted),
+            ("ingress_refused", c.ingress_refused),
+            ("udp_opened", c.udp_opened),
+            ("udp_expired", c.udp_expired),
+            ("udp_unreachable", c.udp_unreachable),
+            ("icmp_opened", c.icmp_opened),
+            ("icmp_expired", c.icmp_expired),
+            ("echo_requests", c.echo_requests),
+            ("echo_replies", c.echo_replies),
+            ("bytes_to_host", c.bytes_to_host),
+            ("bytes_from_host", c.bytes_from_host),
+            ("packets_in", c.packets_in),
+            ("packets_out", c.packets_out),
+        ]
+        .into_iter()
+        .collect();
+        let a = u.active();
+        let active = [
+            ("tcp_connecting", a.tcp_connecting as u64),
+            ("tcp_open", a.tcp_open as u64),
+            ("udp", a.udp as u64),
+            ("icmp", a.icmp as u64),
+        ]
+        .into_iter()
+        .collect();
+        let drops = crate::uplink::UplinkDrop::ALL
+            .iter()
+            .map(|r| (r.label(), c.drops(*r)))
+            .collect();
+        UplinkSnapshot {
+            counters,
+            active,
+            drops,
+        }
+    }
 }
 
 /// What a gateway is.
@@ -197,6 +258,7 @@ pub fn snapshot(fabric: &Fabric, now: Instant) -> Snapshot {
             .collect(),
         flow_tables,
         shell: None,
+        uplink: None,
     }
 }
 
@@ -797,6 +859,7 @@ impl Shell {
     pub fn snapshot(&self) -> Snapshot {
         let mut s = snapshot(self.fabric(), self.now());
         s.shell = Some(self.stats());
+        s.uplink = self.uplink().map(|u| UplinkSnapshot::of(u.uplink()));
         s
     }
 
