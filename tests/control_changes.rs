@@ -2112,3 +2112,50 @@ fn value_schemas_describe_the_json_they_accept() {
         decode::<AddSgRule>(body.to_string().as_bytes()).unwrap_or_else(|e| panic!("{n}: {e}"));
     }
 }
+
+#[test]
+fn uplink_fields_are_changes_too_and_validated_like_the_file() {
+    let s = state();
+    // Without `[internet] uplink = "host"`, host_bind is refused with the file's words.
+    let e = refused(
+        &s,
+        req::<AllocateEip>(
+            json!({"name": "out", "address": "203.0.113.77", "host_bind": "192.0.2.5"}),
+        ),
+    );
+    same_as_file(
+        &e,
+        "[[eip]]\nname = \"out\"\naddress = \"203.0.113.77\"\nhost_bind = \"192.0.2.5\"\n",
+        "host_bind",
+    );
+    // A malformed listener is refused when decoding, naming the field.
+    let e = decode::<AddDnat>(
+        json!({"vpc": "tenant-a", "nat_gateway": "egress", "eip": "nat-a", "protocol": "tcp",
+               "port": 9000, "instance": "fn-a1", "host_listen": "nowhere"})
+        .to_string()
+        .as_bytes(),
+    )
+    .expect_err("a bad host_listen");
+    assert_eq!(first_json(&e)["field"], "host_listen", "{}", e.to_json());
+
+    // The allow-list is set, replaced and removed; the export carries it.
+    let s = ok(
+        &s,
+        req::<SetEgressAllow>(
+            json!({"vpc": "tenant-a", "egress_allow": ["192.0.2.0/24:443", "198.51.100.7"]}),
+        ),
+    );
+    assert!(s.export().contains("192.0.2.0/24:443"), "{}", s.export());
+    assert_eq!(vpc(&s).egress_allow.as_ref().map(Vec::len), Some(2));
+    let s = ok(&s, req::<SetEgressAllow>(json!({"vpc": "tenant-a"})));
+    assert!(vpc(&s).egress_allow.is_none());
+    assert!(!s.export().contains("egress_allow"), "{}", s.export());
+    let e = refused(
+        &s,
+        req::<SetEgressAllow>(json!({"vpc": "nope", "egress_allow": []})),
+    );
+    assert_eq!(first_json(&e)["code"], "not_found");
+    let e = decode::<SetEgressAllow>(br#"{"vpc": "tenant-a", "egress_allow": ["192.0.2.1/24"]}"#)
+        .expect_err("host bits");
+    assert!(e.to_json().contains("egress_allow"), "{}", e.to_json());
+}

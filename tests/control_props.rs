@@ -172,6 +172,9 @@ fn request() -> impl Strategy<Value = (usize, Value)> {
                 "associate_network_acl" => {
                     json!({"vpc": "a", "subnet": if flag { "pub" } else { "fn" }, "network_acl": if flag { json!(n1) } else { Value::Null }})
                 }
+                "set_egress_allow" => {
+                    json!({"vpc": "a", "egress_allow": if flag { Value::Null } else { json!([cidr]) }})
+                }
                 other => panic!("the property test does not know operation `{other}`; add it"),
             };
             (op, body)
@@ -304,6 +307,7 @@ fn every_request_type_refuses_unknown_keys() {
         ),
         (28, json!({"vpc": "a", "name": "n"})),
         (29, json!({"vpc": "a", "subnet": "s"})),
+        (30, json!({"vpc": "a", "egress_allow": ["192.0.2.0/24:443"]})),
     ];
     let mut covered: Vec<usize> = bodies.iter().map(|(op, _)| *op).collect();
     covered.dedup();

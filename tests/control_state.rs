@@ -60,6 +60,8 @@ fn changed(s: &ControlState) -> ControlState {
             &AllocateEip {
                 name: "api-eip".into(),
                 address: "203.0.113.99".parse().unwrap(),
+                host_bind: None,
+                host_listen: Vec::new(),
             }
             .into(),
         )
@@ -163,6 +165,8 @@ fn saves_replace_the_file_generation_by_generation() {
                 &AllocateEip {
                     name: format!("e{i}"),
                     address: format!("203.0.113.{}", 100 + i).parse().unwrap(),
+                    host_bind: None,
+                    host_listen: Vec::new(),
                 }
                 .into(),
             )

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use super::{Edit, already_exists, find, in_use, sp, vpc_mut};
 use crate::control::error::{ApiError, ErrorCode};
 use crate::topology::cidr::Addr;
-use crate::topology::model::{Eip, Topology};
+use crate::topology::model::{Eip, HostListen, HostListens, Topology};
 
 /// Allocate an EIP (`AllocateAddress`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
@@ -16,6 +16,13 @@ use crate::topology::model::{Eip, Topology};
 pub struct AllocateEip {
     pub name: String,
     pub address: Addr,
+    /// With the public uplink: the host address its flows' host sockets bind to, so the
+    /// outside sees this address.
+    #[serde(default)]
+    pub host_bind: Option<Addr>,
+    /// With the public uplink, for a 1:1 EIP: host addresses whose callers reach the instance.
+    #[serde(default)]
+    pub host_listen: Vec<HostListen>,
 }
 
 /// Release an EIP (`ReleaseAddress`). Refused while it is associated or owned by a NAT gateway.
@@ -119,8 +126,8 @@ impl Edit for AllocateEip {
         topo.eip.push(Eip {
             name: sp(self.name.clone()),
             address: sp(self.address),
-            host_bind: None,
-            host_listen: Default::default(),
+            host_bind: self.host_bind.map(sp),
+            host_listen: HostListens(self.host_listen.iter().cloned().map(sp).collect()),
         });
         Ok(Some(format!("eip[{}]", self.name)))
     }

@@ -48,7 +48,7 @@ pub use schema::{OpSchema, SchemaRef, schemas};
 pub use security_group::{
     AddSecurityGroup, AddSgRule, RemoveSecurityGroup, RemoveSgRule, SgDirection, SgRuleSpec,
 };
-pub use vpc::{AddSubnet, AddVpc, RemoveSubnet, RemoveVpc};
+pub use vpc::{AddSubnet, AddVpc, RemoveSubnet, RemoveVpc, SetEgressAllow};
 
 /// How one request edits the model (implemented by every request type).
 trait Edit {
@@ -158,6 +158,7 @@ operations! {
     AddNetworkAcl => "add_network_acl",
     RemoveNetworkAcl => "remove_network_acl",
     AssociateNetworkAcl => "associate_network_acl",
+    SetEgressAllow => "set_egress_allow",
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ use super::{Edit, already_exists, find, in_use, refuse_duplicate, some_names, sp
 use crate::control::error::{ApiError, ErrorCode};
 use crate::topology::cidr::Addr;
 use crate::topology::model::{
-    DnatEntry, DnatProtocol, NatFiltering, NatGateway, NatMapping, NatProfile, NatTimeouts,
-    OnRefuse, PortRange, RouteTarget, SnatEntry, Topology, Vpc,
+    DnatEntry, DnatProtocol, HostListen, NatFiltering, NatGateway, NatMapping, NatProfile,
+    NatTimeouts, OnRefuse, PortRange, RouteTarget, SnatEntry, Topology, Vpc,
 };
 
 /// Create a NAT gateway in a subnet of its VPC (`CreateNatGateway`), optionally with EIPs,
@@ -98,6 +98,9 @@ pub struct DnatEntrySpec {
     /// Default: `port`.
     #[serde(default)]
     pub instance_port: Option<u16>,
+    /// With the public uplink (TCP only): a host address whose callers reach the entry.
+    #[serde(default)]
+    pub host_listen: Option<HostListen>,
 }
 
 /// Idle timeouts in seconds; each overrides the profile's value.
@@ -147,6 +150,9 @@ pub struct AddDnat {
     pub instance: String,
     #[serde(default)]
     pub instance_port: Option<u16>,
+    /// With the public uplink (TCP only): a host address whose callers reach the entry.
+    #[serde(default)]
+    pub host_listen: Option<HostListen>,
 }
 
 /// Remove the DNAT entry for `eip` + `protocol` + `port` (`port` absent for `any`)
@@ -211,7 +217,7 @@ impl DnatEntrySpec {
             port: self.port.map(sp),
             instance: sp(self.instance.clone()),
             instance_port: self.instance_port.map(sp),
-            host_listen: None,
+            host_listen: self.host_listen.map(sp),
         }
     }
 }
@@ -367,6 +373,7 @@ impl Edit for AddDnat {
                 port: r.port,
                 instance: r.instance.clone(),
                 instance_port: r.instance_port,
+                host_listen: r.host_listen,
             }
             .to_model(),
         );

@@ -16,7 +16,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::topology::model::{PortRange, RouteTarget};
+use crate::topology::model::{EgressRule, HostListen, PortRange, RouteTarget};
 
 /// A component schema, as utoipa's `Components` holds it.
 pub type SchemaRef = RefOr<Schema>;
@@ -108,5 +108,41 @@ impl PartialSchema for RouteTarget {
 impl ToSchema for RouteTarget {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("RouteTarget")
+    }
+}
+
+impl PartialSchema for EgressRule {
+    fn schema() -> SchemaRef {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A destination a VPC's functions may open flows to through the internet: \"CIDR\" or \"ADDRESS\" (every protocol), or \"CIDR:PORT\" / \"CIDR:FIRST-LAST\" (TCP and UDP to those ports)",
+            ))
+            .examples([json!("192.0.2.0/24:443"), json!("198.51.100.7")])
+            .into()
+    }
+}
+
+impl ToSchema for EgressRule {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("EgressRule")
+    }
+}
+
+impl PartialSchema for HostListen {
+    fn schema() -> SchemaRef {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A host address and port the uplink listens on (\"ADDRESS:PORT\"); callers there reach the function with their own address as the source",
+            ))
+            .examples([json!("192.0.2.1:8080")])
+            .into()
+    }
+}
+
+impl ToSchema for HostListen {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("HostListen")
     }
 }

@@ -7,7 +7,7 @@ use super::network_acl::DEFAULT_NETWORK_ACL;
 use super::{Edit, find, in_use, refuse_duplicate, some_names, sp, vpc_mut};
 use crate::control::error::ApiError;
 use crate::topology::cidr::Cidr;
-use crate::topology::model::{MAIN_ROUTE_TABLE, Subnet, Topology, Vpc};
+use crate::topology::model::{EgressRule, MAIN_ROUTE_TABLE, Subnet, Topology, Vpc};
 
 /// Create a VPC (`CreateVpc`): an isolated network with a CIDR from /8 to /28, which may
 /// overlap other VPCs'. It starts with the implicit main route table (local only), the default
@@ -17,6 +17,31 @@ use crate::topology::model::{MAIN_ROUTE_TABLE, Subnet, Topology, Vpc};
 pub struct AddVpc {
     pub name: String,
     pub cidr: Cidr,
+    /// With the public uplink: the only internet destinations the VPC's functions may open
+    /// flows to (absent: any).
+    #[serde(default)]
+    pub egress_allow: Option<Vec<EgressRule>>,
+}
+
+/// Replace a VPC's egress allow-list (absent or `null`: no list, any destination). New flows
+/// meet the new list; flows already open continue.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetEgressAllow {
+    pub vpc: String,
+    #[serde(default)]
+    pub egress_allow: Option<Vec<EgressRule>>,
+}
+
+impl Edit for SetEgressAllow {
+    fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
+        let (_, vpc) = find(&mut topo.vpc, |v| &v.name, &self.vpc, "VPC", "vpc")?;
+        vpc.egress_allow = self
+            .egress_allow
+            .as_ref()
+            .map(|l| l.iter().cloned().map(sp).collect());
+        Ok(Some(format!("vpc[{}]", self.vpc)))
+    }
 }
 
 /// Delete a VPC (`DeleteVpc`). As in AWS, refused while it has anything it did not start with:
@@ -69,7 +94,10 @@ impl Edit for AddVpc {
             nat_gateway: Vec::new(),
             security_group: Vec::new(),
             network_acl: Vec::new(),
-            egress_allow: None,
+            egress_allow: self
+                .egress_allow
+                .as_ref()
+                .map(|l| l.iter().cloned().map(sp).collect()),
         });
         Ok(Some(format!("vpc[{}]", self.name)))
     }
