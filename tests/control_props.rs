@@ -307,7 +307,10 @@ fn every_request_type_refuses_unknown_keys() {
         ),
         (28, json!({"vpc": "a", "name": "n"})),
         (29, json!({"vpc": "a", "subnet": "s"})),
-        (30, json!({"vpc": "a", "egress_allow": ["192.0.2.0/24:443"]})),
+        (
+            30,
+            json!({"vpc": "a", "egress_allow": ["192.0.2.0/24:443"]}),
+        ),
     ];
     let mut covered: Vec<usize> = bodies.iter().map(|(op, _)| *op).collect();
     covered.dedup();
