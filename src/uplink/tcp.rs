@@ -13,6 +13,10 @@
 //!
 //! Flows are keyed by [`FlowKey`] (function side first); each holds at most two buffers of
 //! `limits.tcp_buffer` bytes. Idle flows are reset on both sides after `timeouts.tcp_idle`.
+//!
+//! The sockets of ended flows are kept (closed, up to [`SPARE_SOCKETS`]) and reused by new flows:
+//! a fresh socket zeroes two buffers of `limits.tcp_buffer` bytes, which cost a new connection
+//! more than the rest of its setup.
 
 use std::collections::HashMap;
 use std::io;
@@ -21,7 +25,7 @@ use std::sync::Arc;
 use std::task::Context;
 use std::time::Duration;
 
-use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 use tokio::net::{TcpSocket, TcpStream};
@@ -76,6 +80,9 @@ async fn connect(
     Ok(stream)
 }
 
+/// Closed sockets kept for reuse; more are dropped (each holds two `limits.tcp_buffer` buffers).
+const SPARE_SOCKETS: usize = 64;
+
 struct Flow {
     generation: u64,
     last_active: Instant,
@@ -100,6 +107,8 @@ pub(crate) struct Tcp {
     next_generation: u64,
     /// Flows whose socket closed, removed after the next egress poll (so RSTs go out first).
     ending: Vec<FlowKey>,
+    /// Closed sockets in `sockets`, ready for a new flow (at most [`SPARE_SOCKETS`]).
+    spare: Vec<SocketHandle>,
 }
 
 impl Drop for Tcp {
@@ -133,18 +142,51 @@ impl Tcp {
             deadlines: Deadlines::new(),
             next_generation: 0,
             ending: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
-    fn new_socket(buffer: usize, setup_timeout: Duration) -> tcp::Socket<'static> {
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; buffer]),
-            tcp::SocketBuffer::new(vec![0; buffer]),
-        );
+    /// A closed socket for a new flow: a spare one, or a new one with `buffer`-byte rings.
+    fn take_socket(&mut self, buffer: usize, setup_timeout: Duration) -> SocketHandle {
+        let handle = match self.spare.pop() {
+            Some(h) => h,
+            None => self.sockets.add(tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; buffer]),
+                tcp::SocketBuffer::new(vec![0; buffer]),
+            )),
+        };
+        let s = self.sockets.get_mut::<tcp::Socket>(handle);
         // A relay forwards what it has at once; the host side has TCP_NODELAY too.
         s.set_nagle_enabled(false);
         s.set_timeout(Some(smol_duration(setup_timeout)));
-        s
+        handle
+    }
+
+    /// Gives back the socket of a flow that ended or never started: kept closed for reuse while
+    /// there is room, dropped otherwise. Nothing more is sent from it (a RST it owed went out
+    /// with the last egress poll).
+    fn release_socket(&mut self, handle: SocketHandle) {
+        if self.spare.len() >= SPARE_SOCKETS {
+            self.sockets.remove(handle);
+            return;
+        }
+        let s = self.sockets.get_mut::<tcp::Socket>(handle);
+        // `listen` resets whatever is left (a TIME-WAIT, an aborted connection) and `close` leaves
+        // LISTEN: from CLOSED with no connection the socket neither accepts nor sends anything.
+        let spare = IpListenEndpoint {
+            addr: None,
+            port: 1,
+        };
+        if s.is_open() {
+            s.abort();
+        }
+        let _ = s.listen(spare);
+        s.close();
+        if s.state() == tcp::State::Closed {
+            self.spare.push(handle);
+        } else {
+            self.sockets.remove(handle);
+        }
     }
 
     fn insert(&mut self, now: Instant, idle: Duration, key: FlowKey, state: State) {
@@ -282,16 +324,21 @@ impl Tcp {
                 return;
             }
         };
-        let mut socket = Self::new_socket(ctx.cfg.limits.tcp_buffer, ctx.cfg.timeouts.connect);
+        let handle = self.take_socket(ctx.cfg.limits.tcp_buffer, ctx.cfg.timeouts.connect);
         let local = IpListenEndpoint {
             addr: Some(IpAddress::Ipv4(*key.dst.ip())),
             port: key.dst.port(),
         };
-        if socket.listen(local).is_err() {
+        if self
+            .sockets
+            .get_mut::<tcp::Socket>(handle)
+            .listen(local)
+            .is_err()
+        {
+            self.release_socket(handle);
             self.refuse_setup(ctx, key, &syn);
             return;
         }
-        let handle = self.sockets.add(socket);
         // Release the SYN into this listener alone: nothing else listens for the destination
         // while the stack reads it.
         let queued = ctx.wire.push_rx(&syn);
@@ -300,7 +347,7 @@ impl Tcp {
         let s = self.sockets.get::<tcp::Socket>(handle);
         let theirs = IpEndpoint::new(IpAddress::Ipv4(*key.src.ip()), key.src.port());
         if !queued || s.state() == tcp::State::Listen || s.remote_endpoint() != Some(theirs) {
-            self.sockets.remove(handle);
+            self.release_socket(handle);
             self.refuse_setup(ctx, key, &syn);
             return;
         }
@@ -349,13 +396,15 @@ impl Tcp {
             super::splice::reset_host(&stream);
             return;
         }
-        let mut socket = Self::new_socket(ctx.cfg.limits.tcp_buffer, ctx.cfg.timeouts.connect);
+        let handle = self.take_socket(ctx.cfg.limits.tcp_buffer, ctx.cfg.timeouts.connect);
         let remote = IpEndpoint::new(IpAddress::Ipv4(*target.ip()), target.port());
         let local = IpListenEndpoint {
             addr: Some(IpAddress::Ipv4(*client.ip())),
             port: client.port(),
         };
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle);
         if socket.connect(self.iface.context(), remote, local).is_err() {
+            self.release_socket(handle);
             ctx.counters.drop(UplinkDrop::TcpSetup);
             super::splice::reset_host(&stream);
             return;
@@ -363,7 +412,6 @@ impl Tcp {
         if stream.set_nodelay(true).is_err() {
             ctx.counters.drop(UplinkDrop::HostSocket);
         }
-        let handle = self.sockets.add(socket);
         let state = State::Open(Splice::new(handle, stream, true));
         self.insert(now, ctx.cfg.timeouts.tcp_idle, key, state);
     }
@@ -386,14 +434,15 @@ impl Tcp {
             }
         }
         self.iface.poll(t, &mut *ctx.wire, &mut self.sockets);
-        for key in self.ending.drain(..) {
+        let mut ending = std::mem::take(&mut self.ending);
+        for key in ending.drain(..) {
             if let Some(Flow {
                 state: State::Open(sp),
                 ..
             }) = self.flows.remove(&key)
             {
                 let state = self.sockets.get::<tcp::Socket>(sp.handle()).state();
-                self.sockets.remove(sp.handle());
+                self.release_socket(sp.handle());
                 match sp.finish(state) {
                     Ending::Graceful => {}
                     Ending::Reset => ctx.counters.tcp_reset += 1,
@@ -406,6 +455,7 @@ impl Tcp {
                 }
             }
         }
+        self.ending = ending;
     }
 
     /// Resets flows idle for longer than `tcp_idle` (the RSTs go out with the next egress poll).
