@@ -20,8 +20,8 @@
 //! are a lazy deadline heap ([`expiry`]).
 //!
 //! Host I/O never blocks the caller: sockets are non-blocking and registered with the tokio
-//! runtime current when [`Uplink::new`] ran; host connects and host listeners run as tasks on that
-//! runtime and report through an inbox. The clock is the caller's ([`crate::time::Instant`]);
+//! runtime current when [`Uplink::new`] ran; host connects that do not finish within their
+//! `connect()` call and host listeners run as tasks on that runtime and report through an inbox. The clock is the caller's ([`crate::time::Instant`]);
 //! connect timeouts are measured by the tasks on the runtime's clock.
 //!
 //! This module owns the host sockets and the segment-side stack; it does not look at the fabric's

@@ -2,8 +2,9 @@
 //! accepts any destination address (`any_ip`), and re-originated on the host with a
 //! `tokio::net::TcpStream`; the bytes are spliced between the two ([`super::splice`]).
 //!
-//! Egress (a function connects out): the function's SYN is held while a task connects on the
-//! host. A refused connect answers the SYN with a RST at once (the function sees "connection
+//! Egress (a function connects out): the host connect starts (non-blocking) when the function's
+//! SYN arrives; when it does not finish within that call, the SYN is held while a task waits for
+//! it. A refused connect answers the SYN with a RST at once (the function sees "connection
 //! refused"), a timeout or an unreachable host with the matching ICMP error; a connect that
 //! succeeds opens a listening socket for exactly that destination and releases the SYN into it,
 //! so the function's handshake completes only when the outside one did.
@@ -28,7 +29,8 @@ use std::time::Duration;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
-use tokio::net::{TcpSocket, TcpStream};
+use socket2::{Domain, Socket, Type};
+use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
 use super::Ctx;
@@ -63,20 +65,53 @@ pub(crate) fn answer_for(kind: io::ErrorKind) -> ConnectAnswer {
     }
 }
 
-/// Connects to `dst` from `bind` (when given), within `timeout`; `TimedOut` past it.
-async fn connect(
-    bind: Option<Ipv4Addr>,
-    dst: SocketAddrV4,
-    timeout: Duration,
-) -> io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    if let Some(addr) = bind {
-        socket.bind(SocketAddr::from((addr, 0)))?;
-    }
-    let stream = tokio::time::timeout(timeout, socket.connect(SocketAddr::V4(dst)))
+/// `connect()` on a non-blocking socket that has not finished yet (Linux's errno; the stable
+/// `io::ErrorKind` has no name for it).
+const EINPROGRESS: i32 = 115;
+
+/// How a non-blocking host connect started.
+enum Start {
+    /// Connected already (or failed): to this host and to directly attached peers the kernel
+    /// usually completes the handshake within the `connect()` call.
+    Done(io::Result<std::net::TcpStream>),
+    /// Still in progress: finish it with [`finish_connect`].
+    Pending(Socket),
+}
+
+/// Starts a non-blocking connect to `dst` from `bind` (when given), with `TCP_NODELAY` set.
+fn start_connect(bind: Option<Ipv4Addr>, dst: SocketAddrV4) -> Start {
+    let attempt = || -> io::Result<Start> {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None)?;
+        socket.set_tcp_nodelay(true)?;
+        if let Some(addr) = bind {
+            socket.bind(&SocketAddr::from((addr, 0)).into())?;
+        }
+        match socket.connect(&SocketAddr::V4(dst).into()) {
+            Ok(()) => return Ok(Start::Done(Ok(socket.into()))),
+            Err(e) if e.raw_os_error() == Some(EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(e) = socket.take_error()? {
+            return Err(e);
+        }
+        Ok(match socket.peer_addr() {
+            Ok(_) => Start::Done(Ok(socket.into())),
+            Err(_) => Start::Pending(socket),
+        })
+    };
+    attempt().unwrap_or_else(|e| Start::Done(Err(e)))
+}
+
+/// Waits (within `timeout`; `TimedOut` past it) for a connect [`start_connect`] left pending.
+async fn finish_connect(socket: Socket, timeout: Duration) -> io::Result<TcpStream> {
+    let stream = TcpStream::from_std(socket.into())?;
+    tokio::time::timeout(timeout, stream.writable())
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-    stream.set_nodelay(true)?;
+    if let Some(e) = stream.take_error()? {
+        return Err(e);
+    }
+    stream.peer_addr()?;
     Ok(stream)
 }
 
@@ -262,14 +297,25 @@ impl Tcp {
             ctx.send(tcp_reset_for(syn, ident));
             return;
         }
+        let socket = match start_connect(ctx.cfg.bind_for(*key.src.ip()), key.dst) {
+            Start::Done(result) => {
+                // Answered in this call: no task, and the SYN-ACK leaves with this batch.
+                let result = result.and_then(|s| {
+                    let _guard = ctx.runtime.enter();
+                    TcpStream::from_std(s)
+                });
+                self.open_or_answer(ctx, now, key, syn, result);
+                return;
+            }
+            Start::Pending(socket) => socket,
+        };
         let generation = self.next_generation + 1;
         let inbox: Arc<Inbox> = ctx.inbox.clone();
-        let bind = ctx.cfg.bind_for(*key.src.ip());
         let timeout = ctx.cfg.timeouts.connect;
         let task = ctx
             .runtime
             .spawn(async move {
-                let result = connect(bind, key.dst, timeout).await;
+                let result = finish_connect(socket, timeout).await;
                 inbox.push(Event::Connected {
                     key,
                     generation,
@@ -303,6 +349,19 @@ impl Tcp {
             return;
         };
         let syn = std::mem::take(syn);
+        self.open_or_answer(ctx, now, key, &syn, result);
+    }
+
+    /// Opens the flow `key` whose host connect gave `result` (it is in the table while
+    /// connecting, or not yet if the connect finished at once), or answers its SYN `syn`.
+    fn open_or_answer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        key: FlowKey,
+        syn: &[u8],
+        result: io::Result<TcpStream>,
+    ) {
         let stream = match result {
             Ok(stream) => stream,
             Err(e) => {
@@ -311,14 +370,14 @@ impl Tcp {
                 match answer_for(e.kind()) {
                     ConnectAnswer::Reset => {
                         ctx.counters.tcp_refused += 1;
-                        ctx.send(tcp_reset_for(&syn, ident));
+                        ctx.send(tcp_reset_for(syn, ident));
                     }
                     ConnectAnswer::Icmp(err) => {
                         ctx.counters.tcp_unreachable += 1;
                         if e.kind() == io::ErrorKind::AddrNotAvailable {
                             ctx.counters.drop(UplinkDrop::HostSocket);
                         }
-                        ctx.send(icmp_error(ctx.cfg.address, quote_of(&syn), err, ident));
+                        ctx.send(icmp_error(ctx.cfg.address, quote_of(syn), err, ident));
                     }
                 }
                 return;
@@ -336,25 +395,29 @@ impl Tcp {
             .is_err()
         {
             self.release_socket(handle);
-            self.refuse_setup(ctx, key, &syn);
+            self.refuse_setup(ctx, key, syn);
             return;
         }
         // Release the SYN into this listener alone: nothing else listens for the destination
         // while the stack reads it.
-        let queued = ctx.wire.push_rx(&syn);
+        let queued = ctx.wire.push_rx(syn);
         self.iface
             .poll(smol_instant(now), &mut *ctx.wire, &mut self.sockets);
         let s = self.sockets.get::<tcp::Socket>(handle);
         let theirs = IpEndpoint::new(IpAddress::Ipv4(*key.src.ip()), key.src.port());
         if !queued || s.state() == tcp::State::Listen || s.remote_endpoint() != Some(theirs) {
             self.release_socket(handle);
-            self.refuse_setup(ctx, key, &syn);
+            self.refuse_setup(ctx, key, syn);
             return;
         }
         ctx.counters.tcp_opened += 1;
-        if let Some(flow) = self.flows.get_mut(&key) {
-            flow.last_active = now;
-            flow.state = State::Open(Splice::new(handle, stream, false));
+        let state = State::Open(Splice::new(handle, stream, false));
+        match self.flows.get_mut(&key) {
+            Some(flow) => {
+                flow.last_active = now;
+                flow.state = state;
+            }
+            None => self.insert(now, ctx.cfg.timeouts.tcp_idle, key, state),
         }
     }
 
