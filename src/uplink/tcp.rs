@@ -142,8 +142,9 @@ pub(crate) struct Tcp {
     next_generation: u64,
     /// Flows whose socket closed, removed after the next egress poll (so RSTs go out first).
     ending: Vec<FlowKey>,
-    /// Closed sockets in `sockets`, ready for a new flow (at most [`SPARE_SOCKETS`]).
-    spare: Vec<SocketHandle>,
+    /// Closed sockets taken out of `sockets` (so polls do not walk them), ready for a new flow
+    /// (at most [`SPARE_SOCKETS`]).
+    spare: Vec<tcp::Socket<'static>>,
 }
 
 impl Drop for Tcp {
@@ -183,13 +184,13 @@ impl Tcp {
 
     /// A closed socket for a new flow: a spare one, or a new one with `buffer`-byte rings.
     fn take_socket(&mut self, buffer: usize, setup_timeout: Duration) -> SocketHandle {
-        let handle = match self.spare.pop() {
-            Some(h) => h,
-            None => self.sockets.add(tcp::Socket::new(
+        let socket = self.spare.pop().unwrap_or_else(|| {
+            tcp::Socket::new(
                 tcp::SocketBuffer::new(vec![0; buffer]),
                 tcp::SocketBuffer::new(vec![0; buffer]),
-            )),
-        };
+            )
+        });
+        let handle = self.sockets.add(socket);
         let s = self.sockets.get_mut::<tcp::Socket>(handle);
         // A relay forwards what it has at once; the host side has TCP_NODELAY too.
         s.set_nagle_enabled(false);
@@ -197,30 +198,18 @@ impl Tcp {
         handle
     }
 
-    /// Gives back the socket of a flow that ended or never started: kept closed for reuse while
-    /// there is room, dropped otherwise. Nothing more is sent from it (a RST it owed went out
-    /// with the last egress poll).
+    /// Takes the socket of a flow that ended or never started out of the set (a RST it owed went
+    /// out with the last egress poll) and keeps it for reuse while there is room.
     fn release_socket(&mut self, handle: SocketHandle) {
-        if self.spare.len() >= SPARE_SOCKETS {
-            self.sockets.remove(handle);
+        let smoltcp::socket::Socket::Tcp(mut s) = self.sockets.remove(handle) else {
             return;
-        }
-        let s = self.sockets.get_mut::<tcp::Socket>(handle);
-        // `listen` resets whatever is left (a TIME-WAIT, an aborted connection) and `close` leaves
-        // LISTEN: from CLOSED with no connection the socket neither accepts nor sends anything.
-        let spare = IpListenEndpoint {
-            addr: None,
-            port: 1,
         };
-        if s.is_open() {
-            s.abort();
-        }
-        let _ = s.listen(spare);
-        s.close();
-        if s.state() == tcp::State::Closed {
-            self.spare.push(handle);
-        } else {
-            self.sockets.remove(handle);
+        if self.spare.len() < SPARE_SOCKETS {
+            // Closed (or TIME-WAIT), `listen` and `connect` accept it and reset what is left.
+            if s.is_open() {
+                s.abort();
+            }
+            self.spare.push(s);
         }
     }
 
