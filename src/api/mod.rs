@@ -247,16 +247,21 @@ async fn method_not_allowed() -> Response {
     r
 }
 
-/// Reads a body of at most [`BODY_LIMIT`] bytes and decodes it as `T` (errors name the field).
-async fn body_json<T: DeserializeOwned>(body: Body) -> Result<T, Response> {
-    let bytes = axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
+/// Reads a body of at most [`BODY_LIMIT`] bytes (413 above it).
+async fn body_bytes(body: Body) -> Result<axum::body::Bytes, Response> {
+    axum::body::to_bytes(body, BODY_LIMIT).await.map_err(|_| {
         error(
             ErrorCode::TooLarge,
             format!("the request body is larger than {BODY_LIMIT} bytes"),
             "",
             "send one change per request",
         )
-    })?;
+    })
+}
+
+/// Reads a body of at most [`BODY_LIMIT`] bytes and decodes it as `T` (errors name the field).
+async fn body_json<T: DeserializeOwned>(body: Body) -> Result<T, Response> {
+    let bytes = body_bytes(body).await?;
     crate::control::decode::<T>(&bytes).map_err(refused)
 }
 
@@ -316,16 +321,9 @@ async fn ops() -> Response {
 }
 
 async fn op(State(s): State<Arc<Shared>>, UrlPath(op): UrlPath<String>, body: Body) -> Response {
-    let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
+    let body = match body_bytes(body).await {
         Ok(b) => b,
-        Err(_) => {
-            return error(
-                ErrorCode::TooLarge,
-                format!("the request body is larger than {BODY_LIMIT} bytes"),
-                "",
-                "send one change per request",
-            );
-        }
+        Err(r) => return r,
     };
     let change = match Change::decode(&op, &body) {
         Ok(c) => c,
@@ -613,21 +611,14 @@ async fn flow_log_start(State(s): State<Arc<Shared>>, body: Body) -> Response {
 
 async fn flow_log_stop(State(s): State<Arc<Shared>>, body: Body) -> Response {
     // No body, or `{}`.
-    match axum::body::to_bytes(body, BODY_LIMIT).await {
+    match body_bytes(body).await {
         Ok(b) if b.iter().all(u8::is_ascii_whitespace) => {}
         Ok(b) => {
             if let Err(e) = crate::control::decode::<Empty>(&b) {
                 return refused(e);
             }
         }
-        Err(_) => {
-            return error(
-                ErrorCode::TooLarge,
-                format!("the request body is larger than {BODY_LIMIT} bytes"),
-                "",
-                "send {} or nothing",
-            );
-        }
+        Err(r) => return r,
     }
     match crate::runtime::observing::stop_flow_log(&s.handle).await {
         Ok(st) => value(&st),
