@@ -413,7 +413,7 @@ mod arbitrary_packets {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("topologies/quickstart.toml");
             let plan = vpcd::topology::load(&path).expect("the quickstart loads");
-            let tables = Arc::new(vpcd::tables::compile(&plan));
+            let tables = Arc::new(vpcd::topology::compile::tables(&plan));
             let mut fabric = Fabric::new(tables.clone());
             let mut obs = Observer::new();
             obs.set_flow_log(FlowLog::new(&tables, FlowLogConfig::default()));

@@ -231,16 +231,8 @@ pub const MAX_MTU: u32 = 65520;
 /// Smallest MTU a port accepts (IPv4's minimum reassembly size).
 pub const MIN_MTU: u32 = 576;
 
-/// How an instance or internet host is attached.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Attach {
-    /// A real TUN device in a network namespace (`vpcd up`); simulated by `vpcd test`.
-    #[default]
-    Netns,
-    /// An in-process smoltcp host.
-    Sim,
-}
+/// How an instance or internet host is attached (a core table type: the port table carries it).
+pub use crate::tables::Attach;
 
 /// An elastic IP: a public address.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
