@@ -3,7 +3,8 @@
 //! Every field that validation may complain about is `Spanned`, so errors can point at the file,
 //! line and column. Unknown keys are refused everywhere (`deny_unknown_fields`): a typo must never be
 //! silently ignored. This module only parses; cross-references and address rules live in
-//! `validate.rs`, and the dataplane never reads this model (it reads `tables`).
+//! `validate/`, and the dataplane never reads this model (it reads `tables`, compiled by
+//! `compile.rs`).
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
