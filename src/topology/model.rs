@@ -64,6 +64,10 @@ pub struct EgressRule {
     pub ports: Option<PortRange>,
 }
 
+/// The rule's meaning as written, kept for tests only: the dataplane evaluates the compiled
+/// `tables::firewall::EgressRuleTable`, and a property test in `topology/compile.rs` checks the
+/// two decide alike.
+#[cfg(test)]
 impl EgressRule {
     /// Whether a packet of protocol `proto` (IP protocol number) to `dst`, destination port
     /// `dport` (TCP/UDP only), matches.
