@@ -277,6 +277,9 @@ fn the_guard_catches_forbidden_paths_in_nested_and_grouped_forms() {
             "crate::topology::model",
         ),
         ("fn f() { log::info!(\"x\"); }", "log"),
+        ("fn f() { ::tokio::spawn(async {}); }", "tokio"),
+        ("#[tokio::main]\nasync fn main() {}", "tokio"),
+        ("use std::time::{Duration, Instant};", "std::time::Instant"),
     ];
     let modules: BTreeSet<Vec<String>> = [vec!["dataplane".to_string()]].into_iter().collect();
     for (code, bad) in cases {

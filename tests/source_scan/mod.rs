@@ -476,7 +476,11 @@ fn scan(text: &str, module: &[String], modules: &BTreeSet<Vec<String>>) -> Scann
         }
         if let Some((Tok::Ident(first), _)) = toks.get(i) {
             // A path: ident (:: ident)*, perhaps a macro (`!` after it).
-            let after_sep = i > 0 && toks[i - 1].0 == Tok::PathSep;
+            // Inside a longer path (`a::b`, `<T as X>::b`), unless the `::` starts a global path
+            // (`::tokio::spawn`).
+            let after_sep = i > 0
+                && toks[i - 1].0 == Tok::PathSep
+                && (i > 1 && matches!(toks[i - 2].0, Tok::Ident(_) | Tok::Punct('>')));
             let mut written = vec![first.clone()];
             let mut j = i + 1;
             while toks.get(j).map(|t| &t.0) == Some(&Tok::PathSep) {
