@@ -16,7 +16,7 @@ use tokio::net::UdpSocket;
 use super::Ctx;
 use super::counters::{ActiveFlows, UplinkDrop};
 use super::expiry::Deadlines;
-use super::packet::{FlowKey, MAX_QUOTE, icmp_error, ipv4_packets, udp_segment};
+use super::packet::{MAX_QUOTE, UplinkFlowKey, icmp_error, ipv4_packets, udp_segment};
 use crate::dataplane::icmp::IcmpError;
 use crate::time::Instant;
 
@@ -36,14 +36,14 @@ struct Flow {
 }
 
 pub(crate) struct Udp {
-    flows: HashMap<FlowKey, Flow>,
-    deadlines: Deadlines<FlowKey>,
+    flows: HashMap<UplinkFlowKey, Flow>,
+    deadlines: Deadlines<UplinkFlowKey>,
     next_generation: u64,
     /// Flows whose host socket keeps failing, closed at the end of the poll.
-    broken: Vec<FlowKey>,
+    broken: Vec<UplinkFlowKey>,
 }
 
-fn open_socket(ctx: &Ctx<'_>, key: FlowKey) -> io::Result<UdpSocket> {
+fn open_socket(ctx: &Ctx<'_>, key: UplinkFlowKey) -> io::Result<UdpSocket> {
     let bind = ctx
         .cfg
         .bind_for(*key.src.ip())
@@ -70,7 +70,7 @@ impl Udp {
         &mut self,
         ctx: &mut Ctx<'_>,
         now: Instant,
-        key: FlowKey,
+        key: UplinkFlowKey,
         payload: &[u8],
         quote: &[u8],
     ) {
@@ -197,7 +197,7 @@ impl Udp {
 }
 
 /// A datagram from the outside, towards the function.
-fn reply(ctx: &mut Ctx<'_>, key: FlowKey, payload: &[u8]) {
+fn reply(ctx: &mut Ctx<'_>, key: UplinkFlowKey, payload: &[u8]) {
     let Some(seg) = udp_segment(key.dst, key.src, payload) else {
         return;
     };
@@ -215,7 +215,7 @@ fn reply(ctx: &mut Ctx<'_>, key: FlowKey, payload: &[u8]) {
 }
 
 /// The destination refused the flow's datagrams: a port-unreachable error from it to the function.
-fn unreachable(ctx: &mut Ctx<'_>, key: FlowKey, flow: &Flow) {
+fn unreachable(ctx: &mut Ctx<'_>, key: UplinkFlowKey, flow: &Flow) {
     ctx.counters.udp_unreachable += 1;
     let ident = ctx.wire.next_ident();
     ctx.send(icmp_error(

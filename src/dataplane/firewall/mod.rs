@@ -45,7 +45,7 @@ pub mod security_group;
 use std::net::Ipv4Addr;
 
 pub use acl::{AclDecision, AclDirection, AclRuleTable, NetworkAclTable};
-pub use flows::{FlowConfig, FlowCounters, FlowKey, FlowTable, FlowView};
+pub use flows::{FlowConfig, FlowCounters, FlowTable, FlowView, TrackedFlowKey};
 pub use security_group::{
     SecurityGroupTable, SecurityGroups, SgDirection, SgMatch, SgPeer, SgRuleTable,
 };
@@ -276,7 +276,7 @@ pub fn acl_check(vpc: &VpcTable, subnet: u32, dir: AclDirection, facts: &Facts) 
 /// How a packet relates to the flow table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Track {
-    /// A packet of tracked flow `i`; `from_a` as in [`FlowKey::of`].
+    /// A packet of tracked flow `i`; `from_a` as in [`TrackedFlowKey::of`].
     Flow(u32, bool),
     /// An ICMP error about a tracked flow.
     Related,
@@ -404,13 +404,13 @@ impl Firewall {
             ..
         } = facts.kind
         {
-            let (key, _) = FlowKey::from_ends(proto, (s.0.into(), s.1), (d.0.into(), d.1));
+            let (key, _) = TrackedFlowKey::from_ends(proto, (s.0.into(), s.1), (d.0.into(), d.1));
             return match t.lookup(&key, now) {
                 Some(_) => Track::Related,
                 None => Track::New,
             };
         }
-        let (key, from_a) = FlowKey::of(facts);
+        let (key, from_a) = TrackedFlowKey::of(facts);
         match t.lookup(&key, now) {
             Some(i) => Track::Flow(i, from_a),
             None => Track::New,
@@ -537,7 +537,7 @@ impl Firewall {
                     return Ok(());
                 };
                 // A hairpin inside one VPC may have inserted the same flow a moment ago.
-                if t.lookup(&FlowKey::of(&facts).0, now).is_some() {
+                if t.lookup(&TrackedFlowKey::of(&facts).0, now).is_some() {
                     return Ok(());
                 }
                 t.insert(&facts, now)
