@@ -8,6 +8,8 @@
 //! - [`explain`]: `vpcd explain`, a static walk of the compiled tables that names what blocks a
 //!   flow, using the dataplane's own decision functions;
 //! - [`observe`]: flow logs and packet capture, wrappers around the fabric call;
+//! - [`inspect`]: the control plane's reads of a fabric (counter snapshot, connection listing)
+//!   and connection flushes, pure functions the runtime and the API share;
 //! - [`sim`]: in-process smoltcp hosts on a virtual clock, and the probes `vpcd test` runs;
 //! - [`control`]: the effective topology (file plus API changes), typed change requests validated
 //!   like files, and its durable copy in a state directory;
@@ -22,6 +24,7 @@ pub mod cli;
 pub mod control;
 pub mod dataplane;
 pub mod explain;
+pub mod inspect;
 pub mod netns;
 pub mod observe;
 pub mod runtime;

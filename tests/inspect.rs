@@ -10,12 +10,10 @@ use std::time::Duration;
 
 use etherparse::PacketBuilder;
 use vpcd::dataplane::{DropReason, Fabric, MIN_BUFFER, PortId, Verdict};
+use vpcd::inspect::{self, ConnFilter, ConnList, ConnTable, FlushTarget, Flushed, InspectError};
 use vpcd::observe::Observer;
 use vpcd::runtime::Handle;
 use vpcd::runtime::event_loop::{LoopMsg, Port, Shell};
-use vpcd::runtime::inspect::{
-    self, ConnFilter, ConnList, ConnTable, FlushTarget, Flushed, InspectError,
-};
 use vpcd::runtime::mailbox;
 use vpcd::runtime::observing::{self, ObserveControlError, PreparedCapture, Sinks};
 use vpcd::runtime::sim_port::{SimAddressing, SimPort};
@@ -710,7 +708,6 @@ fn tcpdump(file: &Path) -> Vec<String> {
 /// A shell whose every port is an in-process stack, as `vpcd up` builds them.
 fn sim_shell(tables: &Arc<Tables>, plan: &vpcd::topology::Plan) -> Shell {
     let mut ports = Vec::new();
-    let mut sims = Vec::new();
     for (i, p) in tables.ports.iter().enumerate() {
         let (prefix_len, gateway, services) = match p.owner {
             PortOwner::Instance { vpc, subnet, .. } => {
@@ -727,8 +724,7 @@ fn sim_shell(tables: &Arc<Tables>, plan: &vpcd::topology::Plan) -> Shell {
                 continue;
             }
         };
-        ports.push(Some(Port::Sim(sims.len())));
-        sims.push(SimPort::new(
+        ports.push(Some(Port::Sim(Box::new(SimPort::new(
             p.name.clone(),
             PortId(i as u32),
             SimAddressing {
@@ -740,9 +736,9 @@ fn sim_shell(tables: &Arc<Tables>, plan: &vpcd::topology::Plan) -> Shell {
             &services,
             7 + i as u64,
             Instant::ZERO,
-        ));
+        )))));
     }
-    Shell::new(Fabric::new(tables.clone()), ports, sims, 1500).expect("a shell of sim ports")
+    Shell::new(Fabric::new(tables.clone()), ports, 1500).expect("a shell of sim ports")
 }
 
 /// Runs `test` against a running shell of sim ports, then stops the loop.

@@ -606,7 +606,7 @@ async fn malformed_and_unsupported_packets_are_counted() {
     gre[10..12].copy_from_slice(&c.to_be_bytes());
     p.uplink.deliver(now, &gre);
     p.uplink.poll(now);
-    assert!(p.uplink.take_tx().is_none());
+    assert!(p.uplink.take_tx(&mut [0; 2048]).is_none());
     let c = p.uplink.counters();
     assert_eq!(c.drops(UplinkDrop::Malformed), 1);
     assert_eq!(c.drops(UplinkDrop::Protocol), 1);

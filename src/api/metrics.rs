@@ -34,7 +34,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::runtime::inspect::{GatewaySnapshot, Snapshot};
+use crate::inspect::{GatewaySnapshot, Snapshot};
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -372,8 +372,7 @@ mod tests {
     use super::*;
     use crate::dataplane::DropReason;
     use crate::dataplane::nat::NatDrop;
-    use crate::runtime::event_loop::ShellStats;
-    use crate::runtime::inspect::{FlowTableSnapshot, GatewayKind, PortSnapshot};
+    use crate::inspect::{FlowTableSnapshot, GatewayKind, PortSnapshot, ShellStats};
     use crate::topology::model::Attach;
 
     fn snapshot() -> Snapshot {
@@ -458,7 +457,7 @@ mod tests {
     #[test]
     fn uplink_counters_flows_and_drops_are_exported() {
         let mut s = snapshot();
-        let mut u = crate::runtime::inspect::UplinkSnapshot::default();
+        let mut u = crate::inspect::UplinkSnapshot::default();
         u.counters.insert("tcp_opened", 7);
         u.counters.insert("bytes_to_host", 1_000);
         u.active.insert("tcp_open", 3);

@@ -11,7 +11,7 @@
 //!   [`BODY_LIMIT`]: 413;
 //! - `POST /v1/explain` `{from, to, source_port?}`: `vpcd explain` against the running tables;
 //! - the running dataplane, through [`Handle::query`]: `GET /v1/conntrack?vpc=&gateway=&instance=
-//!   &protocol=&table=&limit=` and `POST /v1/conntrack/flush` ([`crate::runtime::inspect`]),
+//!   &protocol=&table=&limit=` and `POST /v1/conntrack/flush` ([`crate::inspect`]),
 //!   `GET /v1/flow-log`, `POST /v1/flow-log/start|stop`, `GET /v1/captures`,
 //!   `POST /v1/captures/start|stop` ([`crate::runtime::observing`]), `GET /metrics`
 //!   (Prometheus text, [`metrics`]);
@@ -479,7 +479,7 @@ pub struct CaptureStop {
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-fn inspect_refused(e: crate::runtime::inspect::InspectError, field: &str) -> Response {
+fn inspect_refused(e: crate::inspect::InspectError, field: &str) -> Response {
     let code = if e.is_not_found() {
         ErrorCode::NotFound
     } else {
@@ -522,7 +522,7 @@ fn value<T: serde::Serialize>(v: &T) -> Response {
 
 async fn conntrack(State(s): State<Arc<Shared>>, uri: axum::http::Uri) -> Response {
     use axum::extract::Query;
-    let filter = match Query::<crate::runtime::inspect::ConnFilter>::try_from_uri(&uri) {
+    let filter = match Query::<crate::inspect::ConnFilter>::try_from_uri(&uri) {
         Ok(Query(f)) => f,
         Err(e) => {
             return error(
@@ -545,7 +545,7 @@ async fn conntrack(State(s): State<Arc<Shared>>, uri: axum::http::Uri) -> Respon
 }
 
 async fn conntrack_flush(State(s): State<Arc<Shared>>, body: Body) -> Response {
-    use crate::runtime::inspect::FlushTarget;
+    use crate::inspect::FlushTarget;
     let req: FlushRequest = match body_json(body).await {
         Ok(r) => r,
         Err(r) => return r,

@@ -1,12 +1,14 @@
-//! A small unbounded channel whose receiver is awaited on the runtime's thread (the build enables
-//! no tokio `sync` feature). Senders may live on any thread; `recv` resolves to `None` once every
-//! sender is gone and the queue is empty. Used for the reload commands into the control task, the
-//! port swaps into the loop, and their one-shot replies.
+//! A small unbounded channel whose receiver is awaited (or polled) on the runtime's thread.
+//! Senders may live on any thread; `recv` resolves to `None` once every sender is gone and the
+//! queue is empty. Used for the reload commands into the control task, the port swaps into the
+//! loop, their one-shot replies, and the emptied batches a TUN port's writer thread hands back
+//! (which wake the loop when it waits for one). The queue grows to the most it ever held and
+//! keeps that room: a channel that carries a bounded number of values allocates only at first.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 struct Inner<T> {
     queue: VecDeque<T>,
@@ -86,18 +88,33 @@ impl<T> Drop for Sender<T> {
 impl<T> Receiver<T> {
     /// The next value; `None` when every sender is gone and nothing is queued.
     pub async fn recv(&mut self) -> Option<T> {
-        poll_fn(|cx| {
-            let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(v) = g.queue.pop_front() {
-                return Poll::Ready(Some(v));
-            }
-            if g.senders == 0 {
-                return Poll::Ready(None);
-            }
-            g.waker = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next value, or `Pending` with `cx`'s waker registered (woken by the next `send` or
+    /// when the last sender goes); `Ready(None)` when every sender is gone and nothing is queued.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(v) = g.queue.pop_front() {
+            return Poll::Ready(Some(v));
+        }
+        if g.senders == 0 {
+            return Poll::Ready(None);
+        }
+        match &g.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => g.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// The next value if one is queued (never waits, registers nothing).
+    pub fn try_recv(&mut self) -> Option<T> {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .queue
+            .pop_front()
     }
 }
 

@@ -2,9 +2,10 @@
 //!
 //! Owns the run (lock and state file, [`state`]), the ports (a TUN device in a namespace per
 //! `netns` endpoint, made by [`crate::netns`]; an in-process stack per `sim` endpoint,
-//! [`sim_port`]; the public uplink's host sockets, [`uplink_port`]), the tokio runtime and its one loop ([`event_loop`]) that owns the fabric and
-//! reads every port, the writer thread per TUN port that does its `write()`s ([`tx`]), and the
-//! teardown. It must not reach into the dataplane beyond `handle` / `poll_timeout` /
+//! [`sim_port`]; the public uplink's host sockets, [`uplink_port`]; one slot per port and the one
+//! forwarding path, [`forward`]), the tokio runtime and its one loop ([`event_loop`]) that owns
+//! the fabric and reads every port, the writer thread per TUN port that does its `write()`s
+//! ([`tx`]), and the teardown. It must not reach into the dataplane beyond `handle` / `poll_timeout` /
 //! `handle_timeout`.
 //!
 //! The port set is not fixed: SIGHUP reloads the topology file, and a [`Handle`] (for the HTTP
@@ -18,7 +19,7 @@
 //! [`down`] removes it (and anything else carrying the prefix that no live run owns).
 
 pub mod event_loop;
-pub mod inspect;
+pub mod forward;
 pub mod mailbox;
 pub mod observing;
 pub mod reload;
@@ -209,15 +210,15 @@ pub fn up_with(
                 Some(UplinkPort::start(port, c.clone(), Instant::ZERO).map_err(RunError::Uplink)?);
         }
     }
+    let uplink_line = uplink.as_ref().map(UplinkPort::describe);
     let mut ports: Vec<Option<Port>> = Vec::with_capacity(specs.len());
-    let mut sims = Vec::new();
     let mut endpoints = Vec::new();
     let mut max_mtu = 1500usize;
     for (i, p) in specs.iter().enumerate() {
         max_mtu = max_mtu.max(p.mtu as usize);
         if p.uplink.is_some() {
-            // Served by the shell ([`Shell::set_uplink`]), in this namespace.
-            ports.push(None);
+            // Served by the shell, in this namespace.
+            ports.push(uplink.take().map(|u| Port::Uplink(Box::new(u))));
             endpoints.push(Endpoint {
                 name: p.name.clone(),
                 attach: Attach::Sim,
@@ -258,8 +259,7 @@ pub fn up_with(
                     0x7670_6364 ^ i as u64,
                     Instant::ZERO,
                 );
-                ports.push(Some(Port::Sim(sims.len())));
-                sims.push(sim);
+                ports.push(Some(Port::Sim(Box::new(sim))));
                 endpoints.push(Endpoint {
                     name: p.name.clone(),
                     attach: Attach::Sim,
@@ -273,8 +273,8 @@ pub fn up_with(
         }
     }
     let _ = write!(out, "{}", render_table(&endpoints));
-    if let Some(u) = &uplink {
-        let _ = writeln!(out, "{}", u.describe());
+    if let Some(line) = &uplink_line {
+        let _ = writeln!(out, "{line}");
     }
     let _ = writeln!(out, "{READY_LINE}");
     let _ = out.flush();
@@ -286,16 +286,8 @@ pub fn up_with(
             .build_hasher()
             .finish()
     };
-    let mut shell = Shell::new(
-        Fabric::with_seed(tables.clone(), random()),
-        ports,
-        sims,
-        max_mtu,
-    )
-    .map_err(RunError::Runtime)?;
-    if let Some(u) = uplink {
-        shell.set_uplink(u);
-    }
+    let mut shell = Shell::new(Fabric::with_seed(tables.clone(), random()), ports, max_mtu)
+        .map_err(RunError::Runtime)?;
     if !observe.is_empty() {
         let (obs, sinks) = observing.start(&tables, shell.epoch(), random());
         shell.observe(obs, sinks);

@@ -34,9 +34,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::event_loop::{LoopMsg, Shell, SimSpec, Slot, Swap};
+use super::forward::TunPort;
 use super::mailbox::{self, Receiver, Sender};
 use super::state::{StateError, StateFile};
-use super::tx::TxQueue;
 use super::uplink_port::UplinkPort;
 use super::{Made, addressing};
 use crate::dataplane::MIN_BUFFER;
@@ -475,11 +475,10 @@ impl Control {
                         slots.push(Slot::Empty);
                         continue;
                     };
-                    match tun_rs::AsyncDevice::new(dev).and_then(|d| {
-                        let d = Arc::new(d);
-                        TxQueue::spawn(&p.name, d.clone(), self.buffer_size).map(|q| (d, q))
-                    }) {
-                        Ok((d, q)) => slots.push(Slot::NewTun(d, q)),
+                    match tun_rs::AsyncDevice::new(dev)
+                        .and_then(|d| TunPort::spawn(&p.name, Arc::new(d), self.buffer_size))
+                    {
+                        Ok(t) => slots.push(Slot::NewTun(t)),
                         Err(e) => {
                             failed = Some(e);
                             break;

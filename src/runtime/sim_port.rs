@@ -40,6 +40,10 @@ pub struct SimPort {
     device: QueueDevice,
     sockets: SocketSet<'static>,
     listeners: Vec<Listener>,
+    /// Something was delivered since the last poll.
+    dirty: bool,
+    /// When its timers next need a poll.
+    deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for SimPort {
@@ -109,16 +113,30 @@ impl SimPort {
             device,
             sockets,
             listeners,
+            dirty: true,
+            deadline: None,
         }
     }
 
     /// Queues a packet the fabric delivered; `false` when the queue is full or it exceeds the MTU.
     pub fn deliver(&mut self, packet: &[u8]) -> bool {
-        self.device.push_rx(packet)
+        let queued = self.device.push_rx(packet);
+        self.dirty |= queued;
+        queued
+    }
+
+    /// Whether it needs a poll now: something was delivered, or its timers are due.
+    pub fn due(&self, now: Instant) -> bool {
+        self.dirty || self.deadline.is_some_and(|t| t <= now)
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
     }
 
     /// Lets the stack process what arrived and its timers, and the services answer.
     pub fn poll(&mut self, now: Instant) {
+        self.dirty = false;
         self.iface
             .poll(smol_instant(now), &mut self.device, &mut self.sockets);
         self.serve();
@@ -126,16 +144,23 @@ impl SimPort {
             .poll(smol_instant(now), &mut self.device, &mut self.sockets);
     }
 
-    /// The next packet the stack sent, for the fabric.
-    pub fn take_tx(&mut self) -> Option<Vec<u8>> {
-        self.device.pop_tx()
+    /// Moves the next packet the stack sent into `buf` (cut to its size), for the fabric;
+    /// returns its length.
+    pub fn take_tx(&mut self, buf: &mut [u8]) -> Option<usize> {
+        self.device.pop_tx(buf)
     }
 
-    /// When the stack next needs a poll, if ever.
-    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        self.iface
+    /// Records when the stack next needs a poll; call after draining [`SimPort::take_tx`].
+    pub fn schedule(&mut self, now: Instant) {
+        self.deadline = self
+            .iface
             .poll_at(smol_instant(now), &self.sockets)
-            .map(from_smol)
+            .map(from_smol);
+    }
+
+    /// When its timers next need a poll (see [`SimPort::schedule`]).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
     }
 
     fn serve(&mut self) {

@@ -17,6 +17,9 @@
 //!   packets of a port leave in the order the fabric forwarded them. The fabric's thread writes a
 //!   small batch itself only when the port's writer is idle with nothing queued (every other
 //!   batch is back), which keeps that order and spares a ping or a lone packet the thread handoff.
+//! - **Never blocks the loop.** The emptied batches come back over a [`mailbox`] channel whose
+//!   receiver the loop polls: a port that must wait for room ([`TxQueue::poll_room`]) is simply
+//!   not read until the writer hands a batch back, which wakes the loop.
 //! - **Shutdown.** Dropping a [`TxQueue`] closes the channel; the writer finishes the batch in
 //!   hand and exits, and the drop joins it, so no thread outlives the device.
 
@@ -24,10 +27,15 @@ use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
-use super::event_loop::BATCH;
+use super::mailbox;
+
+/// Packets read from one port per wake-up before the next port gets its turn, and the packets
+/// one egress batch holds (a batch read from a port fits one batch of its egress queue).
+pub const BATCH: usize = 64;
 
 /// Batches per TUN port (being filled, queued, or being written): the port's queue holds at most
 /// this many times [`BATCH`] packets.
@@ -86,7 +94,8 @@ fn write_packet(dev: &tun_rs::AsyncDevice, packet: &[u8]) -> io::Result<usize> {
 pub struct TxQueue {
     dev: Arc<tun_rs::AsyncDevice>,
     to_writer: Option<SyncSender<TxBatch>>,
-    returned: Receiver<TxBatch>,
+    /// Emptied batches from the writer (sending one wakes the loop if it waits for room).
+    returned: mailbox::Receiver<TxBatch>,
     /// Empty batches on this side.
     free: Vec<TxBatch>,
     filling: Option<TxBatch>,
@@ -101,7 +110,7 @@ impl TxQueue {
     /// Starts the writer thread for `dev`; `size` is the buffer size (largest packet plus room).
     pub fn spawn(name: &str, dev: Arc<tun_rs::AsyncDevice>, size: usize) -> io::Result<TxQueue> {
         let (to_writer, work) = sync_channel::<TxBatch>(BATCHES_PER_PORT);
-        let (back, returned) = sync_channel::<TxBatch>(BATCHES_PER_PORT);
+        let (back, returned) = mailbox::channel::<TxBatch>();
         let errors = Arc::new(AtomicU64::new(0));
         let writer = {
             let dev = dev.clone();
@@ -134,7 +143,7 @@ impl TxQueue {
 
     /// Takes back the batches the writer has emptied.
     fn reclaim(&mut self) {
-        while let Ok(b) = self.returned.try_recv() {
+        while let Some(b) = self.returned.try_recv() {
             self.free.push(b);
         }
     }
@@ -228,32 +237,33 @@ impl TxQueue {
     }
 
     /// Whether the last spare batch is in use: the fabric's thread should stop reading the ports
-    /// that feed this one until [`TxQueue::has_room`] (the kernel then holds their packets back in
+    /// that feed this one until [`TxQueue::poll_room`] is ready (the kernel then holds their packets back in
     /// the ingress TUN's queue, where TCP Small Queues throttle a local sender instead of vpcd
     /// reading packets only to drop them).
     pub fn is_filling_last(&self) -> bool {
         self.free.is_empty() && self.writer.is_some()
     }
 
-    /// Whether a whole batch is free again (or the writer is gone, and waiting is pointless).
-    pub fn has_room(&mut self) -> bool {
-        if self.free.is_empty() {
-            self.reclaim();
+    /// Ready when a whole batch is free again (or the writer is gone, and waiting is
+    /// pointless); otherwise `Pending`, and the writer's next returned batch wakes `cx`.
+    pub fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.free.is_empty() || self.writer.is_none() {
+            return Poll::Ready(());
         }
-        !self.free.is_empty() || self.writer.is_none()
-    }
-
-    /// Blocks until the writer returns a batch, at most `timeout`.
-    pub fn wait_for_room(&mut self, timeout: std::time::Duration) {
-        match self.returned.recv_timeout(timeout) {
-            Ok(b) => self.free.push(b),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
+        match self.returned.poll_recv(cx) {
+            Poll::Ready(Some(b)) => {
+                self.free.push(b);
+                self.reclaim();
+                Poll::Ready(())
+            }
+            Poll::Ready(None) => {
                 // The writer died (it does not, short of a panic): stop waiting for it.
                 if let Some(w) = self.writer.take() {
                     let _ = w.join();
                 }
+                Poll::Ready(())
             }
+            Poll::Pending => Poll::Pending,
         }
     }
 

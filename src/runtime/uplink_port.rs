@@ -29,6 +29,8 @@ pub struct UplinkPort {
     dirty: bool,
     /// When its timers next need a poll.
     deadline: Option<Instant>,
+    /// The TUN egress queue its packets filled: neither polled nor drained until it has room.
+    pub(super) waits_for: Option<PortId>,
 }
 
 impl std::fmt::Debug for UplinkPort {
@@ -72,6 +74,7 @@ impl UplinkPort {
             uplink: Uplink::new(config, now)?,
             dirty: false,
             deadline: None,
+            waits_for: None,
         })
     }
 
@@ -96,9 +99,10 @@ impl UplinkPort {
         self.uplink.poll(now);
     }
 
-    /// The next packet towards the segment.
-    pub fn take_tx(&mut self) -> Option<Vec<u8>> {
-        self.uplink.take_tx()
+    /// Moves the next packet towards the segment into `buf` (cut to its size); returns its
+    /// length.
+    pub fn take_tx(&mut self, buf: &mut [u8]) -> Option<usize> {
+        self.uplink.take_tx(buf)
     }
 
     /// Records when the uplink's timers next need a poll; call after draining

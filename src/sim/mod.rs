@@ -63,7 +63,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use device::QueueDevice;
+pub use device::{QUEUE_LIMIT, QueueDevice, TxFull};
 pub use host::{Addressing, from_smol, interface, smol_instant};
 pub use network::{LINK_DELAY, MAX_STEPS};
 pub use probe::{Observed, Outcome, ProbeResult};

@@ -189,9 +189,9 @@ impl Network {
         for i in 0..self.hosts.len() {
             self.hosts[i].poll(now);
             let ingress = self.hosts[i].port;
-            while let Some(packet) = self.hosts[i].device.pop_tx() {
+            while let Some(len) = self.hosts[i].device.pop_tx(&mut self.buf) {
                 moved += 1;
-                self.send(ingress, &packet);
+                self.send(ingress, len);
             }
         }
         if !self.sinks.is_empty() {
@@ -233,16 +233,15 @@ impl Network {
         }
     }
 
-    /// Runs one packet a host sent through the fabric and puts the result on the wire.
-    fn send(&mut self, ingress: PortId, packet: &[u8]) {
-        let len = packet.len().min(self.buf.len());
-        self.buf[..len].copy_from_slice(&packet[..len]);
+    /// Runs one packet a host sent, the first `len` bytes of the network's buffer, through the
+    /// fabric and puts the result on the wire.
+    fn send(&mut self, ingress: PortId, len: usize) {
         let verdict = self
             .observer
             .handle(&mut self.fabric, self.now, ingress, &mut self.buf, len);
         let (port, len, origin) = match verdict {
-            Verdict::Forward { port, len } => (port, len, Origin::Port(ingress)),
-            Verdict::Reply { port, len } => (port, len, Origin::Fabric),
+            Verdict::Forward { port, len, .. } => (port, len, Origin::Port(ingress)),
+            Verdict::Reply { port, len, .. } => (port, len, Origin::Fabric),
             // Counted by the fabric.
             Verdict::Drop(_) => return,
         };

@@ -168,7 +168,7 @@ impl Icmp {
         }
         if ctx.cfg.is_blocked(key.dst) {
             ctx.counters.drop(UplinkDrop::Blocked);
-            let ident = ctx.wire.next_ident();
+            let ident = ctx.next_ident();
             ctx.send(icmp_error(
                 ctx.cfg.address,
                 quote,
@@ -376,7 +376,7 @@ fn reply(ctx: &mut Ctx<'_>, key: EchoKey, seq: u16, payload: &[u8]) {
     ctx.counters.echo_replies += 1;
     ctx.counters.bytes_from_host += payload.len() as u64;
     let message = echo_message(true, key.ident, seq, payload);
-    let ident = ctx.wire.next_ident();
+    let ident = ctx.next_ident();
     let mtu = ctx.wire.mtu();
     ipv4_packets(
         key.dst,

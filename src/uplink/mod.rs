@@ -37,7 +37,6 @@ mod packet;
 mod splice;
 mod tcp;
 mod udp;
-mod wire;
 
 use std::future::poll_fn;
 use std::io;
@@ -54,13 +53,13 @@ pub use counters::{ActiveFlows, UplinkCounters, UplinkDrop};
 pub use icmp::IcmpKind;
 pub use packet::{EchoKey, UplinkFlowKey};
 
+use crate::sim::{QueueDevice, TxFull};
 use crate::time::Instant;
 use icmp::Icmp;
 use inbox::{Event, Inbox};
 use packet::{Inbound, classify, quote_of};
 use tcp::Tcp;
 use udp::Udp;
-use wire::Wire;
 
 /// Largest datagram a host socket returns (UDP or ICMP).
 const SCRATCH: usize = 65536;
@@ -70,7 +69,10 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// What the protocol relays share while the uplink runs one call.
 pub(crate) struct Ctx<'a> {
     pub(crate) cfg: &'a UplinkConfig,
-    pub(crate) wire: &'a mut Wire,
+    /// The segment side: the TCP stack's device, and the queue towards the segment.
+    pub(crate) wire: &'a mut QueueDevice,
+    /// The identification field of the last packet the uplink built itself.
+    ident: &'a mut u16,
     pub(crate) counters: &'a mut UplinkCounters,
     pub(crate) runtime: &'a Handle,
     pub(crate) inbox: &'a Arc<Inbox>,
@@ -80,10 +82,16 @@ impl Ctx<'_> {
     /// Queues a built packet towards the segment (`None`: nothing was built).
     pub(crate) fn send(&mut self, packet: Option<Vec<u8>>) {
         if let Some(p) = packet
-            && !self.wire.push_tx(p)
+            && !self.wire.push_tx(&p)
         {
             self.counters.drop(UplinkDrop::TxQueueFull);
         }
+    }
+
+    /// The identification field for the next packet the uplink builds.
+    pub(crate) fn next_ident(&mut self) -> u16 {
+        *self.ident = self.ident.wrapping_add(1);
+        *self.ident
     }
 }
 
@@ -91,7 +99,9 @@ impl Ctx<'_> {
 pub struct Uplink {
     cfg: UplinkConfig,
     runtime: Handle,
-    wire: Wire,
+    /// The segment side; a full queue towards the segment makes the TCP stack wait.
+    wire: QueueDevice,
+    ident: u16,
     tcp: Tcp,
     udp: Udp,
     icmp: Icmp,
@@ -144,13 +154,14 @@ impl Uplink {
                 config.limits.pending_accepts,
             )?);
         }
-        let mut wire = Wire::new(config.mtu, config.limits.tx_queue);
+        let mut wire = QueueDevice::with_limit(config.mtu, config.limits.tx_queue, TxFull::Wait);
         let tcp = Tcp::new(config.address, config.seed, &mut wire, now);
         let icmp = Icmp::new(config.icmp, &runtime);
         Ok(Uplink {
             cfg: config,
             runtime,
             wire,
+            ident: 0,
             tcp,
             udp: Udp::new(),
             icmp,
@@ -225,11 +236,12 @@ impl Uplink {
         self.events = events;
     }
 
-    /// The next packet towards the segment.
-    pub fn take_tx(&mut self) -> Option<Vec<u8>> {
-        let p = self.wire.pop_tx()?;
+    /// Moves the next packet towards the segment into `buf` (cut to its size); returns its
+    /// length.
+    pub fn take_tx(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let len = self.wire.pop_tx(buf)?;
         self.counters.packets_out += 1;
-        Some(p)
+        Some(len)
     }
 
     /// Packets waiting for [`take_tx`](Self::take_tx).
@@ -302,6 +314,7 @@ impl Uplink {
             Ctx {
                 cfg: &self.cfg,
                 wire: &mut self.wire,
+                ident: &mut self.ident,
                 counters: &mut self.counters,
                 runtime: &self.runtime,
                 inbox: &self.inbox,

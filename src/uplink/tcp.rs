@@ -39,8 +39,8 @@ use super::expiry::Deadlines;
 use super::inbox::{Event, Inbox};
 use super::packet::{UplinkFlowKey, icmp_error, quote_of, tcp_reset_for};
 use super::splice::{Ending, Splice, smol_duration};
-use super::wire::Wire;
 use crate::dataplane::icmp::IcmpError;
+use crate::sim::QueueDevice;
 use crate::sim::{from_smol, smol_instant};
 use crate::time::Instant;
 
@@ -160,7 +160,7 @@ impl Drop for Tcp {
 impl Tcp {
     /// The stack answers for every address (`any_ip`, with a default route through its own
     /// address) and speaks from `cfg.address` when it must pick a source.
-    pub(crate) fn new(address: Ipv4Addr, seed: u64, wire: &mut Wire, now: Instant) -> Tcp {
+    pub(crate) fn new(address: Ipv4Addr, seed: u64, wire: &mut QueueDevice, now: Instant) -> Tcp {
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
         let mut iface = Interface::new(config, wire, smol_instant(now));
@@ -271,7 +271,7 @@ impl Tcp {
     fn open_egress(&mut self, ctx: &mut Ctx<'_>, now: Instant, syn: &[u8], key: UplinkFlowKey) {
         if ctx.cfg.is_blocked(*key.dst.ip()) {
             ctx.counters.drop(UplinkDrop::Blocked);
-            let ident = ctx.wire.next_ident();
+            let ident = ctx.next_ident();
             ctx.send(icmp_error(
                 ctx.cfg.address,
                 quote_of(syn),
@@ -282,7 +282,7 @@ impl Tcp {
         }
         if self.flows.len() >= ctx.cfg.limits.tcp_flows {
             ctx.counters.drop(UplinkDrop::TcpFlowLimit);
-            let ident = ctx.wire.next_ident();
+            let ident = ctx.next_ident();
             ctx.send(tcp_reset_for(syn, ident));
             return;
         }
@@ -355,7 +355,7 @@ impl Tcp {
             Ok(stream) => stream,
             Err(e) => {
                 self.flows.remove(&key);
-                let ident = ctx.wire.next_ident();
+                let ident = ctx.next_ident();
                 match answer_for(e.kind()) {
                     ConnectAnswer::Reset => {
                         ctx.counters.tcp_refused += 1;
@@ -413,7 +413,7 @@ impl Tcp {
     fn refuse_setup(&mut self, ctx: &mut Ctx<'_>, key: UplinkFlowKey, syn: &[u8]) {
         self.flows.remove(&key);
         ctx.counters.drop(UplinkDrop::TcpSetup);
-        let ident = ctx.wire.next_ident();
+        let ident = ctx.next_ident();
         ctx.send(tcp_reset_for(syn, ident));
     }
 
@@ -531,7 +531,7 @@ impl Tcp {
                 // the configuration is validated): one still running now has lost its runtime.
                 State::Connecting { syn, task } if deadline <= now => {
                     task.abort();
-                    let ident = ctx.wire.next_ident();
+                    let ident = ctx.next_ident();
                     let error = icmp_error(
                         ctx.cfg.address,
                         quote_of(syn),

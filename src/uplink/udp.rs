@@ -76,7 +76,7 @@ impl Udp {
     ) {
         if ctx.cfg.is_blocked(*key.dst.ip()) {
             ctx.counters.drop(UplinkDrop::Blocked);
-            let ident = ctx.wire.next_ident();
+            let ident = ctx.next_ident();
             ctx.send(icmp_error(
                 ctx.cfg.address,
                 quote,
@@ -201,7 +201,7 @@ fn reply(ctx: &mut Ctx<'_>, key: UplinkFlowKey, payload: &[u8]) {
     let Some(seg) = udp_segment(key.dst, key.src, payload) else {
         return;
     };
-    let ident = ctx.wire.next_ident();
+    let ident = ctx.next_ident();
     let mtu = ctx.wire.mtu();
     ipv4_packets(
         *key.dst.ip(),
@@ -217,7 +217,7 @@ fn reply(ctx: &mut Ctx<'_>, key: UplinkFlowKey, payload: &[u8]) {
 /// The destination refused the flow's datagrams: a port-unreachable error from it to the function.
 fn unreachable(ctx: &mut Ctx<'_>, key: UplinkFlowKey, flow: &Flow) {
     ctx.counters.udp_unreachable += 1;
-    let ident = ctx.wire.next_ident();
+    let ident = ctx.next_ident();
     ctx.send(icmp_error(
         *key.dst.ip(),
         &flow.quote[..flow.quote_len],

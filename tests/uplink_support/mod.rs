@@ -180,6 +180,8 @@ pub struct Pump {
     start: std::time::Instant,
     offset: Duration,
     pub seen: Seen,
+    /// Where packets wait between the two stacks.
+    buf: Vec<u8>,
 }
 
 impl Pump {
@@ -193,6 +195,7 @@ impl Pump {
             start,
             offset: Duration::ZERO,
             seen: Seen::default(),
+            buf: vec![0; 65536],
         }
     }
 
@@ -214,19 +217,20 @@ impl Pump {
                 .iface
                 .poll(smol_instant(now), &mut self.f.device, &mut self.f.sockets);
             let mut moved = false;
-            while let Some(p) = self.f.device.pop_tx() {
-                self.uplink.deliver(now, &p);
+            while let Some(n) = self.f.device.pop_tx(&mut self.buf) {
+                self.uplink.deliver(now, &self.buf[..n]);
                 moved = true;
             }
             self.uplink.poll(now);
-            while let Some(p) = self.uplink.take_tx() {
-                if let Ok(ip) = Ipv4Packet::new_checked(&p[..])
+            while let Some(n) = self.uplink.take_tx(&mut self.buf) {
+                let p = &self.buf[..n];
+                if let Ok(ip) = Ipv4Packet::new_checked(p)
                     && ip.next_header() == smoltcp::wire::IpProtocol::Icmp
                     && let [t, c, ..] = ip.payload()
                 {
                     self.seen.icmp.push((*t, *c));
                 }
-                self.f.device.push_rx(&p);
+                self.f.device.push_rx(p);
                 moved = true;
             }
             if !moved {

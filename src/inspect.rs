@@ -2,9 +2,11 @@
 //! [`Snapshot`] of every counter the metrics export, the connection listing ([`connections`]) and
 //! flushing connections ([`flush`]).
 //!
-//! Pure functions over a [`Fabric`] and the loop's `now`, so they are tested without a shell; the
-//! [`Shell`] methods at the bottom are what an API handler runs through
-//! [`super::Handle::query`]. Each is one pass over counters or a scan of the connection tables
+//! Pure functions over a [`Fabric`] and a `now`, so they are tested without a shell: data shaping
+//! of the fabric's, the firewall's and the NAT's state, no I/O. The running shell calls them on
+//! its own fabric (`Shell::snapshot`, `Shell::connections` and `Shell::flush_connections` in
+//! [`crate::runtime::event_loop`]), which is what an API handler runs through
+//! [`crate::runtime::Handle::query`]. Each is one pass over counters or a scan of the connection tables
 //! (control-plane work, never per packet), bounded by the tables' sizes; the listing builds at
 //! most `limit` rows.
 //!
@@ -18,7 +20,6 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::event_loop::{Shell, ShellStats};
 use crate::dataplane::firewall::FlowView;
 use crate::dataplane::gateways::INTERNET_GATEWAY;
 use crate::dataplane::nat::{NatCounters, NatDrop, NatGateway, SessionState, SessionView};
@@ -50,6 +51,24 @@ pub struct Snapshot {
     /// The public uplink's flows and counters (`null` without `[internet] uplink = "host"`, and
     /// for a bare fabric).
     pub uplink: Option<UplinkSnapshot>,
+}
+
+/// The I/O shell's own losses and batching: packets it could not hand to an egress port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ShellStats {
+    /// TUN writes the kernel refused (device gone).
+    pub tun_tx_errors: u64,
+    /// Packets dropped because their TUN egress queue was full (its writer behind).
+    pub tun_tx_queue_full: u64,
+    /// TUN reads that failed with something other than "nothing to read".
+    pub tun_rx_errors: u64,
+    /// Packets a sim port refused (queue full, larger than its MTU).
+    pub sim_overflows: u64,
+    /// Times the uplink's packets waited for a full TUN egress queue to drain.
+    pub uplink_paced: u64,
+    /// Batches read, and packets in them (their ratio is the mean batch size).
+    pub batches: u64,
+    pub batched_packets: u64,
 }
 
 /// The public uplink, by counter name (the names of [`crate::uplink::UplinkCounters`]' fields).
@@ -188,7 +207,7 @@ pub struct FlowTableSnapshot {
     pub refused: u64,
 }
 
-/// Takes every counter of `fabric` at `now` (`shell` stays `None`; see [`Shell::snapshot`]).
+/// Takes every counter of `fabric` at `now` (`shell` stays `None`; the running shell fills it in).
 pub fn snapshot(fabric: &Fabric, now: Instant) -> Snapshot {
     let tables = fabric.tables();
     let counters = fabric.counters();
@@ -851,27 +870,6 @@ pub fn flush(
             }
             Ok(done)
         }
-    }
-}
-
-impl Shell {
-    /// Every counter, the shell's own included (the metrics' one query).
-    pub fn snapshot(&self) -> Snapshot {
-        let mut s = snapshot(self.fabric(), self.now());
-        s.shell = Some(self.stats());
-        s.uplink = self.uplink().map(|u| UplinkSnapshot::of(u.uplink()));
-        s
-    }
-
-    /// [`connections`] on the running fabric.
-    pub fn connections(&self, filter: &ConnFilter) -> Result<ConnList, InspectError> {
-        connections(self.fabric(), self.now(), filter)
-    }
-
-    /// [`flush`] on the running fabric.
-    pub fn flush_connections(&mut self, target: &FlushTarget) -> Result<Flushed, InspectError> {
-        let now = self.now();
-        flush(self.fabric_mut(), now, target)
     }
 }
 
