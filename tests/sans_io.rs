@@ -97,6 +97,10 @@ const FORBIDDEN: &[(&str, &str)] = &[
         "explain reads the core, not the other way",
     ),
     (
+        "crate::inspect",
+        "the control plane's reads of the core, not the other way",
+    ),
+    (
         "crate::topology::model",
         "the serde model of topology files",
     ),
