@@ -80,30 +80,13 @@ impl SecurityGroups {
 }
 
 /// One compiled entry of a VPC's egress allow-list: a destination block and, optionally, TCP/UDP
-/// destination ports.
+/// destination ports (evaluated by `dataplane::firewall::egress`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EgressRuleTable {
     pub dst: Cidr,
     /// `None`: every protocol and port; otherwise TCP and UDP to destination ports
     /// `first..=last` only.
     pub ports: Option<(u16, u16)>,
-}
-
-impl EgressRuleTable {
-    /// Whether a packet of IP protocol `proto` to `dst` (destination port `dport`, TCP/UDP only)
-    /// matches.
-    pub fn allows(&self, proto: u8, dst: Ipv4Addr, dport: Option<u16>) -> bool {
-        if !self.dst.contains(dst) {
-            return false;
-        }
-        match self.ports {
-            None => true,
-            Some((first, last)) => {
-                // TCP (6) or UDP (17).
-                matches!(proto, 6 | 17) && dport.is_some_and(|p| first <= p && p <= last)
-            }
-        }
-    }
 }
 
 /// As written in a file: `192.0.2.0/24:443`, `192.0.2.0/24:8000-8099`, `192.0.2.0/24`.
@@ -116,15 +99,4 @@ impl fmt::Display for EgressRuleTable {
             Some((first, last)) => write!(f, ":{first}-{last}"),
         }
     }
-}
-
-/// Whether an egress allow-list lets a new flow out: `None` (no list) allows everything;
-/// otherwise one of the rules must allow it.
-pub fn egress_list_allows(
-    list: Option<&[EgressRuleTable]>,
-    proto: u8,
-    dst: Ipv4Addr,
-    dport: Option<u16>,
-) -> bool {
-    list.is_none_or(|rules| rules.iter().any(|r| r.allows(proto, dst, dport)))
 }

@@ -19,7 +19,7 @@ pub use crate::dataplane::PortId;
 use crate::dataplane::nat::DnatRule;
 use crate::dataplane::nat::config::NatConfig;
 use crate::topology::cidr::Cidr;
-use firewall::{EgressRuleTable, NetworkAclTable, SecurityGroups, egress_list_allows};
+use firewall::{EgressRuleTable, NetworkAclTable, SecurityGroups};
 
 // Written in topology files (`topology::model` re-exports it) and read by the shell to build the
 // port; the dataplane does not look at it. (A `//` comment: the doc comment is the API schema's
@@ -140,14 +140,6 @@ pub struct VpcTable {
     /// `None`: new flows towards the public side may go anywhere; otherwise only where one of
     /// these rules allows.
     pub egress_allow: Option<Vec<EgressRuleTable>>,
-}
-
-impl VpcTable {
-    /// Whether the egress allow-list lets a new flow of IP protocol `proto` towards `dst` (and
-    /// TCP/UDP destination port `dport`) leave the VPC.
-    pub fn egress_allowed(&self, proto: u8, dst: Ipv4Addr, dport: Option<u16>) -> bool {
-        egress_list_allows(self.egress_allow.as_deref(), proto, dst, dport)
-    }
 }
 
 /// A NAT gateway as the dataplane sees it.

@@ -427,7 +427,7 @@ fn egress_rule(r: &EgressRule) -> EgressRuleTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables::firewall::egress_list_allows;
+    use crate::dataplane::firewall::egress::{self, EgressDecision};
     use crate::topology::model::PortRange;
     use proptest::prelude::*;
 
@@ -455,8 +455,8 @@ mod tests {
     }
 
     proptest! {
-        /// The compiled allow-list decides exactly as the model's rules, list by list, including
-        /// "no list: everything is allowed".
+        /// The compiled allow-list decides exactly as the model's rules, list by list (the same
+        /// first allowing rule), including "no list: everything is allowed".
         #[test]
         fn compiled_egress_allow_list_decides_as_the_model(
             list in prop::option::of(prop::collection::vec(any_rule(), 0..5)),
@@ -476,10 +476,15 @@ mod tests {
             };
             let compiled: Option<Vec<EgressRuleTable>> =
                 list.as_ref().map(|rs| rs.iter().map(egress_rule).collect());
-            let model = list
-                .as_ref()
-                .is_none_or(|rs| rs.iter().any(|r| r.allows(proto, dst, dport)));
-            prop_assert_eq!(egress_list_allows(compiled.as_deref(), proto, dst, dport), model);
+            // The model's meaning: no list allows everything, else the first rule that allows.
+            let model = match &list {
+                None => EgressDecision::NoList,
+                Some(rs) => rs
+                    .iter()
+                    .position(|r| r.allows(proto, dst, dport))
+                    .map_or(EgressDecision::Denied, |i| EgressDecision::Rule { index: i as u32 }),
+            };
+            prop_assert_eq!(egress::decide(compiled.as_deref(), proto, dst, dport), model);
             for (r, c) in list.iter().flatten().zip(compiled.iter().flatten()) {
                 prop_assert_eq!(c.allows(proto, dst, dport), r.allows(proto, dst, dport));
                 prop_assert_eq!(c.to_string(), r.to_string());
