@@ -18,6 +18,7 @@ pub mod firewall;
 pub mod gateways;
 pub mod icmp;
 pub mod nat;
+pub mod public;
 pub mod route;
 mod verdict;
 mod wheel;
