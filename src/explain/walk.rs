@@ -1,256 +1,25 @@
-//! `vpcd explain`: why a packet from one endpoint reaches (or does not reach) a target, found by
-//! a static walk of the compiled tables — like a cloud's reachability analyzer, without sending a
-//! packet.
-//!
-//! [`explain`] is a pure function of the plan and the compiled [`Tables`]: it never touches a
-//! [`crate::dataplane::Fabric`] or its state. Every decision it reports comes from the functions
-//! the fabric itself calls — [`route::lookup_route`] / [`route::next_hop`] for routing,
-//! [`firewall::sg_check`] and [`firewall::acl_check`] for security groups and network ACLs, the
-//! NAT gateway tables for SNAT pools and DNAT entries — so the walk and the dataplane cannot
-//! drift apart; `tests/explain_props.rs` checks that they agree on random rule sets.
-//!
-//! The walk follows the fabric's order: port checks, martian filter, route, the sender's egress
-//! security groups, the VPC's egress allow-list (on the way out), the network ACLs at each subnet
-//! edge crossed, NAT (SNAT, the public segment — a host, an EIP, or the uplink to the host's
-//! network — DNAT or a 1:1 EIP), the receiver's ingress security groups. Then the return path: replies pass
-//! the security groups as a tracked flow, but network ACLs are stateless, so the walk checks the
-//! reply against every ACL it crosses on the way back (destination port = the client's source
-//! port). The verdict is `reachable` only when both ways pass.
-//!
-//! Assumptions (stated in the output where they matter): the first packet is a TCP SYN, a UDP
-//! datagram or an ICMP echo request with TTL 64 and a size below every MTU; the client's source
-//! port (and echo identifier) is `source_port` (default 49152, the first port the simulator's
-//! probes use); a NAT gateway keeps the source port (its default; the `aws` profile picks a random
-//! one) and uses the first EIP of the pool; no flow is tracked yet.
+//! The walk: the hop-by-hop decisions of `vpcd explain`, in the fabric's order, each taken by
+//! the function the fabric itself calls (`route` in a VPC, `public` on the public segment, the
+//! firewall's security group and network ACL checks) and described as one line of text.
 
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use crate::dataplane::firewall::{
-    self, AclDecision, AclDirection, Facts, Kind, PROTO_ICMP, PROTO_TCP, PROTO_UDP, SgDirection,
-    SgPeer, SgRuleTable,
-};
+use super::FirstPacket;
+use super::query::Query;
+use super::render::{acl_rule_text, group_names, proto_name, proto_text, sg_rule_text};
+use crate::dataplane::firewall::{self, AclDecision, AclDirection, Facts, Kind, SgDirection};
+use crate::dataplane::public::{EipTarget, PublicNext, public_next};
 use crate::dataplane::route::{self, Next};
 use crate::dataplane::{DropReason, PortId};
 use crate::tables::{PortOwner, Tables, VpcTable};
-use crate::topology::model::{L4, ProbeTarget, TargetHost};
 use crate::topology::plan::{EipBinding, Endpoint, Plan, RouteTargetPlan};
 
-/// The source port (and ICMP echo identifier) assumed unless told otherwise.
-pub const DEFAULT_SOURCE_PORT: u16 = 49152;
-
-/// What to explain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Query {
-    pub from: Endpoint,
-    pub to: ProbeTarget,
-    /// The target resolved to an endpoint when it names one.
-    pub to_endpoint: Option<Endpoint>,
-    pub to_addr: Ipv4Addr,
-    pub source_port: u16,
-}
-
-/// What the fabric does with the flow's first packet, as the walk predicts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FirstPacket {
-    /// Forwarded out of this port.
-    Delivered(PortId),
-    /// Answered by the fabric (the subnet gateway's echo reply).
-    Answered,
-    /// Dropped for this reason.
-    Dropped(DropReason),
-}
-
-/// The end of the walk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Reachable,
-    Blocked {
-        /// The blocking component, named (`network ACL web-acl inbound rule 100`).
-        component: String,
-        /// The drop reason's label, or `wrong_target` when the packet reaches someone else.
-        label: &'static str,
-    },
-}
-
-/// The result: numbered hops and a verdict.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Explanation {
-    /// `explain FROM -> TO (...)`.
-    pub title: String,
-    pub hops: Vec<String>,
-    pub verdict: Verdict,
-    pub first_packet: FirstPacket,
-}
-
-impl Explanation {
-    /// `verdict: reachable` or `verdict: blocked by COMPONENT (LABEL)`.
-    pub fn verdict_line(&self) -> String {
-        match &self.verdict {
-            Verdict::Reachable => "verdict: reachable".to_string(),
-            Verdict::Blocked { component, label } => {
-                format!("verdict: blocked by {component} ({label})")
-            }
-        }
-    }
-
-    pub fn reachable(&self) -> bool {
-        self.verdict == Verdict::Reachable
-    }
-
-    /// The whole text: title, numbered hops, verdict line; ends with a newline.
-    pub fn render(&self) -> String {
-        let mut out = format!("{}\n", self.title);
-        let width = self.hops.len().to_string().len();
-        for (i, h) in self.hops.iter().enumerate() {
-            let _ = writeln!(out, "{:>width$}. {h}", i + 1);
-        }
-        let _ = writeln!(out, "{}", self.verdict_line());
-        out
-    }
-}
-
-/// Why a query could not even be asked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueryError {
-    #[error("no endpoint named `{0}`; write VPC/INSTANCE or internet/HOST")]
-    UnknownEndpoint(String),
-    #[error("{0}")]
-    BadTarget(String),
-}
-
-impl Query {
-    /// Parses `FROM` (`VPC/INSTANCE` or `internet/HOST`) and `TO` (probe target syntax).
-    pub fn parse(plan: &Plan, from: &str, to: &str) -> Result<Query, QueryError> {
-        let endpoint = |name: &str| {
-            name.split_once('/')
-                .and_then(|(scope, n)| plan.find_endpoint(scope, n))
-                .ok_or_else(|| QueryError::UnknownEndpoint(name.to_string()))
-        };
-        let from = endpoint(from)?;
-        let target: ProbeTarget = to.parse().map_err(QueryError::BadTarget)?;
-        let (to_endpoint, to_addr) = match &target.host {
-            TargetHost::Addr(a) => (None, *a),
-            TargetHost::Named { scope, name } => {
-                let e = endpoint(&format!("{scope}/{name}"))?;
-                (Some(e), plan.endpoint_ip(e))
-            }
-        };
-        Ok(Query {
-            from,
-            to: target,
-            to_endpoint,
-            to_addr,
-            source_port: DEFAULT_SOURCE_PORT,
-        })
-    }
-}
-
-/// The facts of the flow's first packet.
-pub fn first_packet_facts(src: Ipv4Addr, q: &Query) -> Facts {
-    let (proto, kind, sport, dport) = match q.to.proto {
-        L4::Tcp => (
-            PROTO_TCP,
-            Kind::Tcp { flags: 0x02 },
-            q.source_port,
-            q.to.port.unwrap_or(0),
-        ),
-        L4::Udp => (PROTO_UDP, Kind::Udp, q.source_port, q.to.port.unwrap_or(0)),
-        L4::Icmp => (
-            PROTO_ICMP,
-            Kind::Icmp {
-                icmp_type: 8,
-                request: true,
-            },
-            q.source_port,
-            q.source_port,
-        ),
-    };
-    Facts {
-        proto,
-        src,
-        dst: q.to_addr,
-        sport,
-        dport,
-        kind,
-    }
-}
-
-/// Explains `q` over `tables` (compiled from `plan`).
-pub fn explain(plan: &Plan, tables: &Tables, q: &Query) -> Explanation {
-    let from_name = plan_endpoint_name(plan, q.from);
-    let src = plan_endpoint_ip(plan, q.from);
-    let facts = first_packet_facts(src, q);
-    let what = match q.to.proto {
-        L4::Icmp => format!("ICMP echo request, identifier {}", q.source_port),
-        p => format!(
-            "{} from source port {}",
-            p.as_str().to_uppercase(),
-            q.source_port
-        ),
-    };
-    let mut w = Walk {
-        plan,
-        tables,
-        hops: Vec::new(),
-        first: None,
-        snat: None,
-    };
-    let end = w.start(q, facts);
-    let (verdict, first) = match end {
-        Ok(()) => (Verdict::Reachable, w.first),
-        Err(b) => (
-            Verdict::Blocked {
-                component: b.component,
-                label: b.label,
-            },
-            w.first.or(b.reason.map(FirstPacket::Dropped)),
-        ),
-    };
-    Explanation {
-        title: format!("explain {from_name} -> {} ({what})", q.to),
-        hops: w.hops,
-        verdict,
-        first_packet: first.unwrap_or(FirstPacket::Dropped(DropReason::UnknownPort)),
-    }
-}
-
-fn plan_endpoint_name(plan: &Plan, e: Endpoint) -> String {
-    let ok = match e {
-        Endpoint::Instance { vpc, instance } => plan
-            .vpcs
-            .get(vpc)
-            .is_some_and(|v| instance < v.instances.len()),
-        Endpoint::Host(h) => h < plan.internet.hosts.len(),
-    };
-    if ok {
-        plan.endpoint_name(e)
-    } else {
-        format!("{e:?}")
-    }
-}
-
-fn plan_endpoint_ip(plan: &Plan, e: Endpoint) -> Ipv4Addr {
-    match e {
-        Endpoint::Instance { vpc, instance } => plan
-            .vpcs
-            .get(vpc)
-            .and_then(|v| v.instances.get(instance))
-            .map_or(Ipv4Addr::UNSPECIFIED, |i| i.ip),
-        Endpoint::Host(h) => plan
-            .internet
-            .hosts
-            .get(h)
-            .map_or(Ipv4Addr::UNSPECIFIED, |h| h.ip),
-    }
-}
-
 /// Where the walk stopped.
-struct Blocked {
-    component: String,
-    label: &'static str,
+pub(super) struct Blocked {
+    pub component: String,
+    pub label: &'static str,
     /// The drop the fabric counts, if the first packet is the one dropped.
-    reason: Option<DropReason>,
+    pub reason: Option<DropReason>,
 }
 
 fn blocked(component: impl Into<String>, reason: DropReason) -> Blocked {
@@ -280,32 +49,27 @@ struct Walk<'a> {
     snat: Option<(Ipv4Addr, u16, Ipv4Addr, u16)>,
 }
 
-fn proto_text(f: &Facts) -> String {
-    match f.kind {
-        Kind::Tcp { .. } => format!("tcp:{}", f.dport),
-        Kind::Udp => format!("udp:{}", f.dport),
-        Kind::Icmp { icmp_type, .. } | Kind::IcmpError { icmp_type, .. } => {
-            format!("icmp type {icmp_type}")
-        }
-        _ => format!("protocol {}", f.proto),
-    }
+/// What the walk found: its hops, what happened to the first packet, and where it stopped.
+pub(super) struct Trace {
+    pub hops: Vec<String>,
+    pub first: Option<FirstPacket>,
+    pub end: Result<(), Blocked>,
 }
 
-fn proto_name(p: Option<u8>) -> String {
-    match p {
-        None => "all".into(),
-        Some(PROTO_TCP) => "tcp".into(),
-        Some(PROTO_UDP) => "udp".into(),
-        Some(PROTO_ICMP) => "icmp".into(),
-        Some(n) => format!("protocol {n}"),
-    }
-}
-
-fn ports_text(p: Option<(u16, u16)>) -> String {
-    match p {
-        None => String::new(),
-        Some((a, b)) if a == b => format!(" {a}"),
-        Some((a, b)) => format!(" {a}-{b}"),
+/// Walks `q`'s first packet (`facts`) and its reply through `tables`.
+pub(super) fn walk(plan: &Plan, tables: &Tables, q: &Query, facts: Facts) -> Trace {
+    let mut w = Walk {
+        plan,
+        tables,
+        hops: Vec::new(),
+        first: None,
+        snat: None,
+    };
+    let end = w.start(q, facts);
+    Trace {
+        hops: w.hops,
+        first: w.first,
+        end,
     }
 }
 
@@ -594,72 +358,28 @@ impl Walk<'_> {
         Ok(Facts { src: eip, ..facts })
     }
 
-    /// The public segment: a host, or back in through an EIP. Returns the port reached.
+    /// The public segment, by the decision the fabric takes ([`public_next`]): a host, the
+    /// uplink, or back in through an EIP. Returns the port reached.
     fn public(&mut self, q: &Query, facts: Facts) -> Result<PortId, Blocked> {
         let dst = facts.dst;
-        if let Some(port) = self.tables.internet.hosts.get(&dst).copied() {
-            let name = self.port_name(port);
-            let serves = match self.tables.port(port).map(|p| p.owner) {
-                Some(PortOwner::Host { host }) => self
-                    .plan
-                    .internet
-                    .hosts
-                    .get(host as usize)
-                    .map(|h| {
-                        h.serve
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
-                    .unwrap_or_default(),
-                _ => String::new(),
-            };
-            let serves = if serves.is_empty() {
-                String::new()
-            } else {
-                format!(" (serves {serves})")
-            };
-            self.hop(format!(
-                "internet: {dst} is {name}{serves}; internet hosts have no security groups"
-            ));
-            self.deliver(port);
-            return Ok(port);
-        }
-        let Some(entry) = self.tables.internet.eips.get(&dst).copied() else {
-            let Some(uplink) = self.tables.internet.uplink else {
-                self.hop(format!("internet: no host or EIP has {dst}"));
-                return Err(blocked("the public segment", DropReason::NoSuchHost));
-            };
-            let bind = self
-                .plan
-                .eips
-                .iter()
-                .find(|e| e.address == facts.src)
-                .and_then(|e| e.host_bind)
-                .map_or_else(
-                    || "an unbound host socket".to_string(),
-                    |h| format!("a host socket bound to {h} (host_bind of {})", facts.src),
-                );
-            self.hop(format!(
-                "internet: no host or EIP has {dst}: out through the uplink ({}); the host's \
-                 network carries the flow from {bind}, its replies come back the same way",
-                self.port_name(uplink)
-            ));
-            self.deliver(uplink);
-            return Ok(uplink);
-        };
+        let ingress = self.tables.port_of(q.from);
         let eip_name = self
-            .plan
+            .tables
+            .internet
             .eips
-            .get(entry.index as usize)
+            .get(&dst)
+            .and_then(|e| self.plan.eips.get(e.index as usize))
             .map_or_else(String::new, |e| e.name.clone());
-        match entry.binding {
-            EipBinding::Unbound => {
-                self.hop(format!("EIP `{eip_name}` ({dst}) is not associated"));
-                Err(blocked(format!("EIP {eip_name}"), DropReason::UnboundEip))
+        match public_next(self.tables, ingress, dst) {
+            Ok(PublicNext::Host(port)) => {
+                self.public_host(port, dst);
+                Ok(port)
             }
-            EipBinding::Instance { vpc, instance } => {
+            Ok(PublicNext::Uplink(uplink)) => {
+                self.uplink(uplink, &facts);
+                Ok(uplink)
+            }
+            Ok(PublicNext::Eip(EipTarget::OneToOne { vpc, instance })) => {
                 let port = self.tables.port_of(Endpoint::Instance { vpc, instance });
                 let Some(to) = self.inst_of_port(port) else {
                     return Err(blocked("the fabric", DropReason::UnboundEip));
@@ -673,110 +393,192 @@ impl Walk<'_> {
                 self.one_to_one_return_route(&to, &facts)?;
                 Ok(port)
             }
-            EipBinding::NatGateway { vpc, gateway } => {
-                let Some(table) = self
+            Ok(PublicNext::Eip(EipTarget::NatGateway { vpc, gateway, .. })) => {
+                self.nat_gateway_eip(q, vpc, gateway, &eip_name, facts)
+            }
+            Err(DropReason::NoSuchHost) => {
+                self.hop(format!("internet: no host or EIP has {dst}"));
+                Err(blocked("the public segment", DropReason::NoSuchHost))
+            }
+            Err(reason) => {
+                let unbound = self
                     .tables
-                    .vpcs
-                    .get(vpc)
-                    .and_then(|v| v.nat_gateways.get(gateway))
-                else {
-                    return Err(blocked("the fabric", DropReason::UnboundEip));
-                };
-                let gname = table.name.clone();
-                let vname = self.vpc(vpc).name.clone();
-                let proto = match facts.kind {
-                    Kind::Tcp { .. } => Some(crate::dataplane::nat::Proto::Tcp),
-                    Kind::Udp => Some(crate::dataplane::nat::Proto::Udp),
-                    _ => None,
-                };
-                // A packet to the very EIP and port its own SNAT session uses is that session's
-                // "reply": the NAT sends it back to the sender (sessions come before DNAT).
-                if let Some((eip, ext_port, int_ip, int_port)) = self.snat
-                    && eip == dst
-                    && facts.src == eip
-                    && facts.dport == ext_port
-                {
-                    let Some(port) = self.vpc(vpc).hosts.get(&int_ip).copied() else {
-                        return Err(blocked("the fabric", DropReason::NoSuchHost));
-                    };
-                    let Some(to) = self.inst_of_port(port) else {
-                        return Err(blocked("the fabric", DropReason::NoSuchHost));
-                    };
-                    self.hop(format!(
-                        "EIP `{eip_name}` ({dst}) is the sender's own SNAT address and port: \
-                             the NAT gateway `{gname}` takes the packet for the reply of the \
-                             session it just opened and sends it back to {int_ip}:{int_port}"
-                    ));
-                    self.enter(
-                        q,
-                        to,
-                        Facts {
-                            dst: int_ip,
-                            dport: int_port,
-                            ..facts
-                        },
-                    )?;
-                    return Ok(port);
+                    .internet
+                    .eips
+                    .get(&dst)
+                    .is_some_and(|e| e.binding == EipBinding::Unbound);
+                if !unbound {
+                    return Err(blocked("the fabric", reason));
                 }
-                let any = table.dnat_any.iter().find(|(_, e, _)| *e == dst).copied();
-                let rule = table
-                    .dnat
-                    .iter()
-                    .map(|(_, r)| *r)
-                    .find(|r| r.external == (dst, facts.dport) && r.protocol == proto);
-                let (ip, port_no, text) = if let Some((_, _, ip)) = any {
-                    (ip, facts.dport, format!("whole-address DNAT {dst} -> {ip}"))
-                } else if let (Some(r), Some(_)) = (rule, proto) {
-                    (
-                        r.internal.0,
-                        r.internal.1,
-                        format!(
-                            "DNAT {dst}:{}/{} -> {}:{}",
-                            facts.dport,
-                            proto_name(Some(facts.proto)),
-                            r.internal.0,
-                            r.internal.1
-                        ),
-                    )
-                } else {
-                    self.hop(format!(
-                        "EIP `{eip_name}` ({dst}) belongs to NAT gateway `{gname}` of VPC \
-                         {vname}: no DNAT entry for {} and no session to reply to",
-                        proto_text(&facts)
-                    ));
-                    return Err(blocked(
-                        format!("NAT gateway {gname} (no DNAT entry)"),
-                        DropReason::NatNoMapping,
-                    ));
-                };
-                let Some(port) = self.vpc(vpc).hosts.get(&ip).copied() else {
-                    return Err(blocked("the fabric", DropReason::NoSuchHost));
-                };
-                let Some(to) = self.inst_of_port(port) else {
-                    return Err(blocked("the fabric", DropReason::NoSuchHost));
-                };
-                let name = self.port_name(port);
-                self.hop(format!(
-                    "EIP `{eip_name}` ({dst}) belongs to NAT gateway `{gname}` of VPC {vname} \
-                     (a visible hop): {text} ({name})"
-                ));
-                let dport = if matches!(facts.kind, Kind::Icmp { .. }) {
-                    facts.dport
-                } else {
-                    port_no
-                };
-                self.enter(
-                    q,
-                    to,
-                    Facts {
-                        dst: ip,
-                        dport,
-                        ..facts
-                    },
-                )?;
-                Ok(port)
+                self.hop(format!("EIP `{eip_name}` ({dst}) is not associated"));
+                Err(blocked(format!("EIP {eip_name}"), reason))
             }
         }
+    }
+
+    /// Delivered to public host `port` (at `dst`).
+    fn public_host(&mut self, port: PortId, dst: Ipv4Addr) {
+        let name = self.port_name(port);
+        let serves = match self.tables.port(port).map(|p| p.owner) {
+            Some(PortOwner::Host { host }) => self
+                .plan
+                .internet
+                .hosts
+                .get(host as usize)
+                .map(|h| {
+                    h.serve
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        let serves = if serves.is_empty() {
+            String::new()
+        } else {
+            format!(" (serves {serves})")
+        };
+        self.hop(format!(
+            "internet: {dst} is {name}{serves}; internet hosts have no security groups"
+        ));
+        self.deliver(port);
+    }
+
+    /// Out through the uplink: the host's network carries the flow.
+    fn uplink(&mut self, uplink: PortId, facts: &Facts) {
+        let bind = self
+            .plan
+            .eips
+            .iter()
+            .find(|e| e.address == facts.src)
+            .and_then(|e| e.host_bind)
+            .map_or_else(
+                || "an unbound host socket".to_string(),
+                |h| format!("a host socket bound to {h} (host_bind of {})", facts.src),
+            );
+        self.hop(format!(
+            "internet: no host or EIP has {}: out through the uplink ({}); the host's network \
+             carries the flow from {bind}, its replies come back the same way",
+            facts.dst,
+            self.port_name(uplink)
+        ));
+        self.deliver(uplink);
+    }
+
+    /// In through EIP `dst` of NAT gateway `gateway` of VPC `vpc`: the reply of the sender's own
+    /// SNAT session (a hairpin to itself), a whole-address DNAT, or a port forward.
+    fn nat_gateway_eip(
+        &mut self,
+        q: &Query,
+        vpc: usize,
+        gateway: usize,
+        eip_name: &str,
+        facts: Facts,
+    ) -> Result<PortId, Blocked> {
+        let dst = facts.dst;
+        let Some(table) = self
+            .tables
+            .vpcs
+            .get(vpc)
+            .and_then(|v| v.nat_gateways.get(gateway))
+        else {
+            return Err(blocked("the fabric", DropReason::UnboundEip));
+        };
+        let gname = table.name.clone();
+        let vname = self.vpc(vpc).name.clone();
+        let proto = match facts.kind {
+            Kind::Tcp { .. } => Some(crate::dataplane::nat::Proto::Tcp),
+            Kind::Udp => Some(crate::dataplane::nat::Proto::Udp),
+            _ => None,
+        };
+        // A packet to the very EIP and port its own SNAT session uses is that session's
+        // "reply": the NAT sends it back to the sender (sessions come before DNAT).
+        if let Some((eip, ext_port, int_ip, int_port)) = self.snat
+            && eip == dst
+            && facts.src == eip
+            && facts.dport == ext_port
+        {
+            let Some(port) = self.vpc(vpc).hosts.get(&int_ip).copied() else {
+                return Err(blocked("the fabric", DropReason::NoSuchHost));
+            };
+            let Some(to) = self.inst_of_port(port) else {
+                return Err(blocked("the fabric", DropReason::NoSuchHost));
+            };
+            self.hop(format!(
+                "EIP `{eip_name}` ({dst}) is the sender's own SNAT address and port: \
+                     the NAT gateway `{gname}` takes the packet for the reply of the \
+                     session it just opened and sends it back to {int_ip}:{int_port}"
+            ));
+            self.enter(
+                q,
+                to,
+                Facts {
+                    dst: int_ip,
+                    dport: int_port,
+                    ..facts
+                },
+            )?;
+            return Ok(port);
+        }
+        let any = table.dnat_any.iter().find(|(_, e, _)| *e == dst).copied();
+        let rule = table
+            .dnat
+            .iter()
+            .map(|(_, r)| *r)
+            .find(|r| r.external == (dst, facts.dport) && r.protocol == proto);
+        let (ip, port_no, text) = if let Some((_, _, ip)) = any {
+            (ip, facts.dport, format!("whole-address DNAT {dst} -> {ip}"))
+        } else if let (Some(r), Some(_)) = (rule, proto) {
+            (
+                r.internal.0,
+                r.internal.1,
+                format!(
+                    "DNAT {dst}:{}/{} -> {}:{}",
+                    facts.dport,
+                    proto_name(Some(facts.proto)),
+                    r.internal.0,
+                    r.internal.1
+                ),
+            )
+        } else {
+            self.hop(format!(
+                "EIP `{eip_name}` ({dst}) belongs to NAT gateway `{gname}` of VPC \
+                 {vname}: no DNAT entry for {} and no session to reply to",
+                proto_text(&facts)
+            ));
+            return Err(blocked(
+                format!("NAT gateway {gname} (no DNAT entry)"),
+                DropReason::NatNoMapping,
+            ));
+        };
+        let Some(port) = self.vpc(vpc).hosts.get(&ip).copied() else {
+            return Err(blocked("the fabric", DropReason::NoSuchHost));
+        };
+        let Some(to) = self.inst_of_port(port) else {
+            return Err(blocked("the fabric", DropReason::NoSuchHost));
+        };
+        let name = self.port_name(port);
+        self.hop(format!(
+            "EIP `{eip_name}` ({dst}) belongs to NAT gateway `{gname}` of VPC {vname} \
+             (a visible hop): {text} ({name})"
+        ));
+        let dport = if matches!(facts.kind, Kind::Icmp { .. }) {
+            facts.dport
+        } else {
+            port_no
+        };
+        self.enter(
+            q,
+            to,
+            Facts {
+                dst: ip,
+                dport,
+                ..facts
+            },
+        )?;
+        Ok(port)
     }
 
     /// The VPC's egress allow-list, via the function the fabric uses (no list: nothing to say).
@@ -859,56 +661,11 @@ impl Walk<'_> {
         })
     }
 
-    fn group_names(&self, vi: usize, instance: u32) -> String {
-        let sgs = &self.vpc(vi).security_groups;
-        sgs.attached(instance)
-            .iter()
-            .filter_map(|g| sgs.groups.get(*g as usize))
-            .map(|g| {
-                if g.implicit {
-                    format!("{} (the VPC default group)", g.name)
-                } else {
-                    g.name.clone()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    fn rule_text(&self, vi: usize, dir: SgDirection, r: &SgRuleTable) -> String {
-        let sgs = &self.vpc(vi).security_groups;
-        let peer = match r.peer {
-            SgPeer::Cidr(c) => c.to_string(),
-            SgPeer::Group(g) => format!(
-                "sg:{}",
-                sgs.groups.get(g as usize).map_or("?", |g| g.name.as_str())
-            ),
-        };
-        let icmp = r
-            .icmp_type
-            .map(|t| format!(" type {t}"))
-            .unwrap_or_default();
-        let dirw = match dir {
-            SgDirection::Ingress => "from",
-            SgDirection::Egress => "to",
-        };
-        let desc = r
-            .description
-            .as_ref()
-            .map(|d| format!(": \"{d}\""))
-            .unwrap_or_default();
-        format!(
-            "{}{}{icmp} {dirw} {peer}{desc}",
-            proto_name(r.proto),
-            ports_text(r.ports)
-        )
-    }
-
     /// A security group decision, via the function the fabric uses.
     fn sg(&mut self, inst: Inst, dir: SgDirection, facts: &Facts) -> Result<(), Blocked> {
         let vi = inst.vpc;
         let name = self.port_name(inst.port);
-        let groups = self.group_names(vi, inst.instance);
+        let groups = group_names(self.vpc(vi), inst.instance);
         let (peer, towards) = match dir {
             SgDirection::Ingress => (facts.src, "from"),
             SgDirection::Egress => (facts.dst, "to"),
@@ -921,10 +678,11 @@ impl Walk<'_> {
                     .get(m.group as usize)
                     .map_or_else(String::new, |g| g.name.clone());
                 let how = match (m.rule, sgs.rule(dir, m)) {
-                    (Some(i), Some(r)) => format!("{} rule {i} ({})", dir.as_str(), {
-                        let r = r.clone();
-                        self.rule_text(vi, dir, &r)
-                    }),
+                    (Some(i), Some(r)) => format!(
+                        "{} rule {i} ({})",
+                        dir.as_str(),
+                        sg_rule_text(self.vpc(vi), dir, r)
+                    ),
                     _ => "(it has no egress rules: all egress allowed)".to_string(),
                 };
                 self.hop(format!(
@@ -1011,15 +769,7 @@ impl Walk<'_> {
                 allow,
             } => {
                 let r = acl.and_then(|a| a.rules(dir).get(index as usize));
-                let rt = r.map_or_else(String::new, |r| {
-                    format!(
-                        "{} {}{} {towards} {}",
-                        if r.allow { "allow" } else { "deny" },
-                        proto_name(r.proto),
-                        ports_text(r.ports),
-                        r.cidr
-                    )
-                });
+                let rt = r.map_or_else(String::new, |r| acl_rule_text(r, towards));
                 format!(
                     "{prefix}network ACL `{acl_name}` of subnet `{sname}`, {}: rule {number} \
                      ({rt}) {} {what}",
@@ -1059,94 +809,5 @@ impl Walk<'_> {
             });
         }
         Err(blocked(component, reason))
-    }
-}
-
-/// Explains every probe of a plan whose result disagrees with `expect` (for `vpcd test`).
-pub fn explain_probe(
-    plan: &Plan,
-    tables: &Tables,
-    probe: &crate::topology::plan::ProbePlan,
-) -> Explanation {
-    let q = Query {
-        from: probe.from,
-        to: probe.to.clone(),
-        to_endpoint: probe.to_endpoint,
-        to_addr: probe.to_addr,
-        source_port: DEFAULT_SOURCE_PORT,
-    };
-    explain(plan, tables, &q)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tables;
-    use crate::topology;
-
-    const TEXT: &str = r#"
-[[vpc]]
-name = "a"
-cidr = "10.0.0.0/16"
-  [[vpc.subnet]]
-  name = "s1"
-  cidr = "10.0.1.0/24"
-  network_acl = "acl"
-  [[vpc.subnet]]
-  name = "s2"
-  cidr = "10.0.2.0/24"
-  [[vpc.network_acl]]
-  name = "acl"
-  inbound = [{ rule = 100, action = "deny", protocol = "tcp", ports = 22, cidr = "0.0.0.0/0" },
-             { rule = 200, action = "allow", protocol = "all", cidr = "0.0.0.0/0" }]
-  outbound = [{ rule = 100, action = "allow", protocol = "all", cidr = "0.0.0.0/0" }]
-  [[vpc.instance]]
-  name = "x"
-  subnet = "s1"
-  ip = "10.0.1.10"
-  [[vpc.instance]]
-  name = "y"
-  subnet = "s2"
-  ip = "10.0.2.10"
-"#;
-
-    fn run(from: &str, to: &str) -> Explanation {
-        let plan = topology::parse("t.toml", TEXT).unwrap();
-        let t = tables::compile(&plan);
-        let q = Query::parse(&plan, from, to).unwrap();
-        explain(&plan, &t, &q)
-    }
-
-    #[test]
-    fn names_the_acl_rule_that_blocks() {
-        let e = run("a/y", "a/x:22/tcp");
-        assert_eq!(
-            e.verdict_line(),
-            "verdict: blocked by network ACL acl inbound rule 100 (nacl_inbound)"
-        );
-        assert_eq!(
-            e.first_packet,
-            FirstPacket::Dropped(DropReason::NetworkAclInbound)
-        );
-    }
-
-    #[test]
-    fn default_group_members_reach_each_other() {
-        let e = run("a/y", "a/x:80/tcp");
-        assert!(e.reachable(), "{}", e.render());
-        assert!(e.render().contains("the VPC default group"));
-    }
-
-    #[test]
-    fn unknown_endpoints_and_bad_targets_are_query_errors() {
-        let plan = topology::parse("t.toml", TEXT).unwrap();
-        assert!(matches!(
-            Query::parse(&plan, "a/nope", "10.0.0.1/icmp"),
-            Err(QueryError::UnknownEndpoint(_))
-        ));
-        assert!(matches!(
-            Query::parse(&plan, "a/x", "10.0.0.1:99"),
-            Err(QueryError::BadTarget(_))
-        ));
     }
 }
