@@ -8,10 +8,11 @@ use super::FirstPacket;
 use super::query::Query;
 use super::render::{acl_rule_text, group_names, proto_name, proto_text, sg_rule_text};
 use crate::dataplane::firewall::{self, AclDecision, AclDirection, Facts, Kind, SgDirection};
+use crate::dataplane::nat::config::Filtering;
 use crate::dataplane::public::{EipTarget, PublicNext, public_next};
 use crate::dataplane::route::{self, Next};
 use crate::dataplane::{DropReason, PortId};
-use crate::tables::{PortOwner, Tables, VpcTable};
+use crate::tables::{NatGatewayTable, PortOwner, Tables, VpcTable};
 use crate::topology::plan::{EipBinding, Endpoint, Plan, RouteTargetPlan};
 
 /// Where the walk stopped.
@@ -47,6 +48,11 @@ struct Walk<'a> {
     first: Option<FirstPacket>,
     /// The session SNAT opened: (EIP, external port, private address, private port).
     snat: Option<(Ipv4Addr, u16, Ipv4Addr, u16)>,
+    /// The NAT gateway that opened it, and how it filters what comes back.
+    sender_nat: Option<(String, Filtering)>,
+    /// Where the reply comes from when it does not come back through the same translation (a
+    /// 1:1 EIP whose instance routes its replies to a NAT gateway).
+    reply_from: Option<Ipv4Addr>,
 }
 
 /// What the walk found: its hops, what happened to the first packet, and where it stopped.
@@ -64,6 +70,8 @@ pub(super) fn walk(plan: &Plan, tables: &Tables, q: &Query, facts: Facts) -> Tra
         hops: Vec::new(),
         first: None,
         snat: None,
+        sender_nat: None,
+        reply_from: None,
     };
     let end = w.start(q, facts);
     Trace {
@@ -263,14 +271,51 @@ impl Walk<'_> {
         }
     }
 
-    /// The reply of a flow that left `from`'s VPC comes back in: its subnet's inbound ACL.
+    /// The reply of a flow that left `from`'s VPC comes back in: its subnet's inbound ACL. A
+    /// reply that left its VPC from another address (`reply_from`) is no reply for the sender's
+    /// translation: a filtering NAT gateway drops it, otherwise it enters as a new flow.
     fn return_into(&mut self, from: Inst, facts: &Facts) -> Result<(), Blocked> {
-        self.hop(
-            "return path: the reply comes back through the same translation; it passes the \
-             security groups as a tracked flow",
-        );
-        let reply = facts.reversed();
-        self.acl(from.vpc, from.subnet, AclDirection::Inbound, &reply, true)
+        let Some(other) = self.reply_from else {
+            self.hop(
+                "return path: the reply comes back through the same translation; it passes the \
+                 security groups as a tracked flow",
+            );
+            let reply = facts.reversed();
+            return self.acl(from.vpc, from.subnet, AclDirection::Inbound, &reply, true);
+        };
+        if let Some((name, filtering)) = self.sender_nat.clone()
+            && filtering != Filtering::EndpointIndependent
+        {
+            self.hop(format!(
+                "return path: the reply comes from {other}, not from {}: NAT gateway `{name}` \
+                 takes replies only from where its session went ({filtering:?} filtering)",
+                facts.dst
+            ));
+            return Err(Blocked {
+                component: format!("NAT gateway {name} (reply from {other})"),
+                label: DropReason::NatFiltered.label(),
+                reason: None,
+            });
+        }
+        self.hop(format!(
+            "return path: the reply comes from {other}, not from {}: no tracked flow covers it",
+            facts.dst
+        ));
+        let reply = Facts {
+            src: other,
+            ..facts.reversed()
+        };
+        self.acl(from.vpc, from.subnet, AclDirection::Inbound, &reply, true)?;
+        let at = self.hops.len();
+        let checked = self.sg(from, SgDirection::Ingress, &reply);
+        if let Some(h) = self.hops.get_mut(at) {
+            h.insert_str(0, "return path: ");
+        }
+        checked.map_err(|b| Blocked {
+            component: format!("{} on the return path", b.component),
+            label: b.label,
+            reason: None,
+        })
     }
 
     /// Instance to instance in one VPC.
@@ -302,6 +347,7 @@ impl Walk<'_> {
             return Err(blocked("the route's NAT gateway", DropReason::NoRoute));
         };
         let name = table.name.clone();
+        let filtering = table.config.filtering;
         let Some(pool) = table.pool_for(facts.src) else {
             self.hop(format!(
                 "NAT gateway `{name}`: no SNAT entry covers the source {}",
@@ -324,13 +370,7 @@ impl Walk<'_> {
             .get(pool as usize)
             .map(|p| p.eips.clone())
             .unwrap_or_default();
-        // A whole-address DNAT of this instance makes its outbound flows leave from that EIP.
-        let any = table
-            .dnat_any
-            .iter()
-            .find(|(p, _, int)| *p == pool && *int == facts.src)
-            .map(|(_, eip, _)| *eip);
-        let eip = any.or(pool_eips.first().copied());
+        let (eip, any) = snat_source(table, pool, facts.src);
         let Some(eip) = eip else {
             return Err(blocked(format!("NAT gateway {name}"), DropReason::NatNoEip));
         };
@@ -348,13 +388,14 @@ impl Walk<'_> {
              (SNAT entry {entry}, pool [{pool_text}]{})",
             table.ip,
             facts.src,
-            if any.is_some() {
+            if any {
                 "; the instance's whole-address DNAT EIP"
             } else {
                 ""
             }
         ));
         self.snat = Some((eip, facts.sport, facts.src, facts.sport));
+        self.sender_nat = Some((name, filtering));
         Ok(Facts { src: eip, ..facts })
     }
 
@@ -628,13 +669,12 @@ impl Walk<'_> {
     }
 
     /// A flow that came in through a 1:1 EIP must also go back out through it: the instance's
-    /// reply follows its subnet's route table, and a route to a NAT gateway there sends a TCP
-    /// reply into a NAT that has no session for it (the fabric drops it as
-    /// `nat_tcp_no_session` — the asymmetric-routing pitfall of an EIP in a private subnet).
+    /// reply follows its subnet's route table, and a route to a NAT gateway there sends the reply
+    /// into a NAT that has no session for it (the asymmetric-routing pitfall of an EIP in a
+    /// private subnet). A TCP reply is dropped there (`nat_tcp_no_session`), an echo reply too
+    /// (`nat_no_mapping`); a UDP reply is translated as a new flow and leaves from the NAT
+    /// gateway's EIP, which [`Walk::return_into`] follows (`reply_from`).
     fn one_to_one_return_route(&mut self, to: &Inst, facts: &Facts) -> Result<(), Blocked> {
-        if !matches!(facts.kind, Kind::Tcp { .. }) {
-            return Ok(());
-        }
         let Ok((_, m)) = route::lookup_route(self.vpc(to.vpc), to.subnet as usize, facts.src)
         else {
             return Ok(());
@@ -642,21 +682,38 @@ impl Walk<'_> {
         let RouteTargetPlan::Nat(g) = m.target else {
             return Ok(());
         };
-        let gname = self
-            .tables
-            .vpcs
-            .get(to.vpc)
-            .and_then(|v| v.nat_gateways.get(g))
-            .map_or("?", |t| t.name.as_str())
-            .to_string();
-        self.hop(format!(
+        let table = self.vpc(to.vpc).nat_gateways.get(g);
+        let gname = table.map_or("?", |t| t.name.as_str()).to_string();
+        let route = format!(
             "return path: the reply to {} follows route {} -> nat:{gname}, not the internet \
-             gateway of the 1:1 EIP: the NAT gateway has no session for it",
+             gateway of the 1:1 EIP",
             facts.src, m.prefix
-        ));
+        );
+        let label = match facts.kind {
+            Kind::Tcp { .. } => DropReason::NatTcpNoSession,
+            Kind::Udp => {
+                let own = self.tables.port(to.port).map_or(facts.dst, |p| p.addr);
+                let source = table.and_then(|t| snat_source(t, t.pool_for(own)?, own).0);
+                if let Some(eip) = source {
+                    self.hop(format!(
+                        "{route}: it leaves as a new flow, SNAT {own} -> {eip}"
+                    ));
+                    self.reply_from = Some(eip);
+                    return Ok(());
+                }
+                self.hop(format!("{route}: no SNAT entry covers {own}"));
+                return Err(Blocked {
+                    component: format!("asymmetric return route via NAT gateway {gname}"),
+                    label: DropReason::NoSnatRule.label(),
+                    reason: None,
+                });
+            }
+            _ => DropReason::NatNoMapping,
+        };
+        self.hop(format!("{route}: the NAT gateway has no session for it"));
         Err(Blocked {
             component: format!("asymmetric return route via NAT gateway {gname}"),
-            label: DropReason::NatTcpNoSession.label(),
+            label: label.label(),
             reason: None,
         })
     }
@@ -810,4 +867,19 @@ impl Walk<'_> {
         }
         Err(blocked(component, reason))
     }
+}
+
+/// The address a source leaves NAT gateway `table`'s pool `pool` from: the first EIP of the pool,
+/// or the EIP of a whole-address DNAT of that source (then `true`).
+fn snat_source(table: &NatGatewayTable, pool: u32, src: Ipv4Addr) -> (Option<Ipv4Addr>, bool) {
+    let any = table
+        .dnat_any
+        .iter()
+        .find(|(p, _, int)| *p == pool && *int == src)
+        .map(|(_, eip, _)| *eip);
+    let first = table
+        .pools
+        .get(pool as usize)
+        .and_then(|p| p.eips.first().copied());
+    (any.or(first), any.is_some())
 }
