@@ -130,7 +130,7 @@ impl Fabric {
         } = self;
         let verdict = pipeline(tables, counters, gateways, firewall, now, ingress, buf, len);
         match verdict {
-            Verdict::Forward { port, len } | Verdict::Reply { port, len } => {
+            Verdict::Forward { port, len, .. } | Verdict::Reply { port, len, .. } => {
                 counters.count_tx(port, len)
             }
             Verdict::Drop(reason) => counters.count_drop(ingress, reason),
