@@ -84,3 +84,127 @@ pub fn public_next(
     };
     Ok(PublicNext::Eip(target))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::{self, UPLINK_PORT_NAME};
+    use crate::topology;
+
+    /// VPC `v`: `i0` behind NAT gateway `gw` (pools: `n1` for s0, `n2` for the rest), `i1` with
+    /// the 1:1 EIP `one`; an unbound EIP; host `h`; `{uplink}`.
+    const TEXT: &str = r#"
+[[vpc]]
+name = "v"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "s0"
+  cidr = "10.0.1.0/24"
+  [[vpc.subnet]]
+  name = "pub"
+  cidr = "10.0.9.0/24"
+  [[vpc.nat_gateway]]
+  name = "gw"
+  subnet = "pub"
+  eips = ["n1", "n2"]
+  snat = [{ source = "10.0.1.0/24", eips = ["n1"] }, { source = "10.0.0.0/16", eips = ["n2"] }]
+  [[vpc.instance]]
+  name = "i0"
+  subnet = "s0"
+  ip = "10.0.1.10"
+  [[vpc.instance]]
+  name = "i1"
+  subnet = "pub"
+  ip = "10.0.9.10"
+  eip = "one"
+[[eip]]
+name = "n1"
+address = "203.0.113.10"
+[[eip]]
+name = "n2"
+address = "203.0.113.11"
+[[eip]]
+name = "one"
+address = "203.0.113.20"
+[[eip]]
+name = "spare"
+address = "203.0.113.99"
+[internet]
+{uplink}
+  [[internet.host]]
+  name = "h"
+  ip = "198.51.100.10"
+"#;
+
+    fn tables(uplink: bool) -> Tables {
+        let text = TEXT.replace("{uplink}", if uplink { "uplink = \"host\"" } else { "" });
+        tables::compile(&topology::parse("public.toml", &text).unwrap())
+    }
+
+    fn next(t: &Tables, from: &str, dst: [u8; 4]) -> Result<PublicNext, DropReason> {
+        public_next(t, t.port_named(from).unwrap(), Ipv4Addr::from(dst))
+    }
+
+    #[test]
+    fn hosts_and_eips_by_binding() {
+        let t = tables(false);
+        let h = t.port_named("internet/h").unwrap();
+        assert_eq!(
+            next(&t, "v/i0", [198, 51, 100, 10]),
+            Ok(PublicNext::Host(h))
+        );
+        let gw = |pool| {
+            Ok(PublicNext::Eip(EipTarget::NatGateway {
+                vpc: 0,
+                gateway: 0,
+                pool,
+            }))
+        };
+        // Each EIP goes to the core of the pool that holds it.
+        assert_eq!(next(&t, "internet/h", [203, 0, 113, 10]), gw(0));
+        assert_eq!(next(&t, "internet/h", [203, 0, 113, 11]), gw(1));
+        assert_eq!(
+            next(&t, "v/i0", [203, 0, 113, 20]),
+            Ok(PublicNext::Eip(EipTarget::OneToOne {
+                vpc: 0,
+                instance: 1
+            }))
+        );
+        assert_eq!(
+            next(&t, "internet/h", [203, 0, 113, 99]),
+            Err(DropReason::UnboundEip)
+        );
+        assert_eq!(
+            next(&t, "internet/h", [192, 0, 2, 1]),
+            Err(DropReason::NoSuchHost)
+        );
+    }
+
+    #[test]
+    fn the_uplink_takes_what_nobody_owns_but_never_its_own_packets() {
+        let t = tables(true);
+        let uplink = t.port_named(UPLINK_PORT_NAME).unwrap();
+        assert_eq!(
+            next(&t, "v/i0", [192, 0, 2, 1]),
+            Ok(PublicNext::Uplink(uplink))
+        );
+        assert_eq!(
+            next(&t, "internet/h", [192, 0, 2, 1]),
+            Ok(PublicNext::Uplink(uplink))
+        );
+        assert_eq!(
+            next(&t, UPLINK_PORT_NAME, [192, 0, 2, 1]),
+            Err(DropReason::NoSuchHost)
+        );
+        // Hosts and EIPs stay the segment's own.
+        let h = t.port_named("internet/h").unwrap();
+        assert_eq!(
+            next(&t, UPLINK_PORT_NAME, [198, 51, 100, 10]),
+            Ok(PublicNext::Host(h))
+        );
+        assert_eq!(
+            next(&t, UPLINK_PORT_NAME, [203, 0, 113, 99]),
+            Err(DropReason::UnboundEip)
+        );
+    }
+}
