@@ -4,12 +4,12 @@
 //! routing domain (its VPC's route table, or the public segment) -> security groups and network
 //! ACLs -> NAT where the route or the destination EIP says so -> delivery with an MTU check.
 //!
-//! Filters (the decisions live in `firewall` and `route`, shared with `vpcd explain`): a packet
-//! between two instances of a VPC passes the sender's egress security groups, the two subnets'
-//! network ACLs when it crosses a subnet edge, and the receiver's ingress groups; a packet leaving
-//! through NAT passes the sender's egress groups and its subnet's outbound ACL before
-//! translation; a packet entering through an EIP passes the receiver's subnet inbound ACL and
-//! ingress groups after translation. Packets of tracked flows skip the security groups (one
+//! Filters (the decisions live in `firewall`, `route` and `public`, shared with `vpcd explain`):
+//! a packet between two instances of a VPC passes the sender's egress security groups, the two
+//! subnets' network ACLs when it crosses a subnet edge, and the receiver's ingress groups; a
+//! packet leaving through NAT passes the sender's egress groups and its subnet's outbound ACL
+//! before translation; a packet entering through an EIP passes the receiver's subnet inbound ACL
+//! and ingress groups after translation. Packets of tracked flows skip the security groups (one
 //! lookup). The flow table learns a new flow only once its first packet is forwarded
 //! ([`Pending`], committed after the last stage). The subnet gateway's echo reply and every
 //! packet the fabric generates are not filtered.

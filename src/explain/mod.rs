@@ -20,10 +20,12 @@
 //! The walk follows the fabric's order: port checks, martian filter, route, the sender's egress
 //! security groups, the VPC's egress allow-list (on the way out), the network ACLs at each subnet
 //! edge crossed, NAT (SNAT, the public segment — a host, an EIP, or the uplink to the host's
-//! network — DNAT or a 1:1 EIP), the receiver's ingress security groups. Then the return path: replies pass
-//! the security groups as a tracked flow, but network ACLs are stateless, so the walk checks the
-//! reply against every ACL it crosses on the way back (destination port = the client's source
-//! port). The verdict is `reachable` only when both ways pass.
+//! network — DNAT or a 1:1 EIP), the receiver's ingress security groups. Then the return path:
+//! replies pass the security groups as a tracked flow, but network ACLs are stateless, so the
+//! walk checks the reply against every ACL it crosses on the way back (destination port = the
+//! client's source port); a reply that leaves a 1:1 EIP's instance through a NAT route does not
+//! come back through the same translation, and the walk follows it. The verdict is `reachable`
+//! only when both ways pass.
 //!
 //! Assumptions (stated in the output where they matter): the first packet is a TCP SYN, a UDP
 //! datagram or an ICMP echo request with TTL 64 and a size below every MTU; the client's source
