@@ -206,18 +206,9 @@ fn vpcd_test_explains_a_failed_probe() {
     );
 }
 
-/// An instance with a 1:1 EIP in a subnet whose default route goes to a NAT gateway: the first
-/// packet reaches it through the EIP, but its TCP reply follows the NAT route and the NAT has no
-/// session for it (the AWS pitfall of an EIP in a private subnet). `explain` says so, and the
-/// simulation agrees.
-#[test]
-fn explain_names_the_asymmetric_return_route_of_a_one_to_one_eip_behind_a_nat_route() {
-    let dir = std::env::temp_dir().join(format!("vpcd-explain-asym-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("asym.toml");
-    std::fs::write(
-        &file,
-        r#"
+/// VPC `a`: `f1` with the 1:1 EIP `direct` in a subnet that routes to the NAT gateway `egress`,
+/// `p1` with the 1:1 EIP `public` in the public subnet; both accept port 8080 (TCP and UDP).
+const ASYMMETRIC_ONE_TO_ONE: &str = r#"
 [[vpc]]
 name = "a"
 cidr = "10.0.0.0/16"
@@ -240,7 +231,10 @@ cidr = "10.0.0.0/16"
   eips = ["nat-ip"]
   [[vpc.security_group]]
   name = "open"
-  ingress = [{ protocol = "tcp", ports = "8080", peer = "0.0.0.0/0" }]
+  ingress = [
+    { protocol = "tcp", ports = "8080", peer = "0.0.0.0/0" },
+    { protocol = "udp", ports = "8080", peer = "0.0.0.0/0" },
+  ]
   [[vpc.instance]]
   name = "f1"
   subnet = "private"
@@ -269,6 +263,22 @@ address = "203.0.113.22"
   name = "web"
   ip = "198.51.100.10"
   attach = "sim"
+"#;
+
+/// An instance with a 1:1 EIP in a subnet whose default route goes to a NAT gateway: the first
+/// packet reaches it through the EIP, but its TCP reply follows the NAT route and the NAT has no
+/// session for it (the AWS pitfall of an EIP in a private subnet). `explain` says so, and the
+/// simulation agrees.
+#[test]
+fn explain_names_the_asymmetric_return_route_of_a_one_to_one_eip_behind_a_nat_route() {
+    let dir = std::env::temp_dir().join(format!("vpcd-explain-asym-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("asym.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{ASYMMETRIC_ONE_TO_ONE}{}",
+            r#"
 [[probe]]
 name = "EIP in a private subnet: the reply takes the NAT route"
 from = "internet/web"
@@ -279,7 +289,8 @@ name = "EIP in a public subnet works"
 from = "internet/web"
 to = "203.0.113.22:8080/tcp"
 expect = "allow"
-"#,
+"#
+        ),
     )
     .unwrap();
     let path = file.to_str().unwrap();
@@ -306,4 +317,126 @@ expect = "allow"
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{table}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A UDP flow in through a 1:1 EIP whose subnet routes to a NAT gateway: the reply leaves as a
+/// new flow from the gateway's EIP. A public host gets it; the sender's NAT gateway (filtering
+/// by where its session went) drops it; a sender with its own 1:1 EIP lets it in only if its
+/// security groups allow the other address. `explain` says each, and the fabric does it.
+#[test]
+fn explain_follows_a_udp_reply_that_takes_the_nat_route_out_of_a_one_to_one_eip() {
+    use std::sync::Arc;
+
+    use etherparse::PacketBuilder;
+    use vpcd::dataplane::{DropReason, Fabric, MIN_BUFFER, Verdict};
+    use vpcd::explain::Query;
+    use vpcd::time::Instant;
+
+    let text = format!(
+        "{ASYMMETRIC_ONE_TO_ONE}{}",
+        r#"
+[[vpc]]
+name = "b"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "s"
+  cidr = "10.0.1.0/24"
+  [[vpc.subnet]]
+  name = "public"
+  cidr = "10.0.9.0/24"
+  route_table = "public"
+  [[vpc.route_table]]
+  name = "main"
+  routes = [{ destination = "0.0.0.0/0", target = "nat:b-egress" }]
+  [[vpc.route_table]]
+  name = "public"
+  routes = [{ destination = "0.0.0.0/0", target = "internet" }]
+  [[vpc.nat_gateway]]
+  name = "b-egress"
+  subnet = "public"
+  eips = ["b-ip"]
+  [[vpc.instance]]
+  name = "c1"
+  subnet = "s"
+  ip = "10.0.1.10"
+[[eip]]
+name = "b-ip"
+address = "203.0.113.30"
+"#
+    );
+    let plan = vpcd::topology::parse("asym-udp.toml", &text).unwrap();
+    let tables = Arc::new(vpcd::topology::compile::tables(&plan));
+    let send = |fabric: &mut Fabric, from: &str, pkt: &[u8]| {
+        let mut buf = pkt.to_vec();
+        buf.resize(pkt.len().max(MIN_BUFFER), 0);
+        let port = tables.port_named(from).unwrap();
+        let v = fabric.handle(Instant::from_secs(1), port, &mut buf, pkt.len());
+        if let Verdict::Forward { len, .. } = v {
+            buf.truncate(len);
+        }
+        (v, buf)
+    };
+    let udp = |src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16| {
+        let mut out = Vec::new();
+        PacketBuilder::ipv4(src, dst, 64)
+            .udp(sport, dport)
+            .write(&mut out, b"x")
+            .unwrap();
+        out
+    };
+    let f1 = tables.port_named("a/f1").unwrap();
+    for (from, src, verdict_line, reply_gets_back) in [
+        (
+            "internet/web",
+            [198, 51, 100, 10],
+            "verdict: reachable",
+            true,
+        ),
+        (
+            "b/c1",
+            [10, 0, 1, 10],
+            "verdict: blocked by NAT gateway b-egress (reply from 203.0.113.10) (nat_filtered)",
+            false,
+        ),
+        (
+            "a/p1",
+            [10, 0, 9, 10],
+            "verdict: blocked by security group `open` of a/p1, ingress: no rule allows udp:49152 \
+             from 203.0.113.10 on the return path (sg_ingress)",
+            false,
+        ),
+    ] {
+        let q = Query::parse(&plan, from, "203.0.113.21:8080/udp").unwrap();
+        let e = vpcd::explain::explain(&plan, &tables, &q);
+        assert_eq!(e.verdict_line(), verdict_line, "{}", e.render());
+        assert!(
+            e.render().contains(
+                "follows route 0.0.0.0/0 -> nat:egress, not the internet gateway of the 1:1 EIP: \
+                 it leaves as a new flow, SNAT 10.0.1.10 -> 203.0.113.10"
+            ),
+            "{}",
+            e.render()
+        );
+        // The fabric: the first packet reaches f1, the reply leaves from the NAT gateway's EIP.
+        let mut fabric = Fabric::new(tables.clone());
+        let (v, delivered) = send(&mut fabric, from, &udp(src, 49152, [203, 0, 113, 21], 8080));
+        assert!(
+            matches!(v, Verdict::Forward { port, .. } if port == f1),
+            "{v:?}"
+        );
+        let client = [delivered[12], delivered[13], delivered[14], delivered[15]];
+        let (v, out) = send(
+            &mut fabric,
+            "a/f1",
+            &udp([10, 0, 1, 10], 8080, client, 49152),
+        );
+        let back =
+            matches!(v, Verdict::Forward { port, .. } if port == tables.port_named(from).unwrap());
+        assert_eq!(back, reply_gets_back, "{from}: {v:?}");
+        match from {
+            "internet/web" => assert_eq!(&out[12..16], &[203, 0, 113, 10]),
+            "b/c1" => assert_eq!(v, Verdict::Drop(DropReason::NatFiltered)),
+            _ => assert_eq!(v, Verdict::Drop(DropReason::SecurityGroupIngress)),
+        }
+    }
 }

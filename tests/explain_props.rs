@@ -2,6 +2,12 @@
 //! prediction equals what the fabric does — the first packet is delivered to the same port,
 //! answered, or dropped for the same reason — and, when the first packet is delivered, the reply
 //! gets back to the sender exactly when explain says `reachable`.
+//!
+//! The flows cover the public segment as well as the inside of a VPC: two tenants with the same
+//! private CIDR, each behind a NAT gateway (DNAT port forwards, two SNAT pools) and with a 1:1
+//! EIP; public hosts; an unbound EIP; hairpins to the sender's own and the
+//! other tenant's EIPs; and, when the random world turns it on, the uplink (for addresses no host
+//! or EIP owns).
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -54,12 +60,19 @@ struct AclRule {
 
 #[derive(Debug, Clone)]
 struct World {
+    /// The groups g0..g2, the same rules in both VPCs.
     groups: Vec<(Vec<Rule>, Option<Vec<Rule>>)>,
-    /// Per instance: a bit set of groups (0 = the default group).
+    /// Per instance (`INSTANCES`, then `W_INSTANCES`): a bit set of groups (none = the default
+    /// group).
     membership: Vec<u8>,
     acls: Vec<(Vec<AclRule>, Vec<AclRule>)>,
-    /// Per subnet s0, s1: which ACL (None = default).
+    /// Per subnet s0, s1 (ws0, ws1 in VPC w): which ACL (None = default).
     subnet_acl: [Option<usize>; 2],
+    /// `[internet] uplink = "host"`: addresses no host or EIP owns go out to the uplink.
+    uplink: bool,
+    /// Subnet `wedge` of w's 1:1 EIP instance routes to the NAT gateway instead of the internet
+    /// gateway: replies of flows that came in through the 1:1 EIP then take the wrong way out.
+    wedge_via_nat: bool,
 }
 
 fn rule() -> impl Strategy<Value = Rule> {
@@ -124,19 +137,25 @@ fn world() -> impl Strategy<Value = World> {
             ),
             3,
         ),
-        proptest::collection::vec(0u8..8, 5),
+        proptest::collection::vec(0u8..8, INSTANCES.len() + W_INSTANCES.len()),
         proptest::collection::vec((acl_rules(), acl_rules()), 2),
         [
             proptest::option::of(0usize..2),
             proptest::option::of(0usize..2),
         ],
+        any::<bool>(),
+        proptest::bool::weighted(0.2),
     )
-        .prop_map(|(groups, membership, acls, subnet_acl)| World {
-            groups,
-            membership,
-            acls,
-            subnet_acl,
-        })
+        .prop_map(
+            |(groups, membership, acls, subnet_acl, uplink, wedge_via_nat)| World {
+                groups,
+                membership,
+                acls,
+                subnet_acl,
+                uplink,
+                wedge_via_nat,
+            },
+        )
 }
 
 fn render_rule(r: &Rule) -> String {
@@ -167,6 +186,7 @@ fn render_acl_rule(r: &AclRule) -> String {
     s + " }"
 }
 
+/// VPC v's instances: (name, subnet, address); i4 has the 1:1 EIP `one`.
 const INSTANCES: &[(&str, &str, &str)] = &[
     ("i0", "s0", "10.0.1.10"),
     ("i1", "s0", "10.0.1.20"),
@@ -175,18 +195,34 @@ const INSTANCES: &[(&str, &str, &str)] = &[
     ("i4", "pub", "10.0.9.10"),
 ];
 
-fn render(w: &World) -> String {
-    let mut t = String::from(
-        r#"
+/// VPC w's instances (w has v's CIDR): wi2 has the 1:1 EIP `wone`.
+const W_INSTANCES: &[(&str, &str, &str)] = &[
+    ("wi0", "s0", "10.0.1.10"),
+    ("wi1", "s1", "10.0.2.10"),
+    ("wi2", "wedge", "10.0.3.10"),
+];
+
+/// The shape both tenants share (`{name}`, with NAT gateway `{gw}` in subnet `pub`): the main
+/// route table sends everything to the NAT gateway, the public subnet's to the internet gateway.
+const VPC_HEAD: &str = r#"
 [[vpc]]
-name = "v"
+name = "{name}"
 cidr = "10.0.0.0/16"
   [[vpc.route_table]]
   name = "main"
-  routes = [{ destination = "0.0.0.0/0", target = "nat:gw" }]
+  routes = [{ destination = "0.0.0.0/0", target = "nat:{gw}" }]
   [[vpc.route_table]]
   name = "pub"
   routes = [{ destination = "0.0.0.0/0", target = "internet" }]
+  [[vpc.subnet]]
+  name = "pub"
+  cidr = "10.0.9.0/24"
+  route_table = "pub"
+"#;
+
+/// Tenant v's NAT gateway (EIP `nat`, DNAT tcp 80 -> i0:8080 and udp 53 -> i2); i4 has the 1:1
+/// EIP `one` in the public subnet.
+const V_NAT: &str = r#"
   [[vpc.nat_gateway]]
   name = "gw"
   subnet = "pub"
@@ -196,12 +232,67 @@ cidr = "10.0.0.0/16"
     { eip = "nat", protocol = "tcp", port = 80, instance = "i0", instance_port = 8080 },
     { eip = "nat", protocol = "udp", port = 53, instance = "i2" },
   ]
+"#;
+
+/// Tenant w (on v's CIDR): NAT gateway `wgw` with two SNAT pools (s0 leaves from `w1`, the rest
+/// from `w2`), DNAT tcp 80 -> wi0:8080 on `w1`, tcp 443 -> wi1:22 and udp 53 -> wi1 on `w2`; wi2
+/// with the 1:1 EIP `wone` in subnet `wedge`, whose route table is `{wedge}`.
+const W_NAT: &str = r#"
+  [[vpc.nat_gateway]]
+  name = "wgw"
+  subnet = "pub"
+  ip = "10.0.9.5"
+  eips = ["w1", "w2"]
+  snat = [{ source = "10.0.1.0/24", eips = ["w1"] }, { source = "10.0.0.0/16", eips = ["w2"] }]
+  dnat = [
+    { eip = "w1", protocol = "tcp", port = 80, instance = "wi0", instance_port = 8080 },
+    { eip = "w2", protocol = "tcp", port = 443, instance = "wi1", instance_port = 22 },
+    { eip = "w2", protocol = "udp", port = 53, instance = "wi1" },
+  ]
   [[vpc.subnet]]
-  name = "pub"
-  cidr = "10.0.9.0/24"
-  route_table = "pub"
-"#,
-    );
+  name = "wedge"
+  cidr = "10.0.3.0/24"
+  route_table = "{wedge}"
+"#;
+
+const PUBLIC: &str = r#"
+[[eip]]
+name = "nat"
+address = "203.0.113.10"
+[[eip]]
+name = "one"
+address = "203.0.113.20"
+[[eip]]
+name = "w1"
+address = "203.0.113.30"
+[[eip]]
+name = "w2"
+address = "203.0.113.31"
+[[eip]]
+name = "wone"
+address = "203.0.113.40"
+[[eip]]
+name = "spare"
+address = "203.0.113.50"
+[internet]
+{uplink}
+  [[internet.host]]
+  name = "h"
+  ip = "198.51.100.10"
+  [[internet.host]]
+  name = "h2"
+  ip = "198.51.100.20"
+"#;
+
+/// The random part of a VPC: subnets s0 and s1 with their ACLs, the ACLs, the groups, and the
+/// instances with their groups (`membership`, in the order of `instances`) and 1:1 EIP.
+fn render_vpc(
+    t: &mut String,
+    w: &World,
+    instances: &[(&str, &str, &str)],
+    membership: &[u8],
+    one_to_one: (&str, &str),
+) {
     for (i, s) in ["s0", "s1"].iter().enumerate() {
         let _ = write!(
             t,
@@ -237,9 +328,9 @@ cidr = "10.0.0.0/16"
             let _ = writeln!(t, "  egress = [{}]", list(eg));
         }
     }
-    for (i, (name, subnet, ip)) in INSTANCES.iter().enumerate() {
+    for ((name, subnet, ip), bits) in instances.iter().zip(membership) {
         let groups: Vec<String> = (0..3)
-            .filter(|g| w.membership[i] & (1 << g) != 0)
+            .filter(|g| bits & (1 << g) != 0)
             .map(|g| format!("\"g{g}\""))
             .collect();
         let _ = write!(
@@ -247,39 +338,56 @@ cidr = "10.0.0.0/16"
             "  [[vpc.instance]]\n  name = \"{name}\"\n  subnet = \"{subnet}\"\n  ip = \"{ip}\"\n  security_groups = [{}]\n",
             groups.join(", ")
         );
-        if *name == "i4" {
-            let _ = writeln!(t, "  eip = \"one\"");
+        if *name == one_to_one.0 {
+            let _ = writeln!(t, "  eip = \"{}\"", one_to_one.1);
         }
     }
-    t.push_str(
-        r#"
-[[eip]]
-name = "nat"
-address = "203.0.113.10"
-[[eip]]
-name = "one"
-address = "203.0.113.20"
-[internet]
-  [[internet.host]]
-  name = "h"
-  ip = "198.51.100.10"
-"#,
-    );
+}
+
+fn render(w: &World) -> String {
+    let (v_bits, w_bits) = w.membership.split_at(INSTANCES.len());
+    let head = |name: &str, gw: &str| VPC_HEAD.replace("{name}", name).replace("{gw}", gw);
+    let mut t = head("v", "gw") + V_NAT;
+    render_vpc(&mut t, w, INSTANCES, v_bits, ("i4", "one"));
+    t += &head("w", "wgw");
+    t += &W_NAT.replace("{wedge}", if w.wedge_via_nat { "main" } else { "pub" });
+    render_vpc(&mut t, w, W_INSTANCES, w_bits, ("wi2", "wone"));
+    t.push_str(&PUBLIC.replace("{uplink}", if w.uplink { "uplink = \"host\"" } else { "" }));
     t
 }
 
-const FROMS: &[&str] = &["v/i0", "v/i1", "v/i2", "v/i3", "v/i4", "internet/h"];
+const FROMS: &[&str] = &[
+    "v/i0",
+    "v/i1",
+    "v/i2",
+    "v/i3",
+    "v/i4",
+    "w/wi0",
+    "w/wi1",
+    "w/wi2",
+    "internet/h",
+    "internet/h2",
+];
 const TO_ADDRS: &[&str] = &[
     "10.0.1.10",
     "10.0.1.20",
     "10.0.2.10",
     "10.0.2.20",
+    "10.0.3.10",
     "10.0.9.10",
     "10.0.1.1",
     "10.0.2.99",
     "198.51.100.10",
+    "198.51.100.20",
+    // EIPs: v's NAT gateway and 1:1, w's two pools and 1:1, unbound.
     "203.0.113.10",
     "203.0.113.20",
+    "203.0.113.30",
+    "203.0.113.31",
+    "203.0.113.40",
+    "203.0.113.50",
+    // Nobody's: the uplink's when it is on.
+    "192.0.2.77",
 ];
 const TO_PORTS: &[u16] = &[22, 53, 80, 8080, 443];
 

@@ -1,8 +1,11 @@
 //! The sans-IO packet core.
 //!
 //! Owns the per-packet pipeline: parse -> port checks (anti-spoofing) -> VPC route lookup
-//! (`route`) -> security groups and network ACLs (`firewall`) -> NAT -> deliver, with generated
-//! ICMP where a visible hop or the subnet gateway answers. Callers drive it with
+//! (`route`) -> security groups and network ACLs (`firewall`) -> NAT -> the public segment
+//! (`public`: a host, the uplink, or an EIP into a VPC) -> deliver, with generated ICMP where a
+//! visible hop or the subnet gateway answers. `route` and `public` are the decisions `vpcd
+//! explain` shares. State is per VPC: a packet that crosses the public segment into a VPC is
+//! handled in two stages, each touching one VPC's NAT cores and flow table (see `fabric`). Callers drive it with
 //! [`Fabric::handle`] for each packet and [`Fabric::handle_timeout`] when [`Fabric::poll_timeout`]
 //! says so; they pass `now` and own every buffer.
 //!
@@ -19,6 +22,7 @@ pub mod gateways;
 pub mod icmp;
 pub mod nat;
 mod port;
+pub mod public;
 pub mod route;
 mod verdict;
 mod wheel;

@@ -462,3 +462,105 @@ fn table_swap_takes_effect_on_the_next_packet() {
         Verdict::Drop(DropReason::NoSuchHost)
     );
 }
+
+/// Two stages, one flow table each: a new flow from VPC `a` through its NAT gateway into VPC
+/// `b`'s DNAT is learnt by both flow tables only when `b` delivers it (a drop by `b`'s security
+/// groups leaves `a`'s table untouched too), and each table learns it once.
+#[test]
+fn a_flow_across_two_vpcs_is_learnt_on_both_sides_only_when_delivered() {
+    let text = r#"
+[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "s"
+  cidr = "10.0.1.0/24"
+  route_table = "private"
+  [[vpc.subnet]]
+  name = "pub"
+  cidr = "10.0.9.0/24"
+  [[vpc.route_table]]
+  name = "private"
+  routes = [{ destination = "0.0.0.0/0", target = "nat:gw-a" }]
+  [[vpc.nat_gateway]]
+  name = "gw-a"
+  subnet = "pub"
+  eips = ["ea"]
+  [[vpc.instance]]
+  name = "x"
+  subnet = "s"
+  ip = "10.0.1.10"
+[[vpc]]
+name = "b"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "s"
+  cidr = "10.0.1.0/24"
+  [[vpc.subnet]]
+  name = "pub"
+  cidr = "10.0.9.0/24"
+  [[vpc.nat_gateway]]
+  name = "gw-b"
+  subnet = "pub"
+  eips = ["eb"]
+  dnat = [
+    { eip = "eb", protocol = "tcp", port = 80, instance = "y" },
+    { eip = "eb", protocol = "tcp", port = 22, instance = "y" },
+  ]
+  [[vpc.security_group]]
+  name = "web"
+  ingress = [{ protocol = "tcp", ports = 80, peer = "0.0.0.0/0" }]
+  [[vpc.instance]]
+  name = "y"
+  subnet = "s"
+  ip = "10.0.1.10"
+  security_groups = ["web"]
+[[eip]]
+name = "ea"
+address = "203.0.113.10"
+[[eip]]
+name = "eb"
+address = "203.0.113.20"
+"#;
+    let tables = Arc::new(crate::topology::compile::tables(
+        &topology::parse("stages.toml", text).unwrap(),
+    ));
+    let mut fabric = Fabric::new(tables.clone());
+    let (x, y) = (
+        tables.port_named("a/x").unwrap(),
+        tables.port_named("b/y").unwrap(),
+    );
+    let mut send = |dport: u16| {
+        let mut pkt = Vec::new();
+        PacketBuilder::ipv4([10, 0, 1, 10], [203, 0, 113, 20], 64)
+            .tcp(40000, dport, 1, 65535)
+            .syn()
+            .write(&mut pkt, &[])
+            .unwrap();
+        let len = pkt.len();
+        pkt.resize(len + MIN_BUFFER, 0);
+        let v = fabric.handle(Instant::ZERO, x, &mut pkt, len);
+        let active: Vec<u64> = fabric
+            .firewall()
+            .counters()
+            .map(|(_, c)| c.active)
+            .collect();
+        (v, active)
+    };
+    assert_eq!(
+        send(22),
+        (Verdict::Drop(DropReason::SecurityGroupIngress), vec![0, 0])
+    );
+    let (v, active) = send(80);
+    assert!(
+        matches!(v, Verdict::Forward { port, .. } if port == y),
+        "{v:?}"
+    );
+    assert_eq!(active, vec![1, 1]);
+    let (v, active) = send(80);
+    assert!(
+        matches!(v, Verdict::Forward { port, .. } if port == y),
+        "{v:?}"
+    );
+    assert_eq!(active, vec![1, 1], "a repeated packet refreshes, not adds");
+}
