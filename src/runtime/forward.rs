@@ -17,11 +17,11 @@ use std::io;
 use std::sync::Arc;
 use std::task::Context;
 
-use super::event_loop::ShellStats;
 use super::sim_port::SimPort;
 use super::tx::TxQueue;
 use super::uplink_port::UplinkPort;
 use crate::dataplane::{Fabric, PortId, Verdict};
+use crate::inspect::ShellStats;
 use crate::observe::Observer;
 use crate::time::Instant;
 
