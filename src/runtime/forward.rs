@@ -1,5 +1,5 @@
 //! The ports the loop serves, one slot per port id, and the one forwarding path every packet
-//! takes: [`Forwarding::forward`] runs it through the observer and the fabric, and hands what
+//! takes: `Forwarding::forward` runs it through the observer and the fabric, and hands what
 //! comes out to its egress port.
 //!
 //! A slot holds everything about one port: a TUN port's device, its egress queue and writer
