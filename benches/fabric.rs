@@ -10,7 +10,6 @@ use std::sync::Arc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etherparse::PacketBuilder;
 use vpcd::dataplane::{Fabric, Verdict};
-use vpcd::tables;
 use vpcd::time::Instant;
 
 const TOPOLOGY: &str = r#"
@@ -67,7 +66,7 @@ fn udp(dst: [u8; 4], payload: usize) -> Vec<u8> {
 
 fn bench(c: &mut Criterion) {
     let plan = vpcd::topology::parse("bench.toml", TOPOLOGY).expect("valid");
-    let tables = Arc::new(tables::compile(&plan));
+    let tables = Arc::new(vpcd::topology::compile::tables(&plan));
     let mut fabric = Fabric::new(tables.clone());
     let from = tables.port_named("bench/fn-1").unwrap();
 

@@ -12,7 +12,6 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use etherparse::PacketBuilder;
 use vpcd::dataplane::{Fabric, PortId};
 use vpcd::observe::{Capture, CaptureConfig, FlowLog, FlowLogConfig, Observer};
-use vpcd::tables;
 use vpcd::time::Instant;
 
 const TOPOLOGY: &str = r#"
@@ -37,7 +36,7 @@ fn udp(sport: u16) -> Vec<u8> {
 
 fn bench(c: &mut Criterion) {
     let plan = vpcd::topology::parse("bench.toml", TOPOLOGY).expect("valid");
-    let tables = Arc::new(tables::compile(&plan));
+    let tables = Arc::new(vpcd::topology::compile::tables(&plan));
     let from: PortId = tables.port_named("bench/fn-1").expect("port");
     let pkt = udp(4000);
     let flows: Vec<Vec<u8>> = (0..10_000u16).map(|i| udp(10_000 + i)).collect();

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use etherparse::PacketBuilder;
 use vpcd::dataplane::{Fabric, Verdict};
-use vpcd::tables::{self, Tables};
+use vpcd::tables::Tables;
 use vpcd::time::Instant;
 
 fn topology(rules: usize) -> String {
@@ -71,7 +71,7 @@ fn tcp(sport: u16, syn: bool) -> Vec<u8> {
 
 fn tables(rules: usize) -> Arc<Tables> {
     let plan = vpcd::topology::parse("bench.toml", &topology(rules)).expect("valid");
-    Arc::new(tables::compile(&plan))
+    Arc::new(vpcd::topology::compile::tables(&plan))
 }
 
 fn bench(c: &mut Criterion) {

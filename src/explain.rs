@@ -1081,7 +1081,6 @@ pub fn explain_probe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables;
     use crate::topology;
 
     const TEXT: &str = r#"
@@ -1112,7 +1111,7 @@ cidr = "10.0.0.0/16"
 
     fn run(from: &str, to: &str) -> Explanation {
         let plan = topology::parse("t.toml", TEXT).unwrap();
-        let t = tables::compile(&plan);
+        let t = crate::topology::compile::tables(&plan);
         let q = Query::parse(&plan, from, to).unwrap();
         explain(&plan, &t, &q)
     }

@@ -1,8 +1,9 @@
 //! vpcd: a userspace virtual network that behaves like a cloud VPC.
 //!
-//! Layers, top to bottom (see `README.md` and the design notes):
+//! Layers, top to bottom (see `ARCHITECTURE.md` for what each owns and must not touch):
 //! - [`topology`]: the TOML model, validation with located errors, the resolved [`topology::Plan`];
-//! - [`tables`]: lookup tables compiled from a plan, swapped atomically on change;
+//! - [`tables`]: lookup tables compiled from a plan (by [`topology::compile`]), swapped atomically
+//!   on change;
 //! - [`dataplane`]: the sans-IO packet core, `handle(now, port, buf) -> Verdict`;
 //! - [`explain`]: `vpcd explain`, a static walk of the compiled tables that names what blocks a
 //!   flow, using the dataplane's own decision functions;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use etherparse::PacketBuilder;
 use proptest::prelude::*;
 use vpcd::dataplane::{Fabric, MIN_BUFFER, PortId, Verdict};
-use vpcd::tables::{self, PortOwner, Tables};
+use vpcd::tables::{PortOwner, Tables};
 use vpcd::time::Instant;
 
 /// Two tenants with the same CIDR and the same addresses, plus public hosts.
@@ -60,7 +60,7 @@ address = "203.0.113.10"
 
 fn rig() -> (Fabric, Arc<Tables>) {
     let plan = vpcd::topology::parse("props.toml", TOPOLOGY).expect("valid");
-    let tables = Arc::new(tables::compile(&plan));
+    let tables = Arc::new(vpcd::topology::compile::tables(&plan));
     (Fabric::new(tables.clone()), tables)
 }
 

@@ -11,7 +11,6 @@ use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use proptest::prelude::*;
 use vpcd::dataplane::{Fabric, MIN_BUFFER, PortId, Verdict};
 use vpcd::explain::{self, FirstPacket, Query};
-use vpcd::tables;
 use vpcd::time::Instant;
 
 const PROTOS: &[&str] = &["tcp", "udp", "icmp", "all"];
@@ -349,7 +348,7 @@ proptest! {
         let text = render(&w);
         let plan = vpcd::topology::parse("prop.toml", &text)
             .unwrap_or_else(|e| panic!("generated topology invalid: {e}\n{text}"));
-        let tables = Arc::new(tables::compile(&plan));
+        let tables = Arc::new(vpcd::topology::compile::tables(&plan));
         for (from, to, proto, port, sport) in flows {
             let proto = ["tcp", "udp", "icmp"][proto];
             let target = if proto == "icmp" {

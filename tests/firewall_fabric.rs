@@ -8,7 +8,7 @@ use std::time::Duration;
 use etherparse::{Icmpv4Type, PacketBuilder, icmpv4::DestUnreachableHeader};
 use vpcd::dataplane::firewall::FlowConfig;
 use vpcd::dataplane::{DropReason, Fabric, MIN_BUFFER, PortId, Verdict};
-use vpcd::tables::{self, Tables};
+use vpcd::tables::Tables;
 use vpcd::time::Instant;
 
 const SG_TOPOLOGY: &str = r#"
@@ -82,7 +82,7 @@ struct Rig {
 
 fn compile(text: &str) -> Arc<Tables> {
     let plan = vpcd::topology::parse("fw.toml", text).expect("valid topology");
-    Arc::new(tables::compile(&plan))
+    Arc::new(vpcd::topology::compile::tables(&plan))
 }
 
 impl Rig {

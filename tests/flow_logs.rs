@@ -348,7 +348,7 @@ fn flush_on_shutdown_loses_nothing_and_the_json_lines_say_so() {
     }
 }
 
-/// The aggregator is sans-IO like the dataplane (STYLE lesson 1): no clock, file, thread or lock;
+/// The aggregator is sans-IO like the dataplane (ARCHITECTURE.md, "The sans-IO core"): no clock, file, thread or lock;
 /// the capture recorder writes only to the writers its caller passes.
 #[test]
 fn the_aggregator_and_the_capture_recorder_read_no_clock_and_do_no_io_of_their_own() {
@@ -413,7 +413,7 @@ mod arbitrary_packets {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("topologies/quickstart.toml");
             let plan = vpcd::topology::load(&path).expect("the quickstart loads");
-            let tables = Arc::new(vpcd::tables::compile(&plan));
+            let tables = Arc::new(vpcd::topology::compile::tables(&plan));
             let mut fabric = Fabric::new(tables.clone());
             let mut obs = Observer::new();
             obs.set_flow_log(FlowLog::new(&tables, FlowLogConfig::default()));

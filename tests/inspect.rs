@@ -17,7 +17,7 @@ use vpcd::runtime::event_loop::{LoopMsg, Port, Shell};
 use vpcd::runtime::mailbox;
 use vpcd::runtime::observing::{self, ObserveControlError, PreparedCapture, Sinks};
 use vpcd::runtime::sim_port::{SimAddressing, SimPort};
-use vpcd::tables::{self, PortOwner, Tables};
+use vpcd::tables::{PortOwner, Tables};
 use vpcd::time::Instant;
 
 const TOPOLOGY: &str = r#"
@@ -126,7 +126,7 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
-        let tables = Arc::new(tables::compile(&plan()));
+        let tables = Arc::new(vpcd::topology::compile::tables(&plan()));
         Rig {
             fabric: Fabric::new(tables.clone()),
             tables,
@@ -748,7 +748,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let plan = plan();
-    let tables = Arc::new(tables::compile(&plan));
+    let tables = Arc::new(vpcd::topology::compile::tables(&plan));
     let mut shell = sim_shell(&tables, &plan);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -936,7 +936,7 @@ fn dir_join(pcap: &Path, name: &str) -> String {
 #[test]
 fn a_capture_follows_its_port_when_ids_move_and_ends_with_its_endpoint() {
     let dir = TempDir::new("follow");
-    let tables = Arc::new(tables::compile(&plan()));
+    let tables = Arc::new(vpcd::topology::compile::tables(&plan()));
     let mut obs = Observer::new();
     let mut sinks = Sinks::none();
     for name in ["tenant-a/fn-a1", "internet/web"] {

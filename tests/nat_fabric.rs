@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use vpcd::dataplane::{DropReason, Fabric, MIN_BUFFER, PortId, Verdict, checksum};
-use vpcd::tables::{self, Tables};
+use vpcd::tables::Tables;
 use vpcd::time::Instant;
 
 const TOPOLOGY: &str = r#"
@@ -120,7 +120,7 @@ impl Rig {
 
     fn from(text: &str) -> Rig {
         let plan = vpcd::topology::parse("nat.toml", text).expect("valid topology");
-        let tables = Arc::new(tables::compile(&plan));
+        let tables = Arc::new(vpcd::topology::compile::tables(&plan));
         Rig {
             fabric: Fabric::new(tables.clone()),
             tables,
@@ -524,7 +524,7 @@ fn table_swap_keeps_unrelated_flows_and_applies_eip_disassociation() {
     // Disassociate the 1:1 EIP from pub-a (and keep everything else).
     let text = TOPOLOGY.replace("  eip = \"eip-pub\"\n", "");
     let plan = vpcd::topology::parse("nat.toml", &text).unwrap();
-    let tables = Arc::new(tables::compile(&plan));
+    let tables = Arc::new(vpcd::topology::compile::tables(&plan));
     let problems = rig.fabric.swap_tables(rig.now, tables.clone());
     assert!(problems.is_empty(), "{problems:?}");
     rig.tables = tables;

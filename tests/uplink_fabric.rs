@@ -12,7 +12,7 @@ use etherparse::PacketBuilder;
 use vpcd::dataplane::{DropReason, Fabric, MIN_BUFFER, PortId, Verdict};
 use vpcd::explain::{Query, explain};
 use vpcd::observe::{Action, FlowLog, FlowLogConfig, Observer, RejectReason};
-use vpcd::tables::{self, PortOwner, Tables, UPLINK_PORT_NAME};
+use vpcd::tables::{PortOwner, Tables, UPLINK_PORT_NAME};
 use vpcd::time::Instant;
 use vpcd::topology::Plan;
 
@@ -90,7 +90,7 @@ struct Rig {
 impl Rig {
     fn new(text: &str) -> Rig {
         let plan = vpcd::topology::parse("uplink.toml", text).expect("valid topology");
-        let tables = Arc::new(tables::compile(&plan));
+        let tables = Arc::new(vpcd::topology::compile::tables(&plan));
         Rig {
             fabric: Fabric::new(tables.clone()),
             obs: Observer::new(),

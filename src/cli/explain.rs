@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
 use crate::explain::{Query, explain};
-use crate::{tables, topology};
+use crate::topology;
 
 pub fn run(file: &Path, from: &str, to: &str, source_port: u16) -> u8 {
     let plan = match topology::load(file) {
@@ -33,7 +33,7 @@ pub fn run(file: &Path, from: &str, to: &str, source_port: u16) -> u8 {
         return EXIT_BAD_INPUT;
     }
     query.source_port = source_port;
-    let tables = tables::compile(&plan);
+    let tables = topology::compile::tables(&plan);
     let e = explain(&plan, &tables, &query);
     print!("{}", e.render());
     if e.reachable() { EXIT_OK } else { EXIT_FAILED }

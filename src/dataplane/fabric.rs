@@ -38,9 +38,9 @@ use super::icmp::{self, IcmpError};
 use super::nat::{NatDrop, Translated};
 use super::route::{Next, is_martian, route_in_vpc};
 use super::{Counters, DropReason, PortId, Verdict, checksum};
+use crate::tables::EipBinding;
 use crate::tables::{PortInfo, PortOwner, Tables};
 use crate::time::Instant;
-use crate::topology::plan::EipBinding;
 
 /// The dataplane state: compiled tables, counters, the NAT cores and the security groups' flow
 /// tables. One `Fabric` is owned by one task; it is not shared between threads.

@@ -18,6 +18,7 @@ pub mod firewall;
 pub mod gateways;
 pub mod icmp;
 pub mod nat;
+mod port;
 pub mod route;
 mod verdict;
 mod wheel;
@@ -26,7 +27,7 @@ pub use counters::{Counters, PortCounters};
 pub use fabric::Fabric;
 pub use verdict::{DropReason, Verdict};
 
-pub use crate::tables::PortId;
+pub use port::PortId;
 
 /// Smallest buffer `handle` needs beyond the packet itself to write any reply it generates: an IPv4
 /// header, an ICMP header, and the offending packet's header (up to 60 bytes) plus 8 bytes.

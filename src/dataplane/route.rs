@@ -6,8 +6,8 @@
 use std::net::Ipv4Addr;
 
 use super::{DropReason, PortId};
+use crate::tables::RouteTargetPlan;
 use crate::tables::{PortInfo, RouteMatch, VpcTable};
-use crate::topology::plan::RouteTargetPlan;
 
 /// Where the VPC routing step sends a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

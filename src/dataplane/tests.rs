@@ -5,7 +5,7 @@ use std::sync::Arc;
 use etherparse::PacketBuilder;
 
 use super::{DropReason, Fabric, MIN_BUFFER, PortId, Verdict, checksum};
-use crate::tables::{self, Tables};
+use crate::tables::Tables;
 use crate::time::Instant;
 use crate::topology;
 
@@ -88,7 +88,7 @@ struct Rig {
 impl Rig {
     fn new() -> Rig {
         let plan = topology::parse("fabric-test.toml", TOPOLOGY).expect("test topology is valid");
-        let tables = Arc::new(tables::compile(&plan));
+        let tables = Arc::new(crate::topology::compile::tables(&plan));
         Rig {
             fabric: Fabric::new(tables.clone()),
             tables,
@@ -452,9 +452,10 @@ fn table_swap_takes_effect_on_the_next_packet() {
         "name = \"fn-a2\"\n  subnet = \"functions\"\n  ip = \"10.0.1.12\"",
     );
     let plan = topology::parse("swap.toml", &smaller).unwrap();
-    let problems = rig
-        .fabric
-        .swap_tables(Instant::ZERO, Arc::new(tables::compile(&plan)));
+    let problems = rig.fabric.swap_tables(
+        Instant::ZERO,
+        Arc::new(crate::topology::compile::tables(&plan)),
+    );
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(
         rig.send("tenant-a/fn-a1", &pkt).0,

@@ -201,11 +201,11 @@ struct Key {
     action: Action,
     reason: Option<RejectReason>,
     /// `None` for packets that were not readable IPv4.
-    flow: Option<FlowKey>,
+    flow: Option<FlowLogKey>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FlowKey {
+struct FlowLogKey {
     proto: u8,
     src: Ipv4Addr,
     dst: Ipv4Addr,
@@ -384,7 +384,7 @@ impl FlowLog {
         seen: Option<PacketFacts>,
         pre: Option<PacketFacts>,
     ) {
-        let flow = seen.map(|f| FlowKey {
+        let flow = seen.map(|f| FlowLogKey {
             proto: f.proto,
             src: f.src,
             dst: f.dst,
@@ -645,7 +645,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::tables::compile;
+    use crate::topology::compile::tables as compile;
 
     fn tables() -> Tables {
         let plan = crate::topology::parse(

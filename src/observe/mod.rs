@@ -1,6 +1,6 @@
 //! Observing the dataplane from outside: flow logs and packet capture.
 //!
-//! Both are **wrappers around the fabric call**, never flags inside it (STYLE lesson 5): an
+//! Both are **wrappers around the fabric call**, never flags inside it (ARCHITECTURE.md, "Layers"): an
 //! [`Observer`] reads a packet before [`Fabric::handle`] (what the port sent, before NAT), calls
 //! the fabric, then reads the verdict and the rewritten buffer (what leaves, after NAT). The
 //! dataplane does not know it is observed.

@@ -37,7 +37,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::dataplane::Fabric;
 use crate::netns::{self, NetnsError};
-use crate::tables::{self, PortOwner, Tables};
+use crate::tables::{PortOwner, Tables};
 use crate::time::Instant;
 use crate::topology::Plan;
 use crate::topology::model::Attach;
@@ -193,7 +193,7 @@ pub fn up_with(
     }
     let mut hup = signal(SignalKind::hangup()).map_err(RunError::Runtime)?;
 
-    let tables = Arc::new(tables::compile(plan));
+    let tables = Arc::new(crate::topology::compile::tables(plan));
     let observing = observe.open(&tables)?;
     let mut made = Made {
         namespaces: Vec::new(),
@@ -503,7 +503,7 @@ pub fn down(
     }
     let mut names: Vec<String> = match topology {
         Some((_, Some(plan))) => {
-            let tables = tables::compile(plan);
+            let tables = crate::topology::compile::tables(plan);
             tables
                 .ports
                 .iter()

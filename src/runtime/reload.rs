@@ -41,7 +41,7 @@ use super::uplink_port::UplinkPort;
 use super::{Made, addressing};
 use crate::dataplane::MIN_BUFFER;
 use crate::netns::{self, NetnsError, PortConfig};
-use crate::tables::{self, PortId, PortOwner, Tables};
+use crate::tables::{PortId, PortOwner, Tables};
 use crate::topology::Plan;
 use crate::topology::model::{Attach, Service};
 use crate::uplink::UplinkConfig;
@@ -331,7 +331,7 @@ impl Control {
 
     /// Applies `plan`; see the module doc.
     pub async fn apply(&mut self, plan: Plan) -> Result<Applied, ApplyError> {
-        let tables = Arc::new(tables::compile(&plan));
+        let tables = Arc::new(crate::topology::compile::tables(&plan));
         let new = port_specs(&plan, &tables);
         let max_mtu = self.buffer_size.saturating_sub(MIN_BUFFER);
         if let Some(p) = new.iter().find(|p| p.mtu as usize > max_mtu) {

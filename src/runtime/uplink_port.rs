@@ -189,7 +189,6 @@ fn random_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables;
 
     fn plan(text: &str) -> Plan {
         crate::topology::parse("t.toml", text).expect("valid topology")
@@ -215,7 +214,7 @@ uplink = "host"
     #[test]
     fn the_config_follows_the_plan() {
         let p = plan(UPLINK);
-        let t = tables::compile(&p);
+        let t = crate::topology::compile::tables(&p);
         let c = config(&p, &t).expect("an uplink");
         assert_eq!(
             c.address,
@@ -231,8 +230,8 @@ uplink = "host"
         assert_eq!(c.seed, 0);
         assert_eq!(c.validate(), Ok(()));
         // The same plan gives the same configuration (a reload keeps the uplink).
-        assert_eq!(config(&p, &tables::compile(&p)), Some(c));
+        assert_eq!(config(&p, &crate::topology::compile::tables(&p)), Some(c));
         let off = plan("[[vpc]]\nname = \"v\"\ncidr = \"10.1.0.0/16\"\n");
-        assert_eq!(config(&off, &tables::compile(&off)), None);
+        assert_eq!(config(&off, &crate::topology::compile::tables(&off)), None);
     }
 }

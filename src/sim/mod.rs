@@ -70,7 +70,6 @@ pub use probe::{Observed, Outcome, ProbeResult};
 
 use crate::dataplane::{Counters, DropReason, Fabric, PortId};
 use crate::observe::{Capture, CaptureConfig, FlowLog, FlowLogConfig, FlowRecord, Observer};
-use crate::tables;
 use crate::time::Instant;
 use crate::topology::model::{DnatProtocol, Expect, L4, ProbeTarget, TargetHost};
 use crate::topology::plan::{Endpoint, Plan, ProbePlan};
@@ -117,7 +116,7 @@ impl Simulation {
 
     /// Builds the simulation; `seed` drives every host's TCP initial sequence numbers.
     pub fn with_seed(plan: Plan, seed: u64) -> Simulation {
-        let tables = Arc::new(tables::compile(&plan));
+        let tables = Arc::new(crate::topology::compile::tables(&plan));
         let now = Instant::ZERO;
         let mut hosts = Vec::new();
         for (vi, vpc) in plan.vpcs.iter().enumerate() {

@@ -5,6 +5,7 @@
 //! dataplane reads compiled `tables`, never this model.
 
 pub mod cidr;
+pub mod compile;
 mod diagnostic;
 pub mod model;
 pub mod plan;

@@ -3,7 +3,8 @@
 //! Every field that validation may complain about is `Spanned`, so errors can point at the file,
 //! line and column. Unknown keys are refused everywhere (`deny_unknown_fields`): a typo must never be
 //! silently ignored. This module only parses; cross-references and address rules live in
-//! `validate.rs`, and the dataplane never reads this model (it reads `tables`).
+//! `validate/`, and the dataplane never reads this model (it reads `tables`, compiled by
+//! `compile.rs`).
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -63,6 +64,10 @@ pub struct EgressRule {
     pub ports: Option<PortRange>,
 }
 
+/// The rule's meaning as written, kept for tests only: the dataplane evaluates the compiled
+/// `tables::firewall::EgressRuleTable`, and a property test in `topology/compile.rs` checks the
+/// two decide alike.
+#[cfg(test)]
 impl EgressRule {
     /// Whether a packet of protocol `proto` (IP protocol number) to `dst`, destination port
     /// `dport` (TCP/UDP only), matches.
@@ -231,16 +236,8 @@ pub const MAX_MTU: u32 = 65520;
 /// Smallest MTU a port accepts (IPv4's minimum reassembly size).
 pub const MIN_MTU: u32 = 576;
 
-/// How an instance or internet host is attached.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Attach {
-    /// A real TUN device in a network namespace (`vpcd up`); simulated by `vpcd test`.
-    #[default]
-    Netns,
-    /// An in-process smoltcp host.
-    Sim,
-}
+/// How an instance or internet host is attached (a core table type: the port table carries it).
+pub use crate::tables::Attach;
 
 /// An elastic IP: a public address.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

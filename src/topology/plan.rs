@@ -1,7 +1,7 @@
 //! The resolved addressing plan: a validated topology with every name turned into an index and
 //! every address assigned.
 //!
-//! `validate` builds it from the model; `tables::compile` turns it into lookup tables; `vpcd check`
+//! `validate` builds it from the model; `compile::tables` turns it into lookup tables; `vpcd check`
 //! prints it. Indices are positions in the vectors of the same plan and are always in range.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -12,6 +12,8 @@ use super::model::{
     Service,
 };
 use crate::dataplane::nat::config::NatConfig;
+/// Resolved targets and bindings are table types too; the plan uses the same ones.
+pub use crate::tables::{EipBinding, RouteTargetPlan};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -61,15 +63,6 @@ pub struct RouteTablePlan {
 pub struct RoutePlan {
     pub destination: Cidr,
     pub target: RouteTargetPlan,
-}
-
-/// A route target with the NAT gateway resolved to its index in the VPC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RouteTargetPlan {
-    Local,
-    Blackhole,
-    Internet,
-    Nat(usize),
 }
 
 impl RouteTargetPlan {
@@ -146,22 +139,6 @@ pub struct EipPlan {
     pub host_bind: Option<Ipv4Addr>,
     /// Host listeners towards this 1:1 EIP, each to the same port (uplink on).
     pub host_listen: Vec<SocketAddr>,
-}
-
-/// What an EIP is bound to (at most one thing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EipBinding {
-    Unbound,
-    /// 1:1 to an instance: (vpc, instance).
-    Instance {
-        vpc: usize,
-        instance: usize,
-    },
-    /// Owned by a NAT gateway: (vpc, gateway).
-    NatGateway {
-        vpc: usize,
-        gateway: usize,
-    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

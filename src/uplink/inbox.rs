@@ -11,14 +11,14 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::net::TcpStream;
 
-use super::packet::FlowKey;
+use super::packet::UplinkFlowKey;
 
 /// One result from a task.
 #[derive(Debug)]
 pub(crate) enum Event {
     /// The host connect for the egress flow `key` (of generation `generation`) finished.
     Connected {
-        key: FlowKey,
+        key: UplinkFlowKey,
         generation: u64,
         result: io::Result<TcpStream>,
     },

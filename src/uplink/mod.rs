@@ -51,7 +51,7 @@ use tokio::task::AbortHandle;
 pub use config::{IcmpMode, Limits, Listen, Timeouts, UplinkConfig, default_blocked};
 pub use counters::{ActiveFlows, UplinkCounters, UplinkDrop};
 pub use icmp::IcmpKind;
-pub use packet::{EchoKey, FlowKey};
+pub use packet::{EchoKey, UplinkFlowKey};
 
 use crate::sim::{QueueDevice, TxFull};
 use crate::time::Instant;

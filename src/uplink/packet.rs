@@ -22,7 +22,7 @@ pub(crate) const MAX_QUOTE: usize = 60 + 8;
 /// A TCP or UDP flow as the segment sees it: `src` is the function's public address and port
 /// (after SNAT), `dst` the outside destination (or, for ingress, the host client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FlowKey {
+pub struct UplinkFlowKey {
     pub src: SocketAddrV4,
     pub dst: SocketAddrV4,
 }
@@ -39,13 +39,13 @@ pub struct EchoKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Inbound<'a> {
     Tcp {
-        key: FlowKey,
+        key: UplinkFlowKey,
         /// A SYN without ACK: a new connection.
         syn: bool,
         rst: bool,
     },
     Udp {
-        key: FlowKey,
+        key: UplinkFlowKey,
         payload: &'a [u8],
         /// The IP header and the UDP header: what an ICMP error about this flow quotes.
         quote: &'a [u8],
@@ -75,7 +75,7 @@ pub(crate) fn classify(packet: &[u8]) -> Result<Inbound<'_>, UplinkDrop> {
         IpProtocol::Tcp => {
             let tcp = TcpPacket::new_checked(payload).map_err(|_| UplinkDrop::Malformed)?;
             Ok(Inbound::Tcp {
-                key: FlowKey {
+                key: UplinkFlowKey {
                     src: SocketAddrV4::new(src, tcp.src_port()),
                     dst: SocketAddrV4::new(dst, tcp.dst_port()),
                 },
@@ -90,7 +90,7 @@ pub(crate) fn classify(packet: &[u8]) -> Result<Inbound<'_>, UplinkDrop> {
             }
             let body_len = usize::from(udp.len()) - UDP_HEADER;
             Ok(Inbound::Udp {
-                key: FlowKey {
+                key: UplinkFlowKey {
                     src: SocketAddrV4::new(src, udp.src_port()),
                     dst: SocketAddrV4::new(dst, udp.dst_port()),
                 },
@@ -391,7 +391,7 @@ mod tests {
     #[test]
     fn classify_sorts_syns_udp_and_echo() {
         let s = syn();
-        let key = FlowKey {
+        let key = UplinkFlowKey {
             src: SocketAddrV4::new(FN.into(), 40000),
             dst: SocketAddrV4::new(OUT.into(), 443),
         };

@@ -12,7 +12,7 @@
 //! Ingress (`host_listen`): a connection accepted on a host listener becomes a smoltcp connection
 //! into the segment whose source is the real client address and port.
 //!
-//! Flows are keyed by [`FlowKey`] (function side first); each holds at most two buffers of
+//! Flows are keyed by [`UplinkFlowKey`] (function side first); each holds at most two buffers of
 //! `limits.tcp_buffer` bytes. Idle flows are reset on both sides after `timeouts.tcp_idle`.
 //!
 //! The sockets of ended flows are kept (closed, up to [`SPARE_SOCKETS`]) and reused by new flows:
@@ -37,7 +37,7 @@ use super::Ctx;
 use super::counters::{ActiveFlows, UplinkDrop};
 use super::expiry::Deadlines;
 use super::inbox::{Event, Inbox};
-use super::packet::{FlowKey, icmp_error, quote_of, tcp_reset_for};
+use super::packet::{UplinkFlowKey, icmp_error, quote_of, tcp_reset_for};
 use super::splice::{Ending, Splice, smol_duration};
 use crate::dataplane::icmp::IcmpError;
 use crate::sim::QueueDevice;
@@ -137,11 +137,11 @@ enum State {
 pub(crate) struct Tcp {
     iface: Interface,
     sockets: SocketSet<'static>,
-    flows: HashMap<FlowKey, Flow>,
-    deadlines: Deadlines<FlowKey>,
+    flows: HashMap<UplinkFlowKey, Flow>,
+    deadlines: Deadlines<UplinkFlowKey>,
     next_generation: u64,
     /// Flows whose socket closed, removed after the next egress poll (so RSTs go out first).
-    ending: Vec<FlowKey>,
+    ending: Vec<UplinkFlowKey>,
     /// Closed sockets taken out of `sockets` (so polls do not walk them), ready for a new flow
     /// (at most [`SPARE_SOCKETS`]).
     spare: Vec<tcp::Socket<'static>>,
@@ -213,7 +213,7 @@ impl Tcp {
         }
     }
 
-    fn insert(&mut self, now: Instant, idle: Duration, key: FlowKey, state: State) {
+    fn insert(&mut self, now: Instant, idle: Duration, key: UplinkFlowKey, state: State) {
         self.next_generation += 1;
         let generation = self.next_generation;
         self.flows.insert(
@@ -233,7 +233,7 @@ impl Tcp {
         ctx: &mut Ctx<'_>,
         now: Instant,
         packet: &[u8],
-        key: FlowKey,
+        key: UplinkFlowKey,
         syn: bool,
         rst: bool,
     ) {
@@ -268,7 +268,7 @@ impl Tcp {
     }
 
     /// Holds a new SYN and starts its host connect.
-    fn open_egress(&mut self, ctx: &mut Ctx<'_>, now: Instant, syn: &[u8], key: FlowKey) {
+    fn open_egress(&mut self, ctx: &mut Ctx<'_>, now: Instant, syn: &[u8], key: UplinkFlowKey) {
         if ctx.cfg.is_blocked(*key.dst.ip()) {
             ctx.counters.drop(UplinkDrop::Blocked);
             let ident = ctx.next_ident();
@@ -324,7 +324,7 @@ impl Tcp {
         &mut self,
         ctx: &mut Ctx<'_>,
         now: Instant,
-        key: FlowKey,
+        key: UplinkFlowKey,
         generation: u64,
         result: io::Result<TcpStream>,
     ) {
@@ -347,7 +347,7 @@ impl Tcp {
         &mut self,
         ctx: &mut Ctx<'_>,
         now: Instant,
-        key: FlowKey,
+        key: UplinkFlowKey,
         syn: &[u8],
         result: io::Result<TcpStream>,
     ) {
@@ -410,7 +410,7 @@ impl Tcp {
         }
     }
 
-    fn refuse_setup(&mut self, ctx: &mut Ctx<'_>, key: FlowKey, syn: &[u8]) {
+    fn refuse_setup(&mut self, ctx: &mut Ctx<'_>, key: UplinkFlowKey, syn: &[u8]) {
         self.flows.remove(&key);
         ctx.counters.drop(UplinkDrop::TcpSetup);
         let ident = ctx.next_ident();
@@ -439,7 +439,7 @@ impl Tcp {
                 }
             },
         };
-        let key = FlowKey {
+        let key = UplinkFlowKey {
             src: target,
             dst: client,
         };

@@ -16,7 +16,9 @@ use tokio::net::UdpSocket;
 use super::Ctx;
 use super::counters::{ActiveFlows, UplinkDrop};
 use super::expiry::Deadlines;
-use super::packet::{FlowKey, MAX_QUOTE, UDP_HEADER_ROOM, icmp_error, ipv4_packets, udp_segment};
+use super::packet::{
+    MAX_QUOTE, UDP_HEADER_ROOM, UplinkFlowKey, icmp_error, ipv4_packets, udp_segment,
+};
 use crate::dataplane::icmp::IcmpError;
 use crate::time::Instant;
 
@@ -36,14 +38,14 @@ struct Flow {
 }
 
 pub(crate) struct Udp {
-    flows: HashMap<FlowKey, Flow>,
-    deadlines: Deadlines<FlowKey>,
+    flows: HashMap<UplinkFlowKey, Flow>,
+    deadlines: Deadlines<UplinkFlowKey>,
     next_generation: u64,
     /// Flows whose host socket keeps failing, closed at the end of the poll.
-    broken: Vec<FlowKey>,
+    broken: Vec<UplinkFlowKey>,
 }
 
-fn open_socket(ctx: &Ctx<'_>, key: FlowKey) -> io::Result<UdpSocket> {
+fn open_socket(ctx: &Ctx<'_>, key: UplinkFlowKey) -> io::Result<UdpSocket> {
     let bind = ctx
         .cfg
         .bind_for(*key.src.ip())
@@ -70,7 +72,7 @@ impl Udp {
         &mut self,
         ctx: &mut Ctx<'_>,
         now: Instant,
-        key: FlowKey,
+        key: UplinkFlowKey,
         payload: &[u8],
         quote: &[u8],
     ) {
@@ -199,7 +201,7 @@ impl Udp {
 
 /// A datagram from the outside, towards the function: `seg` is [`UDP_HEADER_ROOM`] bytes of
 /// room, then the payload.
-fn reply(ctx: &mut Ctx<'_>, key: FlowKey, seg: &mut [u8]) {
+fn reply(ctx: &mut Ctx<'_>, key: UplinkFlowKey, seg: &mut [u8]) {
     if udp_segment(key.dst, key.src, seg).is_none() {
         return;
     }
@@ -217,7 +219,7 @@ fn reply(ctx: &mut Ctx<'_>, key: FlowKey, seg: &mut [u8]) {
 }
 
 /// The destination refused the flow's datagrams: a port-unreachable error from it to the function.
-fn unreachable(ctx: &mut Ctx<'_>, key: FlowKey, flow: &Flow) {
+fn unreachable(ctx: &mut Ctx<'_>, key: UplinkFlowKey, flow: &Flow) {
     ctx.counters.udp_unreachable += 1;
     let ident = ctx.next_ident();
     ctx.send(icmp_error(

@@ -1,14 +1,14 @@
 //! The HTTP/1.1 client of the control API: one request per connection, on the run's Unix socket
 //! or on a TCP address with a bearer token.
 //!
-//! It owns finding the API ([`Endpoint::resolve`]: flags, then environment, then the only socket
+//! It owns finding the API ([`ApiEndpoint::resolve`]: flags, then environment, then the only socket
 //! in the run directory) and one exchange ([`Client::request`]). It knows nothing of resources or
 //! output. std only: a request is a few hundred bytes sent once, with `Connection: close`, so the
 //! whole client is a request head, a body and a response parser for `Content-Length` or chunked
 //! bodies — an HTTP crate would bring a runtime for no gain.
 //!
 //! Tests and scripts can use it directly:
-//! `Client::new(Endpoint::Unix(path)).get("/v1/vpcs")?.json()?`.
+//! `Client::new(ApiEndpoint::Unix(path)).get("/v1/vpcs")?.json()?`.
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -34,32 +34,32 @@ const MAX_REPLY: u64 = 256 * 1024 * 1024;
 
 /// Where the API listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
+pub enum ApiEndpoint {
     /// The Unix socket of `vpcd up --state DIR`.
     Unix(PathBuf),
     /// `vpcd up --api-listen HOST:PORT`: `authority` is `HOST:PORT` as written in the URL.
     Tcp { authority: String },
 }
 
-impl fmt::Display for Endpoint {
+impl fmt::Display for ApiEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Endpoint::Unix(p) => write!(f, "socket {}", p.display()),
-            Endpoint::Tcp { authority } => write!(f, "http://{authority}"),
+            ApiEndpoint::Unix(p) => write!(f, "socket {}", p.display()),
+            ApiEndpoint::Tcp { authority } => write!(f, "http://{authority}"),
         }
     }
 }
 
 /// Where the flags say the API is (`--socket`, `--url`); `None`: ask the environment.
 #[derive(Debug, Clone, Default)]
-pub struct EndpointFlags {
+pub struct ApiEndpointFlags {
     pub socket: Option<PathBuf>,
     pub url: Option<String>,
 }
 
-impl Endpoint {
+impl ApiEndpoint {
     /// Parses `http://HOST:PORT` (a trailing `/` is allowed; the port defaults to 80).
-    pub fn from_url(url: &str) -> Result<Endpoint, String> {
+    pub fn from_url(url: &str) -> Result<ApiEndpoint, String> {
         let bad = |why: &str| {
             format!(
                 "`{url}` is not an API URL: {why}; write http://HOST:PORT, e.g. http://127.0.0.1:7070"
@@ -93,21 +93,21 @@ impl Endpoint {
         } else {
             format!("{authority}:80")
         };
-        Ok(Endpoint::Tcp { authority })
+        Ok(ApiEndpoint::Tcp { authority })
     }
 
     /// The API to talk to: `--socket`, else `--url`, else `VPCD_API_SOCKET` or `VPCD_API_URL`
     /// (not both), else the only `*.sock` in `run_dir`. `env` reads an environment variable.
     pub fn resolve(
-        flags: &EndpointFlags,
+        flags: &ApiEndpointFlags,
         env: impl Fn(&str) -> Option<String>,
         run_dir: &Path,
-    ) -> Result<Endpoint, String> {
+    ) -> Result<ApiEndpoint, String> {
         if let Some(p) = &flags.socket {
-            return Ok(Endpoint::Unix(p.clone()));
+            return Ok(ApiEndpoint::Unix(p.clone()));
         }
         if let Some(u) = &flags.url {
-            return Endpoint::from_url(u).map_err(|e| format!("--url: {e}"));
+            return ApiEndpoint::from_url(u).map_err(|e| format!("--url: {e}"));
         }
         let env = |k: &str| env(k).filter(|v| !v.is_empty());
         match (env(SOCKET_ENV), env(URL_ENV)) {
@@ -115,15 +115,15 @@ impl Endpoint {
                 "both {SOCKET_ENV} and {URL_ENV} are set: unset one, or choose with --socket \
                  PATH or --url http://HOST:PORT"
             )),
-            (Some(p), None) => Ok(Endpoint::Unix(PathBuf::from(p))),
-            (None, Some(u)) => Endpoint::from_url(&u).map_err(|e| format!("{URL_ENV}: {e}")),
+            (Some(p), None) => Ok(ApiEndpoint::Unix(PathBuf::from(p))),
+            (None, Some(u)) => ApiEndpoint::from_url(&u).map_err(|e| format!("{URL_ENV}: {e}")),
             (None, None) => discover(run_dir),
         }
     }
 }
 
 /// The only `*.sock` in the run directory.
-fn discover(dir: &Path) -> Result<Endpoint, String> {
+fn discover(dir: &Path) -> Result<ApiEndpoint, String> {
     let mut socks: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok().map(|e| e.path()))
@@ -133,7 +133,7 @@ fn discover(dir: &Path) -> Result<Endpoint, String> {
         .unwrap_or_default();
     socks.sort();
     match socks.as_slice() {
-        [one] => Ok(Endpoint::Unix(one.clone())),
+        [one] => Ok(ApiEndpoint::Unix(one.clone())),
         [] => Err(format!(
             "no API socket in {}: start the network with `vpcd up FILE --state DIR`, or point \
              ctl at its API with --socket PATH ({SOCKET_ENV}) or --url http://HOST:PORT \
@@ -191,18 +191,18 @@ pub enum ClientError {
     /// Nothing listens there (or it may not be used): the caller says how to point elsewhere.
     #[error("cannot reach the API at {endpoint}: {source}")]
     Connect {
-        endpoint: Endpoint,
+        endpoint: ApiEndpoint,
         source: std::io::Error,
     },
     /// The connection broke or timed out during the exchange.
     #[error("the API at {endpoint} did not answer: {source}")]
     Exchange {
-        endpoint: Endpoint,
+        endpoint: ApiEndpoint,
         source: std::io::Error,
     },
     /// What came back is not an HTTP/1.1 response.
     #[error("the API at {endpoint} sent an answer that is not HTTP, or cut it short")]
-    NotHttp { endpoint: Endpoint },
+    NotHttp { endpoint: ApiEndpoint },
 }
 
 /// One HTTP answer.
@@ -234,13 +234,13 @@ impl Reply {
 /// A client of one API endpoint.
 #[derive(Debug, Clone)]
 pub struct Client {
-    endpoint: Endpoint,
+    endpoint: ApiEndpoint,
     token: Option<String>,
     timeout: Duration,
 }
 
 impl Client {
-    pub fn new(endpoint: Endpoint) -> Client {
+    pub fn new(endpoint: ApiEndpoint) -> Client {
         Client {
             endpoint,
             token: None,
@@ -259,7 +259,7 @@ impl Client {
         self
     }
 
-    pub fn endpoint(&self) -> &Endpoint {
+    pub fn endpoint(&self) -> &ApiEndpoint {
         &self.endpoint
     }
 
@@ -293,14 +293,14 @@ impl Client {
     ) -> Result<Reply, ClientError> {
         let head = self.head(method, path, accept, body.map(<[u8]>::len));
         let raw = match &self.endpoint {
-            Endpoint::Unix(p) => {
+            ApiEndpoint::Unix(p) => {
                 let s = UnixStream::connect(p).map_err(|e| self.connect_error(e))?;
                 s.set_read_timeout(Some(self.timeout))
                     .and_then(|()| s.set_write_timeout(Some(self.timeout)))
                     .map_err(|e| self.exchange_error(e))?;
                 self.exchange(s, &head, body)?
             }
-            Endpoint::Tcp { authority } => {
+            ApiEndpoint::Tcp { authority } => {
                 let s = self.connect_tcp(authority)?;
                 self.exchange(s, &head, body)?
             }
@@ -312,8 +312,8 @@ impl Client {
 
     fn head(&self, method: &str, path: &str, accept: &str, body_len: Option<usize>) -> String {
         let host = match &self.endpoint {
-            Endpoint::Unix(_) => "localhost",
-            Endpoint::Tcp { authority } => authority,
+            ApiEndpoint::Unix(_) => "localhost",
+            ApiEndpoint::Tcp { authority } => authority,
         };
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: {accept}\r\n\
@@ -480,17 +480,17 @@ mod tests {
 
     #[test]
     fn urls_name_a_host_and_a_port() {
-        let tcp = |a: &str| Endpoint::Tcp {
+        let tcp = |a: &str| ApiEndpoint::Tcp {
             authority: a.into(),
         };
         assert_eq!(
-            Endpoint::from_url("http://127.0.0.1:7070"),
+            ApiEndpoint::from_url("http://127.0.0.1:7070"),
             Ok(tcp("127.0.0.1:7070"))
         );
-        assert_eq!(Endpoint::from_url("http://[::1]:7/"), Ok(tcp("[::1]:7")));
-        assert_eq!(Endpoint::from_url("http://[::1]"), Ok(tcp("[::1]:80")));
+        assert_eq!(ApiEndpoint::from_url("http://[::1]:7/"), Ok(tcp("[::1]:7")));
+        assert_eq!(ApiEndpoint::from_url("http://[::1]"), Ok(tcp("[::1]:80")));
         assert_eq!(
-            Endpoint::from_url("http://localhost"),
+            ApiEndpoint::from_url("http://localhost"),
             Ok(tcp("localhost:80"))
         );
         for bad in [
@@ -502,7 +502,7 @@ mod tests {
             "http://h:1/v1",
             "http://u@h:1",
         ] {
-            let e = Endpoint::from_url(bad).expect_err(bad);
+            let e = ApiEndpoint::from_url(bad).expect_err(bad);
             assert!(e.contains("http://HOST:PORT"), "{bad}: {e}");
         }
     }
@@ -514,18 +514,18 @@ mod tests {
             URL_ENV => Some("http://127.0.0.1:9".to_string()),
             _ => None,
         };
-        let flags = EndpointFlags {
+        let flags = ApiEndpointFlags {
             socket: Some("/tmp/flag.sock".into()),
             url: None,
         };
         let dir = Path::new("/nonexistent-vpcd-run-dir");
         assert_eq!(
-            Endpoint::resolve(&flags, env, dir),
-            Ok(Endpoint::Unix("/tmp/flag.sock".into()))
+            ApiEndpoint::resolve(&flags, env, dir),
+            Ok(ApiEndpoint::Unix("/tmp/flag.sock".into()))
         );
-        let e = Endpoint::resolve(&EndpointFlags::default(), env, dir).unwrap_err();
+        let e = ApiEndpoint::resolve(&ApiEndpointFlags::default(), env, dir).unwrap_err();
         assert!(e.contains("both VPCD_API_SOCKET and VPCD_API_URL"), "{e}");
-        let e = Endpoint::resolve(&EndpointFlags::default(), no_env, dir).unwrap_err();
+        let e = ApiEndpoint::resolve(&ApiEndpointFlags::default(), no_env, dir).unwrap_err();
         assert!(
             e.contains("/nonexistent-vpcd-run-dir") && e.contains("--socket"),
             "{e}"

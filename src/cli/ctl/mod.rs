@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use self::client::{Client, ClientError, Endpoint, EndpointFlags, Reply};
+use self::client::{ApiEndpoint, ApiEndpointFlags, Client, ClientError, Reply};
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
 
 pub use self::client::SOCKET_ENV;
@@ -257,11 +257,11 @@ pub fn run(args: &CtlArgs) -> u8 {
         }
     };
     let env = |k: &str| std::env::var(k).ok();
-    let flags = EndpointFlags {
+    let flags = ApiEndpointFlags {
         socket: args.socket.clone(),
         url: args.url.clone(),
     };
-    let endpoint = Endpoint::resolve(&flags, env, &crate::runtime::state::run_dir());
+    let endpoint = ApiEndpoint::resolve(&flags, env, &crate::runtime::state::run_dir());
     let token = client::read_token(args.token_file.as_deref(), env);
     let (endpoint, token) = match (endpoint, token) {
         (Ok(e), Ok(t)) => (e, t),
@@ -441,16 +441,16 @@ fn unreachable_api(e: &ClientError) -> u8 {
     eprintln!("vpcd ctl: {e}");
     if let ClientError::Connect { endpoint, source } = e {
         let hint = match (endpoint, source.kind()) {
-            (Endpoint::Unix(_), std::io::ErrorKind::PermissionDenied) => {
+            (ApiEndpoint::Unix(_), std::io::ErrorKind::PermissionDenied) => {
                 "the socket is mode 0600: run vpcd ctl as the user that runs `vpcd up` (root)"
                     .to_string()
             }
-            (Endpoint::Unix(_), _) => format!(
+            (ApiEndpoint::Unix(_), _) => format!(
                 "is `vpcd up FILE --state DIR` running? Point ctl at its socket with --socket \
                  PATH or {SOCKET_ENV}, or at a TCP API with --url http://HOST:PORT or {}",
                 client::URL_ENV
             ),
-            (Endpoint::Tcp { .. }, _) => format!(
+            (ApiEndpoint::Tcp { .. }, _) => format!(
                 "is `vpcd up FILE --state DIR --api-listen HOST:PORT` running? Point ctl at \
                  another API with --url http://HOST:PORT or {}, or at a socket with --socket \
                  PATH or {SOCKET_ENV}",

@@ -1,4 +1,5 @@
-//! Network ACLs: stateless numbered rules per subnet, compiled, and their evaluation.
+//! Network ACLs: stateless numbered rules per subnet, and their evaluation (the compiled rules
+//! are table data: [`crate::tables::firewall`]).
 //!
 //! Semantics (exactly AWS's): rules of one direction are evaluated lowest number first and the
 //! first rule that matches decides (`allow` or `deny`); when none matches, the implicit final rule
@@ -15,7 +16,7 @@
 use std::net::Ipv4Addr;
 
 use super::Facts;
-use crate::topology::cidr::Cidr;
+pub use crate::tables::firewall::{AclRuleTable, NetworkAclTable};
 
 /// Which edge of the subnet a packet crosses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,26 +34,6 @@ impl AclDirection {
             AclDirection::Outbound => "outbound",
         }
     }
-}
-
-/// One compiled ACL rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AclRuleTable {
-    pub number: u16,
-    pub allow: bool,
-    /// IP protocol number; `None` = all.
-    pub proto: Option<u8>,
-    /// Destination port range (tcp/udp only); `None` = every port.
-    pub ports: Option<(u16, u16)>,
-    pub cidr: Cidr,
-}
-
-/// One compiled network ACL; both rule lists sorted by rule number.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkAclTable {
-    pub name: String,
-    pub inbound: Vec<AclRuleTable>,
-    pub outbound: Vec<AclRuleTable>,
 }
 
 /// What an ACL decided.

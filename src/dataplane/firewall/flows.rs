@@ -81,26 +81,26 @@ impl Default for FlowConfig {
 
 /// A flow's key in normalised order (`a <= b`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FlowKey {
+pub struct TrackedFlowKey {
     pub proto: u8,
     pub a: (u32, u16),
     pub b: (u32, u16),
 }
 
-impl FlowKey {
+impl TrackedFlowKey {
     /// The key of a packet's flow, and whether the packet goes from `a` to `b`.
-    pub fn of(facts: &Facts) -> (FlowKey, bool) {
+    pub fn of(facts: &Facts) -> (TrackedFlowKey, bool) {
         let s = (u32::from(facts.src), facts.sport);
         let d = (u32::from(facts.dst), facts.dport);
-        FlowKey::from_ends(facts.proto, s, d)
+        TrackedFlowKey::from_ends(facts.proto, s, d)
     }
 
     /// The key of a flow from `s` to `d`, and whether `s` is `a`.
-    pub fn from_ends(proto: u8, s: (u32, u16), d: (u32, u16)) -> (FlowKey, bool) {
+    pub fn from_ends(proto: u8, s: (u32, u16), d: (u32, u16)) -> (TrackedFlowKey, bool) {
         if s <= d {
-            (FlowKey { proto, a: s, b: d }, true)
+            (TrackedFlowKey { proto, a: s, b: d }, true)
         } else {
-            (FlowKey { proto, a: d, b: s }, false)
+            (TrackedFlowKey { proto, a: d, b: s }, false)
         }
     }
 }
@@ -121,8 +121,8 @@ struct Flow {
 }
 
 impl Flow {
-    fn key(&self) -> FlowKey {
-        FlowKey {
+    fn key(&self) -> TrackedFlowKey {
+        TrackedFlowKey {
             proto: self.proto,
             a: (self.a_ip, self.a_port),
             b: (self.b_ip, self.b_port),
@@ -143,7 +143,7 @@ pub struct FlowCounters {
 /// A tracked flow as the control plane lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowView {
-    pub key: FlowKey,
+    pub key: TrackedFlowKey,
     /// The initiator is `key.a`.
     pub initiator_is_a: bool,
     pub replied: bool,
@@ -212,12 +212,12 @@ impl FlowTable {
         self.counters.refused += 1;
     }
 
-    fn hash(&self, k: &FlowKey) -> u64 {
+    fn hash(&self, k: &TrackedFlowKey) -> u64 {
         self.hasher.hash_one(k)
     }
 
     /// The live flow with this key, if any (a flow past its idle timeout is removed first).
-    pub fn lookup(&mut self, key: &FlowKey, now: Instant) -> Option<u32> {
+    pub fn lookup(&mut self, key: &TrackedFlowKey, now: Instant) -> Option<u32> {
         let h = self.hash(key);
         let flows = &self.flows;
         let i = *self.index.find(h, |&i| flows[i as usize].key() == *key)?;
@@ -268,7 +268,7 @@ impl FlowTable {
             self.counters.refused += 1;
             return Err(());
         }
-        let (key, from_a) = FlowKey::of(facts);
+        let (key, from_a) = TrackedFlowKey::of(facts);
         let now = tick(now);
         self.wheel.skip_idle(now);
         let flow = Flow {
@@ -375,7 +375,7 @@ impl FlowTable {
 
     /// Removes every live flow whose key matches `pred` (control plane: a scan of the slab), as
     /// if it had expired but without counting it as expired. Returns how many.
-    pub fn remove_where(&mut self, mut pred: impl FnMut(&FlowKey) -> bool) -> usize {
+    pub fn remove_where(&mut self, mut pred: impl FnMut(&TrackedFlowKey) -> bool) -> usize {
         let mut n = 0;
         for i in 0..self.flows.len() as u32 {
             let f = &self.flows[i as usize];
@@ -441,8 +441,8 @@ mod tests {
         let mut t = FlowTable::new(FlowConfig::default(), 1);
         let f = udp(40000);
         t.insert(&f, Instant::ZERO).unwrap();
-        let (k1, _) = FlowKey::of(&f);
-        let (k2, _) = FlowKey::of(&reply(&f));
+        let (k1, _) = TrackedFlowKey::of(&f);
+        let (k2, _) = TrackedFlowKey::of(&reply(&f));
         assert_eq!(k1, k2);
         assert!(t.lookup(&k1, Instant::ZERO).is_some());
     }
@@ -459,7 +459,10 @@ mod tests {
         assert!(t.insert(&udp(3), Instant::ZERO).is_err());
         assert_eq!(t.counters().refused, 1);
         for p in [1, 2] {
-            assert!(t.lookup(&FlowKey::of(&udp(p)).0, Instant::ZERO).is_some());
+            assert!(
+                t.lookup(&TrackedFlowKey::of(&udp(p)).0, Instant::ZERO)
+                    .is_some()
+            );
         }
     }
 
@@ -470,7 +473,7 @@ mod tests {
         let b = udp(2);
         t.insert(&a, Instant::ZERO).unwrap();
         t.insert(&b, Instant::ZERO).unwrap();
-        let kb = FlowKey::of(&b).0;
+        let kb = TrackedFlowKey::of(&b).0;
         let i = t.lookup(&kb, Instant::from_secs(100)).unwrap();
         t.touch(i, &reply(&b), false, Instant::from_secs(100));
         let mut now = Instant::ZERO;
@@ -500,7 +503,7 @@ mod tests {
             kind: Kind::Tcp { flags: 0x12 },
             ..reply(&syn)
         };
-        let (k, from_a) = FlowKey::of(&synack);
+        let (k, from_a) = TrackedFlowKey::of(&synack);
         t.touch(i, &synack, from_a, Instant::ZERO);
         assert!(t.lookup(&k, Instant::from_secs(10_000)).is_some());
         let rst = Facts {

@@ -10,7 +10,7 @@
 //!   groups, then — only if the two are in different subnets — the source subnet's outbound ACL
 //!   and the destination subnet's inbound ACL, then the receiver's ingress security groups.
 //! - A packet leaving the VPC (NAT gateway or 1:1 EIP): the sender's egress groups, the VPC's
-//!   egress allow-list ([`egress_allowed`], for packets no tracked flow covers) and its subnet's
+//!   egress allow-list ([`egress_check`], for packets no tracked flow covers) and its subnet's
 //!   outbound ACL, on the private addresses, before translation.
 //! - A packet entering the VPC through an EIP: after translation, the receiver subnet's inbound
 //!   ACL and the receiver's ingress groups; the peer is the public source (for hairpin, the
@@ -39,13 +39,15 @@
 //! any bytes, no clock (`now` is passed in).
 
 pub mod acl;
+pub mod egress;
 pub mod flows;
 pub mod security_group;
 
 use std::net::Ipv4Addr;
 
 pub use acl::{AclDecision, AclDirection, AclRuleTable, NetworkAclTable};
-pub use flows::{FlowConfig, FlowCounters, FlowKey, FlowTable, FlowView};
+pub use egress::{EgressDecision, EgressRuleTable};
+pub use flows::{FlowConfig, FlowCounters, FlowTable, FlowView, TrackedFlowKey};
 pub use security_group::{
     SecurityGroupTable, SecurityGroups, SgDirection, SgMatch, SgPeer, SgRuleTable,
 };
@@ -257,10 +259,21 @@ pub fn sg_check(vpc: &VpcTable, instance: u32, dir: SgDirection, facts: &Facts) 
     vpc.security_groups.evaluate(instance, dir, facts, peer)
 }
 
-/// The VPC's egress allow-list on a packet leaving it (no list: everything is allowed). Only
-/// packets no tracked flow covers meet it, so replies to flows opened from outside pass.
+/// The VPC's egress allow-list on a packet leaving it: which rule lets it out, if any (no list:
+/// everything is allowed). Only packets no tracked flow covers meet it, so replies to flows opened
+/// from outside pass.
+pub fn egress_check(vpc: &VpcTable, facts: &Facts) -> EgressDecision {
+    egress::decide(
+        vpc.egress_allow.as_deref(),
+        facts.proto,
+        facts.dst,
+        facts.dport(),
+    )
+}
+
+/// Whether [`egress_check`] lets the packet out.
 pub fn egress_allowed(vpc: &VpcTable, facts: &Facts) -> bool {
-    vpc.egress_allowed(facts.proto, facts.dst, facts.dport())
+    egress_check(vpc, facts).allows()
 }
 
 /// The network ACL of `subnet` (the default ACL when it has none) on `facts` in `dir`.
@@ -276,7 +289,7 @@ pub fn acl_check(vpc: &VpcTable, subnet: u32, dir: AclDirection, facts: &Facts) 
 /// How a packet relates to the flow table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Track {
-    /// A packet of tracked flow `i`; `from_a` as in [`FlowKey::of`].
+    /// A packet of tracked flow `i`; `from_a` as in [`TrackedFlowKey::of`].
     Flow(u32, bool),
     /// An ICMP error about a tracked flow.
     Related,
@@ -404,13 +417,13 @@ impl Firewall {
             ..
         } = facts.kind
         {
-            let (key, _) = FlowKey::from_ends(proto, (s.0.into(), s.1), (d.0.into(), d.1));
+            let (key, _) = TrackedFlowKey::from_ends(proto, (s.0.into(), s.1), (d.0.into(), d.1));
             return match t.lookup(&key, now) {
                 Some(_) => Track::Related,
                 None => Track::New,
             };
         }
-        let (key, from_a) = FlowKey::of(facts);
+        let (key, from_a) = TrackedFlowKey::of(facts);
         match t.lookup(&key, now) {
             Some(i) => Track::Flow(i, from_a),
             None => Track::New,
@@ -537,7 +550,7 @@ impl Firewall {
                     return Ok(());
                 };
                 // A hairpin inside one VPC may have inserted the same flow a moment ago.
-                if t.lookup(&FlowKey::of(&facts).0, now).is_some() {
+                if t.lookup(&TrackedFlowKey::of(&facts).0, now).is_some() {
                     return Ok(());
                 }
                 t.insert(&facts, now)

@@ -1,7 +1,7 @@
-//! Security groups: stateful allow rules per instance, compiled, and their evaluation.
+//! Security groups: stateful allow rules per instance, and their evaluation (the compiled groups
+//! are table data: [`crate::tables::firewall`]).
 //!
-//! Owns the compiled form of a VPC's groups ([`SecurityGroups`]: the groups, their resolved
-//! membership and every instance's attached groups) and the one function that decides whether a
+//! Owns the one function that decides whether a
 //! group set allows a packet ([`SecurityGroups::evaluate`]). The fabric calls it for a packet that
 //! no tracked flow covers; `vpcd explain` calls the same function, so the two cannot disagree.
 //!
@@ -15,7 +15,7 @@
 use std::net::Ipv4Addr;
 
 use super::Facts;
-use crate::topology::cidr::Cidr;
+pub use crate::tables::firewall::{SecurityGroupTable, SecurityGroups, SgPeer, SgRuleTable};
 
 /// Which side of an instance a rule guards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,38 +35,6 @@ impl SgDirection {
     }
 }
 
-/// Who a rule admits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SgPeer {
-    Cidr(Cidr),
-    /// The members of group N of the same VPC (their private addresses).
-    Group(u32),
-}
-
-/// One compiled security group rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SgRuleTable {
-    /// IP protocol number; `None` = all protocols.
-    pub proto: Option<u8>,
-    /// Destination port range (tcp/udp only); `None` = every port.
-    pub ports: Option<(u16, u16)>,
-    /// ICMP type (icmp only); `None` = every type.
-    pub icmp_type: Option<u8>,
-    pub peer: SgPeer,
-    pub description: Option<String>,
-}
-
-/// One compiled security group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecurityGroupTable {
-    pub name: String,
-    pub ingress: Vec<SgRuleTable>,
-    /// `None`: every egress packet is allowed (no `egress` list in the file).
-    pub egress: Option<Vec<SgRuleTable>>,
-    /// The VPC's implicit default group (not written in the file).
-    pub implicit: bool,
-}
-
 /// Which rule allowed a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SgMatch {
@@ -74,17 +42,6 @@ pub struct SgMatch {
     pub group: u32,
     /// Index into the group's rule list of that direction; `None` for the implicit all-egress.
     pub rule: Option<u32>,
-}
-
-/// A VPC's security groups, compiled.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SecurityGroups {
-    pub groups: Vec<SecurityGroupTable>,
-    /// Per group: its members' private addresses, sorted (binary search).
-    pub members: Vec<Vec<Ipv4Addr>>,
-    /// Per instance (plan order): the attached groups, never empty after compilation (an instance
-    /// naming none gets the VPC default group).
-    pub of_instance: Vec<Vec<u32>>,
 }
 
 impl SgRuleTable {
@@ -116,13 +73,6 @@ impl SgRuleTable {
 }
 
 impl SecurityGroups {
-    /// The groups attached to `instance` (empty for an unknown instance).
-    pub fn attached(&self, instance: u32) -> &[u32] {
-        self.of_instance
-            .get(instance as usize)
-            .map_or(&[][..], |g| g.as_slice())
-    }
-
     /// The first rule of `instance`'s groups that allows `facts` in `dir` with `peer` as the other
     /// end (the source for ingress, the destination for egress); `None` = denied. Linear in the
     /// number of rules; called only for packets no tracked flow covers.

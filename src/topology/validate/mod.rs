@@ -31,6 +31,7 @@ use toml::de::DeTable;
 
 use super::diagnostic::Diagnostic;
 use super::model::Topology;
+use super::plan::EipBinding;
 use super::{Plan, TopologyError};
 use syntax::{Step, floor_boundary, serde_diagnostic, syntax_diagnostic};
 
@@ -81,6 +82,16 @@ pub(crate) fn parse_and_validate(file: &str, text: &str) -> Result<Plan, Topolog
 
 // ---------------------------------------------------------------------------------------------
 // Stage 3: the rules.
+
+/// One use of an EIP (by an instance, `vpc`, or a NAT gateway, `nat`), collected to find EIPs
+/// bound twice (`nat`).
+struct EipUse {
+    pub eip: usize,
+    pub binding: EipBinding,
+    pub what: String,
+    pub span: Range<usize>,
+    pub path: String,
+}
 
 /// Collects the diagnostics of stage 3. Its checks are `impl Checker` blocks in the sibling files.
 struct Checker<'a> {

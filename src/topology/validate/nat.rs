@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::ops::Range;
 
 use toml::Spanned;
 
@@ -14,21 +13,12 @@ use super::super::model::{
     self, DnatProtocol, NatFiltering, NatMapping, NatProfile, OnRefuse, Topology,
 };
 use super::super::plan::{DnatPlan, EipBinding, EipPlan, NatGatewayPlan, SnatPlan};
-use super::Checker;
 use super::names::{VpcScope, unknown_hint};
 use super::public::non_public;
 use super::syntax::Step;
 use super::vpc::Addresses;
+use super::{Checker, EipUse};
 use crate::dataplane::nat::config::{Filtering, Mapping, NatConfig, Profile};
-
-/// One use of an EIP, collected to find EIPs bound twice.
-pub(super) struct EipUse {
-    pub eip: usize,
-    pub binding: EipBinding,
-    pub what: String,
-    pub span: Range<usize>,
-    pub path: String,
-}
 
 /// A NAT gateway being checked: its model, name, key path and the EIPs it owns.
 struct Gateway<'g> {

@@ -16,9 +16,8 @@ use super::super::model::{self, MAIN_ROUTE_TABLE, MAX_MTU, MIN_MTU, RouteTarget}
 use super::super::plan::{
     EipBinding, InstancePlan, RoutePlan, RouteTablePlan, RouteTargetPlan, SubnetPlan, VpcPlan,
 };
-use super::Checker;
 use super::names::{VpcScope, unknown_hint};
-use super::nat::EipUse;
+use super::{Checker, EipUse};
 
 /// Largest VPC block (shortest prefix) accepted.
 pub const MIN_VPC_PREFIX: u8 = 8;
