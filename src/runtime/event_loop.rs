@@ -4,8 +4,8 @@
 //! Each port id has one slot ([`super::forward`]): a TUN port's device with its egress queue, a
 //! sim port's stack, or the uplink. Each wake-up finds the TUN ports that are readable, reads up to
 //! [`BATCH`] packets from each into caller-owned buffers, and passes each packet along the one
-//! forwarding path ([`Forwarding::forward`](super::forward::Forwarding::forward): observer,
-//! fabric, egress port — a buffer swap for TUN ports, a copy for the others); at the end of the
+//! forwarding path (`Forwarding::forward` in [`super::forward`]: observer, fabric, egress port —
+//! a buffer swap for TUN ports, a copy for the others); at the end of the
 //! wake-up every TUN egress queue is flushed to its writer. Sim ports are polled after every batch
 //! and when their timers fall due, and the fabric's own timers run when [`Fabric::poll_timeout`]
 //! says so; what a sim port sends is copied into the loop's buffer and takes the same path.

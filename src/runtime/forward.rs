@@ -1,5 +1,5 @@
 //! The ports the loop serves, one slot per port id, and the one forwarding path every packet
-//! takes: [`Forwarding::forward`] runs it through the observer and the fabric, and hands what
+//! takes: `Forwarding::forward` runs it through the observer and the fabric, and hands what
 //! comes out to its egress port.
 //!
 //! A slot holds everything about one port: a TUN port's device, its egress queue and writer
@@ -17,11 +17,11 @@ use std::io;
 use std::sync::Arc;
 use std::task::Context;
 
-use super::event_loop::ShellStats;
 use super::sim_port::SimPort;
 use super::tx::TxQueue;
 use super::uplink_port::UplinkPort;
 use crate::dataplane::{Fabric, PortId, Verdict};
+use crate::inspect::ShellStats;
 use crate::observe::Observer;
 use crate::time::Instant;
 

@@ -163,6 +163,29 @@ mod tests {
     }
 
     #[test]
+    fn a_send_from_another_thread_wakes_the_polling_task() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (tx, mut rx) = channel();
+        assert_eq!(rx.try_recv(), None, "nothing queued");
+        let got = rt.block_on(async {
+            let t = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let _ = tx.send(7u8);
+                tx
+            });
+            // Pending first (nothing queued yet), then woken by the other thread's send.
+            let v = poll_fn(|cx| rx.poll_recv(cx)).await;
+            let tx = t.join().expect("the sender thread");
+            let _ = tx.send(8);
+            (v, rx.try_recv())
+        });
+        assert_eq!(got, (Some(7), Some(8)));
+    }
+
+    #[test]
     fn send_to_a_dropped_receiver_fails() {
         let (tx, rx) = channel::<u8>();
         drop(rx);

@@ -10,8 +10,8 @@
 //! Invariants:
 //! - **Bounded, no allocation per packet.** Each port owns [`BATCHES_PER_PORT`] batches of
 //!   [`BATCH`] buffers, allocated once. A packet enters a batch by swapping buffers with the
-//!   fabric's read buffer (no copy; [`TxQueue::push_copy`] copies, for packets from sim ports).
-//!   A batch travels to the writer over a bounded channel and comes back empty over another.
+//!   loop's buffer it was handled in (no copy). A batch travels to the writer over a bounded
+//!   channel and comes back empty over another.
 //!   When every batch of a port is in flight, the packet is dropped and counted (a full NIC ring).
 //! - **Order.** One producer (the fabric's thread) and one writer per port, both FIFO, so the
 //!   packets of a port leave in the order the fabric forwarded them. The fabric's thread writes a
@@ -177,19 +177,6 @@ impl TxQueue {
         } else {
             batch.bufs[i][..len].copy_from_slice(&buf[..len]);
         }
-        batch.lens.push(len);
-        true
-    }
-
-    /// Queues a copy of `packet` (truncated to the buffer size). `false`: dropped, queue full.
-    pub fn push_copy(&mut self, packet: &[u8]) -> bool {
-        let Some(batch) = self.slot() else {
-            self.full_drops += 1;
-            return false;
-        };
-        let i = batch.lens.len();
-        let len = packet.len().min(batch.bufs[i].len());
-        batch.bufs[i][..len].copy_from_slice(&packet[..len]);
         batch.lens.push(len);
         true
     }

@@ -131,11 +131,20 @@ impl QueueDevice {
     /// Queues a packet built outside the stack towards the port (the uplink's relays); `false`
     /// (the packet is dropped) when the transmit queue is full.
     pub fn push_tx(&mut self, packet: &[u8]) -> bool {
+        self.push_tx_parts(packet, &[])
+    }
+
+    /// [`QueueDevice::push_tx`] for a packet in two pieces (a header built apart from its body).
+    pub fn push_tx_parts(&mut self, head: &[u8], body: &[u8]) -> bool {
         if self.tx.len() >= self.limit {
             self.overflows += 1;
             return false;
         }
-        self.tx.push(packet);
+        self.tx.push_with(head.len() + body.len(), |b| {
+            let (h, rest) = b.split_at_mut(head.len());
+            h.copy_from_slice(head);
+            rest.copy_from_slice(body);
+        });
         true
     }
 

@@ -385,6 +385,6 @@ fn reply(ctx: &mut Ctx<'_>, key: EchoKey, seq: u16, payload: &[u8]) {
         ident,
         &message,
         mtu,
-        |p| ctx.send(Some(p)),
+        |header, body| ctx.send_parts(header, body),
     );
 }

@@ -81,9 +81,14 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     /// Queues a built packet towards the segment (`None`: nothing was built).
     pub(crate) fn send(&mut self, packet: Option<Vec<u8>>) {
-        if let Some(p) = packet
-            && !self.wire.push_tx(&p)
-        {
+        if let Some(p) = packet {
+            self.send_parts(&p, &[]);
+        }
+    }
+
+    /// Queues the packet `header` then `body` towards the segment (one copy, into the queue).
+    pub(crate) fn send_parts(&mut self, header: &[u8], body: &[u8]) {
+        if !self.wire.push_tx_parts(header, body) {
             self.counters.drop(UplinkDrop::TxQueueFull);
         }
     }

@@ -221,19 +221,24 @@ pub(crate) fn icmp_error(
     Some(out)
 }
 
-/// A UDP header and payload from `src` to `dst`, checksummed.
-pub(crate) fn udp_segment(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Option<Vec<u8>> {
-    let len = u16::try_from(UDP_HEADER + payload.len()).ok()?;
-    let mut seg = vec![0u8; usize::from(len)];
+/// Room a UDP segment needs before its payload: [`udp_segment`] writes the header there.
+pub(crate) const UDP_HEADER_ROOM: usize = UDP_HEADER;
+
+/// Makes `seg` — [`UDP_HEADER_ROOM`] bytes of room, then the payload — a UDP segment from `src`
+/// to `dst`, checksummed, in place (no copy of the payload). `None` when it is too long.
+pub(crate) fn udp_segment(src: SocketAddrV4, dst: SocketAddrV4, seg: &mut [u8]) -> Option<()> {
+    let len = u16::try_from(seg.len())
+        .ok()
+        .filter(|l| usize::from(*l) >= UDP_HEADER)?;
     seg[0..2].copy_from_slice(&src.port().to_be_bytes());
     seg[2..4].copy_from_slice(&dst.port().to_be_bytes());
     seg[4..6].copy_from_slice(&len.to_be_bytes());
-    seg[UDP_HEADER..].copy_from_slice(payload);
-    let c = !(checksum::sum(&seg, checksum::pseudo_header(*src.ip(), *dst.ip(), 17, len)) as u16);
+    seg[6..8].fill(0);
+    let c = !(checksum::sum(seg, checksum::pseudo_header(*src.ip(), *dst.ip(), 17, len)) as u16);
     // A computed zero is sent as all ones (RFC 768): zero means "no checksum".
     let c = if c == 0 { 0xffff } else { c };
     seg[6..8].copy_from_slice(&c.to_be_bytes());
-    Some(seg)
+    Some(())
 }
 
 /// An ICMP echo message (request or reply) with its checksum.
@@ -272,7 +277,8 @@ pub(crate) fn parse_raw_echo_reply(packet: &[u8]) -> Option<(Ipv4Addr, u16, u16,
 }
 
 /// Wraps the transport bytes `l4` in IPv4 headers from `src` to `dst`, split into fragments when
-/// the packet would exceed `mtu`; hands each packet to `emit`.
+/// the packet would exceed `mtu`; hands each packet to `emit` as its header and its body (a slice
+/// of `l4`), for the caller to write where it keeps packets (nothing is allocated here).
 pub(crate) fn ipv4_packets(
     src: Ipv4Addr,
     dst: Ipv4Addr,
@@ -280,46 +286,43 @@ pub(crate) fn ipv4_packets(
     ident: u16,
     l4: &[u8],
     mtu: usize,
-    mut emit: impl FnMut(Vec<u8>),
+    mut emit: impl FnMut(&[u8], &[u8]),
 ) {
     let room = mtu.saturating_sub(IPV4_HEADER) & !7;
     if IPV4_HEADER + l4.len() <= mtu || room == 0 {
         if IPV4_HEADER + l4.len() > usize::from(u16::MAX) {
             return;
         }
-        emit(packet(src, dst, proto, ident, l4, 0, false));
+        emit(&header(src, dst, proto, ident, l4.len(), 0, false), l4);
         return;
     }
     let mut offset = 0;
     while offset < l4.len() {
         let end = (offset + room).min(l4.len());
         let more = end < l4.len();
-        emit(packet(
-            src,
-            dst,
-            proto,
-            ident,
-            &l4[offset..end],
-            offset,
-            more,
-        ));
+        let body = &l4[offset..end];
+        emit(
+            &header(src, dst, proto, ident, body.len(), offset, more),
+            body,
+        );
         offset = end;
     }
 }
 
-fn packet(
+/// The IPv4 header of a packet (or fragment at `offset`) whose body is `body_len` bytes.
+fn header(
     src: Ipv4Addr,
     dst: Ipv4Addr,
     proto: IpProtocol,
     ident: u16,
-    body: &[u8],
+    body_len: usize,
     offset: usize,
     more_frags: bool,
-) -> Vec<u8> {
-    let total_len = (IPV4_HEADER + body.len()) as u16;
-    let mut out = vec![0u8; IPV4_HEADER + body.len()];
+) -> [u8; IPV4_HEADER] {
+    let total_len = (IPV4_HEADER + body_len) as u16;
+    let mut out = [0u8; IPV4_HEADER];
     write_ipv4_header(
-        &mut out[..IPV4_HEADER],
+        &mut out,
         Header {
             total_len,
             ident,
@@ -331,7 +334,6 @@ fn packet(
             proto,
         },
     );
-    out[IPV4_HEADER..].copy_from_slice(body);
     out
 }
 
@@ -522,11 +524,18 @@ mod tests {
         let payload: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
         let src = SocketAddrV4::new(OUT.into(), 53);
         let dst = SocketAddrV4::new(FN.into(), 5353);
-        let seg = udp_segment(src, dst, &payload).expect("fits");
+        let mut seg = [vec![0xaa; UDP_HEADER_ROOM], payload.clone()].concat();
+        udp_segment(src, dst, &mut seg).expect("fits");
         let mut frags = Vec::new();
-        ipv4_packets(*src.ip(), *dst.ip(), IpProtocol::Udp, 5, &seg, 1500, |p| {
-            frags.push(p)
-        });
+        ipv4_packets(
+            *src.ip(),
+            *dst.ip(),
+            IpProtocol::Udp,
+            5,
+            &seg,
+            1500,
+            |h, b| frags.push([h, b].concat()),
+        );
         assert_eq!(frags.len(), 3);
         let mut joined = vec![0u8; seg.len()];
         for f in &frags {
@@ -558,9 +567,15 @@ mod tests {
         assert_eq!(parse_echo_reply(&m), Some((0x1234, 7, &b"abc"[..])));
         assert_eq!(parse_echo_reply(&echo_message(false, 1, 1, b"")), None);
         let mut ip = Vec::new();
-        ipv4_packets(OUT.into(), FN.into(), IpProtocol::Icmp, 1, &m, 1500, |p| {
-            ip = p
-        });
+        ipv4_packets(
+            OUT.into(),
+            FN.into(),
+            IpProtocol::Icmp,
+            1,
+            &m,
+            1500,
+            |h, b| ip = [h, b].concat(),
+        );
         assert_eq!(
             parse_raw_echo_reply(&ip),
             Some((Ipv4Addr::from(OUT), 0x1234, 7, &b"abc"[..]))

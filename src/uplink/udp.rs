@@ -16,7 +16,9 @@ use tokio::net::UdpSocket;
 use super::Ctx;
 use super::counters::{ActiveFlows, UplinkDrop};
 use super::expiry::Deadlines;
-use super::packet::{MAX_QUOTE, UplinkFlowKey, icmp_error, ipv4_packets, udp_segment};
+use super::packet::{
+    MAX_QUOTE, UDP_HEADER_ROOM, UplinkFlowKey, icmp_error, ipv4_packets, udp_segment,
+};
 use crate::dataplane::icmp::IcmpError;
 use crate::time::Instant;
 
@@ -136,11 +138,12 @@ impl Udp {
         for (key, flow) in &mut self.flows {
             let mut errors = 0;
             for _ in 0..RECV_BATCH {
-                match flow.socket.try_recv(scratch) {
+                // The datagram lands behind room for its UDP header: the reply is built in place.
+                match flow.socket.try_recv(&mut scratch[UDP_HEADER_ROOM..]) {
                     Ok(n) => {
                         flow.last_active = now;
                         ctx.counters.bytes_from_host += n as u64;
-                        reply(ctx, *key, &scratch[..n]);
+                        reply(ctx, *key, &mut scratch[..UDP_HEADER_ROOM + n]);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
@@ -196,11 +199,12 @@ impl Udp {
     }
 }
 
-/// A datagram from the outside, towards the function.
-fn reply(ctx: &mut Ctx<'_>, key: UplinkFlowKey, payload: &[u8]) {
-    let Some(seg) = udp_segment(key.dst, key.src, payload) else {
+/// A datagram from the outside, towards the function: `seg` is [`UDP_HEADER_ROOM`] bytes of
+/// room, then the payload.
+fn reply(ctx: &mut Ctx<'_>, key: UplinkFlowKey, seg: &mut [u8]) {
+    if udp_segment(key.dst, key.src, seg).is_none() {
         return;
-    };
+    }
     let ident = ctx.next_ident();
     let mtu = ctx.wire.mtu();
     ipv4_packets(
@@ -208,9 +212,9 @@ fn reply(ctx: &mut Ctx<'_>, key: UplinkFlowKey, payload: &[u8]) {
         *key.src.ip(),
         IpProtocol::Udp,
         ident,
-        &seg,
+        seg,
         mtu,
-        |p| ctx.send(Some(p)),
+        |header, body| ctx.send_parts(header, body),
     );
 }
 
