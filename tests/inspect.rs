@@ -15,7 +15,8 @@ use vpcd::observe::Observer;
 use vpcd::runtime::Handle;
 use vpcd::runtime::event_loop::{LoopMsg, Port, Shell};
 use vpcd::runtime::mailbox;
-use vpcd::runtime::observing::{self, ObserveControlError, PreparedCapture, Sinks};
+use vpcd::runtime::observe_api;
+use vpcd::runtime::observing::{ObserveControlError, PreparedCapture, Sinks};
 use vpcd::runtime::sim_port::{SimAddressing, SimPort};
 use vpcd::tables::{PortOwner, Tables};
 use vpcd::time::Instant;
@@ -781,10 +782,10 @@ fn flow_logs_and_captures_start_and_stop_at_run_time_and_write_their_files() {
     with_running_shell(|handle, tables| async move {
         let (flows, pcap) = (flows2, pcap2);
         let fn_a1 = tables.port_named("tenant-a/fn-a1").expect("fn-a1");
-        let status = observing::status(&handle).await.expect("status");
+        let status = observe_api::status(&handle).await.expect("status");
         assert_eq!(status, Default::default(), "nothing observed yet");
 
-        let fl = observing::start_flow_log(
+        let fl = observe_api::start_flow_log(
             &handle,
             flows.display().to_string(),
             Duration::from_secs(60),
@@ -793,14 +794,14 @@ fn flow_logs_and_captures_start_and_stop_at_run_time_and_write_their_files() {
         .expect("a flow log starts");
         assert_eq!((fl.records_written, fl.window_s), (0, 60.0));
         let again =
-            observing::start_flow_log(&handle, "/nonexistent/x".into(), Duration::from_secs(60))
+            observe_api::start_flow_log(&handle, "/nonexistent/x".into(), Duration::from_secs(60))
                 .await;
         assert!(
             matches!(again, Err(ObserveControlError::FlowLogRunning { ref target }) if *target == flows.display().to_string()),
             "{again:?}"
         );
 
-        let cap = observing::start_capture(&handle, "tenant-a/fn-a1".into(), pcap.clone())
+        let cap = observe_api::start_capture(&handle, "tenant-a/fn-a1".into(), pcap.clone())
             .await
             .expect("a capture starts");
         assert_eq!(cap.nat_file, dir_join(&pcap, "fn-a1.nat.pcap"));
@@ -809,7 +810,7 @@ fn flow_logs_and_captures_start_and_stop_at_run_time_and_write_their_files() {
             0,
             "a valid, empty pcap from the start"
         );
-        let again = observing::start_capture(&handle, "tenant-a/fn-a1".into(), pcap.clone())
+        let again = observe_api::start_capture(&handle, "tenant-a/fn-a1".into(), pcap.clone())
             .await
             .expect_err("already captured");
         assert!(
@@ -817,12 +818,12 @@ fn flow_logs_and_captures_start_and_stop_at_run_time_and_write_their_files() {
             "{again}"
         );
         let unknown =
-            observing::start_capture(&handle, "tenant-a/fn-zz".into(), "/tmp/zz.pcap".into())
+            observe_api::start_capture(&handle, "tenant-a/fn-zz".into(), "/tmp/zz.pcap".into())
                 .await
                 .expect_err("no such endpoint");
         assert!(unknown.to_string().contains("internet/web"), "{unknown}");
         assert!(!Path::new("/tmp/zz.pcap").exists(), "nothing was created");
-        let relative = observing::start_capture(&handle, "internet/web".into(), "w.pcap".into())
+        let relative = observe_api::start_capture(&handle, "internet/web".into(), "w.pcap".into())
             .await
             .expect_err("a relative path");
         assert!(matches!(relative, ObserveControlError::RelativePath { .. }));
@@ -858,7 +859,7 @@ fn flow_logs_and_captures_start_and_stop_at_run_time_and_write_their_files() {
         assert_eq!(list.total, 1);
         assert_eq!(list.connections[0].remote, "198.51.100.10:53");
 
-        let status = observing::status(&handle).await.expect("status");
+        let status = observe_api::status(&handle).await.expect("status");
         let c = &status.captures[0];
         assert_eq!(c.endpoint, "tenant-a/fn-a1");
         assert!(c.packets >= 2 && c.nat_packets >= 2, "{c:?}");
@@ -869,7 +870,7 @@ fn flow_logs_and_captures_start_and_stop_at_run_time_and_write_their_files() {
                 .is_some_and(|f| f.flows_in_window >= 2)
         );
 
-        let done = observing::stop_capture(&handle, "tenant-a/fn-a1".into())
+        let done = observe_api::stop_capture(&handle, "tenant-a/fn-a1".into())
             .await
             .expect("the capture stops");
         let own = tcpdump(&pcap);
@@ -884,7 +885,7 @@ fn flow_logs_and_captures_start_and_stop_at_run_time_and_write_their_files() {
             nat[0].contains("203.0.113.10.40000 > 198.51.100.10.53"),
             "the far side, after SNAT: {nat:#?}"
         );
-        let gone = observing::stop_capture(&handle, "tenant-a/fn-a1".into())
+        let gone = observe_api::stop_capture(&handle, "tenant-a/fn-a1".into())
             .await
             .expect_err("not captured any more");
         assert!(
@@ -892,7 +893,7 @@ fn flow_logs_and_captures_start_and_stop_at_run_time_and_write_their_files() {
             "{gone}"
         );
 
-        let stopped = observing::stop_flow_log(&handle)
+        let stopped = observe_api::stop_flow_log(&handle)
             .await
             .expect("the flow log stops");
         assert!(stopped.records_written >= 2, "{stopped:?}");
@@ -910,11 +911,11 @@ fn flow_logs_and_captures_start_and_stop_at_run_time_and_write_their_files() {
             "{text}"
         );
         assert!(matches!(
-            observing::stop_flow_log(&handle).await,
+            observe_api::stop_flow_log(&handle).await,
             Err(ObserveControlError::NoFlowLog)
         ));
         assert_eq!(
-            observing::status(&handle).await.expect("status"),
+            observe_api::status(&handle).await.expect("status"),
             Default::default()
         );
 

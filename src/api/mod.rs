@@ -578,7 +578,7 @@ async fn conntrack_flush(State(s): State<Arc<Shared>>, body: Body) -> Response {
 }
 
 async fn flow_log(State(s): State<Arc<Shared>>) -> Response {
-    match crate::runtime::observing::status(&s.handle).await {
+    match crate::runtime::observe_api::status(&s.handle).await {
         Ok(st) => value(&st.flow_log),
         Err(e) => observe_refused(e, ""),
     }
@@ -603,7 +603,7 @@ async fn flow_log_start(State(s): State<Arc<Shared>>, body: Body) -> Response {
             );
         }
     };
-    match crate::runtime::observing::start_flow_log(&s.handle, req.target, window).await {
+    match crate::runtime::observe_api::start_flow_log(&s.handle, req.target, window).await {
         Ok(st) => value(&st),
         Err(e) => observe_refused(e, "target"),
     }
@@ -620,14 +620,14 @@ async fn flow_log_stop(State(s): State<Arc<Shared>>, body: Body) -> Response {
         }
         Err(r) => return r,
     }
-    match crate::runtime::observing::stop_flow_log(&s.handle).await {
+    match crate::runtime::observe_api::stop_flow_log(&s.handle).await {
         Ok(st) => value(&st),
         Err(e) => observe_refused(e, ""),
     }
 }
 
 async fn captures(State(s): State<Arc<Shared>>) -> Response {
-    match crate::runtime::observing::status(&s.handle).await {
+    match crate::runtime::observe_api::status(&s.handle).await {
         Ok(st) => value(&st.captures),
         Err(e) => observe_refused(e, ""),
     }
@@ -643,8 +643,12 @@ async fn capture_start(State(s): State<Arc<Shared>>, body: Body) -> Response {
     } else {
         "file"
     };
-    match crate::runtime::observing::start_capture(&s.handle, req.endpoint, PathBuf::from(req.file))
-        .await
+    match crate::runtime::observe_api::start_capture(
+        &s.handle,
+        req.endpoint,
+        PathBuf::from(req.file),
+    )
+    .await
     {
         Ok(st) => value(&st),
         Err(e) => observe_refused(e, field),
@@ -656,7 +660,7 @@ async fn capture_stop(State(s): State<Arc<Shared>>, body: Body) -> Response {
         Ok(r) => r,
         Err(r) => return r,
     };
-    match crate::runtime::observing::stop_capture(&s.handle, req.endpoint).await {
+    match crate::runtime::observe_api::stop_capture(&s.handle, req.endpoint).await {
         Ok(st) => value(&st),
         Err(e) => observe_refused(e, "endpoint"),
     }

@@ -369,7 +369,7 @@ impl Shell {
         self.sinks.check_flow_log()
     }
 
-    /// Installs a flow log opened off the loop ([`super::observing::start_flow_log`]).
+    /// Installs a flow log opened off the loop ([`super::observe_api::start_flow_log`]).
     pub fn start_flow_log(
         &mut self,
         opened: PreparedFlowLog,
@@ -391,7 +391,7 @@ impl Shell {
     }
 
     /// Installs a capture whose files were opened off the loop
-    /// ([`super::observing::start_capture`]).
+    /// ([`super::observe_api::start_capture`]).
     pub fn start_capture(
         &mut self,
         opened: PreparedCapture,

@@ -21,6 +21,7 @@
 pub mod event_loop;
 pub mod forward;
 pub mod mailbox;
+pub mod observe_api;
 pub mod observing;
 pub mod reload;
 pub mod sim_port;

@@ -1,7 +1,8 @@
 //! Run-time control of flow logs and captures (the control plane's side): the status types, the
 //! [`Sinks`] methods the loop runs to check, install and remove outputs, the opened and stopped
-//! outputs that cross between the loop and a blocking thread, and the async functions an API
-//! handler calls with a [`Handle`].
+//! outputs that cross between the loop and a blocking thread. The async functions an API handler
+//! calls are in `runtime/observe_api.rs` (above the loop, so this module needs neither the loop
+//! nor its handle).
 //!
 //! Protocol of each start: a query checks the request (unknown endpoint, already running) before
 //! any file is touched; a blocking task creates the files (and writes the pcap headers); a second
@@ -9,7 +10,7 @@
 //! Each stop: a query takes the output out (the flow log's window closed at the loop's `now`); a
 //! blocking task writes what it held and closes the files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -19,8 +20,6 @@ use super::{
     random_seed,
 };
 use crate::observe::{Capture, CaptureFiles, FlowLog, FlowRecord, Observer, open_flow_log};
-use crate::runtime::event_loop::Shell;
-use crate::runtime::reload::Handle;
 use crate::tables::{PortId, Tables};
 use crate::time::Instant;
 
@@ -300,7 +299,7 @@ impl Sinks {
     }
 }
 
-/// A flow log opened off the loop, to install with [`Shell::start_flow_log`].
+/// A flow log opened off the loop, to install with the loop's `Shell::start_flow_log`.
 pub struct PreparedFlowLog {
     target: String,
     writer: FlowOut,
@@ -335,7 +334,7 @@ impl PreparedFlowLog {
 }
 
 /// A capture whose files are open and carry their pcap headers, to install with
-/// [`Shell::start_capture`].
+/// the loop's `Shell::start_capture`.
 pub struct PreparedCapture {
     endpoint: String,
     files: CaptureFiles,
@@ -432,71 +431,6 @@ impl StoppedCapture {
         }
         Ok(self.out.status(&self.capture))
     }
-}
-
-/// Runs blocking file work on tokio's blocking pool (the loop shares the runtime's thread).
-async fn off_loop<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ObserveControlError> + Send + 'static,
-) -> Result<T, ObserveControlError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ObserveControlError::Task(e.to_string()))?
-}
-
-async fn on_loop<R: Send + 'static>(
-    handle: &Handle,
-    f: impl FnOnce(&mut Shell) -> Result<R, ObserveControlError> + Send + 'static,
-) -> Result<R, ObserveControlError> {
-    handle
-        .query(f)
-        .await
-        .map_err(|_| ObserveControlError::Stopped)?
-}
-
-/// The running flow log and captures.
-pub async fn status(handle: &Handle) -> Result<ObserveStatus, ObserveControlError> {
-    on_loop(handle, |s| Ok(s.observe_status())).await
-}
-
-/// Starts a flow log to `target` (an absolute path, created or truncated, or `-`) with windows of
-/// `window`. Refused while one runs (the file is then not touched).
-pub async fn start_flow_log(
-    handle: &Handle,
-    target: String,
-    window: Duration,
-) -> Result<FlowLogStatus, ObserveControlError> {
-    on_loop(handle, |s| s.check_flow_log()).await?;
-    let opened = off_loop(move || PreparedFlowLog::open(&target, window)).await?;
-    on_loop(handle, move |s| s.start_flow_log(opened)).await
-}
-
-/// Stops the flow log: its open window is closed now and every record is written.
-pub async fn stop_flow_log(handle: &Handle) -> Result<FlowLogStopped, ObserveControlError> {
-    let stopped = on_loop(handle, |s| s.stop_flow_log()).await?;
-    off_loop(move || stopped.finish()).await
-}
-
-/// Starts capturing `endpoint` (`VPC/INSTANCE` or `internet/HOST`) to `file` and
-/// `file`'s `.nat.pcap` sibling (as `--capture` does). Refused for an unknown endpoint or one
-/// captured already (the files are then not touched).
-pub async fn start_capture(
-    handle: &Handle,
-    endpoint: String,
-    file: PathBuf,
-) -> Result<CaptureStatus, ObserveControlError> {
-    let ep = endpoint.clone();
-    let (port, epoch) = on_loop(handle, move |s| Ok((s.check_capture(&ep)?, s.epoch()))).await?;
-    let opened = off_loop(move || PreparedCapture::open(&endpoint, port, epoch, &file)).await?;
-    on_loop(handle, move |s| s.start_capture(opened)).await
-}
-
-/// Stops the capture of `endpoint`; everything it recorded is written. Returns the final numbers.
-pub async fn stop_capture(
-    handle: &Handle,
-    endpoint: String,
-) -> Result<CaptureStatus, ObserveControlError> {
-    let stopped = on_loop(handle, move |s| s.stop_capture(&endpoint)).await?;
-    off_loop(move || stopped.finish()).await
 }
 
 #[cfg(test)]

@@ -33,8 +33,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use control::{
     CaptureStatus, FlowLogStatus, FlowLogStopped, MAX_WINDOW, MIN_WINDOW, ObserveControlError,
-    ObserveStatus, PreparedCapture, PreparedFlowLog, StoppedCapture, StoppedFlowLog, start_capture,
-    start_flow_log, status, stop_capture, stop_flow_log,
+    ObserveStatus, PreparedCapture, PreparedFlowLog, StoppedCapture, StoppedFlowLog,
 };
 
 use crate::observe::{
