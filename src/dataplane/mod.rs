@@ -18,6 +18,8 @@ pub mod firewall;
 pub mod gateways;
 pub mod icmp;
 pub mod nat;
+pub mod offload;
+pub mod packet;
 pub mod route;
 mod verdict;
 mod wheel;

@@ -96,6 +96,7 @@ drop_reasons! {
     NetworkAclInbound => "nacl_inbound", "the destination subnet's network ACL denies the packet on the way in (a deny rule or the implicit deny)";
     FlowTableFull => "flow_table_full", "the security groups' flow table is full: new flows are refused until tracked ones expire";
     EgressNotAllowed => "egress_not_allowed", "the VPC's egress_allow list names no rule for the destination of this new flow to the public side";
+    BadOffload => "bad_offload", "the packet's offload metadata (segmentation or partial checksum) does not fit its headers";
     }
     nat {
         NatMalformed => Malformed;

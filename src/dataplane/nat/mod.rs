@@ -43,12 +43,15 @@ use std::net::Ipv4Addr;
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 
+use crate::dataplane::packet::Summary;
 use crate::time::Instant;
 use alloc::{AllocError, PortAllocator};
 use config::{Filtering, Mapping, NatConfig};
 use conntrack::{ConnTrack, NONE, NewSession, TCP_ACK, TCP_RST, TCP_SYN, tick};
 use frag::{FragKey, FragTable};
-use translate::{Frag, L4, Parsed, Side};
+use translate::{AddrField, Frag, L4, Parsed};
+
+pub use translate::L4Checksum;
 
 pub use conntrack::{Dir, SessionState, SessionView};
 
@@ -331,14 +334,42 @@ impl NatGateway {
         owner: u32,
         pkt: &mut [u8],
     ) -> Result<Translated, NatDrop> {
-        let r = self.outbound_inner(tick(now), owner, pkt);
+        let r = translate::parse(pkt).and_then(|p| self.outbound_inner(tick(now), owner, pkt, &p));
+        self.account(r, Dir::Out, pkt)
+    }
+
+    /// [`NatGateway::outbound`] for a packet the fabric has checked and summarised already
+    /// (`summary` is `pkt`'s), whose transport checksum is in state `csum`.
+    pub fn outbound_checked(
+        &mut self,
+        now: Instant,
+        owner: u32,
+        pkt: &mut [u8],
+        summary: &Summary,
+        csum: L4Checksum,
+    ) -> Result<Translated, NatDrop> {
+        let r = translate::from_summary(summary, csum)
+            .and_then(|p| self.outbound_inner(tick(now), owner, pkt, &p));
         self.account(r, Dir::Out, pkt)
     }
 
     /// Translates a public -> private packet addressed to one of the gateway's addresses: an
     /// existing session, a DNAT rule, a mapping whose filtering admits the sender, or a 1:1 EIP.
     pub fn inbound(&mut self, now: Instant, pkt: &mut [u8]) -> Result<Translated, NatDrop> {
-        let r = self.inbound_inner(tick(now), pkt);
+        let r = translate::parse(pkt).and_then(|p| self.inbound_inner(tick(now), pkt, &p));
+        self.account(r, Dir::In, pkt)
+    }
+
+    /// [`NatGateway::inbound`] for a packet the fabric has checked and summarised already.
+    pub fn inbound_checked(
+        &mut self,
+        now: Instant,
+        pkt: &mut [u8],
+        summary: &Summary,
+        csum: L4Checksum,
+    ) -> Result<Translated, NatDrop> {
+        let r = translate::from_summary(summary, csum)
+            .and_then(|p| self.inbound_inner(tick(now), pkt, &p));
         self.account(r, Dir::In, pkt)
     }
 
@@ -423,8 +454,8 @@ impl NatGateway {
             .lookup(&key, now)
             .ok_or(NatDrop::FragmentOutOfOrder)?;
         let (side, internal, external) = match dir {
-            Dir::Out => (Side::Src, p.src, new),
-            Dir::In => (Side::Dst, new, p.dst),
+            Dir::Out => (AddrField::Src, p.src, new),
+            Dir::In => (AddrField::Dst, new, p.dst),
         };
         translate::rewrite(pkt, p, side, new, 0);
         Ok(Translated::Forward {
@@ -444,11 +475,11 @@ impl NatGateway {
         now: u32,
     ) -> Result<Translated, NatDrop> {
         let (side, internal, external) = match dir {
-            Dir::Out => (Side::Src, p.src, to),
-            Dir::In => (Side::Dst, to, p.dst),
+            Dir::Out => (AddrField::Src, p.src, to),
+            Dir::In => (AddrField::Dst, to, p.dst),
         };
-        if p.l4 == L4::IcmpError {
-            let inner = translate::parse_error(pkt, p, dir)?;
+        if p.is_icmp_error() {
+            let inner = translate::parse_error(p, dir)?;
             let (quoted, port) = match dir {
                 Dir::In => (inner.src, inner.sport),
                 Dir::Out => (inner.dst, inner.dport),
@@ -474,8 +505,9 @@ impl NatGateway {
         now: u32,
         owner: u32,
         pkt: &mut [u8],
+        p: &Parsed,
     ) -> Result<Translated, NatDrop> {
-        let p = translate::parse(pkt)?;
+        let p = *p;
         if p.frag == Frag::Later {
             return self.later_fragment(pkt, &p, Dir::Out, now);
         }
@@ -484,7 +516,7 @@ impl NatGateway {
         {
             return self.one_to_one(pkt, &p, Dir::Out, eip, now);
         }
-        if p.l4 == L4::IcmpError {
+        if p.is_icmp_error() {
             return self.error_out(pkt, &p);
         }
         let (lport, rport) = p.ports(Dir::Out);
@@ -500,7 +532,7 @@ impl NatGateway {
         };
         let s = *self.ct.session(i);
         self.record_fragment(&p, Dir::Out, s.ext_ip, now)?;
-        translate::rewrite(pkt, &p, Side::Src, s.ext_ip, s.ext_port);
+        translate::rewrite(pkt, &p, AddrField::Src, s.ext_ip, s.ext_port);
         self.ct.touch(i, Dir::Out, p.tcp_flags(), p.total, now);
         Ok(Translated::Forward {
             internal: v4(s.int_ip),
@@ -570,8 +602,13 @@ impl NatGateway {
         Ok(Ok(i))
     }
 
-    fn inbound_inner(&mut self, now: u32, pkt: &mut [u8]) -> Result<Translated, NatDrop> {
-        let p = translate::parse(pkt)?;
+    fn inbound_inner(
+        &mut self,
+        now: u32,
+        pkt: &mut [u8],
+        p: &Parsed,
+    ) -> Result<Translated, NatDrop> {
+        let p = *p;
         if p.frag == Frag::Later {
             return self.later_fragment(pkt, &p, Dir::In, now);
         }
@@ -580,7 +617,7 @@ impl NatGateway {
         {
             return self.one_to_one(pkt, &p, Dir::In, int, now);
         }
-        if p.l4 == L4::IcmpError {
+        if p.is_icmp_error() {
             return self.error_in(pkt, &p);
         }
         let (lport, rport) = p.ports(Dir::In);
@@ -593,7 +630,7 @@ impl NatGateway {
         };
         let s = *self.ct.session(i);
         self.record_fragment(&p, Dir::In, s.int_ip, now)?;
-        translate::rewrite(pkt, &p, Side::Dst, s.int_ip, s.int_port);
+        translate::rewrite(pkt, &p, AddrField::Dst, s.int_ip, s.int_port);
         self.ct.touch(i, Dir::In, p.tcp_flags(), p.total, now);
         Ok(Translated::Forward {
             internal: v4(s.int_ip),
@@ -677,7 +714,7 @@ impl NatGateway {
     /// An ICMP error from the public side about a packet that went out (RFC 5508): never creates
     /// or refreshes a session.
     fn error_in(&mut self, pkt: &mut [u8], p: &Parsed) -> Result<Translated, NatDrop> {
-        let inner = translate::parse_error(pkt, p, Dir::In)?;
+        let inner = translate::parse_error(p, Dir::In)?;
         let i = self
             .ct
             .lookup_in(
@@ -700,7 +737,7 @@ impl NatGateway {
 
     /// An ICMP error from an internal host about a packet that came in.
     fn error_out(&mut self, pkt: &mut [u8], p: &Parsed) -> Result<Translated, NatDrop> {
-        let inner = translate::parse_error(pkt, p, Dir::Out)?;
+        let inner = translate::parse_error(p, Dir::Out)?;
         let i = self
             .ct
             .lookup_out(
