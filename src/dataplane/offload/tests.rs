@@ -263,9 +263,9 @@ fn tcp_segments_advance_sequence_ident_and_keep_fin_psh_last_cwr_first() {
     assert_eq!(payload, s.payload);
 }
 
-#[test]
-fn udp_segments_are_datagrams_of_their_own() {
-    let s = Spec {
+/// A UDP superpacket of 500-byte segments.
+fn udp(payload: Vec<u8>) -> Spec {
+    Spec {
         tcp: false,
         src: HOST,
         dst: REMOTE,
@@ -277,9 +277,14 @@ fn udp_segments_are_datagrams_of_their_own() {
         tcp_opts: 0,
         seq: 0,
         flags: 0,
-        payload: vec![0xab; 1001],
+        payload,
         segment_size: 500,
-    };
+    }
+}
+
+#[test]
+fn udp_segments_are_datagrams_of_their_own() {
+    let s = udp(vec![0xab; 1001]);
     let (p, meta) = s.build();
     let segs = segments(&p, meta);
     assert_eq!(
@@ -351,21 +356,7 @@ fn metadata_that_does_not_fit_the_headers_is_a_counted_drop() {
 
 #[test]
 fn a_packet_without_gso_is_yielded_once_with_its_checksum_completed() {
-    let s = Spec {
-        tcp: false,
-        src: HOST,
-        dst: REMOTE,
-        sport: 5000,
-        dport: 53,
-        ident: 9,
-        dont_frag: false,
-        ip_opts: 0,
-        tcp_opts: 0,
-        seq: 0,
-        flags: 0,
-        payload: vec![0x5a; 40],
-        segment_size: 500,
-    };
+    let s = udp(vec![0x5a; 40]);
     let (p, mut meta) = s.build();
     meta.gso = None;
     let segs = segments(&p, meta);
