@@ -11,7 +11,7 @@
 //! translation; a packet entering through an EIP passes the receiver's subnet inbound ACL and
 //! ingress groups after translation. Packets of tracked flows skip the security groups (one
 //! lookup). The flow table learns a new flow only once its first packet is forwarded
-//! ([`Pending`], committed at the end of [`pipeline`]). The subnet gateway's echo reply and every
+//! ([`Pending`], committed after the last stage). The subnet gateway's echo reply and every
 //! packet the fabric generates are not filtered.
 //!
 //! Hops: inside a VPC the fabric is not a visible hop (no TTL decrement, as in the clouds); the
@@ -26,6 +26,26 @@
 //! towards an address no host or EIP owns are forwarded to it (after NAT, security groups, the
 //! VPC's egress allow-list and ACLs, exactly like packets to a simulated host), and what it sends
 //! enters like a public host's packet — from any source address the segment does not own.
+//!
+//! Stages: the state is per VPC, and one stage touches the NAT cores and the flow table of one
+//! VPC only (a `VpcState`), so that a shard can later own a set of VPCs. A packet is handled in
+//! at most two stages, run one after the other by [`Fabric::handle`]:
+//! 1. The sender's stage. From an instance of VPC A: A's route table, then delivery inside A, the
+//!    subnet gateway's echo reply, or A's egress filters and outbound NAT up to the public
+//!    segment (`from_instance`). From a public host or the uplink: the public segment only, no
+//!    VPC state (`on_public_segment`). The public segment's decision is
+//!    [`super::public::public_next`], shared with `vpcd explain`: a host or the uplink ends the
+//!    packet here; an EIP ends the stage with `Stage::Enter`, naming the VPC behind it.
+//! 2. The destination's stage, only after `Stage::Enter`: VPC B's NAT (the gateway's visible hop
+//!    and inbound translation, or the 1:1 translation), B's inbound filters and delivery
+//!    (`enter_vpc`). It always decides the packet's fate. B may be A itself (a hairpin).
+//!
+//! Each stage returns the change it wants in its VPC's flow table ([`Pending`]) instead of
+//! applying it; the caller commits them, the sender's first, only when the packet is forwarded
+//! (each commit touches only the flow table of the VPC it names). So a new flow is learnt on
+//! both sides only if its first packet is delivered, as when one call did it all. A caller that
+//! runs the two stages on different shards must send the first stage's `Pending` back to the
+//! sender's shard once the second stage forwards.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -33,14 +53,14 @@ use std::sync::Arc;
 use smoltcp::wire::Ipv4Packet;
 
 use super::firewall::{Facts, Firewall, FlowConfig, Pending, Side};
-use super::gateways::{Gateways, ReconcileProblem};
+use super::gateways::{Gateways, ReconcileProblem, VpcCores};
 use super::icmp::{self, IcmpError};
 use super::nat::{NatDrop, Translated};
+use super::public::{EipTarget, PublicNext, public_next};
 use super::route::{Next, is_martian, route_in_vpc};
 use super::{Counters, DropReason, PortId, Verdict, checksum};
-use crate::tables::{PortInfo, PortOwner, Tables};
+use crate::tables::{PortInfo, PortOwner, Tables, VpcTable};
 use crate::time::Instant;
-use crate::topology::plan::EipBinding;
 
 /// The dataplane state: compiled tables, counters, the NAT cores and the security groups' flow
 /// tables. One `Fabric` is owned by one task; it is not shared between threads.
@@ -223,60 +243,113 @@ fn pipeline(
     if is_martian(header.dst) {
         return Verdict::Drop(DropReason::Martian);
     }
-    let mut path = Path {
+    let mut pkt = Packet {
         tables,
-        gateways,
-        firewall,
         now,
         ingress,
         buf,
         header,
-        pending: [Pending::Nothing; 2],
     };
-    let verdict = match port.owner {
+    // The first stage: the sender's routing domain.
+    let (first, leaving) = match port.owner {
         PortOwner::Instance {
             vpc,
             subnet,
             instance,
-        } => {
-            let from = Side { subnet, instance };
-            let vpc = vpc as usize;
-            match route_in_vpc(&tables.vpcs[vpc], subnet as usize, port, header.dst) {
-                Ok(Next::Deliver(egress)) => path.within_vpc(vpc, from, egress),
-                Ok(Next::Gateway) => match icmp::echo_reply_in_place(path.buf, header.total_len) {
-                    Ok(len) => Verdict::Reply { port: ingress, len },
-                    Err(reason) => Verdict::Drop(reason),
-                },
-                Ok(Next::Nat(g)) => match path.leave(vpc, from) {
-                    Ok(()) => path.through_nat_gateway(vpc, g),
-                    Err(v) => v,
-                },
-                Ok(Next::InternetGateway) => match path.leave(vpc, from) {
-                    Ok(()) => path.through_internet_gateway(vpc),
-                    Err(v) => v,
-                },
-                Err(reason) => Verdict::Drop(reason),
-            }
+        } => match VpcState::of(tables, gateways, firewall, vpc as usize) {
+            Some(mut vpc) => from_instance(&mut pkt, &mut vpc, port, Side { subnet, instance }),
+            None => (
+                Stage::Done(Verdict::Drop(DropReason::NoRoute)),
+                Pending::Nothing,
+            ),
+        },
+        PortOwner::Host { .. } | PortOwner::Uplink => {
+            (on_public_segment(&mut pkt, true), Pending::Nothing)
         }
-        PortOwner::Host { .. } | PortOwner::Uplink => path.on_public_segment(true),
+    };
+    // The second stage, when the first one ended at an EIP: the destination VPC.
+    let (verdict, entering) = match first {
+        Stage::Done(verdict) => (verdict, Pending::Nothing),
+        Stage::Enter {
+            target,
+            from_public,
+        } => match VpcState::of(tables, gateways, firewall, target.vpc()) {
+            Some(mut vpc) => enter_vpc(&mut pkt, &mut vpc, target, from_public),
+            None => (Verdict::Drop(DropReason::UnboundEip), Pending::Nothing),
+        },
     };
     match verdict {
-        Verdict::Forward { .. } => path.commit(verdict),
+        Verdict::Forward { .. } => commit(firewall, now, [leaving, entering], verdict),
         other => other,
     }
 }
 
-/// One packet on its way through the fabric: the state the steps share.
-struct Path<'a> {
+/// One packet on its way through the fabric: what every stage reads and rewrites in place.
+struct Packet<'a> {
     tables: &'a Tables,
-    gateways: &'a mut Gateways,
-    firewall: &'a mut Firewall,
     now: Instant,
+    /// The port it arrived on: generated replies go back there.
     ingress: PortId,
     buf: &'a mut [u8],
     header: Header,
-    /// Flow-table changes (leaving side, entering side) to apply if the packet is forwarded.
-    pending: [Pending; 2],
+}
+
+/// Where a stage leaves a packet.
+#[derive(Debug, Clone, Copy)]
+enum Stage {
+    /// Its fate is decided.
+    Done(Verdict),
+    /// It is on the public segment, addressed to an EIP: the next stage is [`enter_vpc`] of
+    /// `target.vpc()` (another VPC, or the sender's own for a hairpin). `from_public`: the
+    /// sender is a public host or the uplink, so a visible hop may answer it; a packet that left
+    /// a VPC through NAT has an EIP as its source and is not answered.
+    Enter {
+        target: EipTarget,
+        from_public: bool,
+    },
+}
+
+/// What one stage may read and change: one VPC's tables, NAT cores and flow table.
+struct VpcState<'a> {
+    index: usize,
+    table: &'a VpcTable,
+    cores: &'a mut VpcCores,
+    /// Used for VPC `index` only: the other VPCs' flow tables belong to their own stages.
+    firewall: &'a mut Firewall,
+}
+
+impl<'a> VpcState<'a> {
+    fn of(
+        tables: &'a Tables,
+        gateways: &'a mut Gateways,
+        firewall: &'a mut Firewall,
+        index: usize,
+    ) -> Option<VpcState<'a>> {
+        Some(VpcState {
+            index,
+            table: tables.vpcs.get(index)?,
+            cores: gateways.vpc_mut(index)?,
+            firewall,
+        })
+    }
+
+    fn check_within(&mut self, from: Side, to: Side, pkt: &Packet) -> Result<Pending, DropReason> {
+        let facts = pkt.facts();
+        self.firewall
+            .check_within(self.index, self.table, from, to, &facts, pkt.now)
+    }
+
+    fn check_leaving(&mut self, from: Side, pkt: &Packet) -> Result<Pending, DropReason> {
+        let facts = pkt.facts();
+        self.firewall
+            .check_leaving(self.index, self.table, from, &facts, pkt.now)
+    }
+
+    fn check_entering(&mut self, to: Side, pkt: &Packet) -> Result<Pending, DropReason> {
+        let facts = pkt.facts();
+        self.firewall
+            .check_entering(self.index, self.table, to, &facts, pkt.now)
+    }
 }
 
 /// The subnet and instance behind an instance port.
@@ -289,254 +362,258 @@ fn side_of(tables: &Tables, port: PortId) -> Option<Side> {
     }
 }
 
-impl Path<'_> {
+/// The packet is forwarded: the flow tables learn what it opened or refreshed, the sending
+/// stage's first. A flow that no longer fits (a hairpin inside one VPC taking the last two slots)
+/// is a counted drop.
+fn commit(
+    firewall: &mut Firewall,
+    now: Instant,
+    pending: [Pending; 2],
+    verdict: Verdict,
+) -> Verdict {
+    for p in pending {
+        if let Err(reason) = firewall.commit(p, now) {
+            return Verdict::Drop(reason);
+        }
+    }
+    verdict
+}
+
+/// The first stage of a packet from instance `from` of `vpc`: the subnet's route table, then
+/// delivery inside the VPC, the subnet gateway's echo reply, or the way out through NAT to the
+/// public segment. Also returns the change to `vpc`'s flow table, to commit if the packet is
+/// forwarded.
+fn from_instance(
+    pkt: &mut Packet,
+    vpc: &mut VpcState,
+    port: &PortInfo,
+    from: Side,
+) -> (Stage, Pending) {
+    let done = |verdict| (Stage::Done(verdict), Pending::Nothing);
+    match route_in_vpc(vpc.table, from.subnet as usize, port, pkt.header.dst) {
+        Ok(Next::Deliver(egress)) => {
+            let (verdict, pending) = within_vpc(pkt, vpc, from, egress);
+            (Stage::Done(verdict), pending)
+        }
+        Ok(Next::Gateway) => match icmp::echo_reply_in_place(pkt.buf, pkt.header.total_len) {
+            Ok(len) => done(Verdict::Reply {
+                port: pkt.ingress,
+                len,
+            }),
+            Err(reason) => done(Verdict::Drop(reason)),
+        },
+        Ok(Next::Nat(g)) => match vpc.check_leaving(from, pkt) {
+            Ok(pending) => (through_nat_gateway(pkt, vpc, g), pending),
+            Err(reason) => done(Verdict::Drop(reason)),
+        },
+        Ok(Next::InternetGateway) => match vpc.check_leaving(from, pkt) {
+            Ok(pending) => (through_internet_gateway(pkt, vpc), pending),
+            Err(reason) => done(Verdict::Drop(reason)),
+        },
+        Err(reason) => done(Verdict::Drop(reason)),
+    }
+}
+
+/// Instance to instance inside `vpc`: security groups both sides, ACLs at a subnet edge.
+fn within_vpc(
+    pkt: &mut Packet,
+    vpc: &mut VpcState,
+    from: Side,
+    egress: PortId,
+) -> (Verdict, Pending) {
+    let Some(to) = side_of(pkt.tables, egress) else {
+        return (Verdict::Drop(DropReason::UnknownPort), Pending::Nothing);
+    };
+    match vpc.check_within(from, to, pkt) {
+        Ok(pending) => (pkt.deliver(egress), pending),
+        Err(reason) => (Verdict::Drop(reason), Pending::Nothing),
+    }
+}
+
+/// Private -> public through NAT gateway `g` of `vpc`: the visible hop, the SNAT pool for the
+/// source, translation, then the public segment.
+fn through_nat_gateway(pkt: &mut Packet, vpc: &mut VpcState, g: usize) -> Stage {
+    let Some(table) = vpc.table.nat_gateways.get(g) else {
+        return Stage::Done(Verdict::Drop(DropReason::NoRoute));
+    };
+    let Some(pool) = table.pool_for(pkt.header.src) else {
+        return Stage::Done(Verdict::Drop(DropReason::NoSnatRule));
+    };
+    if let Some(v) = pkt.public_mtu_check(table.ip) {
+        return Stage::Done(v);
+    }
+    if let Err(v) = visible_hop(pkt.buf, pkt.header, table.ip, pkt.ingress, true) {
+        return Stage::Done(v);
+    }
+    let Some(core) = vpc.cores.pool(g, pool) else {
+        return Stage::Done(Verdict::Drop(DropReason::NoRoute));
+    };
+    let outcome = core.outbound(pkt.now, pkt.ingress.0, &mut pkt.buf[..pkt.header.total_len]);
+    let answer = matches!(outcome, Err(d) if core.refusal_reply(d));
+    after_outbound(pkt, answer, table.ip, outcome)
+}
+
+/// Private -> public for an instance with a 1:1 EIP: translation only, no visible hop.
+fn through_internet_gateway(pkt: &mut Packet, vpc: &mut VpcState) -> Stage {
+    let hop = vpc
+        .table
+        .subnets
+        .first()
+        .map_or(Ipv4Addr::UNSPECIFIED, |s| s.gateway);
+    if let Some(v) = pkt.public_mtu_check(hop) {
+        return Stage::Done(v);
+    }
+    let core = &mut vpc.cores.igw;
+    let outcome = core.outbound(pkt.now, pkt.ingress.0, &mut pkt.buf[..pkt.header.total_len]);
+    let answer = matches!(outcome, Err(d) if core.refusal_reply(d));
+    after_outbound(pkt, answer, hop, outcome)
+}
+
+/// Continues after outbound translation; `answer_refusal` says a refused new flow gets ICMP
+/// "administratively prohibited" from `hop`.
+fn after_outbound(
+    pkt: &mut Packet,
+    answer_refusal: bool,
+    hop: Ipv4Addr,
+    outcome: Result<Translated, NatDrop>,
+) -> Stage {
+    let verdict = match outcome {
+        Ok(Translated::Forward { .. }) => {
+            // The source is now public; the destination is unchanged.
+            pkt.header.src = Ipv4Packet::new_unchecked(&pkt.buf[..]).src_addr();
+            return on_public_segment(pkt, false);
+        }
+        Ok(Translated::ReplyRst { len }) => Verdict::Reply {
+            port: pkt.ingress,
+            len,
+        },
+        Err(drop) if answer_refusal => {
+            match icmp::write_error(
+                pkt.buf,
+                pkt.header.total_len,
+                hop,
+                IcmpError::AdminProhibited,
+            ) {
+                Ok(len) => Verdict::Reply {
+                    port: pkt.ingress,
+                    len,
+                },
+                Err(_) => Verdict::Drop(drop.into()),
+            }
+        }
+        Err(drop) => Verdict::Drop(drop.into()),
+    };
+    Stage::Done(verdict)
+}
+
+/// The public segment, by [`public_next`]: deliver to a host or the uplink, or hand the packet
+/// to the stage of the VPC behind the destination EIP (ingress or hairpin). Touches no VPC's
+/// state. `from_public` as in [`Stage::Enter`].
+fn on_public_segment(pkt: &mut Packet, from_public: bool) -> Stage {
+    match public_next(pkt.tables, pkt.ingress, pkt.header.dst) {
+        Ok(PublicNext::Host(egress) | PublicNext::Uplink(egress)) => {
+            Stage::Done(pkt.deliver(egress))
+        }
+        Ok(PublicNext::Eip(target)) => Stage::Enter {
+            target,
+            from_public,
+        },
+        Err(reason) => Stage::Done(Verdict::Drop(reason)),
+    }
+}
+
+/// The second stage: a packet on the public segment enters `vpc` through its EIP `target` —
+/// the NAT gateway's visible hop and inbound translation (DNAT, or the reply of a session), or
+/// the 1:1 translation — then the inbound filters and delivery to the instance. Also returns the
+/// change to `vpc`'s flow table, to commit if the packet is forwarded.
+fn enter_vpc(
+    pkt: &mut Packet,
+    vpc: &mut VpcState,
+    target: EipTarget,
+    from_public: bool,
+) -> (Verdict, Pending) {
+    let dst = pkt.header.dst;
+    let outcome = match target {
+        EipTarget::NatGateway { gateway, pool, .. } => {
+            // Only a public sender's packet can be answered with Time Exceeded from the EIP: a
+            // hairpinned packet's source is an EIP, not its sender.
+            if let Err(v) = visible_hop(pkt.buf, pkt.header, dst, pkt.ingress, from_public) {
+                return (v, Pending::Nothing);
+            }
+            let Some(core) = vpc.cores.pool(gateway, pool) else {
+                return (Verdict::Drop(DropReason::UnboundEip), Pending::Nothing);
+            };
+            core.inbound(pkt.now, &mut pkt.buf[..pkt.header.total_len])
+        }
+        EipTarget::OneToOne { .. } => vpc
+            .cores
+            .igw
+            .inbound(pkt.now, &mut pkt.buf[..pkt.header.total_len]),
+    };
+    match outcome {
+        Ok(Translated::Forward { internal, .. }) => deliver_into_vpc(pkt, vpc, internal),
+        Ok(Translated::ReplyRst { len }) => (
+            Verdict::Reply {
+                port: pkt.ingress,
+                len,
+            },
+            Pending::Nothing,
+        ),
+        Err(drop) => (Verdict::Drop(drop.into()), Pending::Nothing),
+    }
+}
+
+/// Delivers an inbound-translated packet to the instance of `vpc` with address `internal`,
+/// through the inbound filters.
+fn deliver_into_vpc(
+    pkt: &mut Packet,
+    vpc: &mut VpcState,
+    internal: Ipv4Addr,
+) -> (Verdict, Pending) {
+    let drop = |reason| (Verdict::Drop(reason), Pending::Nothing);
+    let Some(egress) = vpc.table.hosts.get(&internal).copied() else {
+        return drop(DropReason::NoSuchHost);
+    };
+    let Some(to) = side_of(pkt.tables, egress) else {
+        return drop(DropReason::UnknownPort);
+    };
+    let pending = match vpc.check_entering(to, pkt) {
+        Ok(p) => p,
+        Err(reason) => return drop(reason),
+    };
+    let verdict = match pkt.tables.port(egress) {
+        // Translated already: an error could not quote the sender's header, so an oversized
+        // inbound packet is a counted drop.
+        Some(p) if pkt.header.total_len > p.mtu as usize => Verdict::Drop(DropReason::TooBig),
+        Some(_) => Verdict::Forward {
+            port: egress,
+            len: pkt.header.total_len,
+        },
+        None => Verdict::Drop(DropReason::UnknownPort),
+    };
+    (verdict, pending)
+}
+
+impl Packet<'_> {
     /// The facts the filters read from the packet as it is now (before or after translation).
     fn facts(&self) -> Facts {
         Facts::parse(&self.buf[..self.header.total_len.min(self.buf.len())])
     }
 
-    /// Instance to instance inside `vpc`: security groups both sides, ACLs at a subnet edge.
-    fn within_vpc(&mut self, vpc: usize, from: Side, egress: PortId) -> Verdict {
-        let Some(to) = side_of(self.tables, egress) else {
-            return Verdict::Drop(DropReason::UnknownPort);
-        };
-        let facts = self.facts();
-        let Some(table) = self.tables.vpcs.get(vpc) else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        match self
-            .firewall
-            .check_within(vpc, table, from, to, &facts, self.now)
-        {
-            Ok(p) => self.pending[0] = p,
-            Err(reason) => return Verdict::Drop(reason),
-        }
+    /// Final step on a segment: the egress port's MTU, then forward.
+    fn deliver(&mut self, egress: PortId) -> Verdict {
         deliver(self.tables, self.ingress, egress, self.buf, self.header)
-    }
-
-    /// The filters on the way out of `vpc` (egress groups, outbound ACL), before translation.
-    fn leave(&mut self, vpc: usize, from: Side) -> Result<(), Verdict> {
-        let facts = self.facts();
-        let Some(table) = self.tables.vpcs.get(vpc) else {
-            return Err(Verdict::Drop(DropReason::NoRoute));
-        };
-        self.pending[0] = self
-            .firewall
-            .check_leaving(vpc, table, from, &facts, self.now)
-            .map_err(Verdict::Drop)?;
-        Ok(())
-    }
-
-    /// The filters on the way into `vpc` (inbound ACL, ingress groups), after translation.
-    fn enter(&mut self, vpc: usize, egress: PortId) -> Result<(), Verdict> {
-        let Some(to) = side_of(self.tables, egress) else {
-            return Err(Verdict::Drop(DropReason::UnknownPort));
-        };
-        let facts = self.facts();
-        let Some(table) = self.tables.vpcs.get(vpc) else {
-            return Err(Verdict::Drop(DropReason::NoRoute));
-        };
-        self.pending[1] = self
-            .firewall
-            .check_entering(vpc, table, to, &facts, self.now)
-            .map_err(Verdict::Drop)?;
-        Ok(())
-    }
-
-    /// The packet is forwarded: the flow tables learn what it opened or refreshed. A flow that
-    /// no longer fits (a hairpin inside one VPC taking the last two slots) is a counted drop.
-    fn commit(&mut self, verdict: Verdict) -> Verdict {
-        for p in self.pending {
-            if let Err(reason) = self.firewall.commit(p, self.now) {
-                return Verdict::Drop(reason);
-            }
-        }
-        verdict
-    }
-
-    /// Private -> public through NAT gateway `g` of `vpc`: the visible hop, the SNAT pool for the
-    /// source, translation, then the public segment.
-    fn through_nat_gateway(&mut self, vpc: usize, g: usize) -> Verdict {
-        let Some(table) = self.tables.vpcs[vpc].nat_gateways.get(g) else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        let Some(pool) = table.pool_for(self.header.src) else {
-            return Verdict::Drop(DropReason::NoSnatRule);
-        };
-        if let Some(v) = self.public_mtu_check(table.ip) {
-            return v;
-        }
-        if let Err(v) = visible_hop(self.buf, self.header, table.ip, self.ingress, true) {
-            return v;
-        }
-        let Some(core) = self.gateways.nat(vpc, g, pool) else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        let outcome = core.outbound(
-            self.now,
-            self.ingress.0,
-            &mut self.buf[..self.header.total_len],
-        );
-        let answer = matches!(outcome, Err(d) if core.refusal_reply(d));
-        self.after_outbound(answer, table.ip, outcome)
-    }
-
-    /// Private -> public for an instance with a 1:1 EIP: translation only, no visible hop.
-    fn through_internet_gateway(&mut self, vpc: usize) -> Verdict {
-        let hop = self.tables.vpcs[vpc]
-            .subnets
-            .first()
-            .map_or(Ipv4Addr::UNSPECIFIED, |s| s.gateway);
-        if let Some(v) = self.public_mtu_check(hop) {
-            return v;
-        }
-        let Some(core) = self.gateways.igw(vpc) else {
-            return Verdict::Drop(DropReason::NoRoute);
-        };
-        let outcome = core.outbound(
-            self.now,
-            self.ingress.0,
-            &mut self.buf[..self.header.total_len],
-        );
-        let answer = matches!(outcome, Err(d) if core.refusal_reply(d));
-        self.after_outbound(answer, hop, outcome)
-    }
-
-    /// Continues after outbound translation; `answer_refusal` says a refused new flow gets ICMP
-    /// "administratively prohibited" from `hop`.
-    fn after_outbound(
-        &mut self,
-        answer_refusal: bool,
-        hop: Ipv4Addr,
-        outcome: Result<Translated, NatDrop>,
-    ) -> Verdict {
-        match outcome {
-            Ok(Translated::Forward { .. }) => {
-                // The source is now public; the destination is unchanged.
-                self.header.src = Ipv4Packet::new_unchecked(&self.buf[..]).src_addr();
-                self.on_public_segment(false)
-            }
-            Ok(Translated::ReplyRst { len }) => Verdict::Reply {
-                port: self.ingress,
-                len,
-            },
-            Err(drop) if answer_refusal => {
-                match icmp::write_error(
-                    self.buf,
-                    self.header.total_len,
-                    hop,
-                    IcmpError::AdminProhibited,
-                ) {
-                    Ok(len) => Verdict::Reply {
-                        port: self.ingress,
-                        len,
-                    },
-                    Err(_) => Verdict::Drop(drop.into()),
-                }
-            }
-            Err(drop) => Verdict::Drop(drop.into()),
-        }
     }
 
     /// Path MTU towards a public host or the uplink, checked before translation so that
     /// fragmentation-needed quotes the sender's own header.
     fn public_mtu_check(&mut self, hop: Ipv4Addr) -> Option<Verdict> {
-        let dst = self.header.dst;
-        let egress = match self.tables.internet.hosts.get(&dst) {
-            Some(p) => *p,
-            None if !self.tables.internet.eips.contains_key(&dst) => self.tables.internet.uplink?,
-            None => return None,
+        let egress = match public_next(self.tables, self.ingress, self.header.dst) {
+            Ok(PublicNext::Host(p) | PublicNext::Uplink(p)) => p,
+            Ok(PublicNext::Eip(_)) | Err(_) => return None,
         };
         let mtu = self.tables.port(egress)?.mtu;
         too_big(self.buf, self.header, mtu, hop, self.ingress)
-    }
-
-    /// The public segment: deliver to a host, back in through an EIP (ingress or hairpin), or
-    /// out through the uplink when neither owns the destination (never back to the uplink a
-    /// packet came from). `from_host` is false for a packet that just left a VPC through NAT.
-    fn on_public_segment(&mut self, from_host: bool) -> Verdict {
-        let dst = self.header.dst;
-        if let Some(egress) = self.tables.internet.hosts.get(&dst) {
-            return deliver(self.tables, self.ingress, *egress, self.buf, self.header);
-        }
-        let Some(eip) = self.tables.internet.eips.get(&dst) else {
-            return match self.tables.internet.uplink {
-                Some(uplink) if uplink != self.ingress => {
-                    deliver(self.tables, self.ingress, uplink, self.buf, self.header)
-                }
-                _ => Verdict::Drop(DropReason::NoSuchHost),
-            };
-        };
-        match eip.binding {
-            EipBinding::Unbound => Verdict::Drop(DropReason::UnboundEip),
-            EipBinding::NatGateway { vpc, gateway } => {
-                let Some(table) = self
-                    .tables
-                    .vpcs
-                    .get(vpc)
-                    .and_then(|v| v.nat_gateways.get(gateway))
-                else {
-                    return Verdict::Drop(DropReason::UnboundEip);
-                };
-                let Some(pool) = table.pool_of(dst) else {
-                    return Verdict::Drop(DropReason::UnboundEip);
-                };
-                // Only a host's packet can be answered with Time Exceeded from the EIP: a
-                // hairpinned packet's source is an EIP, not its sender.
-                if let Err(v) = visible_hop(self.buf, self.header, dst, self.ingress, from_host) {
-                    return v;
-                }
-                let Some(core) = self.gateways.nat(vpc, gateway, pool) else {
-                    return Verdict::Drop(DropReason::UnboundEip);
-                };
-                let outcome = core.inbound(self.now, &mut self.buf[..self.header.total_len]);
-                self.deliver_into_vpc(vpc, outcome)
-            }
-            EipBinding::Instance { vpc, .. } => {
-                let Some(core) = self.gateways.igw(vpc) else {
-                    return Verdict::Drop(DropReason::UnboundEip);
-                };
-                let outcome = core.inbound(self.now, &mut self.buf[..self.header.total_len]);
-                self.deliver_into_vpc(vpc, outcome)
-            }
-        }
-    }
-
-    /// Delivers an inbound-translated packet to its instance in `vpc`.
-    fn deliver_into_vpc(&mut self, vpc: usize, outcome: Result<Translated, NatDrop>) -> Verdict {
-        match outcome {
-            Ok(Translated::Forward { internal, .. }) => {
-                let Some(egress) = self
-                    .tables
-                    .vpcs
-                    .get(vpc)
-                    .and_then(|v| v.hosts.get(&internal))
-                else {
-                    return Verdict::Drop(DropReason::NoSuchHost);
-                };
-                let egress = *egress;
-                if let Err(v) = self.enter(vpc, egress) {
-                    return v;
-                }
-                match self.tables.port(egress) {
-                    // Translated already: an error could not quote the sender's header, so an
-                    // oversized inbound packet is a counted drop.
-                    Some(p) if self.header.total_len > p.mtu as usize => {
-                        Verdict::Drop(DropReason::TooBig)
-                    }
-                    Some(_) => Verdict::Forward {
-                        port: egress,
-                        len: self.header.total_len,
-                    },
-                    None => Verdict::Drop(DropReason::UnknownPort),
-                }
-            }
-            Ok(Translated::ReplyRst { len }) => Verdict::Reply {
-                port: self.ingress,
-                len,
-            },
-            Err(drop) => Verdict::Drop(drop.into()),
-        }
     }
 }
 

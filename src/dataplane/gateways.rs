@@ -30,6 +30,13 @@ pub struct VpcCores {
     pub igw: NatGateway,
 }
 
+impl VpcCores {
+    /// The core translating pool `pool` of NAT gateway `gateway`.
+    pub fn pool(&mut self, gateway: usize, pool: u32) -> Option<&mut NatGateway> {
+        self.nat.get_mut(gateway)?.pools.get_mut(pool as usize)
+    }
+}
+
 /// A problem applying a table change to the NAT state (the change is applied as far as possible).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReconcileProblem {
@@ -173,12 +180,12 @@ impl Gateways {
 
     /// The core translating pool `pool` of NAT gateway `gateway` in VPC `vpc`.
     pub fn nat(&mut self, vpc: usize, gateway: usize, pool: u32) -> Option<&mut NatGateway> {
-        self.vpcs
-            .get_mut(vpc)?
-            .nat
-            .get_mut(gateway)?
-            .pools
-            .get_mut(pool as usize)
+        self.vpcs.get_mut(vpc)?.pool(gateway, pool)
+    }
+
+    /// The cores of VPC `vpc` alone: what one stage of the fabric may change.
+    pub fn vpc_mut(&mut self, vpc: usize) -> Option<&mut VpcCores> {
+        self.vpcs.get_mut(vpc)
     }
 
     /// The core of VPC `vpc`'s 1:1 EIPs.

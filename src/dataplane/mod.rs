@@ -20,6 +20,7 @@ pub mod icmp;
 pub mod nat;
 pub mod offload;
 pub mod packet;
+pub mod public;
 pub mod route;
 mod verdict;
 mod wheel;
