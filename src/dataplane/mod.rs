@@ -27,6 +27,7 @@ mod wheel;
 
 pub use counters::{Counters, PortCounters};
 pub use fabric::Fabric;
+pub use offload::PacketMeta;
 pub use verdict::{DropReason, Verdict};
 
 pub use crate::tables::PortId;

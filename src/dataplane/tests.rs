@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use etherparse::PacketBuilder;
 
-use super::{DropReason, Fabric, MIN_BUFFER, PortId, Verdict, checksum};
+use super::offload::{Csum, Gso, GsoKind, Segmenter};
+use super::{DropReason, Fabric, MIN_BUFFER, PacketMeta, PortId, Verdict, checksum};
 use crate::tables::{self, Tables};
 use crate::time::Instant;
 use crate::topology;
@@ -159,7 +160,8 @@ fn same_subnet_is_delivered_unchanged_without_ttl_decrement() {
         v,
         Verdict::Forward {
             port: rig.port("tenant-a/fn-a2"),
-            len: pkt.len()
+            len: pkt.len(),
+            meta: PacketMeta::COMPLETE,
         }
     );
     assert_eq!(
@@ -178,7 +180,8 @@ fn other_subnet_is_delivered_by_the_local_route() {
         v,
         Verdict::Forward {
             port: rig.port("tenant-a/job-a"),
-            len: pkt.len()
+            len: pkt.len(),
+            meta: PacketMeta::COMPLETE,
         }
     );
     // And back, through the `private` table whose default route points at the NAT gateway.
@@ -188,7 +191,8 @@ fn other_subnet_is_delivered_by_the_local_route() {
         v,
         Verdict::Forward {
             port: rig.port("tenant-a/fn-a1"),
-            len: pkt.len()
+            len: pkt.len(),
+            meta: PacketMeta::COMPLETE,
         }
     );
 }
@@ -277,7 +281,8 @@ fn tenants_with_the_same_cidr_never_see_each_other() {
         v,
         Verdict::Forward {
             port: rig.port("tenant-b/fn-b1"),
-            len: 36
+            len: 36,
+            meta: PacketMeta::COMPLETE,
         }
     );
     let (v, _) = rig.send("tenant-a/fn-a2", &udp([10, 0, 1, 11], [10, 0, 1, 10], 8));
@@ -285,7 +290,8 @@ fn tenants_with_the_same_cidr_never_see_each_other() {
         v,
         Verdict::Forward {
             port: rig.port("tenant-a/fn-a1"),
-            len: 36
+            len: 36,
+            meta: PacketMeta::COMPLETE,
         }
     );
 }
@@ -299,7 +305,8 @@ fn public_segment_delivers_between_hosts_and_refuses_eips_without_binding() {
         v,
         Verdict::Forward {
             port: rig.port("internet/dns"),
-            len: pkt.len()
+            len: pkt.len(),
+            meta: PacketMeta::COMPLETE,
         }
     );
     let (v, _) = rig.send(
@@ -407,7 +414,8 @@ fn trailing_bytes_past_total_length_are_not_forwarded() {
         v,
         Verdict::Forward {
             port: rig.port("tenant-a/fn-a2"),
-            len: real
+            len: real,
+            meta: PacketMeta::COMPLETE,
         }
     );
 }
@@ -460,4 +468,168 @@ fn table_swap_takes_effect_on_the_next_packet() {
         rig.send("tenant-a/fn-a1", &pkt).0,
         Verdict::Drop(DropReason::NoSuchHost)
     );
+}
+
+/// A TCP superpacket of an established flow as a TUN device with offload hands it over:
+/// `payload_len` bytes in segments of `mss`, the checksum partial (the pseudo-header sum).
+fn tcp_superpacket(
+    src: [u8; 4],
+    dst: [u8; 4],
+    mss: u16,
+    payload_len: usize,
+) -> (Vec<u8>, PacketMeta) {
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(src, dst, 64)
+        .tcp(40000, 80, 2, 65535)
+        .ack(1)
+        .write(&mut v, &vec![0x5a; payload_len])
+        .unwrap();
+    set_dont_frag(&mut v, true);
+    let sum = checksum::pseudo_header(src.into(), dst.into(), 6, (v.len() - 20) as u16);
+    v[36..38].copy_from_slice(&(sum as u16).to_be_bytes());
+    let meta = PacketMeta {
+        gso: Some(Gso {
+            kind: GsoKind::TcpV4,
+            segment_size: mss,
+            header_len: 40,
+        }),
+        csum: Csum::Partial {
+            start: 20,
+            offset: 16,
+        },
+    };
+    (v, meta)
+}
+
+impl Rig {
+    fn send_meta(&mut self, from: &str, pkt: &[u8], meta: PacketMeta) -> (Verdict, Vec<u8>) {
+        let port = self.port(from);
+        let mut buf = pkt.to_vec();
+        buf.resize(pkt.len().max(MIN_BUFFER) + 64, 0);
+        let v = self
+            .fabric
+            .handle_meta(Instant::ZERO, port, &mut buf, pkt.len(), meta);
+        (v, buf)
+    }
+}
+
+#[test]
+fn a_superpacket_meets_the_mtu_one_segment_at_a_time() {
+    let mut rig = Rig::new();
+    // fn-a2 has MTU 1280: segments of 1200 bytes (1240 on the wire) fit, 12 kB in all.
+    let (pkt, meta) = tcp_superpacket([10, 0, 1, 10], [10, 0, 1, 11], 1200, 12_000);
+    let (v, _) = rig.send_meta("tenant-a/fn-a1", &pkt, meta);
+    assert_eq!(
+        v,
+        Verdict::Forward {
+            port: rig.port("tenant-a/fn-a2"),
+            len: pkt.len(),
+            meta,
+        }
+    );
+    // Segments of 1260 bytes (1300 on the wire) do not: fragmentation needed, with the MTU.
+    let (pkt, meta) = tcp_superpacket([10, 0, 1, 10], [10, 0, 1, 11], 1260, 12_000);
+    let (v, buf) = rig.send_meta("tenant-a/fn-a1", &pkt, meta);
+    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+    assert_eq!((buf[20], buf[21]), (3, 4));
+    assert_eq!(u16::from_be_bytes([buf[26], buf[27]]), 1280);
+}
+
+#[test]
+fn a_superpacket_through_nat_keeps_its_partial_checksum_and_segments_into_valid_packets() {
+    const NAT_ONLY: &str = r#"
+[[vpc]]
+name = "a"
+cidr = "10.0.0.0/16"
+  [[vpc.subnet]]
+  name = "jobs"
+  cidr = "10.0.2.0/24"
+  route_table = "private"
+  [[vpc.subnet]]
+  name = "public"
+  cidr = "10.0.9.0/24"
+  [[vpc.route_table]]
+  name = "private"
+  routes = [{ destination = "0.0.0.0/0", target = "nat:egress" }]
+  [[vpc.nat_gateway]]
+  name = "egress"
+  subnet = "public"
+  eips = ["eip-nat"]
+  [[vpc.instance]]
+  name = "job"
+  subnet = "jobs"
+  ip = "10.0.2.10"
+
+[[eip]]
+name = "eip-nat"
+address = "203.0.113.10"
+
+[internet]
+cidr = "198.51.100.0/24"
+  [[internet.host]]
+  name = "web"
+  ip = "198.51.100.10"
+"#;
+    let plan = topology::parse("nat-only.toml", NAT_ONLY).expect("test topology is valid");
+    let tables = Arc::new(tables::compile(&plan));
+    let mut rig = Rig {
+        fabric: Fabric::new(tables.clone()),
+        tables,
+    };
+    // The SYN opens the NAT session; the superpacket belongs to it.
+    let (v, _) = rig.send("a/job", &tcp_syn([10, 0, 2, 10], [198, 51, 100, 10]));
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    let (pkt, meta) = tcp_superpacket([10, 0, 2, 10], [198, 51, 100, 10], 1000, 9_500);
+    let (v, buf) = rig.send_meta("a/job", &pkt, meta);
+    let Verdict::Forward {
+        port,
+        len,
+        meta: out,
+    } = v
+    else {
+        panic!("{v:?}")
+    };
+    assert_eq!(
+        (port, len, out),
+        (rig.port("internet/web"), pkt.len(), meta)
+    );
+    // Still partial: the field holds the pseudo-header sum of the translated addresses.
+    let sum = checksum::pseudo_header(
+        [203, 0, 113, 10].into(),
+        [198, 51, 100, 10].into(),
+        6,
+        (len - 20) as u16,
+    );
+    assert_eq!(u16::from_be_bytes([buf[36], buf[37]]), sum as u16);
+    let mut segments = Segmenter::new(&buf[..len], out).unwrap();
+    assert_eq!(segments.count(), 10);
+    let mut seg = vec![0u8; segments.max_len()];
+    let mut payload = 0;
+    while let Some(n) = segments.next_into(&mut seg).unwrap() {
+        let ip = etherparse::Ipv4HeaderSlice::from_slice(&seg[..n]).unwrap();
+        assert_eq!(ip.source(), [203, 0, 113, 10], "translated");
+        assert_eq!(ip.ttl(), 63, "the NAT gateway is a visible hop");
+        let h = ip.to_header();
+        assert_eq!(h.calc_header_checksum(), h.header_checksum);
+        let Some(etherparse::TransportSlice::Tcp(t)) = etherparse::SlicedPacket::from_ip(&seg[..n])
+            .unwrap()
+            .transport
+        else {
+            panic!("not tcp")
+        };
+        let c = t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap();
+        assert_eq!(t.checksum(), c, "every segment's checksum is complete");
+        payload += t.payload().len();
+    }
+    assert_eq!(payload, 9_500);
+}
+
+#[test]
+fn offload_metadata_that_does_not_fit_the_packet_is_a_counted_drop() {
+    let mut rig = Rig::new();
+    let pkt = udp([10, 0, 1, 10], [10, 0, 1, 11], 100);
+    let (_, meta) = tcp_superpacket([10, 0, 1, 10], [10, 0, 1, 11], 50, 100);
+    let (v, _) = rig.send_meta("tenant-a/fn-a1", &pkt, meta);
+    assert_eq!(v, Verdict::Drop(DropReason::BadOffload));
+    assert_eq!(rig.fabric.counters().drops(DropReason::BadOffload), 1);
 }

@@ -313,7 +313,7 @@ impl FlowLog {
             self.close(now);
         }
         match verdict {
-            Verdict::Forward { port, len } => {
+            Verdict::Forward { port, len, .. } => {
                 let after = PacketFacts::parse(buf.get(..len).unwrap_or(buf)).or(before);
                 self.count(
                     now,
@@ -653,6 +653,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::dataplane::offload::PacketMeta;
     use crate::tables::compile;
 
     fn tables() -> Tables {
@@ -709,6 +710,7 @@ mod tests {
         let v = Verdict::Forward {
             port: PortId(2),
             len: 40,
+            meta: PacketMeta::COMPLETE,
         };
         log.record(Instant::from_secs(1), PortId(0), before, v, &translated);
         log.flush_all(Instant::from_secs(2));
@@ -767,6 +769,7 @@ mod tests {
             let v = Verdict::Forward {
                 port: PortId(1),
                 len: 40,
+                meta: PacketMeta::COMPLETE,
             };
             log.record(
                 Instant::from_micros(u64::from(i)),
@@ -824,7 +827,7 @@ mod tests {
                 let bytes = tcp([10, 0, 1, 10], [10, 0, 1, 20], p.sport, 80, 0x10);
                 let v = match p.verdict {
                     0 => Verdict::Drop(DropReason::SecurityGroupIngress),
-                    1 => Verdict::Forward { port: PortId(p.to), len: 40 },
+                    1 => Verdict::Forward { port: PortId(p.to), len: 40, meta: PacketMeta::COMPLETE },
                     _ => Verdict::Reply { port: PortId(p.to), len: 40 },
                 };
                 expected += if p.verdict == 0 { 1 } else { 2 };

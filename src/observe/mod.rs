@@ -65,7 +65,7 @@ pub use pcap::{
 };
 
 use crate::dataplane::packet::{Ipv4Packet, Transport};
-use crate::dataplane::{Fabric, Verdict};
+use crate::dataplane::{Fabric, PacketMeta, Verdict};
 use crate::tables::{PortId, Tables};
 use crate::time::Instant;
 
@@ -201,6 +201,20 @@ impl Observer {
         buf: &mut [u8],
         len: usize,
     ) -> Verdict {
+        self.handle_meta(fabric, now, ingress, buf, len, PacketMeta::COMPLETE)
+    }
+
+    /// [`Observer::handle`] for a packet with offload metadata ([`Fabric::handle_meta`]). A
+    /// superpacket is observed as one packet of its whole length.
+    pub fn handle_meta(
+        &mut self,
+        fabric: &mut Fabric,
+        now: Instant,
+        ingress: PortId,
+        buf: &mut [u8],
+        len: usize,
+        meta: PacketMeta,
+    ) -> Verdict {
         let sent = &buf[..len.min(buf.len())];
         let facts = self
             .flow_log
@@ -213,7 +227,7 @@ impl Observer {
             self.before[..n].copy_from_slice(&sent[..n]);
             n
         };
-        let verdict = fabric.handle(now, ingress, buf, len);
+        let verdict = fabric.handle_meta(now, ingress, buf, len, meta);
         if let Some(log) = &mut self.flow_log {
             log.record(now, ingress, facts, verdict, buf);
         }

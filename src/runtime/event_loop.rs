@@ -404,7 +404,7 @@ impl Shell {
         let verdict = self
             .obs
             .handle(&mut self.fabric, now, ingress, &mut self.scratch, len);
-        if let Verdict::Forward { port, len } | Verdict::Reply { port, len } = verdict {
+        if let Verdict::Forward { port, len, .. } | Verdict::Reply { port, len } = verdict {
             let packet = &self.scratch[..len.min(self.scratch.len())];
             Egress {
                 ports: &self.ports,
@@ -660,7 +660,8 @@ impl Shell {
             );
         }
         for k in 0..n {
-            if let Verdict::Forward { port, len } | Verdict::Reply { port, len } = self.verdicts[k]
+            if let Verdict::Forward { port, len, .. } | Verdict::Reply { port, len } =
+                self.verdicts[k]
             {
                 if let Some(Some(q)) = self.txq.get_mut(port.index()) {
                     // Full queues count their own drops.
@@ -705,7 +706,7 @@ impl Shell {
                 let verdict =
                     self.obs
                         .handle(&mut self.fabric, now, u.port, &mut self.scratch, len);
-                let (Verdict::Forward { port, len } | Verdict::Reply { port, len }) = verdict
+                let (Verdict::Forward { port, len, .. } | Verdict::Reply { port, len }) = verdict
                 else {
                     continue;
                 };
@@ -763,7 +764,9 @@ impl Shell {
                     let verdict =
                         self.obs
                             .handle(&mut self.fabric, now, ingress, &mut self.scratch, len);
-                    if let Verdict::Forward { port, len } | Verdict::Reply { port, len } = verdict {
+                    if let Verdict::Forward { port, len, .. } | Verdict::Reply { port, len } =
+                        verdict
+                    {
                         let packet = &self.scratch[..len.min(self.scratch.len())];
                         Egress {
                             ports: &self.ports,

@@ -241,7 +241,7 @@ impl Network {
             .observer
             .handle(&mut self.fabric, self.now, ingress, &mut self.buf, len);
         let (port, len, origin) = match verdict {
-            Verdict::Forward { port, len } => (port, len, Origin::Port(ingress)),
+            Verdict::Forward { port, len, .. } => (port, len, Origin::Port(ingress)),
             Verdict::Reply { port, len } => (port, len, Origin::Fabric),
             // Counted by the fabric.
             Verdict::Drop(_) => return,

@@ -43,7 +43,7 @@ use std::net::Ipv4Addr;
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 
-use crate::dataplane::packet::Summary;
+use crate::dataplane::packet::{Ipv4Packet, Summary};
 use crate::time::Instant;
 use alloc::{AllocError, PortAllocator};
 use config::{Filtering, Mapping, NatConfig};
@@ -381,11 +381,8 @@ impl NatGateway {
     ) -> Result<Translated, NatDrop> {
         match r {
             Ok(Translated::Forward { .. }) => {
-                let len = if pkt.len() >= 4 {
-                    u64::from(u16::from_be_bytes([pkt[2], pkt[3]]))
-                } else {
-                    0
-                };
+                let len = Ipv4Packet::new_header_checked(pkt).map_or(0, |p| p.total_len());
+                let len = u64::from(len);
                 let c = &mut self.counters;
                 match dir {
                     Dir::Out => {
