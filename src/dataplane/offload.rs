@@ -99,29 +99,24 @@ impl PacketMeta {
     /// then says [`Csum::Complete`]). Metadata that does not fit the headers is
     /// [`DropReason::BadOffload`].
     pub fn check(&mut self, pkt: &mut [u8], s: &Summary) -> Result<L4Checksum, DropReason> {
-        let at_l4 = self.csum
-            == Csum::Partial {
-                start: s.header_len as u16,
-                offset: match s.proto {
-                    PROTO_TCP => TCP_CHECKSUM_OFFSET,
-                    PROTO_UDP => UDP_CHECKSUM_OFFSET,
-                    _ => u16::MAX,
-                },
-            };
         if let Some(g) = self.gso {
             check_gso(pkt, s, g)?;
         }
-        match self.csum {
-            Csum::Complete => Ok(L4Checksum::Complete),
-            Csum::Partial { .. } if at_l4 && !s.is_fragment() && s.transport_len() >= 8 => {
-                Ok(L4Checksum::Partial)
-            }
-            Csum::Partial { start, offset } => {
-                complete_checksum(&mut pkt[..s.len], start, offset)?;
-                self.csum = Csum::Complete;
-                Ok(L4Checksum::Complete)
-            }
+        let Csum::Partial { start, offset } = self.csum else {
+            return Ok(L4Checksum::Complete);
+        };
+        let l4_field = match s.proto {
+            PROTO_TCP => TCP_CHECKSUM_OFFSET,
+            PROTO_UDP => UDP_CHECKSUM_OFFSET,
+            _ => u16::MAX,
+        };
+        let fits = usize::from(start) + usize::from(offset) + 2 <= s.len;
+        if usize::from(start) == s.header_len && offset == l4_field && fits && !s.is_fragment() {
+            return Ok(L4Checksum::Partial);
         }
+        complete_checksum(&mut pkt[..s.len], start, offset)?;
+        self.csum = Csum::Complete;
+        Ok(L4Checksum::Complete)
     }
 }
 
