@@ -73,7 +73,7 @@ pub struct Fabric {
 }
 
 /// The checked packet the pipeline routes on: the view's summary (read once by
-/// [`check_header`], again only after a translation changed addresses and ports) and the
+/// [`Header::read`], again only after a translation changed addresses and ports) and the
 /// offload metadata.
 #[derive(Debug, Clone, Copy)]
 struct Header {
@@ -84,6 +84,18 @@ struct Header {
 }
 
 impl Header {
+    /// Summarises a packet [`check_ip`] accepted and checks its offload metadata against it
+    /// (which may complete a partial checksum in place, see [`PacketMeta::check`]).
+    fn read(pkt: &mut [u8], mut meta: PacketMeta) -> Result<Header, DropReason> {
+        let summary = Ipv4Packet::new_unchecked(&pkt[..]).summary();
+        let csum = meta.check(pkt, &summary)?;
+        Ok(Header {
+            summary,
+            meta,
+            csum,
+        })
+    }
+
     fn src(&self) -> Ipv4Addr {
         self.summary.src
     }
@@ -94,13 +106,13 @@ impl Header {
 
     /// The IP total length: trailing bytes beyond it are not forwarded.
     fn total_len(&self) -> usize {
-        self.summary.len
+        self.summary.len as usize
     }
 
     /// The largest packet this one puts on the wire (one segment of a superpacket): what the
     /// MTU applies to.
     fn wire_len(&self) -> usize {
-        self.meta.wire_len(self.summary.len)
+        self.meta.wire_len(self.total_len())
     }
 }
 
@@ -270,22 +282,26 @@ fn pipeline(
     };
     let len = len.min(buf.len());
     counters.count_rx(ingress, len);
-    let header = match check_header(&mut buf[..len], meta) {
-        Ok(h) => h,
+    let (src, dst) = match check_ip(&buf[..len]) {
+        Ok(ip) => (ip.src(), ip.dst()),
         Err(reason) => return Verdict::Drop(reason),
     };
     let spoofed = match port.owner {
         // The outside world sends from its own addresses, never from one the segment owns, and
         // never from one no reply could reach.
-        PortOwner::Uplink => tables.internet.owns(header.src()) || is_martian(header.src()),
-        _ => header.src() != port.addr,
+        PortOwner::Uplink => tables.internet.owns(src) || is_martian(src),
+        _ => src != port.addr,
     };
     if spoofed {
         return Verdict::Drop(DropReason::Spoofed);
     }
-    if is_martian(header.dst()) {
+    if is_martian(dst) {
         return Verdict::Drop(DropReason::Martian);
     }
+    let header = match Header::read(&mut buf[..len], meta) {
+        Ok(h) => h,
+        Err(reason) => return Verdict::Drop(reason),
+    };
     let mut pkt = Packet {
         tables,
         now,
@@ -485,7 +501,7 @@ fn through_nat_gateway(pkt: &mut Packet, vpc: &mut VpcState, g: usize) -> Stage 
     if let Some(v) = pkt.public_mtu_check(table.ip) {
         return Stage::Done(v);
     }
-    if let Err(v) = visible_hop(pkt.buf, pkt.header, table.ip, pkt.ingress, true) {
+    if let Err(v) = visible_hop(pkt.buf, &pkt.header, table.ip, pkt.ingress, true) {
         return Stage::Done(v);
     }
     let Some(core) = vpc.cores.pool(g, pool) else {
@@ -577,7 +593,7 @@ fn enter_vpc(
         EipTarget::NatGateway { gateway, pool, .. } => {
             // Only a public sender's packet can be answered with Time Exceeded from the EIP: a
             // hairpinned packet's source is an EIP, not its sender.
-            if let Err(v) = visible_hop(pkt.buf, pkt.header, dst, pkt.ingress, from_public) {
+            if let Err(v) = visible_hop(pkt.buf, &pkt.header, dst, pkt.ingress, from_public) {
                 return (v, Pending::Nothing);
             }
             let Some(core) = vpc.cores.pool(gateway, pool) else {
@@ -635,7 +651,7 @@ fn deliver_into_vpc(
 impl Packet<'_> {
     /// The facts the filters read from the packet as it is now (before or after translation).
     fn facts(&self) -> Facts {
-        Facts::of(&self.header.summary)
+        Facts::of(&self.header.summary, &self.buf[..self.header.total_len()])
     }
 
     /// Outbound translation by `core`; a translated packet's summary is read again (its source
@@ -668,7 +684,7 @@ impl Packet<'_> {
 
     /// Final step on a segment: the egress port's MTU, then forward.
     fn deliver(&mut self, egress: PortId) -> Verdict {
-        deliver(self.tables, self.ingress, egress, self.buf, self.header)
+        deliver(self.tables, self.ingress, egress, self.buf, &self.header)
     }
 
     /// Path MTU towards a public host or the uplink, checked before translation so that
@@ -679,7 +695,7 @@ impl Packet<'_> {
             Ok(PublicNext::Eip(_)) | Err(_) => return None,
         };
         let mtu = self.tables.port(egress)?.mtu;
-        too_big(self.buf, self.header, mtu, hop, self.ingress)
+        too_big(self.buf, &self.header, mtu, hop, self.ingress)
     }
 }
 
@@ -688,7 +704,7 @@ impl Packet<'_> {
 /// patched (RFC 1624).
 fn visible_hop(
     buf: &mut [u8],
-    header: Header,
+    header: &Header,
     from: Ipv4Addr,
     ingress: PortId,
     may_reply: bool,
@@ -709,27 +725,20 @@ fn visible_hop(
     Ok(())
 }
 
-/// Checks the packet once: the IP header (version, lengths, checksum; trailing bytes past the
-/// total length are tolerated and not forwarded), then the offload metadata against it (which
-/// may complete a partial checksum in place, see [`PacketMeta::check`]).
-fn check_header(pkt: &mut [u8], mut meta: PacketMeta) -> Result<Header, DropReason> {
-    let summary = match IpPacket::new_checked(&pkt[..])? {
-        IpPacket::V4(ip) if !ip.verify_checksum() => return Err(DropReason::BadChecksum),
-        IpPacket::V4(ip) => ip.summary(),
-    };
-    let csum = meta.check(pkt, &summary)?;
-    Ok(Header {
-        summary,
-        meta,
-        csum,
-    })
+/// Checks the IP header once: version, lengths, checksum. Trailing bytes past the total length
+/// are tolerated (and not forwarded).
+fn check_ip(pkt: &[u8]) -> Result<Ipv4Packet<&[u8]>, DropReason> {
+    match IpPacket::new_checked(pkt)? {
+        IpPacket::V4(ip) if !ip.verify_checksum() => Err(DropReason::BadChecksum),
+        IpPacket::V4(ip) => Ok(ip),
+    }
 }
 
 /// A packet larger than `mtu`: with DF, ICMP fragmentation-needed from `hop` back to the sender
 /// (so path-MTU discovery works); without DF, a counted drop (the fabric does not fragment).
 fn too_big(
     buf: &mut [u8],
-    header: Header,
+    header: &Header,
     mtu: u32,
     hop: Ipv4Addr,
     ingress: PortId,
@@ -755,7 +764,7 @@ fn deliver(
     ingress: PortId,
     egress: PortId,
     buf: &mut [u8],
-    header: Header,
+    header: &Header,
 ) -> Verdict {
     let Some(out) = tables.port(egress) else {
         return Verdict::Drop(DropReason::UnknownPort);

@@ -3,8 +3,14 @@
 //! Owns the per-packet pipeline: parse -> port checks (anti-spoofing) -> VPC route lookup
 //! (`route`) -> security groups and network ACLs (`firewall`) -> NAT -> deliver, with generated
 //! ICMP where a visible hop or the subnet gateway answers. Callers drive it with
-//! [`Fabric::handle`] for each packet and [`Fabric::handle_timeout`] when [`Fabric::poll_timeout`]
-//! says so; they pass `now` and own every buffer.
+//! [`Fabric::handle`] (or [`Fabric::handle_meta`] for packets with offload metadata) for each
+//! packet and [`Fabric::handle_timeout`] when [`Fabric::poll_timeout`] says so; they pass `now`
+//! and own every buffer.
+//!
+//! A packet is checked once, through the one packet view ([`packet`]); the filters, the NAT and
+//! the observers read its summary. Superpackets and partial checksums ([`offload`]) pass with
+//! their metadata; [`offload::Segmenter`] turns them into wire-sized packets for ports that cannot
+//! take them.
 //!
 //! Invariants: no syscalls, threads, clocks or I/O modules in here (a test enforces it); no
 //! allocation, locking or logging per packet; packets are rewritten in place; a packet never

@@ -110,11 +110,11 @@ impl PacketMeta {
             PROTO_UDP => UDP_CHECKSUM_OFFSET,
             _ => u16::MAX,
         };
-        let fits = usize::from(start) + usize::from(offset) + 2 <= s.len;
-        if usize::from(start) == s.header_len && offset == l4_field && fits && !s.is_fragment() {
+        let fits = usize::from(start) + usize::from(offset) + 2 <= s.len as usize;
+        if start == s.header_len && offset == l4_field && fits && !s.is_fragment() {
             return Ok(L4Checksum::Partial);
         }
-        complete_checksum(&mut pkt[..s.len], start, offset)?;
+        complete_checksum(&mut pkt[..s.len as usize], start, offset)?;
         self.csum = Csum::Complete;
         Ok(L4Checksum::Complete)
     }
@@ -175,13 +175,13 @@ impl<'a> Segmenter<'a> {
     pub fn new(pkt: &'a [u8], meta: PacketMeta) -> Result<Segmenter<'a>, DropReason> {
         let view = Ipv4Packet::new_checked(pkt).map_err(DropReason::from)?;
         let s = view.summary();
-        let pkt = &pkt[..s.len];
+        let pkt = &pkt[..s.len as usize];
         let (headers, step) = match meta.gso {
             Some(g) => {
                 check_gso(pkt, &s, g)?;
                 (usize::from(g.header_len), usize::from(g.segment_size))
             }
-            None => (s.len, usize::MAX),
+            None => (pkt.len(), usize::MAX),
         };
         if let Csum::Partial { start, offset } = meta.csum
             && usize::from(start) + usize::from(offset) + 2 > pkt.len()
@@ -193,9 +193,9 @@ impl<'a> Segmenter<'a> {
             meta,
             headers,
             step,
-            ihl: s.header_len,
+            ihl: usize::from(s.header_len),
             index: 0,
-            count: meta.segments(s.len),
+            count: meta.segments(pkt.len()),
         })
     }
 
@@ -268,16 +268,17 @@ impl<'a> Segmenter<'a> {
 
 /// The GSO checks of [`PacketMeta::check`].
 fn check_gso(pkt: &[u8], s: &Summary, g: Gso) -> Result<(), DropReason> {
+    let ihl = usize::from(s.header_len);
     let headers = match (g.kind, s.proto) {
-        (GsoKind::TcpV4, PROTO_TCP) => tcp_header_len(pkt, s.header_len)
-            .map(|h| s.header_len + h)
+        (GsoKind::TcpV4, PROTO_TCP) => tcp_header_len(pkt, ihl)
+            .map(|h| ihl + h)
             .ok_or(DropReason::BadOffload)?,
-        (GsoKind::Udp, PROTO_UDP) => s.header_len + UDP_HEADER_LEN,
+        (GsoKind::Udp, PROTO_UDP) => ihl + UDP_HEADER_LEN,
         _ => return Err(DropReason::BadOffload),
     };
     if g.segment_size == 0
         || usize::from(g.header_len) != headers
-        || headers > s.len
+        || headers > s.len as usize
         || s.is_fragment()
     {
         return Err(DropReason::BadOffload);

@@ -99,8 +99,8 @@ impl PacketFacts {
         let view = Ipv4Packet::new_header_checked(packet).ok()?;
         let s = view.summary();
         // A total length below the header length is not believed: count what arrived.
-        let len = if usize::from(view.total_len()) >= s.header_len {
-            s.len
+        let len = if view.total_len() >= s.header_len {
+            s.len as usize
         } else {
             packet.len()
         };

@@ -106,7 +106,7 @@ impl Facts {
     /// packet whose header is not readable has no addresses and [`Kind::Opaque`].
     pub fn parse(pkt: &[u8]) -> Facts {
         match Ipv4Packet::new_header_checked(pkt) {
-            Ok(p) => Facts::of(&p.summary()),
+            Ok(p) => Facts::of(&p.summary(), pkt),
             Err(_) => Facts {
                 proto: pkt.get(9).copied().unwrap_or(0),
                 src: Ipv4Addr::UNSPECIFIED,
@@ -118,8 +118,9 @@ impl Facts {
         }
     }
 
-    /// The facts of a packet the view has summarised.
-    pub fn of(s: &Summary) -> Facts {
+    /// The facts of a packet the view has summarised (`pkt` = the packet, read again only for
+    /// the header an ICMP error quotes).
+    pub fn of(s: &Summary, pkt: &[u8]) -> Facts {
         let (sport, dport) = s.ports().unwrap_or((0, 0));
         let kind = match s.transport {
             Transport::Tcp { flags, .. } => Kind::Tcp { flags },
@@ -134,14 +135,17 @@ impl Facts {
             },
             Transport::Icmp {
                 icmp_type,
-                message: IcmpMessage::Error { quoted },
+                message: IcmpMessage::Error,
                 ..
             } => Kind::IcmpError {
                 icmp_type,
-                inner: quoted.and_then(|q| {
-                    let (sp, dp) = q.ports?;
-                    Some((q.proto, (q.src, sp), (q.dst, dp)))
-                }),
+                inner: Ipv4Packet::new_header_checked(pkt)
+                    .ok()
+                    .and_then(|p| p.quoted())
+                    .and_then(|q| {
+                        let (sp, dp) = q.ports?;
+                        Some((q.proto, (q.src, sp), (q.dst, dp)))
+                    }),
             },
             Transport::Icmp {
                 message: IcmpMessage::Short,

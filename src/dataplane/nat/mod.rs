@@ -476,7 +476,7 @@ impl NatGateway {
             Dir::In => (AddrField::Dst, to, p.dst),
         };
         if p.is_icmp_error() {
-            let inner = translate::parse_error(p, dir)?;
+            let inner = translate::parse_error(pkt, p, dir)?;
             let (quoted, port) = match dir {
                 Dir::In => (inner.src, inner.sport),
                 Dir::Out => (inner.dst, inner.dport),
@@ -504,17 +504,16 @@ impl NatGateway {
         pkt: &mut [u8],
         p: &Parsed,
     ) -> Result<Translated, NatDrop> {
-        let p = *p;
         if p.frag == Frag::Later {
-            return self.later_fragment(pkt, &p, Dir::Out, now);
+            return self.later_fragment(pkt, p, Dir::Out, now);
         }
         if !self.one_to_one_by_int.is_empty()
             && let Some(eip) = self.one_to_one_by_int.get(&p.src).copied()
         {
-            return self.one_to_one(pkt, &p, Dir::Out, eip, now);
+            return self.one_to_one(pkt, p, Dir::Out, eip, now);
         }
         if p.is_icmp_error() {
-            return self.error_out(pkt, &p);
+            return self.error_out(pkt, p);
         }
         let (lport, rport) = p.ports(Dir::Out);
         let int = (p.src, lport);
@@ -522,14 +521,14 @@ impl NatGateway {
         let found = self.ct.lookup_out(p.proto, int, rem);
         let i = match self.live(found, now) {
             Some(i) => i,
-            None => match self.new_outbound(pkt, &p, owner, int, rem, now)? {
+            None => match self.new_outbound(pkt, p, owner, int, rem, now)? {
                 Ok(i) => i,
                 Err(rst) => return Ok(rst),
             },
         };
         let s = *self.ct.session(i);
-        self.record_fragment(&p, Dir::Out, s.ext_ip, now)?;
-        translate::rewrite(pkt, &p, AddrField::Src, s.ext_ip, s.ext_port);
+        self.record_fragment(p, Dir::Out, s.ext_ip, now)?;
+        translate::rewrite(pkt, p, AddrField::Src, s.ext_ip, s.ext_port);
         self.ct.touch(i, Dir::Out, p.tcp_flags(), p.total, now);
         Ok(Translated::Forward {
             internal: v4(s.int_ip),
@@ -605,17 +604,16 @@ impl NatGateway {
         pkt: &mut [u8],
         p: &Parsed,
     ) -> Result<Translated, NatDrop> {
-        let p = *p;
         if p.frag == Frag::Later {
-            return self.later_fragment(pkt, &p, Dir::In, now);
+            return self.later_fragment(pkt, p, Dir::In, now);
         }
         if !self.one_to_one_by_eip.is_empty()
             && let Some(int) = self.one_to_one_by_eip.get(&p.dst).copied()
         {
-            return self.one_to_one(pkt, &p, Dir::In, int, now);
+            return self.one_to_one(pkt, p, Dir::In, int, now);
         }
         if p.is_icmp_error() {
-            return self.error_in(pkt, &p);
+            return self.error_in(pkt, p);
         }
         let (lport, rport) = p.ports(Dir::In);
         let ext = (p.dst, lport);
@@ -623,11 +621,11 @@ impl NatGateway {
         let found = self.ct.lookup_in(p.proto, ext, rem);
         let i = match self.live(found, now) {
             Some(i) => i,
-            None => self.new_inbound(&p, ext, rem, now)?,
+            None => self.new_inbound(p, ext, rem, now)?,
         };
         let s = *self.ct.session(i);
-        self.record_fragment(&p, Dir::In, s.int_ip, now)?;
-        translate::rewrite(pkt, &p, AddrField::Dst, s.int_ip, s.int_port);
+        self.record_fragment(p, Dir::In, s.int_ip, now)?;
+        translate::rewrite(pkt, p, AddrField::Dst, s.int_ip, s.int_port);
         self.ct.touch(i, Dir::In, p.tcp_flags(), p.total, now);
         Ok(Translated::Forward {
             internal: v4(s.int_ip),
@@ -711,7 +709,7 @@ impl NatGateway {
     /// An ICMP error from the public side about a packet that went out (RFC 5508): never creates
     /// or refreshes a session.
     fn error_in(&mut self, pkt: &mut [u8], p: &Parsed) -> Result<Translated, NatDrop> {
-        let inner = translate::parse_error(p, Dir::In)?;
+        let inner = translate::parse_error(pkt, p, Dir::In)?;
         let i = self
             .ct
             .lookup_in(
@@ -734,7 +732,7 @@ impl NatGateway {
 
     /// An ICMP error from an internal host about a packet that came in.
     fn error_out(&mut self, pkt: &mut [u8], p: &Parsed) -> Result<Translated, NatDrop> {
-        let inner = translate::parse_error(p, Dir::Out)?;
+        let inner = translate::parse_error(pkt, p, Dir::Out)?;
         let i = self
             .ct
             .lookup_out(

@@ -13,8 +13,8 @@ use super::{NatDrop, Proto};
 use crate::dataplane::checksum;
 use crate::dataplane::packet::{
     ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER_LEN,
-    ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, IcmpMessage, Ipv4Packet, Quoted, Summary, TCP_ACK,
-    TCP_FIN, TCP_MIN_HEADER, TCP_RST, TCP_SYN, Transport, UDP_HEADER_LEN,
+    ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, IcmpMessage, Ipv4Packet, Summary, TCP_ACK, TCP_FIN,
+    TCP_MIN_HEADER, TCP_RST, TCP_SYN, Transport, UDP_HEADER_LEN,
 };
 
 /// Fragment position of a packet.
@@ -45,11 +45,8 @@ pub(crate) enum L4 {
         id: u16,
         request: bool,
     },
-    /// Destination unreachable, time exceeded or parameter problem, with the packet it quotes
-    /// (see [`parse_error`]).
-    IcmpError {
-        quoted: Option<Quoted>,
-    },
+    /// Destination unreachable, time exceeded or parameter problem: see [`parse_error`].
+    IcmpError,
     /// A non-first fragment.
     None,
 }
@@ -101,7 +98,7 @@ impl Parsed {
     }
 
     pub(crate) fn is_icmp_error(&self) -> bool {
-        matches!(self.l4, L4::IcmpError { .. })
+        self.l4 == L4::IcmpError
     }
 }
 
@@ -180,9 +177,7 @@ pub(crate) fn from_summary(s: &Summary, csum: L4Checksum) -> Result<Parsed, NatD
                 id,
                 request: icmp_type == ICMP_ECHO_REQUEST,
             },
-            IcmpMessage::Error { quoted } if is_translated_error(icmp_type) => {
-                L4::IcmpError { quoted }
-            }
+            IcmpMessage::Error if is_translated_error(icmp_type) => L4::IcmpError,
             _ => return Err(NatDrop::UnsupportedIcmp),
         },
         // A first fragment too short for its transport header (RFC 1858's tiny fragments).
@@ -193,8 +188,8 @@ pub(crate) fn from_summary(s: &Summary, csum: L4Checksum) -> Result<Parsed, NatD
         Proto::Icmp => L4Checksum::Complete,
     };
     Ok(Parsed {
-        ihl: s.header_len,
-        total: s.len,
+        ihl: usize::from(s.header_len),
+        total: s.len as usize,
         proto,
         src: u32::from(s.src),
         dst: u32::from(s.dst),
@@ -258,7 +253,7 @@ fn patch_l4_checksum(
 /// [`L4Checksum::Partial`] says). Non-first fragments: address only.
 pub(crate) fn rewrite(pkt: &mut [u8], p: &Parsed, side: AddrField, new_ip: u32, new_port: u16) {
     let old_ip = set_addr(pkt, 0, side, new_ip);
-    if matches!(p.l4, L4::None | L4::IcmpError { .. }) {
+    if matches!(p.l4, L4::None | L4::IcmpError) {
         return;
     }
     let (port_at, csum_at, pseudo, zero) = l4_fields(p.proto, side);
@@ -294,8 +289,9 @@ pub(crate) struct Inner {
 /// Reads the quoted packet of an ICMP error. `dir` is the way the error travels: an inbound error
 /// quotes a packet that went out (its source is ours, an ICMP query's identifier is its source
 /// "port"); an outbound error quotes one that came in.
-pub(crate) fn parse_error(p: &Parsed, dir: Dir) -> Result<Inner, NatDrop> {
-    let L4::IcmpError { quoted: Some(q) } = p.l4 else {
+pub(crate) fn parse_error(pkt: &[u8], p: &Parsed, dir: Dir) -> Result<Inner, NatDrop> {
+    let quoted = pkt.get(..p.total).map(Ipv4Packet::new_header_checked);
+    let Some(q) = quoted.and_then(Result::ok).and_then(|v| v.quoted()) else {
         return Err(NatDrop::Malformed);
     };
     if q.transport_len < 8 {
@@ -317,8 +313,8 @@ pub(crate) fn parse_error(p: &Parsed, dir: Dir) -> Result<Inner, NatDrop> {
     let off = p.ihl + ICMP_HEADER_LEN;
     Ok(Inner {
         off,
-        l4: off + q.header_len,
-        avail: q.transport_len,
+        l4: off + usize::from(q.header_len),
+        avail: usize::from(q.transport_len),
         proto,
         src: u32::from(q.src),
         dst: u32::from(q.dst),

@@ -2,8 +2,8 @@
 
 use std::net::Ipv4Addr;
 
-use super::summary::{Summary, read_transport};
-use super::{HeaderError, IPV4_MIN_HEADER};
+use super::summary::{Quoted, Summary, read_quoted, read_transport};
+use super::{HeaderError, ICMP_HEADER_LEN, IPV4_MIN_HEADER, PROTO_ICMP, is_icmp_error};
 use crate::dataplane::checksum;
 
 /// Byte ranges of the IPv4 header (RFC 791).
@@ -174,6 +174,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     /// The typed summary the filters, the NAT and the observers read.
+    #[inline]
     pub fn summary(&self) -> Summary {
         let offset = self.frag_offset();
         let payload = self.payload();
@@ -182,14 +183,29 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
             src: self.src(),
             dst: self.dst(),
             proto: self.protocol(),
-            header_len: self.header_len(),
-            len: self.len(),
+            header_len: self.header_len() as u16,
+            len: self.len() as u32,
             ident: u32::from(self.ident()),
             dont_frag: self.dont_frag(),
             more_frags: self.more_frags(),
             frag_offset: offset,
             transport,
         }
+    }
+}
+
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// The packet an ICMP error quotes (its header and the start of its payload), if this is
+    /// an unfragmented ICMP error and the quote is readable.
+    pub fn quoted(&self) -> Option<Quoted> {
+        if self.protocol() != PROTO_ICMP || self.frag_offset() != 0 {
+            return None;
+        }
+        let icmp = self.payload();
+        if !is_icmp_error(*icmp.first()?) {
+            return None;
+        }
+        read_quoted(icmp.get(ICMP_HEADER_LEN..)?)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{ICMP_HEADER_LEN, IPV4_MIN_HEADER, PROTO_ICMP, PROTO_TCP, PROTO_UDP, is_icmp_error};
+use super::{IPV4_MIN_HEADER, PROTO_ICMP, PROTO_TCP, PROTO_UDP, is_icmp_error};
 
 /// The header fields of one packet, read once from its view. Generic over the address type so
 /// that an IPv6 view can produce the same summary (`ident` is 32 bits for IPv6's fragment
@@ -14,22 +14,22 @@ pub struct Summary<A = Ipv4Addr> {
     /// The transport protocol number.
     pub proto: u8,
     /// The network header's length (IPv4 options included).
-    pub header_len: usize,
+    pub header_len: u16,
     /// The packet's length: the IP total length (or what the buffer holds, if less, for views
-    /// checked on the header only).
-    pub len: usize,
+    /// checked on the header only). 32 bits for IPv6 (40 bytes of header + 65,535 of payload).
+    pub len: u32,
     pub ident: u32,
     pub dont_frag: bool,
     pub more_frags: bool,
     /// Fragment offset in 8-byte units.
     pub frag_offset: u16,
-    pub transport: Transport<A>,
+    pub transport: Transport,
 }
 
 impl<A> Summary<A> {
     /// Bytes after the network header.
     pub fn transport_len(&self) -> usize {
-        self.len.saturating_sub(self.header_len)
+        (self.len as usize).saturating_sub(usize::from(self.header_len))
     }
 
     /// Part of a fragmented datagram (first or later).
@@ -60,9 +60,9 @@ impl<A> Summary<A> {
     }
 }
 
-/// The transport header as far as it is present.
+/// The transport header as far as it is present (the same for IPv4 and IPv6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport<A = Ipv4Addr> {
+pub enum Transport {
     /// At least 14 bytes of TCP header (ports and flags).
     Tcp { sport: u16, dport: u16, flags: u8 },
     /// At least 4 bytes of UDP header (ports).
@@ -71,7 +71,7 @@ pub enum Transport<A = Ipv4Addr> {
     Icmp {
         icmp_type: u8,
         code: u8,
-        message: IcmpMessage<A>,
+        message: IcmpMessage,
     },
     /// Another protocol (no ports).
     Other,
@@ -80,12 +80,16 @@ pub enum Transport<A = Ipv4Addr> {
 }
 
 /// What an ICMP message carries beyond type and code.
+///
+/// The packet an error quotes is not part of the summary (it would triple its size, and the
+/// summary is copied along the hot path): [`super::Ipv4Packet::quoted`] reads it from the view
+/// when a consumer needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IcmpMessage<A = Ipv4Addr> {
+pub enum IcmpMessage {
     /// A message that is not an error, with its identifier (bytes 4..6).
     Query { id: u16 },
-    /// An error, with the packet it quotes if that is readable.
-    Error { quoted: Option<Quoted<A>> },
+    /// An error (destination unreachable, time exceeded, ...).
+    Error,
     /// A message that is not an error, too short for an identifier.
     Short,
 }
@@ -96,11 +100,11 @@ pub struct Quoted<A = Ipv4Addr> {
     pub proto: u8,
     pub src: A,
     pub dst: A,
-    /// The quoted network header's length; the quote starts [`ICMP_HEADER_LEN`] bytes into the
+    /// The quoted network header's length; the quote starts [`super::ICMP_HEADER_LEN`] bytes into the
     /// ICMP message.
-    pub header_len: usize,
+    pub header_len: u8,
     /// Quoted bytes after the quoted network header.
-    pub transport_len: usize,
+    pub transport_len: u16,
     /// Fragment offset of the quoted packet (8-byte units): a non-first fragment quotes no ports.
     pub frag_offset: u16,
     /// TCP/UDP ports, or an ICMP message's identifier in both; `(0, 0)` for other protocols;
@@ -116,6 +120,7 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 
 /// Reads the transport header of an IPv4 packet with protocol `proto` from `l4` (the bytes
 /// after the IP header); `first` is false for non-first fragments (no transport header).
+#[inline]
 pub fn read_transport(proto: u8, first: bool, l4: &[u8]) -> Transport {
     if !first {
         return Transport::Opaque;
@@ -138,9 +143,7 @@ pub fn read_transport(proto: u8, first: bool, l4: &[u8]) -> Transport {
                 return Transport::Opaque;
             };
             let message = if is_icmp_error(icmp_type) {
-                IcmpMessage::Error {
-                    quoted: l4.get(ICMP_HEADER_LEN..).and_then(read_quoted),
-                }
+                IcmpMessage::Error
             } else if let Some(id) = be16(l4, 4) {
                 IcmpMessage::Query { id }
             } else {
@@ -157,7 +160,7 @@ pub fn read_transport(proto: u8, first: bool, l4: &[u8]) -> Transport {
 }
 
 /// Reads the IPv4 packet an ICMP error quotes (`q` = the bytes after the ICMP header).
-fn read_quoted(q: &[u8]) -> Option<Quoted> {
+pub(super) fn read_quoted(q: &[u8]) -> Option<Quoted> {
     if q.first()? >> 4 != 4 || q.len() < IPV4_MIN_HEADER {
         return None;
     }
@@ -179,8 +182,8 @@ fn read_quoted(q: &[u8]) -> Option<Quoted> {
         proto,
         src: Ipv4Addr::new(q[12], q[13], q[14], q[15]),
         dst: Ipv4Addr::new(q[16], q[17], q[18], q[19]),
-        header_len,
-        transport_len: l4.len(),
+        header_len: header_len as u8,
+        transport_len: l4.len().min(usize::from(u16::MAX)) as u16,
         frag_offset: u16::from_be_bytes([q[6], q[7]]) & 0x1fff,
         ports,
         icmp,
