@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use vpcd::dataplane::{DropReason, Fabric, MIN_BUFFER, PortId, Verdict, checksum};
+use vpcd::dataplane::{DropReason, Fabric, MIN_BUFFER, PacketMeta, PortId, Verdict, checksum};
 use vpcd::tables::Tables;
 use vpcd::time::Instant;
 
@@ -155,7 +155,8 @@ impl Rig {
             v,
             Verdict::Forward {
                 port: self.port(to),
-                len: out.len()
+                len: out.len(),
+                meta: PacketMeta::COMPLETE,
             },
             "{from} -> {to}"
         );

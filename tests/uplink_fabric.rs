@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etherparse::PacketBuilder;
-use vpcd::dataplane::{DropReason, Fabric, MIN_BUFFER, PortId, Verdict};
+use vpcd::dataplane::{DropReason, Fabric, MIN_BUFFER, PacketMeta, PortId, Verdict};
 use vpcd::explain::{Query, explain};
 use vpcd::observe::{Action, FlowLog, FlowLogConfig, Observer, RejectReason};
 use vpcd::tables::{PortOwner, Tables, UPLINK_PORT_NAME};
@@ -128,7 +128,8 @@ impl Rig {
             v,
             Verdict::Forward {
                 port: self.port(to),
-                len: out.len()
+                len: out.len(),
+                meta: PacketMeta::COMPLETE,
             },
             "{from} -> {to}"
         );

@@ -1,7 +1,9 @@
 //! Internet checksums: full computation (RFC 1071) and incremental update (RFC 1624).
 //!
 //! The hot path rewrites addresses and ports in place and patches checksums with [`update16`] /
-//! [`update32`]; the tests check every update against a full recomputation.
+//! [`update32`] (and partial checksums under offload, which hold an uncomplemented sum, with
+//! [`update_sum16`] / [`update_sum32`]); the tests check every update against a full
+//! recomputation.
 
 use std::net::Ipv4Addr;
 
@@ -59,6 +61,18 @@ pub fn update32(check: u16, old: u32, new: u32) -> u16 {
     update16(c, old as u16, new as u16)
 }
 
+/// RFC 1624 on an uncomplemented sum (a partial checksum under offload, which holds the folded
+/// pseudo-header sum): the new sum after one 16-bit word of the covered data changed from `old`
+/// to `new`, `S' = S + ~m + m'`.
+pub fn update_sum16(sum: u16, old: u16, new: u16) -> u16 {
+    !update16(!sum, old, new)
+}
+
+/// [`update_sum16`] for a 32-bit field (an IPv4 address), as two words.
+pub fn update_sum32(sum: u16, old: u32, new: u32) -> u16 {
+    !update32(!sum, old, new)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +108,17 @@ mod tests {
             // A checksum is correct when summing the data with it gives all ones.
             data.extend_from_slice(&updated.to_be_bytes());
             prop_assert_eq!(checksum(&data), 0);
+        }
+
+        /// The uncomplemented form: updating the partial sum of the pseudo-header equals the sum
+        /// of the changed pseudo-header.
+        #[test]
+        fn sum_update_matches_resum(a in any::<u32>(), b in any::<u32>(), dst in any::<u32>(), len in any::<u16>()) {
+            let before = pseudo_header(a.into(), dst.into(), 6, len) as u16;
+            let after = pseudo_header(b.into(), dst.into(), 6, len) as u16;
+            let updated = update_sum32(before, a, b);
+            // 0x0000 and 0xffff are the same value in one's complement.
+            prop_assert!(updated == after || (updated, after) == (0xffff, 0) || (updated, after) == (0, 0xffff));
         }
 
         #[test]

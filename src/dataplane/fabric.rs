@@ -50,15 +50,15 @@
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use smoltcp::wire::Ipv4Packet;
-
 use super::firewall::{Facts, Firewall, FlowConfig, Pending, Side};
 use super::gateways::{Gateways, ReconcileProblem, VpcCores};
 use super::icmp::{self, IcmpError};
-use super::nat::{NatDrop, Translated};
+use super::nat::{L4Checksum, NatDrop, NatGateway, Translated};
+use super::offload::PacketMeta;
+use super::packet::{IpPacket, Ipv4Packet, Summary};
 use super::public::{EipTarget, PublicNext, public_next};
 use super::route::{Next, is_martian, route_in_vpc};
-use super::{Counters, DropReason, PortId, Verdict, checksum};
+use super::{Counters, DropReason, PortId, Verdict};
 use crate::tables::{PortInfo, PortOwner, Tables, VpcTable};
 use crate::time::Instant;
 
@@ -72,14 +72,48 @@ pub struct Fabric {
     firewall: Firewall,
 }
 
-/// The checked facts about a packet the pipeline routes on.
+/// The checked packet the pipeline routes on: the view's summary (read once by
+/// [`Header::read`], again only after a translation changed addresses and ports) and the
+/// offload metadata.
 #[derive(Debug, Clone, Copy)]
 struct Header {
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    summary: Summary,
+    meta: PacketMeta,
+    /// How translation treats the transport checksum (partial under checksum offload).
+    csum: L4Checksum,
+}
+
+impl Header {
+    /// Summarises a packet [`check_ip`] accepted and checks its offload metadata against it
+    /// (which may complete a partial checksum in place, see [`PacketMeta::check`]).
+    fn read(pkt: &mut [u8], mut meta: PacketMeta) -> Result<Header, DropReason> {
+        let summary = Ipv4Packet::new_unchecked(&pkt[..]).summary();
+        let csum = meta.check(pkt, &summary)?;
+        Ok(Header {
+            summary,
+            meta,
+            csum,
+        })
+    }
+
+    fn src(&self) -> Ipv4Addr {
+        self.summary.src
+    }
+
+    fn dst(&self) -> Ipv4Addr {
+        self.summary.dst
+    }
+
     /// The IP total length: trailing bytes beyond it are not forwarded.
-    total_len: usize,
-    dont_frag: bool,
+    fn total_len(&self) -> usize {
+        self.summary.len as usize
+    }
+
+    /// The largest packet this one puts on the wire (one segment of a superpacket): what the
+    /// MTU applies to.
+    fn wire_len(&self) -> usize {
+        self.meta.wire_len(self.total_len())
+    }
 }
 
 /// Seed used by [`Fabric::new`]: fine for tests and the simulator, not for a runtime facing
@@ -114,21 +148,41 @@ impl Fabric {
         }
     }
 
-    /// Handles one packet that arrived on `ingress`.
+    /// Handles one ordinary packet (no segmentation offload, complete checksums) that arrived on
+    /// `ingress`: [`Fabric::handle_meta`] with [`PacketMeta::COMPLETE`], for ports without
+    /// offload.
+    pub fn handle(&mut self, now: Instant, ingress: PortId, buf: &mut [u8], len: usize) -> Verdict {
+        self.handle_meta(now, ingress, buf, len, PacketMeta::COMPLETE)
+    }
+
+    /// Handles one packet that arrived on `ingress`, with its offload metadata `meta` (a
+    /// superpacket, a partial checksum: see [`super::offload`]).
     ///
     /// The packet is `buf[..len]`; `buf` may be longer, and should be at least
     /// [`super::MIN_BUFFER`] bytes so that generated replies fit (otherwise they are dropped as
     /// `BufferTooSmall`). Call it for every packet a port reads, in arrival order, with a `now`
     /// that never goes backwards. The returned verdict refers to the same buffer; every drop has
-    /// been counted. Never panics, whatever the bytes.
-    pub fn handle(&mut self, now: Instant, ingress: PortId, buf: &mut [u8], len: usize) -> Verdict {
+    /// been counted. [`Verdict::Forward`] hands the metadata back (a partial checksum the
+    /// fabric could not keep is completed); MTU checks apply to one segment of a superpacket.
+    /// Metadata that does not fit the packet is the drop `bad_offload`. Never panics, whatever
+    /// the bytes.
+    pub fn handle_meta(
+        &mut self,
+        now: Instant,
+        ingress: PortId,
+        buf: &mut [u8],
+        len: usize,
+        meta: PacketMeta,
+    ) -> Verdict {
         let Fabric {
             tables,
             counters,
             gateways,
             firewall,
         } = self;
-        let verdict = pipeline(tables, counters, gateways, firewall, now, ingress, buf, len);
+        let verdict = pipeline(
+            tables, counters, gateways, firewall, now, ingress, buf, len, meta,
+        );
         match verdict {
             Verdict::Forward { port, len, .. } | Verdict::Reply { port, len, .. } => {
                 counters.count_tx(port, len)
@@ -221,28 +275,33 @@ fn pipeline(
     ingress: PortId,
     buf: &mut [u8],
     len: usize,
+    meta: PacketMeta,
 ) -> Verdict {
     let Some(port) = tables.port(ingress) else {
         return Verdict::Drop(DropReason::UnknownPort);
     };
     let len = len.min(buf.len());
     counters.count_rx(ingress, len);
-    let header = match check_header(&buf[..len]) {
-        Ok(h) => h,
+    let (src, dst) = match check_ip(&buf[..len]) {
+        Ok(ip) => (ip.src(), ip.dst()),
         Err(reason) => return Verdict::Drop(reason),
     };
     let spoofed = match port.owner {
         // The outside world sends from its own addresses, never from one the segment owns, and
         // never from one no reply could reach.
-        PortOwner::Uplink => tables.internet.owns(header.src) || is_martian(header.src),
-        _ => header.src != port.addr,
+        PortOwner::Uplink => tables.internet.owns(src) || is_martian(src),
+        _ => src != port.addr,
     };
     if spoofed {
         return Verdict::Drop(DropReason::Spoofed);
     }
-    if is_martian(header.dst) {
+    if is_martian(dst) {
         return Verdict::Drop(DropReason::Martian);
     }
+    let header = match Header::read(&mut buf[..len], meta) {
+        Ok(h) => h,
+        Err(reason) => return Verdict::Drop(reason),
+    };
     let mut pkt = Packet {
         tables,
         now,
@@ -390,12 +449,12 @@ fn from_instance(
     from: Side,
 ) -> (Stage, Pending) {
     let done = |verdict| (Stage::Done(verdict), Pending::Nothing);
-    match route_in_vpc(vpc.table, from.subnet as usize, port, pkt.header.dst) {
+    match route_in_vpc(vpc.table, from.subnet as usize, port, pkt.header.dst()) {
         Ok(Next::Deliver(egress)) => {
             let (verdict, pending) = within_vpc(pkt, vpc, from, egress);
             (Stage::Done(verdict), pending)
         }
-        Ok(Next::Gateway) => match icmp::echo_reply_in_place(pkt.buf, pkt.header.total_len) {
+        Ok(Next::Gateway) => match icmp::echo_reply_in_place(pkt.buf, pkt.header.total_len()) {
             Ok(len) => done(Verdict::Reply {
                 port: pkt.ingress,
                 len,
@@ -436,19 +495,19 @@ fn through_nat_gateway(pkt: &mut Packet, vpc: &mut VpcState, g: usize) -> Stage 
     let Some(table) = vpc.table.nat_gateways.get(g) else {
         return Stage::Done(Verdict::Drop(DropReason::NoRoute));
     };
-    let Some(pool) = table.pool_for(pkt.header.src) else {
+    let Some(pool) = table.pool_for(pkt.header.src()) else {
         return Stage::Done(Verdict::Drop(DropReason::NoSnatRule));
     };
     if let Some(v) = pkt.public_mtu_check(table.ip) {
         return Stage::Done(v);
     }
-    if let Err(v) = visible_hop(pkt.buf, pkt.header, table.ip, pkt.ingress, true) {
+    if let Err(v) = visible_hop(pkt.buf, &pkt.header, table.ip, pkt.ingress, true) {
         return Stage::Done(v);
     }
     let Some(core) = vpc.cores.pool(g, pool) else {
         return Stage::Done(Verdict::Drop(DropReason::NoRoute));
     };
-    let outcome = core.outbound(pkt.now, pkt.ingress.0, &mut pkt.buf[..pkt.header.total_len]);
+    let outcome = pkt.translate_out(core);
     let answer = matches!(outcome, Err(d) if core.refusal_reply(d));
     after_outbound(pkt, answer, table.ip, outcome)
 }
@@ -464,7 +523,7 @@ fn through_internet_gateway(pkt: &mut Packet, vpc: &mut VpcState) -> Stage {
         return Stage::Done(v);
     }
     let core = &mut vpc.cores.igw;
-    let outcome = core.outbound(pkt.now, pkt.ingress.0, &mut pkt.buf[..pkt.header.total_len]);
+    let outcome = pkt.translate_out(core);
     let answer = matches!(outcome, Err(d) if core.refusal_reply(d));
     after_outbound(pkt, answer, hop, outcome)
 }
@@ -478,11 +537,8 @@ fn after_outbound(
     outcome: Result<Translated, NatDrop>,
 ) -> Stage {
     let verdict = match outcome {
-        Ok(Translated::Forward { .. }) => {
-            // The source is now public; the destination is unchanged.
-            pkt.header.src = Ipv4Packet::new_unchecked(&pkt.buf[..]).src_addr();
-            return on_public_segment(pkt, false);
-        }
+        // The source is now public (the summary was read again); the destination is unchanged.
+        Ok(Translated::Forward { .. }) => return on_public_segment(pkt, false),
         Ok(Translated::ReplyRst { len }) => Verdict::Reply {
             port: pkt.ingress,
             len,
@@ -490,7 +546,7 @@ fn after_outbound(
         Err(drop) if answer_refusal => {
             match icmp::write_error(
                 pkt.buf,
-                pkt.header.total_len,
+                pkt.header.total_len(),
                 hop,
                 IcmpError::AdminProhibited,
             ) {
@@ -510,7 +566,7 @@ fn after_outbound(
 /// to the stage of the VPC behind the destination EIP (ingress or hairpin). Touches no VPC's
 /// state. `from_public` as in [`Stage::Enter`].
 fn on_public_segment(pkt: &mut Packet, from_public: bool) -> Stage {
-    match public_next(pkt.tables, pkt.ingress, pkt.header.dst) {
+    match public_next(pkt.tables, pkt.ingress, pkt.header.dst()) {
         Ok(PublicNext::Host(egress) | PublicNext::Uplink(egress)) => {
             Stage::Done(pkt.deliver(egress))
         }
@@ -532,23 +588,20 @@ fn enter_vpc(
     target: EipTarget,
     from_public: bool,
 ) -> (Verdict, Pending) {
-    let dst = pkt.header.dst;
+    let dst = pkt.header.dst();
     let outcome = match target {
         EipTarget::NatGateway { gateway, pool, .. } => {
             // Only a public sender's packet can be answered with Time Exceeded from the EIP: a
             // hairpinned packet's source is an EIP, not its sender.
-            if let Err(v) = visible_hop(pkt.buf, pkt.header, dst, pkt.ingress, from_public) {
+            if let Err(v) = visible_hop(pkt.buf, &pkt.header, dst, pkt.ingress, from_public) {
                 return (v, Pending::Nothing);
             }
             let Some(core) = vpc.cores.pool(gateway, pool) else {
                 return (Verdict::Drop(DropReason::UnboundEip), Pending::Nothing);
             };
-            core.inbound(pkt.now, &mut pkt.buf[..pkt.header.total_len])
+            pkt.translate_in(core)
         }
-        EipTarget::OneToOne { .. } => vpc
-            .cores
-            .igw
-            .inbound(pkt.now, &mut pkt.buf[..pkt.header.total_len]),
+        EipTarget::OneToOne { .. } => pkt.translate_in(&mut vpc.cores.igw),
     };
     match outcome {
         Ok(Translated::Forward { internal, .. }) => deliver_into_vpc(pkt, vpc, internal),
@@ -584,10 +637,11 @@ fn deliver_into_vpc(
     let verdict = match pkt.tables.port(egress) {
         // Translated already: an error could not quote the sender's header, so an oversized
         // inbound packet is a counted drop.
-        Some(p) if pkt.header.total_len > p.mtu as usize => Verdict::Drop(DropReason::TooBig),
+        Some(p) if pkt.header.wire_len() > p.mtu as usize => Verdict::Drop(DropReason::TooBig),
         Some(_) => Verdict::Forward {
             port: egress,
-            len: pkt.header.total_len,
+            len: pkt.header.total_len(),
+            meta: pkt.header.meta,
         },
         None => Verdict::Drop(DropReason::UnknownPort),
     };
@@ -597,23 +651,51 @@ fn deliver_into_vpc(
 impl Packet<'_> {
     /// The facts the filters read from the packet as it is now (before or after translation).
     fn facts(&self) -> Facts {
-        Facts::parse(&self.buf[..self.header.total_len.min(self.buf.len())])
+        Facts::of(&self.header.summary, &self.buf[..self.header.total_len()])
+    }
+
+    /// Outbound translation by `core`; a translated packet's summary is read again (its source
+    /// address and port changed).
+    fn translate_out(&mut self, core: &mut NatGateway) -> Result<Translated, NatDrop> {
+        let h = &self.header;
+        let buf = &mut self.buf[..h.total_len()];
+        let outcome = core.outbound_checked(self.now, self.ingress.0, buf, &h.summary, h.csum);
+        self.reread(&outcome);
+        outcome
+    }
+
+    /// Inbound translation by `core` (its destination address and port change).
+    fn translate_in(&mut self, core: &mut NatGateway) -> Result<Translated, NatDrop> {
+        let h = &self.header;
+        let buf = &mut self.buf[..h.total_len()];
+        let outcome = core.inbound_checked(self.now, buf, &h.summary, h.csum);
+        self.reread(&outcome);
+        outcome
+    }
+
+    /// Reads the summary again after a translation rewrote the packet (same lengths, checked
+    /// already).
+    fn reread(&mut self, outcome: &Result<Translated, NatDrop>) {
+        if let Ok(Translated::Forward { .. }) = outcome {
+            let view = Ipv4Packet::new_unchecked(&self.buf[..self.header.total_len()]);
+            self.header.summary = view.summary();
+        }
     }
 
     /// Final step on a segment: the egress port's MTU, then forward.
     fn deliver(&mut self, egress: PortId) -> Verdict {
-        deliver(self.tables, self.ingress, egress, self.buf, self.header)
+        deliver(self.tables, self.ingress, egress, self.buf, &self.header)
     }
 
     /// Path MTU towards a public host or the uplink, checked before translation so that
     /// fragmentation-needed quotes the sender's own header.
     fn public_mtu_check(&mut self, hop: Ipv4Addr) -> Option<Verdict> {
-        let egress = match public_next(self.tables, self.ingress, self.header.dst) {
+        let egress = match public_next(self.tables, self.ingress, self.header.dst()) {
             Ok(PublicNext::Host(p) | PublicNext::Uplink(p)) => p,
             Ok(PublicNext::Eip(_)) | Err(_) => return None,
         };
         let mtu = self.tables.port(egress)?.mtu;
-        too_big(self.buf, self.header, mtu, hop, self.ingress)
+        too_big(self.buf, &self.header, mtu, hop, self.ingress)
     }
 }
 
@@ -622,81 +704,54 @@ impl Packet<'_> {
 /// patched (RFC 1624).
 fn visible_hop(
     buf: &mut [u8],
-    header: Header,
+    header: &Header,
     from: Ipv4Addr,
     ingress: PortId,
     may_reply: bool,
 ) -> Result<(), Verdict> {
-    let ttl = buf[8];
-    if ttl <= 1 {
+    let mut ip = Ipv4Packet::new_unchecked(&mut buf[..header.total_len()]);
+    if ip.ttl() <= 1 {
         if !may_reply {
             return Err(Verdict::Drop(DropReason::TtlExceeded));
         }
         return Err(
-            match icmp::write_error(buf, header.total_len, from, IcmpError::TimeExceeded) {
+            match icmp::write_error(buf, header.total_len(), from, IcmpError::TimeExceeded) {
                 Ok(len) => Verdict::Reply { port: ingress, len },
                 Err(reason) => Verdict::Drop(reason),
             },
         );
     }
-    let old = u16::from_be_bytes([buf[8], buf[9]]);
-    buf[8] = ttl - 1;
-    let new = u16::from_be_bytes([buf[8], buf[9]]);
-    let sum = u16::from_be_bytes([buf[10], buf[11]]);
-    buf[10..12].copy_from_slice(&checksum::update16(sum, old, new).to_be_bytes());
+    ip.decrement_ttl();
     Ok(())
 }
 
-/// Checks the IPv4 header: version, lengths, checksum. Trailing bytes past the total length are
-/// tolerated (and not forwarded).
-fn check_header(pkt: &[u8]) -> Result<Header, DropReason> {
-    match pkt.first().map(|b| b >> 4) {
-        Some(4) => {}
-        Some(6) => return Err(DropReason::Ipv6),
-        Some(_) => return Err(DropReason::NotIp),
-        None => return Err(DropReason::Truncated),
+/// Checks the IP header once: version, lengths, checksum. Trailing bytes past the total length
+/// are tolerated (and not forwarded).
+fn check_ip(pkt: &[u8]) -> Result<Ipv4Packet<&[u8]>, DropReason> {
+    match IpPacket::new_checked(pkt)? {
+        IpPacket::V4(ip) if !ip.verify_checksum() => Err(DropReason::BadChecksum),
+        IpPacket::V4(ip) => Ok(ip),
     }
-    if pkt.len() < 20 {
-        return Err(DropReason::Truncated);
-    }
-    let ip = Ipv4Packet::new_unchecked(pkt);
-    let header_len = usize::from(ip.header_len());
-    let total_len = usize::from(ip.total_len());
-    if header_len < 20 || total_len < header_len {
-        return Err(DropReason::BadHeader);
-    }
-    if pkt.len() < total_len || pkt.len() < header_len {
-        return Err(DropReason::Truncated);
-    }
-    if !ip.verify_checksum() {
-        return Err(DropReason::BadChecksum);
-    }
-    Ok(Header {
-        src: ip.src_addr(),
-        dst: ip.dst_addr(),
-        total_len,
-        dont_frag: ip.dont_frag(),
-    })
 }
 
 /// A packet larger than `mtu`: with DF, ICMP fragmentation-needed from `hop` back to the sender
 /// (so path-MTU discovery works); without DF, a counted drop (the fabric does not fragment).
 fn too_big(
     buf: &mut [u8],
-    header: Header,
+    header: &Header,
     mtu: u32,
     hop: Ipv4Addr,
     ingress: PortId,
 ) -> Option<Verdict> {
-    if header.total_len <= mtu as usize {
+    if header.wire_len() <= mtu as usize {
         return None;
     }
-    if !header.dont_frag {
+    if !header.summary.dont_frag {
         return Some(Verdict::Drop(DropReason::TooBig));
     }
     let mtu = mtu.min(u32::from(u16::MAX)) as u16;
     Some(
-        match icmp::write_error(buf, header.total_len, hop, IcmpError::FragNeeded { mtu }) {
+        match icmp::write_error(buf, header.total_len(), hop, IcmpError::FragNeeded { mtu }) {
             Ok(len) => Verdict::Reply { port: ingress, len },
             Err(reason) => Verdict::Drop(reason),
         },
@@ -709,12 +764,12 @@ fn deliver(
     ingress: PortId,
     egress: PortId,
     buf: &mut [u8],
-    header: Header,
+    header: &Header,
 ) -> Verdict {
     let Some(out) = tables.port(egress) else {
         return Verdict::Drop(DropReason::UnknownPort);
     };
-    if header.total_len > out.mtu as usize {
+    if header.wire_len() > out.mtu as usize {
         // Only an oversized packet needs the address its error comes from.
         let hop = tables
             .port(ingress)
@@ -726,7 +781,8 @@ fn deliver(
     }
     Verdict::Forward {
         port: egress,
-        len: header.total_len,
+        len: header.total_len(),
+        meta: header.meta,
     }
 }
 

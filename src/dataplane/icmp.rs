@@ -11,11 +11,10 @@ use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet};
 
 use super::DropReason;
 use super::checksum;
+use super::packet::{self, ICMP_QUOTE_MAX, PROTO_ICMP, is_icmp_error};
 
 /// TTL of packets the dataplane originates.
 pub const GENERATED_TTL: u8 = 64;
-/// Most bytes of the offending packet an error quotes: a full IP header with options plus 8.
-const MAX_QUOTE: usize = 60 + 8;
 /// IPv4 header plus ICMP header of a generated error.
 const ERROR_HEADERS: usize = 20 + 8;
 
@@ -61,11 +60,6 @@ impl IcmpError {
     }
 }
 
-/// True for ICMP types that are errors (RFC 1812: never answer those with an error).
-pub fn is_error_type(icmp_type: u8) -> bool {
-    matches!(icmp_type, 3 | 4 | 5 | 11 | 12)
-}
-
 fn is_unicast_source(a: Ipv4Addr) -> bool {
     !(a.is_unspecified()
         || a.is_broadcast()
@@ -84,22 +78,22 @@ pub fn write_error(
     err: IcmpError,
 ) -> Result<usize, DropReason> {
     let len = len.min(buf.len());
-    let ip = Ipv4Packet::new_checked(&buf[..len]).map_err(|_| DropReason::Truncated)?;
-    let header_len = usize::from(ip.header_len());
-    let to = ip.src_addr();
+    let ip = packet::Ipv4Packet::new_checked(&buf[..len]).map_err(|_| DropReason::Truncated)?;
+    let header_len = ip.header_len();
+    let to = ip.src();
     if ip.frag_offset() != 0 || !is_unicast_source(to) {
         return Err(DropReason::ErrorForError);
     }
-    if ip.next_header() == IpProtocol::Icmp {
+    if ip.protocol() == PROTO_ICMP {
         match ip.payload().first() {
-            Some(t) if !is_error_type(*t) => {}
+            Some(t) if !is_icmp_error(*t) => {}
             _ => return Err(DropReason::ErrorForError),
         }
     }
     let quote_len = (header_len + 8)
         .min(usize::from(ip.total_len()))
-        .min(MAX_QUOTE);
-    let mut quote = [0u8; MAX_QUOTE];
+        .min(ICMP_QUOTE_MAX);
+    let mut quote = [0u8; ICMP_QUOTE_MAX];
     quote[..quote_len].copy_from_slice(&buf[..quote_len]);
 
     let out_len = ERROR_HEADERS + quote_len;

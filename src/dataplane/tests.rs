@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use etherparse::PacketBuilder;
 
-use super::{DropReason, Fabric, MIN_BUFFER, PortId, Verdict, checksum};
+use super::offload::{Csum, Gso, GsoKind};
+use super::{DropReason, Fabric, MIN_BUFFER, PacketMeta, PortId, Verdict, checksum};
 use crate::tables::Tables;
 use crate::time::Instant;
 use crate::topology;
@@ -80,14 +81,20 @@ cidr = "198.51.100.0/24"
   ip = "198.51.100.53"
 "#;
 
-struct Rig {
-    fabric: Fabric,
+/// A fabric on a test topology (also used by the offload tests).
+pub(super) struct Rig {
+    pub(super) fabric: Fabric,
     tables: Arc<Tables>,
 }
 
 impl Rig {
     fn new() -> Rig {
-        let plan = topology::parse("fabric-test.toml", TOPOLOGY).expect("test topology is valid");
+        Rig::on(TOPOLOGY)
+    }
+
+    /// A fabric on the topology `toml`.
+    pub(super) fn on(toml: &str) -> Rig {
+        let plan = topology::parse("fabric-test.toml", toml).expect("test topology is valid");
         let tables = Arc::new(crate::topology::compile::tables(&plan));
         Rig {
             fabric: Fabric::new(tables.clone()),
@@ -95,7 +102,7 @@ impl Rig {
         }
     }
 
-    fn port(&self, name: &str) -> PortId {
+    pub(super) fn port(&self, name: &str) -> PortId {
         self.tables
             .port_named(name)
             .unwrap_or_else(|| panic!("no port {name}"))
@@ -159,7 +166,8 @@ fn same_subnet_is_delivered_unchanged_without_ttl_decrement() {
         v,
         Verdict::Forward {
             port: rig.port("tenant-a/fn-a2"),
-            len: pkt.len()
+            len: pkt.len(),
+            meta: PacketMeta::COMPLETE,
         }
     );
     assert_eq!(
@@ -178,7 +186,8 @@ fn other_subnet_is_delivered_by_the_local_route() {
         v,
         Verdict::Forward {
             port: rig.port("tenant-a/job-a"),
-            len: pkt.len()
+            len: pkt.len(),
+            meta: PacketMeta::COMPLETE,
         }
     );
     // And back, through the `private` table whose default route points at the NAT gateway.
@@ -188,7 +197,8 @@ fn other_subnet_is_delivered_by_the_local_route() {
         v,
         Verdict::Forward {
             port: rig.port("tenant-a/fn-a1"),
-            len: pkt.len()
+            len: pkt.len(),
+            meta: PacketMeta::COMPLETE,
         }
     );
 }
@@ -277,7 +287,8 @@ fn tenants_with_the_same_cidr_never_see_each_other() {
         v,
         Verdict::Forward {
             port: rig.port("tenant-b/fn-b1"),
-            len: 36
+            len: 36,
+            meta: PacketMeta::COMPLETE,
         }
     );
     let (v, _) = rig.send("tenant-a/fn-a2", &udp([10, 0, 1, 11], [10, 0, 1, 10], 8));
@@ -285,7 +296,8 @@ fn tenants_with_the_same_cidr_never_see_each_other() {
         v,
         Verdict::Forward {
             port: rig.port("tenant-a/fn-a1"),
-            len: 36
+            len: 36,
+            meta: PacketMeta::COMPLETE,
         }
     );
 }
@@ -299,7 +311,8 @@ fn public_segment_delivers_between_hosts_and_refuses_eips_without_binding() {
         v,
         Verdict::Forward {
             port: rig.port("internet/dns"),
-            len: pkt.len()
+            len: pkt.len(),
+            meta: PacketMeta::COMPLETE,
         }
     );
     let (v, _) = rig.send(
@@ -407,7 +420,8 @@ fn trailing_bytes_past_total_length_are_not_forwarded() {
         v,
         Verdict::Forward {
             port: rig.port("tenant-a/fn-a2"),
-            len: real
+            len: real,
+            meta: PacketMeta::COMPLETE,
         }
     );
 }
@@ -563,4 +577,79 @@ address = "203.0.113.20"
         "{v:?}"
     );
     assert_eq!(active, vec![1, 1], "a repeated packet refreshes, not adds");
+}
+
+/// A TCP superpacket of an established flow as a TUN device with offload hands it over:
+/// `payload_len` bytes in segments of `mss`, the checksum partial (the pseudo-header sum).
+fn tcp_superpacket(
+    src: [u8; 4],
+    dst: [u8; 4],
+    mss: u16,
+    payload_len: usize,
+) -> (Vec<u8>, PacketMeta) {
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(src, dst, 64)
+        .tcp(40000, 80, 2, 65535)
+        .ack(1)
+        .write(&mut v, &vec![0x5a; payload_len])
+        .unwrap();
+    set_dont_frag(&mut v, true);
+    let sum = checksum::pseudo_header(src.into(), dst.into(), 6, (v.len() - 20) as u16);
+    v[36..38].copy_from_slice(&(sum as u16).to_be_bytes());
+    let meta = PacketMeta {
+        gso: Some(Gso {
+            kind: GsoKind::TcpV4,
+            segment_size: mss,
+            header_len: 40,
+        }),
+        csum: Csum::Partial {
+            start: 20,
+            offset: 16,
+        },
+    };
+    (v, meta)
+}
+
+impl Rig {
+    fn send_meta(&mut self, from: &str, pkt: &[u8], meta: PacketMeta) -> (Verdict, Vec<u8>) {
+        let port = self.port(from);
+        let mut buf = pkt.to_vec();
+        buf.resize(pkt.len().max(MIN_BUFFER) + 64, 0);
+        let v = self
+            .fabric
+            .handle_meta(Instant::ZERO, port, &mut buf, pkt.len(), meta);
+        (v, buf)
+    }
+}
+
+#[test]
+fn a_superpacket_meets_the_mtu_one_segment_at_a_time() {
+    let mut rig = Rig::new();
+    // fn-a2 has MTU 1280: segments of 1200 bytes (1240 on the wire) fit, 12 kB in all.
+    let (pkt, meta) = tcp_superpacket([10, 0, 1, 10], [10, 0, 1, 11], 1200, 12_000);
+    let (v, _) = rig.send_meta("tenant-a/fn-a1", &pkt, meta);
+    assert_eq!(
+        v,
+        Verdict::Forward {
+            port: rig.port("tenant-a/fn-a2"),
+            len: pkt.len(),
+            meta,
+        }
+    );
+    // Segments of 1260 bytes (1300 on the wire) do not: fragmentation needed, with the MTU.
+    let (pkt, meta) = tcp_superpacket([10, 0, 1, 10], [10, 0, 1, 11], 1260, 12_000);
+    let (v, buf) = rig.send_meta("tenant-a/fn-a1", &pkt, meta);
+    assert!(matches!(v, Verdict::Reply { .. }), "{v:?}");
+    assert_eq!((buf[20], buf[21]), (3, 4));
+    assert_eq!(u16::from_be_bytes([buf[26], buf[27]]), 1280);
+}
+
+#[test]
+fn offload_metadata_that_does_not_fit_the_packet_is_a_counted_drop() {
+    let mut rig = Rig::new();
+    let pkt = udp([10, 0, 1, 10], [10, 0, 1, 11], 100);
+    let (_, meta) = tcp_superpacket([10, 0, 1, 10], [10, 0, 1, 11], 50, 100);
+    let (v, _) = rig.send_meta("tenant-a/fn-a1", &pkt, meta);
+    assert_eq!(v, Verdict::Drop(DropReason::BadOffload));
+    assert_eq!(rig.fabric.counters().drops(DropReason::BadOffload), 1);
 }

@@ -48,6 +48,9 @@ use foldhash::fast::FixedState;
 use serde::Serialize;
 
 use super::{PROTO_ICMP, PROTO_TCP, PacketFacts};
+use crate::dataplane::packet::{
+    ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN,
+};
 use crate::dataplane::{DropReason, Verdict};
 use crate::tables::{PortId, PortOwner, Tables};
 use crate::time::Instant;
@@ -310,7 +313,7 @@ impl FlowLog {
             self.close(now);
         }
         match verdict {
-            Verdict::Forward { port, len } => {
+            Verdict::Forward { port, len, .. } => {
                 let after = PacketFacts::parse(buf.get(..len).unwrap_or(buf)).or(before);
                 self.count(
                     now,
@@ -591,10 +594,15 @@ impl FlowLog {
 /// gateway accepted it), a reject reason for an error or a RST.
 fn answered_with(reply: PacketFacts) -> Option<RejectReason> {
     match (reply.proto, reply.icmp) {
-        (PROTO_ICMP, Some((11, _))) => Some(RejectReason::Dropped(DropReason::TtlExceeded)),
-        (PROTO_ICMP, Some((3, 4))) => Some(RejectReason::Dropped(DropReason::TooBig)),
-        (PROTO_ICMP, Some((3, _))) => Some(RejectReason::Refused),
-        (PROTO_TCP, _) if reply.tcp_flags & 0x04 != 0 => Some(RejectReason::Refused),
+        (PROTO_ICMP, Some((ICMP_TIME_EXCEEDED, _))) => {
+            Some(RejectReason::Dropped(DropReason::TtlExceeded))
+        }
+        // Code 4: fragmentation needed.
+        (PROTO_ICMP, Some((ICMP_DEST_UNREACHABLE, 4))) => {
+            Some(RejectReason::Dropped(DropReason::TooBig))
+        }
+        (PROTO_ICMP, Some((ICMP_DEST_UNREACHABLE, _))) => Some(RejectReason::Refused),
+        (PROTO_TCP, _) if reply.tcp_flags & TCP_RST != 0 => Some(RejectReason::Refused),
         _ => None,
     }
 }
@@ -602,9 +610,9 @@ fn answered_with(reply: PacketFacts) -> Option<RejectReason> {
 /// One packet's flags as AWS reports them: FIN, SYN and RST, and ACK only with SYN (SYN-ACK =
 /// 18); a record ORs its packets' values, so a plain handshake's client side shows 2, not 18.
 fn aws_tcp_flags(flags: u8) -> u8 {
-    let mut f = flags & 0x07;
-    if flags & 0x02 != 0 {
-        f |= flags & 0x10;
+    let mut f = flags & (TCP_FIN | TCP_SYN | TCP_RST);
+    if flags & TCP_SYN != 0 {
+        f |= flags & TCP_ACK;
     }
     f
 }
@@ -645,6 +653,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::dataplane::offload::PacketMeta;
     use crate::topology::compile::tables as compile;
 
     fn tables() -> Tables {
@@ -701,6 +710,7 @@ mod tests {
         let v = Verdict::Forward {
             port: PortId(2),
             len: 40,
+            meta: PacketMeta::COMPLETE,
         };
         log.record(Instant::from_secs(1), PortId(0), before, v, &translated);
         log.flush_all(Instant::from_secs(2));
@@ -759,6 +769,7 @@ mod tests {
             let v = Verdict::Forward {
                 port: PortId(1),
                 len: 40,
+                meta: PacketMeta::COMPLETE,
             };
             log.record(
                 Instant::from_micros(u64::from(i)),
@@ -816,7 +827,7 @@ mod tests {
                 let bytes = tcp([10, 0, 1, 10], [10, 0, 1, 20], p.sport, 80, 0x10);
                 let v = match p.verdict {
                     0 => Verdict::Drop(DropReason::SecurityGroupIngress),
-                    1 => Verdict::Forward { port: PortId(p.to), len: 40 },
+                    1 => Verdict::Forward { port: PortId(p.to), len: 40, meta: PacketMeta::COMPLETE },
                     _ => Verdict::Reply { port: PortId(p.to), len: 40 },
                 };
                 expected += if p.verdict == 0 { 1 } else { 2 };

@@ -64,20 +64,19 @@ pub use pcap::{
     Capture, CaptureConfig, DEFAULT_CAPTURE_BUFFER, LINKTYPE_RAW, View, nat_capture_path,
 };
 
-use crate::dataplane::{Fabric, Verdict};
+use crate::dataplane::packet::{Ipv4Packet, Transport};
+use crate::dataplane::{Fabric, PacketMeta, Verdict};
 use crate::tables::{PortId, Tables};
 use crate::time::Instant;
 
 /// The largest packet a capture copies before the fabric rewrites it (the IPv4 maximum).
 const MAX_PACKET: usize = 65_535;
 
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
+pub use crate::dataplane::packet::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 /// What a flow log reads from an IPv4 packet: addresses, protocol, ports or ICMP type/code, TCP
-/// flags and length. Parsed by hand from the bytes, checked so that nothing panics whatever the
-/// input; a packet that is not IPv4 or is shorter than its header gives `None`.
+/// flags and length, taken from the dataplane's packet view ([`Ipv4Packet`]). A packet that is
+/// not IPv4 or is shorter than its header gives `None`; nothing panics whatever the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PacketFacts {
     pub src: Ipv4Addr,
@@ -97,51 +96,35 @@ pub struct PacketFacts {
 impl PacketFacts {
     /// Reads the facts from `packet` (the packet's bytes, nothing after them).
     pub fn parse(packet: &[u8]) -> Option<PacketFacts> {
-        let first = *packet.first()?;
-        if first >> 4 != 4 {
-            return None;
-        }
-        let ihl = usize::from(first & 0x0f) * 4;
-        if ihl < 20 || packet.len() < ihl {
-            return None;
-        }
-        let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
-        let len = if total >= ihl && total <= packet.len() {
-            total
+        let view = Ipv4Packet::new_header_checked(packet).ok()?;
+        let s = view.summary();
+        // A total length below the header length is not believed: count what arrived.
+        let len = if view.total_len() >= s.header_len {
+            s.len as usize
         } else {
             packet.len()
         };
-        let frag_offset = u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff;
-        let proto = packet[9];
-        let addr =
-            |at: usize| Ipv4Addr::new(packet[at], packet[at + 1], packet[at + 2], packet[at + 3]);
         let mut facts = PacketFacts {
-            src: addr(12),
-            dst: addr(16),
-            proto,
+            src: s.src,
+            dst: s.dst,
+            proto: s.proto,
             src_port: 0,
             dst_port: 0,
             icmp: None,
             tcp_flags: 0,
             len: len as u32,
         };
-        if frag_offset != 0 {
-            return Some(facts);
-        }
-        let l4 = packet.get(ihl..len).unwrap_or_default();
-        let port = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
-        match proto {
-            PROTO_TCP if l4.len() >= 14 => {
-                facts.src_port = port(0);
-                facts.dst_port = port(2);
-                facts.tcp_flags = l4[13];
-            }
-            PROTO_UDP if l4.len() >= 4 => {
-                facts.src_port = port(0);
-                facts.dst_port = port(2);
-            }
-            PROTO_ICMP if l4.len() >= 2 => facts.icmp = Some((l4[0], l4[1])),
-            _ => {}
+        match s.transport {
+            Transport::Tcp {
+                sport,
+                dport,
+                flags,
+            } => (facts.src_port, facts.dst_port, facts.tcp_flags) = (sport, dport, flags),
+            Transport::Udp { sport, dport } => (facts.src_port, facts.dst_port) = (sport, dport),
+            Transport::Icmp {
+                icmp_type, code, ..
+            } => facts.icmp = Some((icmp_type, code)),
+            Transport::Other | Transport::Opaque => {}
         }
         Some(facts)
     }
@@ -218,6 +201,20 @@ impl Observer {
         buf: &mut [u8],
         len: usize,
     ) -> Verdict {
+        self.handle_meta(fabric, now, ingress, buf, len, PacketMeta::COMPLETE)
+    }
+
+    /// [`Observer::handle`] for a packet with offload metadata ([`Fabric::handle_meta`]). A
+    /// superpacket is observed as one packet of its whole length.
+    pub fn handle_meta(
+        &mut self,
+        fabric: &mut Fabric,
+        now: Instant,
+        ingress: PortId,
+        buf: &mut [u8],
+        len: usize,
+        meta: PacketMeta,
+    ) -> Verdict {
         let sent = &buf[..len.min(buf.len())];
         let facts = self
             .flow_log
@@ -230,7 +227,7 @@ impl Observer {
             self.before[..n].copy_from_slice(&sent[..n]);
             n
         };
-        let verdict = fabric.handle(now, ingress, buf, len);
+        let verdict = fabric.handle_meta(now, ingress, buf, len, meta);
         if let Some(log) = &mut self.flow_log {
             log.record(now, ingress, facts, verdict, buf);
         }

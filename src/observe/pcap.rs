@@ -179,7 +179,7 @@ impl Capture {
             }
         }
         match verdict {
-            Verdict::Forward { port, len } if port == self.port => {
+            Verdict::Forward { port, len, .. } if port == self.port => {
                 self.own.push(at, out(len));
                 self.nat.push(at, before);
             }
@@ -242,6 +242,7 @@ pub fn nat_capture_path(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::offload::PacketMeta;
 
     #[test]
     fn header_and_records_are_little_endian_pcap() {
@@ -254,6 +255,7 @@ mod tests {
             Verdict::Forward {
                 port: PortId(2),
                 len: 28,
+                meta: PacketMeta::COMPLETE,
             },
             &pkt,
         );

@@ -12,12 +12,11 @@ use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet, TcpPack
 use super::counters::UplinkDrop;
 use crate::dataplane::checksum;
 use crate::dataplane::icmp::{GENERATED_TTL, IcmpError};
-
-const IPV4_HEADER: usize = 20;
-const UDP_HEADER: usize = 8;
-const ICMP_HEADER: usize = 8;
-/// Most bytes of an offending packet an ICMP error quotes: an IP header with options plus 8.
-pub(crate) const MAX_QUOTE: usize = 60 + 8;
+pub(crate) use crate::dataplane::packet::ICMP_QUOTE_MAX as MAX_QUOTE;
+use crate::dataplane::packet::{
+    ICMP_HEADER_LEN as ICMP_HEADER, IPV4_MIN_HEADER as IPV4_HEADER, TCP_RST,
+    UDP_HEADER_LEN as UDP_HEADER,
+};
 
 /// A TCP or UDP flow as the segment sees it: `src` is the function's public address and port
 /// (after SNAT), `dst` the outside destination (or, for ingress, the host client).
@@ -133,7 +132,7 @@ pub(crate) fn tcp_reset_for(segment: &[u8], ident: u16) -> Option<Vec<u8>> {
     }
     let data_len = total - header_len - usize::from(tcp.header_len());
     let (seq, ack, flags) = if tcp.ack() {
-        (tcp.ack_number().0 as u32, 0u32, 0x04u8)
+        (tcp.ack_number().0 as u32, 0u32, TCP_RST)
     } else {
         let occupied = data_len + usize::from(tcp.syn()) + usize::from(tcp.fin());
         (

@@ -29,6 +29,7 @@ use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 
 use super::{Facts, Kind, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::dataplane::packet::{TCP_FIN, TCP_RST};
 pub(crate) use crate::dataplane::wheel::tick;
 use crate::dataplane::wheel::{MAX_TICK, Wheel, ticks};
 use crate::time::Instant;
@@ -45,9 +46,6 @@ const FIN_A: u8 = 4;
 const FIN_B: u8 = 8;
 const RST: u8 = 16;
 const FREE: u8 = 128;
-
-const TCP_FIN: u8 = 0x01;
-const TCP_RST: u8 = 0x04;
 
 /// Limits and idle timeouts of the flow table. TCP established is AWS's security-group tracking
 /// timeout (5 days); the others are 350 s, the longest idle timeout of any NAT profile, so that a

@@ -1,6 +1,7 @@
 //! Security groups and network ACLs in the sans-IO core.
 //!
-//! Owns: the facts the filters read from a packet ([`Facts`]), the compiled rule types and their
+//! Owns: the facts the filters read from a packet ([`Facts`], taken from the packet view's
+//! summary, [`crate::dataplane::packet`]), the compiled rule types and their
 //! evaluation ([`security_group`], [`acl`]) — the **only** place rules are evaluated; the fabric
 //! and `vpcd explain` both call [`sg_check`] and [`acl_check`] — and the stateful part, one
 //! [`FlowTable`] per VPC ([`Firewall`]).
@@ -52,17 +53,15 @@ pub use security_group::{
     SecurityGroupTable, SecurityGroups, SgDirection, SgMatch, SgPeer, SgRuleTable,
 };
 
-use super::{DropReason, icmp};
+use super::DropReason;
+use super::packet::{
+    self, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IcmpMessage, Ipv4Packet, Summary, TCP_ACK, TCP_RST,
+    TCP_SYN, Transport,
+};
 use crate::tables::{Tables, VpcTable};
 use crate::time::Instant;
 
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
-const TCP_ACK: u8 = 0x10;
+pub use crate::dataplane::packet::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 
 /// A flow as an ICMP error quotes it: protocol, source and destination endpoints as sent.
 pub type Quoted = (u8, (Ipv4Addr, u16), (Ipv4Addr, u16));
@@ -91,7 +90,8 @@ pub enum Kind {
     Opaque,
 }
 
-/// The facts about a packet the filters decide on.
+/// The facts about a packet the filters decide on: the part of the packet view's [`Summary`]
+/// the rules and the flow table read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Facts {
     pub proto: u8,
@@ -103,72 +103,67 @@ pub struct Facts {
     pub kind: Kind,
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-fn addr(b: &[u8], at: usize) -> Option<Ipv4Addr> {
-    let s = b.get(at..at + 4)?;
-    Some(Ipv4Addr::new(s[0], s[1], s[2], s[3]))
-}
-
-/// ICMP query types whose message opens a flow.
-fn is_request(t: u8) -> bool {
-    matches!(t, 8 | 13 | 15 | 17)
-}
-
 impl Facts {
-    /// Reads the facts from an IPv4 packet (`pkt` = exactly the packet). Never panics; what
-    /// cannot be read is [`Kind::Opaque`] (ports unknown).
+    /// Reads the facts from an IPv4 packet (`pkt` = exactly the packet). Never panics; a
+    /// packet whose header is not readable has no addresses and [`Kind::Opaque`].
     pub fn parse(pkt: &[u8]) -> Facts {
-        let src = addr(pkt, 12).unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let dst = addr(pkt, 16).unwrap_or(Ipv4Addr::UNSPECIFIED);
-        let proto = pkt.get(9).copied().unwrap_or(0);
-        let mut f = Facts {
-            proto,
-            src,
-            dst,
-            sport: 0,
-            dport: 0,
-            kind: Kind::Opaque,
+        match Ipv4Packet::new_header_checked(pkt) {
+            Ok(p) => Facts::of(&p.summary(), pkt),
+            Err(_) => Facts {
+                proto: pkt.get(9).copied().unwrap_or(0),
+                src: Ipv4Addr::UNSPECIFIED,
+                dst: Ipv4Addr::UNSPECIFIED,
+                sport: 0,
+                dport: 0,
+                kind: Kind::Opaque,
+            },
+        }
+    }
+
+    /// The facts of a packet the view has summarised (`pkt` = the packet, read again only for
+    /// the header an ICMP error quotes).
+    pub fn of(s: &Summary, pkt: &[u8]) -> Facts {
+        let (sport, dport) = s.ports().unwrap_or((0, 0));
+        let kind = match s.transport {
+            Transport::Tcp { flags, .. } => Kind::Tcp { flags },
+            Transport::Udp { .. } => Kind::Udp,
+            Transport::Icmp {
+                icmp_type,
+                message: IcmpMessage::Query { .. },
+                ..
+            } => Kind::Icmp {
+                icmp_type,
+                request: packet::is_icmp_request(icmp_type),
+            },
+            Transport::Icmp {
+                icmp_type,
+                message: IcmpMessage::Error,
+                ..
+            } => Kind::IcmpError {
+                icmp_type,
+                inner: Ipv4Packet::new_header_checked(pkt)
+                    .ok()
+                    .and_then(|p| p.quoted())
+                    .and_then(|q| {
+                        let (sp, dp) = q.ports?;
+                        Some((q.proto, (q.src, sp), (q.dst, dp)))
+                    }),
+            },
+            Transport::Icmp {
+                message: IcmpMessage::Short,
+                ..
+            }
+            | Transport::Opaque => Kind::Opaque,
+            Transport::Other => Kind::Other,
         };
-        let ihl = usize::from(pkt.first().copied().unwrap_or(0) & 0x0f) * 4;
-        let offset = be16(pkt, 6).unwrap_or(0) & 0x1fff;
-        if offset != 0 || ihl < 20 {
-            return f;
+        Facts {
+            proto: s.proto,
+            src: s.src,
+            dst: s.dst,
+            sport,
+            dport,
+            kind,
         }
-        let l4 = pkt.get(ihl..).unwrap_or(&[]);
-        match proto {
-            PROTO_TCP => {
-                if let (Some(s), Some(d), Some(&flags)) = (be16(l4, 0), be16(l4, 2), l4.get(13)) {
-                    (f.sport, f.dport, f.kind) = (s, d, Kind::Tcp { flags });
-                }
-            }
-            PROTO_UDP => {
-                if let (Some(s), Some(d)) = (be16(l4, 0), be16(l4, 2)) {
-                    (f.sport, f.dport, f.kind) = (s, d, Kind::Udp);
-                }
-            }
-            PROTO_ICMP => {
-                let Some(&t) = l4.first() else {
-                    return f;
-                };
-                if icmp::is_error_type(t) {
-                    f.kind = Kind::IcmpError {
-                        icmp_type: t,
-                        inner: l4.get(8..).and_then(quoted_flow),
-                    };
-                } else if let Some(id) = be16(l4, 4) {
-                    (f.sport, f.dport) = (id, id);
-                    f.kind = Kind::Icmp {
-                        icmp_type: t,
-                        request: is_request(t),
-                    };
-                }
-            }
-            _ => f.kind = Kind::Other,
-        }
-        f
     }
 
     /// The destination port rules match on (tcp and udp only).
@@ -200,10 +195,10 @@ impl Facts {
     pub fn reversed(&self) -> Facts {
         let kind = match self.kind {
             Kind::Icmp {
-                icmp_type: 8,
+                icmp_type: ICMP_ECHO_REQUEST,
                 request: true,
             } => Kind::Icmp {
-                icmp_type: 0,
+                icmp_type: ICMP_ECHO_REPLY,
                 request: false,
             },
             Kind::Tcp { .. } => Kind::Tcp {
@@ -220,26 +215,6 @@ impl Facts {
             kind,
         }
     }
-}
-
-/// The flow an ICMP error quotes: protocol, source and destination endpoints as originally sent.
-fn quoted_flow(inner: &[u8]) -> Option<Quoted> {
-    if inner.first()? >> 4 != 4 {
-        return None;
-    }
-    let ihl = usize::from(inner[0] & 0x0f) * 4;
-    let proto = *inner.get(9)?;
-    let (src, dst) = (addr(inner, 12)?, addr(inner, 16)?);
-    let l4 = inner.get(ihl..)?;
-    let (sp, dp) = match proto {
-        PROTO_TCP | PROTO_UDP => (be16(l4, 0)?, be16(l4, 2)?),
-        PROTO_ICMP => {
-            let id = be16(l4, 4)?;
-            (id, id)
-        }
-        _ => (0, 0),
-    };
-    Some((proto, (src, sp), (dst, dp)))
 }
 
 /// An instance as the filters see it: its subnet and its index in the VPC.

@@ -75,11 +75,7 @@ const SEEN_OUT: u8 = 32;
 const SEEN_IN: u8 = 64;
 const FREE: u8 = 128;
 
-// TCP header flag bits (byte 13).
-pub(crate) const TCP_FIN: u8 = 0x01;
-pub(crate) const TCP_SYN: u8 = 0x02;
-pub(crate) const TCP_RST: u8 = 0x04;
-pub(crate) const TCP_ACK: u8 = 0x10;
+pub(crate) use crate::dataplane::packet::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// Which way a packet goes through the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

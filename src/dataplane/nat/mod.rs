@@ -37,18 +37,21 @@ pub mod conntrack;
 pub mod frag;
 pub mod translate;
 
-use std::fmt;
 use std::net::Ipv4Addr;
 
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 
+use crate::dataplane::packet::{Ipv4Packet, Summary};
 use crate::time::Instant;
 use alloc::{AllocError, PortAllocator};
 use config::{Filtering, Mapping, NatConfig};
 use conntrack::{ConnTrack, NONE, NewSession, TCP_ACK, TCP_RST, TCP_SYN, tick};
 use frag::{FragKey, FragTable};
-use translate::{Frag, L4, Parsed, Side};
+use translate::{AddrField, Frag, L4, Parsed};
+
+pub use super::drop::NatDrop;
+pub use translate::L4Checksum;
 
 pub use conntrack::{Dir, SessionState, SessionView};
 
@@ -84,60 +87,6 @@ impl Proto {
             Proto::Tcp => 1,
             Proto::Udp => 2,
         }
-    }
-}
-
-macro_rules! nat_drops {
-    ($($variant:ident => $label:literal, $text:literal;)*) => {
-        /// Why the NAT did not translate a packet: the counter label and the text for people.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub enum NatDrop {
-            $($variant,)*
-        }
-
-        impl NatDrop {
-            /// Every reason, in counter order.
-            pub const ALL: &'static [NatDrop] = &[$(NatDrop::$variant,)*];
-            pub const COUNT: usize = Self::ALL.len();
-
-            /// A short stable label (`snake_case`).
-            pub fn label(self) -> &'static str {
-                match self { $(NatDrop::$variant => $label,)* }
-            }
-
-            /// What it means, for people.
-            pub fn describe(self) -> &'static str {
-                match self { $(NatDrop::$variant => $text,)* }
-            }
-
-            pub fn index(self) -> usize {
-                self as usize
-            }
-        }
-    };
-}
-
-nat_drops! {
-    Malformed => "nat_malformed", "the packet's IPv4 or transport header is truncated or malformed";
-    UnsupportedProtocol => "nat_unsupported_protocol", "the NAT translates TCP, UDP and ICMP only";
-    UnsupportedIcmp => "nat_unsupported_icmp", "the NAT translates ICMP echo and ICMP errors only";
-    NoEip => "nat_no_eip", "the NAT gateway has no EIP to translate to";
-    TableFull => "nat_table_full", "the connection table is full; existing flows are kept, new ones refused";
-    QuotaConnections => "nat_quota_connections", "the instance has reached its limit of simultaneous connections";
-    QuotaRate => "nat_quota_rate", "the instance opened too many new connections this second";
-    PortAllocation => "nat_port_allocation", "no free external port on the EIP (ErrorPortAllocation)";
-    NoMapping => "nat_no_mapping", "no session, mapping or DNAT rule for this inbound packet";
-    Filtered => "nat_filtered", "the mapping's filtering behaviour does not admit this remote endpoint";
-    TcpNoSession => "nat_tcp_no_session", "a TCP segment other than SYN with no session (expired or never opened)";
-    IcmpErrorNoMapping => "nat_icmp_error_no_mapping", "an ICMP error about a flow the NAT does not know";
-    FragmentOutOfOrder => "nat_fragment_out_of_order", "a non-first fragment arrived before its first fragment was translated";
-    FragmentTableFull => "nat_fragment_table_full", "the fragment-tracking table is full";
-    Conflict => "nat_conflict", "the new flow's addresses collide with an existing session";
-}
-
-impl fmt::Display for NatDrop {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.label())
     }
 }
 
@@ -331,14 +280,42 @@ impl NatGateway {
         owner: u32,
         pkt: &mut [u8],
     ) -> Result<Translated, NatDrop> {
-        let r = self.outbound_inner(tick(now), owner, pkt);
+        let r = translate::parse(pkt).and_then(|p| self.outbound_inner(tick(now), owner, pkt, &p));
+        self.account(r, Dir::Out, pkt)
+    }
+
+    /// [`NatGateway::outbound`] for a packet the fabric has checked and summarised already
+    /// (`summary` is `pkt`'s), whose transport checksum is in state `csum`.
+    pub fn outbound_checked(
+        &mut self,
+        now: Instant,
+        owner: u32,
+        pkt: &mut [u8],
+        summary: &Summary,
+        csum: L4Checksum,
+    ) -> Result<Translated, NatDrop> {
+        let r = translate::from_summary(summary, csum)
+            .and_then(|p| self.outbound_inner(tick(now), owner, pkt, &p));
         self.account(r, Dir::Out, pkt)
     }
 
     /// Translates a public -> private packet addressed to one of the gateway's addresses: an
     /// existing session, a DNAT rule, a mapping whose filtering admits the sender, or a 1:1 EIP.
     pub fn inbound(&mut self, now: Instant, pkt: &mut [u8]) -> Result<Translated, NatDrop> {
-        let r = self.inbound_inner(tick(now), pkt);
+        let r = translate::parse(pkt).and_then(|p| self.inbound_inner(tick(now), pkt, &p));
+        self.account(r, Dir::In, pkt)
+    }
+
+    /// [`NatGateway::inbound`] for a packet the fabric has checked and summarised already.
+    pub fn inbound_checked(
+        &mut self,
+        now: Instant,
+        pkt: &mut [u8],
+        summary: &Summary,
+        csum: L4Checksum,
+    ) -> Result<Translated, NatDrop> {
+        let r = translate::from_summary(summary, csum)
+            .and_then(|p| self.inbound_inner(tick(now), pkt, &p));
         self.account(r, Dir::In, pkt)
     }
 
@@ -350,11 +327,8 @@ impl NatGateway {
     ) -> Result<Translated, NatDrop> {
         match r {
             Ok(Translated::Forward { .. }) => {
-                let len = if pkt.len() >= 4 {
-                    u64::from(u16::from_be_bytes([pkt[2], pkt[3]]))
-                } else {
-                    0
-                };
+                let len = Ipv4Packet::new_header_checked(pkt).map_or(0, |p| p.total_len());
+                let len = u64::from(len);
                 let c = &mut self.counters;
                 match dir {
                     Dir::Out => {
@@ -423,8 +397,8 @@ impl NatGateway {
             .lookup(&key, now)
             .ok_or(NatDrop::FragmentOutOfOrder)?;
         let (side, internal, external) = match dir {
-            Dir::Out => (Side::Src, p.src, new),
-            Dir::In => (Side::Dst, new, p.dst),
+            Dir::Out => (AddrField::Src, p.src, new),
+            Dir::In => (AddrField::Dst, new, p.dst),
         };
         translate::rewrite(pkt, p, side, new, 0);
         Ok(Translated::Forward {
@@ -444,10 +418,10 @@ impl NatGateway {
         now: u32,
     ) -> Result<Translated, NatDrop> {
         let (side, internal, external) = match dir {
-            Dir::Out => (Side::Src, p.src, to),
-            Dir::In => (Side::Dst, to, p.dst),
+            Dir::Out => (AddrField::Src, p.src, to),
+            Dir::In => (AddrField::Dst, to, p.dst),
         };
-        if p.l4 == L4::IcmpError {
+        if p.is_icmp_error() {
             let inner = translate::parse_error(pkt, p, dir)?;
             let (quoted, port) = match dir {
                 Dir::In => (inner.src, inner.sport),
@@ -474,18 +448,18 @@ impl NatGateway {
         now: u32,
         owner: u32,
         pkt: &mut [u8],
+        p: &Parsed,
     ) -> Result<Translated, NatDrop> {
-        let p = translate::parse(pkt)?;
         if p.frag == Frag::Later {
-            return self.later_fragment(pkt, &p, Dir::Out, now);
+            return self.later_fragment(pkt, p, Dir::Out, now);
         }
         if !self.one_to_one_by_int.is_empty()
             && let Some(eip) = self.one_to_one_by_int.get(&p.src).copied()
         {
-            return self.one_to_one(pkt, &p, Dir::Out, eip, now);
+            return self.one_to_one(pkt, p, Dir::Out, eip, now);
         }
-        if p.l4 == L4::IcmpError {
-            return self.error_out(pkt, &p);
+        if p.is_icmp_error() {
+            return self.error_out(pkt, p);
         }
         let (lport, rport) = p.ports(Dir::Out);
         let int = (p.src, lport);
@@ -493,14 +467,14 @@ impl NatGateway {
         let found = self.ct.lookup_out(p.proto, int, rem);
         let i = match self.live(found, now) {
             Some(i) => i,
-            None => match self.new_outbound(pkt, &p, owner, int, rem, now)? {
+            None => match self.new_outbound(pkt, p, owner, int, rem, now)? {
                 Ok(i) => i,
                 Err(rst) => return Ok(rst),
             },
         };
         let s = *self.ct.session(i);
-        self.record_fragment(&p, Dir::Out, s.ext_ip, now)?;
-        translate::rewrite(pkt, &p, Side::Src, s.ext_ip, s.ext_port);
+        self.record_fragment(p, Dir::Out, s.ext_ip, now)?;
+        translate::rewrite(pkt, p, AddrField::Src, s.ext_ip, s.ext_port);
         self.ct.touch(i, Dir::Out, p.tcp_flags(), p.total, now);
         Ok(Translated::Forward {
             internal: v4(s.int_ip),
@@ -570,18 +544,22 @@ impl NatGateway {
         Ok(Ok(i))
     }
 
-    fn inbound_inner(&mut self, now: u32, pkt: &mut [u8]) -> Result<Translated, NatDrop> {
-        let p = translate::parse(pkt)?;
+    fn inbound_inner(
+        &mut self,
+        now: u32,
+        pkt: &mut [u8],
+        p: &Parsed,
+    ) -> Result<Translated, NatDrop> {
         if p.frag == Frag::Later {
-            return self.later_fragment(pkt, &p, Dir::In, now);
+            return self.later_fragment(pkt, p, Dir::In, now);
         }
         if !self.one_to_one_by_eip.is_empty()
             && let Some(int) = self.one_to_one_by_eip.get(&p.dst).copied()
         {
-            return self.one_to_one(pkt, &p, Dir::In, int, now);
+            return self.one_to_one(pkt, p, Dir::In, int, now);
         }
-        if p.l4 == L4::IcmpError {
-            return self.error_in(pkt, &p);
+        if p.is_icmp_error() {
+            return self.error_in(pkt, p);
         }
         let (lport, rport) = p.ports(Dir::In);
         let ext = (p.dst, lport);
@@ -589,11 +567,11 @@ impl NatGateway {
         let found = self.ct.lookup_in(p.proto, ext, rem);
         let i = match self.live(found, now) {
             Some(i) => i,
-            None => self.new_inbound(&p, ext, rem, now)?,
+            None => self.new_inbound(p, ext, rem, now)?,
         };
         let s = *self.ct.session(i);
-        self.record_fragment(&p, Dir::In, s.int_ip, now)?;
-        translate::rewrite(pkt, &p, Side::Dst, s.int_ip, s.int_port);
+        self.record_fragment(p, Dir::In, s.int_ip, now)?;
+        translate::rewrite(pkt, p, AddrField::Dst, s.int_ip, s.int_port);
         self.ct.touch(i, Dir::In, p.tcp_flags(), p.total, now);
         Ok(Translated::Forward {
             internal: v4(s.int_ip),

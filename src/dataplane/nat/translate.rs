@@ -11,6 +11,11 @@
 use super::conntrack::Dir;
 use super::{NatDrop, Proto};
 use crate::dataplane::checksum;
+use crate::dataplane::packet::{
+    ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER_LEN,
+    ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, IcmpMessage, Ipv4Packet, Summary, TCP_ACK, TCP_FIN,
+    TCP_MIN_HEADER, TCP_RST, TCP_SYN, Transport, UDP_HEADER_LEN,
+};
 
 /// Fragment position of a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +51,20 @@ pub(crate) enum L4 {
     None,
 }
 
-/// The header fields of a packet the NAT reads.
+/// What the transport checksum field holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum L4Checksum {
+    /// A complete checksum: address and port changes are patched with RFC 1624.
+    #[default]
+    Complete,
+    /// Checksum offload (`csum_start`/`csum_offset` at the TCP or UDP checksum): the field holds
+    /// the folded, uncomplemented pseudo-header sum; the payload (ports included) is summed
+    /// later. An address change updates that sum (RFC 1624 on the uncomplemented value); a port
+    /// change adds no term.
+    Partial,
+}
+
+/// The header fields of a packet the NAT reads: its policy on the packet view's summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Parsed {
     pub(crate) ihl: usize,
@@ -57,6 +75,7 @@ pub(crate) struct Parsed {
     pub(crate) ident: u16,
     pub(crate) frag: Frag,
     pub(crate) l4: L4,
+    pub(crate) csum: L4Checksum,
 }
 
 impl Parsed {
@@ -76,6 +95,10 @@ impl Parsed {
             L4::Tcp { flags, .. } => flags,
             _ => 0,
         }
+    }
+
+    pub(crate) fn is_icmp_error(&self) -> bool {
+        self.l4 == L4::IcmpError
     }
 }
 
@@ -98,75 +121,96 @@ fn wr32(b: &mut [u8], at: usize, v: u32) {
 /// ICMP types translated as errors (RFC 5508 section 4): destination unreachable (including
 /// fragmentation needed), time exceeded, parameter problem.
 fn is_translated_error(t: u8) -> bool {
-    matches!(t, 3 | 11 | 12)
+    matches!(
+        t,
+        ICMP_DEST_UNREACHABLE | ICMP_TIME_EXCEEDED | ICMP_PARAMETER_PROBLEM
+    )
 }
 
-/// Reads the headers of the IPv4 packet in `pkt` (which may be longer than its total length).
+/// ICMP echo request or reply (code 0): the only queries the NAT translates.
+fn is_echo(icmp_type: u8, code: u8) -> bool {
+    matches!(icmp_type, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) && code == 0
+}
+
+/// Checks and reads the headers of the IPv4 packet in `pkt` (which may be longer than its
+/// total length), whose transport checksum is complete.
 pub(crate) fn parse(pkt: &[u8]) -> Result<Parsed, NatDrop> {
-    if pkt.len() < 20 || pkt[0] >> 4 != 4 {
-        return Err(NatDrop::Malformed);
-    }
-    let ihl = usize::from(pkt[0] & 0x0f) * 4;
-    let total = usize::from(rd16(pkt, 2));
-    if ihl < 20 || total < ihl || total > pkt.len() {
-        return Err(NatDrop::Malformed);
-    }
-    let proto = Proto::from_number(pkt[9]).ok_or(NatDrop::UnsupportedProtocol)?;
-    let fw = rd16(pkt, 6);
-    let frag = match (fw & 0x1fff, fw & 0x2000 != 0) {
+    let view = Ipv4Packet::new_checked(pkt).map_err(|_| NatDrop::Malformed)?;
+    from_summary(&view.summary(), L4Checksum::Complete)
+}
+
+/// The NAT's reading of a packet the view has checked and summarised.
+pub(crate) fn from_summary(s: &Summary, csum: L4Checksum) -> Result<Parsed, NatDrop> {
+    let proto = Proto::from_number(s.proto).ok_or(NatDrop::UnsupportedProtocol)?;
+    let frag = match (s.frag_offset, s.more_frags) {
         (0, false) => Frag::Whole,
         (0, true) => Frag::First,
         _ => Frag::Later,
     };
-    let l4b = &pkt[ihl..total];
-    let l4 = if frag == Frag::Later {
-        L4::None
-    } else {
-        match proto {
-            Proto::Tcp if l4b.len() >= 20 => L4::Tcp {
-                sport: rd16(l4b, 0),
-                dport: rd16(l4b, 2),
-                flags: l4b[13],
+    let l4_len = s.transport_len();
+    let l4 = match (frag, s.transport) {
+        (Frag::Later, _) => L4::None,
+        (
+            _,
+            Transport::Tcp {
+                sport,
+                dport,
+                flags,
             },
-            Proto::Udp if l4b.len() >= 8 => L4::Udp {
-                sport: rd16(l4b, 0),
-                dport: rd16(l4b, 2),
-            },
-            Proto::Icmp if l4b.len() >= 8 => match (l4b[0], l4b[1]) {
-                (8, 0) | (0, 0) => L4::IcmpQuery {
-                    id: rd16(l4b, 4),
-                    request: l4b[0] == 8,
-                },
-                (t, _) if is_translated_error(t) => L4::IcmpError,
-                _ => return Err(NatDrop::UnsupportedIcmp),
-            },
-            // A first fragment too short for its transport header (RFC 1858's tiny fragments).
-            _ => return Err(NatDrop::Malformed),
+        ) if l4_len >= TCP_MIN_HEADER => L4::Tcp {
+            sport,
+            dport,
+            flags,
+        },
+        (_, Transport::Udp { sport, dport }) if l4_len >= UDP_HEADER_LEN => {
+            L4::Udp { sport, dport }
         }
+        (
+            _,
+            Transport::Icmp {
+                icmp_type,
+                code,
+                message,
+            },
+        ) if l4_len >= ICMP_HEADER_LEN => match message {
+            IcmpMessage::Query { id } if is_echo(icmp_type, code) => L4::IcmpQuery {
+                id,
+                request: icmp_type == ICMP_ECHO_REQUEST,
+            },
+            IcmpMessage::Error if is_translated_error(icmp_type) => L4::IcmpError,
+            _ => return Err(NatDrop::UnsupportedIcmp),
+        },
+        // A first fragment too short for its transport header (RFC 1858's tiny fragments).
+        _ => return Err(NatDrop::Malformed),
+    };
+    let csum = match proto {
+        Proto::Tcp | Proto::Udp => csum,
+        Proto::Icmp => L4Checksum::Complete,
     };
     Ok(Parsed {
-        ihl,
-        total,
+        ihl: usize::from(s.header_len),
+        total: s.len as usize,
         proto,
-        src: rd32(pkt, 12),
-        dst: rd32(pkt, 16),
-        ident: rd16(pkt, 4),
+        src: u32::from(s.src),
+        dst: u32::from(s.dst),
+        ident: s.ident as u16,
         frag,
         l4,
+        csum,
     })
 }
 
 /// Which address of a packet changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Side {
+pub(crate) enum AddrField {
     Src,
     Dst,
 }
 
 /// Replaces the IPv4 address at `at` (12 or 16 from `base`) and patches the header checksum at
 /// `base + 10`. Returns the old address.
-fn set_addr(pkt: &mut [u8], base: usize, side: Side, new: u32) -> u32 {
-    let at = base + if side == Side::Src { 12 } else { 16 };
+fn set_addr(pkt: &mut [u8], base: usize, side: AddrField, new: u32) -> u32 {
+    let at = base + if side == AddrField::Src { 12 } else { 16 };
     let old = rd32(pkt, at);
     wr32(pkt, at, new);
     let c = checksum::update32(rd16(pkt, base + 10), old, new);
@@ -176,8 +220,8 @@ fn set_addr(pkt: &mut [u8], base: usize, side: Side, new: u32) -> u32 {
 
 /// Where the port and checksum of a transport header are: (port offset, checksum offset, whether
 /// the checksum covers the pseudo-header, whether 0 means "no checksum").
-fn l4_fields(proto: Proto, side: Side) -> (usize, usize, bool, bool) {
-    let port = if side == Side::Src { 0 } else { 2 };
+fn l4_fields(proto: Proto, side: AddrField) -> (usize, usize, bool, bool) {
+    let port = if side == AddrField::Src { 0 } else { 2 };
     match proto {
         Proto::Tcp => (port, 16, true, false),
         Proto::Udp => (port, 6, true, true),
@@ -205,8 +249,9 @@ fn patch_l4_checksum(
 }
 
 /// Rewrites the source or destination address and the matching port (ICMP: identifier) of a
-/// parsed packet, patching the IP and transport checksums. Non-first fragments: address only.
-pub(crate) fn rewrite(pkt: &mut [u8], p: &Parsed, side: Side, new_ip: u32, new_port: u16) {
+/// parsed packet, patching the IP and transport checksums (a partial checksum as
+/// [`L4Checksum::Partial`] says). Non-first fragments: address only.
+pub(crate) fn rewrite(pkt: &mut [u8], p: &Parsed, side: AddrField, new_ip: u32, new_port: u16) {
     let old_ip = set_addr(pkt, 0, side, new_ip);
     if matches!(p.l4, L4::None | L4::IcmpError) {
         return;
@@ -215,13 +260,13 @@ pub(crate) fn rewrite(pkt: &mut [u8], p: &Parsed, side: Side, new_ip: u32, new_p
     let l4 = p.ihl;
     let old_port = rd16(pkt, l4 + port_at);
     wr16(pkt, l4 + port_at, new_port);
-    let c = patch_l4_checksum(
-        rd16(pkt, l4 + csum_at),
-        pseudo,
-        zero,
-        (old_ip, new_ip),
-        (old_port, new_port),
-    );
+    let old_c = rd16(pkt, l4 + csum_at);
+    let c = match p.csum {
+        L4Checksum::Complete => {
+            patch_l4_checksum(old_c, pseudo, zero, (old_ip, new_ip), (old_port, new_port))
+        }
+        L4Checksum::Partial => checksum::update_sum32(old_c, old_ip, new_ip),
+    };
     wr16(pkt, l4 + csum_at, c);
 }
 
@@ -245,37 +290,34 @@ pub(crate) struct Inner {
 /// quotes a packet that went out (its source is ours, an ICMP query's identifier is its source
 /// "port"); an outbound error quotes one that came in.
 pub(crate) fn parse_error(pkt: &[u8], p: &Parsed, dir: Dir) -> Result<Inner, NatDrop> {
-    let off = p.ihl + 8;
-    let end = p.total;
-    if end < off + 20 {
+    let quoted = pkt.get(..p.total).map(Ipv4Packet::new_header_checked);
+    let Some(q) = quoted.and_then(Result::ok).and_then(|v| v.quoted()) else {
+        return Err(NatDrop::Malformed);
+    };
+    if q.transport_len < 8 {
         return Err(NatDrop::Malformed);
     }
-    let q = &pkt[off..end];
-    let ihl = usize::from(q[0] & 0x0f) * 4;
-    if q[0] >> 4 != 4 || ihl < 20 || q.len() < ihl + 8 {
-        return Err(NatDrop::Malformed);
-    }
-    if rd16(q, 6) & 0x1fff != 0 {
+    if q.frag_offset != 0 {
         return Err(NatDrop::IcmpErrorNoMapping); // no ports in a non-first fragment
     }
-    let proto = Proto::from_number(q[9]).ok_or(NatDrop::IcmpErrorNoMapping)?;
-    let t = &q[ihl..];
-    let (sport, dport) = match proto {
-        Proto::Tcp | Proto::Udp => (rd16(t, 0), rd16(t, 2)),
+    let proto = Proto::from_number(q.proto).ok_or(NatDrop::IcmpErrorNoMapping)?;
+    let (sport, dport) = match (proto, q.ports, q.icmp) {
+        (Proto::Tcp | Proto::Udp, Some(ports), _) => ports,
         // Only errors about queries are translated, never errors about errors.
-        Proto::Icmp if matches!((t[0], t[1]), (8, 0) | (0, 0)) => match dir {
-            Dir::In => (rd16(t, 4), 0),
-            Dir::Out => (0, rd16(t, 4)),
+        (Proto::Icmp, Some((id, _)), Some((t, c))) if is_echo(t, c) => match dir {
+            Dir::In => (id, 0),
+            Dir::Out => (0, id),
         },
-        Proto::Icmp => return Err(NatDrop::IcmpErrorNoMapping),
+        _ => return Err(NatDrop::IcmpErrorNoMapping),
     };
+    let off = p.ihl + ICMP_HEADER_LEN;
     Ok(Inner {
         off,
-        l4: off + ihl,
-        avail: q.len() - ihl,
+        l4: off + usize::from(q.header_len),
+        avail: usize::from(q.transport_len),
         proto,
-        src: rd32(q, 12),
-        dst: rd32(q, 16),
+        src: u32::from(q.src),
+        dst: u32::from(q.dst),
         sport,
         dport,
     })
@@ -295,8 +337,8 @@ pub(crate) fn rewrite_error(
     new_port: u16,
 ) {
     let (outer_side, inner_side) = match dir {
-        Dir::In => (Side::Dst, Side::Src),
-        Dir::Out => (Side::Src, Side::Dst),
+        Dir::In => (AddrField::Dst, AddrField::Src),
+        Dir::Out => (AddrField::Src, AddrField::Dst),
     };
     set_addr(pkt, 0, outer_side, new_ip);
     let icmp_csum = p.ihl + 2;
@@ -342,12 +384,12 @@ pub(crate) fn write_rst(pkt: &mut [u8], p: &Parsed) -> Result<usize, NatDrop> {
     let ack = rd32(pkt, t + 8);
     let data_off = usize::from(pkt[t + 12] >> 4) * 4;
     let seg_len = p.total.saturating_sub(t + data_off) as u32
-        + u32::from(flags & 0x02 != 0)
-        + u32::from(flags & 0x01 != 0);
-    let (rst_seq, rst_ack, rst_flags) = if flags & 0x10 != 0 {
-        (ack, 0, 0x04)
+        + u32::from(flags & TCP_SYN != 0)
+        + u32::from(flags & TCP_FIN != 0);
+    let (rst_seq, rst_ack, rst_flags) = if flags & TCP_ACK != 0 {
+        (ack, 0, TCP_RST)
     } else {
-        (0, seq.wrapping_add(seg_len), 0x14)
+        (0, seq.wrapping_add(seg_len), TCP_RST | TCP_ACK)
     };
     let (src, dst) = (p.dst, p.src);
     let out = &mut pkt[..40];
@@ -410,7 +452,7 @@ mod tests {
         rewrite(
             &mut p,
             &parsed,
-            Side::Src,
+            AddrField::Src,
             u32::from_be_bytes([203, 0, 113, 1]),
             61000,
         );
@@ -424,7 +466,7 @@ mod tests {
         let mut p = udp([10, 0, 0, 1], [198, 51, 100, 7], 5000, 53);
         wr16(&mut p, 26, 0);
         let parsed = parse(&p).unwrap();
-        rewrite(&mut p, &parsed, Side::Src, 0xcb00_7101, 1);
+        rewrite(&mut p, &parsed, AddrField::Src, 0xcb00_7101, 1);
         assert_eq!(rd16(&p, 26), 0);
     }
 
