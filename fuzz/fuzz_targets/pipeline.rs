@@ -12,8 +12,9 @@ use std::sync::{Arc, OnceLock};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use vpcd::dataplane::{Fabric, MIN_BUFFER, PortId, Verdict, checksum};
-use vpcd::tables::{self, Tables};
+use vpcd::dataplane::offload::{Csum, Gso, GsoKind, Segmenter};
+use vpcd::dataplane::{Fabric, MIN_BUFFER, PacketMeta, PortId, Verdict, checksum};
+use vpcd::tables::Tables;
 use vpcd::time::Instant;
 
 const TOPOLOGY: &str = include_str!("../../topologies/quickstart.toml");
@@ -33,14 +34,32 @@ struct Step {
     /// For ICMP errors: quote a packet between these.
     inner_src: u8,
     inner_dst: u8,
+    /// Offload metadata as a TUN device with IFF_VNET_HDR could hand it over (any values:
+    /// metadata that does not fit the packet must be a counted drop).
+    offload: Option<(u8, u16, u16, Option<(u16, u16)>)>,
     bytes: Vec<u8>,
+}
+
+fn meta(step: &Step) -> PacketMeta {
+    let Some((kind, segment_size, header_len, csum)) = step.offload else {
+        return PacketMeta::COMPLETE;
+    };
+    let kind = match kind % 3 {
+        0 => None,
+        1 => Some(GsoKind::TcpV4),
+        _ => Some(GsoKind::Udp),
+    };
+    PacketMeta {
+        gso: kind.map(|kind| Gso { kind, segment_size, header_len }),
+        csum: csum.map_or(Csum::Complete, |(start, offset)| Csum::Partial { start, offset }),
+    }
 }
 
 fn tables() -> Arc<Tables> {
     static T: OnceLock<Arc<Tables>> = OnceLock::new();
     T.get_or_init(|| {
         let plan = vpcd::topology::parse("quickstart.toml", TOPOLOGY).expect("bundled topology is valid");
-        Arc::new(tables::compile(&plan))
+        Arc::new(vpcd::topology::compile::tables(&plan))
     })
     .clone()
 }
@@ -143,8 +162,23 @@ fuzz_target!(|steps: Vec<Step>| {
         let mut buf = if step.raw { step.bytes.clone() } else { build(step, &addrs) };
         let len = buf.len();
         buf.resize(len.max(MIN_BUFFER) + 32, 0);
-        match fabric.handle(now, port, &mut buf, len) {
-            Verdict::Forward { len, .. } | Verdict::Reply { len, .. } => {
+        match fabric.handle_meta(now, port, &mut buf, len, meta(step)) {
+            Verdict::Forward { len, meta, .. } => {
+                assert!(len <= buf.len());
+                assert!(len >= 20);
+                let header_len = usize::from(buf[0] & 0x0f) * 4;
+                assert_eq!(checksum::checksum(&buf[..header_len]), 0, "emitted IPv4 header checksum");
+                // What an egress without offload sends: every segment a whole, checksummed packet.
+                if let Ok(mut seg) = Segmenter::new(&buf[..len], meta) {
+                    let mut out = vec![0u8; seg.max_len()];
+                    while let Ok(Some(n)) = seg.next_into(&mut out) {
+                        let header_len = usize::from(out[0] & 0x0f) * 4;
+                        assert_eq!(checksum::checksum(&out[..header_len]), 0, "segment's IPv4 header checksum");
+                        assert!(n <= out.len());
+                    }
+                }
+            }
+            Verdict::Reply { len, .. } => {
                 assert!(len <= buf.len());
                 assert!(len >= 20);
                 let header_len = usize::from(buf[0] & 0x0f) * 4;

@@ -70,7 +70,7 @@ pub enum RunError {
 
 /// What `vpcd up` made for one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
+pub struct UpEndpoint {
     /// `VPC/INSTANCE` or `internet/HOST`.
     pub name: String,
     pub attach: Attach,
@@ -220,7 +220,7 @@ pub fn up_with(
         if p.uplink.is_some() {
             // Served by the shell, in this namespace.
             ports.push(uplink.take().map(|u| Port::Uplink(Box::new(u))));
-            endpoints.push(Endpoint {
+            endpoints.push(UpEndpoint {
                 name: p.name.clone(),
                 attach: Attach::Sim,
                 namespace: "(this one)".into(),
@@ -241,7 +241,7 @@ pub fn up_with(
                 made.namespaces.push(ns.clone());
                 let dev = tun_rs::AsyncDevice::new(dev).map_err(RunError::Runtime)?;
                 ports.push(Some(Port::Tun(Arc::new(dev))));
-                endpoints.push(Endpoint {
+                endpoints.push(UpEndpoint {
                     name: p.name.clone(),
                     attach: Attach::Netns,
                     namespace: ns,
@@ -261,7 +261,7 @@ pub fn up_with(
                     Instant::ZERO,
                 );
                 ports.push(Some(Port::Sim(Box::new(sim))));
-                endpoints.push(Endpoint {
+                endpoints.push(UpEndpoint {
                     name: p.name.clone(),
                     attach: Attach::Sim,
                     namespace: "-".into(),
@@ -405,7 +405,7 @@ fn drops_text(c: &crate::dataplane::Counters) -> String {
 }
 
 /// The table `vpcd up` prints: endpoint, namespace, device, address, MTU.
-pub fn render_table(endpoints: &[Endpoint]) -> String {
+pub fn render_table(endpoints: &[UpEndpoint]) -> String {
     let mut rows = vec![[
         "endpoint".to_string(),
         "namespace".to_string(),
