@@ -122,6 +122,7 @@ impl Facts {
 
     /// The facts of a packet the view has summarised (`pkt` = the packet, read again only for
     /// the header an ICMP error quotes).
+    #[inline]
     pub fn of(s: &Summary, pkt: &[u8]) -> Facts {
         let (sport, dport) = s.ports().unwrap_or((0, 0));
         let kind = match s.transport {

@@ -176,18 +176,24 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// The typed summary the filters, the NAT and the observers read.
     #[inline]
     pub fn summary(&self) -> Summary {
-        let offset = self.frag_offset();
-        let payload = self.payload();
-        let transport = read_transport(self.protocol(), offset == 0, payload);
+        // The fixed header is read through one bounds check (an unchecked view shorter than
+        // that panics here, as each accessor would).
+        let b = self.buffer.as_ref();
+        let h: &[u8; IPV4_MIN_HEADER] = b[..IPV4_MIN_HEADER].try_into().expect("20 bytes");
+        let be = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
+        let flags_frag = be(field::FLAGS_FRAG.start);
+        let offset = flags_frag & field::FRAG_OFFSET;
+        let proto = h[field::PROTOCOL];
+        let transport = read_transport(proto, offset == 0, self.payload());
         Summary {
-            src: self.src(),
-            dst: self.dst(),
-            proto: self.protocol(),
+            src: addr(h, field::SRC_ADDR),
+            dst: addr(h, field::DST_ADDR),
+            proto,
             header_len: self.header_len() as u16,
             len: self.len() as u32,
-            ident: u32::from(self.ident()),
-            dont_frag: self.dont_frag(),
-            more_frags: self.more_frags(),
+            ident: u32::from(be(field::IDENT.start)),
+            dont_frag: flags_frag & field::FLAG_DF != 0,
+            more_frags: flags_frag & field::FLAG_MF != 0,
             frag_offset: offset,
             transport,
         }
