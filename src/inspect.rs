@@ -69,6 +69,19 @@ pub struct ShellStats {
     /// Batches read, and packets in them (their ratio is the mean batch size).
     pub batches: u64,
     pub batched_packets: u64,
+    /// Superpackets (GSO, `virtio_net_hdr`) read from offload TUN ports, and the wire segments
+    /// they stand for.
+    pub tun_rx_superpackets: u64,
+    pub tun_rx_segments: u64,
+    /// Superpackets written to offload TUN ports, and the wire segments they stand for.
+    pub tun_tx_superpackets: u64,
+    pub tun_tx_segments: u64,
+    /// Superpackets the shell cut into segments because their egress could not take them (a sim
+    /// port, the uplink, a port without offload), and the segments that made.
+    pub segmented_superpackets: u64,
+    pub segmented_segments: u64,
+    /// Packets merged into a superpacket before their egress write (GRO/USO coalescing).
+    pub coalesced_packets: u64,
 }
 
 /// The public uplink, by counter name (the names of [`crate::uplink::UplinkCounters`]' fields).

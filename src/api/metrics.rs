@@ -24,7 +24,7 @@
 //! | `vpcd_uplink_tcp_opened_total`, `…_tcp_refused_total`, `…_ingress_accepted_total`, `…_bytes_to_host_total`, … (one per uplink counter) | counter | |
 //! | `vpcd_uplink_active_flows` | gauge | kind |
 //! | `vpcd_uplink_drops_total` | counter | reason |
-//! | `vpcd_tun_tx_errors_total`, `vpcd_tun_tx_queue_full_total`, `vpcd_tun_rx_errors_total`, `vpcd_sim_overflows_total`, `vpcd_batches_total`, `vpcd_batched_packets_total` | counter | |
+//! | `vpcd_tun_tx_errors_total`, `vpcd_tun_tx_queue_full_total`, `vpcd_tun_rx_errors_total`, `vpcd_sim_overflows_total`, `vpcd_batches_total`, `vpcd_batched_packets_total`, `vpcd_tun_rx_superpackets_total`, `vpcd_tun_rx_segments_total`, `vpcd_tun_tx_superpackets_total`, `vpcd_tun_tx_segments_total`, `vpcd_segmented_superpackets_total`, `vpcd_segmented_segments_total`, `vpcd_coalesced_packets_total` | counter | |
 
 use std::sync::atomic::AtomicU64;
 
@@ -307,6 +307,41 @@ fn shell(b: &mut Builder, s: &Snapshot) {
         "batched_packets",
         "Packets in those batches",
         st.batched_packets,
+    );
+    b.counter(
+        "tun_rx_superpackets",
+        "Superpackets (GSO) read from offload TUN ports",
+        st.tun_rx_superpackets,
+    );
+    b.counter(
+        "tun_rx_segments",
+        "Wire segments the superpackets read from TUN ports stand for",
+        st.tun_rx_segments,
+    );
+    b.counter(
+        "tun_tx_superpackets",
+        "Superpackets (GSO) written to offload TUN ports",
+        st.tun_tx_superpackets,
+    );
+    b.counter(
+        "tun_tx_segments",
+        "Wire segments the superpackets written to TUN ports stand for",
+        st.tun_tx_segments,
+    );
+    b.counter(
+        "segmented_superpackets",
+        "Superpackets cut into segments because their egress port could not take them",
+        st.segmented_superpackets,
+    );
+    b.counter(
+        "segmented_segments",
+        "Segments those superpackets were cut into",
+        st.segmented_segments,
+    );
+    b.counter(
+        "coalesced_packets",
+        "Packets merged into a superpacket before their egress write",
+        st.coalesced_packets,
     );
 }
 
