@@ -72,42 +72,54 @@ pub struct Fabric {
     firewall: Firewall,
 }
 
-/// The checked packet the pipeline routes on: the view's summary (read once by
-/// [`Header::read`], again only after a translation changed addresses and ports) and the
-/// offload metadata.
+/// The checked packet the pipeline routes on: the addresses and lengths of its fixed header
+/// (what routing, MTU checks and delivery read) and its offload metadata. The view's full
+/// [`Summary`] is read only by the stages that filter or translate ([`summary_of`]), so a
+/// packet the subnet gateway answers, or one between two public hosts, never pays for it.
 #[derive(Debug, Clone, Copy)]
 struct Header {
-    summary: Summary,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    /// The IP total length: trailing bytes beyond it are not forwarded.
+    len: u16,
+    dont_frag: bool,
     meta: PacketMeta,
     /// How translation treats the transport checksum (partial under checksum offload).
     csum: L4Checksum,
 }
 
 impl Header {
-    /// Summarises a packet [`check_ip`] accepted and checks its offload metadata against it
-    /// (which may complete a partial checksum in place, see [`PacketMeta::check`]).
+    /// The fixed header of a packet [`check_ip`] accepted, with its offload metadata (not yet
+    /// checked: [`Header::check_meta`]).
     #[inline]
-    fn read(pkt: &mut [u8], mut meta: PacketMeta) -> Result<Header, DropReason> {
-        let summary = Ipv4Packet::new_unchecked(&pkt[..]).summary();
-        let csum = meta.check(pkt, &summary)?;
-        Ok(Header {
-            summary,
+    fn of(ip: &Ipv4Packet<&[u8]>, meta: PacketMeta) -> Header {
+        Header {
+            src: ip.src(),
+            dst: ip.dst(),
+            len: ip.total_len(),
+            dont_frag: ip.dont_frag(),
             meta,
-            csum,
-        })
+            csum: L4Checksum::Complete,
+        }
     }
 
-    fn src(&self) -> Ipv4Addr {
-        self.summary.src
-    }
-
-    fn dst(&self) -> Ipv4Addr {
-        self.summary.dst
+    /// Checks the offload metadata against the packet `pkt` (which may complete a partial
+    /// checksum in place, see [`PacketMeta::check`]). Returns the packet's summary when the check
+    /// needed it.
+    #[inline]
+    fn check_meta(&mut self, pkt: &mut [u8]) -> Result<Option<Summary>, DropReason> {
+        if self.meta == PacketMeta::COMPLETE {
+            // What a port without offload hands in: nothing to check.
+            return Ok(None);
+        }
+        let summary = Ipv4Packet::new_unchecked(&pkt[..]).summary();
+        self.csum = self.meta.check(pkt, &summary)?;
+        Ok(Some(summary))
     }
 
     /// The IP total length: trailing bytes beyond it are not forwarded.
     fn total_len(&self) -> usize {
-        self.summary.len as usize
+        usize::from(self.len)
     }
 
     /// The largest packet this one puts on the wire (one segment of a superpacket): what the
@@ -283,10 +295,11 @@ fn pipeline(
     };
     let len = len.min(buf.len());
     counters.count_rx(ingress, len);
-    let (src, dst) = match check_ip(&buf[..len]) {
-        Ok(ip) => (ip.src(), ip.dst()),
+    let mut header = match check_ip(&buf[..len]) {
+        Ok(ip) => Header::of(&ip, meta),
         Err(reason) => return Verdict::Drop(reason),
     };
+    let src = header.src;
     let spoofed = match port.owner {
         // The outside world sends from its own addresses, never from one the segment owns, and
         // never from one no reply could reach.
@@ -296,11 +309,11 @@ fn pipeline(
     if spoofed {
         return Verdict::Drop(DropReason::Spoofed);
     }
-    if is_martian(dst) {
+    if is_martian(header.dst) {
         return Verdict::Drop(DropReason::Martian);
     }
-    let header = match Header::read(&mut buf[..len], meta) {
-        Ok(h) => h,
+    let summary = match header.check_meta(&mut buf[..len]) {
+        Ok(s) => s,
         Err(reason) => return Verdict::Drop(reason),
     };
     let mut pkt = Packet {
@@ -309,6 +322,7 @@ fn pipeline(
         ingress,
         buf,
         header,
+        summary,
     };
     // Each stage writes the change it wants in its VPC's flow table into its own slot (left
     // `Nothing` when it has none); written in place, not returned, as the hot path copies less.
@@ -360,6 +374,9 @@ struct Packet<'a> {
     ingress: PortId,
     buf: &'a mut [u8],
     header: Header,
+    /// The view's summary, read on first use ([`summary_of`]) and brought up to date after a
+    /// translation ([`Packet::rewritten`]).
+    summary: Option<Summary>,
 }
 
 /// Where a stage leaves a packet.
@@ -401,19 +418,24 @@ impl<'a> VpcState<'a> {
         })
     }
 
-    fn check_within(&mut self, from: Side, to: Side, pkt: &Packet) -> Result<Pending, DropReason> {
+    fn check_within(
+        &mut self,
+        from: Side,
+        to: Side,
+        pkt: &mut Packet,
+    ) -> Result<Pending, DropReason> {
         let facts = pkt.facts();
         self.firewall
             .check_within(self.index, self.table, from, to, &facts, pkt.now)
     }
 
-    fn check_leaving(&mut self, from: Side, pkt: &Packet) -> Result<Pending, DropReason> {
+    fn check_leaving(&mut self, from: Side, pkt: &mut Packet) -> Result<Pending, DropReason> {
         let facts = pkt.facts();
         self.firewall
             .check_leaving(self.index, self.table, from, &facts, pkt.now)
     }
 
-    fn check_entering(&mut self, to: Side, pkt: &Packet) -> Result<Pending, DropReason> {
+    fn check_entering(&mut self, to: Side, pkt: &mut Packet) -> Result<Pending, DropReason> {
         let facts = pkt.facts();
         self.firewall
             .check_entering(self.index, self.table, to, &facts, pkt.now)
@@ -455,7 +477,7 @@ fn from_instance(
     pending: &mut Pending,
 ) -> Stage {
     let done = Stage::Done;
-    match route_in_vpc(vpc.table, from.subnet as usize, port, pkt.header.dst()) {
+    match route_in_vpc(vpc.table, from.subnet as usize, port, pkt.header.dst) {
         Ok(Next::Deliver(egress)) => Stage::Done(within_vpc(pkt, vpc, from, egress, pending)),
         Ok(Next::Gateway) => match icmp::echo_reply_in_place(pkt.buf, pkt.header.total_len()) {
             Ok(len) => done(Verdict::Reply {
@@ -509,7 +531,7 @@ fn through_nat_gateway(pkt: &mut Packet, vpc: &mut VpcState, g: usize) -> Stage 
     let Some(table) = vpc.table.nat_gateways.get(g) else {
         return Stage::Done(Verdict::Drop(DropReason::NoRoute));
     };
-    let Some(pool) = table.pool_for(pkt.header.src()) else {
+    let Some(pool) = table.pool_for(pkt.header.src) else {
         return Stage::Done(Verdict::Drop(DropReason::NoSnatRule));
     };
     if let Some(v) = pkt.public_mtu_check(table.ip) {
@@ -551,7 +573,7 @@ fn after_outbound(
     outcome: Result<Translated, NatDrop>,
 ) -> Stage {
     let verdict = match outcome {
-        // The source is now public (the summary was read again); the destination is unchanged.
+        // The source is now public (the header was read again); the destination is unchanged.
         Ok(Translated::Forward { .. }) => return on_public_segment(pkt, false),
         Ok(Translated::ReplyRst { len }) => Verdict::Reply {
             port: pkt.ingress,
@@ -580,7 +602,7 @@ fn after_outbound(
 /// to the stage of the VPC behind the destination EIP (ingress or hairpin). Touches no VPC's
 /// state. `from_public` as in [`Stage::Enter`].
 fn on_public_segment(pkt: &mut Packet, from_public: bool) -> Stage {
-    match public_next(pkt.tables, pkt.ingress, pkt.header.dst()) {
+    match public_next(pkt.tables, pkt.ingress, pkt.header.dst) {
         Ok(PublicNext::Host(egress) | PublicNext::Uplink(egress)) => {
             Stage::Done(pkt.deliver(egress))
         }
@@ -603,7 +625,7 @@ fn enter_vpc(
     from_public: bool,
     pending: &mut Pending,
 ) -> Verdict {
-    let dst = pkt.header.dst();
+    let dst = pkt.header.dst;
     let outcome = match target {
         EipTarget::NatGateway { gateway, pool, .. } => {
             // Only a public sender's packet can be answered with Time Exceeded from the EIP: a
@@ -662,35 +684,44 @@ fn deliver_into_vpc(
 
 impl Packet<'_> {
     /// The facts the filters read from the packet as it is now (before or after translation).
-    fn facts(&self) -> Facts {
-        Facts::of(&self.header.summary, &self.buf[..self.header.total_len()])
+    fn facts(&mut self) -> Facts {
+        let pkt = &self.buf[..self.header.total_len()];
+        Facts::of(summary_of(&mut self.summary, pkt), pkt)
     }
 
-    /// Outbound translation by `core`; a translated packet's summary is read again (its source
-    /// address and port changed).
+    /// Outbound translation by `core` (its source address and port change).
     fn translate_out(&mut self, core: &mut NatGateway) -> Result<Translated, NatDrop> {
         let h = &self.header;
+        let summary = summary_of(&mut self.summary, &self.buf[..h.total_len()]);
         let buf = &mut self.buf[..h.total_len()];
-        let outcome = core.outbound_checked(self.now, self.ingress.0, buf, &h.summary, h.csum);
-        self.reread(&outcome);
+        let outcome = core.outbound_checked(self.now, self.ingress.0, buf, summary, h.csum);
+        self.rewritten(&outcome);
         outcome
     }
 
     /// Inbound translation by `core` (its destination address and port change).
     fn translate_in(&mut self, core: &mut NatGateway) -> Result<Translated, NatDrop> {
         let h = &self.header;
+        let summary = summary_of(&mut self.summary, &self.buf[..h.total_len()]);
         let buf = &mut self.buf[..h.total_len()];
-        let outcome = core.inbound_checked(self.now, buf, &h.summary, h.csum);
-        self.reread(&outcome);
+        let outcome = core.inbound_checked(self.now, buf, summary, h.csum);
+        self.rewritten(&outcome);
         outcome
     }
 
-    /// Reads the summary again after a translation rewrote the packet (same lengths, checked
-    /// already).
-    fn reread(&mut self, outcome: &Result<Translated, NatDrop>) {
+    /// After a translation rewrote the packet (same lengths, checked already): the addresses
+    /// and the summary's transport part are read again.
+    #[inline]
+    fn rewritten(&mut self, outcome: &Result<Translated, NatDrop>) {
         if let Ok(Translated::Forward { .. }) = outcome {
             let view = Ipv4Packet::new_unchecked(&self.buf[..self.header.total_len()]);
-            self.header.summary = view.summary();
+            match &mut self.summary {
+                Some(s) => {
+                    view.refresh(s);
+                    (self.header.src, self.header.dst) = (s.src, s.dst);
+                }
+                None => (self.header.src, self.header.dst) = (view.src(), view.dst()),
+            }
         }
     }
 
@@ -702,13 +733,19 @@ impl Packet<'_> {
     /// Path MTU towards a public host or the uplink, checked before translation so that
     /// fragmentation-needed quotes the sender's own header.
     fn public_mtu_check(&mut self, hop: Ipv4Addr) -> Option<Verdict> {
-        let egress = match public_next(self.tables, self.ingress, self.header.dst()) {
+        let egress = match public_next(self.tables, self.ingress, self.header.dst) {
             Ok(PublicNext::Host(p) | PublicNext::Uplink(p)) => p,
             Ok(PublicNext::Eip(_)) | Err(_) => return None,
         };
         let mtu = self.tables.port(egress)?.mtu;
         too_big(self.buf, &self.header, mtu, hop, self.ingress)
     }
+}
+
+/// The summary in `slot`, read from `pkt` (the packet as it is now) on first use.
+#[inline]
+fn summary_of<'s>(slot: &'s mut Option<Summary>, pkt: &[u8]) -> &'s Summary {
+    slot.get_or_insert_with(|| Ipv4Packet::new_unchecked(pkt).summary())
 }
 
 /// A visible hop: a packet whose TTL would expire here is answered with Time Exceeded from
@@ -758,7 +795,7 @@ fn too_big(
     if header.wire_len() <= mtu as usize {
         return None;
     }
-    if !header.summary.dont_frag {
+    if !header.dont_frag {
         return Some(Verdict::Drop(DropReason::TooBig));
     }
     let mtu = mtu.min(u32::from(u16::MAX)) as u16;

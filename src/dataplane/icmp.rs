@@ -7,11 +7,14 @@
 
 use std::net::Ipv4Addr;
 
-use smoltcp::wire::{Icmpv4Message, Icmpv4Packet, IpProtocol, Ipv4Packet};
+use smoltcp::wire::{IpProtocol, Ipv4Packet};
 
 use super::DropReason;
 use super::checksum;
-use super::packet::{self, ICMP_QUOTE_MAX, PROTO_ICMP, is_icmp_error};
+use super::packet::{
+    self, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER_LEN, ICMP_QUOTE_MAX, PROTO_ICMP,
+    is_icmp_error,
+};
 
 /// TTL of packets the dataplane originates.
 pub const GENERATED_TTL: u8 = 64;
@@ -125,7 +128,7 @@ fn write_ipv4_header(
     dst: Ipv4Addr,
     proto: IpProtocol,
 ) {
-    let mut ip = Ipv4Packet::new_unchecked(h);
+    let mut ip = Ipv4Packet::new_unchecked(&mut h[..20]);
     ip.set_version(4);
     ip.set_header_len(20);
     ip.set_dscp(48);
@@ -140,7 +143,9 @@ fn write_ipv4_header(
     ip.set_next_header(proto);
     ip.set_src_addr(src);
     ip.set_dst_addr(dst);
-    ip.fill_checksum();
+    ip.set_checksum(0);
+    let c = checksum::checksum(&h[..20]);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Turns the ICMP echo request in `buf[..len]` into the echo reply, in place: addresses swapped,
@@ -149,29 +154,29 @@ fn write_ipv4_header(
 /// are refused with `ToGateway`.
 pub fn echo_reply_in_place(buf: &mut [u8], len: usize) -> Result<usize, DropReason> {
     let len = len.min(buf.len());
-    let mut ip = Ipv4Packet::new_checked(&mut buf[..len]).map_err(|_| DropReason::Truncated)?;
-    if ip.next_header() != IpProtocol::Icmp || ip.more_frags() || ip.frag_offset() != 0 {
+    let mut ip =
+        packet::Ipv4Packet::new_checked(&mut buf[..len]).map_err(|_| DropReason::Truncated)?;
+    if ip.protocol() != PROTO_ICMP || ip.more_frags() || ip.frag_offset() != 0 {
         return Err(DropReason::ToGateway);
     }
     let total = usize::from(ip.total_len());
-    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    let header_len = ip.header_len();
+    let (src, dst) = (ip.src(), ip.dst());
     {
-        let mut icmp =
-            Icmpv4Packet::new_checked(ip.payload_mut()).map_err(|_| DropReason::Truncated)?;
-        if icmp.msg_type() != Icmpv4Message::EchoRequest
-            || icmp.msg_code() != 0
-            || !icmp.verify_checksum()
-        {
+        let icmp = ip.payload_mut();
+        if icmp.len() < ICMP_HEADER_LEN {
+            return Err(DropReason::Truncated);
+        }
+        if icmp[0] != ICMP_ECHO_REQUEST || icmp[1] != 0 || checksum::checksum(icmp) != 0 {
             return Err(DropReason::ToGateway);
         }
-        let old_word = u16::from_be_bytes([8, 0]);
-        let new_word = u16::from_be_bytes([0, 0]);
-        icmp.set_msg_type(Icmpv4Message::EchoReply);
-        let c = checksum::update16(icmp.checksum(), old_word, new_word);
-        icmp.set_checksum(c);
+        icmp[0] = ICMP_ECHO_REPLY;
+        let old_word = u16::from_be_bytes([ICMP_ECHO_REQUEST, 0]);
+        let new_word = u16::from_be_bytes([ICMP_ECHO_REPLY, 0]);
+        let c = checksum::update16(u16::from_be_bytes([icmp[2], icmp[3]]), old_word, new_word);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
     }
     // Keep the request's header options out of the reply: rebuild a plain 20-byte header.
-    let header_len = usize::from(ip.header_len());
     if header_len != 20 {
         buf.copy_within(header_len..total, 20);
     }

@@ -36,11 +36,11 @@ pub struct Ipv4Packet<T: AsRef<[u8]>> {
     buffer: T,
 }
 
-fn be16(b: &[u8], r: std::ops::Range<usize>) -> u16 {
+fn be16(b: &[u8; IPV4_MIN_HEADER], r: std::ops::Range<usize>) -> u16 {
     u16::from_be_bytes([b[r.start], b[r.start + 1]])
 }
 
-fn addr(b: &[u8], r: std::ops::Range<usize>) -> Ipv4Addr {
+fn addr(b: &[u8; IPV4_MIN_HEADER], r: std::ops::Range<usize>) -> Ipv4Addr {
     Ipv4Addr::new(b[r.start], b[r.start + 1], b[r.start + 2], b[r.start + 3])
 }
 
@@ -97,13 +97,22 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         self.buffer
     }
 
+    /// The fixed 20 bytes of the header, through one bounds check (an unchecked view shorter
+    /// than that panics here, as each accessor would); the fields are then read without checks.
+    #[inline]
+    fn fixed(&self) -> &[u8; IPV4_MIN_HEADER] {
+        self.buffer.as_ref()[..IPV4_MIN_HEADER]
+            .try_into()
+            .expect("20 bytes")
+    }
+
     /// The header length in bytes (options included).
     pub fn header_len(&self) -> usize {
-        usize::from(self.buffer.as_ref()[field::VER_IHL] & 0x0f) * 4
+        usize::from(self.fixed()[field::VER_IHL] & 0x0f) * 4
     }
 
     pub fn total_len(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::TOTAL_LEN)
+        be16(self.fixed(), field::TOTAL_LEN)
     }
 
     /// The packet's length: the total length, or what the buffer holds if that is less.
@@ -116,11 +125,11 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     pub fn ident(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::IDENT)
+        be16(self.fixed(), field::IDENT)
     }
 
     fn flags_frag(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::FLAGS_FRAG)
+        be16(self.fixed(), field::FLAGS_FRAG)
     }
 
     pub fn dont_frag(&self) -> bool {
@@ -137,28 +146,32 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     }
 
     pub fn ttl(&self) -> u8 {
-        self.buffer.as_ref()[field::TTL]
+        self.fixed()[field::TTL]
     }
 
     pub fn protocol(&self) -> u8 {
-        self.buffer.as_ref()[field::PROTOCOL]
+        self.fixed()[field::PROTOCOL]
     }
 
     pub fn checksum(&self) -> u16 {
-        be16(self.buffer.as_ref(), field::CHECKSUM)
+        be16(self.fixed(), field::CHECKSUM)
     }
 
     pub fn src(&self) -> Ipv4Addr {
-        addr(self.buffer.as_ref(), field::SRC_ADDR)
+        addr(self.fixed(), field::SRC_ADDR)
     }
 
     pub fn dst(&self) -> Ipv4Addr {
-        addr(self.buffer.as_ref(), field::DST_ADDR)
+        addr(self.fixed(), field::DST_ADDR)
     }
 
     /// Whether the header checksum is correct.
     pub fn verify_checksum(&self) -> bool {
-        checksum::checksum(self.header()) == 0
+        match self.header_len() {
+            // The usual header, without options: a sum of known length, unrolled.
+            IPV4_MIN_HEADER => checksum::checksum(self.fixed()) == 0,
+            _ => checksum::checksum(self.header()) == 0,
+        }
     }
 
     pub fn header(&self) -> &[u8] {
@@ -176,10 +189,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// The typed summary the filters, the NAT and the observers read.
     #[inline]
     pub fn summary(&self) -> Summary {
-        // The fixed header is read through one bounds check (an unchecked view shorter than
-        // that panics here, as each accessor would).
-        let b = self.buffer.as_ref();
-        let h: &[u8; IPV4_MIN_HEADER] = b[..IPV4_MIN_HEADER].try_into().expect("20 bytes");
+        let h = self.fixed();
         let be = |at: usize| u16::from_be_bytes([h[at], h[at + 1]]);
         let flags_frag = be(field::FLAGS_FRAG.start);
         let offset = flags_frag & field::FRAG_OFFSET;
@@ -201,6 +211,17 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 }
 
 impl<T: AsRef<[u8]>> Ipv4Packet<T> {
+    /// Brings `s`, this packet's summary before a rewrite that kept its lengths, protocol and
+    /// fragment fields (a NAT translation), up to date: the addresses and the transport part
+    /// are read again, the rest cannot have changed.
+    #[inline]
+    pub fn refresh(&self, s: &mut Summary) {
+        let h = self.fixed();
+        s.src = addr(h, field::SRC_ADDR);
+        s.dst = addr(h, field::DST_ADDR);
+        s.transport = read_transport(s.proto, s.frag_offset == 0, self.payload());
+    }
+
     /// The packet an ICMP error quotes (its header and the start of its payload), if this is
     /// an unfragmented ICMP error and the quote is readable.
     pub fn quoted(&self) -> Option<Quoted> {
@@ -235,12 +256,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Decrements the TTL and patches the header checksum (RFC 1624). The caller checks that
     /// the TTL is above 1.
     pub fn decrement_ttl(&mut self) {
-        let b = self.buffer.as_mut();
+        let b: &mut [u8; IPV4_MIN_HEADER] = (&mut self.buffer.as_mut()[..IPV4_MIN_HEADER])
+            .try_into()
+            .expect("20 bytes");
         let old = u16::from_be_bytes([b[field::TTL], b[field::PROTOCOL]]);
         b[field::TTL] = b[field::TTL].saturating_sub(1);
         let new = u16::from_be_bytes([b[field::TTL], b[field::PROTOCOL]]);
         let c = checksum::update16(be16(b, field::CHECKSUM), old, new);
-        self.set_checksum(c);
+        b[field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
     }
 
     /// Recomputes the header checksum from scratch.
@@ -288,6 +311,20 @@ mod tests {
                 flags: 0x02
             }
         );
+    }
+
+    #[test]
+    fn a_refreshed_summary_equals_a_new_one() {
+        let mut v = tcp();
+        let p = Ipv4Packet::new_checked(&v[..]).unwrap();
+        let mut s = p.summary();
+        // What a translation rewrites: an address and a port (checksums do not matter here).
+        v[12..16].copy_from_slice(&[203, 0, 113, 7]);
+        v[20..22].copy_from_slice(&61000u16.to_be_bytes());
+        let p = Ipv4Packet::new_checked(&v[..]).unwrap();
+        assert_ne!(s, p.summary());
+        p.refresh(&mut s);
+        assert_eq!(s, p.summary());
     }
 
     #[test]
