@@ -82,6 +82,12 @@ pub struct ShellStats {
     pub segmented_segments: u64,
     /// Packets merged into a superpacket before their egress write (GRO/USO coalescing).
     pub coalesced_packets: u64,
+    /// Packets the shell could not frame or cut for their egress port (offload metadata that
+    /// does not fit the packet; the fabric checks it, so this stays 0).
+    pub segment_errors: u64,
+    /// TUN reads whose `virtio_net_hdr` was short or described something vpcd does not carry
+    /// (IPv6 TCP segmentation, UFO): dropped before the fabric.
+    pub tun_rx_bad_vnet: u64,
 }
 
 /// The public uplink, by counter name (the names of [`crate::uplink::UplinkCounters`]' fields).

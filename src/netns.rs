@@ -193,9 +193,18 @@ fn in_new_namespace(target: &Path, config: PortConfig) -> Result<tun_rs::SyncDev
     for knob in ["default", "all"] {
         let _ = fs::write(format!("/proc/sys/net/ipv6/conf/{knob}/disable_ipv6"), "1");
     }
-    let device = tun_rs::DeviceBuilder::new()
-        .name(DEVICE_NAME)
-        .build_sync()
+    // Offload (`IFF_VNET_HDR`, checksum, TSO, USO where the kernel has it): the guest's kernel
+    // hands over and takes superpackets. `VPCD_OFFLOAD=0` turns it off (comparisons, old
+    // kernels); a kernel that refuses it gets a plain device.
+    let offload = std::env::var("VPCD_OFFLOAD").map_or(true, |v| v != "0");
+    let build = |offload: bool| {
+        tun_rs::DeviceBuilder::new()
+            .name(DEVICE_NAME)
+            .offload(offload)
+            .build_sync()
+    };
+    let device = build(offload)
+        .or_else(|e| if offload { build(false) } else { Err(e) })
         .map_err(|e| NetnsError::io("creating the TUN device (/dev/net/tun)", e))?;
     configure(config)?;
     Ok(device)

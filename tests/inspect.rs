@@ -739,7 +739,8 @@ fn sim_shell(tables: &Arc<Tables>, plan: &vpcd::topology::Plan) -> Shell {
             Instant::ZERO,
         )))));
     }
-    Shell::new(Fabric::new(tables.clone()), ports, 1500).expect("a shell of sim ports")
+    let writers = vpcd::runtime::tx::TxWriters::start(1).expect("a writer thread");
+    Shell::new(Fabric::new(tables.clone()), ports, 1500, &writers).expect("a shell of sim ports")
 }
 
 /// Runs `test` against a running shell of sim ports, then stops the loop.

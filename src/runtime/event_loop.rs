@@ -44,10 +44,11 @@ use super::observing::{
     PreparedFlowLog, Sinks, StoppedCapture, StoppedFlowLog,
 };
 use super::sim_port::SimPort;
-use super::tx::BATCH;
+use super::tx::{BATCH, HEADROOM, TxWriters};
 use super::uplink_port::UplinkPort;
 use crate::dataplane::gateways::ReconcileProblem;
-use crate::dataplane::{Fabric, MIN_BUFFER, PortId, Verdict};
+use crate::dataplane::offload::vnet::{self, VNET_HDR_LEN};
+use crate::dataplane::{Fabric, MIN_BUFFER, PacketMeta, PortId, Verdict};
 pub use crate::inspect::ShellStats;
 use crate::inspect::{ConnFilter, ConnList, FlushTarget, Flushed, InspectError, Snapshot};
 use crate::observe::Observer;
@@ -63,7 +64,7 @@ pub enum Slot {
     /// The port that had this id before the swap (its device, writer thread, sim stack and
     /// queued packets move along).
     Keep(PortId),
-    /// A new TUN port with its writer thread already running.
+    /// A new TUN port, its writes served by the shell's writer threads.
     NewTun(TunPort),
     /// A new sim port, built with the shell's clock when the swap applies.
     NewSim(Box<SimSpec>),
@@ -103,7 +104,7 @@ pub enum LoopMsg {
 
 /// What serves a dataplane port when the shell starts ([`Shell::new`]).
 pub enum Port {
-    /// A TUN device; the shell starts its writer thread.
+    /// A TUN device (with offload or without); the shell's writer threads serve it.
     Tun(Arc<tun_rs::AsyncDevice>),
     Sim(Box<SimPort>),
     Uplink(Box<UplinkPort>),
@@ -119,6 +120,7 @@ pub struct Shell {
     /// One batch of read buffers, and the length read into each.
     bufs: Vec<Box<[u8]>>,
     lens: [usize; BATCH],
+    metas: [PacketMeta; BATCH],
     /// The buffer for packets from sim ports, the uplink and [`Shell::inject`].
     scratch: Box<[u8]>,
     start: std::time::Instant,
@@ -130,14 +132,17 @@ impl Shell {
     /// `ports[i]` is what serves `PortId(i)` (`None`: nothing attached, packets to it are lost;
     /// a sim port's or the uplink's own id is set to `i`). `mtu` is the largest packet any port
     /// carries. Starts a writer thread per TUN port.
-    pub fn new(fabric: Fabric, ports: Vec<Option<Port>>, mtu: usize) -> io::Result<Shell> {
-        let size = mtu + MIN_BUFFER;
+    pub fn new(
+        fabric: Fabric,
+        ports: Vec<Option<Port>>,
+        mtu: usize,
+        writers: &TxWriters,
+    ) -> io::Result<Shell> {
+        let size = buffer_size(mtu);
         let mut slots = Vec::with_capacity(ports.len());
         for (i, p) in ports.into_iter().enumerate() {
             let mut slot = match p {
-                Some(Port::Tun(dev)) => {
-                    PortSlot::Tun(TunPort::spawn(&format!("port {i}"), dev, size)?)
-                }
+                Some(Port::Tun(dev)) => PortSlot::Tun(TunPort::new(dev, writers)),
                 Some(Port::Sim(s)) => PortSlot::Sim(s),
                 Some(Port::Uplink(u)) => PortSlot::Uplink(u),
                 None => PortSlot::Empty,
@@ -146,18 +151,14 @@ impl Shell {
             slots.push(slot);
         }
         Ok(Shell {
-            fwd: Forwarding {
-                fabric,
-                obs: Observer::new(),
-                ports: slots,
-                stats: ShellStats::default(),
-            },
+            fwd: Forwarding::new(fabric, slots, size),
             sinks: Sinks::none(),
             ready: Vec::new(),
             bufs: (0..BATCH)
                 .map(|_| vec![0u8; size].into_boxed_slice())
                 .collect(),
             lens: [0; BATCH],
+            metas: [PacketMeta::COMPLETE; BATCH],
             scratch: vec![0u8; size].into_boxed_slice(),
             start: std::time::Instant::now(),
             epoch: super::observing::epoch_now(),
@@ -266,12 +267,13 @@ impl Shell {
             };
             let mut ready = std::mem::take(&mut self.ready);
             let ports = &mut self.fwd.ports;
+            let pool = &mut self.fwd.pool;
             // Ports resumed because their egress queue has room, readable TUN ports, and host
             // sockets of the uplink that produced something; one future, so that a port that
             // waits is neither read nor polled.
             let woke = poll_fn(|cx| {
                 ready.clear();
-                let mut uplink = poll_waits(ports, cx);
+                let mut uplink = poll_waits(ports, pool, cx);
                 for (i, p) in ports.iter().enumerate() {
                     match p {
                         PortSlot::Tun(t)
@@ -354,9 +356,10 @@ impl Shell {
     /// longer than the loop's buffers is cut, and dropped by the fabric as truncated.
     pub fn inject(&mut self, ingress: PortId, packet: &[u8]) -> Verdict {
         let now = self.now();
-        let len = packet.len().min(self.scratch.len());
-        self.scratch[..len].copy_from_slice(&packet[..len]);
-        self.fwd.forward(now, ingress, &mut self.scratch, len)
+        let len = packet.len().min(self.scratch.len() - HEADROOM);
+        self.scratch[HEADROOM..HEADROOM + len].copy_from_slice(&packet[..len]);
+        self.fwd
+            .forward(now, ingress, &mut self.scratch, len, PacketMeta::COMPLETE)
     }
 
     /// The running flow log and captures.
@@ -407,7 +410,10 @@ impl Shell {
 
     /// Largest packet a port may carry (the buffers were sized for it at start).
     pub fn max_mtu(&self) -> usize {
-        self.scratch.len().saturating_sub(MIN_BUFFER)
+        self.scratch
+            .len()
+            .saturating_sub(MIN_BUFFER + HEADROOM)
+            .min(MAX_MTU)
     }
 
     /// Rebuilds the port slots from `swap.slots` (renumbering kept ports), closes the ports no
@@ -497,16 +503,42 @@ impl Shell {
             .min()
     }
 
-    /// Reads one batch from a TUN port and forwards each packet.
+    /// Reads one batch from a TUN port and forwards each packet. A port with offload hands each
+    /// packet (or superpacket) with its `virtio_net_hdr`, read into the headroom and decoded
+    /// into the packet's metadata; without, the packet is read after the headroom.
     fn drain(&mut self, ingress: PortId) {
         let Some(PortSlot::Tun(t)) = self.fwd.ports.get_mut(ingress.index()) else {
             return;
         };
+        let vnet = t.vnet();
+        let start = if vnet { 0 } else { HEADROOM };
         let mut n = 0;
         while n < BATCH {
-            match t.device().try_recv(&mut self.bufs[n]) {
-                Ok(len) => {
-                    self.lens[n] = len;
+            // A raw read (the device has no packet information): the header, if any, first.
+            match t.device().try_recv(&mut self.bufs[n][start..]) {
+                Ok(got) if !vnet => {
+                    self.lens[n] = got;
+                    self.metas[n] = PacketMeta::COMPLETE;
+                    n += 1;
+                }
+                Ok(got) => {
+                    let buf = &self.bufs[n];
+                    let hdr: Option<&[u8; VNET_HDR_LEN]> =
+                        buf.get(..VNET_HDR_LEN).and_then(|h| h.try_into().ok());
+                    let meta = match hdr {
+                        Some(h) if got >= VNET_HDR_LEN => vnet::decode(h, &buf[HEADROOM..got]),
+                        _ => Err(crate::dataplane::DropReason::BadOffload),
+                    };
+                    let Ok(meta) = meta else {
+                        self.fwd.stats.tun_rx_bad_vnet += 1;
+                        continue;
+                    };
+                    self.lens[n] = got - VNET_HDR_LEN;
+                    self.metas[n] = meta;
+                    if meta.gso.is_some() {
+                        self.fwd.stats.tun_rx_superpackets += 1;
+                        self.fwd.stats.tun_rx_segments += meta.segments(self.lens[n]) as u64;
+                    }
                     n += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -528,7 +560,7 @@ impl Shell {
         for k in 0..n {
             let _ = self
                 .fwd
-                .forward(now, ingress, &mut self.bufs[k], self.lens[k]);
+                .forward(now, ingress, &mut self.bufs[k], self.lens[k], self.metas[k]);
         }
     }
 
@@ -563,10 +595,12 @@ impl Shell {
                 if u.waits_for.is_some() {
                     break;
                 }
-                let Some(len) = u.take_tx(&mut self.scratch) else {
+                let Some(len) = u.take_tx(&mut self.scratch[HEADROOM..]) else {
                     break;
                 };
-                let _ = self.fwd.forward(now, port, &mut self.scratch, len);
+                let _ = self
+                    .fwd
+                    .forward(now, port, &mut self.scratch, len, PacketMeta::COMPLETE);
             }
             poll = matches!(&self.fwd.ports[i], PortSlot::Uplink(u) if u.is_dirty());
         }
@@ -591,12 +625,18 @@ impl Shell {
                 s.poll(now);
                 let ingress = s.port;
                 while let Some(PortSlot::Sim(s)) = self.fwd.ports.get_mut(i) {
-                    let Some(len) = s.take_tx(&mut self.scratch) else {
+                    let Some(len) = s.take_tx(&mut self.scratch[HEADROOM..]) else {
                         s.schedule(now);
                         break;
                     };
                     sent = true;
-                    let _ = self.fwd.forward(now, ingress, &mut self.scratch, len);
+                    let _ = self.fwd.forward(
+                        now,
+                        ingress,
+                        &mut self.scratch,
+                        len,
+                        PacketMeta::COMPLETE,
+                    );
                 }
             }
             let dirty = self
@@ -609,4 +649,15 @@ impl Shell {
             }
         }
     }
+}
+
+/// The largest packet an offload TUN port hands over, whatever its MTU (a superpacket).
+const MAX_SUPERPACKET: usize = u16::MAX as usize;
+/// Largest MTU a port may have (what [`Shell::max_mtu`] reports at most).
+const MAX_MTU: usize = crate::topology::model::MAX_MTU as usize;
+
+/// The size of every loop buffer for ports of at most `mtu`: the `virtio_net_hdr` headroom, the
+/// largest superpacket or packet, and room for generated replies.
+pub fn buffer_size(mtu: usize) -> usize {
+    HEADROOM + mtu.max(MAX_SUPERPACKET) + MIN_BUFFER
 }

@@ -13,23 +13,29 @@
 //! ([`super::tx::TxQueue::poll_room`]) and resumes the port when the writer hands a batch back.
 //! Packets from sim ports are not paced: a full queue drops them (counted by the queue).
 
-use std::io;
 use std::sync::Arc;
 use std::task::Context;
 
 use super::sim_port::SimPort;
-use super::tx::TxQueue;
+use super::tx::{BufPool, HEADROOM, TxQueue, TxWriters};
 use super::uplink_port::UplinkPort;
-use crate::dataplane::{Fabric, PortId, Verdict};
+use crate::dataplane::offload::vnet::{self, VNET_HDR_LEN};
+use crate::dataplane::offload::{GsoKind, Segmenter};
+use crate::dataplane::{Fabric, PacketMeta, PortId, Verdict};
 use crate::inspect::ShellStats;
 use crate::observe::Observer;
 use crate::time::Instant;
 
-/// A TUN port: its device, its egress queue (with the writer thread), and its read state.
+/// A TUN port: its device, its egress queue, and its read state.
 pub struct TunPort {
-    /// Declared before `dev`, so that the writer thread is joined while the device is alive.
+    /// Declared before `dev`: dropping the queue waits for its writer to finish with the device.
     tx: TxQueue,
     dev: Arc<tun_rs::AsyncDevice>,
+    /// The device has `IFF_VNET_HDR`: reads and writes carry a `virtio_net_hdr`, superpackets
+    /// and partial checksums pass.
+    vnet: bool,
+    /// The kernel takes UDP superpackets (USO) on this device.
+    udp_gso: bool,
     /// `false` once a read failed with the device gone: no longer polled, rather than spin.
     pub(super) readable: bool,
     /// The egress port whose queue this port's packets filled: not read again until it has room.
@@ -37,23 +43,42 @@ pub struct TunPort {
 }
 
 impl TunPort {
-    /// Starts the writer thread of `dev` (named after `name`); `size` is the buffer size (the
-    /// largest packet plus room).
-    pub fn spawn(name: &str, dev: Arc<tun_rs::AsyncDevice>, size: usize) -> io::Result<TunPort> {
-        Ok(TunPort {
-            tx: TxQueue::spawn(name, dev.clone(), size)?,
+    /// The port of `dev`, its writes done by one of `writers`. Whether it has offload is read
+    /// off the device.
+    pub fn new(dev: Arc<tun_rs::AsyncDevice>, writers: &TxWriters) -> TunPort {
+        let (vnet, udp_gso) = (dev.tcp_gso(), dev.udp_gso());
+        TunPort {
+            tx: TxQueue::new(dev.clone(), vnet, writers),
             dev,
+            vnet,
+            udp_gso: vnet && udp_gso,
             readable: true,
             waits_for: None,
-        })
+        }
     }
 
     pub(super) fn device(&self) -> &tun_rs::AsyncDevice {
         &self.dev
     }
 
+    pub(super) fn vnet(&self) -> bool {
+        self.vnet
+    }
+
     pub(super) fn queue_ref(&self) -> &TxQueue {
         &self.tx
+    }
+
+    /// Whether a packet with `meta` can be written as it is (else the shell cuts it into
+    /// complete segments first).
+    fn takes(&self, meta: PacketMeta) -> bool {
+        if !self.vnet {
+            return meta == PacketMeta::COMPLETE;
+        }
+        match meta.gso.map(|g| g.kind) {
+            None | Some(GsoKind::TcpV4) => true,
+            Some(GsoKind::Udp) => self.udp_gso,
+        }
     }
 }
 
@@ -88,14 +113,14 @@ impl PortSlot {
 
 /// Clears the wait of every port whose egress queue has room again; `true` when the uplink was
 /// among them. Registers `cx` with the queues that are still full.
-pub(super) fn poll_waits(ports: &mut [PortSlot], cx: &mut Context<'_>) -> bool {
+pub(super) fn poll_waits(ports: &mut [PortSlot], pool: &mut BufPool, cx: &mut Context<'_>) -> bool {
     let mut uplink = false;
     for i in 0..ports.len() {
         let Some(Some(egress)) = ports[i].waits_for_mut().map(|w| *w) else {
             continue;
         };
         let room = match ports.get_mut(egress.index()) {
-            Some(PortSlot::Tun(t)) => t.tx.poll_room(cx).is_ready(),
+            Some(PortSlot::Tun(t)) => t.tx.poll_room(pool, cx).is_ready(),
             // The queue is gone (a swap removed it): nothing to wait for.
             _ => true,
         };
@@ -109,7 +134,7 @@ pub(super) fn poll_waits(ports: &mut [PortSlot], cx: &mut Context<'_>) -> bool {
     uplink
 }
 
-/// Everything a packet touches: the fabric, the observer around it, and the ports.
+/// Everything a packet touches: the fabric, the observer around it, the ports, and the buffers.
 pub(super) struct Forwarding {
     pub(super) fabric: Fabric,
     /// Wraps every `fabric.handle` (flow logs, captures); empty without flags.
@@ -117,30 +142,58 @@ pub(super) struct Forwarding {
     /// By port id.
     pub(super) ports: Vec<PortSlot>,
     pub(super) stats: ShellStats,
+    /// The buffers the TUN egress queues carry (every loop buffer is of its size).
+    pub(super) pool: BufPool,
+    /// Where a superpacket's segments are cut for a sim port or the uplink.
+    segment: Box<[u8]>,
 }
 
 impl Forwarding {
-    /// Runs the packet `ingress` sent — the first `len` bytes of `buf` — through the observer and
-    /// the fabric, and hands what the fabric forwards or answers to its egress port: the one
-    /// place the shell calls the dataplane. A TUN egress queue takes `buf` itself (it gets an
-    /// empty buffer of the same size back); every other port copies the packet. Returns the
-    /// verdict, already acted on.
+    pub(super) fn new(fabric: Fabric, ports: Vec<PortSlot>, buffer_size: usize) -> Forwarding {
+        Forwarding {
+            fabric,
+            obs: Observer::new(),
+            ports,
+            stats: ShellStats::default(),
+            pool: BufPool::new(buffer_size),
+            segment: vec![0u8; buffer_size].into_boxed_slice(),
+        }
+    }
+
+    /// Runs the packet `ingress` sent — `buf[HEADROOM..HEADROOM + len]`, with its offload
+    /// metadata `meta` — through the observer and the fabric, and hands what the fabric forwards
+    /// or answers to its egress port: the one place the shell calls the dataplane. A TUN egress
+    /// queue takes `buf` itself (it gets an empty buffer of the same size back); every other port
+    /// copies the packet. Returns the verdict, already acted on.
     pub(super) fn forward(
         &mut self,
         now: Instant,
         ingress: PortId,
         buf: &mut Box<[u8]>,
         len: usize,
+        meta: PacketMeta,
     ) -> Verdict {
-        let verdict = self.obs.handle(&mut self.fabric, now, ingress, buf, len);
-        if let Verdict::Forward { port, len, .. } | Verdict::Reply { port, len, .. } = verdict {
-            self.emit(now, ingress, port, buf, len);
+        let verdict = self.obs.handle_meta(
+            &mut self.fabric,
+            now,
+            ingress,
+            &mut buf[HEADROOM..],
+            len,
+            meta,
+        );
+        match verdict {
+            Verdict::Forward { port, len, meta } => self.emit(now, ingress, port, buf, len, meta),
+            Verdict::Reply { port, len } => {
+                self.emit(now, ingress, port, buf, len, PacketMeta::COMPLETE);
+            }
+            _ => {}
         }
         verdict
     }
 
-    /// Hands `buf[..len]` to port `egress`; paces `ingress` when the packet took the last spare
-    /// batch of a TUN egress queue.
+    /// Hands the packet at `buf[HEADROOM..HEADROOM + len]` to port `egress`: whole when the port
+    /// takes what `meta` describes, else cut into segments with complete checksums. Paces
+    /// `ingress` when the packet filled a TUN egress queue.
     fn emit(
         &mut self,
         now: Instant,
@@ -148,22 +201,36 @@ impl Forwarding {
         egress: PortId,
         buf: &mut Box<[u8]>,
         len: usize,
+        meta: PacketMeta,
     ) {
-        let len = len.min(buf.len());
-        let filled = match self.ports.get_mut(egress.index()) {
+        let len = len.min(buf.len().saturating_sub(HEADROOM));
+        let Forwarding {
+            ports,
+            stats,
+            pool,
+            segment,
+            ..
+        } = self;
+        let filled = match ports.get_mut(egress.index()) {
             Some(PortSlot::Tun(t)) => {
-                // Full queues count their own drops.
-                let _ = t.tx.push_swap(buf, len);
-                t.tx.is_filling_last()
+                if t.takes(meta) {
+                    to_tun_whole(t, pool, stats, buf, len, meta);
+                } else {
+                    to_tun_segments(t, pool, stats, &buf[HEADROOM..HEADROOM + len], meta);
+                }
+                t.tx.should_pause()
             }
             Some(PortSlot::Sim(s)) => {
-                if !s.deliver(&buf[..len]) {
-                    self.stats.sim_overflows += 1;
-                }
+                let pkt = &buf[HEADROOM..HEADROOM + len];
+                stats.sim_overflows += each_segment(stats, segment, pkt, meta, |p| s.deliver(p));
                 false
             }
             Some(PortSlot::Uplink(u)) => {
-                u.deliver(now, &buf[..len]);
+                let pkt = &buf[HEADROOM..HEADROOM + len];
+                each_segment(stats, segment, pkt, meta, |p| {
+                    u.deliver(now, p);
+                    true
+                });
                 false
             }
             Some(PortSlot::Empty) | None => false,
@@ -171,11 +238,11 @@ impl Forwarding {
         if !filled {
             return;
         }
-        match self.ports.get_mut(ingress.index()) {
+        match ports.get_mut(ingress.index()) {
             Some(PortSlot::Tun(t)) => t.waits_for = Some(egress),
             Some(PortSlot::Uplink(u)) => {
                 u.waits_for = Some(egress);
-                self.stats.uplink_paced += 1;
+                stats.uplink_paced += 1;
             }
             _ => {}
         }
@@ -185,8 +252,117 @@ impl Forwarding {
     pub(super) fn flush(&mut self) {
         for p in &mut self.ports {
             if let PortSlot::Tun(t) = p {
-                t.tx.flush();
+                t.tx.flush(&mut self.pool);
             }
         }
     }
+}
+
+/// Queues the packet at `buf[HEADROOM..HEADROOM + len]` whole on a TUN port that takes `meta`,
+/// its `virtio_net_hdr` written into the headroom when the device has offload.
+fn to_tun_whole(
+    t: &mut TunPort,
+    pool: &mut BufPool,
+    stats: &mut ShellStats,
+    buf: &mut Box<[u8]>,
+    len: usize,
+    meta: PacketMeta,
+) {
+    if t.vnet {
+        let (hdr, pkt) = buf.split_at_mut(HEADROOM);
+        let hdr: &mut [u8; VNET_HDR_LEN] = (&mut hdr[..VNET_HDR_LEN])
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("HEADROOM is VNET_HDR_LEN"));
+        if vnet::encode(hdr, &mut pkt[..len], meta).is_err() {
+            stats.segment_errors += 1;
+            return;
+        }
+    }
+    if t.tx.push_swap(pool, buf, len) && meta.gso.is_some() {
+        stats.tun_tx_superpackets += 1;
+        stats.tun_tx_segments += meta.segments(len) as u64;
+    }
+}
+
+/// Cuts `pkt` into wire segments with complete checksums, each in a buffer of the pool, and
+/// queues them on a TUN port that cannot take `meta` (no offload, or no USO).
+fn to_tun_segments(
+    t: &mut TunPort,
+    pool: &mut BufPool,
+    stats: &mut ShellStats,
+    pkt: &[u8],
+    meta: PacketMeta,
+) {
+    let Ok(mut cut) = Segmenter::new(pkt, meta) else {
+        stats.segment_errors += 1;
+        return;
+    };
+    if meta.gso.is_some() {
+        stats.segmented_superpackets += 1;
+    }
+    loop {
+        let Some(mut b) = pool.take() else {
+            // Every buffer in use: the rest is lost, as on a full ring.
+            stats.tun_tx_queue_full += cut.count() as u64;
+            return;
+        };
+        match cut.next_into(&mut b[HEADROOM..]) {
+            Ok(Some(n)) => {
+                b[..HEADROOM].fill(0);
+                if meta.gso.is_some() {
+                    stats.segmented_segments += 1;
+                }
+                if !t.tx.push_owned(pool, b, n) {
+                    return;
+                }
+            }
+            Ok(None) => {
+                pool.give(b);
+                return;
+            }
+            Err(_) => {
+                pool.give(b);
+                stats.segment_errors += 1;
+                return;
+            }
+        }
+    }
+}
+
+/// Calls `deliver` with `pkt` as ports without offload take it: itself when `meta` describes
+/// nothing, else each wire segment (cut into `scratch`) with complete checksums. Returns how many
+/// `deliver` refused; a packet that cannot be cut is counted in `segment_errors`.
+fn each_segment(
+    stats: &mut ShellStats,
+    scratch: &mut [u8],
+    pkt: &[u8],
+    meta: PacketMeta,
+    mut deliver: impl FnMut(&[u8]) -> bool,
+) -> u64 {
+    if meta == PacketMeta::COMPLETE {
+        return u64::from(!deliver(pkt));
+    }
+    let Ok(mut cut) = Segmenter::new(pkt, meta) else {
+        stats.segment_errors += 1;
+        return 0;
+    };
+    let (mut segments, mut refused) = (0, 0);
+    loop {
+        match cut.next_into(scratch) {
+            Ok(Some(n)) => {
+                segments += 1;
+                refused += u64::from(!deliver(&scratch[..n]));
+            }
+            Ok(None) => break,
+            Err(_) => {
+                stats.segment_errors += 1;
+                break;
+            }
+        }
+    }
+    if meta.gso.is_some() {
+        stats.segmented_superpackets += 1;
+        stats.segmented_segments += segments;
+    }
+    refused
 }

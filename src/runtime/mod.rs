@@ -287,8 +287,15 @@ pub fn up_with(
             .build_hasher()
             .finish()
     };
-    let mut shell = Shell::new(Fabric::with_seed(tables.clone(), random()), ports, max_mtu)
-        .map_err(RunError::Runtime)?;
+    let writers =
+        tx::TxWriters::start(tx::TxWriters::default_count()).map_err(RunError::Runtime)?;
+    let mut shell = Shell::new(
+        Fabric::with_seed(tables.clone(), random()),
+        ports,
+        max_mtu,
+        &writers,
+    )
+    .map_err(RunError::Runtime)?;
     if !observe.is_empty() {
         let (obs, sinks) = observing.start(&tables, shell.epoch(), random());
         shell.observe(obs, sinks);
@@ -299,6 +306,7 @@ pub fn up_with(
         made,
         specs,
         buffer_size: max_mtu + crate::dataplane::MIN_BUFFER,
+        writers,
         captured: observe
             .captures
             .iter()

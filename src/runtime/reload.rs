@@ -238,6 +238,8 @@ pub(super) struct Control {
     pub specs: Vec<PortSpec>,
     /// The loop's buffer size (largest packet plus room).
     pub buffer_size: usize,
+    /// The writer threads every TUN port's egress is served by.
+    pub writers: super::tx::TxWriters,
     /// Endpoints under `--capture`.
     pub captured: Vec<String>,
     pub swaps: Sender<LoopMsg>,
@@ -476,7 +478,7 @@ impl Control {
                         continue;
                     };
                     match tun_rs::AsyncDevice::new(dev)
-                        .and_then(|d| TunPort::spawn(&p.name, Arc::new(d), self.buffer_size))
+                        .map(|d| TunPort::new(Arc::new(d), &self.writers))
                     {
                         Ok(t) => slots.push(Slot::NewTun(t)),
                         Err(e) => {

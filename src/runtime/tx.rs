@@ -1,262 +1,443 @@
-//! Egress queues for TUN ports: the fabric's thread hands forwarded packets in batches to one
-//! writer thread per TUN port, which does the `write()`s.
+//! Egress queues for TUN ports, the pool of packet buffers the loop and the queues share, and
+//! the writer threads that do the TUN `write()`s: a fixed set of writers (one per core unless
+//! `VPCD_TX_WRITERS` says otherwise) serving every TUN port, each port pinned to one writer.
 //!
 //! A `write()` to a TUN device runs the receiving namespace's whole IP/TCP input path in the
 //! writing thread (`tun_get_user` -> `netif_receive_skb` -> `tcp_v4_rcv`): most of what forwarding
-//! costs. Doing it on a writer thread lets it run on another core in parallel with the fabric's
+//! costs. Doing it on writer threads lets it run on other cores in parallel with the fabric's
 //! thread reading the next batch, while the [`Fabric`](crate::dataplane::Fabric) stays owned by
-//! one thread (its NAT state is never shared).
+//! one thread (its NAT state is never shared). Threads scale with cores, not with ports.
 //!
 //! Invariants:
-//! - **Bounded, no allocation per packet.** Each port owns [`BATCHES_PER_PORT`] batches of
-//!   [`BATCH`] buffers, allocated once. A packet enters a batch by swapping buffers with the
-//!   loop's buffer it was handled in (no copy). A batch travels to the writer over a bounded
-//!   channel and comes back empty over another.
-//!   When every batch of a port is in flight, the packet is dropped and counted (a full NIC ring).
+//! - **Bounded in packets and bytes.** A port has at most [`BATCHES_PER_PORT`] batches of
+//!   [`BATCH`] packets and at most [`PORT_BYTES`] bytes of packets queued or being written; the
+//!   buffers come from one [`BufPool`] of at most [`POOL_MAX`] buffers for the whole loop. What
+//!   finds no room is dropped and counted, as a full NIC ring would. A port's memory at rest is a
+//!   few small vectors: buffers are the pool's, and return to it once written.
+//! - **No allocation per packet.** A packet enters a batch by swapping its buffer with an empty
+//!   one from the pool (no copy). The pool allocates only until it reaches the most buffers in
+//!   use at once (bounded by [`POOL_MAX`]); batches are allocated once per port.
 //! - **Order.** One producer (the fabric's thread) and one writer per port, both FIFO, so the
 //!   packets of a port leave in the order the fabric forwarded them. The fabric's thread writes a
-//!   small batch itself only when the port's writer is idle with nothing queued (every other
-//!   batch is back), which keeps that order and spares a ping or a lone packet the thread handoff.
+//!   lone packet itself only when nothing of the port is at its writer, which keeps that order
+//!   and spares a ping the thread handoff.
 //! - **Never blocks the loop.** The emptied batches come back over a [`mailbox`] channel whose
 //!   receiver the loop polls: a port that must wait for room ([`TxQueue::poll_room`]) is simply
 //!   not read until the writer hands a batch back, which wakes the loop.
-//! - **Shutdown.** Dropping a [`TxQueue`] closes the channel; the writer finishes the batch in
-//!   hand and exits, and the drop joins it, so no thread outlives the device.
+//! - **Frames.** Every buffer keeps [`HEADROOM`] bytes before the packet for the
+//!   `virtio_net_hdr` of an offload device, so a superpacket is written whole in one `write()`.
+//! - **Shutdown.** Dropping a [`TxQueue`] waits (bounded) until its batches are back from the
+//!   writer, so no write to its device is in flight once the port is gone; a writer thread ends
+//!   when the last queue and the last [`TxWriters`] handle are dropped.
 
 use std::io;
 use std::os::fd::AsFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::task::{Context, Poll};
-use std::thread::JoinHandle;
+use std::time::Duration;
 
 use super::mailbox;
+use crate::dataplane::offload::vnet::VNET_HDR_LEN;
+
+/// Bytes every buffer keeps before the packet, for the `virtio_net_hdr` of an offload device.
+pub const HEADROOM: usize = VNET_HDR_LEN;
 
 /// Packets read from one port per wake-up before the next port gets its turn, and the packets
-/// one egress batch holds (a batch read from a port fits one batch of its egress queue).
+/// one egress batch holds.
 pub const BATCH: usize = 64;
 
-/// Batches per TUN port (being filled, queued, or being written): the port's queue holds at most
-/// this many times [`BATCH`] packets.
+/// Batches per TUN port (being filled, queued, or being written).
 pub const BATCHES_PER_PORT: usize = 4;
 
-/// The largest batch the fabric's thread writes itself when the port's writer is idle. Handing a
-/// lone packet to another thread costs a wake-up (tens of microseconds of latency when that core
-/// sleeps); a larger batch is worth running in parallel.
+/// Bytes of packets one TUN port may have queued or being written (16 superpackets of 64 KiB).
+pub const PORT_BYTES: usize = 1 << 20;
+
+/// The most buffers the loop's pool holds (each of the loop's buffer size, about 64 KiB: pages a
+/// buffer never touched are not resident).
+pub const POOL_MAX: usize = 1024;
+
+/// The largest batch the fabric's thread writes itself when nothing of the port is at its
+/// writer. Handing a lone packet to another thread costs a wake-up (tens of microseconds of
+/// latency when that core sleeps); a larger batch is worth running in parallel.
 pub const INLINE_MAX: usize = 1;
 
-/// Packets on their way to one TUN port: full-size buffers, the first `lens.len()` of them filled.
+/// How long dropping a queue waits for its writer to hand its batches back (writes never block,
+/// so this is a bound, not an expected wait).
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// The packet buffers of one loop: what it reads into and what its TUN egress queues carry.
+pub struct BufPool {
+    free: Vec<Box<[u8]>>,
+    size: usize,
+    made: usize,
+}
+
+impl BufPool {
+    /// A pool of buffers of `size` bytes ([`HEADROOM`] plus the largest packet plus room).
+    pub fn new(size: usize) -> BufPool {
+        BufPool {
+            free: Vec::new(),
+            size,
+            made: 0,
+        }
+    }
+
+    /// A buffer, or `None` when [`POOL_MAX`] are in use.
+    pub fn take(&mut self) -> Option<Box<[u8]>> {
+        if let Some(b) = self.free.pop() {
+            return Some(b);
+        }
+        if self.made >= POOL_MAX {
+            return None;
+        }
+        self.made += 1;
+        Some(vec![0u8; self.size].into_boxed_slice())
+    }
+
+    /// Returns a buffer (one of another size is dropped).
+    pub fn give(&mut self, b: Box<[u8]>) {
+        if b.len() == self.size {
+            self.free.push(b);
+        } else {
+            self.made = self.made.saturating_sub(1);
+        }
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
+/// What a TUN port's writer needs: the device, how packets are framed, where batches go back.
+struct PortShared {
+    dev: Arc<tun_rs::AsyncDevice>,
+    /// The device has `IFF_VNET_HDR`: each write starts with the header in the headroom.
+    vnet: bool,
+    back: mailbox::Sender<TxBatch>,
+    /// Packets the kernel refused.
+    errors: AtomicU64,
+}
+
+/// Packets on their way to one TUN port: filled buffers, packet `i` at
+/// `bufs[i][HEADROOM..HEADROOM + lens[i]]` (its `virtio_net_hdr` before it when the device has
+/// offload).
 struct TxBatch {
     bufs: Vec<Box<[u8]>>,
     lens: Vec<usize>,
+    bytes: usize,
 }
 
 impl TxBatch {
-    fn new(size: usize) -> TxBatch {
+    fn new() -> TxBatch {
         TxBatch {
-            bufs: (0..BATCH)
-                .map(|_| vec![0u8; size].into_boxed_slice())
-                .collect(),
+            bufs: Vec::with_capacity(BATCH),
             lens: Vec::with_capacity(BATCH),
+            bytes: 0,
         }
     }
 
     fn is_full(&self) -> bool {
-        self.lens.len() >= self.bufs.len()
+        self.lens.len() >= BATCH
     }
 
-    /// Writes every packet to `dev`; returns how many the kernel refused.
-    fn write_all(&mut self, dev: &tun_rs::AsyncDevice) -> u64 {
+    /// Writes every packet to the port's device; returns how many the kernel refused.
+    fn write_all(&self, port: &PortShared) -> u64 {
         let mut failed = 0;
         for (buf, &len) in self.bufs.iter().zip(&self.lens) {
-            if write_packet(dev, &buf[..len.min(buf.len())]).is_err() {
+            let start = if port.vnet { 0 } else { HEADROOM };
+            let end = (HEADROOM + len).min(buf.len());
+            if write_packet(&port.dev, &buf[start..end]).is_err() {
                 failed += 1;
             }
         }
-        self.lens.clear();
         failed
+    }
+
+    /// Empties the batch, its buffers back into `pool`.
+    fn recycle(&mut self, pool: &mut BufPool) {
+        for b in self.bufs.drain(..) {
+            pool.give(b);
+        }
+        self.lens.clear();
+        self.bytes = 0;
     }
 }
 
-/// One `write()` of one packet, straight to the device's descriptor (the kernel never makes a TUN
+/// One `write()` of one frame, straight to the device's descriptor (the kernel never makes a TUN
 /// write wait, so it needs no readiness from the fabric's reactor).
-fn write_packet(dev: &tun_rs::AsyncDevice, packet: &[u8]) -> io::Result<usize> {
+fn write_packet(dev: &tun_rs::AsyncDevice, frame: &[u8]) -> io::Result<usize> {
     loop {
-        match nix::unistd::write((**dev).as_fd(), packet) {
+        match nix::unistd::write((**dev).as_fd(), frame) {
             Err(nix::errno::Errno::EINTR) => continue,
             r => return r.map_err(io::Error::from),
         }
     }
 }
 
+/// A batch for a port's writer.
+struct Job {
+    port: Arc<PortShared>,
+    batch: TxBatch,
+}
+
+/// The writer threads, shared by every TUN port of a run (cheap to clone).
+#[derive(Clone)]
+pub struct TxWriters {
+    inner: Arc<WritersInner>,
+}
+
+struct WritersInner {
+    queues: Vec<mpsc::Sender<Job>>,
+    next: AtomicUsize,
+}
+
+impl TxWriters {
+    /// Starts `n` writer threads (at least one).
+    pub fn start(n: usize) -> io::Result<TxWriters> {
+        let mut queues = Vec::with_capacity(n.max(1));
+        for i in 0..n.max(1) {
+            let (tx, rx) = mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name(format!("vpcd tx {i}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        let failed = job.batch.write_all(&job.port);
+                        if failed > 0 {
+                            job.port.errors.fetch_add(failed, Ordering::Relaxed);
+                        }
+                        let _ = job.port.back.send(job.batch);
+                    }
+                })?;
+            queues.push(tx);
+        }
+        Ok(TxWriters {
+            inner: Arc::new(WritersInner {
+                queues,
+                next: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The number of writers: `VPCD_TX_WRITERS` (1 to 64) if set, else one per core.
+    pub fn default_count() -> usize {
+        std::env::var("VPCD_TX_WRITERS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| (1..=64).contains(n))
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    pub fn count(&self) -> usize {
+        self.inner.queues.len()
+    }
+
+    /// The writer of the next port (round robin).
+    fn assign(&self) -> mpsc::Sender<Job> {
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.queues.len();
+        self.inner.queues[i].clone()
+    }
+}
+
 /// The fabric's side of one TUN port's egress.
 pub struct TxQueue {
-    dev: Arc<tun_rs::AsyncDevice>,
-    to_writer: Option<SyncSender<TxBatch>>,
+    shared: Arc<PortShared>,
+    to_writer: mpsc::Sender<Job>,
     /// Emptied batches from the writer (sending one wakes the loop if it waits for room).
     returned: mailbox::Receiver<TxBatch>,
     /// Empty batches on this side.
     free: Vec<TxBatch>,
     filling: Option<TxBatch>,
-    /// Packets the kernel refused, counted by the writer and by inline writes.
-    errors: Arc<AtomicU64>,
-    writer: Option<JoinHandle<()>>,
-    /// Packets dropped because every batch was in flight.
+    /// Batches at the writer.
+    in_flight: usize,
+    /// Bytes of packets queued here or at the writer.
+    bytes: usize,
+    /// Packets dropped because the queue (or the pool) was full.
     full_drops: u64,
 }
 
 impl TxQueue {
-    /// Starts the writer thread for `dev`; `size` is the buffer size (largest packet plus room).
-    pub fn spawn(name: &str, dev: Arc<tun_rs::AsyncDevice>, size: usize) -> io::Result<TxQueue> {
-        let (to_writer, work) = sync_channel::<TxBatch>(BATCHES_PER_PORT);
+    /// The egress queue of `dev`, served by one of `writers`; `vnet`: the device has offload
+    /// (`IFF_VNET_HDR`), so every write starts with a `virtio_net_hdr`.
+    pub fn new(dev: Arc<tun_rs::AsyncDevice>, vnet: bool, writers: &TxWriters) -> TxQueue {
         let (back, returned) = mailbox::channel::<TxBatch>();
-        let errors = Arc::new(AtomicU64::new(0));
-        let writer = {
-            let dev = dev.clone();
-            let errors = errors.clone();
-            std::thread::Builder::new()
-                .name(format!("tx {name}"))
-                .spawn(move || {
-                    while let Ok(mut batch) = work.recv() {
-                        let failed = batch.write_all(&dev);
-                        if failed > 0 {
-                            errors.fetch_add(failed, Ordering::Relaxed);
-                        }
-                        if back.send(batch).is_err() {
-                            return;
-                        }
-                    }
-                })?
-        };
-        Ok(TxQueue {
-            dev,
-            to_writer: Some(to_writer),
+        TxQueue {
+            shared: Arc::new(PortShared {
+                dev,
+                vnet,
+                back,
+                errors: AtomicU64::new(0),
+            }),
+            to_writer: writers.assign(),
             returned,
-            free: (0..BATCHES_PER_PORT).map(|_| TxBatch::new(size)).collect(),
+            free: (0..BATCHES_PER_PORT).map(|_| TxBatch::new()).collect(),
             filling: None,
-            errors,
-            writer: Some(writer),
+            in_flight: 0,
+            bytes: 0,
             full_drops: 0,
-        })
-    }
-
-    /// Takes back the batches the writer has emptied.
-    fn reclaim(&mut self) {
-        while let Some(b) = self.returned.try_recv() {
-            self.free.push(b);
         }
     }
 
-    /// The batch being filled, with room for one more packet; `None` when every batch is in flight.
-    fn slot(&mut self) -> Option<&mut TxBatch> {
+    /// Whether writes start with a `virtio_net_hdr`.
+    pub fn vnet(&self) -> bool {
+        self.shared.vnet
+    }
+
+    /// Takes back the batches the writer has emptied, their buffers into `pool`.
+    fn reclaim(&mut self, pool: &mut BufPool) {
+        while let Some(b) = self.returned.try_recv() {
+            self.take_back(b, pool);
+        }
+    }
+
+    fn take_back(&mut self, mut b: TxBatch, pool: &mut BufPool) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(b.bytes);
+        b.recycle(pool);
+        self.free.push(b);
+    }
+
+    /// The batch being filled, with room for one more packet of `len` bytes; `None` when the
+    /// port's batches or bytes are all in use.
+    fn slot(&mut self, pool: &mut BufPool, len: usize) -> Option<&mut TxBatch> {
+        if self.bytes + len > PORT_BYTES {
+            self.reclaim(pool);
+            if self.bytes + len > PORT_BYTES {
+                return None;
+            }
+        }
         if self.filling.as_ref().is_some_and(TxBatch::is_full) {
-            self.send_filling();
+            self.send_filling(pool);
         }
         if self.filling.is_none() {
             if self.free.is_empty() {
-                self.reclaim();
+                self.reclaim(pool);
             }
             self.filling = self.free.pop();
         }
         self.filling.as_mut()
     }
 
-    /// Queues a forwarded packet, the first `len` bytes of `buf`, by swapping `buf` with an empty
-    /// buffer of the same size (a buffer of another size is copied instead, so buffers never
-    /// change size). `false`: dropped, queue full.
-    pub fn push_swap(&mut self, buf: &mut Box<[u8]>, len: usize) -> bool {
-        let Some(batch) = self.slot() else {
+    /// Queues a forwarded packet at `buf[HEADROOM..HEADROOM + len]` (its `virtio_net_hdr`, if
+    /// the device has offload, already in the headroom) by swapping `buf` with an empty buffer
+    /// from `pool`. `false`: dropped, queue or pool full (`buf` then still holds the packet).
+    pub fn push_swap(&mut self, pool: &mut BufPool, buf: &mut Box<[u8]>, len: usize) -> bool {
+        if buf.len() != pool.size() {
+            // Not one of the pool's: copy it into one (the loop's own buffers all are).
+            let Some(mut b) = pool.take() else {
+                self.full_drops += 1;
+                return false;
+            };
+            let n = (HEADROOM + len).min(buf.len()).min(b.len());
+            b[..n].copy_from_slice(&buf[..n]);
+            return self.push_owned(pool, b, n.saturating_sub(HEADROOM));
+        }
+        let Some(mut fresh) = pool.take() else {
             self.full_drops += 1;
             return false;
         };
-        let i = batch.lens.len();
-        let len = len.min(buf.len()).min(batch.bufs[i].len());
-        if batch.bufs[i].len() == buf.len() {
-            std::mem::swap(&mut batch.bufs[i], buf);
-        } else {
-            batch.bufs[i][..len].copy_from_slice(&buf[..len]);
-        }
+        let Some(batch) = self.slot(pool, len) else {
+            pool.give(fresh);
+            self.full_drops += 1;
+            return false;
+        };
+        std::mem::swap(buf, &mut fresh);
+        batch.bufs.push(fresh);
         batch.lens.push(len);
+        batch.bytes += len;
+        self.bytes += len;
+        true
+    }
+
+    /// Queues a packet already in a buffer of `pool` (a segment the shell cut); on `false` the
+    /// buffer went back to the pool and the packet is dropped.
+    pub fn push_owned(&mut self, pool: &mut BufPool, buf: Box<[u8]>, len: usize) -> bool {
+        let Some(batch) = self.slot(pool, len) else {
+            pool.give(buf);
+            self.full_drops += 1;
+            return false;
+        };
+        batch.bufs.push(buf);
+        batch.lens.push(len);
+        batch.bytes += len;
+        self.bytes += len;
         true
     }
 
     /// Sends what is queued on its way: written here when it is at most [`INLINE_MAX`] packets and
-    /// the writer is idle with nothing queued, otherwise handed to the writer. Call once per
+    /// nothing of this port is at its writer, otherwise handed to the writer. Call once per
     /// wake-up, after the batches are handled.
-    pub fn flush(&mut self) {
+    pub fn flush(&mut self, pool: &mut BufPool) {
         let queued = self.filling.as_ref().map_or(0, |b| b.lens.len());
         if queued == 0 {
             return;
         }
         if queued <= INLINE_MAX {
-            self.reclaim();
-            if self.free.len() + 1 == BATCHES_PER_PORT
-                && let Some(batch) = self.filling.as_mut()
+            self.reclaim(pool);
+            if self.in_flight == 0
+                && let Some(mut batch) = self.filling.take()
             {
-                let failed = batch.write_all(&self.dev);
+                let failed = batch.write_all(&self.shared);
                 if failed > 0 {
-                    self.errors.fetch_add(failed, Ordering::Relaxed);
+                    self.shared.errors.fetch_add(failed, Ordering::Relaxed);
                 }
+                self.bytes = self.bytes.saturating_sub(batch.bytes);
+                batch.recycle(pool);
+                self.free.push(batch);
                 return;
             }
         }
-        self.send_filling();
+        self.send_filling(pool);
     }
 
-    fn send_filling(&mut self) {
+    fn send_filling(&mut self, pool: &mut BufPool) {
         let Some(batch) = self.filling.take() else {
             return;
         };
-        let Some(tx) = &self.to_writer else {
-            return;
+        let job = Job {
+            port: self.shared.clone(),
+            batch,
         };
-        match tx.try_send(batch) {
-            Ok(()) => {}
-            // Cannot be full (the channel holds every batch there is); a writer that is gone
-            // loses the packets, counted, and the batch stays here.
-            Err(TrySendError::Full(mut b) | TrySendError::Disconnected(mut b)) => {
-                self.full_drops += b.lens.len() as u64;
-                b.lens.clear();
-                self.free.push(b);
+        match self.to_writer.send(job) {
+            Ok(()) => self.in_flight += 1,
+            // The writer is gone (it does not die, short of a panic): the packets are lost,
+            // counted, and the batch stays here.
+            Err(mpsc::SendError(mut job)) => {
+                self.full_drops += job.batch.lens.len() as u64;
+                self.bytes = self.bytes.saturating_sub(job.batch.bytes);
+                job.batch.recycle(pool);
+                self.free.push(job.batch);
             }
         }
     }
 
-    /// Whether the last spare batch is in use: the fabric's thread should stop reading the ports
-    /// that feed this one until [`TxQueue::poll_room`] is ready (the kernel then holds their packets back in
+    /// Whether the port's queue is nearly full (its last spare batch in use, or less than one
+    /// superpacket's bytes left): the fabric's thread should stop reading the ports that feed
+    /// this one until [`TxQueue::poll_room`] is ready (the kernel then holds their packets back in
     /// the ingress TUN's queue, where TCP Small Queues throttle a local sender instead of vpcd
     /// reading packets only to drop them).
-    pub fn is_filling_last(&self) -> bool {
-        self.free.is_empty() && self.writer.is_some()
+    pub fn should_pause(&self) -> bool {
+        self.free.is_empty() || self.bytes + usize::from(u16::MAX) > PORT_BYTES
     }
 
-    /// Ready when a whole batch is free again (or the writer is gone, and waiting is
-    /// pointless); otherwise `Pending`, and the writer's next returned batch wakes `cx`.
-    pub fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.free.is_empty() || self.writer.is_none() {
-            return Poll::Ready(());
-        }
-        match self.returned.poll_recv(cx) {
-            Poll::Ready(Some(b)) => {
-                self.free.push(b);
-                self.reclaim();
-                Poll::Ready(())
+    /// Ready when the queue has room again; otherwise `Pending`, and the writer's next returned
+    /// batch wakes `cx`.
+    pub fn poll_room(&mut self, pool: &mut BufPool, cx: &mut Context<'_>) -> Poll<()> {
+        self.reclaim(pool);
+        while self.should_pause() && self.in_flight > 0 {
+            match self.returned.poll_recv(cx) {
+                Poll::Ready(Some(b)) => self.take_back(b, pool),
+                // Every sender is in `self.shared`: cannot happen while `self` lives.
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
             }
-            Poll::Ready(None) => {
-                // The writer died (it does not, short of a panic): stop waiting for it.
-                if let Some(w) = self.writer.take() {
-                    let _ = w.join();
-                }
-                Poll::Ready(())
-            }
-            Poll::Pending => Poll::Pending,
         }
+        Poll::Ready(())
     }
 
     /// Packets the kernel refused.
     pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
+        self.shared.errors.load(Ordering::Relaxed)
     }
 
     /// Packets dropped because the queue was full.
@@ -267,9 +448,12 @@ impl TxQueue {
 
 impl Drop for TxQueue {
     fn drop(&mut self) {
-        self.to_writer = None;
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
+        let deadline = std::time::Instant::now() + DRAIN_WAIT;
+        while self.in_flight > 0 && std::time::Instant::now() < deadline {
+            match self.returned.try_recv() {
+                Some(_) => self.in_flight -= 1,
+                None => std::thread::sleep(Duration::from_micros(100)),
+            }
         }
     }
 }
