@@ -1,6 +1,7 @@
 //! Egress queues for TUN ports, the pool of packet buffers the loop and the queues share, and
-//! the writer threads that do the TUN `write()`s: a fixed set of writers (one per core unless
-//! `VPCD_TX_WRITERS` says otherwise) serving every TUN port, each port pinned to one writer.
+//! the writer threads that do the TUN `write()`s: a fixed set of writers (one per core besides
+//! the loop's, unless `VPCD_TX_WRITERS` says otherwise) serving every TUN port, each port pinned
+//! to one writer.
 //!
 //! A `write()` to a TUN device runs the receiving namespace's whole IP/TCP input path in the
 //! writing thread (`tun_get_user` -> `netif_receive_skb` -> `tcp_v4_rcv`): most of what forwarding
@@ -219,13 +220,17 @@ impl TxWriters {
         })
     }
 
-    /// The number of writers: `VPCD_TX_WRITERS` (1 to 64) if set, else one per core.
+    /// The number of writers: `VPCD_TX_WRITERS` (1 to 64) if set, else one per core besides the
+    /// loop's (at least one). Measured on 2 cores (BENCHMARKS.md): one writer moves 6.3 Gbit/s
+    /// through SNAT where two, competing with the loop and the guests, move 4.8.
     pub fn default_count() -> usize {
         std::env::var("VPCD_TX_WRITERS")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
             .filter(|n| (1..=64).contains(n))
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+            })
     }
 
     pub fn count(&self) -> usize {
