@@ -24,7 +24,9 @@
 //!
 //! Records are keyed by (port, direction, action, reject reason, protocol, addresses, ports,
 //! pre-NAT addresses, ICMP type and code): the flow's 5-tuple as that interface saw it. `packets`
-//! and `bytes` (IP lengths) add up; `start`/`end` are the first and last packet of the flow in the
+//! and `bytes` (IP lengths) add up, counted as on the wire: a superpacket (TSO/GRO, see
+//! [`crate::dataplane::offload`]) is the segments it stands for, each with its headers, on both
+//! sides and when dropped; `start`/`end` are the first and last packet of the flow in the
 //! window, in unix seconds (`epoch` + `now`); `tcp-flags` is the OR of the flags seen, reported
 //! like AWS: FIN, SYN, RST, and ACK only together with SYN (SYN-ACK = 18).
 //!
@@ -37,8 +39,9 @@
 //! The table holds at most `max_flows` flows, allocated up front; once full, packets of new flows
 //! in that window are counted per port and become one `SKIPDATA` record per port with their packet
 //! and byte totals (AWS: "some flow log records were skipped during the aggregation interval").
-//! Nothing is lost silently: every packet handed to [`FlowLog::record`] ends up in exactly one
-//! `OK` or `SKIPDATA` record's `packets` (two for a forwarded or answered packet: one per side).
+//! Nothing is lost silently: every packet handed to [`FlowLog::record`] (every segment of a
+//! superpacket) ends up in exactly one `OK` or `SKIPDATA` record's `packets` (two for a forwarded
+//! or answered packet: one per side).
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -297,8 +300,10 @@ impl FlowLog {
     }
 
     /// Records one packet the fabric has handled: `before` are its facts read before
-    /// `Fabric::handle` ([`PacketFacts::parse`] of `buf[..len]`), `verdict` what the fabric
-    /// returned, and `buf` the buffer after it (the translated or generated packet). Call it for
+    /// `Fabric::handle_meta` ([`PacketFacts::parse_with`] of `buf[..len]` and the metadata it came
+    /// with: the sender's record and a drop count the segments it sent), `verdict` what the fabric
+    /// returned, and `buf` the buffer after it (the translated or generated packet; the
+    /// receiver's record counts the segments of `verdict`'s metadata). Call it for
     /// every packet, with a `now` that never goes backwards. [`super::Observer::handle`] does all
     /// this. No allocation, lock or I/O.
     pub fn record(
@@ -313,8 +318,8 @@ impl FlowLog {
             self.close(now);
         }
         match verdict {
-            Verdict::Forward { port, len, .. } => {
-                let after = PacketFacts::parse(buf.get(..len).unwrap_or(buf)).or(before);
+            Verdict::Forward { port, len, meta } => {
+                let after = PacketFacts::parse_with(buf.get(..len).unwrap_or(buf), meta).or(before);
                 self.count(
                     now,
                     ingress,
@@ -397,7 +402,10 @@ impl FlowLog {
             pkt_src: pre.map_or(f.src, |p| p.src),
             pkt_dst: pre.map_or(f.dst, |p| p.dst),
         });
-        let bytes = u64::from(seen.or(pre).map_or(0, |f| f.len));
+        // An unreadable packet is one packet of unknown length.
+        let (packets, bytes) = seen
+            .or(pre)
+            .map_or((1, 0), |f| (u64::from(f.segments), f.wire_bytes));
         let flags = seen.map_or(0, |f| {
             if f.proto == PROTO_TCP {
                 aws_tcp_flags(f.tcp_flags)
@@ -413,7 +421,7 @@ impl FlowLog {
             flow,
         };
         if let Some(c) = self.table.get_mut(&key) {
-            c.packets += 1;
+            c.packets += packets;
             c.bytes += bytes;
             c.last = now;
             c.tcp_flags |= flags;
@@ -421,7 +429,7 @@ impl FlowLog {
             self.table.insert(
                 key,
                 Counts {
-                    packets: 1,
+                    packets,
                     bytes,
                     first: now,
                     last: now,
@@ -431,7 +439,7 @@ impl FlowLog {
         } else {
             let last = self.skipped.len().saturating_sub(1);
             if let Some(s) = self.skipped.get_mut(port.index().min(last)) {
-                s.packets += 1;
+                s.packets += packets;
                 s.bytes += bytes;
                 self.skipped_any = true;
             }
@@ -654,6 +662,8 @@ mod tests {
 
     use super::*;
     use crate::dataplane::offload::PacketMeta;
+    use crate::observe::PROTO_UDP;
+    use crate::observe::tests::{superpacket, udp_superpacket, wire_segments};
     use crate::topology::compile::tables as compile;
 
     fn tables() -> Tables {
@@ -783,6 +793,112 @@ mod tests {
         assert_eq!(log.active_flows(), 8);
     }
 
+    /// Records `p` (with `meta`) sent by port 0 at time zero.
+    fn record_sent(log: &mut FlowLog, p: &[u8], meta: PacketMeta, v: Verdict) {
+        log.record(
+            Instant::ZERO,
+            PortId(0),
+            PacketFacts::parse_with(p, meta),
+            v,
+            p,
+        );
+    }
+
+    fn drained(mut log: FlowLog, now: Instant) -> Vec<FlowRecord> {
+        log.flush_all(now);
+        let mut out = Vec::new();
+        log.drain_into(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_forwarded_tcp_superpacket_counts_its_segments_and_their_headers_on_both_sides() {
+        let (p, meta) = superpacket(
+            PROTO_TCP,
+            ([10, 0, 1, 10], 40000),
+            ([10, 0, 1, 20], 80),
+            TCP_FIN,
+            4000,
+            1448,
+        );
+        let mut log = log(Duration::from_secs(60), 16);
+        let v = Verdict::Forward {
+            port: PortId(1),
+            len: p.len(),
+            meta,
+        };
+        record_sent(&mut log, &p, meta, v);
+        let out = drained(log, Instant::ZERO);
+        assert_eq!(out.len(), 2, "{out:#?}");
+        for r in &out {
+            // 1448 + 1448 + 1104 bytes of payload, 52 bytes of headers each.
+            assert_eq!((r.packets, r.bytes), (3, 4000 + 3 * 52), "{r:?}");
+            assert_eq!(r.tcp_flags, Some(1), "the FIN (of the last segment)");
+        }
+    }
+
+    #[test]
+    fn the_receivers_record_counts_the_packets_the_fabric_forwarded() {
+        // The verdict's metadata describes what leaves: here one ordinary packet (as if the
+        // superpacket had been sent on whole), so the receiver counts one.
+        let (p, meta) = udp_superpacket(3000, 1200);
+        let mut log = log(Duration::from_secs(60), 16);
+        let v = Verdict::Forward {
+            port: PortId(1),
+            len: p.len(),
+            meta: PacketMeta::COMPLETE,
+        };
+        record_sent(&mut log, &p, meta, v);
+        let out = drained(log, Instant::ZERO);
+        let counts: Vec<_> = out
+            .iter()
+            .map(|r| (r.flow_direction, r.packets, r.bytes))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                (Some(Direction::Egress), 3, 3028 + 2 * 28),
+                (Some(Direction::Ingress), 1, 3028)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_dropped_udp_superpacket_counts_every_segment() {
+        let (p, meta) = udp_superpacket(3000, 1200);
+        let mut log = log(Duration::from_secs(60), 16);
+        let v = Verdict::Drop(DropReason::SecurityGroupIngress);
+        record_sent(&mut log, &p, meta, v);
+        let out = drained(log, Instant::ZERO);
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_eq!(out[0].action, Some(Action::Reject));
+        assert_eq!((out[0].packets, out[0].bytes), (3, 3000 + 3 * 28));
+    }
+
+    #[test]
+    fn skipped_superpackets_count_their_segments() {
+        let mut log = log(Duration::from_secs(60), 1);
+        for sport in [40000, 40001] {
+            let (p, meta) = superpacket(
+                PROTO_TCP,
+                ([10, 0, 1, 10], sport),
+                ([10, 0, 1, 20], 80),
+                0,
+                2000,
+                1000,
+            );
+            let v = Verdict::Drop(DropReason::NoRoute);
+            record_sent(&mut log, &p, meta, v);
+        }
+        let out = drained(log, Instant::ZERO);
+        let skipped: Vec<_> = out
+            .iter()
+            .filter(|r| r.log_status == LogStatus::Skipdata)
+            .map(|r| (r.packets, r.bytes))
+            .collect();
+        assert_eq!(skipped, [(2, 2000 + 2 * 52)]);
+    }
+
     #[derive(Debug, Clone)]
     struct Pkt {
         gap_ms: u64,
@@ -857,6 +973,38 @@ mod tests {
                 }
             }
             prop_assert!(per_window.values().all(|n| *n <= max_flows), "{:?}", per_window);
+        }
+
+        /// A superpacket, forwarded or dropped, leaves the records its wire segments would
+        /// leave one by one (cut by the core's segmenter): same packets, bytes and flags.
+        #[test]
+        fn a_superpacket_is_logged_as_its_segments(
+            tcp in any::<bool>(),
+            flags in any::<u8>(),
+            payload in 0usize..6000,
+            mss in 1u16..1500,
+            dropped in any::<bool>(),
+        ) {
+            let proto = if tcp { PROTO_TCP } else { PROTO_UDP };
+            // An established flow's segments: no SYN or RST.
+            let flags = flags & !(TCP_SYN | TCP_RST);
+            let (p, meta) = superpacket(
+                proto, ([10, 0, 1, 10], 40000), ([10, 0, 1, 20], 80), flags, payload, mss,
+            );
+            let verdict = |len, meta| if dropped {
+                Verdict::Drop(DropReason::SecurityGroupIngress)
+            } else {
+                Verdict::Forward { port: PortId(1), len, meta }
+            };
+            let mut whole = log(Duration::from_secs(60), 16);
+            let v = verdict(p.len(), meta);
+            whole.record(Instant::ZERO, PortId(0), PacketFacts::parse_with(&p, meta), v, &p);
+            let mut each = log(Duration::from_secs(60), 16);
+            for s in wire_segments(&p, meta) {
+                let v = verdict(s.len(), PacketMeta::COMPLETE);
+                each.record(Instant::ZERO, PortId(0), PacketFacts::parse(&s), v, &s);
+            }
+            prop_assert_eq!(drained(whole, Instant::ZERO), drained(each, Instant::ZERO));
         }
     }
 }

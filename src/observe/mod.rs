@@ -34,6 +34,7 @@
 //!                          i = obs.add_capture(Capture::new(port, CaptureConfig { epoch, ..Default::default() }));
 //!                          files[i] = CaptureFiles::create(&f)?   // F and F.nat.pcap
 //! per packet   verdict = obs.handle(&mut fabric, now, ingress, buf, len)   // replaces fabric.handle(...)
+//!              (obs.handle_meta(.., meta) where the shell calls fabric.handle_meta)
 //! each wake-up deadline = min(fabric.poll_timeout(), obs.poll_timeout(), …)
 //!              if obs.poll_timeout() <= now: obs.handle_timeout(now);
 //!                  obs.drain_flow_records(&mut records); out.write(&records)?; records.clear()
@@ -69,7 +70,8 @@ use crate::dataplane::{Fabric, PacketMeta, Verdict};
 use crate::tables::{PortId, Tables};
 use crate::time::Instant;
 
-/// The largest packet a capture copies before the fabric rewrites it (the IPv4 maximum).
+/// The largest packet a capture copies before the fabric rewrites it, and the largest segment it
+/// cuts from a superpacket (the IPv4 maximum).
 const MAX_PACKET: usize = 65_535;
 
 pub use crate::dataplane::packet::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
@@ -91,11 +93,26 @@ pub struct PacketFacts {
     pub tcp_flags: u8,
     /// The packet's length in bytes (the IP total length, or what the buffer holds if shorter).
     pub len: u32,
+    /// The packets it is on the wire: 1, or the segments of a superpacket
+    /// ([`PacketMeta::segments`]).
+    pub segments: u32,
+    /// The bytes (IP lengths) of those packets: `len`, plus for a superpacket the headers each
+    /// segment after the first repeats.
+    pub wire_bytes: u64,
 }
 
 impl PacketFacts {
-    /// Reads the facts from `packet` (the packet's bytes, nothing after them).
+    /// Reads the facts from `packet` (the packet's bytes, nothing after them), one ordinary
+    /// packet.
     pub fn parse(packet: &[u8]) -> Option<PacketFacts> {
+        PacketFacts::parse_with(packet, PacketMeta::COMPLETE)
+    }
+
+    /// [`PacketFacts::parse`] of a packet with offload metadata: a superpacket's facts count the
+    /// segments it stands for ([`PacketFacts::segments`], [`PacketFacts::wire_bytes`]), as a
+    /// capture of the wire would. Metadata that does not fit the packet (which the fabric drops
+    /// as `bad_offload`) is believed for the count: it is what the sender said it sent.
+    pub fn parse_with(packet: &[u8], meta: PacketMeta) -> Option<PacketFacts> {
         let view = Ipv4Packet::new_header_checked(packet).ok()?;
         let s = view.summary();
         // A total length below the header length is not believed: count what arrived.
@@ -113,7 +130,15 @@ impl PacketFacts {
             icmp: None,
             tcp_flags: 0,
             len: len as u32,
+            segments: 1,
+            wire_bytes: len as u64,
         };
+        if let Some(g) = meta.gso {
+            let n = meta.segments(len);
+            facts.segments = u32::try_from(n).unwrap_or(u32::MAX);
+            // Every segment after the first repeats the headers.
+            facts.wire_bytes += (n as u64 - 1) * u64::from(g.header_len);
+        }
         match s.transport {
             Transport::Tcp {
                 sport,
@@ -205,7 +230,9 @@ impl Observer {
     }
 
     /// [`Observer::handle`] for a packet with offload metadata ([`Fabric::handle_meta`]). A
-    /// superpacket is observed as one packet of its whole length.
+    /// superpacket is observed as the packets it stands for on the wire: the flow log counts its
+    /// segments and their bytes ([`PacketFacts::parse_with`]), a capture records each segment
+    /// with complete checksums ([`Capture::record`]).
     pub fn handle_meta(
         &mut self,
         fabric: &mut Fabric,
@@ -219,7 +246,7 @@ impl Observer {
         let facts = self
             .flow_log
             .as_ref()
-            .and_then(|_| PacketFacts::parse(sent));
+            .and_then(|_| PacketFacts::parse_with(sent, meta));
         let kept = if self.captures.is_empty() {
             0
         } else {
@@ -232,7 +259,7 @@ impl Observer {
             log.record(now, ingress, facts, verdict, buf);
         }
         for c in &mut self.captures {
-            c.record(now, ingress, &self.before[..kept], verdict, buf);
+            c.record(now, ingress, &self.before[..kept], meta, verdict, buf);
         }
         verdict
     }
@@ -275,6 +302,139 @@ impl Observer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::checksum;
+    use crate::dataplane::offload::{
+        Csum, Gso, GsoKind, Segmenter, TCP_CHECKSUM_OFFSET, UDP_CHECKSUM_OFFSET,
+    };
+    use crate::dataplane::packet::TCP_ACK;
+
+    /// A superpacket as a TUN device with offload hands it over (TSO / USO): IPv4 from `from`
+    /// to `to` (address, port) with `payload` bytes in segments of `mss`; TCP (a 32-byte header
+    /// with NOP options, ACK and `flags`) or UDP; the transport checksum partial (the
+    /// pseudo-header sum over the whole length), as the kernel leaves it.
+    pub(super) fn superpacket(
+        proto: u8,
+        from: ([u8; 4], u16),
+        to: ([u8; 4], u16),
+        flags: u8,
+        payload: usize,
+        mss: u16,
+    ) -> (Vec<u8>, PacketMeta) {
+        let (l4_header, kind, offset) = if proto == PROTO_TCP {
+            (32, GsoKind::TcpV4, TCP_CHECKSUM_OFFSET)
+        } else {
+            (8, GsoKind::Udp, UDP_CHECKSUM_OFFSET)
+        };
+        let headers = 20 + l4_header;
+        let total = headers + payload;
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        p[6] = 0x40; // DF, as TCP sends
+        p[8] = 64;
+        p[9] = proto;
+        p[12..16].copy_from_slice(&from.0);
+        p[16..20].copy_from_slice(&to.0);
+        p[20..22].copy_from_slice(&from.1.to_be_bytes());
+        p[22..24].copy_from_slice(&to.1.to_be_bytes());
+        if proto == PROTO_TCP {
+            p[24..28].copy_from_slice(&1_000_000u32.to_be_bytes());
+            p[28..32].copy_from_slice(&7u32.to_be_bytes());
+            p[32] = ((l4_header / 4) as u8) << 4;
+            p[33] = TCP_ACK | flags;
+            p[34..36].copy_from_slice(&502u16.to_be_bytes());
+            p[40..headers].fill(1); // NOP options
+        } else {
+            p[24..26].copy_from_slice(&((total - 20) as u16).to_be_bytes());
+        }
+        for (i, b) in p[headers..].iter_mut().enumerate() {
+            *b = (i * 7) as u8;
+        }
+        Ipv4Packet::new_unchecked(&mut p[..]).fill_checksum();
+        let sum = checksum::pseudo_header(
+            Ipv4Addr::from(from.0),
+            Ipv4Addr::from(to.0),
+            proto,
+            (total - 20) as u16,
+        );
+        let at = 20 + usize::from(offset);
+        p[at..at + 2].copy_from_slice(&(sum as u16).to_be_bytes());
+        let meta = PacketMeta {
+            gso: Some(Gso {
+                kind,
+                segment_size: mss,
+                header_len: headers as u16,
+            }),
+            csum: Csum::Partial { start: 20, offset },
+        };
+        (p, meta)
+    }
+
+    /// A TCP superpacket from 10.0.1.10:40000 to 10.0.1.20:80 (52 bytes of headers).
+    pub(super) fn tcp_superpacket(payload: usize, mss: u16) -> (Vec<u8>, PacketMeta) {
+        superpacket(
+            PROTO_TCP,
+            ([10, 0, 1, 10], 40000),
+            ([10, 0, 1, 20], 80),
+            0,
+            payload,
+            mss,
+        )
+    }
+
+    /// A UDP superpacket from 10.0.1.10:5000 to 10.0.1.20:53 (28 bytes of headers).
+    pub(super) fn udp_superpacket(payload: usize, mss: u16) -> (Vec<u8>, PacketMeta) {
+        superpacket(
+            PROTO_UDP,
+            ([10, 0, 1, 10], 5000),
+            ([10, 0, 1, 20], 53),
+            0,
+            payload,
+            mss,
+        )
+    }
+
+    /// The packets `pkt` is on the wire, cut by the core's segmenter.
+    pub(super) fn wire_segments(pkt: &[u8], meta: PacketMeta) -> Vec<Vec<u8>> {
+        let mut s = Segmenter::new(pkt, meta).expect("a valid superpacket");
+        let mut buf = vec![0u8; s.max_len()];
+        let mut out = Vec::new();
+        while let Some(n) = s.next_into(&mut buf).expect("room for a segment") {
+            out.push(buf[..n].to_vec());
+        }
+        out
+    }
+
+    /// Whether the IP header checksum and the TCP or UDP checksum of `pkt` are correct.
+    pub(super) fn checksums_correct(pkt: &[u8]) -> bool {
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+        let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+        let l4 = &pkt[ihl..];
+        let ph = checksum::pseudo_header(src, dst, pkt[9], l4.len() as u16);
+        checksum::checksum(&pkt[..ihl]) == 0 && checksum::sum(l4, ph) == 0xffff
+    }
+
+    #[test]
+    fn facts_of_a_superpacket_count_its_segments_with_their_headers() {
+        let (p, meta) = tcp_superpacket(4000, 1448);
+        let f = PacketFacts::parse_with(&p, meta).expect("a valid header");
+        let wire = wire_segments(&p, meta);
+        assert_eq!((f.len, f.segments), (4052, 3));
+        assert_eq!(f.segments as usize, wire.len());
+        assert_eq!(
+            f.wire_bytes,
+            wire.iter().map(|s| s.len() as u64).sum::<u64>()
+        );
+        assert_eq!(f.wire_bytes, 4052 + 2 * 52);
+        let (p, meta) = udp_superpacket(3000, 1200);
+        let f = PacketFacts::parse_with(&p, meta).expect("a valid header");
+        assert_eq!((f.len, f.segments, f.wire_bytes), (3028, 3, 3028 + 2 * 28));
+        // The same bytes without GSO are one packet.
+        let f = PacketFacts::parse(&p).expect("a valid header");
+        assert_eq!((f.len, f.segments, f.wire_bytes), (3028, 1, 3028));
+    }
 
     #[test]
     fn the_observer_can_move_to_the_dataplane_thread() {

@@ -19,6 +19,15 @@
 //! (`tcpdump -r`, `tshark -r`, Wireshark, scapy), and the view is in the file name rather than in
 //! a per-packet interface id that `tcpdump` does not print.
 //!
+//! # The wire, not the offload
+//!
+//! A superpacket (TSO/GRO: one buffer for many segments, [`PacketMeta`]) is recorded as the
+//! packets it stands for on the wire, cut by the core's [`Segmenter`] with every checksum
+//! completed, and a packet with a partial checksum with its checksum completed: what the peer
+//! receives, with lengths and checksums `tshark -o tcp.check_checksum:TRUE` verifies. (A
+//! `tcpdump` on a TUN device with offload would show the superpacket with its partial checksum
+//! instead.) The segments are cut into a scratch buffer each capture allocates once.
+//!
 //! # Format, written by hand
 //!
 //! The pcap format is a 24-byte file header and a 16-byte header per packet
@@ -39,7 +48,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::dataplane::Verdict;
+use crate::dataplane::offload::Segmenter;
+use crate::dataplane::{PacketMeta, Verdict};
 use crate::tables::PortId;
 use crate::time::Instant;
 
@@ -129,6 +139,32 @@ impl PcapBuffer {
     }
 }
 
+/// Appends `packet` (with offload metadata `meta`) to `view` as the packets it is on the wire:
+/// each segment of a superpacket, or the packet with its partial checksum completed, cut into
+/// `scratch` (at least [`super::MAX_PACKET`] bytes). A packet whose metadata does not fit it
+/// (the fabric drops that as `bad_offload`) is recorded as it came.
+fn push_wire(
+    view: &mut PcapBuffer,
+    scratch: &mut [u8],
+    at: Duration,
+    packet: &[u8],
+    meta: PacketMeta,
+) {
+    if meta == PacketMeta::COMPLETE {
+        return view.push(at, packet);
+    }
+    let Ok(mut segments) = Segmenter::new(packet, meta) else {
+        return view.push(at, packet);
+    };
+    let mut written = 0;
+    while let Ok(Some(n)) = segments.next_into(scratch) {
+        view.push(at, &scratch[..n]);
+        written += 1;
+    }
+    // Only a scratch buffer too small for a segment stops early (it never is): counted.
+    view.dropped += (segments.count() - written) as u64;
+}
+
 /// Captures one port's packets in both views. Sans-IO: fed by [`Capture::record`] (or
 /// [`super::Observer::handle`]), emptied by [`Capture::write_pending`].
 #[derive(Debug)]
@@ -137,16 +173,19 @@ pub struct Capture {
     epoch: Duration,
     own: PcapBuffer,
     nat: PcapBuffer,
+    /// Where superpackets are cut into segments (allocated once).
+    scratch: Vec<u8>,
 }
 
 impl Capture {
-    /// A capture of `port`. Allocates both buffers here.
+    /// A capture of `port`. Allocates both buffers and the scratch buffer here.
     pub fn new(port: PortId, config: CaptureConfig) -> Capture {
         Capture {
             port,
             epoch: config.epoch,
             own: PcapBuffer::new(config.buffer_bytes),
             nat: PcapBuffer::new(config.buffer_bytes),
+            scratch: vec![0; super::MAX_PACKET],
         }
     }
 
@@ -160,28 +199,40 @@ impl Capture {
     }
 
     /// Records one handled packet: `before` is the packet as it entered the fabric on
-    /// `ingress`, `verdict` the fabric's answer, `after` the buffer after it. No allocation or
-    /// I/O.
+    /// `ingress` with its offload metadata `meta`, `verdict` the fabric's answer (with the
+    /// metadata of what it forwards), `after` the buffer after it. Superpackets and partial
+    /// checksums are recorded as on the wire (module docs). No allocation or I/O.
     pub fn record(
         &mut self,
         now: Instant,
         ingress: PortId,
         before: &[u8],
+        meta: PacketMeta,
         verdict: Verdict,
         after: &[u8],
     ) {
         let at = self.epoch + Duration::from_micros(now.micros());
         let out = |len: usize| after.get(..len).unwrap_or(after);
+        let scratch = &mut self.scratch;
         if ingress == self.port {
-            self.own.push(at, before);
-            if let Verdict::Forward { len, .. } = verdict {
-                self.nat.push(at, out(len));
+            push_wire(&mut self.own, scratch, at, before, meta);
+            if let Verdict::Forward {
+                len,
+                meta: forwarded,
+                ..
+            } = verdict
+            {
+                push_wire(&mut self.nat, scratch, at, out(len), forwarded);
             }
         }
         match verdict {
-            Verdict::Forward { port, len, .. } if port == self.port => {
-                self.own.push(at, out(len));
-                self.nat.push(at, before);
+            Verdict::Forward {
+                port,
+                len,
+                meta: forwarded,
+            } if port == self.port => {
+                push_wire(&mut self.own, scratch, at, out(len), forwarded);
+                push_wire(&mut self.nat, scratch, at, before, meta);
             }
             Verdict::Reply { port, len } if port == self.port => self.own.push(at, out(len)),
             _ => {}
@@ -243,6 +294,10 @@ pub fn nat_capture_path(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::dataplane::offload::PacketMeta;
+    use crate::observe::tests::{
+        checksums_correct, superpacket, tcp_superpacket, udp_superpacket, wire_segments,
+    };
+    use crate::observe::{PROTO_TCP, PROTO_UDP};
 
     #[test]
     fn header_and_records_are_little_endian_pcap() {
@@ -252,6 +307,7 @@ mod tests {
             Instant::from_micros(1_500_000),
             PortId(1),
             &pkt,
+            PacketMeta::COMPLETE,
             Verdict::Forward {
                 port: PortId(2),
                 len: 28,
@@ -288,6 +344,7 @@ mod tests {
                 Instant::ZERO,
                 PortId(0),
                 &pkt,
+                PacketMeta::COMPLETE,
                 Verdict::Drop(crate::dataplane::DropReason::NoRoute),
                 &pkt,
             );
@@ -296,6 +353,115 @@ mod tests {
         assert_eq!(c.dropped(View::Port), 3);
         assert_eq!(c.packets(View::Nat), 0, "a drop never crossed the fabric");
         assert!(c.pending_bytes() <= 200);
+    }
+
+    /// The packets of a pcap stream (after its file header).
+    fn records(stream: &[u8]) -> Vec<&[u8]> {
+        let mut rest = &stream[FILE_HEADER..];
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let caplen = u32::from_le_bytes(rest[8..12].try_into().unwrap()) as usize;
+            let orig = u32::from_le_bytes(rest[12..16].try_into().unwrap()) as usize;
+            assert_eq!(caplen, orig);
+            out.push(&rest[RECORD_HEADER..RECORD_HEADER + caplen]);
+            rest = &rest[RECORD_HEADER + caplen..];
+        }
+        out
+    }
+
+    fn written(c: &mut Capture) -> (Vec<u8>, Vec<u8>) {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        c.write_pending(&mut a, &mut b).expect("vec writes");
+        (a, b)
+    }
+
+    #[test]
+    fn a_superpacket_is_recorded_as_its_wire_segments_in_both_views() {
+        for proto in [PROTO_TCP, PROTO_UDP] {
+            let (p, meta) = superpacket(
+                proto,
+                ([10, 0, 1, 10], 40000),
+                ([198, 51, 100, 10], 80),
+                0,
+                5000,
+                1448,
+            );
+            let wire = wire_segments(&p, meta);
+            assert_eq!(wire.len(), 4);
+            // Sent by the captured port, and delivered to it.
+            for (ingress, to) in [(PortId(1), PortId(2)), (PortId(2), PortId(1))] {
+                let mut c = Capture::new(PortId(1), CaptureConfig::default());
+                let v = Verdict::Forward {
+                    port: to,
+                    len: p.len(),
+                    meta,
+                };
+                c.record(Instant::ZERO, ingress, &p, meta, v, &p);
+                let (own, nat) = written(&mut c);
+                for stream in [&own, &nat] {
+                    let got = records(stream);
+                    assert_eq!(got, wire, "proto {proto}");
+                    assert!(got.iter().all(|s| checksums_correct(s)));
+                }
+                assert_eq!((c.packets(View::Port), c.dropped(View::Port)), (4, 0));
+            }
+        }
+    }
+
+    #[test]
+    fn a_partial_checksum_is_completed_in_the_copy_recorded() {
+        let (p, mut meta) = udp_superpacket(100, 1200);
+        meta.gso = None;
+        assert!(!checksums_correct(&p));
+        let mut c = Capture::new(PortId(1), CaptureConfig::default());
+        let v = Verdict::Drop(crate::dataplane::DropReason::NoRoute);
+        c.record(Instant::ZERO, PortId(1), &p, meta, v, &p);
+        let (own, _) = written(&mut c);
+        let got = records(&own);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].len(), p.len());
+        assert!(checksums_correct(got[0]));
+        assert_eq!(got[0][..26], p[..26], "only the checksum differs");
+        assert_eq!(got[0][28..], p[28..]);
+    }
+
+    #[test]
+    fn metadata_that_does_not_fit_is_recorded_as_it_came() {
+        let (p, mut meta) = tcp_superpacket(3000, 1000);
+        if let Some(g) = &mut meta.gso {
+            g.header_len = 40; // the TCP header has options: 52
+        }
+        let mut c = Capture::new(PortId(1), CaptureConfig::default());
+        let v = Verdict::Drop(crate::dataplane::DropReason::BadOffload);
+        c.record(Instant::ZERO, PortId(1), &p, meta, v, &p);
+        let (own, _) = written(&mut c);
+        assert_eq!(records(&own), [&p[..]]);
+    }
+
+    #[test]
+    fn superpackets_fill_the_buffers_without_growing_them() {
+        let (p, meta) = tcp_superpacket(20_000, 1448);
+        let mut c = Capture::new(
+            PortId(1),
+            CaptureConfig {
+                buffer_bytes: 50_000,
+                ..CaptureConfig::default()
+            },
+        );
+        let capacity = (c.own.bytes.capacity(), c.scratch.capacity());
+        let v = Verdict::Forward {
+            port: PortId(2),
+            len: p.len(),
+            meta,
+        };
+        for _ in 0..4 {
+            c.record(Instant::ZERO, PortId(1), &p, meta, v, &p);
+        }
+        assert_eq!((c.own.bytes.capacity(), c.scratch.capacity()), capacity);
+        // 14 segments each time; what does not fit 50,000 bytes is counted, not written.
+        let total = c.packets(View::Port) + c.dropped(View::Port);
+        assert_eq!(total, 4 * 14);
+        assert!(c.dropped(View::Port) > 0 && c.pending_bytes() <= 50_000);
     }
 
     #[test]
