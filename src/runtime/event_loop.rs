@@ -1,5 +1,5 @@
-//! The I/O shell's loop: one task owns the [`Fabric`] and serves every port; one writer thread
-//! per TUN port ([`super::tx`]) does that port's `write()`s.
+//! The I/O shell's loop: one task owns the [`Fabric`] and serves every port; the shared writer
+//! threads ([`super::tx`]) do the TUN ports' `write()`s.
 //!
 //! Each port id has one slot ([`super::forward`]): a TUN port's device with its egress queue, a
 //! sim port's stack, or the uplink. Each wake-up finds the TUN ports that are readable, reads up to
@@ -9,8 +9,9 @@
 //! wake-up every TUN egress queue is flushed to its writer. Sim ports are polled after every batch
 //! and when their timers fall due, and the fabric's own timers run when [`Fabric::poll_timeout`]
 //! says so; what a sim port sends is copied into the loop's buffer and takes the same path.
-//! Batches are the unit so that `IFF_VNET_HDR` superpackets (`recv_multiple`/`send_multiple`) and
-//! per-core shards fit later without changing the shape. Nothing here allocates per packet.
+//! A TUN port with offload hands each read with its `virtio_net_hdr` (a superpacket of up to
+//! 64 KiB, or a packet with a partial checksum): it is decoded into the packet's metadata and
+//! passed through the fabric once. Nothing here allocates per packet.
 //!
 //! Backpressure, without ever blocking the loop (which also serves the API): a port whose packet
 //! took the last spare batch of a TUN egress queue waits for that queue. A waiting TUN port is not
@@ -131,7 +132,7 @@ pub struct Shell {
 impl Shell {
     /// `ports[i]` is what serves `PortId(i)` (`None`: nothing attached, packets to it are lost;
     /// a sim port's or the uplink's own id is set to `i`). `mtu` is the largest packet any port
-    /// carries. Starts a writer thread per TUN port.
+    /// carries. Its TUN ports are written by `writers`.
     pub fn new(
         fabric: Fabric,
         ports: Vec<Option<Port>>,

@@ -4,7 +4,7 @@
 //! `netns` endpoint, made by [`crate::netns`]; an in-process stack per `sim` endpoint,
 //! [`sim_port`]; the public uplink's host sockets, [`uplink_port`]; one slot per port and the one
 //! forwarding path, [`forward`]), the tokio runtime and its one loop ([`event_loop`]) that owns
-//! the fabric and reads every port, the writer thread per TUN port that does its `write()`s
+//! the fabric and reads every port, the writer threads (one per core, shared by every TUN port) that do the `write()`s
 //! ([`tx`]), and the teardown. It must not reach into the dataplane beyond `handle` / `poll_timeout` /
 //! `handle_timeout`.
 //!
