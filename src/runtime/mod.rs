@@ -4,9 +4,9 @@
 //! `netns` endpoint, made by [`crate::netns`]; an in-process stack per `sim` endpoint,
 //! [`sim_port`]; the public uplink's host sockets, [`uplink_port`]; one slot per port and the one
 //! forwarding path, [`forward`]), the tokio runtime and its one loop ([`event_loop`]) that owns
-//! the fabric and reads every port, the writer threads (one per core, shared by every TUN port) that do the `write()`s
-//! ([`tx`]), and the teardown. It must not reach into the dataplane beyond `handle` / `poll_timeout` /
-//! `handle_timeout`.
+//! the fabric and reads every port, the writer threads (one per core, shared by every TUN
+//! port) that do the `write()`s ([`tx`]), and the teardown. It must not reach into the dataplane
+//! beyond `handle` / `poll_timeout` / `handle_timeout`.
 //!
 //! The port set is not fixed: SIGHUP reloads the topology file, and a [`Handle`] (for the HTTP
 //! API) applies any validated plan; [`reload`] diffs the ports by endpoint name, makes and
