@@ -624,3 +624,148 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// Writes `len` random bytes to `path` (a payload whose sha256 a transfer must keep).
+pub fn random_file(path: &Path, len: u64) {
+    let mut src = std::fs::File::open("/dev/urandom")
+        .expect("/dev/urandom")
+        .take(len);
+    let mut dst = std::fs::File::create(path).expect("create payload");
+    let n = std::io::copy(&mut src, &mut dst).expect("write payload");
+    assert_eq!(n, len, "short payload {}", path.display());
+}
+
+/// The sha256 of the file at `path`, in hex (`sha256sum`).
+pub fn sha256_file(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    assert!(out.status.success(), "sha256sum: {}", text(&out));
+    first_word(&out.stdout)
+}
+
+fn first_word(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The value of the sample `name{labels}` in Prometheus text (every label of `labels` must match;
+/// others may be present), or `None` when there is no such line.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|(_, value)| value.trim().parse().ok())
+}
+
+impl Run {
+    /// The directory [`Run::http_server`] serves for `endpoint` and `port`: files written there are
+    /// served too (`http://ADDR:PORT/NAME`).
+    pub fn www_dir(&self, endpoint: &str, port: u16) -> PathBuf {
+        self.dir
+            .join(format!("www-{port}-{}", endpoint.replace('/', "-")))
+    }
+
+    /// `curl` of `url` from `endpoint`, bounded by `timeout`: the sha256 of the body, or
+    /// `Err(output)` when curl fails.
+    pub fn curl_sha256(
+        &self,
+        endpoint: &str,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let secs = timeout.as_secs().max(1).to_string();
+        let script = format!("set -o pipefail; curl -sS --max-time {secs} '{url}' | sha256sum");
+        let out = self.exec_timeout(
+            endpoint,
+            &["bash", "-c", &script],
+            timeout + Duration::from_secs(5),
+        );
+        if out.status.success() {
+            Ok(first_word(&out.stdout))
+        } else {
+            Err(text(&out))
+        }
+    }
+
+    /// An `iperf3` client of `secs` seconds (`-R`: the server sends) from `endpoint` to
+    /// `server:port`, tried again while the server does not listen yet (any other failure fails
+    /// the test); the receiver's Mbit/s and iperf3's output.
+    pub fn iperf3(
+        &self,
+        endpoint: &str,
+        server: &str,
+        port: u16,
+        reverse: bool,
+        secs: u32,
+    ) -> (f64, String) {
+        let (port, secs) = (port.to_string(), secs.to_string());
+        let mut args = vec![
+            "iperf3",
+            "-c",
+            server,
+            "-p",
+            &port,
+            "-t",
+            &secs,
+            "-f",
+            "m",
+            "--connect-timeout",
+            "1000",
+        ];
+        if reverse {
+            args.push("-R");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.exec_timeout(endpoint, &args, Duration::from_secs(20));
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            if out.status.success() {
+                let mbits = iperf3_receiver_mbits(&stdout)
+                    .unwrap_or_else(|| panic!("{}: no receiver line: {stdout}", self.name));
+                return (mbits, stdout);
+            }
+            // Only a server that does not listen yet is worth another try.
+            let all = text(&out);
+            assert!(
+                all.contains("unable to connect") && Instant::now() < deadline,
+                "{}: iperf3 {args:?} from {endpoint} failed: {all}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `vpcd ctl metrics` (the run needs `--state`): the Prometheus text. Waits for the API socket.
+    pub fn metrics(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self
+                .vpcd()
+                .args(["ctl", "metrics"])
+                .output()
+                .expect("vpcd ctl metrics");
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: vpcd ctl metrics: {}",
+                self.name,
+                text(&out)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
