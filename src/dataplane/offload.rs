@@ -119,6 +119,12 @@ impl PacketMeta {
         if start == s.header_len && offset == l4_field && fits && !s.is_fragment() {
             return Ok(L4Checksum::Partial);
         }
+        // Anywhere else a partial checksum may only cover the transport part of an ordinary
+        // packet: one inside the IP header or on a superpacket (whose headers the GSO check has
+        // just accepted) would overwrite header fields.
+        if self.gso.is_some() || start < s.header_len {
+            return Err(DropReason::BadOffload);
+        }
         complete_checksum(&mut pkt[..s.len as usize], start, offset)?;
         self.csum = Csum::Complete;
         Ok(L4Checksum::Complete)
