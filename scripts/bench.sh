@@ -18,21 +18,29 @@
 # uplink, pasta and slirp4netns open their host-side sockets in R, which only reaches H: nothing
 # leaves the namespaces this script makes. Forwarding is switched on only inside R namespaces.
 #
-# Metrics (F is the client, H the server): iperf3 TCP single stream Gbit/s out (F->H) and in
-# (-R, H->F); iperf3 UDP 64-byte payload packets/s received and loss; ping RTT; new TCP
-# connections per second (a bounded Python connect loop). Every peer at MTU 1500.
+# Metrics (F is the client, H the server): iperf3 TCP Gbit/s out (F->H) and in (-R, H->F) with
+# BENCH_STREAMS parallel streams (-P); iperf3 UDP 64-byte payload packets/s received and loss;
+# ping RTT; new TCP connections per second (a bounded Python connect loop). Every peer at MTU
+# 1500. For the peers that are vpcd (vpcd, vpcd-base, uplink) also its CPU per TCP run:
+# utime+stime of the vpcd process (/proc/PID/stat: the whole thread group, every thread) over the
+# run divided by the Gbit received ("CPU s/Gbit" = CPU-seconds per Gbit = cores busy per Gbit/s),
+# and its memory after the runs (VmHWM, the peak RSS, and VmRSS from /proc/PID/status). Each
+# figure is the median of BENCH_RUNS runs (default 3) of that metric.
 #
 # Prints a table with each peer's figure and vpcd's ratio to it, and appends the run to
 # BENCHMARKS.md with the machine (nproc, kernel). Bounded: BENCH_SECONDS per iperf3 run (default
 # 3); all namespaces and processes are removed on exit (trap), also on Ctrl-C.
 #
 # Env: VPCD=path (default: builds target/release/vpcd), TUN_COPY=path (default: builds the
-# tun_copy example), VPCD_BASELINE=path (adds the vpcd-base peer), BENCH_SECONDS, BENCH_PEERS
-# (space separated subset), BENCH_NO_APPEND=1 (do not touch BENCHMARKS.md).
+# tun_copy example), VPCD_BASELINE=path (adds the vpcd-base peer), BENCH_SECONDS, BENCH_STREAMS
+# (iperf3 -P for the TCP runs, default 1), BENCH_RUNS (runs per metric, default 3; the median is
+# reported), BENCH_PEERS (space separated subset), BENCH_NO_APPEND=1 (do not touch BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECS=${BENCH_SECONDS:-3}
+STREAMS=${BENCH_STREAMS:-1}
+RUNS=${BENCH_RUNS:-3}
 PEERS=${BENCH_PEERS:-"vpcd ${VPCD_BASELINE:+vpcd-base }tun-copy kernel kernel-nat uplink pasta slirp4netns"}
 P=vb  # every namespace here starts with "vb-"
 WORK=$(mktemp -d /tmp/vpcd-bench.XXXXXX)
@@ -40,6 +48,11 @@ PIDS=()
 H_IP=198.51.100.10
 
 die() { echo "bench.sh: $*" >&2; exit 2; }
+for v in SECS STREAMS RUNS; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_${v/SECS/SECONDS}=${!v}: a positive whole number, please"
+done
+[ "$STREAMS" -le 128 ] || die "BENCH_STREAMS=$STREAMS: iperf3 takes at most 128"
+CLK_TCK=$(getconf CLK_TCK)
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, TUN devices)"
 [ -e /dev/net/tun ] || die "/dev/net/tun is missing (modprobe tun)"
 for t in ip iperf3 ping python3 nft nsenter; do
@@ -90,20 +103,52 @@ while True:
 
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)" 2>/dev/null || echo "-"; }
 
-measure() { # label fns hns addr
-    local label=$1 f=$2 h=$3 addr=$4 out
+# The median of the figures given ("-" = a failed run, left out), printed with format $1.
+median() {
+    python3 -c '
+import statistics, sys
+v = [float(x) for x in sys.argv[2:] if x != "-"]
+print(sys.argv[1] % statistics.median(v) if v else "-")
+' "$@"
+}
+
+# utime + stime of process $1 in clock ticks: /proc/PID/stat of a process counts every thread
+# of its thread group (proc(5)). Fields after the command name, which may hold spaces.
+cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo "-"; }
+
+# CPU-seconds per Gbit received: ticks $1 -> $2 over iperf3's JSON $3 (or "-").
+cpu_per_gbit() {
+    [ "$1" = - ] || [ "$2" = - ] && { echo "-"; return; }
+    echo "$3" | json "'%.3f' % (($2 - $1) / $CLK_TCK / (d['end']['sum_received']['bytes'] * 8 / 1e9))"
+}
+
+# VmHWM and VmRSS of process $1 in MiB.
+memory() { awk '/^VmHWM:/ {h = $2} /^VmRSS:/ {r = $2} END {printf "%.1f %.1f", h / 1024, r / 1024}' "/proc/$1/status" 2>/dev/null || echo "- -"; }
+
+tcp_run() { # fns addr [iperf3 args]: the JSON of one TCP run
+    local f=$1 addr=$2; shift 2
+    in_ns "$f" timeout $((SECS + 10)) iperf3 -c "$addr" -p 5201 -t "$SECS" -P "$STREAMS" "$@" -J --connect-timeout 2000 2>/dev/null || true
+}
+
+measure() { # label fns hns addr [vpcd pid]
+    local label=$1 f=$2 h=$3 addr=$4 pid=${5:-} out t0
     start_servers "$h" "$addr"
-    local tcp_out tcp_in udp_pps udp_loss rtt cps
-    out=$(in_ns "$f" timeout $((SECS + 10)) iperf3 -c "$addr" -p 5201 -t "$SECS" -J --connect-timeout 2000 2>/dev/null || true)
-    tcp_out=$(echo "$out" | json "'%.2f' % (d['end']['sum_received']['bits_per_second']/1e9)")
-    out=$(in_ns "$f" timeout $((SECS + 10)) iperf3 -c "$addr" -p 5201 -t "$SECS" -R -J --connect-timeout 2000 2>/dev/null || true)
-    tcp_in=$(echo "$out" | json "'%.2f' % (d['end']['sum_received']['bits_per_second']/1e9)")
-    out=$(in_ns "$f" timeout $((SECS + 10)) iperf3 -c "$addr" -p 5201 -t "$SECS" -u -l 64 -b 0 -J --connect-timeout 2000 2>/dev/null || true)
-    udp_pps=$(echo "$out" | json "'%.0f' % ((d['end']['sum']['packets']-d['end']['sum']['lost_packets'])/d['end']['sum']['seconds'])")
-    udp_loss=$(echo "$out" | json "'%.1f' % d['end']['sum']['lost_percent']")
-    rtt=$(in_ns "$f" ping -q -c 50 -i 0.01 -W 1 "$addr" 2>/dev/null | awk -F'/' '/^rtt/ {printf "%.0f", $5*1000}' || true)
-    rtt=${rtt:--}
-    cps=$(in_ns "$f" timeout 10 python3 -c '
+    local tcp_out=() tcp_in=() udp_pps=() udp_loss=() rtt=() cps=() cpu_out=() cpu_in=()
+    for _ in $(seq "$RUNS"); do
+        t0=$([ -n "$pid" ] && cpu_ticks "$pid" || echo -)
+        out=$(tcp_run "$f" "$addr")
+        tcp_out+=("$(echo "$out" | json "'%.2f' % (d['end']['sum_received']['bits_per_second']/1e9)")")
+        cpu_out+=("$(cpu_per_gbit "$t0" "$([ -n "$pid" ] && cpu_ticks "$pid" || echo -)" "$out")")
+        t0=$([ -n "$pid" ] && cpu_ticks "$pid" || echo -)
+        out=$(tcp_run "$f" "$addr" -R)
+        tcp_in+=("$(echo "$out" | json "'%.2f' % (d['end']['sum_received']['bits_per_second']/1e9)")")
+        cpu_in+=("$(cpu_per_gbit "$t0" "$([ -n "$pid" ] && cpu_ticks "$pid" || echo -)" "$out")")
+        out=$(in_ns "$f" timeout $((SECS + 10)) iperf3 -c "$addr" -p 5201 -t "$SECS" -u -l 64 -b 0 -J --connect-timeout 2000 2>/dev/null || true)
+        udp_pps+=("$(echo "$out" | json "'%.0f' % ((d['end']['sum']['packets']-d['end']['sum']['lost_packets'])/d['end']['sum']['seconds'])")")
+        udp_loss+=("$(echo "$out" | json "'%.1f' % d['end']['sum']['lost_percent']")")
+        out=$(in_ns "$f" ping -q -c 50 -i 0.01 -W 1 "$addr" 2>/dev/null | awk -F'/' '/^rtt/ {printf "%.0f", $5*1000}' || true)
+        rtt+=("${out:--}")
+        cps+=("$(in_ns "$f" timeout 10 python3 -c '
 import socket, sys, time
 end = time.monotonic() + 2.0; n = 0
 while time.monotonic() < end and n < 200000:
@@ -112,10 +157,20 @@ while time.monotonic() < end and n < 200000:
     except OSError:
         pass
 print(round(n / 2.0))
-' "$addr" 2>/dev/null || echo "-")
-    echo "$label $tcp_out $tcp_in $udp_pps $udp_loss $rtt $cps" >>"$WORK/results"
-    printf '  %-12s tcp out %s Gbit/s, in %s Gbit/s; udp %s pps (loss %s%%); rtt %s us; %s conn/s\n' \
-        "$label" "$tcp_out" "$tcp_in" "$udp_pps" "$udp_loss" "$rtt" "$cps"
+' "$addr" 2>/dev/null || echo "-")")
+    done
+    local mem="- -"
+    [ -n "$pid" ] && mem=$(memory "$pid")
+    local row
+    row="$(median %.2f "${tcp_out[@]}") $(median %.2f "${tcp_in[@]}") $(median %.0f "${udp_pps[@]}")"
+    row+=" $(median %.1f "${udp_loss[@]}") $(median %.0f "${rtt[@]}") $(median %.0f "${cps[@]}")"
+    row+=" $(median %.3f "${cpu_out[@]}") $(median %.3f "${cpu_in[@]}") $mem"
+    echo "$label $row" >>"$WORK/results"
+    read -r a b c d e g co ci hwm rss <<<"$row"
+    printf '  %-12s tcp out %s Gbit/s, in %s Gbit/s; udp %s pps (loss %s%%); rtt %s us; %s conn/s' \
+        "$label" "$a" "$b" "$c" "$d" "$e" "$g"
+    [ -n "$pid" ] && printf '; CPU %s / %s s per Gbit out / in; VmHWM %s MiB, VmRSS %s MiB' "$co" "$ci" "$hwm" "$rss"
+    printf ' (median of %s)\n' "$RUNS"
 }
 
 # --- the peers ------------------------------------------------------------------------------
@@ -211,7 +266,7 @@ EOF
     PIDS+=("$pid")
     for _ in $(seq 100); do grep -q '^ready:' "$WORK/uplink.log" && break; sleep 0.1; done
     grep -q '^ready:' "$WORK/uplink.log" || { cat "$WORK/uplink.log" >&2; return 1; }
-    measure uplink "$P-ubench-f" "$P-ul-h" "$H_IP"
+    measure uplink "$P-ubench-f" "$P-ul-h" "$H_IP" "$pid"
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
     tail -2 "$WORK/uplink.log" | sed "s/^/  uplink: /"
 }
@@ -277,20 +332,21 @@ EOF
     vpcd_up "$WORK/nat.toml"
     if in_ns "$P-bench-f" ping -c 1 -W 1 "$H_IP" >/dev/null 2>&1; then
         VPCD_MODE="SNAT through the NAT gateway (F -> EIP -> H)"
-        measure "$label" "$P-bench-f" "$P-internet-h" "$H_IP"
+        measure "$label" "$P-bench-f" "$P-internet-h" "$H_IP" "$VPCD_PID"
         vpcd_down
     else
         vpcd_down
         VPCD_MODE="in-VPC path F -> another subnet (NAT not in the fabric yet: SNAT figures pending)"
         echo "  vpcd: the NAT gateway does not forward yet; measuring the $VPCD_MODE"
         vpcd_up "$WORK/vpc.toml"
-        measure "$label" "$P-bench-f" "$P-bench-h" 10.99.2.10
+        measure "$label" "$P-bench-f" "$P-bench-h" 10.99.2.10 "$VPCD_PID"
         vpcd_down
     fi
     tail -1 "$WORK/up.log" | sed "s/^/  $label: /"
 }
 
-echo "bench.sh: $(nproc) cores, kernel $(uname -r), ${SECS}s per iperf3 run, MTU 1500"
+RUN_DESC="${SECS} s per iperf3 run, TCP with $STREAMS stream(s) (iperf3 -P $STREAMS), median of $RUNS run(s) per figure"
+echo "bench.sh: $(nproc) cores, kernel $(uname -r), $RUN_DESC, MTU 1500"
 : >"$WORK/results"
 for peer in $PEERS; do
     case $peer in
@@ -308,10 +364,15 @@ done
 
 # --- the table ------------------------------------------------------------------------------
 
-TABLE=$(python3 - "$WORK/results" <<'EOF'
+TABLE=$(python3 - "$WORK/results" "$STREAMS" <<'EOF'
 import sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
-cols = ["TCP out Gbit/s", "TCP in Gbit/s", "UDP 64 B pps", "UDP loss %", "ping RTT us", "TCP conn/s"]
+streams = sys.argv[2]
+cols = ["TCP out Gbit/s (-P %s)" % streams, "TCP in Gbit/s (-P %s)" % streams, "UDP 64 B pps",
+        "UDP loss %", "ping RTT us", "TCP conn/s", "vpcd CPU s/Gbit out", "vpcd CPU s/Gbit in",
+        "vpcd VmHWM MiB", "vpcd VmRSS MiB"]
+# Compared with vpcd: the throughput, RTT and connection figures (not the loss, not vpcd's own).
+compared = (0, 1, 2, 4, 5)
 vpcd = next((r for r in rows if r[0] == "vpcd"), None)
 def ratio(v, p, lower_better):
     try:
@@ -326,7 +387,7 @@ print("|---|" + "---|" * len(cols))
 for r in rows:
     cells = []
     for i, c in enumerate(r[1:]):
-        if vpcd is not None and r[0] != "vpcd" and i != 3:
+        if vpcd is not None and r[0] != "vpcd" and i in compared:
             cells.append("%s (vpcd %s)" % (c, ratio(vpcd[i + 1], c, i == 4)))
         else:
             cells.append(c)
@@ -349,9 +410,9 @@ echo "vpcd measured: ${VPCD_MODE:-not run}"
 if [ "${BENCH_NO_APPEND:-}" != 1 ] && [ -f BENCHMARKS.md ]; then
     {
         echo
-        echo "### $(date -u +%Y-%m-%d) — $(nproc) cores, kernel $(uname -r), ${SECS} s per iperf3 run"
+        echo "### $(date -u +%Y-%m-%d) — $(nproc) cores, kernel $(uname -r), $RUN_DESC"
         echo
-        echo "vpcd: ${VPCD_MODE:-not run}. MTU 1500 everywhere; UDP payload 64 bytes; ratio = vpcd / peer (RTT: peer / vpcd)."
+        echo "vpcd: ${VPCD_MODE:-not run}. MTU 1500 everywhere; UDP payload 64 bytes; ratio = vpcd / peer (RTT: peer / vpcd); vpcd's CPU s/Gbit = utime+stime of its process per Gbit received (cores per Gbit/s), VmHWM/VmRSS after the runs."
         echo
         echo "$TABLE"
     } >>BENCHMARKS.md
