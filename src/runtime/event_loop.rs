@@ -523,12 +523,9 @@ impl Shell {
                     n += 1;
                 }
                 Ok(got) => {
-                    let buf = &self.bufs[n];
-                    let hdr: Option<&[u8; VNET_HDR_LEN]> =
-                        buf.get(..VNET_HDR_LEN).and_then(|h| h.try_into().ok());
-                    let meta = match hdr {
-                        Some(h) if got >= VNET_HDR_LEN => vnet::decode(h, &buf[HEADROOM..got]),
-                        _ => Err(crate::dataplane::DropReason::BadOffload),
+                    let meta = match self.bufs[n][..got].split_first_chunk::<VNET_HDR_LEN>() {
+                        Some((hdr, pkt)) => vnet::decode(hdr, pkt),
+                        None => Err(crate::dataplane::DropReason::BadOffload),
                     };
                     let Ok(meta) = meta else {
                         self.fwd.stats.tun_rx_bad_vnet += 1;

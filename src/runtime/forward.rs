@@ -269,10 +269,9 @@ fn to_tun_whole(
     meta: PacketMeta,
 ) {
     if t.vnet {
-        let (hdr, pkt) = buf.split_at_mut(HEADROOM);
-        let hdr: &mut [u8; VNET_HDR_LEN] = (&mut hdr[..VNET_HDR_LEN])
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("HEADROOM is VNET_HDR_LEN"));
+        let Some((hdr, pkt)) = buf.split_first_chunk_mut::<VNET_HDR_LEN>() else {
+            return;
+        };
         if vnet::encode(hdr, &mut pkt[..len], meta).is_err() {
             stats.segment_errors += 1;
             return;

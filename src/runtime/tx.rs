@@ -325,18 +325,10 @@ impl TxQueue {
 
     /// Queues a forwarded packet at `buf[HEADROOM..HEADROOM + len]` (its `virtio_net_hdr`, if
     /// the device has offload, already in the headroom) by swapping `buf` with an empty buffer
-    /// from `pool`. `false`: dropped, queue or pool full (`buf` then still holds the packet).
+    /// from `pool` (a buffer of another size is dropped when it comes back, see
+    /// [`BufPool::give`]). `false`: dropped, queue or pool full (`buf` then still holds the
+    /// packet).
     pub fn push_swap(&mut self, pool: &mut BufPool, buf: &mut Box<[u8]>, len: usize) -> bool {
-        if buf.len() != pool.size() {
-            // Not one of the pool's: copy it into one (the loop's own buffers all are).
-            let Some(mut b) = pool.take() else {
-                self.full_drops += 1;
-                return false;
-            };
-            let n = (HEADROOM + len).min(buf.len()).min(b.len());
-            b[..n].copy_from_slice(&buf[..n]);
-            return self.push_owned(pool, b, n.saturating_sub(HEADROOM));
-        }
         let Some(mut fresh) = pool.take() else {
             self.full_drops += 1;
             return false;
