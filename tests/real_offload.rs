@@ -319,12 +319,10 @@ fn a_df_packet_larger_than_the_egress_mtu_gets_frag_needed() {
     run.stop();
 }
 
-/// Known bug, open: the fabric drops an oversized packet after inbound translation
-/// (`deliver_into_vpc`: counted `too_big`) instead of answering frag-needed quoting the header
-/// as the sender sent it, so path-MTU discovery towards an EIP or DNAT target fails. Kept
-/// visible as an ignored test with its reason until the fabric is fixed.
+/// Through an EIP the fabric translates first and learns the instance's MTU afterwards; its
+/// frag-needed must still come from the EIP and quote the sender's header, or `ping -M do`
+/// towards the EIP would never hear "Frag needed".
 #[test]
-#[ignore = "known bug: no frag-needed after inbound translation (EIP/DNAT); see the comment"]
 fn a_df_packet_larger_than_the_egress_mtu_gets_frag_needed_through_an_eip() {
     if !capable("offload mtu df eip", &["ping"]) {
         return;

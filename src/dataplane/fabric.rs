@@ -55,11 +55,11 @@ use super::gateways::{Gateways, ReconcileProblem, VpcCores};
 use super::icmp::{self, IcmpError};
 use super::nat::{L4Checksum, NatDrop, NatGateway, Translated};
 use super::offload::PacketMeta;
-use super::packet::{IpPacket, Ipv4Packet, Summary};
+use super::packet::{ICMP_QUOTE_MAX, IpPacket, Ipv4Packet, Summary};
 use super::public::{EipTarget, PublicNext, public_next};
 use super::route::{Next, is_martian, route_in_vpc};
 use super::{Counters, DropReason, PortId, Verdict};
-use crate::tables::{PortInfo, PortOwner, Tables, VpcTable};
+use crate::tables::{MIN_MTU, PortInfo, PortOwner, Tables, VpcTable};
 use crate::time::Instant;
 
 /// The dataplane state: compiled tables, counters, the NAT cores and the security groups' flow
@@ -626,6 +626,7 @@ fn enter_vpc(
     pending: &mut Pending,
 ) -> Verdict {
     let dst = pkt.header.dst;
+    let quote = SenderQuote::keep(pkt, from_public);
     let outcome = match target {
         EipTarget::NatGateway { gateway, pool, .. } => {
             // Only a public sender's packet can be answered with Time Exceeded from the EIP: a
@@ -641,7 +642,9 @@ fn enter_vpc(
         EipTarget::OneToOne { .. } => pkt.translate_in(&mut vpc.cores.igw),
     };
     match outcome {
-        Ok(Translated::Forward { internal, .. }) => deliver_into_vpc(pkt, vpc, internal, pending),
+        Ok(Translated::Forward { internal, .. }) => {
+            deliver_into_vpc(pkt, vpc, internal, pending, quote.map(|q| (q, dst)))
+        }
         Ok(Translated::ReplyRst { len }) => Verdict::Reply {
             port: pkt.ingress,
             len,
@@ -650,13 +653,57 @@ fn enter_vpc(
     }
 }
 
+/// The sender's IP header and first 8 transport bytes as they arrived at an EIP, kept before
+/// the inbound translation rewrites them: a fragmentation-needed error must quote what the sender
+/// sent, or its path-MTU discovery cannot match the error to its socket.
+struct SenderQuote {
+    bytes: [u8; ICMP_QUOTE_MAX],
+    len: usize,
+}
+
+impl SenderQuote {
+    /// Kept only where an error may be sent: a public sender's DF packet that could exceed an
+    /// instance's MTU (no port's MTU is below [`MIN_MTU`]). A hairpinned packet's source is an
+    /// EIP already, so it gets no error (as before: a counted drop).
+    fn keep(pkt: &Packet, from_public: bool) -> Option<SenderQuote> {
+        let h = &pkt.header;
+        if !from_public || !h.dont_frag || h.wire_len() <= MIN_MTU as usize {
+            return None;
+        }
+        let ip = Ipv4Packet::new_unchecked(&pkt.buf[..h.total_len()]);
+        let len = (ip.header_len() + 8).min(h.total_len()).min(ICMP_QUOTE_MAX);
+        let mut bytes = [0u8; ICMP_QUOTE_MAX];
+        bytes[..len].copy_from_slice(&pkt.buf[..len]);
+        Some(SenderQuote { bytes, len })
+    }
+
+    /// Fragmentation-needed for `mtu` from `eip` back to the sender, written over the packet
+    /// with the sender's own header restored. The IP total length is the untranslated one (the
+    /// translation keeps lengths), so the error is built as for an untranslated packet.
+    fn frag_needed(&self, pkt: &mut Packet, eip: Ipv4Addr, mtu: u32) -> Verdict {
+        pkt.buf[..self.len].copy_from_slice(&self.bytes[..self.len]);
+        let mtu = mtu.min(u32::from(u16::MAX)) as u16;
+        let err = IcmpError::FragNeeded { mtu };
+        match icmp::write_error(pkt.buf, pkt.header.total_len(), eip, err) {
+            Ok(len) => Verdict::Reply {
+                port: pkt.ingress,
+                len,
+            },
+            Err(reason) => Verdict::Drop(reason),
+        }
+    }
+}
+
 /// Delivers an inbound-translated packet to the instance of `vpc` with address `internal`,
-/// through the inbound filters (the change to the flow table goes to `pending`).
+/// through the inbound filters (the change to the flow table goes to `pending`). A packet too
+/// big for the instance's port gets fragmentation-needed from the EIP when `quote` kept the
+/// sender's header (a public sender's DF packet), else it is a counted drop.
 fn deliver_into_vpc(
     pkt: &mut Packet,
     vpc: &mut VpcState,
     internal: Ipv4Addr,
     pending: &mut Pending,
+    quote: Option<(SenderQuote, Ipv4Addr)>,
 ) -> Verdict {
     let drop = Verdict::Drop;
     let Some(egress) = vpc.table.hosts.get(&internal).copied() else {
@@ -670,9 +717,11 @@ fn deliver_into_vpc(
         Err(reason) => return drop(reason),
     };
     match pkt.tables.port(egress) {
-        // Translated already: an error could not quote the sender's header, so an oversized
-        // inbound packet is a counted drop.
-        Some(p) if pkt.header.wire_len() > p.mtu as usize => Verdict::Drop(DropReason::TooBig),
+        // Not committed: the sender is told to send smaller packets, or the packet is dropped.
+        Some(p) if pkt.header.wire_len() > p.mtu as usize => match quote {
+            Some((quote, eip)) => quote.frag_needed(pkt, eip, p.mtu),
+            None => Verdict::Drop(DropReason::TooBig),
+        },
         Some(_) => Verdict::Forward {
             port: egress,
             len: pkt.header.total_len(),

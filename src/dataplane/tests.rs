@@ -35,6 +35,7 @@ cidr = "10.0.0.0/16"
   name = "egress"
   subnet = "public"
   eips = ["eip-nat"]
+  dnat = [{ eip = "eip-nat", protocol = "udp", port = 5353, instance = "fn-a2" }]
   [[vpc.instance]]
   name = "fn-a1"
   subnet = "functions"
@@ -44,6 +45,7 @@ cidr = "10.0.0.0/16"
   subnet = "functions"
   ip = "10.0.1.11"
   mtu = 1280
+  eip = "eip-a2"
   [[vpc.instance]]
   name = "job-a"
   subnet = "jobs"
@@ -67,6 +69,9 @@ cidr = "10.0.0.0/16"
 [[eip]]
 name = "eip-nat"
 address = "203.0.113.10"
+[[eip]]
+name = "eip-a2"
+address = "203.0.113.21"
 [[eip]]
 name = "eip-spare"
 address = "203.0.113.99"
@@ -119,9 +124,13 @@ impl Rig {
 }
 
 fn udp(src: [u8; 4], dst: [u8; 4], payload_len: usize) -> Vec<u8> {
+    udp_to(src, dst, 53, payload_len)
+}
+
+fn udp_to(src: [u8; 4], dst: [u8; 4], dport: u16, payload_len: usize) -> Vec<u8> {
     let mut v = Vec::new();
     PacketBuilder::ipv4(src, dst, 64)
-        .udp(40000, 53)
+        .udp(40000, dport)
         .write(&mut v, &vec![0xab; payload_len])
         .unwrap();
     v
@@ -375,6 +384,60 @@ fn oversized_packet_with_df_gets_fragmentation_needed() {
     set_dont_frag(&mut pkt, false);
     let (v, _) = rig.send("tenant-a/fn-a1", &pkt);
     assert_eq!(v, Verdict::Drop(DropReason::TooBig));
+}
+
+/// Through an EIP (a DNAT port and a 1:1 address) the inbound translation rewrites the packet
+/// before the instance's MTU is known to be too small: fragmentation-needed still comes from the
+/// EIP and quotes the sender's own untranslated header, so its path-MTU discovery works.
+#[test]
+fn oversized_df_packet_through_an_eip_gets_fragmentation_needed_quoting_the_sender() {
+    // fn-a2 has MTU 1280, both a 1:1 EIP and a DNAT port, and here a group open to the world.
+    let open = "name = \"fn-a2\"\n  security_groups = [\"open\"]\n";
+    let group = "[[vpc.security_group]]\n  name = \"open\"\n  \
+                 ingress = [{ protocol = \"udp\", ports = \"5353\", peer = \"0.0.0.0/0\" }]\n  \
+                 [[vpc.instance]]\n  name = \"fn-a1\"";
+    let mut rig = Rig::on(&TOPOLOGY.replacen("name = \"fn-a2\"\n", open, 1).replacen(
+        "[[vpc.instance]]\n  name = \"fn-a1\"",
+        group,
+        1,
+    ));
+    for eip in [[203, 0, 113, 10], [203, 0, 113, 21]] {
+        let mut pkt = udp_to([198, 51, 100, 10], eip, 5353, 1400);
+        set_dont_frag(&mut pkt, true);
+        let (v, buf) = rig.send("internet/web", &pkt);
+        let Verdict::Reply { port, len } = v else {
+            panic!("{eip:?}: {v:?}")
+        };
+        assert_eq!(port, rig.port("internet/web"));
+        assert_eq!(&buf[12..16], &eip, "from the EIP the sender addressed");
+        assert_eq!(&buf[16..20], &[198, 51, 100, 10]);
+        assert_eq!((buf[20], buf[21]), (3, 4));
+        assert_eq!(u16::from_be_bytes([buf[26], buf[27]]), 1280);
+        assert_eq!(checksum::checksum(&buf[20..len]), 0);
+        let quote = &buf[28..len];
+        assert_eq!(&quote[12..20], &pkt[12..20], "the untranslated addresses");
+        assert_eq!(&quote[20..24], &pkt[20..24], "the untranslated ports");
+        assert_eq!(
+            checksum::checksum(&quote[..20]),
+            0,
+            "the quoted header is intact"
+        );
+        // Without DF: a counted drop, and nothing is committed either way.
+        let mut pkt = udp_to([198, 51, 100, 10], eip, 5353, 1400);
+        set_dont_frag(&mut pkt, false);
+        let (v, _) = rig.send("internet/web", &pkt);
+        assert_eq!(v, Verdict::Drop(DropReason::TooBig), "{eip:?}");
+    }
+    // A packet that fits still gets through both ways in.
+    for eip in [[203, 0, 113, 10], [203, 0, 113, 21]] {
+        let mut pkt = udp_to([198, 51, 100, 10], eip, 5353, 1200);
+        set_dont_frag(&mut pkt, true);
+        let (v, _) = rig.send("internet/web", &pkt);
+        assert!(
+            matches!(v, Verdict::Forward { port, .. } if port == rig.port("tenant-a/fn-a2")),
+            "{v:?}"
+        );
+    }
 }
 
 #[test]

@@ -21,6 +21,10 @@ use crate::dataplane::nat::config::NatConfig;
 use crate::topology::cidr::Cidr;
 use firewall::{EgressRuleTable, NetworkAclTable, SecurityGroups};
 
+/// Smallest MTU a port accepts (IPv4's minimum reassembly size): validation refuses less, so
+/// the fabric knows no packet of this size or smaller is too big for any port.
+pub const MIN_MTU: u32 = 576;
+
 // Written in topology files (`topology::model` re-exports it) and read by the shell to build the
 // port; the dataplane does not look at it. (A `//` comment: the doc comment is the API schema's
 // description.)

@@ -233,8 +233,8 @@ pub struct Instance {
 pub const DEFAULT_MTU: u32 = 1500;
 /// Largest MTU a port accepts (TUN's limit).
 pub const MAX_MTU: u32 = 65520;
-/// Smallest MTU a port accepts (IPv4's minimum reassembly size).
-pub const MIN_MTU: u32 = 576;
+/// Smallest MTU a port accepts (a core table constant: the fabric relies on it).
+pub use crate::tables::MIN_MTU;
 
 /// How an instance or internet host is attached (a core table type: the port table carries it).
 pub use crate::tables::Attach;
