@@ -493,3 +493,88 @@ fn a_capture_after_segmentation_passes_tshark_checksum_validation() {
         &bad[..bad.len().min(20)]
     );
 }
+
+/// Datagrams of the UDP test: how many, and their size.
+const DATAGRAMS: u32 = 20_000;
+const DATAGRAM_LEN: usize = 256;
+
+/// The UDP test's receiver at `web`: counts what arrives within a few seconds and checks every
+/// datagram (its length, and the payload its sequence number implies); prints `received N` or
+/// exits non-zero naming the first bad one.
+fn udp_receiver() -> String {
+    format!(
+        "import socket, struct, sys, time\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)\n\
+         s.bind(({WEB:?}, 9999))\n\
+         print('listening', flush=True)\n\
+         s.settimeout(3)\n\
+         seen = set()\n\
+         while True:\n\
+         \x20   try:\n\
+         \x20       d = s.recv(65535)\n\
+         \x20   except socket.timeout:\n\
+         \x20       break\n\
+         \x20   n = struct.unpack('!I', d[:4])[0]\n\
+         \x20   want = d[:4] + bytes((n + k) % 251 for k in range({DATAGRAM_LEN} - 4))\n\
+         \x20   if d != want or n in seen:\n\
+         \x20       sys.exit(f'datagram {{n}} damaged or twice: {{len(d)}} bytes')\n\
+         \x20   seen.add(n)\n\
+         print('received', len(seen), flush=True)\n"
+    )
+}
+
+/// A function sending small UDP datagrams as fast as it can (one per `send`, as applications
+/// do): vpcd reads them in batches and merges each batch's datagrams into USO superpackets for
+/// the host's offload port; the host's kernel cuts them again and every datagram arrives intact.
+#[test]
+fn small_udp_datagrams_are_coalesced_into_superpackets_and_arrive_intact() {
+    if !capable("offload udp coalescing", &["python3"]) {
+        return;
+    }
+    let mut run = up("vof-uso", &[]);
+    let receiver = run.spawn(
+        "internet/web",
+        &["python3", "-c", &udp_receiver()],
+        "udp.log",
+    );
+    assert!(
+        run.wait_log("udp.log", "listening", Duration::from_secs(5)),
+        "receiver: {}",
+        run.log("udp.log")
+    );
+    let sender = format!(
+        "import socket, struct\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.connect(({WEB:?}, 9999))\n\
+         for n in range({DATAGRAMS}):\n\
+         \x20   s.send(struct.pack('!I', n) + bytes((n + k) % 251 for k in range({DATAGRAM_LEN} - 4)))\n"
+    );
+    let out = run.exec_timeout("o/f1", &["python3", "-c", &sender], TRANSFER_TIMEOUT);
+    assert!(out.status.success(), "{}", text(&out));
+    let status = run.wait_background(receiver, Duration::from_secs(15));
+    let log = run.log("udp.log");
+    assert!(status.is_some_and(|s| s.success()), "receiver: {log}");
+    let received: u32 = log
+        .lines()
+        .find_map(|l| l.strip_prefix("received "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("receiver: {log}"));
+    let m = run.metrics();
+    assert_no_offload_drops(&run, &m);
+    let merged = counter(&m, "vpcd_coalesced_packets_total");
+    println!(
+        "{}: {received} of {DATAGRAMS} datagrams arrived intact; {merged} merged into {} \
+         superpackets",
+        run.name,
+        counter(&m, "vpcd_tun_tx_superpackets_total")
+    );
+    // UDP may lose some under load (the sender does not wait); most must arrive.
+    assert!(received >= DATAGRAMS / 2, "only {received} arrived: {log}");
+    assert!(
+        merged > 0.0,
+        "{}: no datagram was coalesced (the host's TUN takes USO on kernels from 6.2)",
+        run.name
+    );
+    run.stop();
+}

@@ -318,6 +318,7 @@ pub fn fill_l4_checksum(pkt: &mut [u8], ihl: usize, proto: u8) {
     pkt[at..at + 2].copy_from_slice(&c.to_be_bytes());
 }
 
+pub mod coalesce;
 pub mod vnet;
 
 #[cfg(test)]

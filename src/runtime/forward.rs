@@ -19,6 +19,7 @@ use std::task::Context;
 use super::sim_port::SimPort;
 use super::tx::{BufPool, HEADROOM, TxQueue, TxWriters};
 use super::uplink_port::UplinkPort;
+use crate::dataplane::offload::coalesce::Takes;
 use crate::dataplane::offload::vnet::{self, VNET_HDR_LEN};
 use crate::dataplane::offload::{GsoKind, Segmenter};
 use crate::dataplane::{Fabric, PacketMeta, PortId, Verdict};
@@ -268,6 +269,18 @@ fn to_tun_whole(
     len: usize,
     meta: PacketMeta,
 ) {
+    if t.vnet && meta.gso.is_none() {
+        let takes = Takes {
+            tcp: true,
+            udp: t.udp_gso,
+        };
+        if let Some(first) = t.tx.coalesce(&buf[HEADROOM..HEADROOM + len], meta, takes) {
+            stats.coalesced_packets += 1;
+            stats.tun_tx_segments += 1 + u64::from(first);
+            stats.tun_tx_superpackets += u64::from(first);
+            return;
+        }
+    }
     if t.vnet {
         let Some((hdr, pkt)) = buf.split_first_chunk_mut::<VNET_HDR_LEN>() else {
             return;
@@ -277,7 +290,7 @@ fn to_tun_whole(
             return;
         }
     }
-    if t.tx.push_swap(pool, buf, len) && meta.gso.is_some() {
+    if t.tx.push_swap(pool, buf, len, meta) && meta.gso.is_some() {
         stats.tun_tx_superpackets += 1;
         stats.tun_tx_segments += meta.segments(len) as u64;
     }

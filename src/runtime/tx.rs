@@ -39,7 +39,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::mailbox;
-use crate::dataplane::offload::vnet::VNET_HDR_LEN;
+use crate::dataplane::PacketMeta;
+use crate::dataplane::offload::coalesce::{self, Takes};
+use crate::dataplane::offload::vnet::{self, VNET_HDR_LEN};
 
 /// Bytes every buffer keeps before the packet, for the `virtio_net_hdr` of an offload device.
 pub const HEADROOM: usize = VNET_HDR_LEN;
@@ -126,7 +128,11 @@ struct PortShared {
 struct TxBatch {
     bufs: Vec<Box<[u8]>>,
     lens: Vec<usize>,
+    /// Each packet's offload metadata (what its `virtio_net_hdr` says), for coalescing.
+    metas: Vec<PacketMeta>,
     bytes: usize,
+    /// Packets the fabric forwarded into this batch, merged ones included.
+    arrivals: usize,
 }
 
 impl TxBatch {
@@ -134,8 +140,18 @@ impl TxBatch {
         TxBatch {
             bufs: Vec::with_capacity(BATCH),
             lens: Vec::with_capacity(BATCH),
+            metas: Vec::with_capacity(BATCH),
             bytes: 0,
+            arrivals: 0,
         }
+    }
+
+    fn push(&mut self, buf: Box<[u8]>, len: usize, meta: PacketMeta) {
+        self.bufs.push(buf);
+        self.lens.push(len);
+        self.metas.push(meta);
+        self.bytes += len;
+        self.arrivals += 1;
     }
 
     fn is_full(&self) -> bool {
@@ -161,7 +177,9 @@ impl TxBatch {
             pool.give(b);
         }
         self.lens.clear();
+        self.metas.clear();
         self.bytes = 0;
+        self.arrivals = 0;
     }
 }
 
@@ -328,7 +346,13 @@ impl TxQueue {
     /// from `pool` (a buffer of another size is dropped when it comes back, see
     /// [`BufPool::give`]). `false`: dropped, queue or pool full (`buf` then still holds the
     /// packet).
-    pub fn push_swap(&mut self, pool: &mut BufPool, buf: &mut Box<[u8]>, len: usize) -> bool {
+    pub fn push_swap(
+        &mut self,
+        pool: &mut BufPool,
+        buf: &mut Box<[u8]>,
+        len: usize,
+        meta: PacketMeta,
+    ) -> bool {
         let Some(mut fresh) = pool.take() else {
             self.full_drops += 1;
             return false;
@@ -339,9 +363,7 @@ impl TxQueue {
             return false;
         };
         std::mem::swap(buf, &mut fresh);
-        batch.bufs.push(fresh);
-        batch.lens.push(len);
-        batch.bytes += len;
+        batch.push(fresh, len, meta);
         self.bytes += len;
         true
     }
@@ -354,18 +376,47 @@ impl TxQueue {
             self.full_drops += 1;
             return false;
         };
-        batch.bufs.push(buf);
-        batch.lens.push(len);
-        batch.bytes += len;
+        batch.push(buf, len, PacketMeta::COMPLETE);
         self.bytes += len;
         true
     }
 
-    /// Sends what is queued on its way: written here when it is at most [`INLINE_MAX`] packets and
+    /// Appends the packet `pkt` (exactly the packet, metadata `meta`) to the packet queued last
+    /// for this port when it continues that packet's flow ([`coalesce::append`]): the two then
+    /// leave as one superpacket, its `virtio_net_hdr` rewritten. `Some(first)` when it did
+    /// (`first`: the queued packet became a superpacket with it), and the caller keeps its buffer;
+    /// `None` when the packet must be queued on its own. Only offload devices coalesce.
+    pub fn coalesce(&mut self, pkt: &[u8], meta: PacketMeta, takes: Takes) -> Option<bool> {
+        if !self.shared.vnet || self.bytes + pkt.len() > PORT_BYTES {
+            return None;
+        }
+        let batch = self.filling.as_mut()?;
+        let (buf, len, head) = (
+            batch.bufs.last_mut()?,
+            batch.lens.last_mut()?,
+            batch.metas.last_mut()?,
+        );
+        let (hdr, frame) = buf.split_first_chunk_mut::<VNET_HDR_LEN>()?;
+        let (n, merged) = coalesce::append(frame, *len, *head, pkt, meta, takes)?;
+        // Cannot fail: the merged packet's header was checked and its checksum is partial.
+        if vnet::encode(hdr, &mut frame[..n], merged).is_err() {
+            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let first = head.gso.is_none();
+        let grown = n - *len;
+        (*len, *head) = (n, merged);
+        batch.bytes += grown;
+        batch.arrivals += 1;
+        self.bytes += grown;
+        Some(first)
+    }
+
+    /// Sends what is queued on its way: written here when the fabric forwarded at most
+    /// [`INLINE_MAX`] packets into it (a superpacket merged from several is the writer's) and
     /// nothing of this port is at its writer, otherwise handed to the writer. Call once per
     /// wake-up, after the batches are handled.
     pub fn flush(&mut self, pool: &mut BufPool) {
-        let queued = self.filling.as_ref().map_or(0, |b| b.lens.len());
+        let queued = self.filling.as_ref().map_or(0, |b| b.arrivals);
         if queued == 0 {
             return;
         }

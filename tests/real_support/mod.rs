@@ -323,6 +323,19 @@ impl Run {
         std::fs::read_to_string(self.dir.join(log)).unwrap_or_default()
     }
 
+    /// Waits until the log of a background process ([`Run::spawn`]) holds `needle`, at most
+    /// `timeout`.
+    pub fn wait_log(&self, log: &str, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log(log).contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// Starts an HTTP server on `addr:port` in `endpoint`, serving a file `index.html` with
     /// `body`, and waits until it listens. (`python3 -m http.server` would first look its own
     /// name up in DNS, which has nowhere to go in a VPC.)
