@@ -7,6 +7,8 @@
 #                it, otherwise (said clearly) the in-VPC path F -> another subnet
 #   tun-copy     the bare TUN copy loop (examples/tun_copy.rs): F's TUN <-> a TUN in H, one thread
 #                per direction, one packet per read()/write(), no NAT — the floor vpcd is held to
+#   vpcd-vpc     vpcd's in-VPC path: F -> an instance in another subnet of the same VPC (routing,
+#                security groups, no NAT), to compare with kernel forwarding (peer kernel)
 #   vpcd-base    (only with VPCD_BASELINE=path) another vpcd binary, e.g. the previous commit's, in
 #                the same run, for before/after comparisons
 #   kernel       kernel forwarding in a router namespace R, no NAT (veth F-R, R-H)
@@ -41,7 +43,7 @@ cd "$(dirname "$0")/.."
 SECS=${BENCH_SECONDS:-3}
 STREAMS=${BENCH_STREAMS:-1}
 RUNS=${BENCH_RUNS:-3}
-PEERS=${BENCH_PEERS:-"vpcd ${VPCD_BASELINE:+vpcd-base }tun-copy kernel kernel-nat uplink pasta slirp4netns"}
+PEERS=${BENCH_PEERS:-"vpcd vpcd-vpc ${VPCD_BASELINE:+vpcd-base }tun-copy kernel kernel-nat uplink pasta slirp4netns"}
 P=vb  # every namespace here starts with "vb-"
 WORK=$(mktemp -d /tmp/vpcd-bench.XXXXXX)
 PIDS=()
@@ -282,8 +284,8 @@ peer_tun_copy() {
 }
 
 VPCD_MODE=""
-peer_vpcd() { # binary label
-    local bin=$1 label=$2
+peer_vpcd() { # binary label [vpc: the in-VPC path only]
+    local bin=$1 label=$2 only=${3:-}
     export VPCD_NETNS_PREFIX=$P VPCD_RUN_DIR=$WORK/run
     cat >"$WORK/nat.toml" <<EOF
 [[vpc]]
@@ -329,6 +331,13 @@ EOF
         cat "$WORK/up.log" >&2; return 1
     }
     vpcd_down() { kill -TERM "$VPCD_PID"; wait "$VPCD_PID" 2>/dev/null || true; }
+    if [ "$only" = vpc ]; then
+        vpcd_up "$WORK/vpc.toml"
+        measure "$label" "$P-bench-f" "$P-bench-h" 10.99.2.10 "$VPCD_PID"
+        vpcd_down
+        tail -1 "$WORK/up.log" | sed "s/^/  $label: /"
+        return
+    fi
     vpcd_up "$WORK/nat.toml"
     if in_ns "$P-bench-f" ping -c 1 -W 1 "$H_IP" >/dev/null 2>&1; then
         VPCD_MODE="SNAT through the NAT gateway (F -> EIP -> H)"
@@ -351,6 +360,7 @@ echo "bench.sh: $(nproc) cores, kernel $(uname -r), $RUN_DESC, MTU 1500"
 for peer in $PEERS; do
     case $peer in
         vpcd) peer_vpcd "$VPCD" vpcd ;;
+        vpcd-vpc) peer_vpcd "$VPCD" vpcd-vpc vpc ;;
         vpcd-base) peer_vpcd "${VPCD_BASELINE:?VPCD_BASELINE=path needed}" vpcd-base ;;
         tun-copy) peer_tun_copy ;;
         kernel) peer_kernel ;;

@@ -16,7 +16,7 @@ mod real_support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use real_support::{HostNs, Run, VPCD, capable, iperf3_receiver_mbits, text};
+use real_support::{HostNs, Run, VPCD, capable, iperf3_receiver_mbits, metric, text};
 
 /// The "host": its server address and the EIPs' bind addresses, all on its loopback.
 const HOST_ADDRS: &[&str] = &[
@@ -126,16 +126,12 @@ fn function_peer_server(run: &mut Run, endpoint: &str, addr: &str, port: u16, lo
 }
 
 fn wait_log(run: &Run, log: &str, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !run.log(log).contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "{}: {log} never said {needle:?}: {}",
-            run.name,
-            run.log(log)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        run.wait_log(log, needle, Duration::from_secs(10)),
+        "{}: {log} never said {needle:?}: {}",
+        run.name,
+        run.log(log)
+    );
 }
 
 fn sha256(path: &std::path::Path) -> String {
@@ -177,7 +173,7 @@ fn a_function_fetches_100_mb_through_snat_and_the_uplink_and_the_bytes_match() {
     if !capable("uplink_100mb", &["curl", "python3", "nsenter", "sha256sum"]) {
         return;
     }
-    let mut run = up("vu-get", &[]);
+    let mut run = up("vu-get", &["--state", "{dir}/state"]);
     let www = run.dir.join("www");
     std::fs::create_dir_all(&www).expect("www");
     write_pattern(&www.join("big.bin"), 100 << 20);
@@ -216,6 +212,12 @@ fn a_function_fetches_100_mb_through_snat_and_the_uplink_and_the_bytes_match() {
     let log = run.log("http.log");
     assert!(log.contains("192.0.2.10"), "{log}");
     assert!(!log.contains("10.61."), "{log}");
+    // The uplink's TCP stack sends one segment at a time; they reach the function's offload
+    // port merged into superpackets.
+    let metrics = run.metrics();
+    let merged = metric(&metrics, "vpcd_coalesced_packets_total", &[]).unwrap_or(0.0);
+    println!("{merged} uplink segments merged into superpackets towards the function");
+    assert!(merged > 0.0, "no uplink segment was coalesced:\n{metrics}");
     let rest = run.stop();
     assert!(rest.contains("uplink: 1 tcp flow(s) out"), "{rest}");
 }
