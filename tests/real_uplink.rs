@@ -395,7 +395,7 @@ fn iperf3_through_snat_and_the_uplink_both_ways() {
     if !capable("uplink_iperf3", &["iperf3", "nsenter"]) {
         return;
     }
-    let mut run = up("vu-perf", &[]);
+    let mut run = up("vu-perf", &["--state", "{dir}/state"]);
     run.host_spawn(
         &["iperf3", "-s", "-B", SERVER, "-p", "5201", "--forceflush"],
         "iperf3.log",
@@ -429,6 +429,14 @@ fn iperf3_through_snat_and_the_uplink_both_ways() {
         // Bounded and shared machine: only a floor that a broken path cannot reach.
         assert!(mbits > 20.0, "{stdout}");
     }
+    // The function's TCP superpackets reached the uplink's stack whole, not cut into segments.
+    let metrics = run.metrics();
+    let whole = metric(&metrics, "vpcd_uplink_superpackets_total", &[]).unwrap_or(0.0);
+    println!("{whole} TCP superpackets taken whole by the uplink");
+    assert!(
+        whole > 0.0,
+        "no superpacket reached the uplink whole:\n{metrics}"
+    );
     run.stop();
 }
 

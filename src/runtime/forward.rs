@@ -21,7 +21,8 @@ use super::tx::{BufPool, HEADROOM, TxQueue, TxWriters};
 use super::uplink_port::UplinkPort;
 use crate::dataplane::offload::coalesce::Takes;
 use crate::dataplane::offload::vnet::{self, VNET_HDR_LEN};
-use crate::dataplane::offload::{GsoKind, Segmenter};
+use crate::dataplane::offload::{GsoKind, Segmenter, fill_l4_checksum};
+use crate::dataplane::packet::{Ipv4Packet, PROTO_TCP};
 use crate::dataplane::{Fabric, PacketMeta, PortId, Verdict};
 use crate::inspect::ShellStats;
 use crate::observe::Observer;
@@ -227,7 +228,11 @@ impl Forwarding {
                 false
             }
             Some(PortSlot::Uplink(u)) => {
-                let pkt = &buf[HEADROOM..HEADROOM + len];
+                let pkt = &mut buf[HEADROOM..HEADROOM + len];
+                if whole_tcp(stats, pkt, meta) {
+                    u.deliver(now, pkt);
+                    return;
+                }
                 each_segment(stats, segment, pkt, meta, |p| {
                     u.deliver(now, p);
                     true
@@ -339,6 +344,20 @@ fn to_tun_segments(
             }
         }
     }
+}
+
+/// Readies a TCP superpacket for the uplink, which takes one whole (its stack reads one large
+/// segment; see [`crate::sim::device::QueueDevice::receive_superpackets`]): the transport
+/// checksum is completed over the whole packet, in place. `false` for anything else (and for a
+/// superpacket whose headers do not check, which is then cut or counted as usual).
+fn whole_tcp(stats: &mut ShellStats, pkt: &mut [u8], meta: PacketMeta) -> bool {
+    if meta.gso.is_none_or(|g| g.kind != GsoKind::TcpV4) || Segmenter::new(pkt, meta).is_err() {
+        return false;
+    }
+    let ihl = Ipv4Packet::new_unchecked(&pkt[..]).header_len();
+    fill_l4_checksum(pkt, ihl, PROTO_TCP);
+    stats.uplink_superpackets += 1;
+    true
 }
 
 /// Calls `deliver` with `pkt` as ports without offload take it: itself when `meta` describes

@@ -88,6 +88,9 @@ pub struct QueueDevice {
     rx: PacketQueue,
     tx: PacketQueue,
     mtu: usize,
+    /// The largest packet [`QueueDevice::push_rx`] takes: the MTU, unless the owner hands the
+    /// stack TCP superpackets whole ([`QueueDevice::receive_superpackets`]).
+    rx_max: usize,
     limit: usize,
     when_full: TxFull,
     /// Packets refused because a queue was full or a packet exceeded the MTU.
@@ -107,6 +110,7 @@ impl QueueDevice {
             rx: PacketQueue::default(),
             tx: PacketQueue::default(),
             mtu,
+            rx_max: mtu,
             limit: limit.max(1),
             when_full,
             overflows: 0,
@@ -117,10 +121,19 @@ impl QueueDevice {
         self.mtu
     }
 
-    /// Queues a packet for the stack to receive on its next poll. A packet larger than the MTU or
-    /// a full queue drops it, as a real interface would; returns whether it was queued.
+    /// Lets [`QueueDevice::push_rx`] take IPv4 packets up to the protocol's 65,535 bytes, while
+    /// what the stack sends stays within the MTU (smoltcp advertises its MSS from it, so a peer
+    /// sends it large TCP segments only when an owner merges them: the uplink takes a guest's
+    /// TCP superpackets whole, with one checksum, instead of one stack input per segment).
+    pub fn receive_superpackets(&mut self) {
+        self.rx_max = usize::from(u16::MAX).max(self.mtu);
+    }
+
+    /// Queues a packet for the stack to receive on its next poll. A packet larger than the MTU
+    /// (see [`QueueDevice::receive_superpackets`]) or a full queue drops it, as a real interface
+    /// would; returns whether it was queued.
     pub fn push_rx(&mut self, packet: &[u8]) -> bool {
-        if packet.len() > self.mtu || self.rx.len() >= self.limit {
+        if packet.len() > self.rx_max || self.rx.len() >= self.limit {
             self.overflows += 1;
             return false;
         }

@@ -160,6 +160,7 @@ impl Uplink {
             )?);
         }
         let mut wire = QueueDevice::with_limit(config.mtu, config.limits.tx_queue, TxFull::Wait);
+        wire.receive_superpackets();
         let tcp = Tcp::new(config.address, config.seed, &mut wire, now);
         let icmp = Icmp::new(config.icmp, &runtime);
         Ok(Uplink {
