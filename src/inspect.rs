@@ -83,7 +83,7 @@ pub struct ShellStats {
     /// Packets merged into a superpacket before their egress write (GRO/USO coalescing).
     pub coalesced_packets: u64,
     /// TCP superpackets handed to the uplink whole (its stack reads each as one segment).
-    pub uplink_superpackets: u64,
+    pub superpackets_to_uplink: u64,
     /// Packets the shell could not frame or cut for their egress port (offload metadata that
     /// does not fit the packet; the fabric checks it, so this stays 0).
     pub segment_errors: u64,

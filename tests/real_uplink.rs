@@ -431,7 +431,7 @@ fn iperf3_through_snat_and_the_uplink_both_ways() {
     }
     // The function's TCP superpackets reached the uplink's stack whole, not cut into segments.
     let metrics = run.metrics();
-    let whole = metric(&metrics, "vpcd_uplink_superpackets_total", &[]).unwrap_or(0.0);
+    let whole = metric(&metrics, "vpcd_superpackets_to_uplink_total", &[]).unwrap_or(0.0);
     println!("{whole} TCP superpackets taken whole by the uplink");
     assert!(
         whole > 0.0,

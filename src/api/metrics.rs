@@ -24,7 +24,7 @@
 //! | `vpcd_uplink_tcp_opened_total`, `…_tcp_refused_total`, `…_ingress_accepted_total`, `…_bytes_to_host_total`, … (one per uplink counter) | counter | |
 //! | `vpcd_uplink_active_flows` | gauge | kind |
 //! | `vpcd_uplink_drops_total` | counter | reason |
-//! | `vpcd_tun_tx_errors_total`, `vpcd_tun_tx_queue_full_total`, `vpcd_tun_rx_errors_total`, `vpcd_sim_overflows_total`, `vpcd_batches_total`, `vpcd_batched_packets_total`, `vpcd_tun_rx_superpackets_total`, `vpcd_tun_rx_segments_total`, `vpcd_tun_tx_superpackets_total`, `vpcd_tun_tx_segments_total`, `vpcd_segmented_superpackets_total`, `vpcd_segmented_segments_total`, `vpcd_coalesced_packets_total`, `vpcd_uplink_superpackets_total`, `vpcd_segment_errors_total`, `vpcd_tun_rx_bad_vnet_total` | counter | |
+//! | `vpcd_tun_tx_errors_total`, `vpcd_tun_tx_queue_full_total`, `vpcd_tun_rx_errors_total`, `vpcd_sim_overflows_total`, `vpcd_batches_total`, `vpcd_batched_packets_total`, `vpcd_tun_rx_superpackets_total`, `vpcd_tun_rx_segments_total`, `vpcd_tun_tx_superpackets_total`, `vpcd_tun_tx_segments_total`, `vpcd_segmented_superpackets_total`, `vpcd_segmented_segments_total`, `vpcd_coalesced_packets_total`, `vpcd_superpackets_to_uplink_total`, `vpcd_segment_errors_total`, `vpcd_tun_rx_bad_vnet_total` | counter | |
 
 use std::sync::atomic::AtomicU64;
 
@@ -344,9 +344,9 @@ fn shell(b: &mut Builder, s: &Snapshot) {
         st.coalesced_packets,
     );
     b.counter(
-        "uplink_superpackets",
+        "superpackets_to_uplink",
         "TCP superpackets handed to the uplink whole",
-        st.uplink_superpackets,
+        st.superpackets_to_uplink,
     );
     b.counter(
         "segment_errors",

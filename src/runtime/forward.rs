@@ -356,7 +356,7 @@ fn whole_tcp(stats: &mut ShellStats, pkt: &mut [u8], meta: PacketMeta) -> bool {
     }
     let ihl = Ipv4Packet::new_unchecked(&pkt[..]).header_len();
     fill_l4_checksum(pkt, ihl, PROTO_TCP);
-    stats.uplink_superpackets += 1;
+    stats.superpackets_to_uplink += 1;
     true
 }
 
