@@ -37,6 +37,7 @@ fn main() {
             ns,
             PortConfig {
                 addr: Ipv4Addr::from(addr),
+                secondary: Vec::new(),
                 prefix_len: 24,
                 gateway: Some(Ipv4Addr::from(gw)),
                 mtu: 1500,

@@ -131,9 +131,11 @@ pub fn list() -> Vec<String> {
 }
 
 /// How the TUN device of a port is addressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortConfig {
     pub addr: Ipv4Addr,
+    /// Further addresses on the same device (an internet host's `secondary_ips`), same prefix.
+    pub secondary: Vec<Ipv4Addr>,
     /// The prefix of the segment (subnet, or the internet CIDR): the kernel adds its route.
     pub prefix_len: u8,
     /// The default route's next hop; `None`: a device route (the host is the gateway address).
@@ -248,6 +250,14 @@ fn configure(config: PortConfig) -> Result<(), NetnsError> {
             .execute()
             .await
             .map_err(|e| nl(&format!("adding {}/{}", config.addr, config.prefix_len), e))?;
+        for &a in &config.secondary {
+            handle
+                .address()
+                .add(tun, IpAddr::V4(a), config.prefix_len)
+                .execute()
+                .await
+                .map_err(|e| nl(&format!("adding {a}/{}", config.prefix_len), e))?;
+        }
         let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
             .output_interface(tun);

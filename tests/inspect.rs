@@ -730,6 +730,7 @@ fn sim_shell(tables: &Arc<Tables>, plan: &vpcd::topology::Plan) -> Shell {
             PortId(i as u32),
             SimAddressing {
                 ip: p.addr,
+                secondary: Vec::new(),
                 prefix_len,
                 gateway,
                 mtu: p.mtu as usize,

@@ -209,3 +209,39 @@ fn vpcd_test_prints_the_same_table_every_run() {
     );
     assert_eq!(one.status.code(), two.status.code());
 }
+
+/// An in-process internet host answers on its secondary address too, through the NAT, and the
+/// answer comes back from the address that was asked.
+#[test]
+fn a_sim_host_answers_on_its_secondary_address() {
+    let mut sim = Simulation::parse(
+        "secondary.toml",
+        r#"
+[[vpc]]
+name = "v"
+cidr = "10.0.0.0/16"
+subnet = [
+  { name = "fn", cidr = "10.0.1.0/24", route_table = "private" },
+  { name = "public", cidr = "10.0.9.0/24" },
+]
+route_table = [ { name = "private", routes = [ { destination = "0.0.0.0/0", target = "nat:egress" } ] } ]
+instance = [ { name = "f", subnet = "fn", ip = "10.0.1.10", attach = "sim" } ]
+nat_gateway = [ { name = "egress", subnet = "public", eips = ["gw"], snat = [ { source = "10.0.0.0/16" } ] } ]
+[[eip]]
+name = "gw"
+address = "203.0.113.1"
+[internet]
+host = [ { name = "web", ip = "198.51.100.10", secondary_ips = ["198.51.100.11"], attach = "sim", serve = ["tcp:80", "udp:53"] } ]
+"#,
+    )
+    .expect("valid topology");
+    for to in [
+        "198.51.100.11:80/tcp",
+        "198.51.100.11:53/udp",
+        "198.51.100.10:80/tcp",
+    ] {
+        let r = sim.check("v/f", to, Expect::Allow).expect("valid probe");
+        assert!(r.passed(), "{to}: {r:#?}");
+        assert_eq!(r.answered_by.as_deref(), Some("internet/web"), "{to}");
+    }
+}

@@ -1147,6 +1147,65 @@ error: bad.toml: 1 problem, nothing was loaded
     );
 }
 
+/// An internet host's secondary addresses follow the rules of its `ip`, each located.
+#[test]
+fn secondary_host_addresses_are_checked_like_the_primary() {
+    let plan = ok(r#"[[internet.host]]
+name = "stun"
+ip = "198.51.100.20"
+secondary_ips = ["198.51.100.21"]
+"#);
+    assert_eq!(plan.internet.hosts[0].secondary, vec![ip("198.51.100.21")]);
+    let text = r##"[[eip]]
+name = "e"
+address = "198.51.100.10"
+
+[[internet.host]]
+name = "web"
+ip = "198.51.100.11"
+secondary_ips = ["198.51.100.11", "198.51.100.10", "203.0.113.5"]
+"##;
+    assert_eq!(
+        err(text),
+        r##"error: address 198.51.100.11 is already used by host web (line 7) on the public segment
+ --> bad.toml:8:18
+  = at internet.host[web].secondary_ips[0]
+  |
+8 | secondary_ips = ["198.51.100.11", "198.51.100.10", "203.0.113.5"]
+  |                  ^^^^^^^^^^^^^^^
+  = hint: every internet host and EIP needs its own address
+
+error: address 198.51.100.10 is already used by EIP e (line 3) on the public segment
+ --> bad.toml:8:35
+  = at internet.host[web].secondary_ips[1]
+  |
+8 | secondary_ips = ["198.51.100.11", "198.51.100.10", "203.0.113.5"]
+  |                                   ^^^^^^^^^^^^^^^
+  = hint: every internet host and EIP needs its own address
+
+error: host web's address 203.0.113.5 is outside the internet CIDR 198.51.100.0/24
+ --> bad.toml:8:52
+  = at internet.host[web].secondary_ips[2]
+  |
+8 | secondary_ips = ["198.51.100.11", "198.51.100.10", "203.0.113.5"]
+  |                                                    ^^^^^^^^^^^^^
+  = hint: choose an address inside 198.51.100.0/24, or set `cidr` in [internet]
+
+error: bad.toml: 3 problems, nothing was loaded
+"##
+    );
+    let four = r#"[[internet.host]]
+name = "many"
+ip = "198.51.100.30"
+secondary_ips = ["198.51.100.31", "198.51.100.32", "198.51.100.33", "198.51.100.34"]
+"#;
+    assert!(
+        err(four).contains("host many has 4 secondary addresses; at most 3 are supported"),
+        "{}",
+        err(four)
+    );
+}
+
 #[test]
 fn two_eips_with_one_address_are_refused() {
     let text = r##"[[eip]]

@@ -140,9 +140,13 @@ pub fn render(file: &str, plan: &Plan) -> String {
         let mut rows = vec![row(["host", "ip", "attach", "mtu", "serves"])];
         for h in &plan.internet.hosts {
             let serve: Vec<String> = h.serve.iter().map(ToString::to_string).collect();
+            let ips: Vec<String> = std::iter::once(h.ip)
+                .chain(h.secondary.iter().copied())
+                .map(|a| a.to_string())
+                .collect();
             rows.push(vec![
                 h.name.clone(),
-                h.ip.to_string(),
+                ips.join(", "),
                 attach(h.attach).into(),
                 h.mtu.to_string(),
                 join_or_dash(&serve),

@@ -304,6 +304,10 @@ fn pipeline(
         // The outside world sends from its own addresses, never from one the segment owns, and
         // never from one no reply could reach.
         PortOwner::Uplink => tables.internet.owns(src) || is_martian(src),
+        // A host may have secondary addresses: it sends from any address of its own.
+        PortOwner::Host { .. } => {
+            src != port.addr && tables.internet.hosts.get(&src) != Some(&ingress)
+        }
         _ => src != port.addr,
     };
     if spoofed {

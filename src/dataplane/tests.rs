@@ -81,6 +81,7 @@ cidr = "198.51.100.0/24"
   [[internet.host]]
   name = "web"
   ip = "198.51.100.10"
+  secondary_ips = ["198.51.100.11"]
   [[internet.host]]
   name = "dns"
   ip = "198.51.100.53"
@@ -438,6 +439,35 @@ fn oversized_df_packet_through_an_eip_gets_fragmentation_needed_quoting_the_send
             "{v:?}"
         );
     }
+}
+
+/// A host with a secondary address receives on it and sends from it; no other port may.
+#[test]
+fn a_host_sends_from_and_receives_on_its_secondary_address() {
+    let mut rig = Rig::new();
+    let web = rig.port("internet/web");
+    let (v, _) = rig.send(
+        "internet/dns",
+        &udp([198, 51, 100, 53], [198, 51, 100, 11], 8),
+    );
+    assert!(
+        matches!(v, Verdict::Forward { port, .. } if port == web),
+        "{v:?}"
+    );
+    let (v, _) = rig.send(
+        "internet/web",
+        &udp([198, 51, 100, 11], [198, 51, 100, 53], 8),
+    );
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    let (v, _) = rig.send(
+        "internet/dns",
+        &udp([198, 51, 100, 11], [198, 51, 100, 10], 8),
+    );
+    assert_eq!(
+        v,
+        Verdict::Drop(DropReason::Spoofed),
+        "web's address from dns"
+    );
 }
 
 #[test]

@@ -52,6 +52,8 @@ pub(super) struct PortSpec {
     pub name: String,
     pub attach: Attach,
     pub addr: Ipv4Addr,
+    /// An internet host's secondary addresses.
+    pub secondary: Vec<Ipv4Addr>,
     pub prefix_len: u8,
     pub gateway: Option<Ipv4Addr>,
     pub mtu: u32,
@@ -65,6 +67,7 @@ impl PortSpec {
     pub fn config(&self) -> PortConfig {
         PortConfig {
             addr: self.addr,
+            secondary: self.secondary.clone(),
             prefix_len: self.prefix_len,
             gateway: self.gateway,
             mtu: self.mtu,
@@ -75,6 +78,7 @@ impl PortSpec {
     pub fn sim_addressing(&self) -> super::sim_port::SimAddressing {
         super::sim_port::SimAddressing {
             ip: self.addr,
+            secondary: self.secondary.clone(),
             prefix_len: self.prefix_len,
             gateway: self
                 .gateway
@@ -91,19 +95,19 @@ pub(super) fn port_specs(plan: &Plan, tables: &Tables) -> Vec<PortSpec> {
         .iter()
         .map(|p| {
             let (prefix_len, gateway) = addressing(tables, p.owner, p.addr);
-            let services = match (p.attach, p.owner) {
-                (Attach::Sim, PortOwner::Host { host }) => plan
-                    .internet
-                    .hosts
-                    .get(host as usize)
-                    .map(|h| h.serve.clone())
-                    .unwrap_or_default(),
+            let host = match p.owner {
+                PortOwner::Host { host } => plan.internet.hosts.get(host as usize),
+                _ => None,
+            };
+            let services = match (p.attach, host) {
+                (Attach::Sim, Some(h)) => h.serve.clone(),
                 _ => Vec::new(),
             };
             PortSpec {
                 name: p.name.clone(),
                 attach: p.attach,
                 addr: p.addr,
+                secondary: host.map(|h| h.secondary.clone()).unwrap_or_default(),
                 prefix_len,
                 gateway,
                 mtu: p.mtu,

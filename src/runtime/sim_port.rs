@@ -66,7 +66,7 @@ impl SimPort {
         now: Instant,
     ) -> SimPort {
         let mut device = QueueDevice::new(addressing.mtu);
-        let iface = interface(&mut device, addressing, seed, now);
+        let iface = interface(&mut device, &addressing, seed, now);
         let mut sockets = SocketSet::new(Vec::new());
         let mut listeners = Vec::new();
         for s in services {
@@ -194,7 +194,8 @@ impl SimPort {
                     let s = self.sockets.get_mut::<udp::Socket>(handle);
                     let mut buf = [0u8; 2048];
                     while let Ok((n, meta)) = s.recv_slice(&mut buf) {
-                        let _ = s.send_slice(&buf[..n], meta.endpoint);
+                        // From the address it was sent to (a host may have several).
+                        let _ = s.send_slice(&buf[..n], meta);
                     }
                 }
             }

@@ -35,9 +35,12 @@ pub(crate) fn splitmix64(x: u64) -> u64 {
 /// How a host is addressed: its address, the prefix of its segment and where its default route
 /// points (the subnet gateway `.1` for instances, any address of the public block for hosts: with
 /// medium-IP there is no ARP, so the gateway only has to exist in the route table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Addressing {
     pub ip: Ipv4Addr,
+    /// Further addresses (an internet host's `secondary_ips`, at most
+    /// [`crate::topology::model::MAX_SECONDARY_IPS`]), same prefix.
+    pub secondary: Vec<Ipv4Addr>,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
     pub mtu: usize,
@@ -48,7 +51,7 @@ pub struct Addressing {
 /// simulator's hosts and `vpcd up`'s `sim` ports.
 pub fn interface(
     device: &mut QueueDevice,
-    addressing: Addressing,
+    addressing: &Addressing,
     seed: u64,
     now: Instant,
 ) -> Interface {
@@ -56,11 +59,14 @@ pub fn interface(
     config.random_seed = seed;
     let mut iface = Interface::new(config, device, smol_instant(now));
     iface.update_ip_addrs(|addrs| {
-        // One address never overflows the interface's address list.
-        let _ = addrs.push(IpCidr::new(
-            IpAddress::Ipv4(addressing.ip),
-            addressing.prefix_len.min(32),
-        ));
+        // The interface holds four addresses (smoltcp's `iface-max-addr-count-4`): validation
+        // allows a primary and three secondary ones, so none is lost.
+        for a in std::iter::once(addressing.ip).chain(addressing.secondary.iter().copied()) {
+            let _ = addrs.push(IpCidr::new(
+                IpAddress::Ipv4(a),
+                addressing.prefix_len.min(32),
+            ));
+        }
     });
     // The route table holds several entries; one default route always fits.
     let _ = iface
@@ -101,7 +107,7 @@ impl Host {
         now: Instant,
     ) -> Host {
         let mut device = QueueDevice::new(addressing.mtu);
-        let iface = interface(&mut device, addressing, seed, now);
+        let iface = interface(&mut device, &addressing, seed, now);
         Host {
             name,
             port,
@@ -156,6 +162,7 @@ mod tests {
             PortId(0),
             Addressing {
                 ip: Ipv4Addr::new(10, 0, 1, 10),
+                secondary: Vec::new(),
                 prefix_len: 24,
                 gateway: Ipv4Addr::new(10, 0, 1, 1),
                 mtu: 1500,

@@ -131,6 +131,7 @@ impl Simulation {
                     .map_or((32, inst.ip), |s| (s.cidr.prefix_len(), s.gateway));
                 let addressing = Addressing {
                     ip: inst.ip,
+                    secondary: Vec::new(),
                     prefix_len,
                     gateway,
                     mtu: inst.mtu as usize,
@@ -148,6 +149,7 @@ impl Simulation {
             };
             let addressing = Addressing {
                 ip: h.ip,
+                secondary: h.secondary.clone(),
                 prefix_len: public.prefix_len(),
                 gateway,
                 mtu: h.mtu as usize,

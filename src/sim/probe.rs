@@ -291,7 +291,8 @@ impl Exchange {
                 let Ok((data, meta)) = s.recv() else { break };
                 let data = data.to_vec();
                 self.answered_by = Some(port);
-                let _ = s.send_slice(&data, meta.endpoint);
+                // From the address it was sent to (a host may have several).
+                let _ = s.send_slice(&data, meta);
             }
         }
         let c = net.hosts[self.spec.prober]

@@ -110,8 +110,10 @@ pub const UPLINK_PORT_NAME: &str = "internet/uplink";
 pub struct PortInfo {
     /// `VPC/INSTANCE`, `internet/HOST` or [`UPLINK_PORT_NAME`].
     pub name: String,
-    /// The only source address this port may send from (anti-spoofing); for the uplink, its own
-    /// address on the segment (it may send from any address the segment does not own).
+    /// The only source address this port may send from (anti-spoofing), but for an internet
+    /// host with secondary addresses (it may send from each: [`InternetTable::hosts`] maps them
+    /// all to its port); for the uplink, its own address on the segment (it may send from any
+    /// address the segment does not own).
     pub addr: Ipv4Addr,
     pub mtu: u32,
     /// `Sim` for the uplink (it runs in process).

@@ -115,6 +115,9 @@ pub fn tables(plan: &Plan) -> Tables {
     for (hi, h) in plan.internet.hosts.iter().enumerate() {
         let id = PortId(ports.len() as u32);
         hosts.insert(h.ip, id);
+        for &a in &h.secondary {
+            hosts.insert(a, id);
+        }
         ports.push(PortInfo {
             name: format!("internet/{}", h.name),
             addr: h.ip,

@@ -363,6 +363,10 @@ pub enum UplinkMode {
     Host,
 }
 
+/// The most `secondary_ips` an internet host may have (an in-process host's interface holds four
+/// addresses).
+pub const MAX_SECONDARY_IPS: usize = 3;
+
 /// Default block of the public segment (a documentation range).
 pub const DEFAULT_INTERNET_CIDR: &str = "198.51.100.0/24";
 
@@ -372,6 +376,11 @@ pub const DEFAULT_INTERNET_CIDR: &str = "198.51.100.0/24";
 pub struct Host {
     pub name: Spanned<String>,
     pub ip: Spanned<Addr>,
+    /// Further addresses of the same host (as a server with several NICs or an ENI's secondary
+    /// private IPs), at most [`MAX_SECONDARY_IPS`]: an RFC 5780 STUN server needs two. The host
+    /// sends from and receives on each; `ip` is the one probes and `explain` start from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secondary_ips: Vec<Spanned<Addr>>,
     /// What the host answers when simulated: `tcp:80`, `udp:53`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub serve: Vec<Spanned<Service>>,

@@ -172,6 +172,8 @@ pub struct ListenPlan {
 pub struct HostPlan {
     pub name: String,
     pub ip: Ipv4Addr,
+    /// Its further addresses (`secondary_ips`), in file order.
+    pub secondary: Vec<Ipv4Addr>,
     pub serve: Vec<Service>,
     pub attach: Attach,
     pub mtu: u32,

@@ -48,11 +48,12 @@ impl Function {
         let mut device = QueueDevice::new(1500);
         let addressing = Addressing {
             ip: FN_IP,
+            secondary: Vec::new(),
             prefix_len: 24,
             gateway: UPLINK_IP,
             mtu: 1500,
         };
-        let iface = interface(&mut device, addressing, 42, now);
+        let iface = interface(&mut device, &addressing, 42, now);
         Function {
             iface,
             device,

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use super::super::cidr::Cidr;
+use toml::Spanned;
+
+use super::super::cidr::{Addr, Cidr};
 use super::super::model::{self, Topology};
 use super::super::plan::{EipPlan, HostPlan, InternetPlan};
 use super::Checker;
@@ -45,37 +47,30 @@ impl Checker<'_> {
         }
         let mut hosts = Vec::new();
         for (h, p) in net.host.iter().zip(&paths) {
-            let a = h.ip.get_ref().0;
             let name = h.name.get_ref();
-            if !cidr.contains(a) {
+            let a = h.ip.get_ref().0;
+            self.check_host_addr(&h.ip, &format!("{p}.ip"), name, cidr, &mut public);
+            if h.secondary_ips.len() > model::MAX_SECONDARY_IPS {
                 self.error(
-                    h.ip.span(),
-                    format!("{p}.ip"),
-                    format!("host {name}'s address {a} is outside the internet CIDR {cidr}"),
-                    format!("choose an address inside {cidr}, or set `cidr` in [internet]"),
+                    h.secondary_ips[model::MAX_SECONDARY_IPS].span(),
+                    format!("{p}.secondary_ips"),
+                    format!(
+                        "host {name} has {} secondary addresses; at most {} are supported",
+                        h.secondary_ips.len(),
+                        model::MAX_SECONDARY_IPS
+                    ),
+                    "give the host at most three secondary_ips, or use another host",
                 );
-            } else if let Some(kind) = non_public(a) {
-                self.error(
-                    h.ip.span(),
-                    format!("{p}.ip"),
-                    format!("host {name}'s address {a} is {kind}, not a public address"),
-                    "internet hosts need public addresses; set [internet] cidr to a documentation range like 198.51.100.0/24",
-                );
-            } else if let Some(holder) = public.get(&a) {
-                self.error(
-                    h.ip.span(),
-                    format!("{p}.ip"),
-                    format!("address {a} is already used by {holder} on the public segment"),
-                    "every internet host and EIP needs its own address",
-                );
-            } else {
-                let line = self.line_of(h.ip.span().start);
-                public.insert(a, format!("host {name} (line {line})"));
+            }
+            for (i, s) in h.secondary_ips.iter().enumerate() {
+                let at = format!("{p}.secondary_ips[{i}]");
+                self.check_host_addr(s, &at, name, cidr, &mut public);
             }
             let mtu = self.check_mtu(h.mtu.as_ref(), p);
             hosts.push(HostPlan {
                 name: name.clone(),
                 ip: a,
+                secondary: h.secondary_ips.iter().map(|s| s.get_ref().0).collect(),
                 serve: h.serve.iter().map(|s| *s.get_ref()).collect(),
                 attach: h.attach,
                 mtu,
@@ -85,6 +80,47 @@ impl Checker<'_> {
             cidr,
             hosts,
             uplink: None,
+        }
+    }
+}
+
+impl Checker<'_> {
+    /// One address of host `name` (its `ip` or a secondary one, at `path`): inside the internet
+    /// CIDR, public, and not taken by an EIP or another address on the segment (`public`, which
+    /// then records it).
+    fn check_host_addr(
+        &mut self,
+        addr: &Spanned<Addr>,
+        path: &str,
+        name: &str,
+        cidr: Cidr,
+        public: &mut HashMap<Ipv4Addr, String>,
+    ) {
+        let a = addr.get_ref().0;
+        if !cidr.contains(a) {
+            self.error(
+                addr.span(),
+                path.to_string(),
+                format!("host {name}'s address {a} is outside the internet CIDR {cidr}"),
+                format!("choose an address inside {cidr}, or set `cidr` in [internet]"),
+            );
+        } else if let Some(kind) = non_public(a) {
+            self.error(
+                addr.span(),
+                path.to_string(),
+                format!("host {name}'s address {a} is {kind}, not a public address"),
+                "internet hosts need public addresses; set [internet] cidr to a documentation range like 198.51.100.0/24",
+            );
+        } else if let Some(holder) = public.get(&a) {
+            self.error(
+                addr.span(),
+                path.to_string(),
+                format!("address {a} is already used by {holder} on the public segment"),
+                "every internet host and EIP needs its own address",
+            );
+        } else {
+            let line = self.line_of(addr.span().start);
+            public.insert(a, format!("host {name} (line {line})"));
         }
     }
 }

@@ -1,0 +1,109 @@
+//! The NAT as a real NAT-discovery client sees it (issue 13, item 4, on the simulated internet):
+//! Debian's `stun` (the RFC 3489 classifier) in a function behind a NAT gateway, against `stund`
+//! on an internet host with two addresses (`secondary_ips`), once per NAT behaviour. The
+//! classifier's verdict is what a user testing "will my function's peer-to-peer protocol work
+//! behind this NAT" reads; it must match the profile's documented mapping and filtering.
+//!
+//! Root; CI installs `stun-client` and `stun-server`. `stund` runs in the host's namespace from
+//! the run's directory and is stopped by PID with the run.
+
+mod real_support;
+
+use std::time::Duration;
+
+use real_support::{Run, capable, text};
+
+const STUN: &str = "198.51.100.20";
+const STUN_OTHER: &str = "198.51.100.21";
+
+/// A function `f1` behind NAT gateway `egress` whose behaviour is `nat` (TOML keys of the
+/// gateway: `profile = "rfc"`, `filtering = "…"`), its security group open to UDP from anywhere
+/// (so a hairpinned reply may reach it), and the STUN host with two addresses.
+fn topology(nat: &str) -> String {
+    format!(
+        r#"
+[[vpc]]
+name = "n"
+cidr = "10.66.0.0/16"
+subnet = [
+  {{ name = "fn", cidr = "10.66.1.0/24", route_table = "private" }},
+  {{ name = "public", cidr = "10.66.9.0/24" }},
+]
+route_table = [ {{ name = "private", routes = [ {{ destination = "0.0.0.0/0", target = "nat:egress" }} ] }} ]
+security_group = [ {{ name = "udp", ingress = [ {{ protocol = "udp", ports = "1-65535", peer = "0.0.0.0/0" }} ] }} ]
+instance = [ {{ name = "f1", subnet = "fn", ip = "10.66.1.10", security_groups = ["udp"] }} ]
+nat_gateway = [ {{ name = "egress", subnet = "public", eips = ["gw"], snat = [ {{ source = "10.66.0.0/16" }} ], {nat} }} ]
+
+[[eip]]
+name = "gw"
+address = "203.0.113.30"
+
+[internet]
+cidr = "198.51.100.0/24"
+host = [ {{ name = "stun", ip = "{STUN}", secondary_ips = ["{STUN_OTHER}"] }} ]
+"#
+    )
+}
+
+/// The `Primary:` line `stun` prints for `nat`.
+fn verdict(prefix: &str, nat: &str) -> String {
+    let mut run = Run::up(prefix, &topology(nat));
+    run.spawn(
+        "internet/stun",
+        &["stund", "-h", STUN, "-a", STUN_OTHER],
+        "stund.log",
+    );
+    // stund prints nothing when it is ready: ask until it answers (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let out = run.exec_timeout("n/f1", &["stun", STUN], Duration::from_secs(20));
+        let all = text(&out);
+        if let Some(l) = all.lines().find(|l| l.starts_with("Primary:")) {
+            break l.trim().to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}: no verdict from stun: {all}\nstund: {}",
+            run.name,
+            run.log("stund.log")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("{nat}: {line}");
+    run.stop();
+    line
+}
+
+/// `stun`'s verdict for `nat` is `want` (the test is `test`, its namespaces start `prefix`).
+fn expect_verdict(test: &str, prefix: &str, nat: &str, want: &str) {
+    if capable(test, &["stun", "stund"]) {
+        assert_eq!(verdict(prefix, nat), want, "{nat}");
+    }
+}
+
+#[test]
+fn the_rfc_profile_is_an_independent_mapping_that_preserves_ports_and_hairpins() {
+    let want = "Primary: Independent Mapping, Port Dependent Filter, preserves ports, will hairpin";
+    expect_verdict("stun rfc", "vst-rfc", r#"profile = "rfc""#, want);
+}
+
+/// A new mapping per destination: no filtering verdict is possible, and a hairpinned packet
+/// meets a mapping that was made for another destination.
+#[test]
+fn the_aws_profile_is_a_dependent_mapping() {
+    let want = "Primary: Dependent Mapping, random port, no hairpin";
+    expect_verdict("stun aws", "vst-aws", r#"profile = "aws""#, want);
+}
+
+#[test]
+fn the_gcp_profile_is_an_independent_mapping_with_random_ports() {
+    let want = "Primary: Independent Mapping, Port Dependent Filter, random port, will hairpin";
+    expect_verdict("stun gcp", "vst-gcp", r#"profile = "gcp""#, want);
+}
+
+#[test]
+fn endpoint_independent_filtering_is_an_open_full_cone() {
+    let nat = r#"profile = "rfc", filtering = "endpoint-independent""#;
+    let want = "Primary: Independent Mapping, Independent Filter, preserves ports, will hairpin";
+    expect_verdict("stun full cone", "vst-open", nat, want);
+}
