@@ -1,17 +1,21 @@
-//! The NAT as a real NAT-discovery client sees it (issue 13, item 4, on the simulated internet):
-//! Debian's `stun` (the RFC 3489 classifier) in a function behind a NAT gateway, against `stund`
-//! on an internet host with two addresses (`secondary_ips`), once per NAT behaviour. The
+//! The NAT as a real NAT-discovery client sees it (issue 13, item 4), on the simulated internet
+//! and beyond the uplink: Debian's `stun` (the RFC 3489 classifier) in a function behind a NAT
+//! gateway, against `stund` on a host with two addresses, once per NAT behaviour. The
 //! classifier's verdict is what a user testing "will my function's peer-to-peer protocol work
 //! behind this NAT" reads; it must match the profile's documented mapping and filtering.
 //!
-//! Root; CI installs `stun-client` and `stun-server`. `stund` runs in the host's namespace from
-//! the run's directory and is stopped by PID with the run.
+//! On the simulated internet the server is an internet host with `secondary_ips`; beyond the
+//! uplink it runs in the host namespace `vpcd up` runs in (the outside world), with two loopback
+//! addresses, and sees the host sockets the uplink binds for each mapping.
+//!
+//! Root; CI installs `stun-client` and `stun-server`. `stund` runs from the run's directory and
+//! is stopped by PID with the run.
 
 mod real_support;
 
 use std::time::Duration;
 
-use real_support::{Run, capable, text};
+use real_support::{HostNs, Run, capable, text};
 
 const STUN: &str = "198.51.100.20";
 const STUN_OTHER: &str = "198.51.100.21";
@@ -45,7 +49,7 @@ host = [ {{ name = "stun", ip = "{STUN}", secondary_ips = ["{STUN_OTHER}"] }} ]
     )
 }
 
-/// The `Primary:` line `stun` prints for `nat`.
+/// The `Primary:` line `stun` prints for `nat` on the simulated internet.
 fn verdict(prefix: &str, nat: &str) -> String {
     let mut run = Run::up(prefix, &topology(nat));
     run.spawn(
@@ -53,13 +57,21 @@ fn verdict(prefix: &str, nat: &str) -> String {
         &["stund", "-h", STUN, "-a", STUN_OTHER],
         "stund.log",
     );
-    // stund prints nothing when it is ready: ask until it answers (bounded).
+    let line = classify(&run, STUN);
+    println!("{nat}: {line}");
+    run.stop();
+    line
+}
+
+/// What `stun SERVER` in `n/f1` says (its `Primary:` line). stund prints nothing when it is
+/// ready: ask until it answers (bounded).
+fn classify(run: &Run, server: &str) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let line = loop {
-        let out = run.exec_timeout("n/f1", &["stun", STUN], Duration::from_secs(20));
+    loop {
+        let out = run.exec_timeout("n/f1", &["stun", server], Duration::from_secs(20));
         let all = text(&out);
         if let Some(l) = all.lines().find(|l| l.starts_with("Primary:")) {
-            break l.trim().to_string();
+            return l.trim().to_string();
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -68,10 +80,67 @@ fn verdict(prefix: &str, nat: &str) -> String {
             run.log("stund.log")
         );
         std::thread::sleep(Duration::from_millis(200));
-    };
-    println!("{nat}: {line}");
+    }
+}
+
+/// The outside world beyond the uplink: the host namespace `vpcd up` runs in, with the STUN
+/// server's two addresses and the EIP's `host_bind` address on its loopback.
+const OUTSIDE: &[&str] = &["192.0.2.1/24", "192.0.2.2/32", "192.0.2.10/32"];
+
+/// The same function and gateway with `[internet] uplink = "host"`: the EIP binds to 192.0.2.10,
+/// and the STUN server is a real one in the host namespace (192.0.2.1 and 192.0.2.2).
+fn uplink_topology(nat: &str) -> String {
+    let t = topology(nat);
+    let vpc = &t[..t.find("[[eip]]").expect("an EIP")];
+    format!(
+        r#"{vpc}
+[[eip]]
+name = "gw"
+address = "203.0.113.30"
+host_bind = "192.0.2.10"
+
+[internet]
+uplink = "host"
+"#
+    )
+}
+
+/// Beyond the uplink the host sockets follow the NAT's mappings (one per mapping, bound at its
+/// port, any destination), so a real server outside sees what the profile promises: `stun`'s
+/// verdict for `nat` there is `want`.
+fn expect_uplink_verdict(test: &str, prefix: &str, nat: &str, want: &str) {
+    if !capable(test, &["stun", "stund", "nsenter"]) {
+        return;
+    }
+    let host = HostNs::new(&format!("host-{prefix}"), OUTSIDE);
+    let mut run = Run::up_in(host, prefix, &uplink_topology(nat), &[]);
+    run.host_spawn(
+        &["stund", "-h", "192.0.2.1", "-a", "192.0.2.2"],
+        "stund.log",
+    );
+    let line = classify(&run, "192.0.2.1");
+    println!("uplink, {nat}: {line}");
     run.stop();
-    line
+    assert_eq!(line, want, "beyond the uplink, {nat}");
+}
+
+#[test]
+fn beyond_the_uplink_the_rfc_profile_is_still_an_independent_mapping_that_preserves_ports() {
+    let want = "Primary: Independent Mapping, Port Dependent Filter, preserves ports, will hairpin";
+    expect_uplink_verdict("stun uplink rfc", "vsu-rfc", r#"profile = "rfc""#, want);
+}
+
+#[test]
+fn beyond_the_uplink_the_aws_profile_is_a_dependent_mapping() {
+    let want = "Primary: Dependent Mapping, random port, no hairpin";
+    expect_uplink_verdict("stun uplink aws", "vsu-aws", r#"profile = "aws""#, want);
+}
+
+#[test]
+fn beyond_the_uplink_endpoint_independent_filtering_is_an_open_full_cone() {
+    let nat = r#"profile = "rfc", filtering = "endpoint-independent""#;
+    let want = "Primary: Independent Mapping, Independent Filter, preserves ports, will hairpin";
+    expect_uplink_verdict("stun uplink full cone", "vsu-open", nat, want);
 }
 
 /// `stun`'s verdict for `nat` is `want` (the test is `test`, its namespaces start `prefix`).

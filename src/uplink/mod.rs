@@ -13,7 +13,7 @@
 //!   for the loop to `select!` on; poll after it resolves.
 //!
 //! TCP is terminated on the segment side by smoltcp and re-originated with host streams
-//! ([`tcp`], [`splice`]); UDP uses a host socket per flow ([`udp`]); ICMP echo uses unprivileged
+//! ([`tcp`], [`splice`]); UDP uses a host socket per NAT mapping ([`udp`]); ICMP echo uses unprivileged
 //! or raw ICMP sockets ([`icmp`]). Flows whose public source is an EIP with a `host_bind`
 //! address bind their host sockets to it. Packets the uplink builds itself (RSTs for refused
 //! connects, ICMP errors, UDP and echo replies) are pure functions in [`packet`]; idle timeouts
