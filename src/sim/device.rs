@@ -12,7 +12,8 @@
 //! - **Bounded.** Each queue holds at most `limit` packets of at most the MTU; a packet larger
 //!   than the MTU or one more than the limit is refused and counted ([`QueueDevice::overflows`]).
 //! - **No allocation per packet.** A queued packet lives in a buffer the queue recycles: buffers
-//!   are allocated only while a queue grows past the most it ever held, and kept afterwards.
+//!   are allocated only while a queue grows past the most it ever held, and up to 64 are kept
+//!   afterwards (the rest are freed, which bounds the memory a burst leaves behind).
 //! - **Full transmit queue.** [`TxFull::Drop`] (simulated hosts) loses what smoltcp sends, as a
 //!   full NIC ring would; [`TxFull::Wait`] (the uplink) refuses smoltcp's transmit token, so the
 //!   data stays in its socket and goes out on a later poll.
@@ -65,7 +66,7 @@ impl PacketQueue {
     /// Removes the newest packet (one that must not stay).
     fn discard_newest(&mut self) {
         if let Some(b) = self.queue.pop_back() {
-            self.spare.push(b);
+            recycle(&mut self.spare, b);
         }
     }
 
@@ -73,7 +74,7 @@ impl PacketQueue {
     fn pop_with<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let buf = self.queue.pop_front()?;
         let r = read(&buf);
-        self.spare.push(buf);
+        recycle(&mut self.spare, buf);
         Some(r)
     }
 
@@ -239,6 +240,17 @@ impl phy::Device for QueueDevice {
     }
 }
 
+/// Emptied buffers a queue keeps for reuse: enough for a burst, so that memory after one stays
+/// bounded (a 64 KiB superpacket's buffer is not kept a thousand times over).
+const SPARE_MAX: usize = 64;
+
+/// Keeps `buf` for reuse, unless [`SPARE_MAX`] are kept already.
+fn recycle(spare: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
+    if spare.len() < SPARE_MAX {
+        spare.push(buf);
+    }
+}
+
 /// The oldest received packet, handed to smoltcp (its buffer goes back to the queue).
 #[derive(Debug)]
 pub struct RxToken<'a> {
@@ -252,7 +264,7 @@ impl phy::RxToken for RxToken<'_> {
         F: FnOnce(&[u8]) -> R,
     {
         let r = f(&self.packet);
-        self.spare.push(self.packet);
+        recycle(self.spare, self.packet);
         r
     }
 }
