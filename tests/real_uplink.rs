@@ -529,3 +529,61 @@ fn a_host_listen_that_cannot_be_bound_stops_up_before_anything_is_made() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A host server on `ports` that answers each connection with the address and port it came
+/// from, one line.
+fn peer_echo_server(run: &mut Run, ports: &[u16], log: &str) {
+    let script = format!(
+        "import socket, threading\n\
+         def serve(port):\n\
+         \x20   s = socket.socket()\n\
+         \x20   s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         \x20   s.bind(({SERVER:?}, port))\n\
+         \x20   s.listen(16)\n\
+         \x20   while True:\n\
+         \x20       c, a = s.accept()\n\
+         \x20       c.sendall(f'{{a[0]}}:{{a[1]}}\\n'.encode())\n\
+         \x20       c.close()\n\
+         for p in {ports:?}:\n\
+         \x20   threading.Thread(target=serve, args=(p,)).start()\n\
+         print('listening', flush=True)\n"
+    );
+    run.host_spawn(&["python3", "-c", &script], log);
+    wait_log(run, log, "listening");
+}
+
+/// TCP through the uplink keeps the NAT mapping's port (RFC 5382 REQ-1): with the default (rfc)
+/// profile the function's port is preserved, and the host connects from it, towards every
+/// destination of the mapping.
+#[test]
+fn tcp_through_the_uplink_leaves_from_the_mapped_port() {
+    if !capable("uplink_tcp_port", &["python3", "nsenter"]) {
+        return;
+    }
+    let mut run = up("vu-port", &[]);
+    peer_echo_server(&mut run, &[7001, 7002], "peer.log");
+    let client = format!(
+        "import socket\n\
+         for port in (7001, 7002):\n\
+         \x20   s = socket.socket()\n\
+         \x20   s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         \x20   s.bind(('0.0.0.0', 40123))\n\
+         \x20   s.settimeout(5)\n\
+         \x20   s.connect(({SERVER:?}, port))\n\
+         \x20   print(s.makefile().readline().strip(), flush=True)\n\
+         \x20   s.close()\n"
+    );
+    let out = run.exec_timeout("u/f1", &["python3", "-c", &client], Duration::from_secs(20));
+    assert!(out.status.success(), "{}", text(&out));
+    let seen: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        seen,
+        ["192.0.2.10:40123", "192.0.2.10:40123"],
+        "{}",
+        text(&out)
+    );
+    run.stop();
+}

@@ -78,13 +78,20 @@ enum Start {
     Pending(Socket),
 }
 
-/// Starts a non-blocking connect to `dst` from `bind` (when given), with `TCP_NODELAY` set.
-fn start_connect(bind: Option<Ipv4Addr>, dst: SocketAddrV4) -> Start {
-    let attempt = || -> io::Result<Start> {
+/// Starts a non-blocking connect to `dst` from the NAT mapping's port `port` at `bind` (the
+/// EIP's `host_bind`, else every address), with `TCP_NODELAY` set, so that the outside sees the
+/// mapping's port (RFC 5382 REQ-1). `SO_REUSEADDR` lets the flows of one mapping share the port
+/// towards different destinations. When the host has the port in use (a listener, or the same
+/// destination already connected from it), the connect goes out from a port the host picks: the
+/// one thing that cannot be kept.
+fn start_connect(bind: Option<Ipv4Addr>, port: u16, dst: SocketAddrV4) -> Start {
+    let attempt = |port: u16| -> io::Result<Start> {
         let socket = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None)?;
         socket.set_tcp_nodelay(true)?;
-        if let Some(addr) = bind {
-            socket.bind(&SocketAddr::from((addr, 0)).into())?;
+        if port != 0 || bind.is_some() {
+            socket.set_reuse_address(port != 0)?;
+            let addr = bind.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            socket.bind(&SocketAddr::from((addr, port)).into())?;
         }
         match socket.connect(&SocketAddr::V4(dst).into()) {
             Ok(()) => return Ok(Start::Done(Ok(socket.into()))),
@@ -99,7 +106,17 @@ fn start_connect(bind: Option<Ipv4Addr>, dst: SocketAddrV4) -> Start {
             Err(_) => Start::Pending(socket),
         })
     };
-    attempt().unwrap_or_else(|e| Start::Done(Err(e)))
+    let taken = |e: &io::Error| {
+        matches!(
+            e.kind(),
+            io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable
+        )
+    };
+    match attempt(port) {
+        Err(e) if port != 0 && taken(&e) => attempt(0),
+        other => other,
+    }
+    .unwrap_or_else(|e| Start::Done(Err(e)))
 }
 
 /// Waits (within `timeout`; `TimedOut` past it) for a connect [`start_connect`] left pending.
@@ -286,7 +303,7 @@ impl Tcp {
             ctx.send(tcp_reset_for(syn, ident));
             return;
         }
-        let socket = match start_connect(ctx.cfg.bind_for(*key.src.ip()), key.dst) {
+        let socket = match start_connect(ctx.cfg.bind_for(*key.src.ip()), key.src.port(), key.dst) {
             Start::Done(result) => {
                 // Answered in this call: no task, and the SYN-ACK leaves with this batch.
                 let result = result.and_then(|s| {
