@@ -478,7 +478,15 @@ pub struct ConnRow {
     pub packets_in: Option<u64>,
     pub bytes_out: Option<u64>,
     pub bytes_in: Option<u64>,
+    /// `nat` through the uplink only: the host socket the flow leaves from, `ADDR:PORT` as the
+    /// outside sees it (`0.0.0.0` when bound to every address; its port may differ from
+    /// `external` only when the host had that one in use).
+    pub host_socket: Option<String>,
 }
+
+/// The host socket behind a NAT session, by protocol number, external and remote endpoint
+/// (see [`ConnRow::host_socket`]).
+pub type HostSocketOf<'a> = &'a dyn Fn(u8, (Ipv4Addr, u16), (Ipv4Addr, u16)) -> Option<String>;
 
 /// What [`connections`] found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -711,6 +719,7 @@ fn nat_row(
     table: Option<&VpcTable>,
     gateway: &str,
     s: &SessionView,
+    host_socket: HostSocketOf,
 ) -> ConnRow {
     ConnRow {
         table: ConnTable::Nat,
@@ -727,6 +736,7 @@ fn nat_row(
         idle_s: s.idle.as_secs(),
         packets_out: Some(u64::from(s.packets_out)),
         packets_in: Some(u64::from(s.packets_in)),
+        host_socket: host_socket(s.protocol.number(), s.external, s.remote),
         bytes_out: Some(s.bytes_out),
         bytes_in: Some(s.bytes_in),
     }
@@ -764,6 +774,7 @@ fn sg_row(tables: &Tables, vpc: &str, table: Option<&VpcTable>, f: &FlowView) ->
         packets_in: None,
         bytes_out: None,
         bytes_in: None,
+        host_socket: None,
     }
 }
 
@@ -773,6 +784,17 @@ pub fn connections(
     fabric: &Fabric,
     now: Instant,
     filter: &ConnFilter,
+) -> Result<ConnList, InspectError> {
+    connections_with(fabric, now, filter, &|_, _, _| None)
+}
+
+/// [`connections`], with each NAT session's host socket from `host_socket` (the running
+/// uplink's).
+pub fn connections_with(
+    fabric: &Fabric,
+    now: Instant,
+    filter: &ConnFilter,
+    host_socket: HostSocketOf,
 ) -> Result<ConnList, InspectError> {
     let r = resolve(fabric, filter)?;
     let limit = filter.limit.unwrap_or(DEFAULT_CONN_LIMIT);
@@ -798,7 +820,7 @@ pub fn connections(
                     if r.protocol_ok(s.protocol.number()) && r.instance_ok(vi, &[s.internal.0]) {
                         total += 1;
                         if rows.len() < limit {
-                            rows.push(nat_row(tables, &v.name, table, gateway, &s));
+                            rows.push(nat_row(tables, &v.name, table, gateway, &s, host_socket));
                         }
                     }
                 }

@@ -777,7 +777,7 @@ fn conntrack_list_sends_filters_and_renders_connections() {
                  "internal": "10.62.1.10:40000", "external": "203.0.113.10:1024",
                  "remote": "198.51.100.10:80", "instance": "f1", "state": "established",
                  "age_s": 3.25, "idle_s": 0.5, "packets_out": 5, "packets_in": 4,
-                 "bytes_out": 400, "bytes_in": 3000},
+                 "bytes_out": 400, "bytes_in": 3000, "host_socket": "192.0.2.10:1024"},
                 {"table": "sg", "vpc": "a", "gateway": null, "protocol": "udp",
                  "internal": "10.62.1.10:5353", "external": null,
                  "remote": "10.62.1.11:53", "instance": "a/f1", "state": "replied",
@@ -794,9 +794,9 @@ fn conntrack_list_sends_filters_and_renders_connections() {
     );
     assert_eq!(
         stdout(&out),
-        "TABLE  VPC  GATEWAY  INSTANCE  PROTOCOL  INTERNAL          EXTERNAL           REMOTE            STATE        DIRECTION  AGE_S  IDLE_S  PACKETS  BYTES\n\
-         nat    a    egress   f1        tcp       10.62.1.10:40000  203.0.113.10:1024  198.51.100.10:80  established  -          3.2    0.5     5/4      400/3000\n\
-         sg     a    -        a/f1      udp       10.62.1.10:5353   -                  10.62.1.11:53     replied      within     12     1       -        -\n\
+        "TABLE  VPC  GATEWAY  INSTANCE  PROTOCOL  INTERNAL          EXTERNAL           HOST_SOCKET      REMOTE            STATE        DIRECTION  AGE_S  IDLE_S  PACKETS  BYTES\n\
+         nat    a    egress   f1        tcp       10.62.1.10:40000  203.0.113.10:1024  192.0.2.10:1024  198.51.100.10:80  established  -          3.2    0.5     5/4      400/3000\n\
+         sg     a    -        a/f1      udp       10.62.1.10:5353   -                  -                10.62.1.11:53     replied      within     12     1       -        -\n\
          2 of 3 connections (PACKETS and BYTES are out/in; raise --limit for more)\n"
     );
 }

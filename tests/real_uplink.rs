@@ -651,3 +651,30 @@ fn a_udp_mapping_through_the_uplink_lives_as_long_as_the_gateway_says() {
         assert_eq!(heard, want);
     }
 }
+
+/// `vpcd ctl conntrack list` shows the host socket behind a NAT session through the uplink
+/// (issue 13 item 6): the EIP's `host_bind` address at the session's external port.
+#[test]
+fn conntrack_shows_the_host_socket_behind_an_uplink_mapping() {
+    if !capable("uplink_conntrack_host_socket", &["python3", "nsenter"]) {
+        return;
+    }
+    let mut run = up("vu-ct", &["--state", "{dir}/state"]);
+    late_udp_server(&mut run, 0.1, "late.log");
+    assert_eq!(hear_back(&run, 3.0), "now later");
+    let out = run
+        .vpcd()
+        .args(["ctl", "conntrack", "list", "--protocol", "udp", "--json"])
+        .output()
+        .expect("vpcd ctl");
+    assert!(out.status.success(), "{}", text(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let row = list["connections"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["table"] == "nat"))
+        .unwrap_or_else(|| panic!("no NAT session: {list}"));
+    let external = row["external"].as_str().expect("external");
+    let port = external.rsplit(':').next().expect("a port");
+    assert_eq!(row["host_socket"], format!("192.0.2.10:{port}"), "{row}");
+    run.stop();
+}

@@ -232,7 +232,16 @@ impl Shell {
 
     /// [`crate::inspect::connections`] on the running fabric.
     pub fn connections(&self, filter: &ConnFilter) -> Result<ConnList, InspectError> {
-        crate::inspect::connections(self.fabric(), self.now(), filter)
+        let Some(uplink) = self.uplink() else {
+            return crate::inspect::connections(self.fabric(), self.now(), filter);
+        };
+        let host_socket = |proto: u8, (eip, port), (ip, rport)| {
+            let public = std::net::SocketAddrV4::new(eip, port);
+            let remote = std::net::SocketAddrV4::new(ip, rport);
+            let s = uplink.uplink().host_socket(proto, public, remote)?;
+            Some(s.to_string())
+        };
+        crate::inspect::connections_with(self.fabric(), self.now(), filter, &host_socket)
     }
 
     /// [`crate::inspect::flush`] on the running fabric.

@@ -40,7 +40,7 @@ mod udp;
 
 use std::future::poll_fn;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -289,6 +289,25 @@ impl Uplink {
 
     pub fn counters(&self) -> &UplinkCounters {
         &self.counters
+    }
+
+    /// The host socket a flow of the segment (`protocol` 6 or 17, from the mapping `public` to
+    /// `remote`) leaves from: its local address as the outside sees it (`0.0.0.0` when bound to
+    /// every address). For conntrack listings.
+    pub fn host_socket(
+        &self,
+        protocol: u8,
+        public: SocketAddrV4,
+        remote: SocketAddrV4,
+    ) -> Option<SocketAddr> {
+        match protocol {
+            6 => self.tcp.host_socket(UplinkFlowKey {
+                src: public,
+                dst: remote,
+            }),
+            17 => self.udp.host_socket(public),
+            _ => None,
+        }
     }
 
     /// Flows open now (a walk of the flow tables: for metrics, not per packet).

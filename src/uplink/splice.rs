@@ -35,6 +35,13 @@ pub(crate) enum Ending {
     NeverOpened { ingress: bool },
 }
 
+impl Splice {
+    /// The host stream's local address (what the outside sees of the flow).
+    pub(crate) fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stream.local_addr().ok()
+    }
+}
+
 pub(crate) struct Splice {
     handle: SocketHandle,
     stream: TcpStream,

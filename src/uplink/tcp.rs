@@ -581,6 +581,14 @@ impl Tcp {
         })
     }
 
+    /// The host socket's local address of the open flow `key`.
+    pub(crate) fn host_socket(&self, key: UplinkFlowKey) -> Option<SocketAddr> {
+        match &self.flows.get(&key)?.state {
+            State::Open(splice) => splice.local_addr(),
+            State::Connecting { .. } => None,
+        }
+    }
+
     pub(crate) fn count_active(&self, active: &mut ActiveFlows) {
         for flow in self.flows.values() {
             match flow.state {

@@ -247,6 +247,11 @@ impl Udp {
     pub(crate) fn count_active(&self, active: &mut ActiveFlows) {
         active.udp = self.flows.len();
     }
+
+    /// The local address of the host socket behind the mapping `public`.
+    pub(crate) fn host_socket(&self, public: SocketAddrV4) -> Option<SocketAddr> {
+        self.mappings.get(&public)?.socket.local_addr().ok()
+    }
 }
 
 /// An error the kernel reports for an ICMP message about an earlier datagram (`IP_RECVERR`).
