@@ -176,3 +176,60 @@ fn endpoint_independent_filtering_is_an_open_full_cone() {
     let want = "Primary: Independent Mapping, Independent Filter, preserves ports, will hairpin";
     expect_verdict("stun full cone", "vst-open", nat, want);
 }
+
+/// coturn's RFC 5780 client against coturn's server (which returns OTHER-ADDRESS when it listens
+/// on two addresses) classifies the rfc profile the same way: an endpoint-independent mapping and
+/// address-and-port-dependent filtering.
+#[test]
+fn rfc5780_discovery_agrees_on_the_rfc_profile() {
+    if !capable("stun rfc5780", &["turnserver", "turnutils_natdiscovery"]) {
+        return;
+    }
+    let mut run = Run::up("vst-5780", &topology(r#"profile = "rfc""#));
+    let pidfile = run.dir.join("turnserver.pid");
+    let server = [
+        "turnserver",
+        "-c",
+        "/dev/null",
+        "--listening-ip",
+        STUN,
+        "--listening-ip",
+        STUN_OTHER,
+        "--no-auth",
+        "--no-tls",
+        "--no-dtls",
+        "--stun-only",
+        "--no-cli",
+        "--log-file",
+        "stdout",
+        "--pidfile",
+        pidfile.to_str().expect("a UTF-8 path"),
+    ];
+    run.spawn("internet/stun", &server, "turnserver.log");
+    assert!(
+        run.wait_log(
+            "turnserver.log",
+            "Total General servers",
+            Duration::from_secs(10)
+        ),
+        "turnserver: {}",
+        run.log("turnserver.log")
+    );
+    let out = run.exec_timeout(
+        "n/f1",
+        &["turnutils_natdiscovery", "-m", "-f", "-H", STUN],
+        Duration::from_secs(30),
+    );
+    let all = text(&out);
+    let verdicts: Vec<&str> = all.lines().filter(|l| l.starts_with("NAT with")).collect();
+    println!("rfc5780: {verdicts:?}");
+    run.stop();
+    assert!(
+        verdicts.contains(&"NAT with Endpoint Independent Mapping!"),
+        "{all}"
+    );
+    assert!(
+        verdicts.contains(&"NAT with Address and Port Dependent Filtering!"),
+        "{all}"
+    );
+}
