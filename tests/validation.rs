@@ -3312,3 +3312,23 @@ error: bad.toml: 3 problems, nothing was loaded
 "##
     );
 }
+
+#[test]
+fn a_per_source_rate_of_zero_is_refused() {
+    let text = TWO_TENANTS.replace(
+        "eips = [\"nat-a\"]\n",
+        "eips = [\"nat-a\"]\nnew_connections_per_second_per_source = 0\n",
+    );
+    let e = err(&text);
+    assert!(
+        e.contains(
+            "NAT gateway settings are inconsistent: new_connections_per_second_per_source must be at least 1"
+        ),
+        "{e}"
+    );
+    let ok_text = TWO_TENANTS.replace(
+        "eips = [\"nat-a\"]\n",
+        "eips = [\"nat-a\"]\nnew_connections_per_second_per_source = 200\n",
+    );
+    ok(&ok_text);
+}

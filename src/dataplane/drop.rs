@@ -43,6 +43,7 @@ nat_drops! {
     TableFull => "nat_table_full", "the connection table is full; existing flows are kept, new ones refused";
     QuotaConnections => "nat_quota_connections", "the instance has reached its limit of simultaneous connections";
     QuotaRate => "nat_quota_rate", "the instance opened too many new connections this second";
+    SourceRate => "nat_source_rate", "this outside source opened too many new inbound flows this second (a flood from one address cannot take the gateway)";
     PortAllocation => "nat_port_allocation", "no free external port on the EIP (ErrorPortAllocation)";
     NoMapping => "nat_no_mapping", "no session, mapping or DNAT rule for this inbound packet";
     Filtered => "nat_filtered", "the mapping's filtering behaviour does not admit this remote endpoint";
@@ -147,6 +148,7 @@ drop_reasons! {
         NatTableFull => TableFull;
         NatQuotaConnections => QuotaConnections;
         NatQuotaRate => QuotaRate;
+        NatSourceRate => SourceRate;
         NatPortAllocation => PortAllocation;
         NatNoMapping => NoMapping;
         NatFiltered => Filtered;

@@ -598,6 +598,11 @@ pub struct NatGateway {
     pub max_connections_per_instance: Option<Spanned<u32>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_connections_per_second_per_instance: Option<Spanned<u32>>,
+    /// New inbound-initiated flows (DNAT, filtering admitting a new remote) one outside source
+    /// address may open per second; default
+    /// [`crate::dataplane::nat::config::DEFAULT_NEW_PER_SOURCE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_connections_per_second_per_source: Option<Spanned<u32>>,
     /// Seconds a freed external port waits before another flow may use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_reuse_delay: Option<Spanned<u32>>,

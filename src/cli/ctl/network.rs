@@ -596,6 +596,9 @@ pub struct NatBehaviour {
     /// Rate limit on one instance's new connections.
     #[arg(long, value_name = "N")]
     new_connections_per_second_per_instance: Option<u32>,
+    /// Rate limit on one outside source's new inbound connections (default 5000).
+    #[arg(long, value_name = "N")]
+    new_connections_per_second_per_source: Option<u32>,
     /// Seconds a freed external port waits before another flow may use it.
     #[arg(long, value_name = "SECONDS")]
     port_reuse_delay: Option<u32>,
@@ -628,6 +631,10 @@ impl NatBehaviour {
             (
                 "new_connections_per_second_per_instance",
                 json!(self.new_connections_per_second_per_instance),
+            ),
+            (
+                "new_connections_per_second_per_source",
+                json!(self.new_connections_per_second_per_source),
             ),
             ("port_reuse_delay", json!(self.port_reuse_delay)),
             ("early_drop", json!(self.early_drop)),

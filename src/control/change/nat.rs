@@ -58,6 +58,9 @@ pub struct AddNatGateway {
     pub max_connections_per_instance: Option<u32>,
     #[serde(default)]
     pub new_connections_per_second_per_instance: Option<u32>,
+    /// New inbound flows one outside source address may open per second (default 5000).
+    #[serde(default)]
+    pub new_connections_per_second_per_source: Option<u32>,
     /// Seconds a freed external port waits before another flow may use it.
     #[serde(default)]
     pub port_reuse_delay: Option<u32>,
@@ -254,6 +257,9 @@ impl AddNatGateway {
             max_connections_per_instance: self.max_connections_per_instance.map(sp),
             new_connections_per_second_per_instance: self
                 .new_connections_per_second_per_instance
+                .map(sp),
+            new_connections_per_second_per_source: self
+                .new_connections_per_second_per_source
                 .map(sp),
             port_reuse_delay: self.port_reuse_delay.map(sp),
             early_drop: self.early_drop.map(sp),

@@ -33,6 +33,11 @@
 
 use std::time::Duration;
 
+/// New inbound flows per outside source address per second a gateway admits by default: far
+/// above what one legitimate client opens (a load generator from one address opening more
+/// raises it), far below a flood (hping3 sends about 190,000 SYNs per second here).
+pub const DEFAULT_NEW_PER_SOURCE: u32 = 5000;
+
 /// A preset of behaviours and timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Profile {
@@ -152,6 +157,11 @@ pub struct NatConfig {
     pub per_instance_max_conns: Option<u32>,
     /// Most new sessions one owner may open per second (a fixed one-second window).
     pub per_instance_new_per_sec: Option<u32>,
+    /// Most new inbound-initiated sessions (DNAT, or an endpoint-independent filter admitting a
+    /// new remote) one outside source address may open per second: a SYN or UDP flood from one
+    /// address is refused here, before it makes state or reaches the instance, while other
+    /// sources keep opening theirs. [`DEFAULT_NEW_PER_SOURCE`] unless set; `None`: no limit.
+    pub per_source_new_per_sec: Option<u32>,
     /// How long an external port stays reserved after its last session ended, so that a remote
     /// still in TIME_WAIT (or with packets in flight) does not see a new flow on the old port.
     /// RFC 6146's 4-minute TCP TIME_WAIT is the model; 120 s (2 MSL as Linux and Cloud NAT use)
@@ -190,6 +200,7 @@ impl NatConfig {
             max_entries: 1 << 20,
             per_instance_max_conns: None,
             per_instance_new_per_sec: None,
+            per_source_new_per_sec: Some(DEFAULT_NEW_PER_SOURCE),
             port_reuse_delay: Duration::from_secs(120),
             early_drop_transitory: false,
             icmp_prohibited_on_full: false,
@@ -229,6 +240,9 @@ impl NatConfig {
         }
         if self.max_entries == 0 || self.max_entries > u32::MAX as usize / 2 {
             return Err("max_entries must be between 1 and 2^31 - 1");
+        }
+        if self.per_source_new_per_sec == Some(0) {
+            return Err("per_source_new_per_sec must be at least 1 (leave it out for the default)");
         }
         if self.fragment_entries == 0 || self.fragment_entries > 1 << 20 {
             return Err("fragment_entries must be between 1 and 2^20");

@@ -35,6 +35,7 @@ pub mod alloc;
 pub mod config;
 pub mod conntrack;
 pub mod frag;
+mod sources;
 pub mod translate;
 
 use std::net::Ipv4Addr;
@@ -48,6 +49,7 @@ use alloc::{AllocError, PortAllocator};
 use config::{Filtering, Mapping, NatConfig};
 use conntrack::{ConnTrack, NONE, NewSession, TCP_ACK, TCP_RST, TCP_SYN, tick};
 use frag::{FragKey, FragTable};
+use sources::SourceLimiter;
 use translate::{AddrField, Frag, L4, Parsed};
 
 pub use super::drop::NatDrop;
@@ -176,6 +178,7 @@ impl NatCounters {
             NatDrop::TableFull,
             NatDrop::QuotaConnections,
             NatDrop::QuotaRate,
+            NatDrop::SourceRate,
             NatDrop::PortAllocation,
             NatDrop::NoEip,
         ]
@@ -220,6 +223,8 @@ pub struct NatGateway {
     dnat: HashMap<(Proto, u32, u16), DnatTarget, FixedState>,
     one_to_one_by_eip: HashMap<u32, u32, FixedState>,
     one_to_one_by_int: HashMap<u32, u32, FixedState>,
+    /// New inbound flows per outside source per second.
+    sources: SourceLimiter,
     counters: NatCounters,
 }
 
@@ -261,6 +266,7 @@ impl NatGateway {
             dnat: HashMap::with_hasher(FixedState::with_seed(seed ^ 1)),
             one_to_one_by_eip: HashMap::with_hasher(FixedState::with_seed(seed ^ 2)),
             one_to_one_by_int: HashMap::with_hasher(FixedState::with_seed(seed ^ 3)),
+            sources: SourceLimiter::new(config.per_source_new_per_sec, seed ^ 4),
             counters: NatCounters::default(),
             config,
         })
@@ -636,6 +642,9 @@ impl NatGateway {
         if self.ct.lookup_out(proto, int, rem).is_some() {
             return Err(NatDrop::Conflict);
         }
+        if !self.sources.admit(rem.0, now) {
+            return Err(NatDrop::SourceRate);
+        }
         self.ct.admit(owner, now, &mut self.alloc)?;
         let i = self.ct.insert(
             NewSession {
@@ -732,6 +741,7 @@ impl NatGateway {
                 NatDrop::TableFull
                     | NatDrop::QuotaConnections
                     | NatDrop::QuotaRate
+                    | NatDrop::SourceRate
                     | NatDrop::PortAllocation
                     | NatDrop::NoEip
             )
@@ -745,6 +755,7 @@ impl NatGateway {
             + self.dnat.allocation_size()
             + self.one_to_one_by_eip.allocation_size()
             + self.one_to_one_by_int.allocation_size()
+            + self.sources.allocation_size()
     }
 
     /// The SNAT pool.

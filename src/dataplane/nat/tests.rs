@@ -1246,3 +1246,51 @@ proptest! {
         let _ = if inbound { g.inbound(t(1), &mut p) } else { g.outbound(t(1), 1, &mut p) };
     }
 }
+
+/// Issue 14: a SYN flood from one outside address to a DNAT port opens at most
+/// `per_source_new_per_sec` sessions a second (the rest are refused before they make state);
+/// another source is not held back, and the next second the flooder gets its share again.
+#[test]
+fn inbound_new_flows_are_limited_per_source() {
+    let mut g = gw(NatConfig {
+        per_source_new_per_sec: Some(5),
+        ..NatConfig::default()
+    });
+    g.add_dnat(DnatRule {
+        external: (ip(EIP1), 80),
+        protocol: Some(Proto::Tcp),
+        internal: (ip(H2), 8080),
+        owner: 2,
+    })
+    .unwrap();
+    let admitted = (0..100u16)
+        .filter(|i| inb(&mut g, 3, &tcp(R1, 10_000 + i, EIP1, 80, SYN)).is_ok())
+        .count();
+    assert_eq!(admitted, 5);
+    assert_eq!(g.counters().drops(NatDrop::SourceRate), 95);
+    assert_eq!(
+        g.counters().active_sessions,
+        5,
+        "refused SYNs made no state"
+    );
+    assert!(
+        inb(&mut g, 3, &tcp(R2, 4000, EIP1, 80, SYN)).is_ok(),
+        "another source"
+    );
+    assert!(
+        inb(&mut g, 4, &tcp(R1, 20_000, EIP1, 80, SYN)).is_ok(),
+        "the next second"
+    );
+    // Established flows of the flooder are not touched by the limit.
+    assert!(inb(&mut g, 3, &tcp(R1, 10_000, EIP1, 80, ACK)).is_ok());
+    // The default is generous, and 0 is refused.
+    assert_eq!(
+        NatConfig::default().per_source_new_per_sec,
+        Some(config::DEFAULT_NEW_PER_SOURCE)
+    );
+    let zero = NatConfig {
+        per_source_new_per_sec: Some(0),
+        ..NatConfig::default()
+    };
+    assert!(zero.validate().is_err());
+}

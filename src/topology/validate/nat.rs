@@ -138,6 +138,9 @@ impl Checker<'_> {
         if let Some(n) = &g.new_connections_per_second_per_instance {
             c.per_instance_new_per_sec = Some(*n.get_ref());
         }
+        if let Some(n) = &g.new_connections_per_second_per_source {
+            c.per_source_new_per_sec = Some(*n.get_ref());
+        }
         if let Some(n) = &g.port_reuse_delay {
             c.port_reuse_delay = Duration::from_secs(u64::from(*n.get_ref()));
         }
@@ -193,6 +196,10 @@ impl Checker<'_> {
                     problem
                         .replace("ports_per_owner", "ports_per_instance")
                         .replace("max_entries", "max_connections")
+                        .replace(
+                            "per_source_new_per_sec",
+                            "new_connections_per_second_per_source"
+                        )
                 ),
                 "fix the value it names (see topologies/README.md, NAT gateways)",
             );

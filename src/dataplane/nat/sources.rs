@@ -1,0 +1,110 @@
+//! Admission of new inbound-initiated flows per outside source address: at most
+//! [`NatConfig::per_source_new_per_sec`](super::config::NatConfig::per_source_new_per_sec) per
+//! source per second (a fixed one-second window, as the per-instance rate quota has). A SYN or
+//! UDP flood from one address is refused before it makes a session or reaches the instance;
+//! every other source keeps its own share.
+//!
+//! Bounded memory whatever the sources: a direct-mapped table of [`SLOTS`] windows indexed by a
+//! keyed hash of the address, made on the first inbound flow (a gateway that only translates
+//! outbound never has one). Two sources that meet in one slot within one second share its count,
+//! so the bound errs on the side of refusing; with sources spread over the slots that is rare,
+//! and it can never let a source through more than the limit.
+
+use std::hash::BuildHasher;
+
+use foldhash::fast::FixedState;
+
+/// Windows in the table (a power of two).
+pub const SLOTS: usize = 4096;
+
+/// The flows counted in one slot during one second.
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    second: u32,
+    count: u32,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SourceLimiter {
+    /// `None`: no limit.
+    max: Option<u32>,
+    windows: Vec<Window>,
+    hasher: FixedState,
+}
+
+impl SourceLimiter {
+    pub(crate) fn new(max: Option<u32>, seed: u64) -> SourceLimiter {
+        SourceLimiter {
+            max,
+            windows: Vec::new(),
+            hasher: FixedState::with_seed(seed),
+        }
+    }
+
+    /// Whether source `src` may open one more inbound flow in second `now` (and counts it).
+    pub(crate) fn admit(&mut self, src: u32, now: u32) -> bool {
+        let Some(max) = self.max else {
+            return true;
+        };
+        if self.windows.is_empty() {
+            self.windows = vec![Window::default(); SLOTS];
+        }
+        let i = (self.hasher.hash_one(src) as usize) & (SLOTS - 1);
+        let w = &mut self.windows[i];
+        if w.second != now {
+            *w = Window {
+                second: now,
+                count: 0,
+            };
+        }
+        if w.count >= max {
+            return false;
+        }
+        w.count += 1;
+        true
+    }
+
+    /// Bytes the table holds.
+    pub(crate) fn allocation_size(&self) -> usize {
+        self.windows.capacity() * std::mem::size_of::<Window>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_gets_its_limit_per_second_and_others_keep_theirs() {
+        let mut l = SourceLimiter::new(Some(3), 7);
+        let (flood, other) = (0xc633_640a, 0xc633_640b);
+        assert_eq!((0..5).filter(|_| l.admit(flood, 10)).count(), 3);
+        assert!(
+            l.admit(other, 10),
+            "another source is not limited by the flood"
+        );
+        assert!(l.admit(flood, 11), "a new second, a new window");
+    }
+
+    #[test]
+    fn without_a_limit_everything_is_admitted_and_nothing_is_allocated() {
+        let mut l = SourceLimiter::new(None, 7);
+        assert!((0..10_000).all(|i| l.admit(1, i / 100)));
+        assert_eq!(l.allocation_size(), 0);
+    }
+
+    #[test]
+    fn many_sources_never_grow_the_table_and_none_exceeds_the_limit() {
+        let mut l = SourceLimiter::new(Some(2), 7);
+        let mut admitted = std::collections::HashMap::new();
+        for round in 0..3 {
+            for src in 0..100_000u32 {
+                if l.admit(src, 5) {
+                    *admitted.entry(src).or_insert(0) += 1;
+                }
+            }
+            assert!(l.allocation_size() <= SLOTS * 8, "round {round}");
+        }
+        assert!(admitted.values().all(|&n| n <= 2));
+    }
+}
