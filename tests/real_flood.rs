@@ -1,0 +1,117 @@
+//! Fair and safe under a flood (issue 14, item 6), with real programs (root; CI installs
+//! hping3): an internet host SYN-floods a function's DNAT'd EIP port with `hping3 --flood` for a
+//! bounded time (`timeout`: hping3 ignores `-c` in flood mode), while another internet host keeps opening new connections to the same
+//! port and fetching a page. The legitimate client must keep being answered (a loose bound: CI
+//! machines are noisy), the flood must be refused per source (`nat_source_rate`) rather than fill
+//! the connection table, and vpcd must still be serving afterwards.
+
+mod real_support;
+
+use std::time::{Duration, Instant};
+
+use real_support::{Run, capable, metric, text};
+
+const EIP: &str = "203.0.113.44";
+const ATTACKER: &str = "198.51.100.66";
+const CLIENT: &str = "198.51.100.10";
+/// How long the flood lasts.
+const FLOOD_SECS: u64 = 3;
+
+/// A function serving HTTP on 8080 behind DNAT tcp:80 of its gateway's EIP, an attacker and a
+/// client on the internet.
+fn topology() -> String {
+    format!(
+        r#"
+[[vpc]]
+name = "v"
+cidr = "10.67.0.0/16"
+subnet = [
+  {{ name = "fn", cidr = "10.67.1.0/24", route_table = "private" }},
+  {{ name = "public", cidr = "10.67.9.0/24" }},
+]
+route_table = [ {{ name = "private", routes = [ {{ destination = "0.0.0.0/0", target = "nat:egress" }} ] }} ]
+security_group = [ {{ name = "web", ingress = [ {{ protocol = "tcp", ports = "8080", peer = "0.0.0.0/0" }} ] }} ]
+instance = [ {{ name = "f1", subnet = "fn", ip = "10.67.1.10", security_groups = ["web"] }} ]
+nat_gateway = [ {{ name = "egress", subnet = "public", eips = ["gw"], snat = [ {{ source = "10.67.0.0/16" }} ],
+  dnat = [ {{ eip = "gw", protocol = "tcp", port = 80, instance = "f1", instance_port = 8080 }} ] }} ]
+
+[[eip]]
+name = "gw"
+address = "{EIP}"
+
+[internet]
+cidr = "198.51.100.0/24"
+host = [ {{ name = "attacker", ip = "{ATTACKER}" }}, {{ name = "client", ip = "{CLIENT}" }} ]
+"#
+    )
+}
+
+#[test]
+fn a_syn_flood_from_one_source_is_refused_and_a_legitimate_client_keeps_being_answered() {
+    if !capable("syn flood", &["hping3", "curl", "python3"]) {
+        return;
+    }
+    let mut run = Run::up_with("vfl", &topology(), &["--state", "{dir}/state"]);
+    run.http_server("v/f1", "10.67.1.10", 8080, "hello from f1\n");
+    let url = format!("http://{EIP}/");
+    assert!(
+        run.curl("internet/client", &url).is_ok(),
+        "before the flood"
+    );
+    let secs = FLOOD_SECS.to_string();
+    let flood = run.spawn(
+        "internet/attacker",
+        &[
+            "timeout", &secs, "hping3", "-q", "-S", "-p", "80", "--flood", EIP,
+        ],
+        "hping3.log",
+    );
+    // New connections from the client while the flood runs, one after the other.
+    let started = Instant::now();
+    let (mut answered, mut failed) = (0u32, Vec::new());
+    while started.elapsed() < Duration::from_secs(FLOOD_SECS) {
+        let out = run.exec_timeout(
+            "internet/client",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &url,
+            ],
+            Duration::from_secs(5),
+        );
+        if out.status.success() && String::from_utf8_lossy(&out.stdout) == "200" {
+            answered += 1;
+        } else {
+            failed.push(text(&out));
+        }
+    }
+    assert!(
+        run.wait_background(flood, Duration::from_secs(10))
+            .is_some(),
+        "hping3 ran past its bound"
+    );
+    let m = run.metrics();
+    let refused = metric(&m, "vpcd_drops_total", &[("reason", "nat_source_rate")]).unwrap_or(0.0);
+    println!(
+        "{}: {answered} connections answered, {} failed during the flood; {refused} SYNs refused \
+         per source; hping3: {}",
+        run.name,
+        failed.len(),
+        run.log("hping3.log").trim()
+    );
+    assert!(refused > 0.0, "the flood was not limited per source:\n{m}");
+    // Loose: most new connections are answered while the flood runs.
+    let total = answered as usize + failed.len();
+    assert!(
+        answered as usize * 10 >= total * 9 && answered > 0,
+        "{answered} of {total} answered: {failed:?}"
+    );
+    assert!(run.curl("internet/client", &url).is_ok(), "after the flood");
+    run.stop();
+}
