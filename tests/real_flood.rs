@@ -106,10 +106,11 @@ fn a_syn_flood_from_one_source_is_refused_and_a_legitimate_client_keeps_being_an
         run.log("hping3.log").trim()
     );
     assert!(refused > 0.0, "the flood was not limited per source:\n{m}");
-    // Loose: most new connections are answered while the flood runs.
+    // Loose (the flood, vpcd and every curl share two cores here): at least three in four new
+    // connections are answered while the flood runs (issue 14 measured 7 in 10 before the limit).
     let total = answered as usize + failed.len();
     assert!(
-        answered as usize * 10 >= total * 9 && answered > 0,
+        answered as usize * 4 >= total * 3 && answered > 0,
         "{answered} of {total} answered: {failed:?}"
     );
     assert!(run.curl("internet/client", &url).is_ok(), "after the flood");
