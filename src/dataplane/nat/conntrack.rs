@@ -74,6 +74,9 @@ const RST: u8 = 16;
 const SEEN_OUT: u8 = 32;
 const SEEN_IN: u8 = 64;
 const FREE: u8 = 128;
+/// In [`Session::created`] (ticks stay below `MAX_TICK` = 2^30): the remote opened the session
+/// (a DNAT rule, or a filter that admitted a new remote).
+const OPENED_IN: u32 = 1 << 31;
 
 pub(crate) use crate::dataplane::packet::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
@@ -100,6 +103,7 @@ pub(crate) struct Session {
     pub(crate) owner: u32,
     /// The mapping index, or [`NONE`]; in a free slot, the next free slot.
     mapping: u32,
+    /// The tick it was made, with [`OPENED_IN`] when the remote opened it.
     created: u32,
     last_seen: u32,
     /// The tick of this session's live wheel entry.
@@ -113,6 +117,23 @@ pub(crate) struct Session {
 impl Session {
     fn is_free(&self) -> bool {
         self.flags & FREE != 0
+    }
+
+    fn created_at(&self) -> u32 {
+        self.created & !OPENED_IN
+    }
+
+    /// Its state. A TCP session the remote opened stays half-open ([`SessionState::SynReceived`],
+    /// with the transitory timeout and early drop) until the remote's second packet (the
+    /// handshake's last ACK): a SYN flood whose SYN/ACKs the instance answers makes no
+    /// established sessions, which would hold the table for hours.
+    fn state(&self) -> SessionState {
+        match state_of(self.proto, self.flags) {
+            SessionState::Established if self.created & OPENED_IN != 0 && self.pkts_in < 2 => {
+                SessionState::SynReceived
+            }
+            s => s,
+        }
     }
 }
 
@@ -232,6 +253,8 @@ pub(crate) struct NewSession {
     pub(crate) rem: (u32, u16),
     pub(crate) owner: u32,
     pub(crate) mapping: u32,
+    /// The remote opened it (see [`Session::state`]).
+    pub(crate) opened_in: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -441,7 +464,7 @@ impl ConnTrack {
     }
 
     fn timeout(&self, s: &Session) -> u32 {
-        match state_of(s.proto, s.flags) {
+        match s.state() {
             SessionState::Udp => self.t_udp,
             SessionState::UdpStream => self.t_udp_stream,
             SessionState::IcmpQuery => self.t_icmp,
@@ -508,7 +531,7 @@ impl ConnTrack {
             let i = self.early_cursor % n;
             self.early_cursor = self.early_cursor.wrapping_add(1);
             let s = &self.sessions[i as usize];
-            if !s.is_free() && state_of(s.proto, s.flags).early_droppable() {
+            if !s.is_free() && s.state().early_droppable() {
                 self.remove(i, now, alloc);
                 self.early_dropped += 1;
                 return true;
@@ -610,7 +633,7 @@ impl ConnTrack {
             flags: 0,
             owner: n.owner,
             mapping: n.mapping,
-            created: now,
+            created: now | if n.opened_in { OPENED_IN } else { 0 },
             last_seen: now,
             sched: 0,
             pkts_out: 0,
@@ -859,8 +882,8 @@ impl ConnTrack {
                 external: v4(s.ext_ip, s.ext_port),
                 remote: v4(s.rem_ip, s.rem_port),
                 owner: s.owner,
-                state: state_of(s.proto, s.flags),
-                age: Duration::from_secs(u64::from(now.saturating_sub(s.created))),
+                state: s.state(),
+                age: Duration::from_secs(u64::from(now.saturating_sub(s.created_at()))),
                 idle: Duration::from_secs(u64::from(now.saturating_sub(s.last_seen))),
                 packets_out: s.pkts_out,
                 packets_in: s.pkts_in,
@@ -874,8 +897,7 @@ impl ConnTrack {
     /// The state of session `i`.
     #[cfg(test)]
     pub(crate) fn state(&self, i: u32) -> SessionState {
-        let s = &self.sessions[i as usize];
-        state_of(s.proto, s.flags)
+        self.sessions[i as usize].state()
     }
 
     /// Bytes held by the table, computed from capacities: slabs, index tables, wheel, owner and
@@ -931,6 +953,7 @@ mod tests {
                 rem: (rem, 53),
                 owner: 0,
                 mapping: m,
+                opened_in: false,
             },
             now,
         );
@@ -1002,6 +1025,7 @@ mod tests {
                 rem: (2, 80),
                 owner: 0,
                 mapping: NONE,
+                opened_in: false,
             },
             0,
         );
@@ -1027,6 +1051,7 @@ mod tests {
                 rem: (2, 80),
                 owner: 0,
                 mapping: NONE,
+                opened_in: false,
             },
             0,
         );

@@ -543,6 +543,7 @@ impl NatGateway {
                 rem,
                 owner,
                 mapping,
+                opened_in: false,
             },
             now,
         );
@@ -654,6 +655,7 @@ impl NatGateway {
                 rem,
                 owner,
                 mapping,
+                opened_in: true,
             },
             now,
         );

@@ -1247,22 +1247,28 @@ proptest! {
     }
 }
 
+/// A gateway with `c` forwarding EIP1 tcp:80 to H2:8080 (owner 2).
+fn web_behind_dnat(c: NatConfig) -> NatGateway {
+    let mut g = gw(c);
+    let rule = DnatRule {
+        external: (ip(EIP1), 80),
+        protocol: Some(Proto::Tcp),
+        internal: (ip(H2), 8080),
+        owner: 2,
+    };
+    g.add_dnat(rule).unwrap();
+    g
+}
+
 /// Issue 14: a SYN flood from one outside address to a DNAT port opens at most
 /// `per_source_new_per_sec` sessions a second (the rest are refused before they make state);
 /// another source is not held back, and the next second the flooder gets its share again.
 #[test]
 fn inbound_new_flows_are_limited_per_source() {
-    let mut g = gw(NatConfig {
+    let mut g = web_behind_dnat(NatConfig {
         per_source_new_per_sec: Some(5),
         ..NatConfig::default()
     });
-    g.add_dnat(DnatRule {
-        external: (ip(EIP1), 80),
-        protocol: Some(Proto::Tcp),
-        internal: (ip(H2), 8080),
-        owner: 2,
-    })
-    .unwrap();
     let admitted = (0..100u16)
         .filter(|i| inb(&mut g, 3, &tcp(R1, 10_000 + i, EIP1, 80, SYN)).is_ok())
         .count();
@@ -1293,4 +1299,36 @@ fn inbound_new_flows_are_limited_per_source() {
         ..NatConfig::default()
     };
     assert!(zero.validate().is_err());
+}
+
+/// Issue 14: a session the remote opened (DNAT) stays half-open until the remote completes the
+/// handshake, however often the instance answers SYN/ACK: a SYN flood that never ACKs holds only
+/// half-open sessions (transitory timeout, early-droppable), never established ones.
+#[test]
+fn an_inbound_session_is_half_open_until_the_remote_acks() {
+    let mut g = web_behind_dnat(NatConfig::default());
+    inb(&mut g, 0, &tcp(R1, 5555, EIP1, 80, SYN)).unwrap();
+    for _ in 0..3 {
+        out(&mut g, 0, &tcp(H2, 8080, R1, 5555, SYNACK));
+    }
+    assert_eq!(state_of(&g, 0), SessionState::SynReceived);
+    let v = g.sessions(t(0)).next().unwrap();
+    assert_eq!(
+        v.age,
+        Duration::ZERO,
+        "the opened-by-remote mark is not part of its age"
+    );
+    // Transitory timeout (rfc: 240 s), not the 7440 s of an established session.
+    g.handle_timeout(t(242));
+    assert_eq!(g.sessions(t(242)).count(), 0, "expired as half-open");
+    inb(&mut g, 300, &tcp(R1, 5556, EIP1, 80, SYN)).unwrap();
+    out(&mut g, 300, &tcp(H2, 8080, R1, 5556, SYNACK));
+    inb(&mut g, 300, &tcp(R1, 5556, EIP1, 80, ACK)).unwrap();
+    assert_eq!(state_of(&g, 300), SessionState::Established);
+    g.handle_timeout(t(300 + 242));
+    assert_eq!(
+        g.sessions(t(300 + 242)).count(),
+        1,
+        "established: the long timeout"
+    );
 }
