@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use super::forward::{Forwarding, PortSlot, TunPort, poll_waits};
+use super::forward::{Forwarding, PortSlot, TunPort, next_budget, poll_waits};
 use super::observing::{
     CaptureStatus, FlowLogStatus, ObserveControlError, ObserveStatus, PreparedCapture,
     PreparedFlowLog, Sinks, StoppedCapture, StoppedFlowLog,
@@ -513,7 +513,8 @@ impl Shell {
             .min()
     }
 
-    /// Reads one batch from a TUN port and forwards each packet. A port with offload hands each
+    /// Reads one batch from a TUN port (at most its budget, [`BATCH`] unless the fabric has been
+    /// dropping its packets: [`next_budget`]) and forwards each packet. A port with offload hands each
     /// packet (or superpacket) with its `virtio_net_hdr`, read into the headroom and decoded
     /// into the packet's metadata; without, the packet is read after the headroom.
     fn drain(&mut self, ingress: PortId) {
@@ -522,8 +523,9 @@ impl Shell {
         };
         let vnet = t.vnet();
         let start = if vnet { 0 } else { HEADROOM };
+        let budget = t.budget.clamp(1, BATCH);
         let mut n = 0;
-        while n < BATCH {
+        while n < budget {
             // A raw read (the device has no packet information): the header, if any, first.
             match t.device().try_recv(&mut self.bufs[n][start..]) {
                 Ok(got) if !vnet => {
@@ -564,10 +566,15 @@ impl Shell {
         self.fwd.stats.batches += 1;
         self.fwd.stats.batched_packets += n as u64;
         let now = self.now();
+        let mut dropped = 0;
         for k in 0..n {
-            let _ = self
+            let v = self
                 .fwd
                 .forward(now, ingress, &mut self.bufs[k], self.lens[k], self.metas[k]);
+            dropped += usize::from(matches!(v, Verdict::Drop(_)));
+        }
+        if let Some(PortSlot::Tun(t)) = self.fwd.ports.get_mut(ingress.index()) {
+            t.budget = next_budget(t.budget, n, dropped);
         }
     }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::task::Context;
 
 use super::sim_port::SimPort;
-use super::tx::{BufPool, HEADROOM, TxQueue, TxWriters};
+use super::tx::{BATCH, BufPool, HEADROOM, TxQueue, TxWriters};
 use super::uplink_port::UplinkPort;
 use crate::dataplane::offload::coalesce::Takes;
 use crate::dataplane::offload::vnet::{self, VNET_HDR_LEN};
@@ -42,6 +42,10 @@ pub struct TunPort {
     pub(super) readable: bool,
     /// The egress port whose queue this port's packets filled: not read again until it has room.
     pub(super) waits_for: Option<PortId>,
+    /// Packets read from it per wake-up ([`next_budget`]): a port whose packets the fabric drops
+    /// is read less, so its excess waits (and is dropped) in the kernel's TUN queue at no cost
+    /// to the loop, and the other ports keep their share.
+    pub(super) budget: usize,
 }
 
 impl TunPort {
@@ -56,6 +60,7 @@ impl TunPort {
             udp_gso: vnet && udp_gso,
             readable: true,
             waits_for: None,
+            budget: BATCH,
         }
     }
 
@@ -81,6 +86,26 @@ impl TunPort {
             None | Some(GsoKind::TcpV4) => true,
             Some(GsoKind::Udp) => self.udp_gso,
         }
+    }
+}
+
+/// The fewest packets a port is read per wake-up, however much of it is dropped.
+pub const MIN_BUDGET: usize = 4;
+
+/// A port's read budget after a batch of `read` packets of which the fabric dropped `dropped`:
+/// halved (down to [`MIN_BUDGET`]) when at least three in four were dropped — a flood of what
+/// no rule admits, from an attacker or a broken guest — doubled back (up to [`BATCH`]) when
+/// fewer than one in four were, unchanged in between. A port the fabric forwards is never held
+/// back.
+pub fn next_budget(budget: usize, read: usize, dropped: usize) -> usize {
+    if read == 0 {
+        budget
+    } else if dropped * 4 >= read * 3 {
+        (budget / 2).max(MIN_BUDGET)
+    } else if dropped * 4 < read {
+        (budget * 2).min(BATCH)
+    } else {
+        budget
     }
 }
 
@@ -396,4 +421,30 @@ fn each_segment(
         stats.segmented_segments += segments;
     }
     refused
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_whose_packets_are_dropped_is_read_less_and_recovers_when_forwarded() {
+        let mut b = BATCH;
+        for _ in 0..10 {
+            b = next_budget(b, b, b);
+        }
+        assert_eq!(b, MIN_BUDGET, "a flood of drops is read four at a time");
+        b = next_budget(b, b, 1);
+        assert_eq!(b, MIN_BUDGET, "one in four dropped: held");
+        for _ in 0..10 {
+            b = next_budget(b, b, 0);
+        }
+        assert_eq!(b, BATCH, "forwarded again: the full batch");
+        assert_eq!(
+            next_budget(BATCH, BATCH, BATCH / 8),
+            BATCH,
+            "a few drops change nothing"
+        );
+        assert_eq!(next_budget(16, 0, 0), 16, "nothing read: unchanged");
+    }
 }
