@@ -2,8 +2,9 @@
 # scripts/bench-flood.sh — issue 14's scenario side by side (root): an internet host SYN-floods a
 # function's DNAT'd port with hping3 (one source address, every source port) while another
 # internet host downloads from the same function and keeps opening new connections to it.
-# Peers: vpcd (DNAT on its NAT gateway's EIP) and kernel-nat (nftables DNAT in a router
-# namespace R). For each, a quiet phase and a flood phase of FLOOD_SECONDS each measure the
+# Peers: vpcd (DNAT on its NAT gateway's EIP; also `vpcd-tenant2`: a second tenant's download
+# through its own gateway while the first tenant is flooded) and kernel-nat (nftables DNAT in a
+# router namespace R). For each, a quiet phase and a flood phase of FLOOD_SECONDS each measure the
 # client's download rate (curl) and its new connections answered within 1 s (a Python loop);
 # prints each figure, the flood/quiet ratios, and vpcd's RSS and NAT sessions after the flood.
 #
@@ -26,6 +27,7 @@ PIDS=()
 ATTACKER=198.51.100.66
 CLIENT=198.51.100.10
 EIP=203.0.113.44
+EIP2=203.0.113.45
 
 die() { echo "bench-flood.sh: $*" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, TUN devices)"
@@ -101,14 +103,15 @@ print(ok, tried)
     echo "$(python3 -c "import sys; print('%.1f' % (float(sys.argv[1] or 0) / 1e6))" "${rate:-0}") $conns"
 }
 
-# Runs quiet/flood pairs against target $3 from client $1 with the attacker in $2.
-measure() { # label client-ns attacker-ns target [vpcd-pid]
-    local label=$1 c=$2 a=$3 target=$4 pid=${5:-}
+# Runs quiet/flood pairs against target $4 from client $2 while the attacker in $3 floods
+# $5 (the same target, or another tenant's).
+measure() { # label client-ns attacker-ns target flood-target [vpcd-pid]
+    local label=$1 c=$2 a=$3 target=$4 victim=$5 pid=${6:-}
     local q_rate=() q_ok=() f_rate=() f_ok=()
     for _ in $(seq "$RUNS"); do
         read -r r ok tried <<<"$(phase "$c" "$target")"
         q_rate+=("$r"); q_ok+=("$(python3 -c "print('%.1f' % (100.0 * $ok / max($tried, 1)))")")
-        in_ns "$a" timeout "$((SECS + 1))" hping3 -q -S -p 80 --flood "$target" >/dev/null 2>&1 &
+        in_ns "$a" timeout "$((SECS + 1))" hping3 -q -S -p 80 --flood "$victim" >/dev/null 2>&1 &
         local flood=$!
         sleep 0.5
         read -r r ok tried <<<"$(phase "$c" "$target")"
@@ -143,9 +146,27 @@ instance = [ { name = "f1", subnet = "fn", ip = "10.67.1.10", security_groups = 
 nat_gateway = [ { name = "egress", subnet = "public", eips = ["gw"], snat = [ { source = "10.67.0.0/16" } ],
   dnat = [ { eip = "gw", protocol = "tcp", port = 80, instance = "f1", instance_port = 8080 } ] } ]
 
+# A second tenant with its own gateway: its download must not suffer from the first one's flood.
+[[vpc]]
+name = "w"
+cidr = "10.67.0.0/16"
+subnet = [
+  { name = "fn", cidr = "10.67.1.0/24", route_table = "private" },
+  { name = "public", cidr = "10.67.9.0/24" },
+]
+route_table = [ { name = "private", routes = [ { destination = "0.0.0.0/0", target = "nat:egress" } ] } ]
+security_group = [ { name = "web", ingress = [ { protocol = "tcp", ports = "8080", peer = "0.0.0.0/0" } ] } ]
+instance = [ { name = "f2", subnet = "fn", ip = "10.67.1.10", security_groups = ["web"] } ]
+nat_gateway = [ { name = "egress", subnet = "public", eips = ["gw2"], snat = [ { source = "10.67.0.0/16" } ],
+  dnat = [ { eip = "gw2", protocol = "tcp", port = 80, instance = "f2", instance_port = 8080 } ] } ]
+
 [[eip]]
 name = "gw"
 address = "$EIP"
+
+[[eip]]
+name = "gw2"
+address = "$EIP2"
 
 [internet]
 cidr = "198.51.100.0/24"
@@ -157,7 +178,9 @@ EOF
     for _ in $(seq 100); do grep -q '^ready:' "$WORK/up.log" && break; sleep 0.1; done
     grep -q '^ready:' "$WORK/up.log" || { cat "$WORK/up.log" >&2; die "vpcd did not come up"; }
     serve "$P-v-f1" 10.67.1.10
-    measure vpcd "$P-internet-client" "$P-internet-attacker" "$EIP" "$pid"
+    serve "$P-w-f2" 10.67.1.10
+    measure vpcd "$P-internet-client" "$P-internet-attacker" "$EIP" "$EIP" "$pid"
+    measure vpcd-tenant2 "$P-internet-client" "$P-internet-attacker" "$EIP2" "$EIP" "$pid"
     local sessions
     sessions=$(VPCD_RUN_DIR=$WORK/run "$VPCD" ctl metrics 2>/dev/null | awk '/^vpcd_nat_active_connections/ {s += $2} END {print s + 0}')
     local refused
@@ -192,7 +215,7 @@ table ip vf {
 }
 EOF
     serve "$P-k-f" 10.67.1.10
-    measure kernel-nat "$P-k-c" "$P-k-a" "$EIP"
+    measure kernel-nat "$P-k-c" "$P-k-a" "$EIP" "$EIP"
 }
 
 echo "bench-flood.sh: $(nproc) cores, kernel $(uname -r), $SECS s phases, median of $RUNS"
