@@ -88,12 +88,29 @@ fn req<T: DeserializeOwned + Into<Change>>(body: serde_json::Value) -> Change {
         .into()
 }
 
+/// `s.apply(c)` (incremental where it can be) checked against the whole-file path
+/// (`apply_full`): the same state, export and errors (issue 20: both paths on every case).
+fn apply_both(s: &ControlState, c: &Change) -> Result<ControlState, ChangeError> {
+    let fast = s.apply(c);
+    match (&fast, s.apply_full(c)) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, &b, "{c:?}: the incremental path built another state");
+            assert_eq!(a.export(), b.export(), "{c:?}: another export");
+        }
+        (Err(a), Err(b)) => assert_eq!(a.to_json(), b.to_json(), "{c:?}: other errors"),
+        (a, b) => panic!(
+            "{c:?}: the paths disagree: {:?} vs {:?}",
+            a.is_ok(),
+            b.is_ok()
+        ),
+    }
+    fast
+}
+
 /// Applies a change that must succeed; checks that the export of the result is a file that
 /// validates to the same plan.
 fn ok(s: &ControlState, c: Change) -> ControlState {
-    let next = s
-        .apply(&c)
-        .unwrap_or_else(|e| panic!("{c:?} refused: {}", e.to_json()));
+    let next = apply_both(s, &c).unwrap_or_else(|e| panic!("{c:?} refused: {}", e.to_json()));
     assert_eq!(next.generation(), s.generation() + 1);
     let reloaded = vpcd::topology::parse("export.toml", next.export())
         .unwrap_or_else(|e| panic!("the export of {c:?} does not load: {e}"));
@@ -127,7 +144,7 @@ fn same_as_file(e: &ChangeError, extra: &str, field: &str) {
 /// Applies a change that must be refused; checks the state did not move and returns the error.
 fn refused(s: &ControlState, c: Change) -> ChangeError {
     let before = s.clone();
-    let e = s.apply(&c).expect_err("change accepted");
+    let e = apply_both(s, &c).expect_err("change accepted");
     assert_eq!(s, &before, "state changed by a refused change");
     assert!(!e.errors.is_empty());
     e

@@ -212,7 +212,17 @@ proptest! {
         for (op, body) in reqs {
             let Some(change) = decode_op(op, body.to_string().as_bytes()) else { continue };
             let before = state.clone();
-            match state.apply(&change) {
+            // Issue 20: the incremental path decides as the whole-file path, to the byte.
+            let (fast, full) = (state.apply(&change), state.apply_full(&change));
+            match (&fast, &full) {
+                (Ok(a), Ok(b)) => {
+                    prop_assert_eq!(a, b);
+                    prop_assert_eq!(a.export(), b.export());
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a.to_json(), b.to_json()),
+                _ => prop_assert!(false, "{:?}: accepted by one path only", change),
+            }
+            match fast {
                 Ok(next) => {
                     prop_assert_eq!(next.generation(), state.generation() + 1);
                     let again = vpcd::topology::parse("export.toml", next.export()).unwrap();

@@ -118,7 +118,7 @@ fn crash_during_a_save_leaves_the_old_or_the_new_state() {
     let old = quickstart();
     old.save(dir.path()).unwrap();
     let new = changed(&old);
-    let new_text = new.state_file_text();
+    let new_text = new.state_file_text().unwrap();
     // A crash before the rename leaves a temporary file with any prefix of the new text: the
     // loader ignores it and finds the old state.
     let step = (new_text.len() / 64).max(1);

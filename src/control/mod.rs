@@ -9,7 +9,11 @@
 //! Invariants:
 //! - a change is validated exactly like a file: the edited model is serialized to TOML text and
 //!   run through [`topology::parse`] under the file name [`API_FILE`], so the messages and hints
-//!   are the ones `vpcd check` prints (line references into the generated text are removed);
+//!   are the ones `vpcd check` prints (line references into the generated text are removed).
+//!   The frequent changes (instances, 1:1 EIPs, security-group rules) are first tried by
+//!   `incremental`, which checks only what the change touches and accepts exactly what the
+//!   whole-file path accepts, with the same plan; everything it does not accept goes through
+//!   the whole-file path, so refusals are always the file validator's;
 //! - `apply` never modifies `self`: on any error the old state is untouched, and on success the
 //!   caller decides when the new state takes effect;
 //! - [`ControlState::export`] is always text that `vpcd check` accepts and that parses to the
@@ -30,9 +34,11 @@
 
 pub mod change;
 mod error;
+mod incremental;
 mod state;
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 pub use change::Change;
 pub use error::{ApiError, ChangeError, ErrorCode, decode};
@@ -50,13 +56,23 @@ pub const API_FILE: &str = "api";
 
 /// The effective topology: the model, the plan validated from it, and a generation counter that
 /// every applied change increments.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ControlState {
     model: Topology,
     plan: Plan,
-    /// The model as TOML text: what `export` returns and `save` writes.
-    text: String,
+    /// The model as TOML text: what `export` returns and `save` writes. Made when first asked
+    /// for: an incremental change does not serialize the topology (`Err`: the model could not
+    /// be written as TOML, which `save` refuses to hide).
+    text: OnceLock<Result<String, String>>,
     generation: u64,
+}
+
+/// The text is derived from the model: two states are equal when model, plan and generation
+/// are, whether or not their text was made yet.
+impl PartialEq for ControlState {
+    fn eq(&self, other: &Self) -> bool {
+        self.generation == other.generation && self.model == other.model && self.plan == other.plan
+    }
 }
 
 impl ControlState {
@@ -102,7 +118,7 @@ impl ControlState {
             return Ok(ControlState {
                 model,
                 plan,
-                text,
+                text: OnceLock::from(Ok(text)),
                 generation,
             });
         }
@@ -117,7 +133,7 @@ impl ControlState {
         Ok(ControlState {
             model,
             plan,
-            text,
+            text: OnceLock::from(Ok(text)),
             generation,
         })
     }
@@ -138,8 +154,28 @@ impl ControlState {
     /// Applies `change` to a copy of the model and validates the result like a file.
     ///
     /// Returns the new state (its plan is what to compile and swap in; its generation is one
-    /// more) or every problem found. `self` is never modified.
+    /// more) or every problem found. `self` is never modified. Instances, 1:1 EIPs and
+    /// security-group rules are checked incrementally when they pass (see the module doc);
+    /// the result is the one [`ControlState::apply_full`] gives.
     pub fn apply(&self, change: &Change) -> Result<ControlState, ChangeError> {
+        let mut model = self.model.clone();
+        let scope = change.edit(&mut model).map_err(ChangeError::one)?;
+        if let Some(plan) = incremental::plan(&self.plan, &mut model, change) {
+            return Ok(ControlState {
+                model,
+                plan,
+                text: OnceLock::new(),
+                generation: self.generation + 1,
+            });
+        }
+        Self::from_model(API_FILE, model, self.generation + 1)
+            .map_err(|e| ChangeError::from_topology(&e, scope.as_deref()))
+    }
+
+    /// [`ControlState::apply`] through the whole-file path only: the edited model serialized
+    /// and validated like a file. What `apply` falls back to; public so that tests can compare
+    /// the two paths.
+    pub fn apply_full(&self, change: &Change) -> Result<ControlState, ChangeError> {
         let mut model = self.model.clone();
         let scope = change.edit(&mut model).map_err(ChangeError::one)?;
         Self::from_model(API_FILE, model, self.generation + 1)
@@ -148,9 +184,24 @@ impl ControlState {
 
     /// The current topology as a TOML file that `vpcd check` accepts. Comments and layout of the
     /// original file are not kept; probes are; every instance and NAT gateway has its address
-    /// written out.
+    /// written out. Should the model not serialize (a bug: every model here came from valid
+    /// TOML and typed requests), a TOML comment saying so, which [`ControlState::save`] refuses
+    /// to write.
     pub fn export(&self) -> &str {
-        &self.text
+        match self.text() {
+            Ok(t) => t,
+            Err(e) => e,
+        }
+    }
+
+    /// The exported text, made on first use.
+    fn text(&self) -> Result<&str, &str> {
+        match self.text.get_or_init(|| {
+            to_toml(&self.model).map_err(|e| format!("# {e} (a bug in vpcd; please report it)\n"))
+        }) {
+            Ok(t) => Ok(t),
+            Err(e) => Err(e),
+        }
     }
 }
 

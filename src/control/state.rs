@@ -69,7 +69,7 @@ impl ControlState {
         Ok(Some(ControlState {
             model,
             plan,
-            text: body,
+            text: std::sync::OnceLock::from(Ok(body)),
             generation,
         }))
     }
@@ -98,7 +98,8 @@ impl ControlState {
         remove_stale_temporaries(dir);
         let path = dir.join(STATE_FILE);
         let tmp = temporary_path(dir, self.generation);
-        let result = write_synced(&tmp, &self.state_file_text())
+        let text = self.state_file_text()?;
+        let result = write_synced(&tmp, &text)
             .and_then(|()| fs::rename(&tmp, &path).map_err(io(&path)))
             .and_then(|()| sync_dir(dir));
         if result.is_err() {
@@ -107,9 +108,14 @@ impl ControlState {
         result
     }
 
-    /// The text of the state file: the header line, then [`ControlState::export`].
-    pub fn state_file_text(&self) -> String {
-        format!("{HEADER}{}\n{}", self.generation, self.text)
+    /// The text of the state file: the header line, then [`ControlState::export`]; an error
+    /// when the model could not be written as TOML.
+    pub fn state_file_text(&self) -> Result<String, StateError> {
+        let body = self.text().map_err(|e| StateError::Io {
+            path: STATE_FILE.into(),
+            source: std::io::Error::other(e.trim_start_matches("# ").trim_end().to_string()),
+        })?;
+        Ok(format!("{HEADER}{}\n{body}", self.generation))
     }
 }
 

@@ -28,6 +28,7 @@
 //! Refused outright: an MTU larger than the loop's buffers (a restart), and a change that would
 //! move or remove an endpoint under `--capture` (a capture follows a port id).
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -344,7 +345,15 @@ impl Control {
             )));
         }
         // Classify: for each new port, the old one it keeps (same spec) or replaces (same name).
-        let old_index = |name: &str| self.specs.iter().position(|o| o.name == name);
+        // By name through maps: a scan per port made every change quadratic in the ports.
+        let old_by_name: HashMap<&str, usize> = self
+            .specs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.name.as_str(), i))
+            .collect();
+        let new_names: HashSet<&str> = new.iter().map(|p| p.name.as_str()).collect();
+        let old_index = |name: &str| old_by_name.get(name).copied();
         let mut applied = Applied::default();
         let mut keep: Vec<Option<usize>> = Vec::with_capacity(new.len());
         let mut replaced_old: Vec<usize> = Vec::new();
@@ -369,7 +378,7 @@ impl Control {
             }
         }
         let removed_old: Vec<usize> = (0..self.specs.len())
-            .filter(|&i| !new.iter().any(|p| p.name == self.specs[i].name))
+            .filter(|&i| !new_names.contains(self.specs[i].name.as_str()))
             .collect();
         applied.removed = removed_old
             .iter()

@@ -35,6 +35,11 @@ use super::plan::EipBinding;
 use super::{Plan, TopologyError};
 use syntax::{Step, floor_boundary, serde_diagnostic, syntax_diagnostic};
 
+/// For the control core's incremental checks of one change (`control::incremental`): the same
+/// rules as the whole-file checks here, not a copy of them.
+pub(crate) use names::is_valid_name;
+pub(crate) use vpc::{first_host, last_host, reserved_role};
+
 pub(crate) fn parse_and_validate(file: &str, text: &str) -> Result<Plan, TopologyError> {
     let (tree, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
