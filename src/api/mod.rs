@@ -20,7 +20,10 @@
 //! Changes are serialized by one mutex around the [`ControlState`] (the control plane's single
 //! writer). Each follows the control core's protocol: `state.apply(&change)` (refusal → 4xx,
 //! state unchanged), `handle.apply(next.plan())` (refusal → 409/503, running plan unchanged),
-//! `next.save(dir)` (failure → the old plan is put back, 500), then `state = next`.
+//! `journal.append(..)` (failure → the old plan is put back, 500), then `state = next`; the
+//! lock is released and the answer waits for the journal's fsync (group commit: requests that
+//! appended meanwhile share it, see [`crate::control::journal`]). Now and then the journal is
+//! compacted into the snapshot under the lock.
 //!
 //! The socket is created mode 0600 (only root may change the network); [`serve`] removes a stale
 //! socket file first, and the caller removes it when the run stops. The TCP listener
@@ -48,7 +51,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::control::{ApiError, Change, ChangeError, ControlState, ErrorCode};
+use crate::control::{ApiError, Change, ChangeError, ControlState, ErrorCode, Journal};
 use crate::runtime::reload::{ApplyError, Handle};
 use auth::Token;
 
@@ -67,13 +70,15 @@ pub struct Listen {
 /// What the server shares between requests.
 struct Shared {
     state: Mutex<ControlState>,
-    dir: PathBuf,
+    /// Locked only while `state` is (appends and compactions happen in the state's order).
+    journal: std::sync::Mutex<Journal>,
     handle: Handle,
     started: std::time::Instant,
 }
 
 /// Binds the socket (mode 0600; a stale file there is replaced) and the TCP listener if asked,
-/// and returns the server future, which serves both until dropped.
+/// opens the journal of `dir` (where `state` was loaded from), and returns the server future,
+/// which serves both until dropped.
 pub fn serve(
     listen: &Listen,
     state: ControlState,
@@ -102,7 +107,8 @@ pub fn serve(
         }
         None => None,
     };
-    let app = router(state, dir, handle);
+    let journal = Journal::open(&dir).map_err(std::io::Error::other)?;
+    let app = router(state, journal, handle);
     Ok(async move {
         let unix_server = axum::serve(unix, app.clone());
         match tcp {
@@ -149,10 +155,10 @@ async fn require_token(token: Arc<Token>, req: Request, next: Next) -> Response 
     r
 }
 
-fn router(state: ControlState, dir: PathBuf, handle: Handle) -> Router {
+fn router(state: ControlState, journal: Journal, handle: Handle) -> Router {
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
-        dir,
+        journal: std::sync::Mutex::new(journal),
         handle,
         started: std::time::Instant::now(),
     });
@@ -350,23 +356,60 @@ async fn op(State(s): State<Arc<Shared>>, UrlPath(op): UrlPath<String>, body: Bo
             );
         }
     };
-    if let Err(e) = next.save(&s.dir) {
-        // Keep the running network equal to what a restart would load.
-        let _ = s.handle.apply(state.plan().clone()).await;
-        return error(
-            ErrorCode::Internal,
-            format!("the change could not be saved: {e}"),
-            "",
-            "the change was undone; check the state directory",
-        );
-    }
+    let appended = {
+        let mut journal = s.journal_lock();
+        let ticket = journal.append(next.generation(), std::slice::from_ref(&change));
+        ticket.map(|t| (t, journal.durable()))
+    };
+    let (ticket, durable) = match appended {
+        Ok(t) => t,
+        Err(e) => {
+            // Keep the running network equal to what a restart would load.
+            let _ = s.handle.apply(state.plan().clone()).await;
+            return error(
+                ErrorCode::Internal,
+                format!("the change could not be saved: {e}"),
+                "",
+                "the change was undone; check the state directory",
+            );
+        }
+    };
     *state = next;
-    ok(json!({
+    s.compact_if_due(&state);
+    let answer = json!({
         "op": change.op(),
         "generation": state.generation(),
         "applied": applied.summary(),
         "problems": applied.problems,
-    }))
+    });
+    drop(state);
+    match durable.wait(ticket).await {
+        Ok(()) => ok(answer),
+        Err(e) => error(
+            ErrorCode::Internal,
+            format!("the change is in force but could not be made durable: {e}"),
+            "",
+            "no further change is accepted; restart `vpcd up --state DIR` (it loads the \
+             changes acknowledged before this one)",
+        ),
+    }
+}
+
+impl Shared {
+    fn journal_lock(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Compacts the journal into the snapshot when it is due (call with the state locked:
+    /// `state` must hold every appended record). A failure keeps the journal, which still has
+    /// every change; it is reported on stderr and tried again at the next change.
+    fn compact_if_due(&self, state: &ControlState) {
+        if let Err(e) = self.journal_lock().compact_if_due(state) {
+            eprintln!("vpcd up: compacting the state journal failed (it is kept): {e}");
+        }
+    }
 }
 
 /// `POST /v1/explain`: whether `from` reaches `to`, on the running tables.

@@ -35,6 +35,7 @@
 pub mod change;
 mod error;
 mod incremental;
+pub mod journal;
 mod state;
 
 use std::path::Path;
@@ -42,6 +43,7 @@ use std::sync::OnceLock;
 
 pub use change::Change;
 pub use error::{ApiError, ChangeError, ErrorCode, decode};
+pub use journal::{Durable, JOURNAL_FILE, Journal, Ticket};
 pub use state::{STATE_FILE, StateError};
 
 use toml::Spanned;

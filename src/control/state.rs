@@ -1,7 +1,10 @@
 //! The durable copy of the effective topology in a state directory.
 //!
-//! The directory holds one file, [`STATE_FILE`]: a topology file (so `vpcd check DIR/topology.toml`
-//! accepts it) whose first line is the comment `# vpcd state generation N`. It is replaced
+//! The directory holds the snapshot [`STATE_FILE`]: a topology file (so `vpcd check
+//! DIR/topology.toml` accepts it) whose first line is the comment `# vpcd state generation N`,
+//! and the journal of the changes acknowledged since ([`super::journal`]; the API appends to it
+//! and compacts it into the snapshot now and then). The state is the snapshot with the
+//! journal's newer records replayed ([`ControlState::load`]). The snapshot is replaced
 //! atomically: the new text goes to a temporary file in the same directory (a name starting with
 //! `.topology.toml.tmp`), which is written, fsynced, renamed over [`STATE_FILE`], and then the
 //! directory is fsynced. A crash at any moment leaves either the old file or the new one, never a
@@ -34,9 +37,15 @@ pub enum StateError {
     /// The state file does not validate (edited by hand, or written by another version).
     #[error("{0}")]
     Invalid(#[from] TopologyError),
+    /// The journal holds something other than whole records followed by at most one cut one.
+    #[error(
+        "error: the journal {path} is damaged: {what}; move it away to start from the snapshot \
+         (the changes it holds are lost)"
+    )]
+    Corrupt { path: String, what: String },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     move |source| StateError::Io {
         path: path.display().to_string(),
         source,
@@ -44,9 +53,19 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 }
 
 impl ControlState {
-    /// Loads the state saved in `dir`; `Ok(None)` when there is none yet (no directory or no
-    /// state file). Temporary files of an interrupted save are ignored.
+    /// Loads the state saved in `dir`: the snapshot with the journal's newer records replayed;
+    /// `Ok(None)` when there is none yet (no directory or no state file). Temporary files of an
+    /// interrupted save and a record cut by a crash at the journal's end are ignored.
     pub fn load(dir: &Path) -> Result<Option<ControlState>, StateError> {
+        let Some(snapshot) = Self::load_snapshot(dir)? else {
+            return Ok(None);
+        };
+        let records = super::journal::read(dir)?;
+        super::journal::replay(dir, snapshot, records).map(Some)
+    }
+
+    /// The snapshot alone.
+    fn load_snapshot(dir: &Path) -> Result<Option<ControlState>, StateError> {
         let path = dir.join(STATE_FILE);
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
@@ -76,12 +95,19 @@ impl ControlState {
 
     /// The state `vpcd up --state DIR FILE` starts from: the one saved in `dir` when there is
     /// one (the file only seeded it: later edits of the file are not merged), otherwise the
-    /// file's, saved to `dir` at once.
+    /// file's, saved to `dir` at once (a journal without its snapshot is removed: its records
+    /// continue a state that is gone).
     pub fn open(dir: &Path, file: &Path) -> Result<ControlState, StateError> {
         if let Some(state) = Self::load(dir)? {
             return Ok(state);
         }
         let state = Self::from_file(file)?;
+        let journal = dir.join(super::journal::JOURNAL_FILE);
+        match fs::remove_file(&journal) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&journal)(e)),
+        }
         state.save(dir)?;
         Ok(state)
     }
