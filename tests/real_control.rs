@@ -840,3 +840,65 @@ fn kill_9_during_parallel_attaches_loses_no_acknowledged_one() {
         restart_and_find(run, "vcp", &state, &acked);
     }
 }
+
+/// Issue 20: `POST /v1/batch` is one step, all or none: fifty attaches in one request are one
+/// generation step of fifty and one journal record; a batch whose last entry is refused leaves
+/// nothing of its first ones; a restart has the accepted batch whole.
+#[test]
+fn a_batch_of_attaches_is_all_or_none_and_survives_a_restart() {
+    if !capable("real_control_batch", &[]) {
+        return;
+    }
+    let state = StateDir::new("batch");
+    let run = Run::up_with("vcb", TOPOLOGY, &["--state", &state.arg()]);
+    let sock = socket(&run);
+    let entry = |name: String| {
+        json!({"op": "add_instance",
+               "request": {"vpc": "a", "name": name, "subnet": "fn", "attach": "sim"}})
+    };
+    let fifty: Vec<Value> = (0..50).map(|i| entry(format!("b{i}"))).collect();
+    let (code, v) = call(
+        &sock,
+        "POST",
+        "/v1/batch",
+        &json!({"changes": fifty}).to_string(),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["generation"], 50, "{v}");
+    assert_eq!(v["op"].as_array().map(Vec::len), Some(50), "{v}");
+    assert!(
+        v["applied"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("+50 "),
+        "{v}"
+    );
+    let journal = std::fs::read_to_string(state.0.join(vpcd::control::JOURNAL_FILE)).unwrap();
+    assert_eq!(journal.lines().count(), 1, "one record for the batch");
+
+    let bad = json!({"changes": [entry("c0".into()), entry("c1".into()),
+        {"op": "add_instance", "request": {"vpc": "a", "name": "c2", "subnet": "nope"}}]});
+    let (code, v) = call(&sock, "POST", "/v1/batch", &bad.to_string());
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["errors"][0]["field"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("changes[2]"),
+        "{v}"
+    );
+    let (_, status) = call(&sock, "GET", "/v1/status", "");
+    assert_eq!(status["generation"], 50, "{status}");
+    assert!(!topology_text(&sock).contains("\"c0\""));
+    run.stop();
+
+    let run = Run::up_with("vcb", TOPOLOGY, &["--state", &state.arg()]);
+    let text = topology_text(&socket(&run));
+    for i in 0..50 {
+        assert!(
+            text.contains(&format!("\"b{i}\"")),
+            "b{i} lost in the restart"
+        );
+    }
+    run.stop();
+}

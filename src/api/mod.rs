@@ -8,7 +8,9 @@
 //!   ([`reads::VPC_RESOURCES`]), `/v1/eips`, `/v1/internet`, `/v1/ops` ([`reads`]);
 //! - changes: `POST /v1/ops/{op}` ([`Change::decode`]'s operation names); `200` with
 //!   `{"op", "generation", "applied", "problems"}`. Unknown operation: 404; body above
-//!   [`BODY_LIMIT`]: 413;
+//!   [`BODY_LIMIT`]: 413; `POST /v1/batch` `{"changes": [{op, request}]}`: many changes, all
+//!   or none, one step of the running network and one journal record
+//!   ([`crate::control::decode_batch`]); `op` is then the list of operations;
 //! - `POST /v1/explain` `{from, to, source_port?}`: `vpcd explain` against the running tables;
 //! - the running dataplane, through [`Handle::query`]: `GET /v1/conntrack?vpc=&gateway=&instance=
 //!   &protocol=&table=&limit=` and `POST /v1/conntrack/flush` ([`crate::inspect`]),
@@ -172,6 +174,7 @@ fn router(state: ControlState, journal: Journal, handle: Handle) -> Router {
         .route("/v1/internet", get(internet))
         .route("/v1/ops", get(ops))
         .route("/v1/ops/{op}", post(op))
+        .route("/v1/batch", post(batch))
         .route("/v1/explain", post(explain))
         .route("/v1/conntrack", get(conntrack))
         .route("/v1/conntrack/flush", post(conntrack_flush))
@@ -237,7 +240,7 @@ async fn not_found() -> Response {
         "no such path",
         "",
         "the API serves /v1/status, /v1/topology, /v1/vpcs, /v1/eips, /v1/internet, /v1/ops, \
-         /v1/conntrack, /v1/flow-log, /v1/captures, /v1/explain, /metrics and \
+         /v1/batch, /v1/conntrack, /v1/flow-log, /v1/captures, /v1/explain, /metrics and \
          /v1/openapi.json (the whole list)",
     )
 }
@@ -260,7 +263,7 @@ async fn body_bytes(body: Body) -> Result<axum::body::Bytes, Response> {
             ErrorCode::TooLarge,
             format!("the request body is larger than {BODY_LIMIT} bytes"),
             "",
-            "send one change per request",
+            "send fewer changes per request (split a batch)",
         )
     })
 }
@@ -331,12 +334,34 @@ async fn op(State(s): State<Arc<Shared>>, UrlPath(op): UrlPath<String>, body: Bo
         Ok(b) => b,
         Err(r) => return r,
     };
-    let change = match Change::decode(&op, &body) {
-        Ok(c) => c,
-        Err(e) => return refused(e),
+    match Change::decode(&op, &body) {
+        Ok(change) => commit(&s, vec![change]).await,
+        Err(e) => refused(e),
+    }
+}
+
+/// `POST /v1/batch`: many changes, all or none ([`crate::control::decode_batch`]).
+async fn batch(State(s): State<Arc<Shared>>, body: Body) -> Response {
+    let body = match body_bytes(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
+    match crate::control::decode_batch(&body) {
+        Ok(changes) => commit(&s, changes).await,
+        Err(e) => refused(e),
+    }
+}
+
+/// The protocol of a change (see the module doc) for `changes` (one request's: one, or a
+/// batch, applied all or none). Answers `{op, generation, applied, problems}`, with `op` the
+/// list of operations for more than one change.
+async fn commit(s: &Shared, changes: Vec<Change>) -> Response {
     let mut state = s.state.lock().await;
-    let next = match state.apply(&change) {
+    let next = match changes.as_slice() {
+        [one] => state.apply(one),
+        many => state.apply_batch(many),
+    };
+    let next = match next {
         Ok(n) => n,
         Err(e) => return refused(e),
     };
@@ -358,7 +383,7 @@ async fn op(State(s): State<Arc<Shared>>, UrlPath(op): UrlPath<String>, body: Bo
     };
     let appended = {
         let mut journal = s.journal_lock();
-        let ticket = journal.append(next.generation(), std::slice::from_ref(&change));
+        let ticket = journal.append(next.generation(), &changes);
         ticket.map(|t| (t, journal.durable()))
     };
     let (ticket, durable) = match appended {
@@ -376,8 +401,9 @@ async fn op(State(s): State<Arc<Shared>>, UrlPath(op): UrlPath<String>, body: Bo
     };
     *state = next;
     s.compact_if_due(&state);
+    let ops: Vec<&str> = changes.iter().map(Change::op).collect();
     let answer = json!({
-        "op": change.op(),
+        "op": if let [one] = ops.as_slice() { json!(one) } else { json!(ops) },
         "generation": state.generation(),
         "applied": applied.summary(),
         "problems": applied.problems,

@@ -2,11 +2,12 @@
 //! instances, move 1:1 EIPs, add and remove security-group rules), checked against what they
 //! touch and applied to the plan, instead of serializing and validating the whole topology.
 //!
-//! Contract: [`plan`] gets the running plan and the model the change has already edited
+//! Contract: [`apply`] gets the running plan and the model the change has already edited
 //! (`Change::edit`, shared by both paths, so its `not_found`/`already_exists`/
-//! `dependency_violation` refusals are the same), and returns either exactly the plan the
-//! whole-file path ([`super::ControlState::apply_full`]) builds from that model, or `None`:
-//! "not decided here". It never refuses anything itself: a change that fails one of its checks
+//! `dependency_violation` refusals are the same), and either turns the plan into exactly the
+//! plan the whole-file path ([`super::ControlState::apply_full`]) builds from that model and
+//! returns `Some`, or returns `None`: "not decided here" (the plan may then be partly changed:
+//! the caller builds it again from the model). It never refuses anything itself: a change that fails one of its checks
 //! goes to the whole-file path, which refuses it with the messages `vpcd check` prints. Both
 //! paths therefore give the same error texts by construction; `tests/control_changes.rs` and
 //! `tests/control_props.rs` run every case through both and compare states and errors.
@@ -40,29 +41,30 @@ use crate::topology::model::{DEFAULT_MTU, MAX_MTU, MIN_MTU, RuleProtocol, SgRule
 use crate::topology::plan::{EipBinding, Endpoint, InstancePlan, Plan};
 use crate::topology::{first_host, is_valid_name, last_host, reserved_role};
 
-/// The plan of `model` (the running model with `change` applied by `Change::edit`), built from
-/// `old` (the running plan); `None` when the whole-file path must decide. May write the new
-/// instance's assigned address into `model` (only when it returns `Some`).
-pub(super) fn plan(old: &Plan, model: &mut Topology, change: &Change) -> Option<Plan> {
+/// Turns `plan` (the running plan) into the plan of `model` (the running model with `change`
+/// applied by `Change::edit`); `None` when the whole-file path must decide (see the module
+/// doc). May write the new instance's assigned address into `model` (only when it returns
+/// `Some`).
+pub(super) fn apply(plan: &mut Plan, model: &mut Topology, change: &Change) -> Option<()> {
     match change {
-        Change::AddInstance(r) => add_instance(old, model, r),
-        Change::RemoveInstance(r) => remove_instance(old, r),
+        Change::AddInstance(r) => add_instance(plan, model, r),
+        Change::RemoveInstance(r) => remove_instance(plan, r),
         Change::AssociateEip(AssociateEip {
             instance: Some(_),
             nat_gateway: None,
             ..
-        }) => rebind_one_to_one(old, model),
+        }) => rebind_one_to_one(plan, model),
         Change::DisassociateEip(DisassociateEip { eip }) => {
-            let bound_to_instance = old
+            let bound_to_instance = plan
                 .eips
                 .iter()
                 .find(|e| &e.name == eip)
                 .is_some_and(|e| matches!(e.binding, EipBinding::Instance { .. }));
-            bound_to_instance.then(|| rebind_one_to_one(old, model))?
+            bound_to_instance.then(|| rebind_one_to_one(plan, model))?
         }
         Change::AddSgRule(AddSgRule { vpc, group, .. })
         | Change::RemoveSgRule(RemoveSgRule { vpc, group, .. }) => {
-            security_group(old, model, vpc, group)
+            security_group(plan, model, vpc, group)
         }
         _ => None,
     }
@@ -72,7 +74,8 @@ fn vpc_index(old: &Plan, name: &str) -> Option<usize> {
     old.vpcs.iter().position(|v| v.name == name)
 }
 
-fn add_instance(old: &Plan, model: &mut Topology, r: &AddInstance) -> Option<Plan> {
+fn add_instance(plan: &mut Plan, model: &mut Topology, r: &AddInstance) -> Option<()> {
+    let old = &*plan;
     if r.eip.is_some() && old.internet.uplink.is_some() {
         return None;
     }
@@ -125,7 +128,6 @@ fn add_instance(old: &Plan, model: &mut Topology, r: &AddInstance) -> Option<Pla
         return None;
     }
     inst.ip = Some(Spanned::new(0..0, Addr(ip)));
-    let mut plan = old.clone();
     let instances = &mut plan.vpcs[vi].instances;
     if let Some(ei) = eip {
         plan.eips[ei].binding = EipBinding::Instance {
@@ -142,7 +144,7 @@ fn add_instance(old: &Plan, model: &mut Topology, r: &AddInstance) -> Option<Pla
         eip,
         security_groups,
     });
-    Some(plan)
+    Some(())
 }
 
 /// The lowest address of `cidr` an instance may take that is not in `used` (the file
@@ -153,16 +155,15 @@ fn first_free(cidr: Cidr, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
         .find(|a| !used.contains(a))
 }
 
-fn remove_instance(old: &Plan, r: &RemoveInstance) -> Option<Plan> {
-    if old.internet.uplink.is_some() {
+fn remove_instance(plan: &mut Plan, r: &RemoveInstance) -> Option<()> {
+    if plan.internet.uplink.is_some() {
         return None;
     }
-    let vi = vpc_index(old, &r.vpc)?;
-    let k = old.vpcs[vi]
+    let vi = vpc_index(plan, &r.vpc)?;
+    let k = plan.vpcs[vi]
         .instances
         .iter()
         .position(|i| i.name == r.name)?;
-    let mut plan = old.clone();
     plan.vpcs[vi].instances.remove(k);
     // Indices after `k` move down by one; what still names `k` itself the edit has refused
     // (DNAT, SNAT, probes), except its own 1:1 EIP, which goes with it.
@@ -204,17 +205,16 @@ fn remove_instance(old: &Plan, r: &RemoveInstance) -> Option<Plan> {
             }
         }
     }
-    Some(plan)
+    Some(())
 }
 
 /// Every instance's 1:1 EIP as the model has it (NAT gateways' EIPs stay as they are); `None`
 /// when an EIP would be bound twice or does not exist (the file validator reports those).
-fn rebind_one_to_one(old: &Plan, model: &Topology) -> Option<Plan> {
-    if old.internet.uplink.is_some() {
+fn rebind_one_to_one(plan: &mut Plan, model: &Topology) -> Option<()> {
+    if plan.internet.uplink.is_some() {
         return None;
     }
-    let mut plan = old.clone();
-    let Plan { vpcs, eips, .. } = &mut plan;
+    let Plan { vpcs, eips, .. } = plan;
     for e in eips.iter_mut() {
         if matches!(e.binding, EipBinding::Instance { .. }) {
             e.binding = EipBinding::Unbound;
@@ -241,13 +241,13 @@ fn rebind_one_to_one(old: &Plan, model: &Topology) -> Option<Plan> {
             };
         }
     }
-    Some(plan)
+    Some(())
 }
 
 /// The VPC's security groups as the model has them, when every rule of `group` passes the
 /// file validator's rule checks.
-fn security_group(old: &Plan, model: &Topology, vpc: &str, group: &str) -> Option<Plan> {
-    let vi = vpc_index(old, vpc)?;
+fn security_group(plan: &mut Plan, model: &Topology, vpc: &str, group: &str) -> Option<()> {
+    let vi = vpc_index(plan, vpc)?;
     let v = model.vpc.get(vi)?;
     let g = v
         .security_group
@@ -257,9 +257,8 @@ fn security_group(old: &Plan, model: &Topology, vpc: &str, group: &str) -> Optio
     if !rules.into_iter().all(|r| rule_is_valid(v, r)) {
         return None;
     }
-    let mut plan = old.clone();
     plan.vpcs[vi].security_groups = v.security_group.clone();
-    Some(plan)
+    Some(())
 }
 
 /// The checks of `validate::rules` for one security-group rule: `ports` only with tcp and udp,
@@ -305,10 +304,12 @@ address = "203.0.113.2"
     /// The incremental plan of `c` on `s`, and the whole-file path's result.
     fn both(s: &ControlState, c: &Change) -> (Option<Plan>, Result<ControlState, String>) {
         let mut model = s.model().clone();
+        let mut plan = s.plan().clone();
         let fast = c
             .edit(&mut model)
             .ok()
-            .and_then(|_| plan(s.plan(), &mut model, c));
+            .and_then(|_| apply(&mut plan, &mut model, c))
+            .map(|()| plan);
         (fast, s.apply_full(c).map_err(|e| e.to_json()))
     }
 

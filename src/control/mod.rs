@@ -32,6 +32,7 @@
 //!
 //! It must not know about packets, sockets or tokio.
 
+mod batch;
 pub mod change;
 mod error;
 mod incremental;
@@ -41,6 +42,7 @@ mod state;
 use std::path::Path;
 use std::sync::OnceLock;
 
+pub use batch::{MAX_BATCH, decode_batch};
 pub use change::Change;
 pub use error::{ApiError, ChangeError, ErrorCode, decode};
 pub use journal::{Durable, JOURNAL_FILE, Journal, Ticket};
@@ -160,18 +162,23 @@ impl ControlState {
     /// security-group rules are checked incrementally when they pass (see the module doc);
     /// the result is the one [`ControlState::apply_full`] gives.
     pub fn apply(&self, change: &Change) -> Result<ControlState, ChangeError> {
-        let mut model = self.model.clone();
-        let scope = change.edit(&mut model).map_err(ChangeError::one)?;
-        if let Some(plan) = incremental::plan(&self.plan, &mut model, change) {
-            return Ok(ControlState {
-                model,
-                plan,
-                text: OnceLock::new(),
-                generation: self.generation + 1,
-            });
+        let mut next = self.clone();
+        next.apply_in_place(change)?;
+        Ok(next)
+    }
+
+    /// Applies `change` to `self`, one generation more. On `Err`, `self` may be partly edited:
+    /// callers apply to a copy they throw away on error ([`ControlState::apply`], batches).
+    fn apply_in_place(&mut self, change: &Change) -> Result<(), ChangeError> {
+        let scope = change.edit(&mut self.model).map_err(ChangeError::one)?;
+        if incremental::apply(&mut self.plan, &mut self.model, change).is_some() {
+            self.text = OnceLock::new();
+            self.generation += 1;
+            return Ok(());
         }
-        Self::from_model(API_FILE, model, self.generation + 1)
-            .map_err(|e| ChangeError::from_topology(&e, scope.as_deref()))
+        *self = Self::from_model(API_FILE, self.model.clone(), self.generation + 1)
+            .map_err(|e| ChangeError::from_topology(&e, scope.as_deref()))?;
+        Ok(())
     }
 
     /// [`ControlState::apply`] through the whole-file path only: the edited model serialized
