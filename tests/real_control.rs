@@ -850,7 +850,7 @@ fn a_batch_of_attaches_is_all_or_none_and_survives_a_restart() {
         return;
     }
     let state = StateDir::new("batch");
-    let run = Run::up_with("vcb", TOPOLOGY, &["--state", &state.arg()]);
+    let run = Run::up_with("vcq", TOPOLOGY, &["--state", &state.arg()]);
     let sock = socket(&run);
     let entry = |name: String| {
         json!({"op": "add_instance",
@@ -892,13 +892,80 @@ fn a_batch_of_attaches_is_all_or_none_and_survives_a_restart() {
     assert!(!topology_text(&sock).contains("\"c0\""));
     run.stop();
 
-    let run = Run::up_with("vcb", TOPOLOGY, &["--state", &state.arg()]);
+    let run = Run::up_with("vcq", TOPOLOGY, &["--state", &state.arg()]);
     let text = topology_text(&socket(&run));
     for i in 0..50 {
         assert!(
             text.contains(&format!("\"b{i}\"")),
             "b{i} lost in the restart"
         );
+    }
+    run.stop();
+}
+
+/// Issue 20: concurrent requests are applied in groups (one network step, one fsync), yet each
+/// is answered as if alone: the valid ones with their own generation, a refused one with its own
+/// error, and nothing of the refused ones in the state.
+#[test]
+fn concurrent_requests_share_a_step_and_keep_their_own_answers() {
+    if !capable("real_control_group", &[]) {
+        return;
+    }
+    let state = StateDir::new("group");
+    let run = Run::up_with("vcg", TOPOLOGY, &["--state", &state.arg()]);
+    let sock = socket(&run);
+    let bodies: Vec<(Value, u16)> = (0..12)
+        .map(|i| match i % 4 {
+            // The name of an instance that exists; an address reserved in the subnet.
+            1 => (
+                json!({"vpc": "a", "name": "f1", "subnet": "fn", "attach": "sim"}),
+                409,
+            ),
+            3 => (
+                json!({"vpc": "a", "name": format!("g{i}"), "subnet": "fn", "ip": "10.63.1.1",
+                       "attach": "sim"}),
+                400,
+            ),
+            _ => (
+                json!({"vpc": "a", "name": format!("g{i}"), "subnet": "fn", "attach": "sim"}),
+                200,
+            ),
+        })
+        .collect();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(bodies.len()));
+    let threads: Vec<_> = bodies
+        .iter()
+        .cloned()
+        .map(|(body, want)| {
+            let (sock, barrier) = (sock.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let (code, v) = call(&sock, "POST", "/v1/ops/add_instance", &body.to_string());
+                assert_eq!(code, want, "{body}: {v}");
+                v["generation"].as_u64()
+            })
+        })
+        .collect();
+    let mut generations: Vec<u64> = threads
+        .into_iter()
+        .filter_map(|t| t.join().expect("client thread"))
+        .collect();
+    generations.sort_unstable();
+    assert_eq!(
+        generations,
+        (1..=6).collect::<Vec<u64>>(),
+        "one generation per accepted change"
+    );
+    let text = topology_text(&sock);
+    for (body, want) in &bodies {
+        let name = body["name"].as_str().unwrap_or_default();
+        if name != "f1" {
+            assert_eq!(
+                text.contains(&format!("\"{name}\"")),
+                *want == 200,
+                "{name}"
+            );
+        }
     }
     run.stop();
 }

@@ -19,19 +19,21 @@
 //!   (Prometheus text, [`metrics`]);
 //! - `GET /v1/openapi.json`: the OpenAPI document ([`openapi`]), also kept in the repository.
 //!
-//! Changes are serialized by one mutex around the [`ControlState`] (the control plane's single
-//! writer). Each follows the control core's protocol: `state.apply(&change)` (refusal → 4xx,
-//! state unchanged), `handle.apply(next.plan())` (refusal → 409/503, running plan unchanged),
-//! `journal.append(..)` (failure → the old plan is put back, 500), then `state = next`; the
-//! lock is released and the answer waits for the journal's fsync (group commit: requests that
-//! appended meanwhile share it, see [`crate::control::journal`]). Now and then the journal is
-//! compacted into the snapshot under the lock.
+//! Changes are made by one task, the committer ([`commit`]: the control plane's single
+//! writer), which takes the requests queued at a time as a group and follows the control core's
+//! protocol once for all of them: each request applied to a working copy of the
+//! [`ControlState`] (refusal → 4xx for that request only), `handle.apply(plan)` (refusal →
+//! 409/503, running plan unchanged), `journal.append(..)` (failure → the old plan is put back,
+//! 500), then the state becomes the copy; the answers wait for the journal's fsync (group
+//! commit, see [`crate::control::journal`]). Now and then the journal is compacted into the
+//! snapshot. Reads lock the state briefly.
 //!
 //! The socket is created mode 0600 (only root may change the network); [`serve`] removes a stale
 //! socket file first, and the caller removes it when the run stops. The TCP listener
 //! ([`Listen::tcp`]) serves the same routes behind [`auth::Token`].
 
 pub mod auth;
+mod commit;
 pub mod metrics;
 pub mod openapi;
 pub mod reads;
@@ -74,6 +76,8 @@ struct Shared {
     state: Mutex<ControlState>,
     /// Locked only while `state` is (appends and compactions happen in the state's order).
     journal: std::sync::Mutex<Journal>,
+    /// Change requests, for the committer ([`commit`]).
+    queue: commit::Queue,
     handle: Handle,
     started: std::time::Instant,
 }
@@ -110,9 +114,10 @@ pub fn serve(
         None => None,
     };
     let journal = Journal::open(&dir).map_err(std::io::Error::other)?;
-    let app = router(state, journal, handle);
+    let (app, committer) = router(state, journal, handle);
     Ok(async move {
         let unix_server = axum::serve(unix, app.clone());
+        let unix_server = async move { tokio::join!(unix_server, committer).0 };
         match tcp {
             Some((listener, token)) => {
                 let token = Arc::new(token);
@@ -157,14 +162,22 @@ async fn require_token(token: Arc<Token>, req: Request, next: Next) -> Response 
     r
 }
 
-fn router(state: ControlState, journal: Journal, handle: Handle) -> Router {
+/// The routes, and the committer task that serves their change requests (run it beside the
+/// servers).
+fn router(
+    state: ControlState,
+    journal: Journal,
+    handle: Handle,
+) -> (Router, impl std::future::Future<Output = ()>) {
+    let (queue, requests) = tokio::sync::mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
         journal: std::sync::Mutex::new(journal),
+        queue,
         handle,
         started: std::time::Instant::now(),
     });
-    Router::new()
+    let router = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/topology", get(topology))
         .route("/v1/vpcs", get(vpcs))
@@ -188,7 +201,8 @@ fn router(state: ControlState, journal: Journal, handle: Handle) -> Router {
         .route(openapi::PATH, get(openapi_document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(shared)
+        .with_state(shared.clone());
+    (router, commit::committer(shared, requests))
 }
 
 fn json_response(status: u16, body: String) -> Response {
@@ -335,7 +349,7 @@ async fn op(State(s): State<Arc<Shared>>, UrlPath(op): UrlPath<String>, body: Bo
         Err(r) => return r,
     };
     match Change::decode(&op, &body) {
-        Ok(change) => commit(&s, vec![change]).await,
+        Ok(change) => commit::submit(&s.queue, vec![change], false).await,
         Err(e) => refused(e),
     }
 }
@@ -347,77 +361,8 @@ async fn batch(State(s): State<Arc<Shared>>, body: Body) -> Response {
         Err(r) => return r,
     };
     match crate::control::decode_batch(&body) {
-        Ok(changes) => commit(&s, changes).await,
+        Ok(changes) => commit::submit(&s.queue, changes, true).await,
         Err(e) => refused(e),
-    }
-}
-
-/// The protocol of a change (see the module doc) for `changes` (one request's: one, or a
-/// batch, applied all or none). Answers `{op, generation, applied, problems}`, with `op` the
-/// list of operations for more than one change.
-async fn commit(s: &Shared, changes: Vec<Change>) -> Response {
-    let mut state = s.state.lock().await;
-    let next = match changes.as_slice() {
-        [one] => state.apply(one),
-        many => state.apply_batch(many),
-    };
-    let next = match next {
-        Ok(n) => n,
-        Err(e) => return refused(e),
-    };
-    let applied = match s.handle.apply(next.plan().clone()).await {
-        Ok(a) => a,
-        Err(e) => {
-            let code = match e {
-                ApplyError::Refused(_) => ErrorCode::DependencyViolation,
-                ApplyError::Stopped => ErrorCode::Unavailable,
-                _ => ErrorCode::Internal,
-            };
-            return error(
-                code,
-                format!("the running network did not take the change: {e}"),
-                "",
-                "the change is not in force; the running network is as before",
-            );
-        }
-    };
-    let appended = {
-        let mut journal = s.journal_lock();
-        let ticket = journal.append(next.generation(), &changes);
-        ticket.map(|t| (t, journal.durable()))
-    };
-    let (ticket, durable) = match appended {
-        Ok(t) => t,
-        Err(e) => {
-            // Keep the running network equal to what a restart would load.
-            let _ = s.handle.apply(state.plan().clone()).await;
-            return error(
-                ErrorCode::Internal,
-                format!("the change could not be saved: {e}"),
-                "",
-                "the change was undone; check the state directory",
-            );
-        }
-    };
-    *state = next;
-    s.compact_if_due(&state);
-    let ops: Vec<&str> = changes.iter().map(Change::op).collect();
-    let answer = json!({
-        "op": if let [one] = ops.as_slice() { json!(one) } else { json!(ops) },
-        "generation": state.generation(),
-        "applied": applied.summary(),
-        "problems": applied.problems,
-    });
-    drop(state);
-    match durable.wait(ticket).await {
-        Ok(()) => ok(answer),
-        Err(e) => error(
-            ErrorCode::Internal,
-            format!("the change is in force but could not be made durable: {e}"),
-            "",
-            "no further change is accepted; restart `vpcd up --state DIR` (it loads the \
-             changes acknowledged before this one)",
-        ),
     }
 }
 

@@ -78,14 +78,27 @@ pub fn decode_batch(body: &[u8]) -> Result<Vec<Change>, ChangeError> {
 }
 
 impl ControlState {
+    /// Applies one request's changes (`batch`: a `POST /v1/batch` body, whose errors name the
+    /// entry) to `self`. On `Err`, `self` may be partly edited: callers work on a copy they
+    /// rebuild after a refusal (the API's committer).
+    pub(crate) fn apply_request(
+        &mut self,
+        changes: &[Change],
+        batch: bool,
+    ) -> Result<(), ChangeError> {
+        for (i, c) in changes.iter().enumerate() {
+            self.apply_in_place(c)
+                .map_err(|e| if batch { in_entry(i, e) } else { e })?;
+        }
+        Ok(())
+    }
+
     /// Applies `changes` in order, all or none: the new state (its generation `changes.len()`
     /// more) or the first refusal, its fields prefixed with the entry (see the module doc).
     /// `self` is never modified.
     pub fn apply_batch(&self, changes: &[Change]) -> Result<ControlState, ChangeError> {
         let mut next = self.clone();
-        for (i, c) in changes.iter().enumerate() {
-            next.apply_in_place(c).map_err(|e| in_entry(i, e))?;
-        }
+        next.apply_request(changes, true)?;
         Ok(next)
     }
 }
