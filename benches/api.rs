@@ -168,8 +168,13 @@ fn call(socket: &Path, path: &str, body: &str) -> (u16, String) {
     (status, out)
 }
 
+/// `POST /v1/ops/NAME` (`batch`: `POST /v1/batch`) that must succeed.
 fn op(socket: &Path, name: &str, body: &str) {
-    let (status, out) = call(socket, &format!("/v1/ops/{name}"), body);
+    let path = match name {
+        "batch" => "/v1/batch".to_string(),
+        _ => format!("/v1/ops/{name}"),
+    };
+    let (status, out) = call(socket, &path, body);
     assert_eq!(status, 200, "{name} {body}: {out}");
 }
 
@@ -277,6 +282,8 @@ fn spawn_cost_ms() -> f64 {
 /// not measured).
 struct Scenario {
     name: &'static str,
+    /// Changes per request (a batch carries several): ops/s counts changes.
+    per_request: usize,
     setup: fn(usize) -> Vec<(&'static str, String)>,
     round: fn(usize, usize) -> Vec<(&'static str, String)>,
     teardown: fn(usize) -> Vec<(&'static str, String)>,
@@ -303,18 +310,21 @@ fn attach_round(attach: &'static str, c: usize, i: usize) -> Vec<(&'static str, 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "sim_attach_detach",
+        per_request: 1,
         setup: no_ops,
         round: |c, i| attach_round("sim", c, i),
         teardown: no_ops,
     },
     Scenario {
         name: "netns_attach_detach",
+        per_request: 1,
         setup: no_ops,
         round: |c, i| attach_round("netns", c, i),
         teardown: no_ops,
     },
     Scenario {
         name: "eip_associate_disassociate",
+        per_request: 1,
         setup: |c| {
             vec![(
                 "add_instance",
@@ -339,6 +349,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "sg_rule_add_remove",
+        per_request: 1,
         setup: no_ops,
         round: |c, i| {
             let rule = format!(
@@ -352,9 +363,39 @@ const SCENARIOS: &[Scenario] = &[
         },
         teardown: no_ops,
     },
+    Scenario {
+        name: "sim_attach_detach_batch20",
+        per_request: BATCH,
+        setup: no_ops,
+        round: |c, i| {
+            let entries = |op: &str| {
+                let list: Vec<String> = (0..BATCH)
+                    .map(|k| {
+                        let name = format!("bt-{c}-{i}-{k}");
+                        let request = match op {
+                            "add_instance" => format!(
+                                r#"{{"vpc":"b","name":"{name}","subnet":"fn","attach":"sim"}}"#
+                            ),
+                            _ => format!(r#"{{"vpc":"b","name":"{name}"}}"#),
+                        };
+                        format!(r#"{{"op":"{op}","request":{request}}}"#)
+                    })
+                    .collect();
+                format!(r#"{{"changes":[{}]}}"#, list.join(","))
+            };
+            vec![
+                ("batch", entries("add_instance")),
+                ("batch", entries("remove_instance")),
+            ]
+        },
+        teardown: no_ops,
+    },
 ];
 
-/// Figures of one scenario run: operations per second and per-request latency percentiles.
+/// Instances per batch in `sim_attach_detach_batch20`.
+const BATCH: usize = 20;
+
+/// Figures of one scenario run: changes per second and per-request latency percentiles.
 struct Figures {
     ops: usize,
     ops_per_s: f64,
@@ -422,8 +463,8 @@ fn run_scenario(
     let mut sorted = lat;
     sorted.sort_by(f64::total_cmp);
     Figures {
-        ops: sorted.len(),
-        ops_per_s: sorted.len() as f64 / elapsed,
+        ops: sorted.len() * sc.per_request,
+        ops_per_s: (sorted.len() * sc.per_request) as f64 / elapsed,
         p50_ms: percentile(&sorted, 0.50),
         p99_ms: percentile(&sorted, 0.99),
     }
@@ -514,7 +555,7 @@ fn main() {
         .collect();
     let scenarios = env_list(
         "VPCD_API_SCENARIOS",
-        "sim_attach_detach,eip_associate_disassociate,sg_rule_add_remove,netns_attach_detach",
+        "sim_attach_detach,eip_associate_disassociate,sg_rule_add_remove,netns_attach_detach,sim_attach_detach_batch20",
     );
     let secs = env_num("VPCD_API_SECONDS", 3.0);
     if std::env::var("VPCD_API_BASIC").as_deref() != Ok("0") {

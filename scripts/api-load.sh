@@ -15,6 +15,8 @@
 #   netns_attach_detach         the same with a namespace and a TUN device
 #   eip_associate_disassociate  associate_eip (1:1 to the client's own instance) + disassociate_eip
 #   sg_rule_add_remove          add_sg_rule + remove_sg_rule on the client's own security group
+#   sim_attach_detach_batch20   one POST /v1/batch of 20 add_instance, then one of 20
+#                               remove_instance (ops/s counts changes; latency is per request)
 #
 # Env: BENCH_RUNS (default 3), API_SIZES (default "1 1000 10000"), API_CLIENTS (default "1 16"),
 # API_SECONDS (per scenario and client count, default 3), API_SCENARIOS (default: all four).
@@ -32,7 +34,7 @@ export VPCD_API_BASIC=0
 export VPCD_API_SIZES=${API_SIZES:-"1 1000 10000"}
 export VPCD_API_CLIENTS=${API_CLIENTS:-"1 16"}
 export VPCD_API_SECONDS=${API_SECONDS:-3}
-export VPCD_API_SCENARIOS=${API_SCENARIOS:-"sim_attach_detach eip_associate_disassociate sg_rule_add_remove netns_attach_detach"}
+export VPCD_API_SCENARIOS=${API_SCENARIOS:-"sim_attach_detach eip_associate_disassociate sg_rule_add_remove netns_attach_detach sim_attach_detach_batch20"}
 
 cargo bench --bench api --no-run >/dev/null 2>&1 || cargo bench --bench api --no-run
 for r in $(seq 1 "$RUNS"); do
@@ -56,7 +58,7 @@ for r in range(1, runs + 1):
         elif "rss_kib" in kv:
             rss.setdefault(int(kv["size"]), []).append(float(kv["rss_kib"]))
 med = statistics.median
-print(f"| instances | clients | scenario | ops/s | p50 ms | p99 ms |  (median of {runs} runs)")
+print(f"| instances | clients | scenario | changes/s | p50 ms | p99 ms |  (median of {runs} runs; latency per request)")
 print("|---:|---:|---|---:|---:|---:|")
 for (size, clients, name), f in sorted(figs.items()):
     print(f"| {size} | {clients} | {name} | {med(f['ops_per_s']):.0f} | {med(f['p50_ms']):.2f} | {med(f['p99_ms']):.2f} |")

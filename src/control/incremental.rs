@@ -24,10 +24,10 @@
 //! - `associate_eip` with an instance, `disassociate_eip` of a 1:1 EIP: the 1:1 bindings;
 //! - `add_sg_rule`, `remove_sg_rule`: the group's rules against the VPC's group names.
 //!
-//! Cost: linear scans of the touched VPC's plan without allocating per instance (and one set of
-//! its addresses for `add_instance`), no text. Pure: no I/O.
+//! Cost: linear scans of the touched VPC's plan without allocating per instance (and one sorted
+//! list of the subnet's addresses for `add_instance` without an address), no text. Pure: no
+//! I/O.
 
-use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use toml::Spanned;
@@ -110,18 +110,17 @@ fn add_instance(plan: &mut Plan, model: &mut Topology, r: &AddInstance) -> Optio
         }
     };
     let cidr = vp.subnets[subnet].cidr;
-    let used: HashSet<Ipv4Addr> = vp
+    let mut used = vp
         .instances
         .iter()
         .map(|i| i.ip)
-        .chain(vp.nat_gateways.iter().map(|g| g.ip))
-        .collect();
+        .chain(vp.nat_gateways.iter().map(|g| g.ip));
     let ip = match r.ip {
         Some(Addr(a)) if cidr.contains(a) && reserved_role(cidr, a).is_none() => {
-            (!used.contains(&a)).then_some(a)?
+            (!used.any(|u| u == a)).then_some(a)?
         }
         Some(_) => return None,
-        None => first_free(cidr, &used)?,
+        None => first_free(cidr, used)?,
     };
     let inst = model.vpc.get_mut(vi)?.instance.last_mut()?;
     if inst.name.get_ref() != &r.name {
@@ -148,11 +147,23 @@ fn add_instance(plan: &mut Plan, model: &mut Topology, r: &AddInstance) -> Optio
 }
 
 /// The lowest address of `cidr` an instance may take that is not in `used` (the file
-/// validator's `first_free`).
-fn first_free(cidr: Cidr, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
-    (u32::from(first_host(cidr))..=u32::from(last_host(cidr)))
-        .map(Ipv4Addr::from)
-        .find(|a| !used.contains(a))
+/// validator's `first_free`): the used ones in range, sorted, and the first gap among them.
+fn first_free(cidr: Cidr, used: impl Iterator<Item = Ipv4Addr>) -> Option<Ipv4Addr> {
+    let (first, last) = (u32::from(first_host(cidr)), u32::from(last_host(cidr)));
+    let mut taken: Vec<u32> = used
+        .map(u32::from)
+        .filter(|a| (first..=last).contains(a))
+        .collect();
+    taken.sort_unstable();
+    taken.dedup();
+    let mut candidate = first;
+    for a in taken {
+        if a != candidate {
+            break;
+        }
+        candidate += 1;
+    }
+    (candidate <= last).then(|| Ipv4Addr::from(candidate))
 }
 
 fn remove_instance(plan: &mut Plan, r: &RemoveInstance) -> Option<()> {
@@ -420,5 +431,17 @@ address = "203.0.113.2"
         assert!(fast.is_none());
         let e = full.expect_err("the subnet is full");
         assert!(e.contains("no free address"), "{e}");
+    }
+
+    #[test]
+    fn first_free_is_the_lowest_gap_like_the_file_validator() {
+        let c: Cidr = "10.0.1.0/29".parse().expect("cidr");
+        let a = |last: u8| Ipv4Addr::new(10, 0, 1, last);
+        assert_eq!(first_free(c, [].into_iter()), Some(a(2)));
+        // Outside the range, repeated, unordered: ignored, counted once, sorted.
+        let used = [a(4), a(2), a(3), a(3), Ipv4Addr::new(10, 0, 2, 2), a(6)];
+        assert_eq!(first_free(c, used.into_iter()), Some(a(5)));
+        let full = [a(2), a(3), a(4), a(5), a(6)];
+        assert_eq!(first_free(c, full.into_iter()), None);
     }
 }
