@@ -105,7 +105,8 @@ impl Drop for StateDir {
     }
 }
 
-/// The run's API socket (bound right after the ready line: wait for it).
+/// The run's API socket (bound right after the ready line: wait for it). One that refuses
+/// connections is a killed run's, not yet replaced by this run's.
 fn socket(run: &Run) -> PathBuf {
     let dir = run.dir.join("run");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -115,6 +116,7 @@ fn socket(run: &Run) -> PathBuf {
             .flatten()
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|x| x == "sock"))
+            .filter(|p| UnixStream::connect(p).is_ok())
         {
             return p;
         }

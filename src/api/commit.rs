@@ -125,7 +125,7 @@ async fn commit(shared: &Shared, group: Vec<Pending>) {
     if accepted.is_empty() {
         return;
     }
-    let applied = match shared.handle.apply(working.plan().clone()).await {
+    let applied = match shared.handle.apply(working.shared_plan()).await {
         Ok(a) => a,
         Err(_) if accepted.len() > 1 => {
             drop(state);
@@ -164,7 +164,7 @@ async fn commit(shared: &Shared, group: Vec<Pending>) {
         Ok(t) => t,
         Err(e) => {
             // Keep the running network equal to what a restart would load.
-            let _ = shared.handle.apply(state.plan().clone()).await;
+            let _ = shared.handle.apply(state.shared_plan()).await;
             for a in accepted {
                 let _ = a.pending.reply.send(error(
                     ErrorCode::Internal,

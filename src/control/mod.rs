@@ -22,7 +22,7 @@
 //! A caller applying changes to a running network (one at a time: the state has one writer):
 //!
 //! 1. `let next = state.apply(&change)?` — refusals go back to the client as 4xx;
-//! 2. hand `next.plan().clone()` to the runtime (`runtime::Handle::apply`); if it refuses, keep
+//! 2. hand `next.shared_plan()` to the runtime (`runtime::Handle::apply`); if it refuses, keep
 //!    `state` and report it;
 //! 3. `next.save(dir)?`; if that fails, put `state.plan()` back into the runtime and report it,
 //!    so the running network never differs from what a restart would load;
@@ -40,7 +40,7 @@ pub mod journal;
 mod state;
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 pub use batch::{MAX_BATCH, decode_batch};
 pub use change::Change;
@@ -63,7 +63,8 @@ pub const API_FILE: &str = "api";
 #[derive(Debug, Clone)]
 pub struct ControlState {
     model: Topology,
-    plan: Plan,
+    /// Shared with the running network while it applies it (changes copy it on write).
+    plan: Arc<Plan>,
     /// The model as TOML text: what `export` returns and `save` writes. Made when first asked
     /// for: an incremental change does not serialize the topology (`Err`: the model could not
     /// be written as TOML, which `save` refuses to hide).
@@ -95,7 +96,7 @@ impl ControlState {
     pub fn from_text(file: &str, text: &str) -> Result<Self, TopologyError> {
         let (model, plan) = topology::parse_model(file, text)?;
         let state = Self::from_model(file, model, 0)?;
-        if state.plan != plan {
+        if *state.plan != plan {
             return Err(TopologyError::Invalid(vec![Diagnostic::new(
                 file,
                 text,
@@ -121,7 +122,7 @@ impl ControlState {
         if !pin_addresses(&mut model, &plan) {
             return Ok(ControlState {
                 model,
-                plan,
+                plan: Arc::new(plan),
                 text: OnceLock::from(Ok(text)),
                 generation,
             });
@@ -136,7 +137,7 @@ impl ControlState {
         }
         Ok(ControlState {
             model,
-            plan,
+            plan: Arc::new(plan),
             text: OnceLock::from(Ok(text)),
             generation,
         })
@@ -148,6 +149,12 @@ impl ControlState {
 
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    /// The plan, shared: what to hand the running network (`runtime::Handle::apply`) without
+    /// copying it.
+    pub fn shared_plan(&self) -> Arc<Plan> {
+        self.plan.clone()
     }
 
     /// How many changes were applied since the state was created from a file.
@@ -171,7 +178,7 @@ impl ControlState {
     /// callers apply to a copy they throw away on error ([`ControlState::apply`], batches).
     fn apply_in_place(&mut self, change: &Change) -> Result<(), ChangeError> {
         let scope = change.edit(&mut self.model).map_err(ChangeError::one)?;
-        if incremental::apply(&mut self.plan, &mut self.model, change).is_some() {
+        if incremental::apply(Arc::make_mut(&mut self.plan), &mut self.model, change).is_some() {
             self.text = OnceLock::new();
             self.generation += 1;
             return Ok(());

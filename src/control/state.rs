@@ -87,7 +87,7 @@ impl ControlState {
             .to_string();
         Ok(Some(ControlState {
             model,
-            plan,
+            plan: std::sync::Arc::new(plan),
             text: std::sync::OnceLock::from(Ok(body)),
             generation,
         }))

@@ -29,6 +29,8 @@
 //! move or remove an endpoint under `--capture` (a capture follows a port id).
 
 use std::collections::{HashMap, HashSet};
+
+use foldhash::fast::FixedState;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -176,7 +178,7 @@ pub enum ApplyError {
 }
 
 pub(super) struct Request {
-    plan: Box<Plan>,
+    plan: Arc<Plan>,
     reply: Sender<Result<Applied, ApplyError>>,
 }
 
@@ -195,13 +197,10 @@ impl Handle {
     /// running network and returns what changed. On `Err` the previous plan stays in force (see
     /// the module doc for the one exception). Resolves with [`ApplyError::Stopped`] once the run
     /// is stopping.
-    pub async fn apply(&self, plan: Plan) -> Result<Applied, ApplyError> {
+    pub async fn apply(&self, plan: Arc<Plan>) -> Result<Applied, ApplyError> {
         let (reply, mut rx) = mailbox::channel();
         self.tx
-            .send(Request {
-                plan: Box::new(plan),
-                reply,
-            })
+            .send(Request { plan, reply })
             .map_err(|_| ApplyError::Stopped)?;
         rx.recv().await.unwrap_or(Err(ApplyError::Stopped))
     }
@@ -293,7 +292,7 @@ impl Control {
                 },
                 r = requests.recv(), if requests_open => match r {
                     Some(r) => {
-                        let result = self.apply(*r.plan).await;
+                        let result = self.apply(&r.plan).await;
                         let _ = r.reply.send(result);
                     }
                     None => requests_open = false,
@@ -318,7 +317,7 @@ impl Control {
                 return;
             }
         };
-        match self.apply(plan).await {
+        match self.apply(&plan).await {
             Ok(a) => {
                 let _ = writeln!(out, "reloaded {file}: {}", a.summary());
                 let _ = out.flush();
@@ -333,9 +332,9 @@ impl Control {
     }
 
     /// Applies `plan`; see the module doc.
-    pub async fn apply(&mut self, plan: Plan) -> Result<Applied, ApplyError> {
-        let tables = Arc::new(crate::topology::compile::tables(&plan));
-        let new = port_specs(&plan, &tables);
+    pub async fn apply(&mut self, plan: &Plan) -> Result<Applied, ApplyError> {
+        let tables = Arc::new(crate::topology::compile::tables(plan));
+        let new = port_specs(plan, &tables);
         let max_mtu = self.buffer_size.saturating_sub(MIN_BUFFER);
         if let Some(p) = new.iter().find(|p| p.mtu as usize > max_mtu) {
             return Err(ApplyError::Refused(format!(
@@ -346,13 +345,13 @@ impl Control {
         }
         // Classify: for each new port, the old one it keeps (same spec) or replaces (same name).
         // By name through maps: a scan per port made every change quadratic in the ports.
-        let old_by_name: HashMap<&str, usize> = self
+        let old_by_name: HashMap<&str, usize, FixedState> = self
             .specs
             .iter()
             .enumerate()
             .map(|(i, o)| (o.name.as_str(), i))
             .collect();
-        let new_names: HashSet<&str> = new.iter().map(|p| p.name.as_str()).collect();
+        let new_names: HashSet<&str, FixedState> = new.iter().map(|p| p.name.as_str()).collect();
         let old_index = |name: &str| old_by_name.get(name).copied();
         let mut applied = Applied::default();
         let mut keep: Vec<Option<usize>> = Vec::with_capacity(new.len());
@@ -667,7 +666,7 @@ mod tests {
         )
         .expect("valid topology");
         assert!(matches!(
-            rt.block_on(handle.apply(plan)),
+            rt.block_on(handle.apply(Arc::new(plan))),
             Err(ApplyError::Stopped)
         ));
         assert!(matches!(
