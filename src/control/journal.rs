@@ -31,6 +31,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::task::{Poll, Waker};
 
 use serde::{Deserialize, Serialize};
 
@@ -183,7 +184,6 @@ pub(super) fn replay(
 struct Sync {
     progress: Mutex<Progress>,
     wake: Condvar,
-    synced: tokio::sync::watch::Sender<Synced>,
 }
 
 #[derive(Default)]
@@ -196,35 +196,61 @@ struct Progress {
     fsyncs: u64,
     failed: Option<String>,
     stop: bool,
+    /// Tasks waiting in [`Durable::wait`], woken after each fsync.
+    waiters: Vec<Waker>,
 }
 
-/// What waiters see: records durable so far, and the error that stopped the journal.
-#[derive(Debug, Clone, Default)]
-struct Synced {
-    upto: u64,
-    failed: Option<String>,
+impl Progress {
+    /// Whether `ticket` is durable (`Some(Ok)`), lost to a failed fsync (`Some(Err)`), or not
+    /// known yet.
+    fn outcome(&self, ticket: Ticket) -> Option<Result<(), String>> {
+        match &self.failed {
+            _ if self.synced >= ticket.0 => Some(Ok(())),
+            Some(e) => Some(Err(e.clone())),
+            None if self.stop && self.written <= self.synced => {
+                Some(Err("the journal was closed".into()))
+            }
+            None => None,
+        }
+    }
 }
 
 /// A record's place in the journal: durable once [`Durable::wait`] says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket(u64);
 
-/// Waits for records to be durable; clone it out of the lock that guards the [`Journal`].
+/// Waits for records to be durable; clone it out of the lock that guards the [`Journal`]. A
+/// plain future woken by the fsync thread: the control core needs no async runtime.
 #[derive(Clone)]
-pub struct Durable(tokio::sync::watch::Receiver<Synced>);
+pub struct Durable(Arc<Sync>);
 
 impl Durable {
     /// Resolves once the record of `ticket` is on disk; `Err` with the reason when the journal
-    /// failed before that.
-    pub async fn wait(mut self, ticket: Ticket) -> Result<(), String> {
-        let seen = self
-            .0
-            .wait_for(|s| s.upto >= ticket.0 || s.failed.is_some())
-            .await
-            .map_err(|_| "the journal's fsync thread stopped".to_string())?;
-        match &seen.failed {
-            Some(e) if seen.upto < ticket.0 => Err(e.clone()),
-            _ => Ok(()),
+    /// failed (or was closed) before that.
+    pub fn wait(self, ticket: Ticket) -> impl Future<Output = Result<(), String>> {
+        std::future::poll_fn(move |cx| {
+            let mut p = self.0.lock();
+            match p.outcome(ticket) {
+                Some(r) => Poll::Ready(r),
+                None => {
+                    p.waiters.push(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+    }
+}
+
+impl Sync {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes every waiting task (they check their ticket again).
+    fn wake_waiters(&self) {
+        let waiters = std::mem::take(&mut self.lock().waiters);
+        for w in waiters {
+            w.wake();
         }
     }
 }
@@ -258,11 +284,9 @@ impl Journal {
             file.set_len(replay.valid_len).map_err(io(&path))?;
             file.sync_all().map_err(io(&path))?;
         }
-        let (synced, _) = tokio::sync::watch::channel(Synced::default());
         let sync = Arc::new(Sync {
             progress: Mutex::new(Progress::default()),
             wake: Condvar::new(),
-            synced,
         });
         let thread_file = file.try_clone().map_err(io(&path))?;
         let thread_sync = sync.clone();
@@ -314,7 +338,7 @@ impl Journal {
 
     /// A waiter for tickets of this journal.
     pub fn durable(&self) -> Durable {
-        Durable(self.sync.synced.subscribe())
+        Durable(self.sync.clone())
     }
 
     /// fsyncs done so far (each covers every record appended before it started).
@@ -345,17 +369,13 @@ impl Journal {
         self.bytes = 0;
         let mut p = self.progress();
         p.synced = p.written;
-        let upto = p.synced;
         drop(p);
-        self.sync.synced.send_modify(|s| s.upto = s.upto.max(upto));
+        self.sync.wake_waiters();
         Ok(())
     }
 
     fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
-        self.sync
-            .progress
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.sync.lock()
     }
 }
 
@@ -367,15 +387,15 @@ impl Drop for Journal {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.sync.wake_waiters();
     }
 }
 
 /// The fsync thread: whenever records were appended since the last fsync, one fsync for all of
 /// them; stops on request (after a last one) or at the first failure.
 fn fsync_loop(file: &File, sync: &Sync) {
-    let lock = || sync.progress.lock().unwrap_or_else(PoisonError::into_inner);
     loop {
-        let mut p = lock();
+        let mut p = sync.lock();
         while p.written <= p.synced && !p.stop {
             p = sync.wake.wait(p).unwrap_or_else(PoisonError::into_inner);
         }
@@ -385,19 +405,15 @@ fn fsync_loop(file: &File, sync: &Sync) {
         let target = p.written;
         drop(p);
         let result = file.sync_data();
-        let mut p = lock();
+        let mut p = sync.lock();
         p.fsyncs += 1;
         match result {
             Ok(()) => p.synced = p.synced.max(target),
             Err(e) => p.failed = Some(format!("fsync of the journal failed: {e}")),
         }
-        let seen = Synced {
-            upto: p.synced,
-            failed: p.failed.clone(),
-        };
         let failed = p.failed.is_some();
         drop(p);
-        sync.synced.send_replace(seen);
+        sync.wake_waiters();
         if failed {
             return;
         }

@@ -3,8 +3,9 @@
 //! Owns [`ControlState`]: the effective topology as a model (the file plus every change made
 //! through the API) together with the [`Plan`] validated from it. It is a pure library: no HTTP,
 //! no runtime, no dataplane. The HTTP layer decodes a request body into one of the request types
-//! of [`change`] with [`decode`], calls [`ControlState::apply`], saves the new state with
-//! [`ControlState::save`], compiles its plan and swaps the tables; then it keeps the new state.
+//! of [`change`] with [`decode`] (or many with [`decode_batch`]), applies it, hands the plan to
+//! the running network, appends the change to the [`Journal`] and waits for it to be durable;
+//! then it keeps the new state.
 //!
 //! Invariants:
 //! - a change is validated exactly like a file: the edited model is serialized to TOML text and
@@ -24,11 +25,14 @@
 //! 1. `let next = state.apply(&change)?` — refusals go back to the client as 4xx;
 //! 2. hand `next.shared_plan()` to the runtime (`runtime::Handle::apply`); if it refuses, keep
 //!    `state` and report it;
-//! 3. `next.save(dir)?`; if that fails, put `state.plan()` back into the runtime and report it,
-//!    so the running network never differs from what a restart would load;
-//! 4. `state = next`.
+//! 3. `let ticket = journal.append(next.generation(), &[change])?`; if that fails, put
+//!    `state.plan()` back into the runtime and report it, so the running network never differs
+//!    from what a restart would load;
+//! 4. `state = next`; answer once `journal.durable().wait(ticket)` resolves (requests that
+//!    appended meanwhile share its fsync). `journal.compact_if_due(&state)` now and then.
 //!
-//! `ControlState::open(dir, file)` is the start: the saved state, or the file's on first use.
+//! `ControlState::open(dir, file)` is the start: the saved state (snapshot and journal), or the
+//! file's on first use; then `Journal::open(dir)`.
 //!
 //! It must not know about packets, sockets or tokio.
 
