@@ -292,7 +292,7 @@ impl Control {
                 },
                 r = requests.recv(), if requests_open => match r {
                     Some(r) => {
-                        let result = self.apply(&r.plan).await;
+                        let result = self.apply(r.plan).await;
                         let _ = r.reply.send(result);
                     }
                     None => requests_open = false,
@@ -317,7 +317,7 @@ impl Control {
                 return;
             }
         };
-        match self.apply(&plan).await {
+        match self.apply(Arc::new(plan)).await {
             Ok(a) => {
                 let _ = writeln!(out, "reloaded {file}: {}", a.summary());
                 let _ = out.flush();
@@ -332,9 +332,18 @@ impl Control {
     }
 
     /// Applies `plan`; see the module doc.
-    pub async fn apply(&mut self, plan: &Plan) -> Result<Applied, ApplyError> {
-        let tables = Arc::new(crate::topology::compile::tables(plan));
-        let new = port_specs(plan, &tables);
+    ///
+    /// The tables are compiled on a blocking thread (the other core), so that the loop keeps
+    /// forwarding and the API keeps reading requests meanwhile; compiling grows with the
+    /// topology (every port).
+    pub async fn apply(&mut self, plan: Arc<Plan>) -> Result<Applied, ApplyError> {
+        let (tables, new) = tokio::task::spawn_blocking(move || {
+            let tables = Arc::new(crate::topology::compile::tables(&plan));
+            let specs = port_specs(&plan, &tables);
+            (tables, specs)
+        })
+        .await
+        .map_err(|e| ApplyError::Io(std::io::Error::other(e)))?;
         let max_mtu = self.buffer_size.saturating_sub(MIN_BUFFER);
         if let Some(p) = new.iter().find(|p| p.mtu as usize > max_mtu) {
             return Err(ApplyError::Refused(format!(
