@@ -168,14 +168,14 @@ pub(super) fn replay(
                 ),
             ));
         }
-        for c in &changes {
-            state = state.apply(c).map_err(|e| {
-                corrupt(
-                    &path,
-                    format!("generation {generation} does not apply: {}", e.to_json()),
-                )
-            })?;
-        }
+        // In place: a refusal ends the load anyway, and a copy per change would make a restart
+        // with a long journal cost a copy of the whole state per record.
+        state.apply_request(&changes, false).map_err(|e| {
+            corrupt(
+                &path,
+                format!("generation {generation} does not apply: {}", e.to_json()),
+            )
+        })?;
     }
     Ok(state)
 }
