@@ -49,6 +49,9 @@ use crate::topology::Plan;
 use crate::topology::model::{Attach, Service};
 use crate::uplink::UplinkConfig;
 
+/// Plans with more ports than this are compiled off the loop's thread ([`Control::apply`]).
+pub const OFFLOAD_PORTS: usize = 1000;
+
 /// What one port of a plan is, as far as the runtime is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct PortSpec {
@@ -333,17 +336,25 @@ impl Control {
 
     /// Applies `plan`; see the module doc.
     ///
-    /// The tables are compiled on a blocking thread (the other core), so that the loop keeps
-    /// forwarding and the API keeps reading requests meanwhile; compiling grows with the
-    /// topology (every port).
+    /// A plan of more than [`OFFLOAD_PORTS`] ports is compiled on a blocking thread (the other
+    /// core), so that the loop keeps forwarding and the API keeps reading requests meanwhile
+    /// (compiling grows with the ports); a smaller one inline, where the hop to another thread
+    /// would cost more than the compile.
     pub async fn apply(&mut self, plan: Arc<Plan>) -> Result<Applied, ApplyError> {
-        let (tables, new) = tokio::task::spawn_blocking(move || {
+        let ports =
+            plan.vpcs.iter().map(|v| v.instances.len()).sum::<usize>() + plan.internet.hosts.len();
+        let compile = move || {
             let tables = Arc::new(crate::topology::compile::tables(&plan));
             let specs = port_specs(&plan, &tables);
             (tables, specs)
-        })
-        .await
-        .map_err(|e| ApplyError::Io(std::io::Error::other(e)))?;
+        };
+        let (tables, new) = if ports > OFFLOAD_PORTS {
+            tokio::task::spawn_blocking(compile)
+                .await
+                .map_err(|e| ApplyError::Io(std::io::Error::other(e)))?
+        } else {
+            compile()
+        };
         let max_mtu = self.buffer_size.saturating_sub(MIN_BUFFER);
         if let Some(p) = new.iter().find(|p| p.mtu as usize > max_mtu) {
             return Err(ApplyError::Refused(format!(
