@@ -971,3 +971,36 @@ fn concurrent_requests_share_a_step_and_keep_their_own_answers() {
     }
     run.stop();
 }
+
+/// Issue 20: a detached namespace is deleted in the background, yet the same name can be
+/// attached again at once (the new attach waits for that deletion), and a stop right after a
+/// detach leaves no namespace behind.
+#[test]
+fn a_netns_name_detached_in_the_background_attaches_again_and_nothing_is_left() {
+    if !capable("real_control_redetach", &[]) {
+        return;
+    }
+    let state = StateDir::new("redetach");
+    let run = Run::up_with("vcn", TOPOLOGY, &["--state", &state.arg()]);
+    let sock = socket(&run);
+    let add = json!({"vpc": "a", "name": "n1", "subnet": "fn"});
+    let remove = json!({"vpc": "a", "name": "n1"});
+    for _ in 0..3 {
+        op(&sock, "add_instance", add.clone());
+        op(&sock, "remove_instance", remove.clone());
+    }
+    op(&sock, "add_instance", add);
+    op(&sock, "remove_instance", remove);
+    run.stop();
+    let left: Vec<String> = real_support::text(
+        &std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list"),
+    )
+    .lines()
+    .filter(|l| l.starts_with("vcn-"))
+    .map(str::to_string)
+    .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

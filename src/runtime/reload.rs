@@ -251,7 +251,16 @@ pub(super) struct Control {
     pub reload: super::Reload,
     /// The loop's clock: the std reading of its `Instant::ZERO`.
     pub clock: std::time::Instant,
+    /// Namespaces of removed endpoints being deleted in the background (a detach does not wait
+    /// for it); they stay in `made` until deleted, so teardown and `vpcd down` still find them.
+    pub deleting: Vec<Deletion>,
 }
+
+/// A background removal of namespaces: their names and the blocking task deleting them.
+pub(super) type Deletion = (Vec<String>, tokio::task::JoinHandle<Deleted>);
+
+/// Each namespace a deletion task was given, with its result.
+pub(super) type Deleted = Vec<(String, Result<(), NetnsError>)>;
 
 /// A new namespace with its TUN device (not yet handed to the loop).
 struct MadeNs {
@@ -284,7 +293,10 @@ impl Control {
         loop {
             tokio::select! {
                 biased;
-                () = &mut stop => return,
+                () = &mut stop => {
+                    self.settle_all_deletions().await;
+                    return;
+                }
                 _ = hup.recv() => match self.reload {
                     super::Reload::File => self.reload(topology, out).await,
                     super::Reload::Api => eprintln!(
@@ -414,13 +426,18 @@ impl Control {
                 )));
             }
         }
-        for (j, p) in new.iter().enumerate() {
-            if p.attach == Attach::Netns && keep[j].is_none() && old_index(&p.name).is_none() {
-                let ns = netns::namespace_name(&self.prefix, &p.name);
-                if netns::exists(&ns) {
-                    return Err(NetnsError::Exists(ns).into());
-                }
-            }
+        let fresh: Vec<String> = new
+            .iter()
+            .enumerate()
+            .filter(|(j, p)| {
+                p.attach == Attach::Netns && keep[*j].is_none() && old_index(&p.name).is_none()
+            })
+            .map(|(_, p)| netns::namespace_name(&self.prefix, &p.name))
+            .collect();
+        // A name detached a moment ago may still be being deleted: wait for that first.
+        self.settle_deletions(&fresh).await;
+        if let Some(ns) = fresh.into_iter().find(|ns| netns::exists(ns)) {
+            return Err(NetnsError::Exists(ns).into());
         }
 
         // 1. Detach replaced namespaces, so that their names are free.
@@ -538,13 +555,14 @@ impl Control {
             .map(|p| format!("{}: {}", p.gateway, p.error))
             .collect();
 
-        // 4. Remove what the change removed (the loop has closed their devices).
+        // 4. Remove what the change removed (the loop has closed their devices), in the
+        // background: the change is in force already.
         let gone: Vec<String> = removed_old
             .iter()
             .filter(|&&i| self.specs[i].attach == Attach::Netns)
             .map(|&i| netns::namespace_name(&self.prefix, &self.specs[i].name))
             .collect();
-        self.delete(gone).await;
+        self.delete_in_background(gone);
         self.specs = new;
         Ok(applied)
     }
@@ -589,22 +607,55 @@ impl Control {
         rx.recv().await.ok_or(ApplyError::Stopped)
     }
 
-    /// Deletes namespaces on a blocking thread; those that could not be removed stay in the
-    /// teardown list (and the state file) for teardown or `vpcd down` to retry.
+    /// Deletes namespaces on a blocking thread and waits; those that could not be removed stay
+    /// in the teardown list (and the state file) for teardown or `vpcd down` to retry.
     async fn delete(&mut self, names: Vec<String>) {
         if names.is_empty() {
             return;
         }
-        let result = tokio::task::spawn_blocking(move || {
-            names
-                .into_iter()
-                .map(|n| {
-                    let r = netns::delete(&n);
-                    (n, r)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await;
+        let result = tokio::task::spawn_blocking(move || delete_all(names)).await;
+        self.deleted(result);
+    }
+
+    /// [`Control::delete`] without waiting: the task is collected by
+    /// [`Control::settle_deletions`].
+    fn delete_in_background(&mut self, names: Vec<String>) {
+        if names.is_empty() {
+            return;
+        }
+        let task_names = names.clone();
+        let task = tokio::task::spawn_blocking(move || delete_all(task_names));
+        self.deleting.push((names, task));
+    }
+
+    /// Collects the background deletions that are done, and waits for those deleting one of
+    /// `names` (about to be made again).
+    pub(super) async fn settle_deletions(&mut self, names: &[String]) {
+        self.settle(|deleting| deleting.iter().any(|n| names.contains(n)))
+            .await;
+    }
+
+    /// Waits for every background deletion (the run stops: teardown comes next).
+    pub(super) async fn settle_all_deletions(&mut self) {
+        self.settle(|_| true).await;
+    }
+
+    async fn settle(&mut self, wait: impl Fn(&[String]) -> bool) {
+        let mut i = 0;
+        while i < self.deleting.len() {
+            let (names, task) = &self.deleting[i];
+            if !task.is_finished() && !wait(names) {
+                i += 1;
+                continue;
+            }
+            let (_, task) = self.deleting.swap_remove(i);
+            let result = task.await;
+            self.deleted(result);
+        }
+    }
+
+    /// Records what a deletion task removed.
+    fn deleted(&mut self, result: Result<Deleted, tokio::task::JoinError>) {
         let Ok(results) = result else {
             eprintln!("vpcd up: reload: the namespace removal thread failed; teardown retries");
             return;
@@ -616,6 +667,17 @@ impl Control {
             }
         }
     }
+}
+
+/// Deletes each namespace (blocking), with its result.
+fn delete_all(names: Vec<String>) -> Deleted {
+    names
+        .into_iter()
+        .map(|n| {
+            let r = netns::delete(&n);
+            (n, r)
+        })
+        .collect()
 }
 
 /// Records each namespace in the state file, then creates it with its TUN device; stops at the
