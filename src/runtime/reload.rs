@@ -16,7 +16,9 @@
 //! 3. one [`Swap`] hands the new port vector and the compiled tables to the loop, which applies it
 //!    between two batches (`Fabric::swap_tables`, then the observer's `set_tables`): kept ports
 //!    never stop, NAT and security-group state follow the tables;
-//! 4. the namespaces of removed endpoints are deleted (their devices were closed by the swap).
+//! 4. the namespaces of removed endpoints are deleted (their devices were closed by the swap) on
+//!    a blocking thread, without waiting: they stay in the teardown list (and the state file)
+//!    until deleted, an attach of the same name waits for its deletion, and a stop for all.
 //!
 //! The public uplink (`internet/uplink`) is an endpoint like the others: kept (with its flows and
 //! listeners) while its configuration — address, MTU, `host_bind`s, host listeners — is the same;
