@@ -58,7 +58,7 @@ struct Entry {
 }
 
 /// The records of a journal, and how many of its bytes hold them (the rest is a cut record).
-pub(super) struct Replay {
+struct Replay {
     pub records: Vec<(u64, Vec<Change>)>,
     pub valid_len: u64,
 }
@@ -102,7 +102,7 @@ fn decode(line: &[u8]) -> Option<Record> {
 }
 
 /// Reads the journal in `dir` (empty when there is none).
-pub(super) fn read(dir: &Path) -> Result<Replay, StateError> {
+fn read(dir: &Path) -> Result<Replay, StateError> {
     let path = dir.join(JOURNAL_FILE);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
@@ -147,11 +147,7 @@ pub(super) fn read(dir: &Path) -> Result<Replay, StateError> {
 }
 
 /// Applies the records above `state`'s generation in order.
-pub(super) fn replay(
-    dir: &Path,
-    mut state: ControlState,
-    replay: Replay,
-) -> Result<ControlState, StateError> {
+fn replay(dir: &Path, mut state: ControlState, replay: Replay) -> Result<ControlState, StateError> {
     let path = dir.join(JOURNAL_FILE);
     for (generation, changes) in replay.records {
         if generation <= state.generation() {
@@ -178,6 +174,39 @@ pub(super) fn replay(
         })?;
     }
     Ok(state)
+}
+
+/// Where the state of a directory comes from: the snapshot, then the journal.
+impl ControlState {
+    /// Loads the state saved in `dir`: the snapshot with the journal's newer records replayed;
+    /// `Ok(None)` when there is none yet (no directory or no state file). Temporary files of an
+    /// interrupted save and a record cut by a crash at the journal's end are ignored.
+    pub fn load(dir: &Path) -> Result<Option<ControlState>, StateError> {
+        let Some(snapshot) = Self::load_snapshot(dir)? else {
+            return Ok(None);
+        };
+        let records = read(dir)?;
+        replay(dir, snapshot, records).map(Some)
+    }
+
+    /// The state `vpcd up --state DIR FILE` starts from: the one saved in `dir` when there is
+    /// one (the file only seeded it: later edits of the file are not merged), otherwise the
+    /// file's, saved to `dir` at once (a journal without its snapshot is removed: its records
+    /// continue a state that is gone).
+    pub fn open(dir: &Path, file: &Path) -> Result<ControlState, StateError> {
+        if let Some(state) = Self::load(dir)? {
+            return Ok(state);
+        }
+        let state = Self::from_file(file)?;
+        let journal = dir.join(JOURNAL_FILE);
+        match fs::remove_file(&journal) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&journal)(e)),
+        }
+        state.save(dir)?;
+        Ok(state)
+    }
 }
 
 /// What the fsync thread and the waiters share.

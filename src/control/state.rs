@@ -53,19 +53,8 @@ pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ 
 }
 
 impl ControlState {
-    /// Loads the state saved in `dir`: the snapshot with the journal's newer records replayed;
-    /// `Ok(None)` when there is none yet (no directory or no state file). Temporary files of an
-    /// interrupted save and a record cut by a crash at the journal's end are ignored.
-    pub fn load(dir: &Path) -> Result<Option<ControlState>, StateError> {
-        let Some(snapshot) = Self::load_snapshot(dir)? else {
-            return Ok(None);
-        };
-        let records = super::journal::read(dir)?;
-        super::journal::replay(dir, snapshot, records).map(Some)
-    }
-
-    /// The snapshot alone.
-    fn load_snapshot(dir: &Path) -> Result<Option<ControlState>, StateError> {
+    /// The snapshot alone (`ControlState::load`, in `journal`, replays the journal over it).
+    pub(super) fn load_snapshot(dir: &Path) -> Result<Option<ControlState>, StateError> {
         let path = dir.join(STATE_FILE);
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
@@ -91,25 +80,6 @@ impl ControlState {
             text: std::sync::OnceLock::from(Ok(body)),
             generation,
         }))
-    }
-
-    /// The state `vpcd up --state DIR FILE` starts from: the one saved in `dir` when there is
-    /// one (the file only seeded it: later edits of the file are not merged), otherwise the
-    /// file's, saved to `dir` at once (a journal without its snapshot is removed: its records
-    /// continue a state that is gone).
-    pub fn open(dir: &Path, file: &Path) -> Result<ControlState, StateError> {
-        if let Some(state) = Self::load(dir)? {
-            return Ok(state);
-        }
-        let state = Self::from_file(file)?;
-        let journal = dir.join(super::journal::JOURNAL_FILE);
-        match fs::remove_file(&journal) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&journal)(e)),
-        }
-        state.save(dir)?;
-        Ok(state)
     }
 
     /// Writes the state to `dir` atomically (see the module doc), creating `dir` (mode 0700) if
