@@ -58,7 +58,9 @@ fn errors(codes: &[u16]) -> Map<String, Value> {
                 "Already exists, still in use, or refused by the running network; nothing changed."
             }
             413 => "The body is larger than 64 KiB.",
-            500 => "The change could not be saved and was undone.",
+            500 => {
+                "The change could not be saved and was undone; or, after a failed fsync of the journal, it is in force but not durable and no further change is accepted."
+            }
             503 => "The run is stopping.",
             _ => "Refused.",
         };
