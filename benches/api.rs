@@ -24,11 +24,11 @@ cidr = "10.70.0.0/16"
 
   [[vpc.subnet]]
   name = "fn"
-  cidr = "10.70.0.0/20"
+  cidr = "10.70.0.0/18"
 
   [[vpc.subnet]]
   name = "public"
-  cidr = "10.70.16.0/24"
+  cidr = "10.70.64.0/24"
   route_table = "public"
 
   [[vpc.route_table]]
@@ -42,7 +42,7 @@ cidr = "10.70.0.0/16"
   [[vpc.instance]]
   name = "target"
   subnet = "public"
-  ip = "10.70.16.10"
+  ip = "10.70.64.10"
   attach = "sim"
 
   [[vpc.nat_gateway]]
@@ -50,6 +50,10 @@ cidr = "10.70.0.0/16"
   subnet = "public"
   eips = ["gw"]
   snat = [ { source = "10.70.0.0/16" } ]
+"#;
+
+/// The rest of the topology: after the VPC's instances and groups (see [`topology`]).
+const PUBLIC: &str = r#"
 
 [[eip]]
 name = "gw"
@@ -63,6 +67,31 @@ address = "203.0.113.71"
 cidr = "198.51.100.0/24"
 host = [ { name = "web", ip = "198.51.100.10", attach = "sim" } ]
 "#;
+
+/// The benchmark topology with `size` instances in the VPC (`target` and `size - 1` sim fillers
+/// in `fn`), one security group and one free EIP per client (`sg-C`, `e-C`), the per-client
+/// things the load scenarios change.
+fn topology(size: usize, clients: usize) -> String {
+    let mut t = String::from(TOPOLOGY);
+    for i in 1..size {
+        t.push_str(&format!(
+            "\n  [[vpc.instance]]\n  name = \"f{i}\"\n  subnet = \"fn\"\n  attach = \"sim\"\n"
+        ));
+    }
+    for c in 0..clients {
+        t.push_str(&format!(
+            "\n  [[vpc.security_group]]\n  name = \"sg-{c}\"\n"
+        ));
+    }
+    t.push_str(PUBLIC);
+    for c in 0..clients {
+        t.push_str(&format!(
+            "\n[[eip]]\nname = \"e-{c}\"\naddress = \"203.0.113.{}\"\n",
+            100 + c
+        ));
+    }
+    t
+}
 
 struct Up {
     child: Child,
@@ -87,11 +116,12 @@ impl Drop for Up {
     }
 }
 
-fn up() -> Up {
+/// Starts `vpcd up --state` on `topology` in a fresh temporary directory.
+fn up(topology: &str) -> Up {
     let dir = std::env::temp_dir().join(format!("vpcd-bench-api-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(dir.join("topology.toml"), TOPOLOGY).expect("topology");
+    std::fs::write(dir.join("topology.toml"), topology).expect("topology");
     let mut child = Command::new(VPCD)
         .env("VPCD_NETNS_PREFIX", PREFIX)
         .env("VPCD_RUN_DIR", dir.join("run"))
@@ -138,8 +168,13 @@ fn call(socket: &Path, path: &str, body: &str) -> (u16, String) {
     (status, out)
 }
 
+/// `POST /v1/ops/NAME` (`batch`: `POST /v1/batch`) that must succeed.
 fn op(socket: &Path, name: &str, body: &str) {
-    let (status, out) = call(socket, &format!("/v1/ops/{name}"), body);
+    let path = match name {
+        "batch" => "/v1/batch".to_string(),
+        _ => format!("/v1/ops/{name}"),
+    };
+    let (status, out) = call(socket, &path, body);
     assert_eq!(status, 200, "{name} {body}: {out}");
 }
 
@@ -242,6 +277,262 @@ fn spawn_cost_ms() -> f64 {
     median(&mut v)
 }
 
+/// One load scenario: what each client does in a loop (`ops` gives the requests of one round,
+/// each `(operation, body)`), and what it does once before and after (set-up and clean-up,
+/// not measured).
+struct Scenario {
+    name: &'static str,
+    /// Changes per request (a batch carries several): ops/s counts changes.
+    per_request: usize,
+    setup: fn(usize) -> Vec<(&'static str, String)>,
+    round: fn(usize, usize) -> Vec<(&'static str, String)>,
+    teardown: fn(usize) -> Vec<(&'static str, String)>,
+}
+
+fn no_ops(_: usize) -> Vec<(&'static str, String)> {
+    Vec::new()
+}
+
+fn attach_round(attach: &'static str, c: usize, i: usize) -> Vec<(&'static str, String)> {
+    let name = format!("{attach}-{c}-{i}");
+    vec![
+        (
+            "add_instance",
+            format!(r#"{{"vpc":"b","name":"{name}","subnet":"fn","attach":"{attach}"}}"#),
+        ),
+        (
+            "remove_instance",
+            format!(r#"{{"vpc":"b","name":"{name}"}}"#),
+        ),
+    ]
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "sim_attach_detach",
+        per_request: 1,
+        setup: no_ops,
+        round: |c, i| attach_round("sim", c, i),
+        teardown: no_ops,
+    },
+    Scenario {
+        name: "netns_attach_detach",
+        per_request: 1,
+        setup: no_ops,
+        round: |c, i| attach_round("netns", c, i),
+        teardown: no_ops,
+    },
+    Scenario {
+        name: "eip_associate_disassociate",
+        per_request: 1,
+        setup: |c| {
+            vec![(
+                "add_instance",
+                format!(r#"{{"vpc":"b","name":"eip-{c}","subnet":"fn","attach":"sim"}}"#),
+            )]
+        },
+        round: |c, _| {
+            vec![
+                (
+                    "associate_eip",
+                    format!(r#"{{"eip":"e-{c}","vpc":"b","instance":"eip-{c}"}}"#),
+                ),
+                ("disassociate_eip", format!(r#"{{"eip":"e-{c}"}}"#)),
+            ]
+        },
+        teardown: |c| {
+            vec![(
+                "remove_instance",
+                format!(r#"{{"vpc":"b","name":"eip-{c}"}}"#),
+            )]
+        },
+    },
+    Scenario {
+        name: "sg_rule_add_remove",
+        per_request: 1,
+        setup: no_ops,
+        round: |c, i| {
+            let rule = format!(
+                r#""vpc":"b","group":"sg-{c}","direction":"ingress","protocol":"tcp","ports":"{}","peer":"10.0.0.0/8""#,
+                1000 + i % 60000
+            );
+            vec![
+                ("add_sg_rule", format!("{{{rule}}}")),
+                ("remove_sg_rule", format!("{{{rule}}}")),
+            ]
+        },
+        teardown: no_ops,
+    },
+    Scenario {
+        name: "sim_attach_detach_batch20",
+        per_request: BATCH,
+        setup: no_ops,
+        round: |c, i| {
+            let entries = |op: &str| {
+                let list: Vec<String> = (0..BATCH)
+                    .map(|k| {
+                        let name = format!("bt-{c}-{i}-{k}");
+                        let request = match op {
+                            "add_instance" => format!(
+                                r#"{{"vpc":"b","name":"{name}","subnet":"fn","attach":"sim"}}"#
+                            ),
+                            _ => format!(r#"{{"vpc":"b","name":"{name}"}}"#),
+                        };
+                        format!(r#"{{"op":"{op}","request":{request}}}"#)
+                    })
+                    .collect();
+                format!(r#"{{"changes":[{}]}}"#, list.join(","))
+            };
+            vec![
+                ("batch", entries("add_instance")),
+                ("batch", entries("remove_instance")),
+            ]
+        },
+        teardown: no_ops,
+    },
+];
+
+/// Instances per batch in `sim_attach_detach_batch20`.
+const BATCH: usize = 20;
+
+/// Figures of one scenario run: changes per second and per-request latency percentiles.
+struct Figures {
+    ops: usize,
+    ops_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let at = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1);
+    sorted[at.min(sorted.len() - 1)]
+}
+
+/// Runs `sc` with `clients` parallel clients for about `secs` seconds (at most `max_rounds`
+/// rounds per client): every request's latency is recorded.
+fn run_scenario(
+    socket: &Path,
+    sc: &Scenario,
+    clients: usize,
+    secs: f64,
+    max_rounds: usize,
+) -> Figures {
+    for c in 0..clients {
+        for (name, body) in (sc.setup)(c) {
+            op(socket, name, &body);
+        }
+    }
+    let barrier = std::sync::Barrier::new(clients + 1);
+    let deadline = std::sync::OnceLock::<Instant>::new();
+    let (lat, elapsed) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..clients)
+            .map(|c| {
+                let (barrier, deadline) = (&barrier, &deadline);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let end = *deadline.get().expect("deadline set before the barrier");
+                    let mut lat = Vec::new();
+                    for i in 0..max_rounds {
+                        if Instant::now() >= end {
+                            break;
+                        }
+                        for (name, body) in (sc.round)(c, i) {
+                            let t = Instant::now();
+                            op(socket, name, &body);
+                            lat.push(t.elapsed().as_secs_f64() * 1e3);
+                        }
+                    }
+                    lat
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        let _ = deadline.set(start + Duration::from_secs_f64(secs));
+        barrier.wait();
+        let lat: Vec<f64> = workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("client thread"))
+            .collect();
+        (lat, start.elapsed().as_secs_f64())
+    });
+    for c in 0..clients {
+        for (name, body) in (sc.teardown)(c) {
+            op(socket, name, &body);
+        }
+    }
+    let mut sorted = lat;
+    sorted.sort_by(f64::total_cmp);
+    Figures {
+        ops: sorted.len() * sc.per_request,
+        ops_per_s: (sorted.len() * sc.per_request) as f64 / elapsed,
+        p50_ms: percentile(&sorted, 0.50),
+        p99_ms: percentile(&sorted, 0.99),
+    }
+}
+
+/// The daemon's resident memory in KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn env_num(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The load matrix: for each topology size, a fresh `vpcd up --state` preloaded with that many
+/// instances, then every scenario with each client count. One line per figure, in a fixed
+/// format `scripts/api-load.sh` reads.
+fn scale(sizes: &[usize], clients: &[usize], scenarios: &[String], secs: f64) {
+    let most = clients.iter().copied().max().unwrap_or(1);
+    for &size in sizes {
+        let t = Instant::now();
+        let up = up(&topology(size.max(1), most));
+        let started = t.elapsed().as_secs_f64();
+        let rss = rss_kib(up.child.id());
+        println!("api/scale size={size} startup_s={started:.2} rss_kib={rss}");
+        for sc in SCENARIOS
+            .iter()
+            .filter(|s| scenarios.iter().any(|n| n == s.name))
+        {
+            for &c in clients {
+                let max_rounds = if sc.name.starts_with("netns") {
+                    200
+                } else {
+                    5000
+                };
+                let f = run_scenario(&up.socket, sc, c, secs, max_rounds);
+                println!(
+                    "api/scale size={size} clients={c} {} ops={} ops_per_s={:.0} p50_ms={:.2} p99_ms={:.2}",
+                    sc.name, f.ops, f.ops_per_s, f.p50_ms, f.p99_ms
+                );
+            }
+        }
+        println!(
+            "api/scale size={size} rss_after_kib={}",
+            rss_kib(up.child.id())
+        );
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("api: bench");
@@ -251,7 +542,31 @@ fn main() {
         eprintln!("skipped: benches/api.rs needs root and /dev/net/tun (it runs vpcd up)");
         return;
     }
-    let up = up();
+    // VPCD_API_SIZES etc. select the load matrix (see scripts/api-load.sh); VPCD_API_BASIC=0
+    // skips the single-client figures and the time to first packet.
+    let sizes: Vec<usize> = env_list("VPCD_API_SIZES", "1,1000,10000")
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let clients: Vec<usize> = env_list("VPCD_API_CLIENTS", "1,16")
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .filter(|&c| c > 0)
+        .collect();
+    let scenarios = env_list(
+        "VPCD_API_SCENARIOS",
+        "sim_attach_detach,eip_associate_disassociate,sg_rule_add_remove,netns_attach_detach,sim_attach_detach_batch20",
+    );
+    let secs = env_num("VPCD_API_SECONDS", 3.0);
+    if std::env::var("VPCD_API_BASIC").as_deref() != Ok("0") {
+        basic();
+    }
+    scale(&sizes, &clients, &scenarios, secs);
+}
+
+/// Issue 6's figures: one client, a small topology, and the time to first packet.
+fn basic() {
+    let up = up(&topology(1, 0));
     let s = &up.socket;
     // A netns instance that stays, for the spawn-cost baseline.
     op(

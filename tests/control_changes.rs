@@ -88,12 +88,29 @@ fn req<T: DeserializeOwned + Into<Change>>(body: serde_json::Value) -> Change {
         .into()
 }
 
+/// `s.apply(c)` (incremental where it can be) checked against the whole-file path
+/// (`apply_full`): the same state, export and errors (issue 20: both paths on every case).
+fn apply_both(s: &ControlState, c: &Change) -> Result<ControlState, ChangeError> {
+    let fast = s.apply(c);
+    match (&fast, s.apply_full(c)) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a, &b, "{c:?}: the incremental path built another state");
+            assert_eq!(a.export(), b.export(), "{c:?}: another export");
+        }
+        (Err(a), Err(b)) => assert_eq!(a.to_json(), b.to_json(), "{c:?}: other errors"),
+        (a, b) => panic!(
+            "{c:?}: the paths disagree: {:?} vs {:?}",
+            a.is_ok(),
+            b.is_ok()
+        ),
+    }
+    fast
+}
+
 /// Applies a change that must succeed; checks that the export of the result is a file that
 /// validates to the same plan.
 fn ok(s: &ControlState, c: Change) -> ControlState {
-    let next = s
-        .apply(&c)
-        .unwrap_or_else(|e| panic!("{c:?} refused: {}", e.to_json()));
+    let next = apply_both(s, &c).unwrap_or_else(|e| panic!("{c:?} refused: {}", e.to_json()));
     assert_eq!(next.generation(), s.generation() + 1);
     let reloaded = vpcd::topology::parse("export.toml", next.export())
         .unwrap_or_else(|e| panic!("the export of {c:?} does not load: {e}"));
@@ -127,7 +144,7 @@ fn same_as_file(e: &ChangeError, extra: &str, field: &str) {
 /// Applies a change that must be refused; checks the state did not move and returns the error.
 fn refused(s: &ControlState, c: Change) -> ChangeError {
     let before = s.clone();
-    let e = s.apply(&c).expect_err("change accepted");
+    let e = apply_both(s, &c).expect_err("change accepted");
     assert_eq!(s, &before, "state changed by a refused change");
     assert!(!e.errors.is_empty());
     e
@@ -2158,4 +2175,79 @@ fn uplink_fields_are_changes_too_and_validated_like_the_file() {
     let e = decode::<SetEgressAllow>(br#"{"vpc": "tenant-a", "egress_allow": ["192.0.2.1/24"]}"#)
         .expect_err("host bits");
     assert!(e.to_json().contains("egress_allow"), "{}", e.to_json());
+}
+
+// ---- batches (issue 20) -------------------------------------------------------------------
+
+fn batch(entries: serde_json::Value) -> Result<Vec<Change>, ChangeError> {
+    vpcd::control::decode_batch(json!({ "changes": entries }).to_string().as_bytes())
+}
+
+#[test]
+fn a_batch_applies_its_changes_in_order_as_single_requests_would() {
+    let s = state();
+    let changes = batch(json!([
+        {"op": "add_instance", "request": {"vpc": "tenant-a", "name": "fn-b1", "subnet": "functions"}},
+        {"op": "associate_eip", "request": {"eip": "spare", "vpc": "tenant-a", "instance": "fn-b1"}},
+        {"op": "add_sg_rule", "request": {"vpc": "tenant-a", "group": "web", "direction": "ingress",
+                                          "protocol": "udp", "ports": "53", "peer": "10.0.0.0/16"}},
+    ]))
+    .unwrap();
+    let all = s.apply_batch(&changes).unwrap();
+    let one_by_one = changes.iter().fold(s.clone(), |st, c| ok(&st, c.clone()));
+    assert_eq!(all, one_by_one);
+    assert_eq!(all.generation(), s.generation() + 3);
+    let reloaded = vpcd::topology::parse("export.toml", all.export()).unwrap();
+    assert_eq!(&reloaded, all.plan());
+}
+
+#[test]
+fn a_refused_entry_refuses_the_whole_batch_naming_the_entry() {
+    let s = state();
+    let changes = batch(json!([
+        {"op": "add_instance", "request": {"vpc": "tenant-a", "name": "fn-b1", "subnet": "functions"}},
+        {"op": "add_instance", "request": {"vpc": "tenant-a", "name": "fn-b2", "subnet": "functions",
+                                           "ip": "10.0.1.1"}},
+    ]))
+    .unwrap();
+    let before = s.clone();
+    let e = s
+        .apply_batch(&changes)
+        .expect_err("the reserved address is refused");
+    assert_eq!(s, before);
+    // The same message as the single request, on the entry's field.
+    let single = refused(&ok(&s, changes[0].clone()), changes[1].clone());
+    assert_eq!(e.errors.len(), single.errors.len());
+    assert_eq!(e.errors[0].error, single.errors[0].error);
+    assert_eq!(
+        e.errors[0].field,
+        format!("changes[1].{}", single.errors[0].field)
+    );
+}
+
+#[test]
+fn bad_batch_bodies_are_refused_with_the_entry_and_field() {
+    let first = |r: Result<Vec<Change>, ChangeError>| first_json(&r.expect_err("refused"));
+    let j = first(batch(json!([])));
+    assert_eq!(
+        (j["code"].as_str(), j["field"].as_str()),
+        (Some("invalid_input"), Some("changes"))
+    );
+    let j = first(batch(
+        json!([{"op": "add_instance", "request": {"vpc": "a", "name": "x",
+                                                                  "subnet": "s", "ip": "10.0.1"}}]),
+    ));
+    assert_eq!(j["field"], "changes[0].ip", "{j}");
+    let j = first(batch(json!([{"op": "fly", "request": {}}])));
+    assert_eq!(
+        (j["code"].as_str(), j["field"].as_str()),
+        (Some("invalid_input"), Some("changes[0].op"))
+    );
+    let j = first(batch(json!([{"op": "release_eip"}])));
+    assert_eq!(j["code"], "invalid_input", "{j}");
+    let too_many: Vec<_> = (0..=vpcd::control::MAX_BATCH)
+        .map(|_| json!({"op": "release_eip", "request": {"name": "spare"}}))
+        .collect();
+    let j = first(batch(json!(too_many)));
+    assert_eq!(j["field"], "changes", "{j}");
 }

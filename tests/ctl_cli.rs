@@ -1363,3 +1363,43 @@ fn completions_cover_the_whole_cli() {
         .expect("completions");
     exits(&out, 2);
 }
+
+// ---- batches (issue 20) -------------------------------------------------------------------
+
+/// `batch FILE` posts the file's entries to `/v1/batch` (a bare list is wrapped in
+/// `{"changes": ...}`) and prints one line; a file that is not a list of entries is bad input.
+#[test]
+fn batch_posts_the_file_and_prints_one_line() {
+    let dir = TempDir::new();
+    let entries = json!([
+        {"op": "add_instance", "request": {"vpc": "a", "name": "f2", "subnet": "fn"}},
+        {"op": "associate_eip", "request": {"eip": "web", "vpc": "a", "instance": "f2"}},
+    ]);
+    let file = dir.0.join("changes.json");
+    std::fs::write(&file, entries.to_string()).unwrap();
+    let reply = json_reply(
+        200,
+        json!({"op": ["add_instance", "associate_eip"], "generation": 9,
+               "applied": "+1 (a/f2) -0 ~0, 3 unchanged", "problems": []}),
+    );
+    let (seen, out) = exchange(&["batch", file.to_str().unwrap()], reply);
+    exits(&out, 0);
+    assert_eq!(seen.line, "POST /v1/batch HTTP/1.1");
+    assert_eq!(seen.json(), json!({ "changes": entries }));
+    assert_eq!(
+        stdout(&out),
+        "applied 2 changes (generation 9; endpoints +1 (a/f2) -0 ~0, 3 unchanged)\n"
+    );
+    std::fs::write(&file, "42").unwrap();
+    let out = ctl_command(&dir.0)
+        .args([
+            "--socket",
+            "/nonexistent.sock",
+            "batch",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    exits(&out, 2);
+    assert!(stderr(&out).contains("a JSON list"), "{}", stderr(&out));
+}

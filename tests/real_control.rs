@@ -105,7 +105,8 @@ impl Drop for StateDir {
     }
 }
 
-/// The run's API socket (bound right after the ready line: wait for it).
+/// The run's API socket (bound right after the ready line: wait for it). One that refuses
+/// connections is a killed run's, not yet replaced by this run's.
 fn socket(run: &Run) -> PathBuf {
     let dir = run.dir.join("run");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -115,6 +116,7 @@ fn socket(run: &Run) -> PathBuf {
             .flatten()
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|x| x == "sock"))
+            .filter(|p| UnixStream::connect(p).is_ok())
         {
             return p;
         }
@@ -583,32 +585,36 @@ fn kill_9_during_a_burst_of_api_writes_never_loses_an_acknowledged_change() {
         assert!(!status.success());
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let acked = writer.join().expect("writer thread");
-        eprintln!(
-            "round {round}: killed after {delay_ms} ms, {} acknowledged allocations to find",
-            acked.len()
-        );
-        let out = run.down();
-        assert!(
-            out.status.success(),
-            "vpcd down: {}",
-            real_support::text(&out)
-        );
-        drop(run);
-        // The state loads (a new run serves it) and holds every acknowledged allocation.
-        let run = Run::up_with("vck", TOPOLOGY, &["--state", &state.arg()]);
-        let text = topology_text(&socket(&run));
         assert!(
             !acked.is_empty() || round == 0,
             "round {round}: no write was acknowledged"
         );
-        for name in &acked {
-            assert!(
-                text.contains(&format!("\"{name}\"")),
-                "round {round}: acknowledged {name} lost"
-            );
-        }
-        run.stop();
+        eprintln!("round {round}: killed after {delay_ms} ms");
+        restart_and_find(run, "vck", &state, &acked);
     }
+}
+
+/// After a `kill -9` of `run`: `vpcd down`, a new run on the same state directory, and every
+/// name in `acked` (acknowledged changes) in its topology.
+fn restart_and_find(run: Run, prefix: &str, state: &StateDir, acked: &[String]) {
+    eprintln!("{} acknowledged changes to find", acked.len());
+    let out = run.down();
+    assert!(
+        out.status.success(),
+        "vpcd down: {}",
+        real_support::text(&out)
+    );
+    drop(run);
+    // The state loads (a new run serves it) and holds every acknowledged change.
+    let run = Run::up_with(prefix, TOPOLOGY, &["--state", &state.arg()]);
+    let text = topology_text(&socket(&run));
+    for name in acked {
+        assert!(
+            text.contains(&format!("\"{name}\"")),
+            "acknowledged {name} lost"
+        );
+    }
+    run.stop();
 }
 
 fn ctl(run: &Run, args: &[&str]) -> std::process::Output {
@@ -761,4 +767,240 @@ fn ctl_lists_and_flushes_connections_counts_metrics_and_observes_at_run_time() {
         real_support::text(&read)
     );
     run.stop();
+}
+
+/// One client of the parallel burst: attaches sim instances `k{round}-{client}-{i}` to `a/fn`
+/// and detaches the oldest once it has 8; returns the acknowledged attaches that were not
+/// detached since (those a restart must have).
+fn attach_burst(
+    sock: &Path,
+    round: usize,
+    client: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<String> {
+    let post = |op: &str, body: Value| {
+        let s = UnixStream::connect(sock).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        exchange(s, "POST", &format!("/v1/ops/{op}"), &body.to_string(), "")
+            .ok()
+            .map(|(code, _)| code)
+    };
+    let mut attached = Vec::new();
+    for i in 0..5000u32 {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let name = format!("k{round}-{client}-{i}");
+        let body = json!({"vpc": "a", "name": name, "subnet": "fn", "attach": "sim"});
+        match post("add_instance", body) {
+            Some(200) => attached.push(name),
+            _ => break,
+        }
+        if attached.len() > 8 {
+            let old = attached.remove(0);
+            // Without an answer the detach may or may not have happened: `old` is no longer
+            // asserted either way.
+            if post("remove_instance", json!({"vpc": "a", "name": old})) != Some(200) {
+                break;
+            }
+        }
+    }
+    attached
+}
+
+/// Issue 20: `kill -9` while 8 clients attach and detach in parallel (their records share
+/// fsyncs): the restarted run has every acknowledged attach, from the journal.
+#[test]
+fn kill_9_during_parallel_attaches_loses_no_acknowledged_one() {
+    if !capable("real_control_kill9_parallel", &[]) {
+        return;
+    }
+    let state = StateDir::new("kill9p");
+    for (round, delay_ms) in [200u64, 700].into_iter().enumerate() {
+        let mut run = Run::up_with("vcp", TOPOLOGY, &["--state", &state.arg()]);
+        let sock = socket(&run);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients: Vec<_> = (0..8)
+            .map(|client| {
+                let (sock, stop) = (sock.clone(), stop.clone());
+                std::thread::spawn(move || attach_burst(&sock, round, client, &stop))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let (status, _) = run.signal("KILL");
+        assert!(!status.success());
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let acked: Vec<String> = clients
+            .into_iter()
+            .flat_map(|c| c.join().expect("client thread"))
+            .collect();
+        assert!(
+            !acked.is_empty(),
+            "round {round}: no attach was acknowledged"
+        );
+        eprintln!("round {round}: killed after {delay_ms} ms");
+        restart_and_find(run, "vcp", &state, &acked);
+    }
+}
+
+/// Issue 20: `POST /v1/batch` is one step, all or none: fifty attaches in one request are one
+/// generation step of fifty and one journal record; a batch whose last entry is refused leaves
+/// nothing of its first ones; a restart has the accepted batch whole.
+#[test]
+fn a_batch_of_attaches_is_all_or_none_and_survives_a_restart() {
+    if !capable("real_control_batch", &[]) {
+        return;
+    }
+    let state = StateDir::new("batch");
+    let run = Run::up_with("vcq", TOPOLOGY, &["--state", &state.arg()]);
+    let sock = socket(&run);
+    let entry = |name: String| {
+        json!({"op": "add_instance",
+               "request": {"vpc": "a", "name": name, "subnet": "fn", "attach": "sim"}})
+    };
+    let fifty: Vec<Value> = (0..50).map(|i| entry(format!("b{i}"))).collect();
+    let (code, v) = call(
+        &sock,
+        "POST",
+        "/v1/batch",
+        &json!({"changes": fifty}).to_string(),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["generation"], 50, "{v}");
+    assert_eq!(v["op"].as_array().map(Vec::len), Some(50), "{v}");
+    assert!(
+        v["applied"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("+50 "),
+        "{v}"
+    );
+    let journal = std::fs::read_to_string(state.0.join(vpcd::control::JOURNAL_FILE)).unwrap();
+    assert_eq!(journal.lines().count(), 1, "one record for the batch");
+
+    let bad = json!({"changes": [entry("c0".into()), entry("c1".into()),
+        {"op": "add_instance", "request": {"vpc": "a", "name": "c2", "subnet": "nope"}}]});
+    let (code, v) = call(&sock, "POST", "/v1/batch", &bad.to_string());
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["errors"][0]["field"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("changes[2]"),
+        "{v}"
+    );
+    let (_, status) = call(&sock, "GET", "/v1/status", "");
+    assert_eq!(status["generation"], 50, "{status}");
+    assert!(!topology_text(&sock).contains("\"c0\""));
+    run.stop();
+
+    let run = Run::up_with("vcq", TOPOLOGY, &["--state", &state.arg()]);
+    let text = topology_text(&socket(&run));
+    for i in 0..50 {
+        assert!(
+            text.contains(&format!("\"b{i}\"")),
+            "b{i} lost in the restart"
+        );
+    }
+    run.stop();
+}
+
+/// Issue 20: concurrent requests are applied in groups (one network step, one fsync), yet each
+/// is answered as if alone: the valid ones with their own generation, a refused one with its own
+/// error, and nothing of the refused ones in the state.
+#[test]
+fn concurrent_requests_share_a_step_and_keep_their_own_answers() {
+    if !capable("real_control_group", &[]) {
+        return;
+    }
+    let state = StateDir::new("group");
+    let run = Run::up_with("vcg", TOPOLOGY, &["--state", &state.arg()]);
+    let sock = socket(&run);
+    let bodies: Vec<(Value, u16)> = (0..12)
+        .map(|i| match i % 4 {
+            // The name of an instance that exists; an address reserved in the subnet.
+            1 => (
+                json!({"vpc": "a", "name": "f1", "subnet": "fn", "attach": "sim"}),
+                409,
+            ),
+            3 => (
+                json!({"vpc": "a", "name": format!("g{i}"), "subnet": "fn", "ip": "10.63.1.1",
+                       "attach": "sim"}),
+                400,
+            ),
+            _ => (
+                json!({"vpc": "a", "name": format!("g{i}"), "subnet": "fn", "attach": "sim"}),
+                200,
+            ),
+        })
+        .collect();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(bodies.len()));
+    let threads: Vec<_> = bodies
+        .iter()
+        .cloned()
+        .map(|(body, want)| {
+            let (sock, barrier) = (sock.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                let (code, v) = call(&sock, "POST", "/v1/ops/add_instance", &body.to_string());
+                assert_eq!(code, want, "{body}: {v}");
+                v["generation"].as_u64()
+            })
+        })
+        .collect();
+    let mut generations: Vec<u64> = threads
+        .into_iter()
+        .filter_map(|t| t.join().expect("client thread"))
+        .collect();
+    generations.sort_unstable();
+    assert_eq!(
+        generations,
+        (1..=6).collect::<Vec<u64>>(),
+        "one generation per accepted change"
+    );
+    let text = topology_text(&sock);
+    for (body, want) in &bodies {
+        let name = body["name"].as_str().unwrap_or_default();
+        if name != "f1" {
+            assert_eq!(
+                text.contains(&format!("\"{name}\"")),
+                *want == 200,
+                "{name}"
+            );
+        }
+    }
+    run.stop();
+}
+
+/// Issue 20: a detached namespace is deleted in the background, yet the same name can be
+/// attached again at once (the new attach waits for that deletion), and a stop right after a
+/// detach leaves no namespace behind.
+#[test]
+fn a_netns_name_detached_in_the_background_attaches_again_and_nothing_is_left() {
+    if !capable("real_control_redetach", &[]) {
+        return;
+    }
+    let state = StateDir::new("redetach");
+    let run = Run::up_with("vcn", TOPOLOGY, &["--state", &state.arg()]);
+    let sock = socket(&run);
+    let add = json!({"vpc": "a", "name": "n1", "subnet": "fn"});
+    let remove = json!({"vpc": "a", "name": "n1"});
+    for _ in 0..3 {
+        op(&sock, "add_instance", add.clone());
+        op(&sock, "remove_instance", remove.clone());
+    }
+    op(&sock, "add_instance", add);
+    op(&sock, "remove_instance", remove);
+    run.stop();
+    let left: Vec<String> = real_support::text(
+        &std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list"),
+    )
+    .lines()
+    .filter(|l| l.starts_with("vcn-"))
+    .map(str::to_string)
+    .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

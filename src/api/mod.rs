@@ -8,7 +8,9 @@
 //!   ([`reads::VPC_RESOURCES`]), `/v1/eips`, `/v1/internet`, `/v1/ops` ([`reads`]);
 //! - changes: `POST /v1/ops/{op}` ([`Change::decode`]'s operation names); `200` with
 //!   `{"op", "generation", "applied", "problems"}`. Unknown operation: 404; body above
-//!   [`BODY_LIMIT`]: 413;
+//!   [`BODY_LIMIT`]: 413; `POST /v1/batch` `{"changes": [{op, request}]}`: many changes, all
+//!   or none, one step of the running network and one journal record
+//!   ([`crate::control::decode_batch`]); `op` is then the list of operations;
 //! - `POST /v1/explain` `{from, to, source_port?}`: `vpcd explain` against the running tables;
 //! - the running dataplane, through [`Handle::query`]: `GET /v1/conntrack?vpc=&gateway=&instance=
 //!   &protocol=&table=&limit=` and `POST /v1/conntrack/flush` ([`crate::inspect`]),
@@ -17,16 +19,21 @@
 //!   (Prometheus text, [`metrics`]);
 //! - `GET /v1/openapi.json`: the OpenAPI document ([`openapi`]), also kept in the repository.
 //!
-//! Changes are serialized by one mutex around the [`ControlState`] (the control plane's single
-//! writer). Each follows the control core's protocol: `state.apply(&change)` (refusal → 4xx,
-//! state unchanged), `handle.apply(next.plan())` (refusal → 409/503, running plan unchanged),
-//! `next.save(dir)` (failure → the old plan is put back, 500), then `state = next`.
+//! Changes are made by one task, the committer ([`commit`]: the control plane's single
+//! writer), which takes the requests queued at a time as a group and follows the control core's
+//! protocol once for all of them: each request applied to a working copy of the
+//! [`ControlState`] (refusal → 4xx for that request only), `handle.apply(plan)` (refusal →
+//! 409/503, running plan unchanged), `journal.append(..)` (failure → the old plan is put back,
+//! 500), then the state becomes the copy; the answers wait for the journal's fsync (group
+//! commit, see [`crate::control::journal`]). Now and then the journal is compacted into the
+//! snapshot. Reads lock the state briefly.
 //!
 //! The socket is created mode 0600 (only root may change the network); [`serve`] removes a stale
 //! socket file first, and the caller removes it when the run stops. The TCP listener
 //! ([`Listen::tcp`]) serves the same routes behind [`auth::Token`].
 
 pub mod auth;
+mod commit;
 pub mod metrics;
 pub mod openapi;
 pub mod reads;
@@ -48,7 +55,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::control::{ApiError, Change, ChangeError, ControlState, ErrorCode};
+use crate::control::{ApiError, Change, ChangeError, ControlState, ErrorCode, Journal};
 use crate::runtime::reload::{ApplyError, Handle};
 use auth::Token;
 
@@ -67,13 +74,17 @@ pub struct Listen {
 /// What the server shares between requests.
 struct Shared {
     state: Mutex<ControlState>,
-    dir: PathBuf,
+    /// Locked only while `state` is (appends and compactions happen in the state's order).
+    journal: std::sync::Mutex<Journal>,
+    /// Change requests, for the committer ([`commit`]).
+    queue: commit::Queue,
     handle: Handle,
     started: std::time::Instant,
 }
 
 /// Binds the socket (mode 0600; a stale file there is replaced) and the TCP listener if asked,
-/// and returns the server future, which serves both until dropped.
+/// opens the journal of `dir` (where `state` was loaded from), and returns the server future,
+/// which serves both until dropped.
 pub fn serve(
     listen: &Listen,
     state: ControlState,
@@ -102,9 +113,11 @@ pub fn serve(
         }
         None => None,
     };
-    let app = router(state, dir, handle);
+    let journal = Journal::open(&dir).map_err(std::io::Error::other)?;
+    let (app, committer) = router(state, journal, handle);
     Ok(async move {
         let unix_server = axum::serve(unix, app.clone());
+        let unix_server = async move { tokio::join!(unix_server, committer).0 };
         match tcp {
             Some((listener, token)) => {
                 let token = Arc::new(token);
@@ -149,14 +162,22 @@ async fn require_token(token: Arc<Token>, req: Request, next: Next) -> Response 
     r
 }
 
-fn router(state: ControlState, dir: PathBuf, handle: Handle) -> Router {
+/// The routes, and the committer task that serves their change requests (run it beside the
+/// servers).
+fn router(
+    state: ControlState,
+    journal: Journal,
+    handle: Handle,
+) -> (Router, impl std::future::Future<Output = ()>) {
+    let (queue, requests) = tokio::sync::mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
-        dir,
+        journal: std::sync::Mutex::new(journal),
+        queue,
         handle,
         started: std::time::Instant::now(),
     });
-    Router::new()
+    let router = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/topology", get(topology))
         .route("/v1/vpcs", get(vpcs))
@@ -166,6 +187,7 @@ fn router(state: ControlState, dir: PathBuf, handle: Handle) -> Router {
         .route("/v1/internet", get(internet))
         .route("/v1/ops", get(ops))
         .route("/v1/ops/{op}", post(op))
+        .route("/v1/batch", post(batch))
         .route("/v1/explain", post(explain))
         .route("/v1/conntrack", get(conntrack))
         .route("/v1/conntrack/flush", post(conntrack_flush))
@@ -179,7 +201,8 @@ fn router(state: ControlState, dir: PathBuf, handle: Handle) -> Router {
         .route(openapi::PATH, get(openapi_document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(shared)
+        .with_state(shared.clone());
+    (router, commit::committer(shared, requests))
 }
 
 fn json_response(status: u16, body: String) -> Response {
@@ -231,7 +254,7 @@ async fn not_found() -> Response {
         "no such path",
         "",
         "the API serves /v1/status, /v1/topology, /v1/vpcs, /v1/eips, /v1/internet, /v1/ops, \
-         /v1/conntrack, /v1/flow-log, /v1/captures, /v1/explain, /metrics and \
+         /v1/batch, /v1/conntrack, /v1/flow-log, /v1/captures, /v1/explain, /metrics and \
          /v1/openapi.json (the whole list)",
     )
 }
@@ -254,7 +277,7 @@ async fn body_bytes(body: Body) -> Result<axum::body::Bytes, Response> {
             ErrorCode::TooLarge,
             format!("the request body is larger than {BODY_LIMIT} bytes"),
             "",
-            "send one change per request",
+            "send fewer changes per request (split a batch)",
         )
     })
 }
@@ -325,48 +348,39 @@ async fn op(State(s): State<Arc<Shared>>, UrlPath(op): UrlPath<String>, body: Bo
         Ok(b) => b,
         Err(r) => return r,
     };
-    let change = match Change::decode(&op, &body) {
-        Ok(c) => c,
-        Err(e) => return refused(e),
-    };
-    let mut state = s.state.lock().await;
-    let next = match state.apply(&change) {
-        Ok(n) => n,
-        Err(e) => return refused(e),
-    };
-    let applied = match s.handle.apply(next.plan().clone()).await {
-        Ok(a) => a,
-        Err(e) => {
-            let code = match e {
-                ApplyError::Refused(_) => ErrorCode::DependencyViolation,
-                ApplyError::Stopped => ErrorCode::Unavailable,
-                _ => ErrorCode::Internal,
-            };
-            return error(
-                code,
-                format!("the running network did not take the change: {e}"),
-                "",
-                "the change is not in force; the running network is as before",
-            );
-        }
-    };
-    if let Err(e) = next.save(&s.dir) {
-        // Keep the running network equal to what a restart would load.
-        let _ = s.handle.apply(state.plan().clone()).await;
-        return error(
-            ErrorCode::Internal,
-            format!("the change could not be saved: {e}"),
-            "",
-            "the change was undone; check the state directory",
-        );
+    match Change::decode(&op, &body) {
+        Ok(change) => commit::submit(&s.queue, vec![change], false).await,
+        Err(e) => refused(e),
     }
-    *state = next;
-    ok(json!({
-        "op": change.op(),
-        "generation": state.generation(),
-        "applied": applied.summary(),
-        "problems": applied.problems,
-    }))
+}
+
+/// `POST /v1/batch`: many changes, all or none ([`crate::control::decode_batch`]).
+async fn batch(State(s): State<Arc<Shared>>, body: Body) -> Response {
+    let body = match body_bytes(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match crate::control::decode_batch(&body) {
+        Ok(changes) => commit::submit(&s.queue, changes, true).await,
+        Err(e) => refused(e),
+    }
+}
+
+impl Shared {
+    fn journal_lock(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Compacts the journal into the snapshot when it is due (call with the state locked:
+    /// `state` must hold every appended record). A failure keeps the journal, which still has
+    /// every change; it is reported on stderr and tried again at the next change.
+    fn compact_if_due(&self, state: &ControlState) {
+        if let Err(e) = self.journal_lock().compact_if_due(state) {
+            eprintln!("vpcd up: compacting the state journal failed (it is kept): {e}");
+        }
+    }
 }
 
 /// `POST /v1/explain`: whether `from` reaches `to`, on the running tables.

@@ -58,7 +58,9 @@ fn errors(codes: &[u16]) -> Map<String, Value> {
                 "Already exists, still in use, or refused by the running network; nothing changed."
             }
             413 => "The body is larger than 64 KiB.",
-            500 => "The change could not be saved and was undone.",
+            500 => {
+                "The change could not be saved and was undone; or, after a failed fsync of the journal, it is in force but not durable and no further change is accepted."
+            }
             503 => "The run is stopping.",
             _ => "Refused.",
         };
@@ -125,6 +127,39 @@ fn action_schemas() -> Vec<(String, Value)> {
         one::<super::CaptureStop>(),
         one::<super::Empty>(),
     ]
+}
+
+/// The body of `POST /v1/batch`: entries `{op, request}`, each `request` the schema of its
+/// operation.
+fn batch_schema() -> Value {
+    let entries: Vec<Value> = op_schemas()
+        .iter()
+        .map(|op| {
+            json!({
+                "type": "object",
+                "required": ["op", "request"],
+                "additionalProperties": false,
+                "properties": {
+                    "op": { "type": "string", "const": op.op },
+                    "request": { "$ref": format!("#/components/schemas/{}", op.schema) }
+                }
+            })
+        })
+        .collect();
+    json!({
+        "type": "object",
+        "description": "Changes applied in order, all or none: one step of the running network and one journal record.",
+        "required": ["changes"],
+        "additionalProperties": false,
+        "properties": {
+            "changes": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": crate::control::MAX_BATCH,
+                "items": { "oneOf": entries }
+            }
+        }
+    })
 }
 
 /// The whole document.
@@ -301,6 +336,16 @@ pub fn document() -> Value {
         add(&format!("/v1/ops/{}", op.op), item);
     }
 
+    add(
+        "/v1/batch",
+        post(
+            "Many changes, all or none",
+            "Batch",
+            "Applied: {op (the list of operations), generation, applied, problems}.",
+            &[400, 404, 409, 413, 500, 503],
+        ),
+    );
+
     let mut components = Map::new();
     for (name, schema) in schemas() {
         components.insert(name, serde_json::to_value(schema).unwrap_or(Value::Null));
@@ -309,6 +354,7 @@ pub fn document() -> Value {
         components.insert(name, schema);
     }
     components.insert("Errors".into(), error_schema());
+    components.insert("Batch".into(), batch_schema());
     json!({
         "openapi": "3.1.0",
         "info": {

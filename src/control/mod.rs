@@ -3,13 +3,18 @@
 //! Owns [`ControlState`]: the effective topology as a model (the file plus every change made
 //! through the API) together with the [`Plan`] validated from it. It is a pure library: no HTTP,
 //! no runtime, no dataplane. The HTTP layer decodes a request body into one of the request types
-//! of [`change`] with [`decode`], calls [`ControlState::apply`], saves the new state with
-//! [`ControlState::save`], compiles its plan and swaps the tables; then it keeps the new state.
+//! of [`change`] with [`decode`] (or many with [`decode_batch`]), applies it, hands the plan to
+//! the running network, appends the change to the [`Journal`] and waits for it to be durable;
+//! then it keeps the new state.
 //!
 //! Invariants:
 //! - a change is validated exactly like a file: the edited model is serialized to TOML text and
 //!   run through [`topology::parse`] under the file name [`API_FILE`], so the messages and hints
-//!   are the ones `vpcd check` prints (line references into the generated text are removed);
+//!   are the ones `vpcd check` prints (line references into the generated text are removed).
+//!   The frequent changes (instances, 1:1 EIPs, security-group rules) are first tried by
+//!   `incremental`, which checks only what the change touches and accepts exactly what the
+//!   whole-file path accepts, with the same plan; everything it does not accept goes through
+//!   the whole-file path, so refusals are always the file validator's;
 //! - `apply` never modifies `self`: on any error the old state is untouched, and on success the
 //!   caller decides when the new state takes effect;
 //! - [`ControlState::export`] is always text that `vpcd check` accepts and that parses to the
@@ -18,24 +23,33 @@
 //! A caller applying changes to a running network (one at a time: the state has one writer):
 //!
 //! 1. `let next = state.apply(&change)?` — refusals go back to the client as 4xx;
-//! 2. hand `next.plan().clone()` to the runtime (`runtime::Handle::apply`); if it refuses, keep
+//! 2. hand `next.shared_plan()` to the runtime (`runtime::Handle::apply`); if it refuses, keep
 //!    `state` and report it;
-//! 3. `next.save(dir)?`; if that fails, put `state.plan()` back into the runtime and report it,
-//!    so the running network never differs from what a restart would load;
-//! 4. `state = next`.
+//! 3. `let ticket = journal.append(next.generation(), &[change])?`; if that fails, put
+//!    `state.plan()` back into the runtime and report it, so the running network never differs
+//!    from what a restart would load;
+//! 4. `state = next`; answer once `journal.durable().wait(ticket)` resolves (requests that
+//!    appended meanwhile share its fsync). `journal.compact_if_due(&state)` now and then.
 //!
-//! `ControlState::open(dir, file)` is the start: the saved state, or the file's on first use.
+//! `ControlState::open(dir, file)` is the start: the saved state (snapshot and journal), or the
+//! file's on first use; then `Journal::open(dir)`.
 //!
 //! It must not know about packets, sockets or tokio.
 
+mod batch;
 pub mod change;
 mod error;
+mod incremental;
+pub mod journal;
 mod state;
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
+pub use batch::{MAX_BATCH, decode_batch};
 pub use change::Change;
 pub use error::{ApiError, ChangeError, ErrorCode, decode};
+pub use journal::{Durable, JOURNAL_FILE, Journal, Ticket};
 pub use state::{STATE_FILE, StateError};
 
 use toml::Spanned;
@@ -50,13 +64,24 @@ pub const API_FILE: &str = "api";
 
 /// The effective topology: the model, the plan validated from it, and a generation counter that
 /// every applied change increments.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ControlState {
     model: Topology,
-    plan: Plan,
-    /// The model as TOML text: what `export` returns and `save` writes.
-    text: String,
+    /// Shared with the running network while it applies it (changes copy it on write).
+    plan: Arc<Plan>,
+    /// The model as TOML text: what `export` returns and `save` writes. Made when first asked
+    /// for: an incremental change does not serialize the topology (`Err`: the model could not
+    /// be written as TOML, which `save` refuses to hide).
+    text: OnceLock<Result<String, String>>,
     generation: u64,
+}
+
+/// The text is derived from the model: two states are equal when model, plan and generation
+/// are, whether or not their text was made yet.
+impl PartialEq for ControlState {
+    fn eq(&self, other: &Self) -> bool {
+        self.generation == other.generation && self.model == other.model && self.plan == other.plan
+    }
 }
 
 impl ControlState {
@@ -75,7 +100,7 @@ impl ControlState {
     pub fn from_text(file: &str, text: &str) -> Result<Self, TopologyError> {
         let (model, plan) = topology::parse_model(file, text)?;
         let state = Self::from_model(file, model, 0)?;
-        if state.plan != plan {
+        if *state.plan != plan {
             return Err(TopologyError::Invalid(vec![Diagnostic::new(
                 file,
                 text,
@@ -101,8 +126,8 @@ impl ControlState {
         if !pin_addresses(&mut model, &plan) {
             return Ok(ControlState {
                 model,
-                plan,
-                text,
+                plan: Arc::new(plan),
+                text: OnceLock::from(Ok(text)),
                 generation,
             });
         }
@@ -116,8 +141,8 @@ impl ControlState {
         }
         Ok(ControlState {
             model,
-            plan,
-            text,
+            plan: Arc::new(plan),
+            text: OnceLock::from(Ok(text)),
             generation,
         })
     }
@@ -130,6 +155,12 @@ impl ControlState {
         &self.plan
     }
 
+    /// The plan, shared: what to hand the running network (`runtime::Handle::apply`) without
+    /// copying it.
+    pub fn shared_plan(&self) -> Arc<Plan> {
+        self.plan.clone()
+    }
+
     /// How many changes were applied since the state was created from a file.
     pub fn generation(&self) -> u64 {
         self.generation
@@ -138,8 +169,33 @@ impl ControlState {
     /// Applies `change` to a copy of the model and validates the result like a file.
     ///
     /// Returns the new state (its plan is what to compile and swap in; its generation is one
-    /// more) or every problem found. `self` is never modified.
+    /// more) or every problem found. `self` is never modified. Instances, 1:1 EIPs and
+    /// security-group rules are checked incrementally when they pass (see the module doc);
+    /// the result is the one [`ControlState::apply_full`] gives.
     pub fn apply(&self, change: &Change) -> Result<ControlState, ChangeError> {
+        let mut next = self.clone();
+        next.apply_in_place(change)?;
+        Ok(next)
+    }
+
+    /// Applies `change` to `self`, one generation more. On `Err`, `self` may be partly edited:
+    /// callers apply to a copy they throw away on error ([`ControlState::apply`], batches).
+    fn apply_in_place(&mut self, change: &Change) -> Result<(), ChangeError> {
+        let scope = change.edit(&mut self.model).map_err(ChangeError::one)?;
+        if incremental::apply(Arc::make_mut(&mut self.plan), &mut self.model, change).is_some() {
+            self.text = OnceLock::new();
+            self.generation += 1;
+            return Ok(());
+        }
+        *self = Self::from_model(API_FILE, self.model.clone(), self.generation + 1)
+            .map_err(|e| ChangeError::from_topology(&e, scope.as_deref()))?;
+        Ok(())
+    }
+
+    /// [`ControlState::apply`] through the whole-file path only: the edited model serialized
+    /// and validated like a file. What `apply` falls back to; public so that tests can compare
+    /// the two paths.
+    pub fn apply_full(&self, change: &Change) -> Result<ControlState, ChangeError> {
         let mut model = self.model.clone();
         let scope = change.edit(&mut model).map_err(ChangeError::one)?;
         Self::from_model(API_FILE, model, self.generation + 1)
@@ -148,9 +204,24 @@ impl ControlState {
 
     /// The current topology as a TOML file that `vpcd check` accepts. Comments and layout of the
     /// original file are not kept; probes are; every instance and NAT gateway has its address
-    /// written out.
+    /// written out. Should the model not serialize (a bug: every model here came from valid
+    /// TOML and typed requests), a TOML comment saying so, which [`ControlState::save`] refuses
+    /// to write.
     pub fn export(&self) -> &str {
-        &self.text
+        match self.text() {
+            Ok(t) => t,
+            Err(e) => e,
+        }
+    }
+
+    /// The exported text, made on first use.
+    fn text(&self) -> Result<&str, &str> {
+        match self.text.get_or_init(|| {
+            to_toml(&self.model).map_err(|e| format!("# {e} (a bug in vpcd; please report it)\n"))
+        }) {
+            Ok(t) => Ok(t),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -1,7 +1,10 @@
 //! The durable copy of the effective topology in a state directory.
 //!
-//! The directory holds one file, [`STATE_FILE`]: a topology file (so `vpcd check DIR/topology.toml`
-//! accepts it) whose first line is the comment `# vpcd state generation N`. It is replaced
+//! The directory holds the snapshot [`STATE_FILE`]: a topology file (so `vpcd check
+//! DIR/topology.toml` accepts it) whose first line is the comment `# vpcd state generation N`,
+//! and the journal of the changes acknowledged since ([`super::journal`]; the API appends to it
+//! and compacts it into the snapshot now and then). The state is the snapshot with the
+//! journal's newer records replayed ([`ControlState::load`]). The snapshot is replaced
 //! atomically: the new text goes to a temporary file in the same directory (a name starting with
 //! `.topology.toml.tmp`), which is written, fsynced, renamed over [`STATE_FILE`], and then the
 //! directory is fsynced. A crash at any moment leaves either the old file or the new one, never a
@@ -34,9 +37,15 @@ pub enum StateError {
     /// The state file does not validate (edited by hand, or written by another version).
     #[error("{0}")]
     Invalid(#[from] TopologyError),
+    /// The journal holds something other than whole records followed by at most one cut one.
+    #[error(
+        "error: the journal {path} is damaged: {what}; move it away to start from the snapshot \
+         (the changes it holds are lost)"
+    )]
+    Corrupt { path: String, what: String },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     move |source| StateError::Io {
         path: path.display().to_string(),
         source,
@@ -44,9 +53,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
 }
 
 impl ControlState {
-    /// Loads the state saved in `dir`; `Ok(None)` when there is none yet (no directory or no
-    /// state file). Temporary files of an interrupted save are ignored.
-    pub fn load(dir: &Path) -> Result<Option<ControlState>, StateError> {
+    /// The snapshot alone (`ControlState::load`, in `journal`, replays the journal over it).
+    pub(super) fn load_snapshot(dir: &Path) -> Result<Option<ControlState>, StateError> {
         let path = dir.join(STATE_FILE);
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
@@ -68,22 +76,10 @@ impl ControlState {
             .to_string();
         Ok(Some(ControlState {
             model,
-            plan,
-            text: body,
+            plan: std::sync::Arc::new(plan),
+            text: std::sync::OnceLock::from(Ok(body)),
             generation,
         }))
-    }
-
-    /// The state `vpcd up --state DIR FILE` starts from: the one saved in `dir` when there is
-    /// one (the file only seeded it: later edits of the file are not merged), otherwise the
-    /// file's, saved to `dir` at once.
-    pub fn open(dir: &Path, file: &Path) -> Result<ControlState, StateError> {
-        if let Some(state) = Self::load(dir)? {
-            return Ok(state);
-        }
-        let state = Self::from_file(file)?;
-        state.save(dir)?;
-        Ok(state)
     }
 
     /// Writes the state to `dir` atomically (see the module doc), creating `dir` (mode 0700) if
@@ -98,7 +94,8 @@ impl ControlState {
         remove_stale_temporaries(dir);
         let path = dir.join(STATE_FILE);
         let tmp = temporary_path(dir, self.generation);
-        let result = write_synced(&tmp, &self.state_file_text())
+        let text = self.state_file_text()?;
+        let result = write_synced(&tmp, &text)
             .and_then(|()| fs::rename(&tmp, &path).map_err(io(&path)))
             .and_then(|()| sync_dir(dir));
         if result.is_err() {
@@ -107,9 +104,14 @@ impl ControlState {
         result
     }
 
-    /// The text of the state file: the header line, then [`ControlState::export`].
-    pub fn state_file_text(&self) -> String {
-        format!("{HEADER}{}\n{}", self.generation, self.text)
+    /// The text of the state file: the header line, then [`ControlState::export`]; an error
+    /// when the model could not be written as TOML.
+    pub fn state_file_text(&self) -> Result<String, StateError> {
+        let body = self.text().map_err(|e| StateError::Io {
+            path: STATE_FILE.into(),
+            source: std::io::Error::other(e.trim_start_matches("# ").trim_end().to_string()),
+        })?;
+        Ok(format!("{HEADER}{}\n{body}", self.generation))
     }
 }
 

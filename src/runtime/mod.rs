@@ -316,6 +316,7 @@ pub fn up_with(
         seq: 0,
         reload,
         clock: shell.started(),
+        deleting: Vec::new(),
     };
     let (handle, requests) = reload::Control::channel(control.swaps.clone());
     on_ready(handle);

@@ -16,7 +16,9 @@
 //! 3. one [`Swap`] hands the new port vector and the compiled tables to the loop, which applies it
 //!    between two batches (`Fabric::swap_tables`, then the observer's `set_tables`): kept ports
 //!    never stop, NAT and security-group state follow the tables;
-//! 4. the namespaces of removed endpoints are deleted (their devices were closed by the swap).
+//! 4. the namespaces of removed endpoints are deleted (their devices were closed by the swap) on
+//!    a blocking thread, without waiting: they stay in the teardown list (and the state file)
+//!    until deleted, an attach of the same name waits for its deletion, and a stop for all.
 //!
 //! The public uplink (`internet/uplink`) is an endpoint like the others: kept (with its flows and
 //! listeners) while its configuration — address, MTU, `host_bind`s, host listeners — is the same;
@@ -28,6 +30,9 @@
 //! Refused outright: an MTU larger than the loop's buffers (a restart), and a change that would
 //! move or remove an endpoint under `--capture` (a capture follows a port id).
 
+use std::collections::{HashMap, HashSet};
+
+use foldhash::fast::FixedState;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -45,6 +50,9 @@ use crate::tables::{PortId, PortOwner, Tables};
 use crate::topology::Plan;
 use crate::topology::model::{Attach, Service};
 use crate::uplink::UplinkConfig;
+
+/// Plans with more ports than this are compiled off the loop's thread ([`Control::apply`]).
+pub const OFFLOAD_PORTS: usize = 1000;
 
 /// What one port of a plan is, as far as the runtime is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,7 +187,7 @@ pub enum ApplyError {
 }
 
 pub(super) struct Request {
-    plan: Box<Plan>,
+    plan: Arc<Plan>,
     reply: Sender<Result<Applied, ApplyError>>,
 }
 
@@ -198,13 +206,10 @@ impl Handle {
     /// running network and returns what changed. On `Err` the previous plan stays in force (see
     /// the module doc for the one exception). Resolves with [`ApplyError::Stopped`] once the run
     /// is stopping.
-    pub async fn apply(&self, plan: Plan) -> Result<Applied, ApplyError> {
+    pub async fn apply(&self, plan: Arc<Plan>) -> Result<Applied, ApplyError> {
         let (reply, mut rx) = mailbox::channel();
         self.tx
-            .send(Request {
-                plan: Box::new(plan),
-                reply,
-            })
+            .send(Request { plan, reply })
             .map_err(|_| ApplyError::Stopped)?;
         rx.recv().await.unwrap_or(Err(ApplyError::Stopped))
     }
@@ -252,7 +257,16 @@ pub(super) struct Control {
     pub reload: super::Reload,
     /// The loop's clock: the std reading of its `Instant::ZERO`.
     pub clock: std::time::Instant,
+    /// Namespaces of removed endpoints being deleted in the background (a detach does not wait
+    /// for it); they stay in `made` until deleted, so teardown and `vpcd down` still find them.
+    pub deleting: Vec<Deletion>,
 }
+
+/// A background removal of namespaces: their names and the blocking task deleting them.
+pub(super) type Deletion = (Vec<String>, tokio::task::JoinHandle<Deleted>);
+
+/// Each namespace a deletion task was given, with its result.
+pub(super) type Deleted = Vec<(String, Result<(), NetnsError>)>;
 
 /// A new namespace with its TUN device (not yet handed to the loop).
 struct MadeNs {
@@ -285,7 +299,10 @@ impl Control {
         loop {
             tokio::select! {
                 biased;
-                () = &mut stop => return,
+                () = &mut stop => {
+                    self.settle_all_deletions().await;
+                    return;
+                }
                 _ = hup.recv() => match self.reload {
                     super::Reload::File => self.reload(topology, out).await,
                     super::Reload::Api => eprintln!(
@@ -296,7 +313,7 @@ impl Control {
                 },
                 r = requests.recv(), if requests_open => match r {
                     Some(r) => {
-                        let result = self.apply(*r.plan).await;
+                        let result = self.apply(r.plan).await;
                         let _ = r.reply.send(result);
                     }
                     None => requests_open = false,
@@ -321,7 +338,7 @@ impl Control {
                 return;
             }
         };
-        match self.apply(plan).await {
+        match self.apply(Arc::new(plan)).await {
             Ok(a) => {
                 let _ = writeln!(out, "reloaded {file}: {}", a.summary());
                 let _ = out.flush();
@@ -336,9 +353,26 @@ impl Control {
     }
 
     /// Applies `plan`; see the module doc.
-    pub async fn apply(&mut self, plan: Plan) -> Result<Applied, ApplyError> {
-        let tables = Arc::new(crate::topology::compile::tables(&plan));
-        let new = port_specs(&plan, &tables);
+    ///
+    /// A plan of more than [`OFFLOAD_PORTS`] ports is compiled on a blocking thread (the other
+    /// core), so that the loop keeps forwarding and the API keeps reading requests meanwhile
+    /// (compiling grows with the ports); a smaller one inline, where the hop to another thread
+    /// would cost more than the compile.
+    pub async fn apply(&mut self, plan: Arc<Plan>) -> Result<Applied, ApplyError> {
+        let ports =
+            plan.vpcs.iter().map(|v| v.instances.len()).sum::<usize>() + plan.internet.hosts.len();
+        let compile = move || {
+            let tables = Arc::new(crate::topology::compile::tables(&plan));
+            let specs = port_specs(&plan, &tables);
+            (tables, specs)
+        };
+        let (tables, new) = if ports > OFFLOAD_PORTS {
+            tokio::task::spawn_blocking(compile)
+                .await
+                .map_err(|e| ApplyError::Io(std::io::Error::other(e)))?
+        } else {
+            compile()
+        };
         let max_mtu = self.buffer_size.saturating_sub(MIN_BUFFER);
         if let Some(p) = new.iter().find(|p| p.mtu as usize > max_mtu) {
             return Err(ApplyError::Refused(format!(
@@ -348,7 +382,15 @@ impl Control {
             )));
         }
         // Classify: for each new port, the old one it keeps (same spec) or replaces (same name).
-        let old_index = |name: &str| self.specs.iter().position(|o| o.name == name);
+        // By name through maps: a scan per port made every change quadratic in the ports.
+        let old_by_name: HashMap<&str, usize, FixedState> = self
+            .specs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.name.as_str(), i))
+            .collect();
+        let new_names: HashSet<&str, FixedState> = new.iter().map(|p| p.name.as_str()).collect();
+        let old_index = |name: &str| old_by_name.get(name).copied();
         let mut applied = Applied::default();
         let mut keep: Vec<Option<usize>> = Vec::with_capacity(new.len());
         let mut replaced_old: Vec<usize> = Vec::new();
@@ -373,7 +415,7 @@ impl Control {
             }
         }
         let removed_old: Vec<usize> = (0..self.specs.len())
-            .filter(|&i| !new.iter().any(|p| p.name == self.specs[i].name))
+            .filter(|&i| !new_names.contains(self.specs[i].name.as_str()))
             .collect();
         applied.removed = removed_old
             .iter()
@@ -390,13 +432,18 @@ impl Control {
                 )));
             }
         }
-        for (j, p) in new.iter().enumerate() {
-            if p.attach == Attach::Netns && keep[j].is_none() && old_index(&p.name).is_none() {
-                let ns = netns::namespace_name(&self.prefix, &p.name);
-                if netns::exists(&ns) {
-                    return Err(NetnsError::Exists(ns).into());
-                }
-            }
+        let fresh: Vec<String> = new
+            .iter()
+            .enumerate()
+            .filter(|(j, p)| {
+                p.attach == Attach::Netns && keep[*j].is_none() && old_index(&p.name).is_none()
+            })
+            .map(|(_, p)| netns::namespace_name(&self.prefix, &p.name))
+            .collect();
+        // A name detached a moment ago may still be being deleted: wait for that first.
+        self.settle_deletions(&fresh).await;
+        if let Some(ns) = fresh.into_iter().find(|ns| netns::exists(ns)) {
+            return Err(NetnsError::Exists(ns).into());
         }
 
         // 1. Detach replaced namespaces, so that their names are free.
@@ -514,13 +561,14 @@ impl Control {
             .map(|p| format!("{}: {}", p.gateway, p.error))
             .collect();
 
-        // 4. Remove what the change removed (the loop has closed their devices).
+        // 4. Remove what the change removed (the loop has closed their devices), in the
+        // background: the change is in force already.
         let gone: Vec<String> = removed_old
             .iter()
             .filter(|&&i| self.specs[i].attach == Attach::Netns)
             .map(|&i| netns::namespace_name(&self.prefix, &self.specs[i].name))
             .collect();
-        self.delete(gone).await;
+        self.delete_in_background(gone);
         self.specs = new;
         Ok(applied)
     }
@@ -565,22 +613,55 @@ impl Control {
         rx.recv().await.ok_or(ApplyError::Stopped)
     }
 
-    /// Deletes namespaces on a blocking thread; those that could not be removed stay in the
-    /// teardown list (and the state file) for teardown or `vpcd down` to retry.
+    /// Deletes namespaces on a blocking thread and waits; those that could not be removed stay
+    /// in the teardown list (and the state file) for teardown or `vpcd down` to retry.
     async fn delete(&mut self, names: Vec<String>) {
         if names.is_empty() {
             return;
         }
-        let result = tokio::task::spawn_blocking(move || {
-            names
-                .into_iter()
-                .map(|n| {
-                    let r = netns::delete(&n);
-                    (n, r)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await;
+        let result = tokio::task::spawn_blocking(move || delete_all(names)).await;
+        self.deleted(result);
+    }
+
+    /// [`Control::delete`] without waiting: the task is collected by
+    /// [`Control::settle_deletions`].
+    fn delete_in_background(&mut self, names: Vec<String>) {
+        if names.is_empty() {
+            return;
+        }
+        let task_names = names.clone();
+        let task = tokio::task::spawn_blocking(move || delete_all(task_names));
+        self.deleting.push((names, task));
+    }
+
+    /// Collects the background deletions that are done, and waits for those deleting one of
+    /// `names` (about to be made again).
+    pub(super) async fn settle_deletions(&mut self, names: &[String]) {
+        self.settle(|deleting| deleting.iter().any(|n| names.contains(n)))
+            .await;
+    }
+
+    /// Waits for every background deletion (the run stops: teardown comes next).
+    pub(super) async fn settle_all_deletions(&mut self) {
+        self.settle(|_| true).await;
+    }
+
+    async fn settle(&mut self, wait: impl Fn(&[String]) -> bool) {
+        let mut i = 0;
+        while i < self.deleting.len() {
+            let (names, task) = &self.deleting[i];
+            if !task.is_finished() && !wait(names) {
+                i += 1;
+                continue;
+            }
+            let (_, task) = self.deleting.swap_remove(i);
+            let result = task.await;
+            self.deleted(result);
+        }
+    }
+
+    /// Records what a deletion task removed.
+    fn deleted(&mut self, result: Result<Deleted, tokio::task::JoinError>) {
         let Ok(results) = result else {
             eprintln!("vpcd up: reload: the namespace removal thread failed; teardown retries");
             return;
@@ -592,6 +673,17 @@ impl Control {
             }
         }
     }
+}
+
+/// Deletes each namespace (blocking), with its result.
+fn delete_all(names: Vec<String>) -> Deleted {
+    names
+        .into_iter()
+        .map(|n| {
+            let r = netns::delete(&n);
+            (n, r)
+        })
+        .collect()
 }
 
 /// Records each namespace in the state file, then creates it with its TUN device; stops at the
@@ -662,7 +754,7 @@ mod tests {
         )
         .expect("valid topology");
         assert!(matches!(
-            rt.block_on(handle.apply(plan)),
+            rt.block_on(handle.apply(Arc::new(plan))),
             Err(ApplyError::Stopped)
         ));
         assert!(matches!(

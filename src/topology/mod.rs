@@ -15,6 +15,7 @@ use std::path::Path;
 
 pub use diagnostic::{Diagnostic, TopologyError};
 pub use plan::Plan;
+pub(crate) use validate::{first_host, is_valid_name, last_host, reserved_role};
 
 /// Reads, parses and validates a topology file.
 pub fn load(path: &Path) -> Result<Plan, TopologyError> {

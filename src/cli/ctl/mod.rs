@@ -71,6 +71,12 @@ enum CtlCommand {
         /// The request body, a JSON object.
         body: String,
     },
+    /// Send many changes at once, all or none: FILE (`-`: standard input) holds a JSON list
+    /// of `{"op": OP, "request": BODY}` entries, or `{"changes": [...]}` (`POST /v1/batch`).
+    Batch {
+        /// The file of changes, or `-`.
+        file: PathBuf,
+    },
     /// The operations `apply` takes.
     Ops,
     /// VPCs: list, show, add, remove.
@@ -293,6 +299,7 @@ fn call(command: &CtlCommand, as_json: bool) -> Result<Call, String> {
             }
             Call::op(op, v, format!("applied {op}"))
         }
+        CtlCommand::Batch { file } => batch(file)?,
         CtlCommand::Ops => observe::ops(),
         CtlCommand::Vpc(c) => c.call(),
         CtlCommand::Subnet(c) => c.call(),
@@ -320,6 +327,31 @@ fn call(command: &CtlCommand, as_json: bool) -> Result<Call, String> {
         },
         CtlCommand::Metrics => Call::raw("/metrics", "text/plain"),
         CtlCommand::Openapi => Call::raw("/v1/openapi.json", "application/json"),
+    })
+}
+
+/// `batch FILE`: the entries of FILE as the body of `POST /v1/batch`.
+fn batch(file: &std::path::Path) -> Result<Call, String> {
+    let text = if file == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("standard input: {e}"))?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?
+    };
+    let shape = "write a JSON list of {\"op\": OP, \"request\": BODY}, or {\"changes\": [...]}";
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not JSON: {e}; {shape}", file.display()))?;
+    let body = match v {
+        Value::Array(changes) => json!({ "changes": changes }),
+        v @ Value::Object(_) => v,
+        _ => return Err(format!("{}: {shape}", file.display())),
+    };
+    let n = body["changes"].as_array().map_or(0, Vec::len);
+    Ok(Call {
+        method: "POST",
+        path: "/v1/batch".into(),
+        accept: "application/json",
+        body: Some(body),
+        show: Show::Changed(format!("applied {n} changes")),
     })
 }
 

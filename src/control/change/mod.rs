@@ -107,6 +107,14 @@ macro_rules! operations {
                 }
             }
 
+            /// The request as JSON, the body [`Change::decode`] reads back (the journal's
+            /// record of an acknowledged change).
+            pub fn request(&self) -> Result<serde_json::Value, serde_json::Error> {
+                match self {
+                    $(Change::$v(r) => serde_json::to_value(r),)*
+                }
+            }
+
             /// Edits `topo` as the request says; see [`Edit::edit`].
             pub(crate) fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
                 match self {

@@ -35,6 +35,11 @@ use super::plan::EipBinding;
 use super::{Plan, TopologyError};
 use syntax::{Step, floor_boundary, serde_diagnostic, syntax_diagnostic};
 
+/// For the control core's incremental checks of one change (`control::incremental`): the same
+/// rules as the whole-file checks here, not a copy of them.
+pub(crate) use names::is_valid_name;
+pub(crate) use vpc::{first_host, last_host, reserved_role};
+
 pub(crate) fn parse_and_validate(file: &str, text: &str) -> Result<Plan, TopologyError> {
     let (tree, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
@@ -66,6 +71,7 @@ pub(crate) fn parse_and_validate(file: &str, text: &str) -> Result<Plan, Topolog
         file,
         text,
         tree: tree.get_ref(),
+        newlines: text.match_indices('\n').map(|(at, _)| at).collect(),
         diags: Vec::new(),
     };
     let plan = checker.check(&topology);
@@ -99,6 +105,10 @@ struct Checker<'a> {
     text: &'a str,
     /// The syntax tree, for spans the model does not keep (whole tables, probe names).
     tree: &'a DeTable<'a>,
+    /// The byte offset of every `\n` in `text`, in order: `line_of` is a binary search, not a
+    /// scan of the text (checks ask for the line of every address they record, so a scan made
+    /// validation quadratic in the size of the file).
+    newlines: Vec<usize>,
     /// (byte offset, diagnostic), sorted into file order at the end.
     diags: Vec<(usize, Diagnostic)>,
 }
@@ -128,11 +138,10 @@ impl Checker<'_> {
         syntax::span_at(self.tree, path)
     }
 
+    /// The 1-based line of byte `offset`: one more than the newlines before it.
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..floor_boundary(self.text, offset)]
-            .matches('\n')
-            .count()
-            + 1
+        let end = floor_boundary(self.text, offset);
+        self.newlines.partition_point(|&at| at < end) + 1
     }
 
     fn check(&mut self, topo: &Topology) -> Plan {

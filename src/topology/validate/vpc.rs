@@ -552,17 +552,17 @@ impl Checker<'_> {
 }
 
 /// The first address an instance may use: after the network address and the `.1` gateway.
-fn first_host(c: Cidr) -> Ipv4Addr {
+pub(crate) fn first_host(c: Cidr) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(c.network()).saturating_add(2))
 }
 
 /// The last address an instance may use: before broadcast.
-fn last_host(c: Cidr) -> Ipv4Addr {
+pub(crate) fn last_host(c: Cidr) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(c.broadcast()).saturating_sub(1))
 }
 
 /// Which reserved role `addr` plays in subnet `c`, if any.
-fn reserved_role(c: Cidr, addr: Ipv4Addr) -> Option<&'static str> {
+pub(crate) fn reserved_role(c: Cidr, addr: Ipv4Addr) -> Option<&'static str> {
     if addr == c.network() {
         Some("network address")
     } else if addr == c.gateway() {
