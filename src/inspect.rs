@@ -257,7 +257,7 @@ pub fn snapshot(fabric: &Fabric, now: Instant) -> Snapshot {
                 id: i as u32,
                 endpoint: p.name.clone(),
                 vpc: match p.owner {
-                    PortOwner::Instance { vpc, .. } => {
+                    PortOwner::Instance { vpc, .. } | PortOwner::Resolver { vpc } => {
                         tables.vpcs.get(vpc as usize).map(|v| v.name.clone())
                     }
                     PortOwner::Host { .. } | PortOwner::Uplink => None,
@@ -540,7 +540,7 @@ fn resolve_instances(
 ) -> Result<Vec<(usize, Ipv4Addr)>, InspectError> {
     let instances = tables.ports.iter().filter_map(|p| match p.owner {
         PortOwner::Instance { vpc, .. } => Some((vpc as usize, p)),
-        PortOwner::Host { .. } | PortOwner::Uplink => None,
+        PortOwner::Host { .. } | PortOwner::Uplink | PortOwner::Resolver { .. } => None,
     });
     let found: Vec<(usize, Ipv4Addr)> = instances
         .clone()

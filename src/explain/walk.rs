@@ -102,7 +102,7 @@ impl Walk<'_> {
                 instance,
                 port,
             }),
-            PortOwner::Host { .. } | PortOwner::Uplink => None,
+            PortOwner::Host { .. } | PortOwner::Uplink | PortOwner::Resolver { .. } => None,
         }
     }
 

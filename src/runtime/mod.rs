@@ -130,6 +130,11 @@ fn addressing(tables: &Tables, owner: PortOwner, addr: Ipv4Addr) -> (u8, Option<
             let gw = cidr.gateway();
             (cidr.prefix_len(), (gw != addr).then_some(gw))
         }
+        // An in-process endpoint on the VPC's prefix; it answers only packets that reached it.
+        PortOwner::Resolver { vpc } => tables
+            .vpcs
+            .get(vpc as usize)
+            .map_or((32, None), |v| (v.cidr.prefix_len(), None)),
     }
 }
 

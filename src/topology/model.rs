@@ -27,6 +27,9 @@ pub struct Topology {
     pub internet: Option<Internet>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probe: Vec<Probe>,
+    /// Private DNS zones, each answered only by the resolvers of the VPCs it names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zone: Vec<Zone>,
 }
 
 /// An isolated tenant network. VPCs may reuse each other's CIDRs.
@@ -351,6 +354,10 @@ pub struct Internet {
     /// sockets (see `topologies/README.md`); `"off"` (the default): they are dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<Spanned<UplinkMode>>,
+    /// Public DNS zones: the simulated internet's names, answered by every VPC's resolver
+    /// (unless a private zone of that VPC hides them). They take no `vpcs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zone: Vec<Zone>,
 }
 
 /// Whether the public segment reaches the host's networks.
@@ -379,7 +386,45 @@ pub struct Host {
     pub attach: Attach,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<Spanned<u32>>,
+    /// Public DNS names of the host (`api.example.com`): every VPC's resolver answers them with
+    /// the host's address, and the address's reverse name with the first of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<Spanned<String>>,
 }
+
+/// A DNS zone: its apex name and records. A private zone (top-level `[[zone]]`) names the VPCs
+/// whose resolvers answer it; a public one (`[[internet.zone]]`) names none.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    /// The apex, like `corp.example`.
+    pub name: Spanned<String>,
+    /// VPC names (private zones only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vpcs: Vec<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub record: Vec<ZoneRecord>,
+}
+
+/// One record of a zone, in zone-file syntax (`crate::dns::records` documents the values).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneRecord {
+    /// Relative to the zone (`db` for `db.corp.example`), or `@` for the apex.
+    pub name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub kind: Spanned<RecordKind>,
+    pub value: Spanned<String>,
+    /// Seconds; default [`DEFAULT_RECORD_TTL`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Spanned<u32>>,
+}
+
+/// The record types a zone may hold (a resolver type: `crate::dns` parses their values).
+pub use crate::dns::RecordKind;
+
+/// A zone record's TTL when the file gives none (Route 53's console default).
+pub const DEFAULT_RECORD_TTL: u32 = 300;
 
 /// A transport protocol with a port, written `tcp:80` or `udp:53`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

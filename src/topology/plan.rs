@@ -12,8 +12,11 @@ use super::model::{
     Service,
 };
 use crate::dataplane::nat::config::NatConfig;
+use crate::dns::RecordData;
 /// Resolved targets and bindings are table types too; the plan uses the same ones.
 pub use crate::tables::{EipBinding, RouteTargetPlan};
+/// Domain names in zones (the resolver's type).
+pub use hickory_proto::rr::Name;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -21,6 +24,24 @@ pub struct Plan {
     pub eips: Vec<EipPlan>,
     pub internet: InternetPlan,
     pub probes: Vec<ProbePlan>,
+    /// Private DNS zones, in file order.
+    pub zones: Vec<ZonePlan>,
+}
+
+/// A DNS zone, checked: apex and records as fully qualified names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZonePlan {
+    pub apex: Name,
+    /// Indices into `Plan::vpcs` whose resolvers answer it (empty for a public zone).
+    pub vpcs: Vec<usize>,
+    pub records: Vec<RecordPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordPlan {
+    pub name: Name,
+    pub ttl: u32,
+    pub data: RecordData,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +168,8 @@ pub struct InternetPlan {
     pub hosts: Vec<HostPlan>,
     /// `Some` with `uplink = "host"`.
     pub uplink: Option<UplinkPlan>,
+    /// Public DNS zones, in file order.
+    pub zones: Vec<ZonePlan>,
 }
 
 /// The public uplink: its address on the segment and the host listeners of every EIP and DNAT
@@ -175,6 +198,8 @@ pub struct HostPlan {
     pub serve: Vec<Service>,
     pub attach: Attach,
     pub mtu: u32,
+    /// Public DNS names of the host, fully qualified.
+    pub dns_names: Vec<Name>,
 }
 
 /// An endpoint a probe starts from, resolved.
