@@ -80,6 +80,8 @@ pub struct SimSpec {
     pub name: String,
     pub addressing: super::sim_port::SimAddressing,
     pub services: Vec<crate::topology::model::Service>,
+    /// What it answers, when it is a VPC's resolver.
+    pub resolver: Option<Arc<crate::dns::View>>,
     pub seed: u64,
 }
 
@@ -439,14 +441,20 @@ impl Shell {
                         .unwrap_or(PortSlot::Empty)
                 }
                 Slot::NewTun(t) => PortSlot::Tun(t),
-                Slot::NewSim(spec) => PortSlot::Sim(Box::new(SimPort::new(
-                    spec.name,
-                    id,
-                    spec.addressing,
-                    &spec.services,
-                    spec.seed,
-                    now,
-                ))),
+                Slot::NewSim(spec) => {
+                    let sim = SimPort::new(
+                        spec.name,
+                        id,
+                        spec.addressing,
+                        &spec.services,
+                        spec.seed,
+                        now,
+                    );
+                    PortSlot::Sim(Box::new(match spec.resolver {
+                        Some(view) => sim.with_resolver(view),
+                        None => sim,
+                    }))
+                }
                 Slot::NewUplink(u) => PortSlot::Uplink(u),
                 Slot::Empty => PortSlot::Empty,
             };

@@ -265,6 +265,10 @@ pub fn up_with(
                     0x7670_6364 ^ i as u64,
                     Instant::ZERO,
                 );
+                let sim = match &p.resolver {
+                    Some(view) => sim.with_resolver(view.clone()),
+                    None => sim,
+                };
                 ports.push(Some(Port::Sim(Box::new(sim))));
                 endpoints.push(UpEndpoint {
                     name: p.name.clone(),

@@ -59,6 +59,11 @@ pub(super) struct PortSpec {
     pub services: Vec<Service>,
     /// The uplink's configuration (seed 0), for the uplink's port only.
     pub uplink: Option<UplinkConfig>,
+    /// What a VPC's resolver answers, for resolver ports only: a change of names or zones
+    /// replaces the resolver (compared by content).
+    pub resolver: Option<Arc<crate::dns::View>>,
+    /// An instance's `resolv.conf` (its VPC's resolver and domain).
+    pub resolv_conf: Option<String>,
 }
 
 impl PortSpec {
@@ -68,6 +73,7 @@ impl PortSpec {
             prefix_len: self.prefix_len,
             gateway: self.gateway,
             mtu: self.mtu,
+            resolv_conf: self.resolv_conf.clone(),
         }
     }
 
@@ -86,6 +92,10 @@ impl PortSpec {
 
 /// The ports of `plan` compiled into `tables`, in port-id order.
 pub(super) fn port_specs(plan: &Plan, tables: &Tables) -> Vec<PortSpec> {
+    let mut views: Vec<Option<crate::dns::View>> = crate::topology::compile::dns::views(plan)
+        .into_iter()
+        .map(Some)
+        .collect();
     tables
         .ports
         .iter()
@@ -110,6 +120,23 @@ pub(super) fn port_specs(plan: &Plan, tables: &Tables) -> Vec<PortSpec> {
                 services,
                 uplink: match p.owner {
                     PortOwner::Uplink => super::uplink_port::config(plan, tables),
+                    _ => None,
+                },
+                resolv_conf: match p.owner {
+                    PortOwner::Instance { vpc, .. } => tables.vpcs.get(vpc as usize).map(|v| {
+                        let search = crate::dns::names::vpc_domain(&v.name).map_or_else(
+                            || crate::dns::names::INTERNAL_DOMAIN.to_string(),
+                            |d| d.to_string().trim_end_matches('.').to_string(),
+                        );
+                        netns::resolv_conf(v.resolver.addr, &search)
+                    }),
+                    _ => None,
+                },
+                resolver: match p.owner {
+                    PortOwner::Resolver { vpc } => views
+                        .get_mut(vpc as usize)
+                        .and_then(Option::take)
+                        .map(Arc::new),
                     _ => None,
                 },
             }
@@ -493,6 +520,7 @@ impl Control {
                         name: p.name.clone(),
                         addressing: p.sim_addressing(),
                         services: p.services.clone(),
+                        resolver: p.resolver.clone(),
                         seed: 0x7670_6364 ^ (self.seq << 20) ^ j as u64,
                     })));
                 }

@@ -1,6 +1,7 @@
 //! `attach = "sim"` endpoints under `vpcd up`: a small smoltcp stack behind a
 //! [`QueueDevice`], side by side with the TUN ports, on the wall clock.
 //!
+//! A VPC's resolver port is a sim port too, with port 53 answering DNS ([`SimPort::with_resolver`]).
 //! A sim port answers ICMP echo, and an internet host serves what its `serve` list declares: each
 //! `tcp:N` answers any request with a short plain HTTP/1.0 response and closes (so `curl` from a
 //! namespace gets a page), each `udp:N` echoes datagrams. It is the same kind of stack `vpcd test`
@@ -8,10 +9,13 @@
 //! ([`crate::sim::interface`]) is shared.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{tcp, udp};
 
+use crate::dns::View;
+use crate::sim::resolver::DnsService;
 use crate::sim::{QueueDevice, from_smol, interface, smol_instant};
 use crate::tables::PortId;
 use crate::time::Instant;
@@ -40,6 +44,8 @@ pub struct SimPort {
     device: QueueDevice,
     sockets: SocketSet<'static>,
     listeners: Vec<Listener>,
+    /// A VPC resolver's port 53 (resolver ports only).
+    dns: Option<DnsService>,
     /// Something was delivered since the last poll.
     dirty: bool,
     /// When its timers next need a poll.
@@ -113,9 +119,22 @@ impl SimPort {
             device,
             sockets,
             listeners,
+            dns: None,
             dirty: true,
             deadline: None,
         }
+    }
+
+    /// Makes this port a VPC resolver: port 53 over UDP and TCP answering from `view`, at its
+    /// address and 169.254.169.253.
+    pub fn with_resolver(mut self, view: Arc<View>) -> SimPort {
+        self.dns = Some(DnsService::new(view, &mut self.iface, &mut self.sockets));
+        self
+    }
+
+    /// What its resolver answered, for a resolver port.
+    pub fn dns_counters(&self) -> Option<&crate::dns::Counters> {
+        self.dns.as_ref().map(DnsService::counters)
     }
 
     /// Queues a packet the fabric delivered; `false` when the queue is full or it exceeds the MTU.
@@ -164,6 +183,9 @@ impl SimPort {
     }
 
     fn serve(&mut self) {
+        if let Some(dns) = &mut self.dns {
+            dns.serve(&mut self.sockets);
+        }
         let (name, ip) = (&self.name, self.ip);
         for l in &self.listeners {
             match *l {

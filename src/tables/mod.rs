@@ -376,8 +376,19 @@ cidr = "10.0.0.0/16"
         .expect("valid");
         let t = compile(&plan);
         let names: Vec<_> = t.ports.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["a/x", "a/y", "b/z", "internet/web"]);
-        for (i, name) in names.iter().enumerate() {
+        // The VPCs' resolvers come last, in VPC order.
+        assert_eq!(
+            names,
+            [
+                "a/x",
+                "a/y",
+                "b/z",
+                "internet/web",
+                "a#resolver",
+                "b#resolver"
+            ]
+        );
+        for (i, name) in names[..4].iter().enumerate() {
             let (scope, n) = name.split_once('/').unwrap();
             let e = plan.find_endpoint(scope, n).unwrap();
             assert_eq!(t.port_of(e), PortId(i as u32));

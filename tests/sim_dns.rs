@@ -1,0 +1,128 @@
+//! The VPC resolver end to end in the simulator: a query leaves an instance's smoltcp stack,
+//! crosses the fabric to the resolver's port, and the answer comes back, over UDP and TCP, at
+//! base + 2 and 169.254.169.253.
+
+use std::net::Ipv4Addr;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use vpcd::dns::Transport;
+use vpcd::sim::Simulation;
+
+const TOPOLOGY: &str = r#"
+[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+subnet = [{ name = "app", cidr = "10.0.1.0/24" }]
+security_group = [{ name = "mute", egress = [] }]
+instance = [
+    { name = "web", subnet = "app", ip = "10.0.1.10", attach = "sim", security_groups = ["mute"] },
+    { name = "db", subnet = "app", ip = "10.0.1.20", attach = "sim" },
+]
+
+[[vpc]]
+name = "tenant-b"
+cidr = "10.0.0.0/16"
+subnet = [{ name = "app", cidr = "10.0.1.0/24" }]
+instance = [{ name = "fn", subnet = "app", ip = "10.0.1.10", attach = "sim" }]
+
+[[zone]]
+name = "corp.example"
+vpcs = ["tenant-a"]
+record = [
+    { name = "many", type = "TXT", value = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" },
+    { name = "many", type = "TXT", value = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb" },
+    { name = "many", type = "TXT", value = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc" },
+]
+"#;
+
+fn query(name: &str, qtype: RecordType) -> Vec<u8> {
+    let mut m = Message::new(0x4242, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    m.set_edns(Edns::new());
+    m.to_vec().unwrap()
+}
+
+fn ask(sim: &mut Simulation, from: &str, server: [u8; 4], q: &[u8], t: Transport) -> Message {
+    let bytes = sim
+        .dns_exchange(from, Ipv4Addr::from(server), q, t)
+        .expect("a known endpoint")
+        .unwrap_or_else(|| panic!("no answer from {server:?} over {t:?}"));
+    Message::from_vec(&bytes).expect("a DNS response")
+}
+
+fn sim() -> Simulation {
+    Simulation::parse("dns.toml", TOPOLOGY).expect("valid topology")
+}
+
+#[test]
+fn an_instance_resolves_a_neighbour_at_both_resolver_addresses_over_udp() {
+    let mut sim = sim();
+    let q = query("db.tenant-a.vpc.internal.", RecordType::A);
+    for server in [[10, 0, 0, 2], [169, 254, 169, 253]] {
+        // `web`'s security group allows nothing out: the resolver is reached all the same.
+        let m = ask(&mut sim, "tenant-a/web", server, &q, Transport::Udp);
+        assert_eq!(m.metadata.id, 0x4242);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(
+            m.answers[0].data,
+            RData::A(Ipv4Addr::new(10, 0, 1, 20).into())
+        );
+    }
+}
+
+#[test]
+fn a_large_answer_is_truncated_over_udp_and_whole_over_tcp() {
+    let mut sim = sim();
+    let q = query("many.corp.example.", RecordType::TXT);
+    let udp = ask(&mut sim, "tenant-a/db", [10, 0, 0, 2], &q, Transport::Udp);
+    assert!(udp.metadata.truncation && udp.answers.is_empty());
+    for server in [[10, 0, 0, 2], [169, 254, 169, 253]] {
+        let tcp = ask(&mut sim, "tenant-a/db", server, &q, Transport::Tcp);
+        assert!(!tcp.metadata.truncation);
+        assert_eq!(tcp.answers.len(), 3);
+    }
+}
+
+#[test]
+fn a_private_zone_and_the_vpc_names_answer_only_in_their_vpc() {
+    let mut sim = sim();
+    let m = ask(
+        &mut sim,
+        "tenant-b/fn",
+        [10, 0, 0, 2],
+        &query("many.corp.example.", RecordType::TXT),
+        Transport::Udp,
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    let m = ask(
+        &mut sim,
+        "tenant-b/fn",
+        [10, 0, 0, 2],
+        &query("db.tenant-a.vpc.internal.", RecordType::A),
+        Transport::Udp,
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    // Same address in both VPCs, each resolver names its own instance.
+    let m = ask(
+        &mut sim,
+        "tenant-b/fn",
+        [10, 0, 0, 2],
+        &query("10.1.0.10.in-addr.arpa.", RecordType::PTR),
+        Transport::Udp,
+    );
+    assert_eq!(m.answers[0].data.to_string(), "fn.tenant-b.vpc.internal.");
+}
+
+#[test]
+fn the_resolver_answers_over_and_over_in_one_simulation() {
+    let mut sim = sim();
+    let q = query("web.tenant-a.vpc.internal.", RecordType::A);
+    for _ in 0..5 {
+        let m = ask(&mut sim, "tenant-a/db", [10, 0, 0, 2], &q, Transport::Tcp);
+        assert_eq!(m.answers.len(), 1);
+        let m = ask(&mut sim, "tenant-a/db", [10, 0, 0, 2], &q, Transport::Udp);
+        assert_eq!(m.answers.len(), 1);
+    }
+}
