@@ -1,0 +1,236 @@
+//! DNS inside the VPC for real (root; CI runs them): `vpcd up`'s resolver at base + 2 and
+//! 169.254.169.253 answering `dig`, `getent hosts` and `curl http://NAME/` through the
+//! `resolv.conf` `vpcd exec` gives each namespace; a private zone only in its VPC; a large answer
+//! truncated over UDP and retried over TCP; `python3 -m http.server` serving within a second
+//! (its reverse lookups are answered at once instead of timing out).
+//!
+//! Each test has its own topology, namespace prefix and run directory (see `real_support`); each
+//! ends by checking that nothing of it is left, `/etc/netns/NAME/` included.
+
+mod real_support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use real_support::{Run, capable, text};
+
+/// Two VPCs with the same CIDR; `d` has two instances and a private zone with a name whose TXT
+/// records do not fit 512 bytes.
+fn topology() -> String {
+    let big: Vec<String> = (0..6)
+        .map(|i| {
+            format!(
+                "{{ name = \"big\", type = \"TXT\", value = \"{}\" }}",
+                "x".repeat(100 + i)
+            )
+        })
+        .collect();
+    format!(
+        r#"
+[[vpc]]
+name = "d"
+cidr = "10.30.0.0/16"
+subnet = [{{ name = "app", cidr = "10.30.1.0/24" }}]
+instance = [
+  {{ name = "web", subnet = "app", ip = "10.30.1.10" }},
+  {{ name = "cli", subnet = "app", ip = "10.30.1.11" }},
+]
+
+[[vpc]]
+name = "o"
+cidr = "10.30.0.0/16"
+subnet = [{{ name = "app", cidr = "10.30.1.0/24" }}]
+instance = [{{ name = "x", subnet = "app", ip = "10.30.1.10" }}]
+
+[[zone]]
+name = "corp.example"
+vpcs = ["d"]
+record = [
+  {{ name = "db", type = "A", value = "10.30.1.10" }},
+  {big},
+]
+"#,
+        big = big.join(",\n  ")
+    )
+}
+
+/// `dig +short` from `endpoint`: the answer lines, or the whole output when dig failed.
+fn dig(run: &Run, endpoint: &str, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["dig", "+short", "+time=2", "+tries=1"];
+    all.extend_from_slice(args);
+    let out = run.exec(endpoint, &all);
+    assert!(out.status.success(), "dig {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The status word of a full `dig` answer (`NOERROR`, `NXDOMAIN`).
+fn dig_status(run: &Run, endpoint: &str, args: &[&str]) -> String {
+    let mut all = vec!["dig", "+time=2", "+tries=1"];
+    all.extend_from_slice(args);
+    let out = run.exec(endpoint, &all);
+    let s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.split("status: ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_else(|| panic!("no status in dig output: {}", text(&out)))
+        .to_string()
+}
+
+/// No `/etc/netns/PREFIX-*` is left.
+fn assert_no_etc_netns(prefix: &str) {
+    let left: Vec<String> = std::fs::read_dir(Path::new("/etc/netns"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{prefix}-")))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in /etc/netns: {left:?}");
+}
+
+#[test]
+fn dig_resolves_instances_ptr_and_zones_at_both_resolver_addresses() {
+    if !capable("dig_resolves", &["dig"]) {
+        return;
+    }
+    let run = Run::up("vr-dig", &topology());
+    for server in ["@10.30.0.2", "@169.254.169.253"] {
+        assert_eq!(
+            dig(&run, "d/cli", &[server, "web.d.vpc.internal"]),
+            ["10.30.1.10"]
+        );
+        assert_eq!(
+            dig(&run, "d/cli", &[server, "ip-10-30-1-11.d.vpc.internal"]),
+            ["10.30.1.11"]
+        );
+        assert_eq!(
+            dig(&run, "d/cli", &[server, "-x", "10.30.1.10"]),
+            ["web.d.vpc.internal."]
+        );
+        assert_eq!(
+            dig(&run, "d/cli", &[server, "db.corp.example"]),
+            ["10.30.1.10"]
+        );
+    }
+    // The namespace's own resolv.conf names the resolver: no server given.
+    assert_eq!(dig(&run, "d/web", &["cli.d.vpc.internal"]), ["10.30.1.11"]);
+    // The private zone and d's names answer only in d; o's resolver names its own instance.
+    assert_eq!(dig_status(&run, "o/x", &["db.corp.example"]), "NXDOMAIN");
+    assert_eq!(dig_status(&run, "o/x", &["web.d.vpc.internal"]), "NXDOMAIN");
+    assert_eq!(
+        dig(&run, "o/x", &["-x", "10.30.1.10"]),
+        ["x.o.vpc.internal."]
+    );
+    run.stop();
+    assert_no_etc_netns("vr-dig");
+}
+
+#[test]
+fn a_large_answer_is_truncated_over_udp_and_dig_retries_over_tcp() {
+    if !capable("dns_tcp_retry", &["dig"]) {
+        return;
+    }
+    let run = Run::up("vr-dtc", &topology());
+    // Without EDNS the answer does not fit 512 bytes: TC over UDP, then dig asks over TCP.
+    let out = run.exec(
+        "d/cli",
+        &[
+            "dig",
+            "+noedns",
+            "+time=2",
+            "+tries=1",
+            "big.corp.example",
+            "TXT",
+        ],
+    );
+    let s = text(&out);
+    assert!(s.contains("Truncated, retrying in TCP mode"), "{s}");
+    assert!(
+        s.contains("status: NOERROR") && s.contains("ANSWER: 6"),
+        "{s}"
+    );
+    // Straight over TCP, and with +ignore the truncated UDP answer itself.
+    assert_eq!(
+        dig(&run, "d/cli", &["+tcp", "big.corp.example", "TXT"]).len(),
+        6
+    );
+    let out = run.exec(
+        "d/cli",
+        &[
+            "dig",
+            "+noedns",
+            "+ignore",
+            "+time=2",
+            "+tries=1",
+            "big.corp.example",
+            "TXT",
+        ],
+    );
+    let s = text(&out);
+    assert!(s.contains(" tc ") || s.contains(" tc;"), "{s}");
+    run.stop();
+    assert_no_etc_netns("vr-dtc");
+}
+
+#[test]
+fn getent_curl_by_name_and_python_http_server_serving_within_a_second() {
+    if !capable("dns_by_name", &["getent", "curl", "python3"]) {
+        return;
+    }
+    let mut run = Run::up("vr-dnm", &topology());
+    let out = run.exec("d/cli", &["getent", "hosts", "web"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["10.30.1.10", "web.d.vpc.internal"]
+    );
+    // `python3 -m http.server` looks names up before it serves (and for every request's log
+    // line): without a resolver each lookup waited for its timeout.
+    let www = run.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello by name\n").unwrap();
+    let started = Instant::now();
+    let dir = www.display().to_string();
+    run.spawn(
+        "d/web",
+        &[
+            "python3",
+            "-u",
+            "-m",
+            "http.server",
+            "8080",
+            "--directory",
+            &dir,
+        ],
+        "http.log",
+    );
+    let mut body = Err(String::new());
+    while started.elapsed() < Duration::from_secs(5) {
+        body = run.curl("d/cli", "http://web:8080/");
+        if body.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    eprintln!("python3 -m http.server served by name after {took:?}");
+    assert_eq!(
+        body.as_deref(),
+        Ok("hello by name\n"),
+        "{}",
+        run.log("http.log")
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "python3 -m http.server served after {took:?}: {}",
+        run.log("http.log")
+    );
+    run.stop();
+    assert_no_etc_netns("vr-dnm");
+}
