@@ -440,3 +440,17 @@ address = "203.0.113.30"
         }
     }
 }
+
+#[test]
+fn explain_shows_the_vpc_resolver_reached_past_every_filter() {
+    for to in ["10.1.0.2:53/udp", "169.254.169.253:53/tcp"] {
+        let (code, text) = explain("web-tier.toml", "shop/frontend", to);
+        assert_eq!(code, 0, "{text}");
+        assert!(
+            text.contains("is the VPC resolver (DNS on port 53): reached from every subnet"),
+            "{text}"
+        );
+        assert!(text.contains("delivered to shop#resolver"), "{text}");
+        assert_eq!(last_line(&text), "verdict: reachable");
+    }
+}

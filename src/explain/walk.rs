@@ -168,6 +168,16 @@ impl Walk<'_> {
 
     fn leave_instance(&mut self, q: &Query, from: Inst, facts: Facts) -> Result<(), Blocked> {
         let vi = from.vpc;
+        if self.vpc(vi).is_resolver(facts.dst) {
+            // The fabric's own test, before any route (`fabric.rs`, `from_instance`).
+            self.hop(format!(
+                "{} is the VPC resolver (DNS on port 53): reached from every subnet, not \
+                 filtered by routes, security groups or network ACLs",
+                facts.dst
+            ));
+            self.deliver(self.vpc(vi).resolver.port);
+            return Ok(());
+        }
         let vplan = &self.plan.vpcs[vi];
         let subnet = self.subnet_name(vi, from.subnet);
         let (rt, m) = match route::lookup_route(self.vpc(vi), from.subnet as usize, facts.dst) {
