@@ -4,6 +4,10 @@
 //! truncated over UDP and retried over TCP; `python3 -m http.server` serving within a second
 //! (its reverse lookups are answered at once instead of timing out).
 //!
+//! Forwarding: `vpcd up` runs in a namespace of its own standing for the host, with a dnsmasq
+//! there as the upstream resolver (`[internet] resolvers`); no query ever goes to the machine's
+//! own resolver.
+//!
 //! Each test has its own topology, namespace prefix and run directory (see `real_support`); each
 //! ends by checking that nothing of it is left, `/etc/netns/NAME/` included.
 
@@ -12,7 +16,7 @@ mod real_support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use real_support::{Run, capable, text};
+use real_support::{HostNs, Run, capable, text};
 
 /// Two VPCs with the same CIDR; `d` has two instances and a private zone with a name whose TXT
 /// records do not fit 512 bytes.
@@ -233,4 +237,104 @@ fn getent_curl_by_name_and_python_http_server_serving_within_a_second() {
     );
     run.stop();
     assert_no_etc_netns("vr-dnm");
+}
+
+/// The upstream's address, on the host namespace's loopback (a documentation address).
+const UPSTREAM: &str = "192.0.2.53";
+
+/// A VPC whose resolver forwards through the uplink to [`UPSTREAM`].
+fn forwarding_topology() -> String {
+    format!(
+        r#"
+[[vpc]]
+name = "f"
+cidr = "10.31.0.0/16"
+subnet = [{{ name = "app", cidr = "10.31.1.0/24" }}]
+instance = [{{ name = "cli", subnet = "app", ip = "10.31.1.11" }}]
+
+[internet]
+uplink = "host"
+resolvers = ["{UPSTREAM}"]
+"#
+    )
+}
+
+#[test]
+fn other_names_are_forwarded_to_the_upstream_with_tcp_retry_and_kept_in_the_cache() {
+    if !capable("dns_forwarding", &["dig", "dnsmasq", "nsenter", "kill"]) {
+        return;
+    }
+    let host = HostNs::new("host-vr-dfw", &[&format!("{UPSTREAM}/24")]);
+    let mut run = Run::up_in(host, "vr-dfw", &forwarding_topology(), &[]);
+    // Ten TXT strings of 200 bytes: more than 1232 bytes, so the upstream truncates over UDP.
+    let mut args = vec![
+        "dnsmasq".to_string(),
+        "--keep-in-foreground".into(),
+        "--conf-file=/dev/null".into(),
+        "--no-resolv".into(),
+        "--no-hosts".into(),
+        "--bind-interfaces".into(),
+        format!("--listen-address={UPSTREAM}"),
+        "--port=53".into(),
+        "--pid-file=".into(),
+        "--log-queries".into(),
+        "--log-facility=-".into(),
+        // Its own records' TTL (0 by default: never cached).
+        "--local-ttl=60".into(),
+        "--host-record=api.example.org,198.51.100.77".into(),
+        // An empty --address is NXDOMAIN for the domain.
+        "--address=/nope.example.org/".into(),
+    ];
+    for i in 0..10 {
+        args.push(format!(
+            "--txt-record=big.example.org,{}",
+            format!("{i}").repeat(200)
+        ));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let dnsmasq = run.host_spawn(&args, "dnsmasq.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let first = loop {
+        let out = run.exec(
+            "f/cli",
+            &["dig", "+short", "+time=1", "+tries=1", "api.example.org"],
+        );
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if s == "198.51.100.77" || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(first, "198.51.100.77", "{}", run.log("dnsmasq.log"));
+    // The upstream truncates the large answer over UDP; the forwarder asks it again over TCP;
+    // the client gets TC over UDP and asks the resolver over TCP, answered from the cache.
+    let out = run.exec(
+        "f/cli",
+        &["dig", "+time=3", "+tries=1", "big.example.org", "TXT"],
+    );
+    let s = text(&out);
+    assert!(
+        s.contains("status: NOERROR") && s.contains("ANSWER: 10"),
+        "{s}"
+    );
+    assert!(s.contains("Truncated, retrying in TCP mode"), "{s}");
+    // NXDOMAIN from the upstream is passed on.
+    assert_eq!(dig_status(&run, "f/cli", &["nope.example.org"]), "NXDOMAIN");
+    // With the upstream gone, what was asked before is still answered, from the cache; a new
+    // name is SERVFAIL once the upstream has timed out.
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &dnsmasq.to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(dig(&run, "f/cli", &["api.example.org"]), ["198.51.100.77"]);
+    assert_eq!(
+        dig_status(&run, "f/cli", &["+time=5", "other.example.org"]),
+        "SERVFAIL"
+    );
+    let log = run.log("dnsmasq.log");
+    assert_eq!(log.matches("query[A] api.example.org").count(), 1, "{log}");
+    run.stop();
+    assert_no_etc_netns("vr-dfw");
 }

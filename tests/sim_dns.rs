@@ -3,11 +3,14 @@
 //! base + 2 and 169.254.169.253.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use vpcd::dns::Transport;
 use vpcd::sim::Simulation;
+use vpcd::sim::resolver::Upstream;
 
 const TOPOLOGY: &str = r#"
 [[vpc]]
@@ -125,4 +128,114 @@ fn the_resolver_answers_over_and_over_in_one_simulation() {
         let m = ask(&mut sim, "tenant-a/db", [10, 0, 0, 2], &q, Transport::Udp);
         assert_eq!(m.answers.len(), 1);
     }
+}
+
+/// An upstream that answers `api.example.org` A with 198.51.100.77 (TTL 30) and everything else
+/// NXDOMAIN, counting what it is asked; `down` makes it answer nothing.
+struct Scripted {
+    asked: Arc<AtomicUsize>,
+    down: bool,
+    done: Vec<(u64, Option<Vec<u8>>)>,
+}
+
+impl Upstream for Scripted {
+    fn submit(&mut self, token: u64, query: Vec<u8>) -> bool {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let q = Message::from_vec(&query).expect("the resolver sends valid queries");
+        assert!(q.metadata.recursion_desired);
+        let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+        r.add_query(q.queries[0].clone());
+        if q.queries[0].name().to_ascii() == "api.example.org." {
+            r.add_answer(Record::from_rdata(
+                q.queries[0].name().clone(),
+                30,
+                RData::A(Ipv4Addr::new(198, 51, 100, 77).into()),
+            ));
+        } else {
+            r.metadata.response_code = ResponseCode::NXDomain;
+        }
+        let answer = (!self.down).then(|| r.to_vec().unwrap());
+        self.done.push((token, answer));
+        true
+    }
+
+    fn completed(&mut self) -> Vec<(u64, Option<Vec<u8>>)> {
+        std::mem::take(&mut self.done)
+    }
+}
+
+#[test]
+fn other_names_are_forwarded_and_kept_for_their_ttl() {
+    let mut sim = sim();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let up = Scripted {
+        asked: asked.clone(),
+        down: false,
+        done: Vec::new(),
+    };
+    assert!(sim.forward_dns("tenant-a", Box::new(up)));
+    let q = query("api.example.org.", RecordType::A);
+    for t in [Transport::Udp, Transport::Tcp, Transport::Udp] {
+        let m = ask(&mut sim, "tenant-a/web", [10, 0, 0, 2], &q, t);
+        assert_eq!(
+            m.metadata.id, 0x4242,
+            "the client's id, not the forwarder's"
+        );
+        assert_eq!(
+            m.answers[0].data,
+            RData::A(Ipv4Addr::new(198, 51, 100, 77).into())
+        );
+        assert!(m.answers[0].ttl <= 30);
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        1,
+        "asked once, then the cache answered"
+    );
+    let m = ask(
+        &mut sim,
+        "tenant-a/web",
+        [10, 0, 0, 2],
+        &query("nope.example.org.", RecordType::A),
+        Transport::Udp,
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    // The VPC's own names are never forwarded.
+    ask(
+        &mut sim,
+        "tenant-a/web",
+        [10, 0, 0, 2],
+        &query("db.tenant-a.vpc.internal.", RecordType::A),
+        Transport::Udp,
+    );
+    assert_eq!(asked.load(Ordering::SeqCst), 2);
+    // After the TTL the name is asked again.
+    sim.advance(std::time::Duration::from_secs(31));
+    ask(&mut sim, "tenant-a/web", [10, 0, 0, 2], &q, Transport::Udp);
+    assert_eq!(asked.load(Ordering::SeqCst), 3);
+    let c = sim.dns_counters("tenant-a").unwrap();
+    assert_eq!((c.forwarded, c.cache_hits, c.upstream_failures), (3, 2, 0));
+    // tenant-b does not forward: NXDOMAIN at once.
+    let m = ask(&mut sim, "tenant-b/fn", [10, 0, 0, 2], &q, Transport::Udp);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+}
+
+#[test]
+fn an_upstream_that_does_not_answer_is_servfail() {
+    let mut sim = sim();
+    let up = Scripted {
+        asked: Arc::default(),
+        down: true,
+        done: Vec::new(),
+    };
+    sim.forward_dns("tenant-a", Box::new(up));
+    let m = ask(
+        &mut sim,
+        "tenant-a/web",
+        [10, 0, 0, 2],
+        &query("api.example.org.", RecordType::A),
+        Transport::Udp,
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(sim.dns_counters("tenant-a").unwrap().upstream_failures, 1);
 }

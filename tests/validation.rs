@@ -3473,3 +3473,45 @@ error: bad.toml: 4 problems, nothing was loaded
 "##
     );
 }
+
+#[test]
+fn resolvers_need_the_uplink_and_parse() {
+    let text = r#"[internet]
+resolvers = ["192.0.2.53"]
+"#;
+    assert_eq!(
+        err(text),
+        r##"error: `resolvers` forward through the uplink, but the public segment has no uplink
+ --> bad.toml:2:14
+  = at internet.resolvers
+  |
+2 | resolvers = ["192.0.2.53"]
+  |              ^^^^^^^^^^^^
+  = hint: set `uplink = "host"` in [internet], or remove this key
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+    let p = ok(r#"[internet]
+uplink = "host"
+resolvers = ["host", "192.0.2.53", "192.0.2.54:5353"]
+"#);
+    let r: Vec<String> = p
+        .internet
+        .uplink
+        .unwrap()
+        .resolvers
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    assert_eq!(r, ["host", "192.0.2.53", "192.0.2.54:5353"]);
+    let e = err(r#"[internet]
+uplink = "host"
+resolvers = ["192.0.2"]
+"#);
+    assert!(e.contains("error: `192.0.2` is not a resolver\n"), "{e}");
+    assert!(
+        e.contains("= hint: write \"host\" (the host's /etc/resolv.conf)"),
+        "{e}"
+    );
+}

@@ -22,7 +22,9 @@ use hickory_proto::op::{
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
+use super::cache::Cache;
 use super::view::{View, matches};
+use crate::time::Instant;
 
 /// Length of a DNS header: anything shorter is dropped.
 pub const HEADER_LEN: usize = 12;
@@ -75,10 +77,160 @@ pub struct Answered {
     pub answers: Vec<Record>,
     /// Sent without records, TC set, for the client to retry over TCP.
     pub truncated: bool,
+    /// Where the answer came from.
+    pub source: Source,
 }
 
-/// Answers one query from `view` (see the module docs).
+/// Where an answer came from (query logs and metrics tell them apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// The VPC's own names and zones, or a refusal.
+    Local,
+    /// A forwarded answer kept in the cache.
+    Cache,
+    /// An upstream resolver, just now (or SERVFAIL when none answered).
+    Upstream,
+}
+
+/// Answers one query from `view` alone (see the module docs): names outside the view are
+/// NXDOMAIN. [`step`] is the same with forwarding.
 pub fn answer(view: &View, query: &[u8], transport: Transport) -> Result<Answered, DnsDrop> {
+    match step(view, query, transport, None)? {
+        Step::Answer(a) => Ok(a),
+        Step::Forward(f) => Ok(f.respond(Found::nxdomain(), Source::Local)),
+    }
+}
+
+/// What to do with one query.
+#[derive(Debug)]
+pub enum Step {
+    /// Send this.
+    Answer(Answered),
+    /// Ask an upstream resolver ([`Forward::upstream_query`]), then answer with
+    /// [`Forward::finish`] (or [`Forward::fail`]).
+    Forward(Forward),
+}
+
+/// Answers one query from `view`, or from `forwarding`'s cache, or says to forward it. With
+/// `forwarding` (`None`: names outside the view are NXDOMAIN), a name outside every authority of
+/// the view is looked up in the cache at `now`, then forwarded.
+pub fn step(
+    view: &View,
+    query: &[u8],
+    transport: Transport,
+    forwarding: Option<(&Cache, Instant)>,
+) -> Result<Step, DnsDrop> {
+    let request = match parse(query, transport)? {
+        Ok(r) => r,
+        Err(refused) => return Ok(Step::Answer(refused)),
+    };
+    let found = resolve(view, request.question.name(), request.question.query_type());
+    match (found.outside, forwarding) {
+        (true, Some((cache, now))) => match cache.get(&request.question, now) {
+            Some(hit) => Ok(Step::Answer(request.respond(hit, Source::Cache))),
+            None => Ok(Step::Forward(request)),
+        },
+        _ => Ok(Step::Answer(request.respond(found, Source::Local))),
+    }
+}
+
+/// A query that parsed and asks one IN question: what a response is built from.
+#[derive(Debug)]
+pub struct Forward {
+    metadata: Metadata,
+    question: Query,
+    edns: Option<Edns>,
+    transport: Transport,
+}
+
+impl Forward {
+    /// The question.
+    pub fn question(&self) -> &Query {
+        &self.question
+    }
+
+    /// The query to send upstream, with id `id` (not the client's: the forwarder picks ids),
+    /// recursion desired and EDNS at [`MAX_UDP_PAYLOAD`].
+    pub fn upstream_query(&self, id: u16) -> Vec<u8> {
+        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.add_query(self.question.clone());
+        m.set_edns(our_edns(&Edns::new()));
+        m.to_vec().unwrap_or_default()
+    }
+
+    /// The client's answer from an upstream `response` to [`Forward::upstream_query`]`(id)`,
+    /// cached at `now`; SERVFAIL when it is not such a response.
+    pub fn finish(&self, id: u16, response: &[u8], cache: &mut Cache, now: Instant) -> Answered {
+        match Message::from_vec(response) {
+            Ok(m)
+                if m.metadata.id == id
+                    && m.metadata.message_type == MessageType::Response
+                    && m.queries.first() == Some(&self.question) =>
+            {
+                let found = Found {
+                    rcode: m.metadata.response_code,
+                    answers: m.answers,
+                    soa: m
+                        .authorities
+                        .into_iter()
+                        .find(|r| r.record_type() == RecordType::SOA),
+                    authoritative: false,
+                    outside: true,
+                };
+                cache.insert(&self.question, &found, now);
+                self.respond(found, Source::Upstream)
+            }
+            _ => self.fail(),
+        }
+    }
+
+    /// SERVFAIL: no upstream answered.
+    pub fn fail(&self) -> Answered {
+        let question = Some(self.question.clone());
+        Answered {
+            source: Source::Upstream,
+            ..error_response(&self.metadata, question, ResponseCode::ServFail)
+        }
+    }
+
+    /// The response to send for `found`, within the transport's size.
+    fn respond(&self, found: Found, source: Source) -> Answered {
+        let mut response = Message::response(self.metadata.id, OpCode::Query);
+        response.metadata = response_metadata(&self.metadata, found.rcode);
+        response.metadata.authoritative = found.authoritative;
+        response.add_query(self.question.clone());
+        response.add_answers(found.answers.iter().cloned());
+        response.add_authorities(found.soa);
+        if let Some(edns) = &self.edns {
+            response.set_edns(our_edns(edns));
+        }
+        let limit = match self.transport {
+            Transport::Udp => udp_limit(self.edns.as_ref()),
+            Transport::Tcp => MAX_TCP_MESSAGE,
+        };
+        let qinfo = Some((self.question.name().clone(), self.question.query_type()));
+        match response.to_vec() {
+            Ok(wire) if wire.len() <= limit => Answered {
+                wire,
+                rcode: found.rcode,
+                question: qinfo,
+                answers: found.answers,
+                truncated: false,
+                source,
+            },
+            Ok(_) => Answered {
+                source,
+                ..truncated(&response, found.rcode, qinfo)
+            },
+            Err(_) => self.fail(),
+        }
+    }
+}
+
+/// Reads a query: `Err` to drop it, `Ok(Err(response))` for a query refused at once (FORMERR,
+/// NOTIMP, REFUSED), `Ok(Ok(request))` for one to answer.
+fn parse(query: &[u8], transport: Transport) -> Result<Result<Forward, Answered>, DnsDrop> {
     if query.len() < HEADER_LEN {
         return Err(DnsDrop::TooShort);
     }
@@ -86,25 +238,12 @@ pub fn answer(view: &View, query: &[u8], transport: Transport) -> Result<Answere
     if header.metadata.message_type == MessageType::Response {
         return Err(DnsDrop::NotAQuery);
     }
-    let request = match Message::from_vec(query) {
-        Ok(m) => m,
-        Err(_) => {
-            return Ok(error_response(
-                &header.metadata,
-                None,
-                ResponseCode::FormErr,
-            ));
-        }
+    let formerr = |m: &Metadata| Ok(Err(error_response(m, None, ResponseCode::FormErr)));
+    let Ok(request) = Message::from_vec(query) else {
+        return formerr(&header.metadata);
     };
-    let question = match request.queries.as_slice() {
-        [q] => q.clone(),
-        _ => {
-            return Ok(error_response(
-                &request.metadata,
-                None,
-                ResponseCode::FormErr,
-            ));
-        }
+    let [question] = request.queries.as_slice() else {
+        return formerr(&request.metadata);
     };
     let transfer = matches!(question.query_type(), RecordType::AXFR | RecordType::IXFR);
     let refusal = if request.metadata.op_code != OpCode::Query || transfer {
@@ -115,47 +254,43 @@ pub fn answer(view: &View, query: &[u8], transport: Transport) -> Result<Answere
         None
     };
     if let Some(rcode) = refusal {
-        return Ok(error_response(&request.metadata, Some(question), rcode));
-    }
-    let found = resolve(view, question.name(), question.query_type());
-    let mut response = Message::response(request.metadata.id, OpCode::Query);
-    response.metadata = response_metadata(&request.metadata, found.rcode);
-    response.metadata.authoritative = found.authoritative;
-    response.add_query(question.clone());
-    response.add_answers(found.answers.iter().cloned());
-    response.add_authorities(found.soa);
-    if let Some(edns) = &request.edns {
-        response.set_edns(our_edns(edns));
-    }
-    let limit = match transport {
-        Transport::Udp => udp_limit(request.edns.as_ref()),
-        Transport::Tcp => MAX_TCP_MESSAGE,
-    };
-    let qinfo = Some((question.name().clone(), question.query_type()));
-    match response.to_vec() {
-        Ok(wire) if wire.len() <= limit => Ok(Answered {
-            wire,
-            rcode: found.rcode,
-            question: qinfo,
-            answers: found.answers,
-            truncated: false,
-        }),
-        Ok(_) => Ok(truncated(&response, found.rcode, qinfo)),
-        Err(_) => Ok(error_response(
+        return Ok(Err(error_response(
             &request.metadata,
-            Some(question),
-            ResponseCode::ServFail,
-        )),
+            Some(question.clone()),
+            rcode,
+        )));
     }
+    Ok(Ok(Forward {
+        metadata: request.metadata,
+        question: question.clone(),
+        edns: request.edns,
+        transport,
+    }))
 }
 
-/// What [`resolve`] found.
-struct Found {
-    rcode: ResponseCode,
-    answers: Vec<Record>,
+/// What [`resolve`] found (or an upstream, or the cache).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub rcode: ResponseCode,
+    pub answers: Vec<Record>,
     /// The SOA for the authority section (NXDOMAIN and NODATA answers).
-    soa: Option<Record>,
-    authoritative: bool,
+    pub soa: Option<Record>,
+    pub authoritative: bool,
+    /// The name is under none of the view's authorities: another server's to answer.
+    pub outside: bool,
+}
+
+impl Found {
+    /// A name nobody here has.
+    fn nxdomain() -> Found {
+        Found {
+            rcode: ResponseCode::NXDomain,
+            answers: Vec::new(),
+            soa: None,
+            authoritative: false,
+            outside: true,
+        }
+    }
 }
 
 /// Looks `qname` up in `view`, following CNAMEs inside it.
@@ -175,6 +310,7 @@ fn resolve(view: &View, qname: &Name, qtype: RecordType) -> Found {
             return Found {
                 rcode,
                 authoritative: soa.is_some(),
+                outside: soa.is_none() && answers.is_empty(),
                 answers,
                 soa,
             };
@@ -208,6 +344,7 @@ fn resolve(view: &View, qname: &Name, qtype: RecordType) -> Found {
                     answers,
                     soa,
                     authoritative: true,
+                    outside: false,
                 };
             }
         }
@@ -218,6 +355,7 @@ fn resolve(view: &View, qname: &Name, qtype: RecordType) -> Found {
         answers,
         soa: None,
         authoritative: false,
+        outside: false,
     }
 }
 
@@ -246,6 +384,7 @@ fn error_response(request: &Metadata, question: Option<Query>, rcode: ResponseCo
         question: qinfo,
         answers: Vec::new(),
         truncated: false,
+        source: Source::Local,
     }
 }
 
@@ -262,6 +401,7 @@ fn truncated(
         question,
         answers: Vec::new(),
         truncated: true,
+        source: Source::Local,
     }
 }
 

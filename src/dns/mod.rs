@@ -12,11 +12,13 @@
 //! fabric").
 
 pub mod answer;
+pub mod cache;
 pub mod names;
 pub mod records;
 pub mod view;
 
-pub use answer::{Answered, DnsDrop, Transport, answer};
+pub use answer::{Answered, DnsDrop, Forward, Source, Step, Transport, answer, step};
+pub use cache::Cache;
 pub use hickory_proto::op::ResponseCode;
 pub use records::{RecordData, RecordKind};
 pub use view::{View, ViewBuilder};
@@ -32,6 +34,12 @@ pub struct Counters {
     pub refused: u64,
     /// Responses sent truncated over UDP (also counted by their rcode).
     pub truncated: u64,
+    /// Answers served from the cache of forwarded answers (also counted by their rcode).
+    pub cache_hits: u64,
+    /// Queries sent to an upstream resolver.
+    pub forwarded: u64,
+    /// Forwarded queries no upstream answered (answered SERVFAIL, also counted as such).
+    pub upstream_failures: u64,
     pub dropped_too_short: u64,
     pub dropped_not_a_query: u64,
 }
@@ -42,6 +50,7 @@ impl Counters {
         match outcome {
             Ok(a) => {
                 self.truncated += u64::from(a.truncated);
+                self.cache_hits += u64::from(a.source == Source::Cache);
                 match a.rcode {
                     ResponseCode::NoError => self.noerror += 1,
                     ResponseCode::NXDomain => self.nxdomain += 1,

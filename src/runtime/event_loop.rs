@@ -82,6 +82,8 @@ pub struct SimSpec {
     pub services: Vec<crate::topology::model::Service>,
     /// What it answers, when it is a VPC's resolver.
     pub resolver: Option<Arc<crate::dns::View>>,
+    /// Where that resolver forwards other names.
+    pub upstreams: Vec<std::net::SocketAddr>,
     pub seed: u64,
 }
 
@@ -451,7 +453,10 @@ impl Shell {
                         now,
                     );
                     PortSlot::Sim(Box::new(match spec.resolver {
-                        Some(view) => sim.with_resolver(view),
+                        Some(view) => sim.with_resolver(
+                            view,
+                            super::dns_upstream::for_resolver(&spec.upstreams),
+                        ),
                         None => sim,
                     }))
                 }

@@ -18,6 +18,7 @@
 //! error, and while unwinding from a panic. After `kill -9` the state file lists what is left and
 //! [`down`] removes it (and anything else carrying the prefix that no live run owns).
 
+pub mod dns_upstream;
 pub mod event_loop;
 pub mod forward;
 pub mod mailbox;
@@ -266,7 +267,9 @@ pub fn up_with(
                     Instant::ZERO,
                 );
                 let sim = match &p.resolver {
-                    Some(view) => sim.with_resolver(view.clone()),
+                    Some(view) => {
+                        sim.with_resolver(view.clone(), dns_upstream::for_resolver(&p.upstreams))
+                    }
                     None => sim,
                 };
                 ports.push(Some(Port::Sim(Box::new(sim))));

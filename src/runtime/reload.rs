@@ -64,6 +64,8 @@ pub(super) struct PortSpec {
     pub resolver: Option<Arc<crate::dns::View>>,
     /// An instance's `resolv.conf` (its VPC's resolver and domain).
     pub resolv_conf: Option<String>,
+    /// Where a resolver forwards the names it does not hold (resolver ports only).
+    pub upstreams: Vec<std::net::SocketAddr>,
 }
 
 impl PortSpec {
@@ -92,6 +94,9 @@ impl PortSpec {
 
 /// The ports of `plan` compiled into `tables`, in port-id order.
 pub(super) fn port_specs(plan: &Plan, tables: &Tables) -> Vec<PortSpec> {
+    let upstreams = plan.internet.uplink.as_ref().map_or_else(Vec::new, |u| {
+        super::dns_upstream::upstream_addresses(&u.resolvers)
+    });
     let mut views: Vec<Option<crate::dns::View>> = crate::topology::compile::dns::views(plan)
         .into_iter()
         .map(Some)
@@ -121,6 +126,10 @@ pub(super) fn port_specs(plan: &Plan, tables: &Tables) -> Vec<PortSpec> {
                 uplink: match p.owner {
                     PortOwner::Uplink => super::uplink_port::config(plan, tables),
                     _ => None,
+                },
+                upstreams: match p.owner {
+                    PortOwner::Resolver { .. } => upstreams.clone(),
+                    _ => Vec::new(),
                 },
                 resolv_conf: match p.owner {
                     PortOwner::Instance { vpc, .. } => tables.vpcs.get(vpc as usize).map(|v| {
@@ -521,6 +530,7 @@ impl Control {
                         addressing: p.sim_addressing(),
                         services: p.services.clone(),
                         resolver: p.resolver.clone(),
+                        upstreams: p.upstreams.clone(),
                         seed: 0x7670_6364 ^ (self.seq << 20) ^ j as u64,
                     })));
                 }

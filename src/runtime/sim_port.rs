@@ -15,7 +15,7 @@ use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{tcp, udp};
 
 use crate::dns::View;
-use crate::sim::resolver::DnsService;
+use crate::sim::resolver::{DnsService, FORWARD_POLL, Upstream};
 use crate::sim::{QueueDevice, from_smol, interface, smol_instant};
 use crate::tables::PortId;
 use crate::time::Instant;
@@ -126,9 +126,17 @@ impl SimPort {
     }
 
     /// Makes this port a VPC resolver: port 53 over UDP and TCP answering from `view`, at its
-    /// address and 169.254.169.253.
-    pub fn with_resolver(mut self, view: Arc<View>) -> SimPort {
-        self.dns = Some(DnsService::new(view, &mut self.iface, &mut self.sockets));
+    /// address and 169.254.169.253, forwarding other names to `upstream` when given.
+    pub fn with_resolver(
+        mut self,
+        view: Arc<View>,
+        upstream: Option<Box<dyn Upstream>>,
+    ) -> SimPort {
+        let mut dns = DnsService::new(view, &mut self.iface, &mut self.sockets);
+        if let Some(u) = upstream {
+            dns.forward_to(u);
+        }
+        self.dns = Some(dns);
         self
     }
 
@@ -158,7 +166,7 @@ impl SimPort {
         self.dirty = false;
         self.iface
             .poll(smol_instant(now), &mut self.device, &mut self.sockets);
-        self.serve();
+        self.serve(now);
         self.iface
             .poll(smol_instant(now), &mut self.device, &mut self.sockets);
     }
@@ -171,10 +179,20 @@ impl SimPort {
 
     /// Records when the stack next needs a poll; call after draining [`SimPort::take_tx`].
     pub fn schedule(&mut self, now: Instant) {
-        self.deadline = self
+        let stack = self
             .iface
             .poll_at(smol_instant(now), &self.sockets)
             .map(from_smol);
+        // A resolver waiting for forwarded answers looks for them again soon.
+        let forwards = self
+            .dns
+            .as_ref()
+            .filter(|d| d.is_waiting())
+            .map(|_| now + FORWARD_POLL);
+        self.deadline = match (stack, forwards) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// When its timers next need a poll (see [`SimPort::schedule`]).
@@ -182,9 +200,9 @@ impl SimPort {
         self.deadline
     }
 
-    fn serve(&mut self) {
+    fn serve(&mut self, now: Instant) {
         if let Some(dns) = &mut self.dns {
-            dns.serve(&mut self.sockets);
+            dns.serve(&mut self.sockets, now);
         }
         let (name, ip) = (&self.name, self.ip);
         for l in &self.listeners {

@@ -130,7 +130,7 @@ impl Host {
             .poll(smol_instant(now), &mut self.device, &mut self.sockets);
         if let Some(dns) = &mut self.dns {
             // Answer what arrived, and let the answers leave in this step.
-            dns.serve(&mut self.sockets);
+            dns.serve(&mut self.sockets, now);
             self.iface
                 .poll(smol_instant(now), &mut self.device, &mut self.sockets);
         }
@@ -140,9 +140,20 @@ impl Host {
     /// When the stack next wants a poll (a retransmission, a delayed ACK), if ever. May be `now` or
     /// earlier when a socket has something to send.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        self.iface
+        let stack = self
+            .iface
             .poll_at(smol_instant(now), &self.sockets)
-            .map(from_smol)
+            .map(from_smol);
+        // A resolver waiting for forwarded answers looks for them again soon.
+        let forwards = self
+            .dns
+            .as_ref()
+            .filter(|d| d.is_waiting())
+            .map(|_| now + super::resolver::FORWARD_POLL);
+        match (stack, forwards) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

@@ -16,8 +16,12 @@ use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{IpAddress, IpCidr};
 
-use crate::dns::{Counters, Transport, View, answer};
+use std::collections::HashMap;
+
+use super::host::Host;
+use crate::dns::{Answered, Cache, Counters, DnsDrop, Forward, Step, Transport, View, step};
 use crate::tables::RESOLVER_LINK_LOCAL;
+use crate::time::Instant;
 
 /// The DNS port.
 pub const DNS_PORT: u16 = 53;
@@ -37,15 +41,54 @@ const CLIENT_TCP_BUFFER: usize = 16 * 1024;
 const UDP_PACKETS: usize = 64;
 const UDP_BUFFER: usize = 64 * 1024;
 
+/// Where a resolver sends the queries it forwards, and hears back: the shell's host sockets
+/// under `vpcd up` (`runtime::dns_upstream`), a scripted server in tests. Answers may take any
+/// time; [`DnsService`] polls for them.
+pub trait Upstream: Send {
+    /// Starts asking for `query` (the wire form, with the forwarder's own id); `false` when it
+    /// cannot take more.
+    fn submit(&mut self, token: u64, query: Vec<u8>) -> bool;
+    /// The answers that arrived since the last call: `(token, response)`, `None` when no
+    /// upstream answered.
+    fn completed(&mut self) -> Vec<(u64, Option<Vec<u8>>)>;
+}
+
+/// Forwarded queries a resolver waits for at once; more are answered SERVFAIL.
+pub const MAX_FORWARDS: usize = 256;
+
+/// A forwarded query waiting for its answer.
+struct Waiting {
+    forward: Forward,
+    /// The id of the upstream query.
+    id: u16,
+    reply: ReplyTo,
+}
+
+/// Where a forwarded query's answer goes.
+enum ReplyTo {
+    /// The client's address and the address it asked.
+    Udp(udp::UdpMetadata),
+    /// The TCP connection (an index into the resolver's sockets), which reads nothing more until
+    /// the answer is sent.
+    Tcp(usize),
+}
+
 /// Port 53 of one VPC's resolver: its sockets in a socket set it shares with nothing else, and
 /// what it answered.
 pub struct DnsService {
     view: Arc<View>,
     udp: SocketHandle,
     tcp: Vec<SocketHandle>,
+    /// Per TCP connection: waiting for a forwarded answer.
+    tcp_waiting: Vec<bool>,
     counters: Counters,
     /// Where a datagram is read (as large as any datagram).
     scratch: Vec<u8>,
+    /// With forwarding: the upstream, the answers it gave, the queries waiting.
+    upstream: Option<Box<dyn Upstream>>,
+    cache: Cache,
+    waiting: HashMap<u64, Waiting>,
+    next_token: u64,
 }
 
 impl std::fmt::Debug for DnsService {
@@ -53,6 +96,9 @@ impl std::fmt::Debug for DnsService {
         f.debug_struct("DnsService")
             .field("names", &self.view.len())
             .field("counters", &self.counters)
+            .field("forwarding", &self.upstream.is_some())
+            .field("cache", &self.cache)
+            .field("waiting", &self.waiting.len())
             .finish_non_exhaustive()
     }
 }
@@ -86,9 +132,19 @@ impl DnsService {
             view,
             udp,
             tcp,
+            tcp_waiting: vec![false; TCP_CONNECTIONS],
             counters: Counters::default(),
             scratch: vec![0; UDP_BUFFER],
+            upstream: None,
+            cache: Cache::default(),
+            waiting: HashMap::new(),
+            next_token: 0,
         }
+    }
+
+    /// Forwards the names the view does not hold to `upstream`, keeping the answers in a cache.
+    pub fn forward_to(&mut self, upstream: Box<dyn Upstream>) {
+        self.upstream = Some(upstream);
     }
 
     /// What it answered so far.
@@ -96,58 +152,155 @@ impl DnsService {
         &self.counters
     }
 
-    /// Answers every query that arrived; call after each poll of the interface, then poll again
-    /// so the answers leave.
-    pub fn serve(&mut self, sockets: &mut SocketSet<'_>) {
-        self.serve_udp(sockets);
+    /// Whether forwarded queries are waiting: poll again soon (see [`FORWARD_POLL`]).
+    pub fn is_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Answers every query that arrived and every forwarded answer that came back; call after
+    /// each poll of the interface, then poll again so the answers leave.
+    pub fn serve(&mut self, sockets: &mut SocketSet<'_>, now: Instant) {
+        self.finish_forwards(sockets, now);
+        self.serve_udp(sockets, now);
         for i in 0..self.tcp.len() {
-            self.serve_tcp(sockets, self.tcp[i]);
+            self.serve_tcp(sockets, i, now);
         }
     }
 
-    fn serve_udp(&mut self, sockets: &mut SocketSet<'_>) {
-        let s = sockets.get_mut::<udp::Socket>(self.udp);
-        while let Ok((n, meta)) = s.recv_slice(&mut self.scratch) {
-            let outcome = answer(&self.view, &self.scratch[..n], Transport::Udp);
+    /// One query's fate: the answer to send now, or `None` when it was forwarded (`reply` then
+    /// says where its answer goes).
+    fn handle(
+        &mut self,
+        query: &[u8],
+        t: Transport,
+        now: Instant,
+        reply: ReplyTo,
+    ) -> Option<Result<Answered, DnsDrop>> {
+        let forwarding = self.upstream.as_ref().map(|_| (&self.cache, now));
+        let forward = match step(&self.view, query, t, forwarding) {
+            Ok(Step::Answer(a)) => return Some(Ok(a)),
+            Err(d) => return Some(Err(d)),
+            Ok(Step::Forward(f)) => f,
+        };
+        let token = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1);
+        let id = super::host::splitmix64(token ^ FORWARD_ID_SALT) as u16;
+        let room = self.waiting.len() < MAX_FORWARDS;
+        let submitted = room
+            && self
+                .upstream
+                .as_mut()
+                .is_some_and(|u| u.submit(token, forward.upstream_query(id)));
+        if !submitted {
+            self.counters.upstream_failures += 1;
+            return Some(Ok(forward.fail()));
+        }
+        self.counters.forwarded += 1;
+        self.waiting.insert(token, Waiting { forward, id, reply });
+        None
+    }
+
+    /// Sends the answers of forwarded queries that came back.
+    fn finish_forwards(&mut self, sockets: &mut SocketSet<'_>, now: Instant) {
+        let Some(upstream) = self.upstream.as_mut() else {
+            return;
+        };
+        for (token, response) in upstream.completed() {
+            let Some(w) = self.waiting.remove(&token) else {
+                continue;
+            };
+            let answered = match response {
+                Some(bytes) => w.forward.finish(w.id, &bytes, &mut self.cache, now),
+                None => {
+                    self.counters.upstream_failures += 1;
+                    w.forward.fail()
+                }
+            };
+            self.counters.record(&Ok(answered.clone()));
+            match w.reply {
+                ReplyTo::Udp(meta) => {
+                    let s = sockets.get_mut::<udp::Socket>(self.udp);
+                    let _ = s.send_slice(&answered.wire, meta);
+                }
+                ReplyTo::Tcp(i) => {
+                    self.tcp_waiting[i] = false;
+                    let s = sockets.get_mut::<tcp::Socket>(self.tcp[i]);
+                    if s.may_send() {
+                        send_tcp_message(s, &answered.wire);
+                    }
+                }
+            }
+        }
+    }
+
+    fn serve_udp(&mut self, sockets: &mut SocketSet<'_>, now: Instant) {
+        loop {
+            let s = sockets.get_mut::<udp::Socket>(self.udp);
+            let Ok((n, meta)) = s.recv_slice(&mut self.scratch) else {
+                break;
+            };
+            let query = self.scratch[..n].to_vec();
+            let Some(outcome) = self.handle(&query, Transport::Udp, now, ReplyTo::Udp(meta)) else {
+                continue;
+            };
             self.counters.record(&outcome);
             if let Ok(a) = outcome {
                 // `meta` names the client and the address it asked: the answer's source. A full
                 // send queue loses the answer; the client asks again.
+                let s = sockets.get_mut::<udp::Socket>(self.udp);
                 let _ = s.send_slice(&a.wire, meta);
             }
         }
     }
 
-    fn serve_tcp(&mut self, sockets: &mut SocketSet<'_>, handle: SocketHandle) {
-        let s = sockets.get_mut::<tcp::Socket>(handle);
+    fn serve_tcp(&mut self, sockets: &mut SocketSet<'_>, i: usize, now: Instant) {
+        let s = sockets.get_mut::<tcp::Socket>(self.tcp[i]);
         if !s.is_open() {
+            self.tcp_waiting[i] = false;
             let _ = s.listen(DNS_PORT);
             return;
         }
-        while s.send_queue() == 0 {
+        loop {
+            let s = sockets.get_mut::<tcp::Socket>(self.tcp[i]);
+            if s.send_queue() != 0 || self.tcp_waiting[i] {
+                break;
+            }
             let Some(query) = next_tcp_message(s) else {
                 break;
             };
-            let outcome = answer(&self.view, &query, Transport::Tcp);
+            let Some(outcome) = self.handle(&query, Transport::Tcp, now, ReplyTo::Tcp(i)) else {
+                self.tcp_waiting[i] = true;
+                return;
+            };
             self.counters.record(&outcome);
+            let s = sockets.get_mut::<tcp::Socket>(self.tcp[i]);
             match outcome {
-                Ok(a) => {
-                    let len = (a.wire.len() as u16).to_be_bytes();
-                    // The buffer holds the largest answer and is empty: both fit.
-                    let _ = s.send_slice(&len);
-                    let _ = s.send_slice(&a.wire);
-                }
+                Ok(a) => send_tcp_message(s, &a.wire),
                 Err(_) => {
                     s.abort();
                     return;
                 }
             }
         }
-        if s.state() == tcp::State::CloseWait && s.recv_queue() == 0 {
-            // The client closed its side and every query was read.
+        let s = sockets.get_mut::<tcp::Socket>(self.tcp[i]);
+        if s.state() == tcp::State::CloseWait && s.recv_queue() == 0 && !self.tcp_waiting[i] {
+            // The client closed its side and every query was answered.
             s.close();
         }
     }
+}
+
+/// How soon a resolver with forwarded queries waiting is polled again, to pick up answers.
+pub const FORWARD_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+/// Mixed into the ids of upstream queries (they must not be guessable from the token alone).
+const FORWARD_ID_SALT: u64 = 0x646e_7366_7764;
+
+/// Writes one length-prefixed message; the caller checked the (empty, largest-answer-sized)
+/// send buffer, so both parts fit.
+fn send_tcp_message(s: &mut tcp::Socket<'_>, wire: &[u8]) {
+    let len = (wire.len() as u16).to_be_bytes();
+    let _ = s.send_slice(&len);
+    let _ = s.send_slice(wire);
 }
 
 /// The next complete length-prefixed message, removed from the socket; `None` until one has
@@ -194,6 +347,26 @@ enum Client {
 }
 
 impl super::Simulation {
+    /// Makes VPC `vpc`'s resolver forward the names it does not hold to `upstream` (`vpcd test`
+    /// has no uplink: tests script one). `false` when there is no such VPC.
+    pub fn forward_dns(&mut self, vpc: &str, upstream: Box<dyn Upstream>) -> bool {
+        let name = crate::tables::resolver_port_name(vpc);
+        match self.net.hosts.iter_mut().find(|h| h.name == name) {
+            Some(Host { dns: Some(dns), .. }) => {
+                dns.forward_to(upstream);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// What VPC `vpc`'s resolver answered so far.
+    pub fn dns_counters(&self, vpc: &str) -> Option<Counters> {
+        let name = crate::tables::resolver_port_name(vpc);
+        let host = self.net.hosts.iter().find(|h| h.name == name)?;
+        host.dns.as_ref().map(|d| *d.counters())
+    }
+
     /// Sends one DNS `query` from endpoint `from` to `server` port 53 over `transport` and
     /// returns the response's bytes (without TCP's length prefix), or `None` when none arrived
     /// within [`super::PROBE_DEADLINE`] of virtual time. The client socket is removed again.

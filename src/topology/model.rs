@@ -354,6 +354,10 @@ pub struct Internet {
     /// sockets (see `topologies/README.md`); `"off"` (the default): they are dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<Spanned<UplinkMode>>,
+    /// With the uplink on: where the VPC resolvers forward names they do not hold (`"host"`: the
+    /// host's `/etc/resolv.conf`). Without it, such names are NXDOMAIN.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolvers: Vec<Spanned<Upstream>>,
     /// Public DNS zones: the simulated internet's names, answered by every VPC's resolver
     /// (unless a private zone of that VPC hides them). They take no `vpcs`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -390,6 +394,44 @@ pub struct Host {
     /// the host's address, and the address's reverse name with the first of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_names: Vec<Spanned<String>>,
+}
+
+/// An upstream resolver of the VPC resolvers, written `"host"` (the nameservers of the host's
+/// `/etc/resolv.conf`, read when `vpcd up` starts or reloads), `"192.0.2.53"` (port 53) or
+/// `"192.0.2.53:5353"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    Host,
+    Addr(SocketAddr),
+}
+
+impl FromStr for Upstream {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "host" {
+            return Ok(Upstream::Host);
+        }
+        if let Ok(a) = s.parse::<std::net::IpAddr>() {
+            return Ok(Upstream::Addr(SocketAddr::new(a, 53)));
+        }
+        match s.parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 => Ok(Upstream::Addr(a)),
+            _ => Err(format!(
+                "`{s}` is not a resolver; write \"host\" (the host's /etc/resolv.conf), an address like \"192.0.2.53\" or \"192.0.2.53:5353\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Upstream::Host => f.write_str("host"),
+            Upstream::Addr(a) if a.port() == 53 => a.ip().fmt(f),
+            Upstream::Addr(a) => a.fmt(f),
+        }
+    }
 }
 
 /// A DNS zone: its apex name and records. A private zone (top-level `[[zone]]`) names the VPCs
@@ -850,7 +892,14 @@ macro_rules! deserialize_from_str {
         }
     )*};
 }
-deserialize_from_str!(RouteTarget, Service, ProbeTarget, EgressRule, HostListen);
+deserialize_from_str!(
+    RouteTarget,
+    Service,
+    ProbeTarget,
+    EgressRule,
+    HostListen,
+    Upstream
+);
 
 /// Values written as strings in a file serialize as the same string (`Display` round-trips
 /// through `FromStr`), so a serialized model parses back to the same model.
@@ -871,7 +920,8 @@ serialize_display!(
     Cidr,
     Addr,
     EgressRule,
-    HostListen
+    HostListen,
+    Upstream
 );
 
 impl fmt::Display for PortRange {

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use super::cidr::Cidr;
 use super::model::{
     Attach, DnatProtocol, EgressRule, Expect, NetworkAcl, ProbeTarget, RouteTarget, SecurityGroup,
-    Service,
+    Service, Upstream,
 };
 use crate::dataplane::nat::config::NatConfig;
 use crate::dns::RecordData;
@@ -181,6 +181,8 @@ pub struct UplinkPlan {
     pub address: Ipv4Addr,
     /// In file order: EIPs' listeners first, then DNAT entries'.
     pub listen: Vec<ListenPlan>,
+    /// Where the VPC resolvers forward names they do not hold; empty: they do not forward.
+    pub resolvers: Vec<Upstream>,
 }
 
 /// One host listener: connections accepted on `host` enter the segment towards `target` (an
