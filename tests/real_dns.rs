@@ -338,3 +338,53 @@ fn other_names_are_forwarded_to_the_upstream_with_tcp_retry_and_kept_in_the_cach
     run.stop();
     assert_no_etc_netns("vr-dfw");
 }
+
+#[test]
+fn query_logs_read_back_with_route53_fields() {
+    if !capable("dns_query_log", &["dig"]) {
+        return;
+    }
+    let run = Run::up_with(
+        "vr-dql",
+        &topology(),
+        &["--dns-query-log", "{dir}/dns.jsonl"],
+    );
+    assert_eq!(dig(&run, "d/cli", &["web.d.vpc.internal"]), ["10.30.1.10"]);
+    assert_eq!(
+        dig_status(&run, "d/cli", &["+tcp", "nope.corp.example"]),
+        "NXDOMAIN"
+    );
+    let path = run.dir.join("dns.jsonl");
+    let mut run = run;
+    run.stop_in_place();
+    let text = std::fs::read_to_string(&path).expect("the query log");
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(records.len(), 2, "{text}");
+    let a = &records[0];
+    assert_eq!(a["version"], "1.100000");
+    assert_eq!(a["vpc_id"], "d");
+    assert_eq!(a["query_name"], "web.d.vpc.internal.");
+    assert_eq!(a["query_type"], "A");
+    assert_eq!(a["query_class"], "IN");
+    assert_eq!(a["rcode"], "NOERROR");
+    assert_eq!(a["answers"][0]["Rdata"], "10.30.1.10");
+    assert_eq!(a["answers"][0]["Type"], "A");
+    assert_eq!(a["srcaddr"], "10.30.1.11");
+    assert_eq!(a["transport"], "UDP");
+    assert_eq!(a["srcids"]["instance"], "cli");
+    assert!(
+        a["query_timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 24),
+        "{a}"
+    );
+    let nx = &records[1];
+    assert_eq!(
+        (&nx["rcode"], &nx["transport"]),
+        (&"NXDOMAIN".into(), &"TCP".into())
+    );
+    assert_no_etc_netns("vr-dql");
+}

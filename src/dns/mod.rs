@@ -14,6 +14,7 @@
 pub mod answer;
 pub mod cache;
 pub mod names;
+pub mod querylog;
 pub mod records;
 pub mod view;
 

@@ -84,6 +84,8 @@ pub struct SimSpec {
     pub resolver: Option<Arc<crate::dns::View>>,
     /// Where that resolver forwards other names.
     pub upstreams: Vec<std::net::SocketAddr>,
+    /// Where that resolver logs its answers.
+    pub query_log: Option<crate::sim::resolver::QueryLog>,
     pub seed: u64,
 }
 
@@ -456,6 +458,7 @@ impl Shell {
                         Some(view) => sim.with_resolver(
                             view,
                             super::dns_upstream::for_resolver(&spec.upstreams),
+                            spec.query_log,
                         ),
                         None => sim,
                     }))

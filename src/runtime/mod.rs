@@ -18,6 +18,7 @@
 //! error, and while unwinding from a panic. After `kill -9` the state file lists what is left and
 //! [`down`] removes it (and anything else carrying the prefix that no live run owns).
 
+pub mod dns_log;
 pub mod dns_upstream;
 pub mod event_loop;
 pub mod forward;
@@ -202,6 +203,21 @@ pub fn up_with(
 
     let tables = Arc::new(crate::topology::compile::tables(plan));
     let observing = observe.open(&tables)?;
+    let query_log = match &observe.dns_query_log {
+        Some(target) => {
+            let epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let log = dns_log::QueryLogFile::open(target, epoch).map_err(|source| {
+                ObserveError::DnsQueryLog {
+                    target: target.clone(),
+                    source,
+                }
+            })?;
+            Some(log)
+        }
+        None => None,
+    };
     let mut made = Made {
         namespaces: Vec::new(),
         state: Some(StateFile::create(&lock.state_path, topology, &prefix)?),
@@ -266,11 +282,13 @@ pub fn up_with(
                     0x7670_6364 ^ i as u64,
                     Instant::ZERO,
                 );
-                let sim = match &p.resolver {
-                    Some(view) => {
-                        sim.with_resolver(view.clone(), dns_upstream::for_resolver(&p.upstreams))
-                    }
-                    None => sim,
+                let sim = match (&p.resolver, tables.ports[i].owner) {
+                    (Some(view), PortOwner::Resolver { vpc }) => sim.with_resolver(
+                        view.clone(),
+                        dns_upstream::for_resolver(&p.upstreams),
+                        query_log.as_ref().and_then(|l| l.for_vpc(&tables, vpc)),
+                    ),
+                    _ => sim,
                 };
                 ports.push(Some(Port::Sim(Box::new(sim))));
                 endpoints.push(UpEndpoint {
@@ -328,6 +346,7 @@ pub fn up_with(
         seq: 0,
         reload,
         clock: shell.started(),
+        query_log,
     };
     let (handle, requests) = reload::Control::channel(control.swaps.clone());
     on_ready(handle);

@@ -284,6 +284,8 @@ pub(super) struct Control {
     pub reload: super::Reload,
     /// The loop's clock: the std reading of its `Instant::ZERO`.
     pub clock: std::time::Instant,
+    /// `--dns-query-log`: where new resolvers log too.
+    pub query_log: Option<super::dns_log::QueryLogFile>,
 }
 
 /// A new namespace with its TUN device (not yet handed to the loop).
@@ -531,6 +533,13 @@ impl Control {
                         services: p.services.clone(),
                         resolver: p.resolver.clone(),
                         upstreams: p.upstreams.clone(),
+                        query_log: match tables.ports.get(j).map(|i| i.owner) {
+                            Some(PortOwner::Resolver { vpc }) => self
+                                .query_log
+                                .as_ref()
+                                .and_then(|l| l.for_vpc(&tables, vpc)),
+                            _ => None,
+                        },
                         seed: 0x7670_6364 ^ (self.seq << 20) ^ j as u64,
                     })));
                 }

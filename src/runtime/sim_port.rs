@@ -15,7 +15,7 @@ use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{tcp, udp};
 
 use crate::dns::View;
-use crate::sim::resolver::{DnsService, FORWARD_POLL, Upstream};
+use crate::sim::resolver::{DnsService, FORWARD_POLL, QueryLog, Upstream};
 use crate::sim::{QueueDevice, from_smol, interface, smol_instant};
 use crate::tables::PortId;
 use crate::time::Instant;
@@ -126,15 +126,20 @@ impl SimPort {
     }
 
     /// Makes this port a VPC resolver: port 53 over UDP and TCP answering from `view`, at its
-    /// address and 169.254.169.253, forwarding other names to `upstream` when given.
+    /// address and 169.254.169.253, forwarding other names to `upstream` and logging every
+    /// answer to `log` when given.
     pub fn with_resolver(
         mut self,
         view: Arc<View>,
         upstream: Option<Box<dyn Upstream>>,
+        log: Option<QueryLog>,
     ) -> SimPort {
         let mut dns = DnsService::new(view, &mut self.iface, &mut self.sockets);
         if let Some(u) = upstream {
             dns.forward_to(u);
+        }
+        if let Some(l) = log {
+            dns.log_queries(l);
         }
         self.dns = Some(dns);
         self

@@ -19,6 +19,7 @@ use smoltcp::wire::{IpAddress, IpCidr};
 use std::collections::HashMap;
 
 use super::host::Host;
+use crate::dns::querylog::{Asker, QueryLogRecord};
 use crate::dns::{Answered, Cache, Counters, DnsDrop, Forward, Step, Transport, View, step};
 use crate::tables::RESOLVER_LINK_LOCAL;
 use crate::time::Instant;
@@ -53,6 +54,23 @@ pub trait Upstream: Send {
     fn completed(&mut self) -> Vec<(u64, Option<Vec<u8>>)>;
 }
 
+/// Where a resolver's query-log records go (`runtime::dns_log` under `vpcd up`).
+pub trait QueryLogSink: Send {
+    fn log(&mut self, record: &QueryLogRecord);
+    /// Called after a batch of records (each poll of the resolver that logged something).
+    fn flush(&mut self);
+}
+
+/// A resolver's query log: the sink and what a record names besides the answer.
+pub struct QueryLog {
+    pub sink: Box<dyn QueryLogSink>,
+    pub vpc: String,
+    /// Unix time of the clock's zero (`Instant::ZERO`).
+    pub epoch: std::time::Duration,
+    /// The VPC's instances by address, for `srcids.instance`.
+    pub instances: HashMap<std::net::Ipv4Addr, String>,
+}
+
 /// Forwarded queries a resolver waits for at once; more are answered SERVFAIL.
 pub const MAX_FORWARDS: usize = 256;
 
@@ -62,6 +80,8 @@ struct Waiting {
     /// The id of the upstream query.
     id: u16,
     reply: ReplyTo,
+    /// Who asked (address, port), for the query log.
+    asker: (IpAddress, u16),
 }
 
 /// Where a forwarded query's answer goes.
@@ -89,6 +109,9 @@ pub struct DnsService {
     cache: Cache,
     waiting: HashMap<u64, Waiting>,
     next_token: u64,
+    log: Option<QueryLog>,
+    /// Something was logged since the last flush.
+    logged: bool,
 }
 
 impl std::fmt::Debug for DnsService {
@@ -139,7 +162,35 @@ impl DnsService {
             cache: Cache::default(),
             waiting: HashMap::new(),
             next_token: 0,
+            log: None,
+            logged: false,
         }
+    }
+
+    /// Writes a query-log record for every answer from now on.
+    pub fn log_queries(&mut self, log: QueryLog) {
+        self.log = Some(log);
+    }
+
+    /// Logs `answered`, asked by `asker` over `transport` at `now`.
+    fn note(&mut self, answered: &Answered, asker: (IpAddress, u16), t: Transport, now: Instant) {
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
+        let IpAddress::Ipv4(addr) = asker.0;
+        let record = QueryLogRecord::new(
+            answered,
+            Asker {
+                vpc: &log.vpc,
+                at: log.epoch + std::time::Duration::from_micros(now.micros()),
+                addr: addr.into(),
+                port: asker.1,
+                transport: t,
+                instance: log.instances.get(&addr).map(String::as_str),
+            },
+        );
+        log.sink.log(&record);
+        self.logged = true;
     }
 
     /// Forwards the names the view does not hold to `upstream`, keeping the answers in a cache.
@@ -165,6 +216,11 @@ impl DnsService {
         for i in 0..self.tcp.len() {
             self.serve_tcp(sockets, i, now);
         }
+        if std::mem::take(&mut self.logged)
+            && let Some(log) = self.log.as_mut()
+        {
+            log.sink.flush();
+        }
     }
 
     /// One query's fate: the answer to send now, or `None` when it was forwarded (`reply` then
@@ -175,6 +231,7 @@ impl DnsService {
         t: Transport,
         now: Instant,
         reply: ReplyTo,
+        asker: (IpAddress, u16),
     ) -> Option<Result<Answered, DnsDrop>> {
         let forwarding = self.upstream.as_ref().map(|_| (&self.cache, now));
         let forward = match step(&self.view, query, t, forwarding) {
@@ -196,7 +253,15 @@ impl DnsService {
             return Some(Ok(forward.fail()));
         }
         self.counters.forwarded += 1;
-        self.waiting.insert(token, Waiting { forward, id, reply });
+        self.waiting.insert(
+            token,
+            Waiting {
+                forward,
+                id,
+                reply,
+                asker,
+            },
+        );
         None
     }
 
@@ -217,6 +282,11 @@ impl DnsService {
                 }
             };
             self.counters.record(&Ok(answered.clone()));
+            let t = match w.reply {
+                ReplyTo::Udp(_) => Transport::Udp,
+                ReplyTo::Tcp(_) => Transport::Tcp,
+            };
+            self.note(&answered, w.asker, t, now);
             match w.reply {
                 ReplyTo::Udp(meta) => {
                     let s = sockets.get_mut::<udp::Socket>(self.udp);
@@ -240,11 +310,14 @@ impl DnsService {
                 break;
             };
             let query = self.scratch[..n].to_vec();
-            let Some(outcome) = self.handle(&query, Transport::Udp, now, ReplyTo::Udp(meta)) else {
+            let asker = (meta.endpoint.addr, meta.endpoint.port);
+            let Some(outcome) = self.handle(&query, Transport::Udp, now, ReplyTo::Udp(meta), asker)
+            else {
                 continue;
             };
             self.counters.record(&outcome);
             if let Ok(a) = outcome {
+                self.note(&a, asker, Transport::Udp, now);
                 // `meta` names the client and the address it asked: the answer's source. A full
                 // send queue loses the answer; the client asks again.
                 let s = sockets.get_mut::<udp::Socket>(self.udp);
@@ -268,11 +341,20 @@ impl DnsService {
             let Some(query) = next_tcp_message(s) else {
                 break;
             };
-            let Some(outcome) = self.handle(&query, Transport::Tcp, now, ReplyTo::Tcp(i)) else {
+            let asker = s
+                .remote_endpoint()
+                .map_or((IpAddress::Ipv4(std::net::Ipv4Addr::UNSPECIFIED), 0), |e| {
+                    (e.addr, e.port)
+                });
+            let Some(outcome) = self.handle(&query, Transport::Tcp, now, ReplyTo::Tcp(i), asker)
+            else {
                 self.tcp_waiting[i] = true;
                 return;
             };
             self.counters.record(&outcome);
+            if let Ok(a) = &outcome {
+                self.note(a, asker, Transport::Tcp, now);
+            }
             let s = sockets.get_mut::<tcp::Socket>(self.tcp[i]);
             match outcome {
                 Ok(a) => send_tcp_message(s, &a.wire),
