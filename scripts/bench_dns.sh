@@ -131,25 +131,21 @@ for target in "10.40.1.20 53 a1.bench.example" "127.0.0.1 5300 a1.bench.example"
     done
 done
 
-# One dnsperf run: "QPS P50_MS P99_MS MAX_MS".
+# One dnsperf run: "QPS P50_MS P99_MS MAX_MS". dnsperf -v prints one "> RCODE NAME TYPE
+# LATENCY" line per answer.
 perf() { # SERVER PORT FILE
     ex client dnsperf -s "$1" -p "$2" -d "$3" -l "$SECS" -q 100 -v 2>/dev/null |
-        awk '/^> / { lat[n++] = $NF * 1000 }
-             /Queries per second:/ { qps = $4 }
-             END {
-               if (n == 0) { print "0 0 0 0"; exit }
-               # insertion into a sorted copy is too slow for 10^5 answers: use asort (gawk) or sort
-               for (i = 0; i < n; i++) print lat[i] > "/dev/stderr"
-               printf "%s", qps
-             }' 2>"$WORK/lat" >"$WORK/qps"
-    local qps p50 p99 max
-    qps=$(cat "$WORK/qps")
+        awk -v lat="$WORK/lat" '/^> / { print $NF * 1000 > lat }
+                                /Queries per second:/ { qps = $4 }
+                                END { print qps + 0 }' >"$WORK/qps"
     sort -g "$WORK/lat" >"$WORK/lat.sorted"
-    local n
+    local n qps p50 p99 max
     n=$(wc -l <"$WORK/lat.sorted")
+    qps=$(cat "$WORK/qps")
     p50=$(sed -n "$(( (n + 1) / 2 ))p" "$WORK/lat.sorted")
     p99=$(sed -n "$(( (n * 99 + 99) / 100 ))p" "$WORK/lat.sorted")
     max=$(tail -1 "$WORK/lat.sorted")
+    rm -f "$WORK/lat"
     printf '%.0f %.3f %.3f %.3f\n' "$qps" "${p50:-0}" "${p99:-0}" "${max:-0}"
 }
 

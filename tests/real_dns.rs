@@ -340,20 +340,23 @@ fn other_names_are_forwarded_to_the_upstream_with_tcp_retry_and_kept_in_the_cach
 }
 
 #[test]
-fn query_logs_read_back_with_route53_fields() {
+fn query_logs_read_back_with_route53_fields_and_a_blocked_domain() {
     if !capable("dns_query_log", &["dig"]) {
         return;
     }
-    let run = Run::up_with(
-        "vr-dql",
-        &topology(),
-        &["--dns-query-log", "{dir}/dns.jsonl"],
+    // A DNS Firewall rule blocks one name of d's zone (NXDOMAIN).
+    let topo = format!(
+        "{}\n[[dns_firewall]]\nname = \"no-db\"\nvpcs = [\"d\"]\n\
+         domains = [\"db.corp.example\"]\naction = \"block\"\n",
+        topology()
     );
+    let run = Run::up_with("vr-dql", &topo, &["--dns-query-log", "{dir}/dns.jsonl"]);
     assert_eq!(dig(&run, "d/cli", &["web.d.vpc.internal"]), ["10.30.1.10"]);
     assert_eq!(
         dig_status(&run, "d/cli", &["+tcp", "nope.corp.example"]),
         "NXDOMAIN"
     );
+    assert_eq!(dig_status(&run, "d/cli", &["db.corp.example"]), "NXDOMAIN");
     let path = run.dir.join("dns.jsonl");
     let mut run = run;
     run.stop_in_place();
@@ -362,7 +365,7 @@ fn query_logs_read_back_with_route53_fields() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
-    assert_eq!(records.len(), 2, "{text}");
+    assert_eq!(records.len(), 3, "{text}");
     let a = &records[0];
     assert_eq!(a["version"], "1.100000");
     assert_eq!(a["vpc_id"], "d");
@@ -386,5 +389,11 @@ fn query_logs_read_back_with_route53_fields() {
         (&nx["rcode"], &nx["transport"]),
         (&"NXDOMAIN".into(), &"TCP".into())
     );
+    assert!(nx.get("firewall_rule_action").is_none(), "{nx}");
+    let blocked = &records[2];
+    assert_eq!(blocked["query_name"], "db.corp.example.");
+    assert_eq!(blocked["rcode"], "NXDOMAIN");
+    assert_eq!(blocked["firewall_rule_action"], "BLOCK");
+    assert_eq!(blocked["firewall_rule"], "no-db");
     assert_no_etc_netns("vr-dql");
 }

@@ -3515,3 +3515,90 @@ resolvers = ["192.0.2"]
         "{e}"
     );
 }
+
+#[test]
+fn dns_firewall_rules_resolve_per_vpc_in_file_order() {
+    let text = format!(
+        r#"{ONE_VPC}
+[[dns_firewall]]
+name = "ok"
+vpcs = ["tenant-a"]
+domains = ["good.bad.example"]
+action = "allow"
+
+[[dns_firewall]]
+name = "walled"
+vpcs = ["tenant-a"]
+domains = ["*.bad.example", "bad.example"]
+action = "block"
+block_response = "override"
+block_override = "walled.example"
+block_override_ttl = 30
+"#
+    );
+    let p = ok(&text);
+    let names: Vec<&str> = p.vpcs[0]
+        .dns_firewall
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(names, ["ok", "walled"]);
+}
+
+#[test]
+fn dns_firewall_errors_are_located() {
+    let text = format!(
+        r#"{ONE_VPC}
+[[dns_firewall]]
+name = "a"
+vpcs = ["tenant-x"]
+domains = ["bad..example"]
+action = "alert"
+block_response = "nodata"
+
+[[dns_firewall]]
+name = "b"
+vpcs = ["tenant-a"]
+domains = ["x.example"]
+action = "block"
+block_response = "override"
+"#
+    );
+    assert_eq!(
+        err(&text),
+        r##"error: unknown VPC `tenant-x`
+ --> bad.toml:9:9
+  = at dns_firewall[a].vpcs[0]
+  |
+9 | vpcs = ["tenant-x"]
+  |         ^^^^^^^^^^
+  = hint: did you mean `tenant-a`? known VPCs: tenant-a
+
+error: DNS Firewall domain `bad..example` has an empty label; write labels separated by single dots
+  --> bad.toml:10:12
+   = at dns_firewall[a].domains[0]
+   |
+10 | domains = ["bad..example"]
+   |            ^^^^^^^^^^^^^^
+   = hint: write "bad.example" for that name or "*.bad.example" for every name below it
+
+error: `block_response` is only for `action = "block"`
+  --> bad.toml:12:18
+   = at dns_firewall[a].block_response
+   |
+12 | block_response = "nodata"
+   |                  ^^^^^^^^
+   = hint: remove it, or set `action = "block"`
+
+error: DNS Firewall rule `b` overrides but names no target
+  --> bad.toml:15:8
+   = at dns_firewall[b].block_override
+   |
+15 | name = "b"
+   |        ^^^
+   = hint: add `block_override = "walled-garden.example"` (answered as a CNAME)
+
+error: bad.toml: 4 problems, nothing was loaded
+"##
+    );
+}

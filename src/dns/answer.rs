@@ -19,10 +19,12 @@
 use hickory_proto::op::{
     Edns, Header, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
 };
-use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::rr::rdata::CNAME;
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use super::cache::Cache;
+use super::firewall::{self, Action, BlockResponse};
 use super::view::{View, matches};
 use crate::time::Instant;
 
@@ -79,6 +81,16 @@ pub struct Answered {
     pub truncated: bool,
     /// Where the answer came from.
     pub source: Source,
+    /// The DNS Firewall rule that matched the question, if one did.
+    pub firewall: Option<FirewallMatch>,
+}
+
+/// A DNS Firewall rule that matched, for query logs and counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirewallMatch {
+    pub rule: String,
+    /// `ALLOW`, `ALERT` or `BLOCK`.
+    pub action: &'static str,
 }
 
 /// Where an answer came from (query logs and metrics tell them apart).
@@ -124,6 +136,17 @@ pub fn step(
         Ok(r) => r,
         Err(refused) => return Ok(Step::Answer(refused)),
     };
+    let mut request = request;
+    if let Some(rule) = firewall::decide(view.firewall(), request.question.name()) {
+        request.firewall = Some(FirewallMatch {
+            rule: rule.name.clone(),
+            action: rule.action.as_str(),
+        });
+        if let Action::Block(how) = &rule.action {
+            let found = blocked(how, &request.question);
+            return Ok(Step::Answer(request.respond(found, Source::Local)));
+        }
+    }
     let found = resolve(view, request.question.name(), request.question.query_type());
     match (found.outside, forwarding) {
         (true, Some((cache, now))) => match cache.get(&request.question, now) {
@@ -141,6 +164,8 @@ pub struct Forward {
     question: Query,
     edns: Option<Edns>,
     transport: Transport,
+    /// The DNS Firewall rule that matched (allow or alert: the query goes on).
+    firewall: Option<FirewallMatch>,
 }
 
 impl Forward {
@@ -218,9 +243,11 @@ impl Forward {
                 answers: found.answers,
                 truncated: false,
                 source,
+                firewall: self.firewall.clone(),
             },
             Ok(_) => Answered {
                 source,
+                firewall: self.firewall.clone(),
                 ..truncated(&response, found.rcode, qinfo)
             },
             Err(_) => self.fail(),
@@ -265,7 +292,29 @@ fn parse(query: &[u8], transport: Transport) -> Result<Result<Forward, Answered>
         question: question.clone(),
         edns: request.edns,
         transport,
+        firewall: None,
     }))
+}
+
+/// What a block answers: NXDOMAIN, NODATA, or the override CNAME.
+fn blocked(how: &BlockResponse, question: &Query) -> Found {
+    let mut found = Found {
+        rcode: ResponseCode::NoError,
+        answers: Vec::new(),
+        soa: None,
+        authoritative: false,
+        outside: false,
+    };
+    match how {
+        BlockResponse::NxDomain => found.rcode = ResponseCode::NXDomain,
+        BlockResponse::NoData => {}
+        BlockResponse::Override { target, ttl } => found.answers.push(Record::from_rdata(
+            question.name().clone(),
+            *ttl,
+            RData::CNAME(CNAME(target.clone())),
+        )),
+    }
+    found
 }
 
 /// What [`resolve`] found (or an upstream, or the cache).
@@ -385,6 +434,7 @@ fn error_response(request: &Metadata, question: Option<Query>, rcode: ResponseCo
         answers: Vec::new(),
         truncated: false,
         source: Source::Local,
+        firewall: None,
     }
 }
 
@@ -402,6 +452,7 @@ fn truncated(
         answers: Vec::new(),
         truncated: true,
         source: Source::Local,
+        firewall: None,
     }
 }
 

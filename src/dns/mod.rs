@@ -13,12 +13,15 @@
 
 pub mod answer;
 pub mod cache;
+pub mod firewall;
 pub mod names;
 pub mod querylog;
 pub mod records;
 pub mod view;
 
-pub use answer::{Answered, DnsDrop, Forward, Source, Step, Transport, answer, step};
+pub use answer::{
+    Answered, DnsDrop, FirewallMatch, Forward, Source, Step, Transport, answer, step,
+};
 pub use cache::Cache;
 pub use hickory_proto::op::ResponseCode;
 pub use records::{RecordData, RecordKind};
@@ -41,6 +44,10 @@ pub struct Counters {
     pub forwarded: u64,
     /// Forwarded queries no upstream answered (answered SERVFAIL, also counted as such).
     pub upstream_failures: u64,
+    /// Queries a DNS Firewall rule blocked (also counted by their rcode).
+    pub blocked: u64,
+    /// Queries a DNS Firewall alert rule matched.
+    pub alerted: u64,
     pub dropped_too_short: u64,
     pub dropped_not_a_query: u64,
 }
@@ -52,6 +59,9 @@ impl Counters {
             Ok(a) => {
                 self.truncated += u64::from(a.truncated);
                 self.cache_hits += u64::from(a.source == Source::Cache);
+                let action = a.firewall.as_ref().map(|f| f.action);
+                self.blocked += u64::from(action == Some("BLOCK"));
+                self.alerted += u64::from(action == Some("ALERT"));
                 match a.rcode {
                     ResponseCode::NoError => self.noerror += 1,
                     ResponseCode::NXDomain => self.nxdomain += 1,

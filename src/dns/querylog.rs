@@ -38,6 +38,12 @@ pub struct QueryLogRecord {
     pub srcids: SourceIds,
     pub source: &'static str,
     pub truncated: bool,
+    /// Route 53's DNS Firewall fields, when a rule matched: `ALLOW`, `ALERT` or `BLOCK`, and the
+    /// rule's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firewall_rule_action: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firewall_rule: Option<String>,
 }
 
 /// One record of the answer section.
@@ -111,6 +117,8 @@ impl QueryLogRecord {
                 Source::Upstream => "upstream",
             },
             truncated: answered.truncated,
+            firewall_rule_action: answered.firewall.as_ref().map(|f| f.action),
+            firewall_rule: answered.firewall.as_ref().map(|f| f.rule.clone()),
         }
     }
 }

@@ -298,3 +298,86 @@ proptest! {
         }
     }
 }
+
+/// [`view`] with DNS Firewall rules: `db.corp.example` allowed, the rest of `corp.example`
+/// blocked with NXDOMAIN, `*.ads.example` NODATA, `phish.example` overridden, `*.example`
+/// alerted.
+fn firewalled() -> View {
+    use super::firewall::{Action, BlockResponse, DomainPattern, Rule};
+    let rule = |name: &str, d: DomainPattern, action: Action| Rule {
+        name: name.into(),
+        domains: vec![d],
+        action,
+    };
+    let mut b = ViewBuilder::new();
+    b.private_zone(n("corp.example"));
+    b.add(n("db.corp.example"), 300, a([10, 0, 1, 20]));
+    b.add(n("www.corp.example"), 300, a([10, 0, 1, 21]));
+    b.firewall(vec![
+        rule(
+            "db-ok",
+            DomainPattern::Exact(n("db.corp.example")),
+            Action::Allow,
+        ),
+        rule(
+            "corp-off",
+            DomainPattern::Below(n("corp.example")),
+            Action::Block(BlockResponse::NxDomain),
+        ),
+        rule(
+            "ads",
+            DomainPattern::Below(n("ads.example")),
+            Action::Block(BlockResponse::NoData),
+        ),
+        rule(
+            "phish",
+            DomainPattern::Exact(n("phish.example")),
+            Action::Block(BlockResponse::Override {
+                target: n("walled.example"),
+                ttl: 30,
+            }),
+        ),
+        rule("watch", DomainPattern::Below(n("example")), Action::Alert),
+    ]);
+    b.build()
+}
+
+#[test]
+fn route53_dns_firewall_allows_blocks_and_alerts_first_match_first() {
+    let v = firewalled();
+    let mut counters = Counters::default();
+    let mut go = |name: &str| {
+        let x = answer(&v, &query(name, RecordType::A, None), Transport::Udp).unwrap();
+        counters.record(&Ok(x.clone()));
+        x
+    };
+    let ok = go("db.corp.example.");
+    assert_eq!((ok.rcode, ok.answers.len()), (ResponseCode::NoError, 1));
+    assert_eq!(ok.firewall.as_ref().map(|f| f.action), Some("ALLOW"));
+    let nx = go("www.corp.example.");
+    assert_eq!((nx.rcode, nx.answers.len()), (ResponseCode::NXDomain, 0));
+    assert_eq!(
+        nx.firewall.as_ref().map(|f| f.rule.as_str()),
+        Some("corp-off")
+    );
+    let nodata = go("x.ads.example.");
+    assert_eq!(
+        (nodata.rcode, nodata.answers.len()),
+        (ResponseCode::NoError, 0)
+    );
+    let over = go("phish.example.");
+    assert_eq!(
+        over.answers[0].data,
+        RData::CNAME(CNAME(n("walled.example")))
+    );
+    assert_eq!(over.answers[0].ttl, 30);
+    let alert = go("other.example.");
+    assert_eq!(
+        alert.rcode,
+        ResponseCode::NXDomain,
+        "answered as without the rule"
+    );
+    assert_eq!(alert.firewall.as_ref().map(|f| f.action), Some("ALERT"));
+    assert!(go("example.org.").firewall.is_none());
+    assert_eq!((counters.blocked, counters.alerted), (3, 1));
+}

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use super::firewall::Rule;
 use super::names::{internal_domain, is_within};
 
 /// The TTL of the names vpcd makes (instances, EIPs, reverse names), as AWS's resolver uses.
@@ -36,6 +37,8 @@ pub struct View {
     names: HashMap<Name, Vec<Entry>>,
     /// Apexes answered with authority, deepest first when several contain a name.
     authorities: Vec<Name>,
+    /// The VPC's DNS Firewall rules, in order.
+    firewall: Vec<Rule>,
 }
 
 impl View {
@@ -51,6 +54,11 @@ impl View {
             .filter(|apex| is_within(name, apex))
             .max_by_key(|apex| apex.num_labels())
             .map(soa_record)
+    }
+
+    /// The VPC's DNS Firewall rules, in order.
+    pub fn firewall(&self) -> &[Rule] {
+        &self.firewall
     }
 
     /// How many names the view holds (empty non-terminals included).
@@ -131,6 +139,11 @@ impl ViewBuilder {
     /// zone hides it.
     pub fn add_public(&mut self, name: Name, ttl: u32, data: RData) {
         self.public.push((name, Entry { ttl, data }));
+    }
+
+    /// The VPC's DNS Firewall rules, in order.
+    pub fn firewall(&mut self, rules: Vec<Rule>) {
+        self.view.firewall = rules;
     }
 
     /// The finished view.

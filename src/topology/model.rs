@@ -30,6 +30,9 @@ pub struct Topology {
     /// Private DNS zones, each answered only by the resolvers of the VPCs it names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zone: Vec<Zone>,
+    /// DNS Firewall rules, each applied by the resolvers of the VPCs it names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_firewall: Vec<DnsFirewallRule>,
 }
 
 /// An isolated tenant network. VPCs may reuse each other's CIDRs.
@@ -55,6 +58,47 @@ pub struct Vpc {
     /// empty list none). Replies to flows opened from outside are not restricted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_allow: Option<Vec<Spanned<EgressRule>>>,
+}
+
+/// One DNS Firewall rule (Route 53 Resolver DNS Firewall's shape; `crate::dns::firewall`),
+/// applied by the resolvers of the VPCs it names; a VPC's rules apply in file order.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsFirewallRule {
+    /// Unique among the rules; named in query logs.
+    pub name: Spanned<String>,
+    /// The VPCs whose resolvers apply it.
+    pub vpcs: Vec<Spanned<String>>,
+    /// `"bad.example"` (that name) or `"*.bad.example"` (every name below it).
+    pub domains: Vec<Spanned<String>>,
+    pub action: Spanned<DnsFirewallAction>,
+    /// With `action = "block"`: what the query gets (default `nxdomain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_response: Option<Spanned<BlockResponseKind>>,
+    /// With `block_response = "override"`: the CNAME target answered instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_override: Option<Spanned<String>>,
+    /// The override's TTL in seconds (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_override_ttl: Option<Spanned<u32>>,
+}
+
+/// What a DNS Firewall rule does with a matching query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsFirewallAction {
+    Allow,
+    Alert,
+    Block,
+}
+
+/// What a blocked query gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockResponseKind {
+    Nxdomain,
+    Nodata,
+    Override,
 }
 
 /// One entry of a VPC's `egress_allow`: a destination block and, optionally, TCP/UDP destination

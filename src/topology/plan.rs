@@ -59,6 +59,8 @@ pub struct VpcPlan {
     pub network_acls: Vec<NetworkAcl>,
     /// `None`: instances may open flows to any public destination; otherwise only to these.
     pub egress_allow: Option<Vec<EgressRule>>,
+    /// DNS Firewall rules naming this VPC, in file order (the resolver's type).
+    pub dns_firewall: Vec<crate::dns::firewall::Rule>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

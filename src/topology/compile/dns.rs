@@ -25,6 +25,7 @@ pub fn views(plan: &Plan) -> Vec<View> {
 /// The view of VPC `vi`.
 pub fn view(plan: &Plan, vi: usize) -> View {
     let mut b = ViewBuilder::new();
+    b.firewall(plan.vpcs[vi].dns_firewall.clone());
     b.authority(internal_domain());
     instances(&mut b, &plan.vpcs[vi]);
     for zone in plan.zones.iter().filter(|z| z.vpcs.contains(&vi)) {

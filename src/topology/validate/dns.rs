@@ -1,22 +1,25 @@
-//! DNS: zones (private `[[zone]]`, public `[[internet.zone]]`), their records, and internet
-//! hosts' `dns_names`.
+//! DNS: zones (private `[[zone]]`, public `[[internet.zone]]`), their records, internet hosts'
+//! `dns_names`, and the DNS Firewall rules (`[[dns_firewall]]`).
 //!
 //! Rules: a zone's apex is a valid domain outside the names vpcd answers itself (`vpc.internal`,
 //! `in-addr.arpa`); a private zone names at least one known VPC, a public one none; one VPC sees
 //! one zone per apex, and the internet one zone per apex; record names are relative to the zone
 //! (`@` is the apex); values parse for their type; a TTL is at most 2^31 - 1 (RFC 2181); a CNAME
 //! is the only record at its name and never at the apex (RFC 1034, 3.6.2); a host's DNS name is
-//! a valid domain, not reserved, and no other host's.
+//! a valid domain, not reserved, and no other host's. A DNS Firewall rule has a unique name, names
+//! known VPCs, lists valid domains (`bad.example`, `*.bad.example`), and takes `block_response`
+//! only with `action = "block"` and `block_override` exactly with `block_response = "override"`.
 
 use std::collections::HashMap;
 use std::ops::Range;
 
 use toml::Spanned;
 
-use super::super::model::{self, DEFAULT_RECORD_TTL};
+use super::super::model::{self, BlockResponseKind, DEFAULT_RECORD_TTL, DnsFirewallAction};
 use super::super::plan::{HostPlan, Name, RecordPlan, ZonePlan};
 use super::Checker;
 use super::names::unknown_hint;
+use crate::dns::firewall::{Action, BlockResponse, DomainPattern, Rule};
 use crate::dns::names::{parse_domain, reserved_domain};
 use crate::dns::{RecordData, RecordKind};
 
@@ -126,16 +129,36 @@ impl Checker<'_> {
             }
             return Vec::new();
         };
-        if zone.vpcs.is_empty() {
+        self.check_listed_vpcs(
+            &zone.name,
+            &zone.vpcs,
+            path,
+            index,
+            "private zone",
+            "add `vpcs = [\"VPC\"]` with the VPCs whose resolvers answer it, or declare it as [[internet.zone]] to make it public",
+        )
+    }
+
+    /// The VPCs a zone or rule `name` lists (at least one, each known once), as indices.
+    fn check_listed_vpcs(
+        &mut self,
+        name: &Spanned<String>,
+        listed: &[Spanned<String>],
+        path: &str,
+        index: &HashMap<&str, usize>,
+        what: &str,
+        none_hint: &str,
+    ) -> Vec<usize> {
+        if listed.is_empty() {
             self.error(
-                zone.name.span(),
+                name.span(),
                 format!("{path}.name"),
-                format!("private zone `{}` names no VPC", zone.name.get_ref()),
-                "add `vpcs = [\"VPC\"]` with the VPCs whose resolvers answer it, or declare it as [[internet.zone]] to make it public",
+                format!("{what} `{}` names no VPC", name.get_ref()),
+                none_hint,
             );
         }
         let mut visible = Vec::new();
-        for (i, v) in zone.vpcs.iter().enumerate() {
+        for (i, v) in listed.iter().enumerate() {
             let at = format!("{path}.vpcs[{i}]");
             match index.get(v.get_ref().as_str()) {
                 Some(vi) if visible.contains(vi) => self.error(
@@ -281,6 +304,146 @@ impl Checker<'_> {
             span: r.name.span(),
             path: path.to_string(),
         });
+    }
+
+    /// The DNS Firewall rules, each with the VPCs it names: names unique, VPCs known, at least
+    /// one valid domain each, block options only with `block`, an override target exactly with
+    /// `block_response = "override"`.
+    pub(super) fn check_dns_firewall(
+        &mut self,
+        topo: &model::Topology,
+        vpcs: &HashMap<&str, usize>,
+    ) -> Vec<(Rule, Vec<usize>)> {
+        let rules = &topo.dns_firewall;
+        let paths: Vec<String> = rules
+            .iter()
+            .map(|r| format!("dns_firewall[{}]", r.name.get_ref()))
+            .collect();
+        for (r, p) in rules.iter().zip(&paths) {
+            self.check_name(&r.name, p, "DNS Firewall rule");
+        }
+        self.index_names(
+            rules.iter().map(|r| &r.name).zip(paths.iter().cloned()),
+            "DNS Firewall rule",
+            "",
+        );
+        let mut out = Vec::new();
+        for (r, p) in rules.iter().zip(&paths) {
+            let visible = self.check_listed_vpcs(
+                &r.name,
+                &r.vpcs,
+                p,
+                vpcs,
+                "DNS Firewall rule",
+                "add `vpcs = [\"VPC\"]` with the VPCs whose resolvers apply it",
+            );
+            if let Some(rule) = self.check_firewall_rule(r, p) {
+                out.push((rule, visible));
+            }
+        }
+        out
+    }
+
+    fn check_firewall_rule(&mut self, r: &model::DnsFirewallRule, path: &str) -> Option<Rule> {
+        if r.domains.is_empty() {
+            self.error(
+                r.name.span(),
+                format!("{path}.domains"),
+                format!("DNS Firewall rule `{}` lists no domain", r.name.get_ref()),
+                "add `domains = [\"bad.example\", \"*.bad.example\"]`",
+            );
+        }
+        let mut domains = Vec::new();
+        for (i, d) in r.domains.iter().enumerate() {
+            let text = d.get_ref();
+            let (below, bare) = match text.strip_prefix("*.") {
+                Some(rest) => (true, rest),
+                None => (false, text.as_str()),
+            };
+            match parse_domain(bare) {
+                Ok(n) if below => domains.push(DomainPattern::Below(n)),
+                Ok(n) => domains.push(DomainPattern::Exact(n)),
+                Err(e) => self.error(
+                    d.span(),
+                    format!("{path}.domains[{i}]"),
+                    format!("DNS Firewall domain {e}"),
+                    "write \"bad.example\" for that name or \"*.bad.example\" for every name below it",
+                ),
+            }
+        }
+        let action = self.check_firewall_action(r, path)?;
+        (domains.len() == r.domains.len() && !domains.is_empty()).then(|| Rule {
+            name: r.name.get_ref().clone(),
+            domains,
+            action,
+        })
+    }
+
+    /// The action with its block response; `None` (reported) when the keys do not fit.
+    fn check_firewall_action(&mut self, r: &model::DnsFirewallRule, path: &str) -> Option<Action> {
+        let block = *r.action.get_ref() == DnsFirewallAction::Block;
+        let how = r.block_response.as_ref().map(|b| *b.get_ref());
+        if let (false, Some(b)) = (block, &r.block_response) {
+            self.error(
+                b.span(),
+                format!("{path}.block_response"),
+                "`block_response` is only for `action = \"block\"`",
+                "remove it, or set `action = \"block\"`",
+            );
+            return None;
+        }
+        let overriding = how == Some(BlockResponseKind::Override);
+        match (&r.block_override, overriding) {
+            (Some(o), false) => {
+                self.error(
+                    o.span(),
+                    format!("{path}.block_override"),
+                    "`block_override` needs `block_response = \"override\"`",
+                    "set `block_response = \"override\"`, or remove `block_override`",
+                );
+                return None;
+            }
+            (None, true) => {
+                self.error(
+                    r.name.span(),
+                    format!("{path}.block_override"),
+                    format!(
+                        "DNS Firewall rule `{}` overrides but names no target",
+                        r.name.get_ref()
+                    ),
+                    "add `block_override = \"walled-garden.example\"` (answered as a CNAME)",
+                );
+                return None;
+            }
+            _ => {}
+        }
+        Some(match (*r.action.get_ref(), how) {
+            (DnsFirewallAction::Allow, _) => Action::Allow,
+            (DnsFirewallAction::Alert, _) => Action::Alert,
+            (DnsFirewallAction::Block, None | Some(BlockResponseKind::Nxdomain)) => {
+                Action::Block(BlockResponse::NxDomain)
+            }
+            (DnsFirewallAction::Block, Some(BlockResponseKind::Nodata)) => {
+                Action::Block(BlockResponse::NoData)
+            }
+            (DnsFirewallAction::Block, Some(BlockResponseKind::Override)) => {
+                let o = r.block_override.as_ref()?;
+                let target = match parse_domain(o.get_ref()) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.error(
+                            o.span(),
+                            format!("{path}.block_override"),
+                            format!("override target {e}"),
+                            "write a domain like \"walled-garden.example\"",
+                        );
+                        return None;
+                    }
+                };
+                let ttl = self.check_ttl(r.block_override_ttl.as_ref(), path);
+                Action::Block(BlockResponse::Override { target, ttl })
+            }
+        })
     }
 
     /// Internet hosts' `dns_names`: valid, not reserved, each on one host only.

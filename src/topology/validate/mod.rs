@@ -192,6 +192,11 @@ impl Checker<'_> {
         internet.uplink = self.check_uplink(topo, &eips, &internet);
         let probes = self.check_probes(topo, &vpcs, &internet);
         let zones = self.check_zones(&topo.zone, "zone", Some(&vpc_index));
+        for (rule, visible) in self.check_dns_firewall(topo, &vpc_index) {
+            for v in visible {
+                vpcs[v].dns_firewall.push(rule.clone());
+            }
+        }
         Plan {
             vpcs,
             eips,

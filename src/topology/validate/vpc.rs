@@ -87,6 +87,8 @@ impl Checker<'_> {
                 .egress_allow
                 .as_ref()
                 .map(|rules| rules.iter().map(|r| *r.get_ref()).collect()),
+            // Filled from the top-level rules once every VPC is known (`dns`).
+            dns_firewall: Vec::new(),
         }
     }
 
