@@ -12,7 +12,8 @@
 #                  fabric, answered by dnsmasq instead of the in-process resolver
 #   dnsmasq-lo     dnsmasq on `client`'s own loopback: no fabric at all (the floor of the path)
 # Metrics: dnsperf's queries per second (UDP, 100 queries outstanding, BENCH_SECONDS long) and
-# the latency of each answer from dnsperf -v: median, p99 and max. Each figure is the median of
+# the latency of each answer from dnsperf -v: median, p99 and max; and the queries dnsperf
+# counted lost (no answer within its 5 s timeout) over all runs. Each figure is the median of
 # BENCH_RUNS runs. Every namespace and process is removed on exit (trap); nothing leaves the
 # namespaces this script makes (the upstream is on vd-host's loopback).
 #
@@ -137,7 +138,9 @@ perf() { # SERVER PORT FILE
     ex client dnsperf -s "$1" -p "$2" -d "$3" -l "$SECS" -q 100 -v 2>/dev/null |
         awk -v lat="$WORK/lat" '/^> / { print $NF * 1000 > lat }
                                 /Queries per second:/ { qps = $4 }
-                                END { print qps + 0 }' >"$WORK/qps"
+                                /Queries lost:/ { lost = $3 }
+                                END { print qps + 0; print lost + 0 > "/dev/stderr" }' \
+            >"$WORK/qps" 2>>"$WORK/lost"
     sort -g "$WORK/lat" >"$WORK/lat.sorted"
     local n qps p50 p99 max
     n=$(wc -l <"$WORK/lat.sorted")
@@ -151,7 +154,7 @@ perf() { # SERVER PORT FILE
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-declare -A RESULT
+declare -A RESULT LOST
 for peer in vpcd-auth vpcd-cached dnsmasq-vpc dnsmasq-lo; do
     case $peer in
         vpcd-auth) args=(10.40.0.2 53 "$WORK/auth.txt") ;;
@@ -162,20 +165,22 @@ for peer in vpcd-auth vpcd-cached dnsmasq-vpc dnsmasq-lo; do
         dnsmasq-lo) args=(127.0.0.1 5300 "$WORK/auth.txt") ;;
     esac
     : >"$WORK/runs"
+    : >"$WORK/lost"
     for _ in $(seq 1 "$RUNS"); do perf "${args[@]}" >>"$WORK/runs"; done
+    LOST[$peer]=$(awk '{ s += $1 } END { print s + 0 }' "$WORK/lost")
     RESULT[$peer]="$(awk '{print $1}' "$WORK/runs" | median) $(awk '{print $2}' "$WORK/runs" | median) $(awk '{print $3}' "$WORK/runs" | median) $(awk '{print $4}' "$WORK/runs" | median)"
 done
 HWM=$(awk '/VmHWM/ {print $2 / 1024}' /proc/"$VPCD_PID"/status 2>/dev/null || echo "?")
 
 table() {
-    echo "| peer | queries/s | vs dnsmasq-vpc | p50 ms | p99 ms | max ms |"
-    echo "|---|---|---|---|---|---|"
+    echo "| peer | queries/s | vs dnsmasq-vpc | p50 ms | p99 ms | max ms | lost (all runs) |"
+    echo "|---|---|---|---|---|---|---|"
     local base
     base=$(echo "${RESULT[dnsmasq-vpc]}" | awk '{print $1}')
     for peer in vpcd-auth vpcd-cached dnsmasq-vpc dnsmasq-lo; do
         read -r qps p50 p99 max <<<"${RESULT[$peer]}"
         ratio=$(awk -v a="$qps" -v b="$base" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
-        echo "| $peer | $qps | $ratio | $p50 | $p99 | $max |"
+        echo "| $peer | $qps | $ratio | $p50 | $p99 | $max | ${LOST[$peer]} |"
     done
 }
 OUT=$(table)
@@ -188,6 +193,7 @@ if [ -z "${BENCH_NO_APPEND:-}" ]; then
         echo
         echo "$OUT"
         echo
-        echo "vpcd VmHWM after the runs: ${HWM} MiB."
+        echo "vpcd VmHWM after the runs: ${HWM} MiB. Load average when the runs ended (other work on"
+        echo "the machine shows here): $(cut -d' ' -f1-3 /proc/loadavg)."
     } >>BENCHMARKS.md
 fi

@@ -38,9 +38,15 @@ const KEEP_ALIVE: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(5
 const IDLE_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(15);
 /// A simulated client's TCP buffers (its answers in these tests are far smaller).
 const CLIENT_TCP_BUFFER: usize = 16 * 1024;
-/// UDP datagrams queued each way.
-const UDP_PACKETS: usize = 64;
-const UDP_BUFFER: usize = 64 * 1024;
+/// UDP datagrams queued each way: a client with 100 queries outstanding (dnsperf's default)
+/// fits, between two polls, with room for more clients; more are dropped by the stack.
+const UDP_PACKETS: usize = 512;
+/// Bytes of queries queued (small: a query is tens of bytes).
+const UDP_RX_BUFFER: usize = 64 * 1024;
+/// Bytes of answers queued: [`UDP_PACKETS`] answers of a few hundred bytes.
+const UDP_TX_BUFFER: usize = 256 * 1024;
+/// The largest datagram.
+const MAX_DATAGRAM: usize = 64 * 1024;
 
 /// Where a resolver sends the queries it forwards, and hears back: the shell's host sockets
 /// under `vpcd up` (`runtime::dns_upstream`), a scripted server in tests. Answers may take any
@@ -134,7 +140,7 @@ impl DnsService {
             // The interface holds two addresses (smoltcp's default): base + 2 and this one.
             let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(RESOLVER_LINK_LOCAL), 32));
         });
-        let mut udp = udp::Socket::new(udp_buffer(), udp_buffer());
+        let mut udp = udp::Socket::new(udp_buffer(UDP_RX_BUFFER), udp_buffer(UDP_TX_BUFFER));
         // Binding a fresh socket to a non-zero port cannot fail.
         let _ = udp.bind(DNS_PORT);
         let udp = sockets.add(udp);
@@ -157,7 +163,7 @@ impl DnsService {
             tcp,
             tcp_waiting: vec![false; TCP_CONNECTIONS],
             counters: Counters::default(),
-            scratch: vec![0; UDP_BUFFER],
+            scratch: vec![0; MAX_DATAGRAM],
             upstream: None,
             cache: Cache::default(),
             waiting: HashMap::new(),
@@ -414,10 +420,10 @@ fn read_message(s: &mut tcp::Socket<'_>, limit: usize) -> Option<Vec<u8>> {
     }
 }
 
-fn udp_buffer() -> udp::PacketBuffer<'static> {
+fn udp_buffer(bytes: usize) -> udp::PacketBuffer<'static> {
     udp::PacketBuffer::new(
         vec![udp::PacketMetadata::EMPTY; UDP_PACKETS],
-        vec![0; UDP_BUFFER],
+        vec![0; bytes],
     )
 }
 
@@ -469,7 +475,7 @@ impl super::Simulation {
         let host = &mut self.net.hosts[h];
         let client = match transport {
             Transport::Udp => {
-                let mut s = udp::Socket::new(udp_buffer(), udp_buffer());
+                let mut s = udp::Socket::new(udp_buffer(MAX_DATAGRAM), udp_buffer(MAX_DATAGRAM));
                 let sent = s.bind(local).is_ok() && s.send_slice(query, to).is_ok();
                 if !sent {
                     return Ok(None);
