@@ -51,6 +51,15 @@ pub struct Snapshot {
     /// The public uplink's flows and counters (`null` without `[internet] uplink = "host"`, and
     /// for a bare fabric).
     pub uplink: Option<UplinkSnapshot>,
+    /// What each VPC's resolver answered (empty for a bare fabric).
+    pub dns: Vec<DnsSnapshot>,
+}
+
+/// One VPC resolver's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsSnapshot {
+    pub vpc: String,
+    pub counters: crate::dns::Counters,
 }
 
 /// The I/O shell's own losses and batching: packets it could not hand to an egress port.
@@ -297,6 +306,7 @@ pub fn snapshot(fabric: &Fabric, now: Instant) -> Snapshot {
         flow_tables,
         shell: None,
         uplink: None,
+        dns: Vec::new(),
     }
 }
 

@@ -397,3 +397,48 @@ fn query_logs_read_back_with_route53_fields_and_a_blocked_domain() {
     assert_eq!(blocked["firewall_rule"], "no-db");
     assert_no_etc_netns("vr-dql");
 }
+
+#[test]
+fn metrics_count_the_resolvers_answers_by_rcode() {
+    if !capable("dns_metrics", &["dig"]) {
+        return;
+    }
+    let state =
+        StateDir(std::env::temp_dir().join(format!("vpcd-dns-state-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&state.0);
+    let state_arg = state.0.display().to_string();
+    let run = Run::up_with("vr-dmx", &topology(), &["--state", &state_arg]);
+    assert_eq!(dig(&run, "d/cli", &["web.d.vpc.internal"]), ["10.30.1.10"]);
+    assert_eq!(
+        dig_status(&run, "d/cli", &["nope.corp.example"]),
+        "NXDOMAIN"
+    );
+    let out = run
+        .vpcd()
+        .args(["ctl", "metrics"])
+        .output()
+        .expect("vpcd ctl");
+    assert!(out.status.success(), "{}", text(&out));
+    let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in [
+        r#"vpcd_dns_responses_total{vpc="d",rcode="NOERROR"} 1"#,
+        r#"vpcd_dns_responses_total{vpc="d",rcode="NXDOMAIN"} 1"#,
+        r#"vpcd_dns_responses_total{vpc="o",rcode="NOERROR"} 0"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in:\n{metrics}"
+        );
+    }
+    run.stop();
+    assert_no_etc_netns("vr-dmx");
+}
+
+/// The `--state` directory, outside the run's directory; removed on drop (a panic too).
+struct StateDir(std::path::PathBuf);
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

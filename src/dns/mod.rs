@@ -28,7 +28,7 @@ pub use records::{RecordData, RecordKind};
 pub use view::{View, ViewBuilder};
 
 /// What one resolver answered, by outcome. Plain counters, read by the control plane.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     pub noerror: u64,
     pub nxdomain: u64,
@@ -74,6 +74,26 @@ impl Counters {
             Err(DnsDrop::TooShort) => self.dropped_too_short += 1,
             Err(DnsDrop::NotAQuery) => self.dropped_not_a_query += 1,
         }
+    }
+
+    /// Answers by rcode, labelled as DNS tools print them (every rcode, zeros included).
+    pub fn by_rcode(&self) -> [(&'static str, u64); 6] {
+        [
+            ("NOERROR", self.noerror),
+            ("NXDOMAIN", self.nxdomain),
+            ("FORMERR", self.formerr),
+            ("SERVFAIL", self.servfail),
+            ("NOTIMP", self.notimp),
+            ("REFUSED", self.refused),
+        ]
+    }
+
+    /// Dropped queries by reason ([`DnsDrop::as_str`]).
+    pub fn by_drop(&self) -> [(&'static str, u64); 2] {
+        [
+            (DnsDrop::TooShort.as_str(), self.dropped_too_short),
+            (DnsDrop::NotAQuery.as_str(), self.dropped_not_a_query),
+        ]
     }
 
     /// Every query seen, answered or dropped.

@@ -233,7 +233,24 @@ impl Shell {
         s.uplink = self
             .uplink()
             .map(|u| crate::inspect::UplinkSnapshot::of(u.uplink()));
+        s.dns = self.dns_snapshots();
         s
+    }
+
+    /// What every VPC's resolver answered, in VPC order.
+    fn dns_snapshots(&self) -> Vec<crate::inspect::DnsSnapshot> {
+        let tables = self.fwd.fabric.tables();
+        tables
+            .vpcs
+            .iter()
+            .filter_map(|v| match self.fwd.ports.get(v.resolver.port.index()) {
+                Some(PortSlot::Sim(s)) => s.dns_counters().map(|c| crate::inspect::DnsSnapshot {
+                    vpc: v.name.clone(),
+                    counters: *c,
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     /// [`crate::inspect::connections`] on the running fabric.
