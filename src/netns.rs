@@ -182,11 +182,14 @@ fn remove_resolv_conf(name: &str) {
 
 /// Gives the calling process the `/etc/resolv.conf` of namespace `name`, as `ip netns exec`
 /// does: a private mount namespace (so nothing leaks to the host's) with the namespace's file
-/// bind-mounted over `/etc/resolv.conf`. Nothing happens when the namespace has no such file.
+/// bind-mounted over `/etc/resolv.conf`. Nothing happens when the namespace has no such file, or
+/// the host no `/etc/resolv.conf`.
 /// Call it in a process that runs no other threads, after [`enter`].
 pub fn bind_resolv_conf(name: &str) -> Result<(), NetnsError> {
     let file = resolv_conf_path(name);
-    if !file.exists() {
+    // No file of the namespace's, or no /etc/resolv.conf (or a dangling link) to cover: nothing
+    // to do (`ip netns exec` would fail the command instead).
+    if !file.exists() || !Path::new("/etc/resolv.conf").exists() {
         return Ok(());
     }
     nix::sched::unshare(CloneFlags::CLONE_NEWNS)

@@ -37,6 +37,9 @@ pub const CLASSIC_UDP_PAYLOAD: u16 = 512;
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
 /// The largest TCP response (the two-byte length prefix).
 pub const MAX_TCP_MESSAGE: usize = u16::MAX as usize;
+/// The largest upstream response kept in the cache (so [`super::cache::DEFAULT_CAPACITY`]
+/// entries hold at most 16 MiB).
+pub const MAX_CACHED_RESPONSE: usize = 4096;
 /// CNAMEs followed inside a view before the answer stops (a loop ends here too).
 pub const MAX_CNAME_CHAIN: usize = 8;
 
@@ -203,7 +206,11 @@ impl Forward {
                     authoritative: false,
                     outside: true,
                 };
-                cache.insert(&self.question, &found, now);
+                // A huge answer is passed on but not kept: the cache's bound is in entries, and
+                // this keeps its memory bounded too.
+                if response.len() <= MAX_CACHED_RESPONSE {
+                    cache.insert(&self.question, &found, now);
+                }
                 self.respond(found, Source::Upstream)
             }
             _ => self.fail(),

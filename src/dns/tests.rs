@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, PTR};
-use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use proptest::prelude::*;
 
 use super::answer::{MAX_CNAME_CHAIN, MAX_UDP_PAYLOAD};
@@ -380,4 +380,75 @@ fn route53_dns_firewall_allows_blocks_and_alerts_first_match_first() {
     assert_eq!(alert.firewall.as_ref().map(|f| f.action), Some("ALERT"));
     assert!(go("example.org.").firewall.is_none());
     assert_eq!((counters.blocked, counters.alerted), (3, 1));
+}
+
+/// The upstream's response to `query` (our id): `n` A records for its question.
+fn upstream_answer(query: &[u8], n: u8) -> Vec<u8> {
+    let q = Message::from_vec(query).unwrap();
+    let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+    r.add_query(q.queries[0].clone());
+    for i in 0..n {
+        r.add_answer(Record::from_rdata(
+            q.queries[0].name().clone(),
+            120,
+            a([198, 51, 100, i]),
+        ));
+    }
+    r.to_vec().unwrap()
+}
+
+fn forward_of(v: &View, name: &str, cache: &Cache, now: crate::time::Instant) -> Step {
+    step(
+        v,
+        &query(name, RecordType::A, None),
+        Transport::Udp,
+        Some((cache, now)),
+    )
+    .unwrap()
+}
+
+#[test]
+fn forwarded_answers_carry_the_clients_id_and_are_cached_unless_huge() {
+    let v = view();
+    let mut cache = Cache::default();
+    let t0 = crate::time::Instant::from_secs(10);
+    // The VPC's own names are never forwarded.
+    assert!(matches!(
+        forward_of(&v, "db.corp.example.", &cache, t0),
+        Step::Answer(_)
+    ));
+    let Step::Forward(f) = forward_of(&v, "api.example.org.", &cache, t0) else {
+        panic!("a name outside the view is forwarded");
+    };
+    let up = f.upstream_query(0xbeef);
+    assert_eq!(Message::from_vec(&up).unwrap().metadata.id, 0xbeef);
+    // An answer to another id is not taken.
+    let wrong = upstream_answer(&f.upstream_query(0x0001), 1);
+    assert_eq!(
+        f.finish(0xbeef, &wrong, &mut cache, t0).rcode,
+        ResponseCode::ServFail
+    );
+    let done = f.finish(0xbeef, &upstream_answer(&up, 1), &mut cache, t0);
+    assert_eq!(Message::from_vec(&done.wire).unwrap().metadata.id, 0x1234);
+    assert_eq!((done.source, done.answers.len()), (Source::Upstream, 1));
+    let Step::Answer(hit) = forward_of(&v, "API.example.org.", &cache, t0) else {
+        panic!("the second ask is answered from the cache");
+    };
+    assert_eq!(hit.source, Source::Cache);
+    // 250 records are more than MAX_CACHED_RESPONSE bytes: answered, not kept.
+    let Step::Forward(big) = forward_of(&v, "big.example.org.", &cache, t0) else {
+        panic!("forwarded");
+    };
+    let up = big.upstream_query(7);
+    let reply = upstream_answer(&up, 250);
+    assert!(reply.len() > super::answer::MAX_CACHED_RESPONSE);
+    let done = big.finish(7, &reply, &mut cache, t0);
+    assert!(
+        done.truncated,
+        "too large for UDP: the client retries over TCP"
+    );
+    assert!(matches!(
+        forward_of(&v, "big.example.org.", &cache, t0),
+        Step::Forward(_)
+    ));
 }
