@@ -2715,6 +2715,7 @@ fn check_cli_prints_the_addressing_plan_and_exits_0() {
         "    0.0.0.0/0    ->  nat:egress",
         "  fn-a1     functions  10.0.1.3  netns   1500  -",
         "  egress       public  10.0.0.3  nat-a (203.0.113.10)  2     1",
+        "  resolver 10.0.0.2, 169.254.169.253  tenant-a.vpc.internal  private zones: -  DNS Firewall rules: 0",
         "  direct  203.0.113.11  instance tenant-a/fn-a3",
         "internet  198.51.100.0/24",
         "probes: 2",
