@@ -239,3 +239,78 @@ fn an_upstream_that_does_not_answer_is_servfail() {
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     assert_eq!(sim.dns_counters("tenant-a").unwrap().upstream_failures, 1);
 }
+
+const EGRESS_BY_NAME: &str = r#"
+[[vpc]]
+name = "t"
+cidr = "10.0.0.0/16"
+subnet = [
+    { name = "app", cidr = "10.0.1.0/24", route_table = "out" },
+    { name = "pub", cidr = "10.0.9.0/24" },
+]
+route_table = [{ name = "out", routes = [{ destination = "0.0.0.0/0", target = "nat:gw" }] }]
+instance = [{ name = "fn", subnet = "app", ip = "10.0.1.10", attach = "sim" }]
+nat_gateway = [{ name = "gw", subnet = "pub", eips = ["e"] }]
+
+[[eip]]
+name = "e"
+address = "203.0.113.10"
+
+[internet]
+host = [
+    { name = "pay", ip = "198.51.100.20", serve = ["tcp:443", "tcp:80"], attach = "sim", dns_names = ["api.payments.example"] },
+    { name = "other", ip = "198.51.100.30", serve = ["tcp:443"], attach = "sim", dns_names = ["other.example"] },
+]
+
+[[egress_by_name]]
+vpcs = ["t"]
+allow = ["api.payments.example:443"]
+"#;
+
+#[test]
+fn an_egress_allow_list_by_name_lets_the_answered_address_through_and_nothing_else() {
+    use vpcd::sim::Observed;
+    let mut sim = Simulation::parse("egress.toml", EGRESS_BY_NAME).expect("valid topology");
+    let probe = |sim: &mut Simulation, to: &str| sim.probe("t/fn", to).expect("a valid probe");
+    // Before any lookup the VPC may reach nothing (egress by name restricts it).
+    let r = sim
+        .check(
+            "t/fn",
+            "198.51.100.20:443/tcp",
+            vpcd::topology::model::Expect::Deny,
+        )
+        .unwrap();
+    assert_eq!(r.observed, Observed::Deny);
+    assert!(
+        r.drops
+            .iter()
+            .any(|(d, _)| *d == vpcd::dataplane::DropReason::EgressNotAllowed),
+        "{:?}",
+        r.drops
+    );
+    let m = ask(
+        &mut sim,
+        "t/fn",
+        [10, 0, 0, 2],
+        &query("api.payments.example.", RecordType::A),
+        Transport::Udp,
+    );
+    assert_eq!(
+        m.answers[0].data,
+        RData::A(Ipv4Addr::new(198, 51, 100, 20).into())
+    );
+    assert_eq!(probe(&mut sim, "198.51.100.20:443/tcp"), Observed::Allow);
+    // Only the rule's port, only the answered address, even after looking the other name up.
+    assert_eq!(probe(&mut sim, "198.51.100.20:80/tcp"), Observed::Deny);
+    ask(
+        &mut sim,
+        "t/fn",
+        [10, 0, 0, 2],
+        &query("other.example.", RecordType::A),
+        Transport::Udp,
+    );
+    assert_eq!(probe(&mut sim, "198.51.100.30:443/tcp"), Observed::Deny);
+    // The grant lasts the answer's TTL (60 s for a host's name).
+    sim.advance(std::time::Duration::from_secs(61));
+    assert_eq!(probe(&mut sim, "198.51.100.20:443/tcp"), Observed::Deny);
+}

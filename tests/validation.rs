@@ -3603,3 +3603,55 @@ error: bad.toml: 4 problems, nothing was loaded
 "##
     );
 }
+
+#[test]
+fn egress_by_name_entries_are_checked_and_restrict_their_vpcs() {
+    let text = format!(
+        r#"{ONE_VPC}
+[[egress_by_name]]
+vpcs = ["tenant-a"]
+allow = ["api.payments.example:443", "*.s3.example"]
+"#
+    );
+    let p = ok(&text);
+    assert_eq!(p.vpcs[0].egress_names.len(), 2);
+    assert_eq!(p.vpcs[0].egress_names[0].ports, Some((443, 443)));
+    let t = vpcd::topology::compile::tables(&p);
+    assert_eq!(t.vpcs[0].egress_allow.as_deref().map(<[_]>::len), Some(0));
+    let text = format!(
+        r#"{ONE_VPC}
+[[egress_by_name]]
+vpcs = ["tenant-b"]
+allow = ["api..example:443", "api.example:http"]
+"#
+    );
+    assert_eq!(
+        err(&text),
+        r##"error: unknown VPC `tenant-b`
+ --> bad.toml:8:9
+  = at egress_by_name[0].vpcs[0]
+  |
+8 | vpcs = ["tenant-b"]
+  |         ^^^^^^^^^^
+  = hint: did you mean `tenant-a`? known VPCs: tenant-a
+
+error: egress name `api..example` has an empty label; write labels separated by single dots
+ --> bad.toml:9:10
+  = at egress_by_name[0].allow[0]
+  |
+9 | allow = ["api..example:443", "api.example:http"]
+  |          ^^^^^^^^^^^^^^^^^^
+  = hint: write "api.example.com:443", "*.example.com:8000-8099" or "api.example.com"
+
+error: `http` in `api.example:http` is not a port or port range
+ --> bad.toml:9:30
+  = at egress_by_name[0].allow[1]
+  |
+9 | allow = ["api..example:443", "api.example:http"]
+  |                              ^^^^^^^^^^^^^^^^^^
+  = hint: write "api.example.com:443", "*.example.com:8000-8099" or "api.example.com"
+
+error: bad.toml: 3 problems, nothing was loaded
+"##
+    );
+}

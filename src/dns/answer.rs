@@ -23,7 +23,7 @@ use hickory_proto::rr::rdata::CNAME;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
-use super::cache::Cache;
+use super::cache::{Cache, Found};
 use super::firewall::{self, Action, BlockResponse};
 use super::view::{View, matches};
 use crate::time::Instant;
@@ -322,31 +322,6 @@ fn blocked(how: &BlockResponse, question: &Query) -> Found {
         )),
     }
     found
-}
-
-/// What [`resolve`] found (or an upstream, or the cache).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Found {
-    pub rcode: ResponseCode,
-    pub answers: Vec<Record>,
-    /// The SOA for the authority section (NXDOMAIN and NODATA answers).
-    pub soa: Option<Record>,
-    pub authoritative: bool,
-    /// The name is under none of the view's authorities: another server's to answer.
-    pub outside: bool,
-}
-
-impl Found {
-    /// A name nobody here has.
-    fn nxdomain() -> Found {
-        Found {
-            rcode: ResponseCode::NXDomain,
-            answers: Vec::new(),
-            soa: None,
-            authoritative: false,
-            outside: true,
-        }
-    }
 }
 
 /// Looks `qname` up in `view`, following CNAMEs inside it.

@@ -11,9 +11,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use hickory_proto::op::{Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::answer::Found;
 use crate::time::Instant;
 
 /// Longest a positive answer is kept, whatever its TTL.
@@ -24,6 +23,32 @@ pub const MAX_NEGATIVE_TTL: u32 = 300;
 pub const DEFAULT_NEGATIVE_TTL: u32 = 30;
 /// Entries a resolver keeps by default.
 pub const DEFAULT_CAPACITY: usize = 4096;
+
+/// The content of an answer: what `answer::resolve` found in a view, what an upstream said, or
+/// what this cache kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub rcode: ResponseCode,
+    pub answers: Vec<Record>,
+    /// The SOA for the authority section (NXDOMAIN and NODATA answers).
+    pub soa: Option<Record>,
+    pub authoritative: bool,
+    /// The name is under none of the view's authorities: another server's to answer.
+    pub outside: bool,
+}
+
+impl Found {
+    /// A name nobody here has.
+    pub(super) fn nxdomain() -> Found {
+        Found {
+            rcode: ResponseCode::NXDomain,
+            answers: Vec::new(),
+            soa: None,
+            authoritative: false,
+            outside: true,
+        }
+    }
+}
 
 struct Entry {
     found: Found,

@@ -13,6 +13,7 @@
 
 pub mod answer;
 pub mod cache;
+pub mod egress;
 pub mod firewall;
 pub mod names;
 pub mod querylog;

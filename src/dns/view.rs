@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use super::egress::EgressName;
 use super::firewall::Rule;
 use super::names::{internal_domain, is_within};
 
@@ -39,6 +40,8 @@ pub struct View {
     authorities: Vec<Name>,
     /// The VPC's DNS Firewall rules, in order.
     firewall: Vec<Rule>,
+    /// The names whose answers become allowed egress destinations.
+    egress_names: Vec<EgressName>,
 }
 
 impl View {
@@ -59,6 +62,11 @@ impl View {
     /// The VPC's DNS Firewall rules, in order.
     pub fn firewall(&self) -> &[Rule] {
         &self.firewall
+    }
+
+    /// The names whose answers become allowed egress destinations (`dns::egress`).
+    pub fn egress_names(&self) -> &[EgressName] {
+        &self.egress_names
     }
 
     /// How many names the view holds (empty non-terminals included).
@@ -144,6 +152,11 @@ impl ViewBuilder {
     /// The VPC's DNS Firewall rules, in order.
     pub fn firewall(&mut self, rules: Vec<Rule>) {
         self.view.firewall = rules;
+    }
+
+    /// The names whose answers become allowed egress destinations.
+    pub fn egress_names(&mut self, names: Vec<EgressName>) {
+        self.view.egress_names = names;
     }
 
     /// The finished view.

@@ -655,6 +655,9 @@ impl Shell {
                 }
                 s.poll(now);
                 let ingress = s.port;
+                let grants = s.take_dns_grants();
+                // Before the answers leave: the client's first packet meets the grants.
+                crate::sim::resolver::apply_grants(&mut self.fwd.fabric, ingress, grants, now);
                 while let Some(PortSlot::Sim(s)) = self.fwd.ports.get_mut(i) {
                     let Some(len) = s.take_tx(&mut self.scratch[HEADROOM..]) else {
                         s.schedule(now);

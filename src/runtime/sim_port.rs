@@ -145,6 +145,13 @@ impl SimPort {
         self
     }
 
+    /// The egress destinations its resolver's answers allowed since the last call.
+    pub fn take_dns_grants(&mut self) -> Vec<crate::dns::egress::Grant> {
+        self.dns
+            .as_mut()
+            .map_or_else(Vec::new, DnsService::take_grants)
+    }
+
     /// What its resolver answered, for a resolver port.
     pub fn dns_counters(&self) -> Option<&crate::dns::Counters> {
         self.dns.as_ref().map(DnsService::counters)

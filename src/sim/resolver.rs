@@ -18,7 +18,7 @@ use smoltcp::wire::{IpAddress, IpCidr};
 
 use std::collections::HashMap;
 
-use super::host::Host;
+use crate::dns::egress::{Grant, grants};
 use crate::dns::querylog::{Asker, QueryLogRecord};
 use crate::dns::{Answered, Cache, Counters, DnsDrop, Forward, Step, Transport, View, step};
 use crate::tables::RESOLVER_LINK_LOCAL;
@@ -118,6 +118,8 @@ pub struct DnsService {
     log: Option<QueryLog>,
     /// Something was logged since the last flush.
     logged: bool,
+    /// Egress destinations answered for allowed names, for the shell to hand to the fabric.
+    grants: Vec<Grant>,
 }
 
 impl std::fmt::Debug for DnsService {
@@ -170,7 +172,14 @@ impl DnsService {
             next_token: 0,
             log: None,
             logged: false,
+            grants: Vec::new(),
         }
+    }
+
+    /// The egress destinations its answers allowed since the last call (`dns::egress`): hand
+    /// them to the fabric (`Firewall::grant_egress`) before its next packet.
+    pub fn take_grants(&mut self) -> Vec<Grant> {
+        std::mem::take(&mut self.grants)
     }
 
     /// Writes a query-log record for every answer from now on.
@@ -178,8 +187,18 @@ impl DnsService {
         self.log = Some(log);
     }
 
-    /// Logs `answered`, asked by `asker` over `transport` at `now`.
+    /// After an answer: the egress it allows, and its query-log record (asked by `asker` over
+    /// `transport` at `now`).
     fn note(&mut self, answered: &Answered, asker: (IpAddress, u16), t: Transport, now: Instant) {
+        if let Some((name, _)) = &answered.question {
+            let allowed = grants(
+                self.view.egress_names(),
+                name,
+                answered.rcode,
+                &answered.answers,
+            );
+            self.grants.extend(allowed);
+        }
         let Some(log) = self.log.as_mut() else {
             return;
         };
@@ -247,7 +266,7 @@ impl DnsService {
         };
         let token = self.next_token;
         self.next_token = self.next_token.wrapping_add(1);
-        let id = super::host::splitmix64(token ^ FORWARD_ID_SALT) as u16;
+        let id = forward_id(token);
         let room = self.waiting.len() < MAX_FORWARDS;
         let submitted = room
             && self
@@ -383,6 +402,14 @@ pub const FORWARD_POLL: std::time::Duration = std::time::Duration::from_millis(1
 /// Mixed into the ids of upstream queries (they must not be guessable from the token alone).
 const FORWARD_ID_SALT: u64 = 0x646e_7366_7764;
 
+/// The id of the upstream query of forward `token`: the token mixed (a multiply-xorshift), so
+/// consecutive forwards do not use consecutive ids. The fresh random source port of each upstream
+/// socket is the other half of what an off-path forger must guess.
+fn forward_id(token: u64) -> u16 {
+    let x = (token ^ FORWARD_ID_SALT).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (x ^ (x >> 29) ^ (x >> 47)) as u16
+}
+
 /// Writes one length-prefixed message; the caller checked the (empty, largest-answer-sized)
 /// send buffer, so both parts fit.
 fn send_tcp_message(s: &mut tcp::Socket<'_>, wire: &[u8]) {
@@ -427,6 +454,28 @@ fn udp_buffer(bytes: usize) -> udp::PacketBuffer<'static> {
     )
 }
 
+/// Hands a resolver's egress grants to the fabric: VPC `port`'s resolver answered them at `now`.
+pub fn apply_grants(
+    fabric: &mut crate::dataplane::Fabric,
+    port: crate::tables::PortId,
+    grants: Vec<Grant>,
+    now: Instant,
+) {
+    if grants.is_empty() {
+        return;
+    }
+    let vpc = match fabric.tables().port(port).map(|p| p.owner) {
+        Some(crate::tables::PortOwner::Resolver { vpc }) => vpc as usize,
+        _ => return,
+    };
+    for (addr, ports, ttl) in grants {
+        let until = now + std::time::Duration::from_secs(u64::from(ttl));
+        fabric
+            .firewall_mut()
+            .grant_egress(vpc, addr, ports, until, now);
+    }
+}
+
 /// A DNS client socket on a simulated host, for [`super::Simulation::dns_exchange`].
 enum Client {
     Udp(SocketHandle),
@@ -439,12 +488,18 @@ impl super::Simulation {
     /// has no uplink: tests script one). `false` when there is no such VPC.
     pub fn forward_dns(&mut self, vpc: &str, upstream: Box<dyn Upstream>) -> bool {
         let name = crate::tables::resolver_port_name(vpc);
-        match self.net.hosts.iter_mut().find(|h| h.name == name) {
-            Some(Host { dns: Some(dns), .. }) => {
+        match self
+            .net
+            .hosts
+            .iter_mut()
+            .find(|h| h.name == name)
+            .and_then(|h| h.dns.as_mut())
+        {
+            Some(dns) => {
                 dns.forward_to(upstream);
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 

@@ -108,10 +108,12 @@ pub fn tables(plan: &Plan) -> Tables {
                 .collect(),
             security_groups: compile_security_groups(vpc),
             network_acls: vpc.network_acls.iter().map(compile_network_acl).collect(),
+            // Egress by name restricts a VPC without a list to what its names allow.
             egress_allow: vpc
                 .egress_allow
                 .as_ref()
-                .map(|rules| rules.iter().map(egress_rule).collect()),
+                .map(|rules| rules.iter().map(egress_rule).collect())
+                .or_else(|| (!vpc.egress_names.is_empty()).then(Vec::new)),
             resolver: ResolverTable {
                 addr: resolver_address(vpc.cidr),
                 port: PortId(first_resolver_port + vi as u32),

@@ -33,6 +33,22 @@ pub struct Topology {
     /// DNS Firewall rules, each applied by the resolvers of the VPCs it names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_firewall: Vec<DnsFirewallRule>,
+    /// Egress allowed by name, for the VPCs each entry names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_by_name: Vec<EgressByName>,
+}
+
+/// Egress allowed by name: the addresses the VPCs' resolvers answer for these names become
+/// allowed destinations of their new flows to the public side, for the answers' TTLs
+/// (`crate::dns::egress`). A VPC named here without an `egress_allow` list gets an empty one:
+/// only what the names allow leaves.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressByName {
+    pub vpcs: Vec<Spanned<String>>,
+    /// `"api.payments.example:443"`, `"*.payments.example:8000-8099"`, `"api.example"` (every
+    /// protocol and port).
+    pub allow: Vec<Spanned<String>>,
 }
 
 /// An isolated tenant network. VPCs may reuse each other's CIDRs.

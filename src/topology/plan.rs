@@ -61,6 +61,8 @@ pub struct VpcPlan {
     pub egress_allow: Option<Vec<EgressRule>>,
     /// DNS Firewall rules naming this VPC, in file order (the resolver's type).
     pub dns_firewall: Vec<crate::dns::firewall::Rule>,
+    /// Names whose answers become allowed egress destinations (`[[egress_by_name]]`).
+    pub egress_names: Vec<crate::dns::egress::EgressName>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

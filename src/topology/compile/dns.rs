@@ -26,6 +26,7 @@ pub fn views(plan: &Plan) -> Vec<View> {
 pub fn view(plan: &Plan, vi: usize) -> View {
     let mut b = ViewBuilder::new();
     b.firewall(plan.vpcs[vi].dns_firewall.clone());
+    b.egress_names(plan.vpcs[vi].egress_names.clone());
     b.authority(internal_domain());
     instances(&mut b, &plan.vpcs[vi]);
     for zone in plan.zones.iter().filter(|z| z.vpcs.contains(&vi)) {

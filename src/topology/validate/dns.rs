@@ -19,6 +19,8 @@ use super::super::model::{self, BlockResponseKind, DEFAULT_RECORD_TTL, DnsFirewa
 use super::super::plan::{HostPlan, Name, RecordPlan, ZonePlan};
 use super::Checker;
 use super::names::unknown_hint;
+use super::syntax::Step;
+use crate::dns::egress::EgressName;
 use crate::dns::firewall::{Action, BlockResponse, DomainPattern, Rule};
 use crate::dns::names::{parse_domain, reserved_domain};
 use crate::dns::{RecordData, RecordKind};
@@ -444,6 +446,110 @@ impl Checker<'_> {
                 Action::Block(BlockResponse::Override { target, ttl })
             }
         })
+    }
+
+    /// `[[egress_by_name]]`: known VPCs, and names (`NAME`, `*.NAME`) with optional ports.
+    pub(super) fn check_egress_by_name(
+        &mut self,
+        topo: &model::Topology,
+        vpcs: &HashMap<&str, usize>,
+    ) -> Vec<(Vec<EgressName>, Vec<usize>)> {
+        let mut out = Vec::new();
+        for (i, e) in topo.egress_by_name.iter().enumerate() {
+            let path = format!("egress_by_name[{i}]");
+            let whole = self
+                .span_at(&[Step::Key("egress_by_name"), Step::Index(i)])
+                .unwrap_or(0..0);
+            let visible = self.check_vpc_list(&e.vpcs, &path, whole, vpcs);
+            let names = e
+                .allow
+                .iter()
+                .enumerate()
+                .filter_map(|(j, a)| self.check_egress_name(a, &format!("{path}.allow[{j}]")))
+                .collect();
+            out.push((names, visible));
+        }
+        out
+    }
+
+    /// The VPCs of an entry without a name of its own: at least one, each known once.
+    fn check_vpc_list(
+        &mut self,
+        listed: &[Spanned<String>],
+        path: &str,
+        whole: Range<usize>,
+        index: &HashMap<&str, usize>,
+    ) -> Vec<usize> {
+        if listed.is_empty() {
+            self.error(
+                whole,
+                format!("{path}.vpcs"),
+                "`vpcs` names no VPC",
+                "add `vpcs = [\"VPC\"]` with the VPCs whose instances may reach these names",
+            );
+        }
+        let mut visible = Vec::new();
+        for (i, v) in listed.iter().enumerate() {
+            match index.get(v.get_ref().as_str()) {
+                Some(vi) if !visible.contains(vi) => visible.push(*vi),
+                Some(_) => {}
+                None => {
+                    let hint = unknown_hint(
+                        v.get_ref(),
+                        index.keys().copied(),
+                        "VPCs",
+                        "declare the VPC with [[vpc]]",
+                    );
+                    self.error(
+                        v.span(),
+                        format!("{path}.vpcs[{i}]"),
+                        format!("unknown VPC `{}`", v.get_ref()),
+                        hint,
+                    );
+                }
+            }
+        }
+        visible
+    }
+
+    /// `NAME[:PORTS]` or `*.NAME[:PORTS]`.
+    fn check_egress_name(&mut self, a: &Spanned<String>, path: &str) -> Option<EgressName> {
+        let text = a.get_ref();
+        let hint =
+            "write \"api.example.com:443\", \"*.example.com:8000-8099\" or \"api.example.com\"";
+        let (name, ports) = match text.rsplit_once(':') {
+            Some((n, p)) => match p.parse::<model::PortRange>() {
+                Ok(r) => (n, Some((r.first, r.last))),
+                Err(_) => {
+                    self.error(
+                        a.span(),
+                        path,
+                        format!("`{p}` in `{text}` is not a port or port range"),
+                        hint,
+                    );
+                    return None;
+                }
+            },
+            None => (text.as_str(), None),
+        };
+        let (below, bare) = match name.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, name),
+        };
+        match parse_domain(bare) {
+            Ok(n) => Some(EgressName {
+                pattern: if below {
+                    DomainPattern::Below(n)
+                } else {
+                    DomainPattern::Exact(n)
+                },
+                ports,
+            }),
+            Err(e) => {
+                self.error(a.span(), path, format!("egress name {e}"), hint);
+                None
+            }
+        }
     }
 
     /// Internet hosts' `dns_names`: valid, not reserved, each on one host only.

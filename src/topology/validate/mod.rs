@@ -197,6 +197,11 @@ impl Checker<'_> {
                 vpcs[v].dns_firewall.push(rule.clone());
             }
         }
+        for (names, visible) in self.check_egress_by_name(topo, &vpc_index) {
+            for v in visible {
+                vpcs[v].egress_names.extend(names.iter().cloned());
+            }
+        }
         Plan {
             vpcs,
             eips,

@@ -89,6 +89,7 @@ impl Checker<'_> {
                 .map(|rules| rules.iter().map(|r| *r.get_ref()).collect()),
             // Filled from the top-level rules once every VPC is known (`dns`).
             dns_firewall: Vec::new(),
+            egress_names: Vec::new(),
         }
     }
 
