@@ -28,6 +28,14 @@ use crate::dns::{RecordData, RecordKind};
 /// Largest TTL (RFC 2181, 8).
 const MAX_TTL: u32 = i32::MAX as u32;
 
+/// What to report when an entry lists no VPC.
+struct NoVpc {
+    span: Range<usize>,
+    at: String,
+    message: String,
+    hint: String,
+}
+
 /// Where one record was declared, to report conflicts at the later one.
 struct Declared {
     kind: RecordKind,
@@ -151,13 +159,26 @@ impl Checker<'_> {
         what: &str,
         none_hint: &str,
     ) -> Vec<usize> {
+        let none = NoVpc {
+            span: name.span(),
+            at: format!("{path}.name"),
+            message: format!("{what} `{}` names no VPC", name.get_ref()),
+            hint: none_hint.to_string(),
+        };
+        self.check_vpcs(listed, path, index, none)
+    }
+
+    /// The VPCs `listed` at `path` (at least one, reported as `none` otherwise; each known
+    /// once), as indices.
+    fn check_vpcs(
+        &mut self,
+        listed: &[Spanned<String>],
+        path: &str,
+        index: &HashMap<&str, usize>,
+        none: NoVpc,
+    ) -> Vec<usize> {
         if listed.is_empty() {
-            self.error(
-                name.span(),
-                format!("{path}.name"),
-                format!("{what} `{}` names no VPC", name.get_ref()),
-                none_hint,
-            );
+            self.error(none.span, none.at, none.message, none.hint);
         }
         let mut visible = Vec::new();
         for (i, v) in listed.iter().enumerate() {
@@ -460,7 +481,14 @@ impl Checker<'_> {
             let whole = self
                 .span_at(&[Step::Key("egress_by_name"), Step::Index(i)])
                 .unwrap_or(0..0);
-            let visible = self.check_vpc_list(&e.vpcs, &path, whole, vpcs);
+            let none = NoVpc {
+                span: whole,
+                at: format!("{path}.vpcs"),
+                message: "`vpcs` names no VPC".to_string(),
+                hint: "add `vpcs = [\"VPC\"]` with the VPCs whose instances may reach these names"
+                    .to_string(),
+            };
+            let visible = self.check_vpcs(&e.vpcs, &path, vpcs, none);
             let names = e
                 .allow
                 .iter()
@@ -470,46 +498,6 @@ impl Checker<'_> {
             out.push((names, visible));
         }
         out
-    }
-
-    /// The VPCs of an entry without a name of its own: at least one, each known once.
-    fn check_vpc_list(
-        &mut self,
-        listed: &[Spanned<String>],
-        path: &str,
-        whole: Range<usize>,
-        index: &HashMap<&str, usize>,
-    ) -> Vec<usize> {
-        if listed.is_empty() {
-            self.error(
-                whole,
-                format!("{path}.vpcs"),
-                "`vpcs` names no VPC",
-                "add `vpcs = [\"VPC\"]` with the VPCs whose instances may reach these names",
-            );
-        }
-        let mut visible = Vec::new();
-        for (i, v) in listed.iter().enumerate() {
-            match index.get(v.get_ref().as_str()) {
-                Some(vi) if !visible.contains(vi) => visible.push(*vi),
-                Some(_) => {}
-                None => {
-                    let hint = unknown_hint(
-                        v.get_ref(),
-                        index.keys().copied(),
-                        "VPCs",
-                        "declare the VPC with [[vpc]]",
-                    );
-                    self.error(
-                        v.span(),
-                        format!("{path}.vpcs[{i}]"),
-                        format!("unknown VPC `{}`", v.get_ref()),
-                        hint,
-                    );
-                }
-            }
-        }
-        visible
     }
 
     /// `NAME[:PORTS]` or `*.NAME[:PORTS]`.
