@@ -442,3 +442,48 @@ impl Drop for StateDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+#[test]
+fn egress_by_name_lets_curl_reach_the_answered_address_and_nothing_else() {
+    if !capable("dns_egress_by_name", &["curl"]) {
+        return;
+    }
+    let topo = r#"
+[[vpc]]
+name = "e"
+cidr = "10.32.0.0/16"
+subnet = [
+  { name = "app", cidr = "10.32.1.0/24", route_table = "out" },
+  { name = "pub", cidr = "10.32.9.0/24" },
+]
+route_table = [{ name = "out", routes = [{ destination = "0.0.0.0/0", target = "nat:gw" }] }]
+instance = [{ name = "fn", subnet = "app", ip = "10.32.1.10" }]
+nat_gateway = [{ name = "gw", subnet = "pub", eips = ["eg"] }]
+
+[[eip]]
+name = "eg"
+address = "203.0.113.32"
+
+[internet]
+host = [
+  { name = "pay", ip = "198.51.100.20", serve = ["tcp:80"], attach = "sim", dns_names = ["api.payments.example"] },
+  { name = "other", ip = "198.51.100.30", serve = ["tcp:80"], attach = "sim", dns_names = ["other.example"] },
+]
+
+[[egress_by_name]]
+vpcs = ["e"]
+allow = ["api.payments.example:80"]
+"#;
+    let run = Run::up("vr-deg", topo);
+    // By address, before any lookup: refused (the VPC may reach only what its names allow).
+    assert!(run.curl("e/fn", "http://198.51.100.20/").is_err());
+    // By name: the lookup allows the answered address on port 80.
+    let body = run
+        .curl("e/fn", "http://api.payments.example/")
+        .expect("allowed by name");
+    assert!(body.contains("vpcd sim host internet/pay"), "{body}");
+    // Another name resolves, but its address is not allowed.
+    assert!(run.curl("e/fn", "http://other.example/").is_err());
+    run.stop();
+    assert_no_etc_netns("vr-deg");
+}
