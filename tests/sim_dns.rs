@@ -314,3 +314,31 @@ fn an_egress_allow_list_by_name_lets_the_answered_address_through_and_nothing_el
     sim.advance(std::time::Duration::from_secs(61));
     assert_eq!(probe(&mut sim, "198.51.100.20:443/tcp"), Observed::Deny);
 }
+
+#[test]
+fn probes_may_target_a_name_looked_up_through_the_resolver() {
+    use vpcd::sim::Observed;
+    let text = format!(
+        "{EGRESS_BY_NAME}\n[[probe]]\nfrom = \"t/fn\"\nto = \"api.payments.example:443/tcp\"\nexpect = \"allow\"\n\n\
+         [[probe]]\nfrom = \"t/fn\"\nto = \"other.example:443/tcp\"\nexpect = \"deny\"\n"
+    );
+    let mut sim = Simulation::parse("probes.toml", &text).expect("valid topology");
+    assert_eq!(
+        sim.plan().probes[0].to_addr,
+        Ipv4Addr::new(198, 51, 100, 20)
+    );
+    let results = sim.run_probes();
+    // The lookup at run time grants the egress the name rule allows, as for a real client.
+    assert_eq!(results[0].observed, Observed::Allow, "{:?}", results[0]);
+    assert_eq!(results[1].observed, Observed::Deny, "{:?}", results[1]);
+    // Ad hoc, by name: the same.
+    assert_eq!(
+        sim.probe("t/fn", "api.payments.example:443/tcp").unwrap(),
+        Observed::Allow
+    );
+    let err = sim.probe("t/fn", "nope.example:443/tcp").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`nope.example` does not resolve from t/fn: NXDOMAIN"
+    );
+}

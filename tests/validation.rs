@@ -3655,3 +3655,33 @@ error: bad.toml: 3 problems, nothing was loaded
 "##
     );
 }
+
+#[test]
+fn a_probe_to_a_name_must_resolve_from_its_source() {
+    let text = format!(
+        r#"{ONE_VPC}
+[[probe]]
+from = "tenant-a/web"
+to = "web.tenant-a.vpc.internal:80/tcp"
+expect = "allow"
+
+[[probe]]
+from = "tenant-a/web"
+to = "db.tenant-a.vpc.internal:80/tcp"
+expect = "allow"
+"#
+    );
+    assert_eq!(
+        err(&text),
+        r##"error: probe target `db.tenant-a.vpc.internal` does not resolve from tenant-a/web: NXDOMAIN
+  --> bad.toml:14:6
+   = at probe[1].to
+   |
+14 | to = "db.tenant-a.vpc.internal:80/tcp"
+   |      ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+   = hint: name an instance (`NAME.VPC.vpc.internal`), a zone's record, or an internet host's `dns_names`
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}

@@ -13,6 +13,7 @@ use crate::dataplane::public::{EipTarget, PublicNext, public_next};
 use crate::dataplane::route::{self, Next};
 use crate::dataplane::{DropReason, PortId};
 use crate::tables::{NatGatewayTable, PortOwner, Tables, VpcTable};
+use crate::topology::model::TargetHost;
 use crate::topology::plan::{EipBinding, Endpoint, Plan, RouteTargetPlan};
 
 /// Where the walk stopped.
@@ -122,6 +123,18 @@ impl Walk<'_> {
     fn start(&mut self, q: &Query, facts: Facts) -> Result<(), Blocked> {
         let port = self.tables.port_of(q.from);
         let name = self.port_name(port);
+        if let TargetHost::Dns(dns) = &q.to.host {
+            let asked = match q.from {
+                Endpoint::Instance { vpc, .. } => {
+                    format!("VPC {}'s resolver", self.plan.vpcs[vpc].name)
+                }
+                Endpoint::Host(_) => "the simulated internet's names".to_string(),
+            };
+            self.hop(format!(
+                "{dns} is {} (the A record {asked} answers)",
+                q.to_addr
+            ));
+        }
         self.hop(format!(
             "port {name}: source {} is the port's own address (anti-spoofing): pass",
             facts.src

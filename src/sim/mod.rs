@@ -342,12 +342,17 @@ impl Simulation {
 
     /// Runs one probe of a plan (normally one of this simulation's).
     pub fn run_probe(&mut self, probe: &ProbePlan) -> ProbeResult {
+        // A name is looked up again at run time, through the resolver, as a client would.
+        let to_addr = match &probe.to.host {
+            TargetHost::Dns(name) => self.look_up(probe.from, name).unwrap_or(probe.to_addr),
+            _ => probe.to_addr,
+        };
         self.exchange(
             probe.name.clone(),
             probe.from,
             &probe.to,
             probe.to_endpoint,
-            probe.to_addr,
+            to_addr,
             probe.expect,
         )
     }
@@ -369,6 +374,7 @@ impl Simulation {
                 let e = self.endpoint(&format!("{scope}/{name}"))?;
                 (Some(e), self.plan.endpoint_ip(e))
             }
+            TargetHost::Dns(name) => (None, self.look_up(from_ep, name)?),
         };
         let name = format!("{from} -> {target}");
         Ok(self.exchange(name, from_ep, &target, to_endpoint, to_addr, expect))

@@ -503,6 +503,57 @@ impl super::Simulation {
         }
     }
 
+    /// The address of DNS name `name` for endpoint `from`: an instance asks its VPC's resolver
+    /// over the simulated network (so the answer's egress grants apply, as for a real client);
+    /// an internet host looks in the public names.
+    pub fn look_up(
+        &mut self,
+        from: crate::topology::plan::Endpoint,
+        name: &str,
+    ) -> Result<std::net::Ipv4Addr, super::SimError> {
+        let from_name = self.plan.endpoint_name(from);
+        let unresolved = |why: String| {
+            super::SimError::BadTarget(format!("`{name}` does not resolve from {from_name}: {why}"))
+        };
+        let crate::topology::plan::Endpoint::Instance { vpc, .. } = from else {
+            return crate::topology::compile::dns::lookup(&self.plan, from, name)
+                .map_err(unresolved);
+        };
+        let qname = crate::dns::names::parse_domain(name).map_err(unresolved)?;
+        let mut m = hickory_proto::op::Message::new(
+            0x5150,
+            hickory_proto::op::MessageType::Query,
+            hickory_proto::op::OpCode::Query,
+        );
+        m.metadata.recursion_desired = true;
+        m.add_query(hickory_proto::op::Query::query(
+            qname,
+            hickory_proto::rr::RecordType::A,
+        ));
+        let query = m.to_vec().map_err(|e| unresolved(e.to_string()))?;
+        let resolver = self
+            .net
+            .fabric
+            .tables()
+            .vpcs
+            .get(vpc)
+            .map(|v| v.resolver.addr);
+        let response = match resolver {
+            Some(r) => self.dns_exchange(&from_name, r, &query, Transport::Udp)?,
+            None => None,
+        };
+        let response = response.ok_or_else(|| unresolved("no answer from the resolver".into()))?;
+        let m = hickory_proto::op::Message::from_vec(&response)
+            .map_err(|e| unresolved(e.to_string()))?;
+        m.answers
+            .iter()
+            .find_map(|r| match &r.data {
+                hickory_proto::rr::RData::A(a) => Some(a.0),
+                _ => None,
+            })
+            .ok_or_else(|| unresolved(crate::dns::querylog::rcode_name(m.metadata.response_code)))
+    }
+
     /// What VPC `vpc`'s resolver answered so far.
     pub fn dns_counters(&self, vpc: &str) -> Option<Counters> {
         let name = crate::tables::resolver_port_name(vpc);

@@ -613,7 +613,8 @@ impl fmt::Display for Expect {
     }
 }
 
-/// Where a probe goes: `ADDRESS:PORT/PROTO`, `SCOPE/NAME:PORT/PROTO`, or `.../icmp` without a port.
+/// Where a probe goes: `ADDRESS:PORT/PROTO`, `SCOPE/NAME:PORT/PROTO`, `DNS-NAME:PORT/PROTO`, or
+/// `.../icmp` without a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeTarget {
     pub host: TargetHost,
@@ -630,6 +631,8 @@ pub enum TargetHost {
         scope: String,
         name: String,
     },
+    /// A DNS name (`api.example.com`), looked up through the source's VPC resolver.
+    Dns(String),
 }
 
 impl FromStr for ProbeTarget {
@@ -675,6 +678,9 @@ impl FromStr for ProbeTarget {
                         name: name.into(),
                     }
                 }
+                None if crate::dns::names::parse_domain(host).is_ok() => {
+                    TargetHost::Dns(host.trim_end_matches('.').to_string())
+                }
                 _ => return Err(bad()),
             }
         };
@@ -687,6 +693,7 @@ impl fmt::Display for ProbeTarget {
         match &self.host {
             TargetHost::Addr(a) => write!(f, "{a}")?,
             TargetHost::Named { scope, name } => write!(f, "{scope}/{name}")?,
+            TargetHost::Dns(name) => f.write_str(name)?,
         }
         if let Some(p) = self.port {
             write!(f, ":{p}")?;

@@ -10,16 +10,53 @@
 use hickory_proto::rr::RData;
 use hickory_proto::rr::rdata::{A, PTR};
 
-use super::super::plan::{Plan, VpcPlan, ZonePlan};
+use std::net::Ipv4Addr;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::RecordType;
+
+use super::super::plan::{Endpoint, Plan, VpcPlan, ZonePlan};
 use crate::dns::names::{
     eip_name, instance_name, internal_domain, ip_name, reverse_name, vpc_domain,
 };
 use crate::dns::view::DEFAULT_TTL;
+use crate::dns::{Transport, answer};
 use crate::dns::{View, ViewBuilder};
 
 /// One view per VPC, in plan order.
 pub fn views(plan: &Plan) -> Vec<View> {
     (0..plan.vpcs.len()).map(|vi| view(plan, vi)).collect()
+}
+
+/// What `from` gets asking its resolver for `name`'s A record: the first address, or why there
+/// is none (the rcode, or no A record). An instance asks its VPC's resolver; an internet host
+/// sees the public names only. The one lookup `vpcd test` probes and `vpcd explain` use.
+pub fn lookup(plan: &Plan, from: Endpoint, name: &str) -> Result<Ipv4Addr, String> {
+    let view = match from {
+        Endpoint::Instance { vpc, .. } => view(plan, vpc),
+        Endpoint::Host(_) => public_view(plan),
+    };
+    let qname = crate::dns::names::parse_domain(name)?;
+    let mut m = Message::new(0, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(qname, RecordType::A));
+    let query = m.to_vec().map_err(|e| e.to_string())?;
+    let answered = answer(&view, &query, Transport::Tcp).map_err(|d| d.as_str().to_string())?;
+    let first = answered.answers.iter().find_map(|r| match &r.data {
+        RData::A(a) => Some(a.0),
+        _ => None,
+    });
+    first.ok_or_else(|| match answered.rcode {
+        ResponseCode::NoError => "no A record".to_string(),
+        other => crate::dns::querylog::rcode_name(other),
+    })
+}
+
+/// What an internet host's resolver would know: the simulated internet's names.
+fn public_view(plan: &Plan) -> View {
+    let mut b = ViewBuilder::new();
+    b.authority(internal_domain());
+    internet(&mut b, plan);
+    b.build()
 }
 
 /// The view of VPC `vi`.

@@ -190,7 +190,6 @@ impl Checker<'_> {
         let eips = self.check_eips(topo, &eip_paths, eip_uses);
         let mut internet = self.check_internet(topo, &eips);
         internet.uplink = self.check_uplink(topo, &eips, &internet);
-        let probes = self.check_probes(topo, &vpcs, &internet);
         let zones = self.check_zones(&topo.zone, "zone", Some(&vpc_index));
         for (rule, visible) in self.check_dns_firewall(topo, &vpc_index) {
             for v in visible {
@@ -202,12 +201,17 @@ impl Checker<'_> {
                 vpcs[v].egress_names.extend(names.iter().cloned());
             }
         }
-        Plan {
+        let mut plan = Plan {
             vpcs,
             eips,
             internet,
-            probes,
+            probes: Vec::new(),
             zones,
-        }
+        };
+        // Last: a probe to a DNS name is looked up in the plan's names.
+        let lookup = |from, name: &str| super::compile::dns::lookup(&plan, from, name);
+        let probes = self.check_probes(topo, &plan.vpcs, &plan.internet, &lookup);
+        plan.probes = probes;
+        plan
     }
 }
