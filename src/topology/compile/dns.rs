@@ -65,6 +65,7 @@ pub fn view(plan: &Plan, vi: usize) -> View {
     b.firewall(plan.vpcs[vi].dns_firewall.clone());
     b.egress_names(plan.vpcs[vi].egress_names.clone());
     b.authority(internal_domain());
+    locally_served(&mut b);
     instances(&mut b, &plan.vpcs[vi]);
     for zone in plan.zones.iter().filter(|z| z.vpcs.contains(&vi)) {
         b.private_zone(zone.apex.clone());
@@ -74,6 +75,23 @@ pub fn view(plan: &Plan, vi: usize) -> View {
     }
     internet(&mut b, plan);
     b.build()
+}
+
+/// RFC 6303's locally served zones: the reverse names of private, loopback, link-local, shared
+/// and "this network" addresses are answered here (NXDOMAIN unless an instance has the address),
+/// never forwarded, so a reverse lookup of a VPC address never leaves vpcd.
+fn locally_served(b: &mut ViewBuilder) {
+    let mut apexes: Vec<String> = ["0", "10", "127", "254.169", "168.192"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    apexes.extend((16..32).map(|o| format!("{o}.172")));
+    apexes.extend((64..128).map(|o| format!("{o}.100")));
+    for apex in apexes {
+        if let Ok(n) = crate::dns::names::parse_domain(&format!("{apex}.in-addr.arpa")) {
+            b.authority(n);
+        }
+    }
 }
 
 /// A VPC's instances: `NAME.VPC.vpc.internal`, `ip-A-B-C-D.VPC.vpc.internal` and the reverse
@@ -211,6 +229,19 @@ host = [{ name = "api", ip = "198.51.100.10", dns_names = ["api.example.com"] }]
             a("web.tenant-a.vpc.internal.")
         );
         assert_eq!(ask(&v[1], "10.1.0.10.in-addr.arpa.", RecordType::PTR).0, nx);
+        // RFC 6303: a private address nobody has is NXDOMAIN here, with the zone's SOA (never
+        // another server's question).
+        let mut m = Message::new(1, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(
+            Name::from_ascii("99.1.0.10.in-addr.arpa.").unwrap(),
+            RecordType::PTR,
+        ));
+        let cache = crate::dns::Cache::default();
+        let forwarding = Some((&cache, crate::time::Instant::ZERO));
+        match crate::dns::step(&v[0], &m.to_vec().unwrap(), Transport::Udp, forwarding) {
+            Ok(crate::dns::Step::Answer(a)) => assert_eq!(a.rcode, nx),
+            other => panic!("answered locally, not forwarded: {other:?}"),
+        }
         // The simulated internet, from both.
         for view in &v {
             assert_eq!(
