@@ -41,6 +41,7 @@ fn main() {
                 prefix_len: 24,
                 gateway: Some(Ipv4Addr::from(gw)),
                 mtu: 1500,
+                resolv_conf: None,
             },
         )
     };

@@ -51,6 +51,15 @@ pub struct Snapshot {
     /// The public uplink's flows and counters (`null` without `[internet] uplink = "host"`, and
     /// for a bare fabric).
     pub uplink: Option<UplinkSnapshot>,
+    /// What each VPC's resolver answered (empty for a bare fabric).
+    pub dns: Vec<DnsSnapshot>,
+}
+
+/// One VPC resolver's counters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsSnapshot {
+    pub vpc: String,
+    pub counters: crate::dns::Counters,
 }
 
 /// The I/O shell's own losses and batching: packets it could not hand to an egress port.
@@ -259,7 +268,7 @@ pub fn snapshot(fabric: &Fabric, now: Instant) -> Snapshot {
                 id: i as u32,
                 endpoint: p.name.clone(),
                 vpc: match p.owner {
-                    PortOwner::Instance { vpc, .. } => {
+                    PortOwner::Instance { vpc, .. } | PortOwner::Resolver { vpc } => {
                         tables.vpcs.get(vpc as usize).map(|v| v.name.clone())
                     }
                     PortOwner::Host { .. } | PortOwner::Uplink => None,
@@ -299,6 +308,7 @@ pub fn snapshot(fabric: &Fabric, now: Instant) -> Snapshot {
         flow_tables,
         shell: None,
         uplink: None,
+        dns: Vec::new(),
     }
 }
 
@@ -550,7 +560,7 @@ fn resolve_instances(
 ) -> Result<Vec<(usize, Ipv4Addr)>, InspectError> {
     let instances = tables.ports.iter().filter_map(|p| match p.owner {
         PortOwner::Instance { vpc, .. } => Some((vpc as usize, p)),
-        PortOwner::Host { .. } | PortOwner::Uplink => None,
+        PortOwner::Host { .. } | PortOwner::Uplink | PortOwner::Resolver { .. } => None,
     });
     let found: Vec<(usize, Ipv4Addr)> = instances
         .clone()

@@ -23,6 +23,7 @@ pub mod api;
 pub mod cli;
 pub mod control;
 pub mod dataplane;
+pub mod dns;
 pub mod explain;
 pub mod inspect;
 pub mod netns;

@@ -58,6 +58,10 @@ enum Command {
         /// packets beyond NAT (the EIP). Repeatable; read with `tcpdump -r` or `tshark -r`.
         #[arg(long, value_name = "ENDPOINT=FILE")]
         capture: Vec<String>,
+        /// Write the VPC resolvers' query logs (Route 53 Resolver query-log fields, JSON lines)
+        /// to FILE, or to stdout with `-`: one record per answered query.
+        #[arg(long, value_name = "FILE|-")]
+        dns_query_log: Option<String>,
         /// Keep the effective topology (FILE plus every API change) in DIR and serve the
         /// HTTP/JSON API: after a restart with the same DIR, DIR's state wins over FILE.
         #[arg(long, value_name = "DIR")]
@@ -133,6 +137,7 @@ fn main() -> ExitCode {
             flow_log,
             flow_log_window,
             capture,
+            dns_query_log,
             state,
             api_socket,
             api_listen,
@@ -143,6 +148,7 @@ fn main() -> ExitCode {
                 flow_log,
                 window: std::time::Duration::from_secs_f64(flow_log_window),
                 captures: capture,
+                dns_query_log,
             },
             &cli::up::ApiArgs {
                 state,

@@ -141,6 +141,82 @@ pub struct PortConfig {
     /// The default route's next hop; `None`: a device route (the host is the gateway address).
     pub gateway: Option<Ipv4Addr>,
     pub mtu: u32,
+    /// The namespace's `resolv.conf` ([`resolv_conf`]), written to [`ETC_NETNS`]`/NAME/` where
+    /// `vpcd exec` and `ip netns exec` bind-mount it over `/etc/resolv.conf`; `None`: none.
+    pub resolv_conf: Option<String>,
+}
+
+/// Per-namespace files bind-mounted over `/etc` by `ip netns exec` and `vpcd exec`.
+pub const ETC_NETNS: &str = "/etc/netns";
+
+/// A `resolv.conf` naming a VPC's resolver, with the VPC's domain to search (so `web` finds
+/// `web.VPC.vpc.internal`). Short timeouts: the resolver answers at once or not at all.
+pub fn resolv_conf(nameserver: Ipv4Addr, search: &str) -> String {
+    format!(
+        "# Written by vpcd: this namespace's VPC resolver; removed with the namespace.\n\
+         nameserver {nameserver}\nsearch {search}\noptions timeout:1 attempts:2\n"
+    )
+}
+
+/// Where the `resolv.conf` of namespace `name` lives.
+fn resolv_conf_path(name: &str) -> PathBuf {
+    Path::new(ETC_NETNS).join(name).join("resolv.conf")
+}
+
+/// Writes the `resolv.conf` of namespace `name`.
+fn write_resolv_conf(name: &str, content: &str) -> Result<(), NetnsError> {
+    let file = resolv_conf_path(name);
+    if let Some(dir) = file.parent() {
+        fs::create_dir_all(dir)
+            .map_err(|e| NetnsError::io(format!("creating {}", dir.display()), e))?;
+    }
+    fs::write(&file, content).map_err(|e| NetnsError::io(format!("writing {}", file.display()), e))
+}
+
+/// Removes what [`write_resolv_conf`] wrote (the directory only when nothing else is in it).
+fn remove_resolv_conf(name: &str) {
+    let file = resolv_conf_path(name);
+    let _ = fs::remove_file(&file);
+    if let Some(dir) = file.parent() {
+        let _ = fs::remove_dir(dir);
+    }
+}
+
+/// Gives the calling process the `/etc/resolv.conf` of namespace `name`, as `ip netns exec`
+/// does: a private mount namespace (so nothing leaks to the host's) with the namespace's file
+/// bind-mounted over `/etc/resolv.conf`. Nothing happens when the namespace has no such file, or
+/// the host no `/etc/resolv.conf`.
+/// Call it in a process that runs no other threads, after [`enter`].
+pub fn bind_resolv_conf(name: &str) -> Result<(), NetnsError> {
+    let file = resolv_conf_path(name);
+    // No file of the namespace's, or no /etc/resolv.conf (or a dangling link) to cover: nothing
+    // to do (`ip netns exec` would fail the command instead).
+    if !file.exists() || !Path::new("/etc/resolv.conf").exists() {
+        return Ok(());
+    }
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(|e| NetnsError::io("unshare(CLONE_NEWNS)", e))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| NetnsError::io("making / a slave mount", e))?;
+    nix::mount::mount(
+        Some(&file),
+        "/etc/resolv.conf",
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        NetnsError::io(
+            format!("bind-mounting {} over /etc/resolv.conf", file.display()),
+            e,
+        )
+    })
 }
 
 /// Creates the namespace `name`, registers it under [`NETNS_DIR`], and builds the TUN device
@@ -158,6 +234,7 @@ pub fn create_with_tun(name: &str, config: PortConfig) -> Result<tun_rs::SyncDev
             _ => NetnsError::io(format!("creating {}", target.display()), e),
         })?;
     let thread_target = target.clone();
+    let config_resolv = config.resolv_conf.clone();
     let result = std::thread::Builder::new()
         .name(format!("netns {name}"))
         .spawn(move || in_new_namespace(&thread_target, config))
@@ -170,6 +247,10 @@ pub fn create_with_tun(name: &str, config: PortConfig) -> Result<tun_rs::SyncDev
                 ))
             })
         });
+    let result = result.and_then(|device| match &config_resolv {
+        Some(content) => write_resolv_conf(name, content).map(|()| device),
+        None => Ok(device),
+    });
     if result.is_err() {
         let _ = delete(name);
     }
@@ -314,6 +395,7 @@ pub fn delete(name: &str) -> Result<(), NetnsError> {
 pub fn delete_with_grace(name: &str, grace: Duration) -> Result<(), NetnsError> {
     let target = path(name);
     end_processes(name, grace);
+    remove_resolv_conf(name);
     match nix::mount::umount2(&target, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => {

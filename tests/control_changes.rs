@@ -1635,14 +1635,15 @@ fn add_nat_gateway_with_entries_and_settings() {
     assert_eq!(spare.binding, EipBinding::NatGateway { vpc: 0, gateway: 1 });
     // The first gateway's address did not move.
     assert_eq!(vpc(&n).nat_gateways[0].ip, vpc(&s).nat_gateways[0].ip);
-    // Without an address and EIPs: the first free address of the subnet.
+    // Without an address and EIPs: the first free address of the subnet (10.0.0.2 is the VPC's
+    // resolver, 10.0.0.3 the first gateway's).
     let m = ok(
         &s,
         req::<AddNatGateway>(json!({"vpc": "tenant-a", "name": "bare", "subnet": "public"})),
     );
     assert_eq!(
         vpc(&m).nat_gateways[1].ip,
-        "10.0.0.3".parse::<std::net::Ipv4Addr>().unwrap()
+        "10.0.0.4".parse::<std::net::Ipv4Addr>().unwrap()
     );
 }
 

@@ -72,7 +72,8 @@ fn rig() -> (Fabric, Arc<Tables>) {
 /// The routing domain of a port: a VPC index, or `None` for the public segment.
 fn domain(tables: &Tables, port: PortId) -> Option<u32> {
     match tables.port(port).expect("port exists").owner {
-        PortOwner::Instance { vpc, .. } => Some(vpc),
+        // A VPC's resolver belongs to its VPC.
+        PortOwner::Instance { vpc, .. } | PortOwner::Resolver { vpc } => Some(vpc),
         PortOwner::Host { .. } | PortOwner::Uplink => None,
     }
 }
@@ -86,6 +87,9 @@ fn addresses() -> impl Strategy<Value = [u8; 4]> {
         Just([10, 0, 1, 255]),
         Just([203, 0, 113, 10]),
         Just([198, 51, 100, 10]),
+        // The resolver's two addresses.
+        Just([10, 0, 0, 2]),
+        Just([169, 254, 169, 253]),
         any::<[u8; 4]>(),
     ]
 }

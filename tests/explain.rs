@@ -440,3 +440,44 @@ address = "203.0.113.30"
         }
     }
 }
+
+#[test]
+fn explain_shows_the_vpc_resolver_reached_past_every_filter() {
+    for to in ["10.1.0.2:53/udp", "169.254.169.253:53/tcp"] {
+        let (code, text) = explain("web-tier.toml", "shop/frontend", to);
+        assert_eq!(code, 0, "{text}");
+        assert!(
+            text.contains("is the VPC resolver (DNS on port 53): reached from every subnet"),
+            "{text}"
+        );
+        assert!(text.contains("delivered to shop#resolver"), "{text}");
+        assert_eq!(last_line(&text), "verdict: reachable");
+    }
+}
+
+#[test]
+fn explain_shows_how_a_name_target_resolves() {
+    let (code, text) = explain(
+        "web-tier.toml",
+        "shop/frontend",
+        "api.shop.vpc.internal:8080/tcp",
+    );
+    assert!(
+        text.contains(
+            "api.shop.vpc.internal is 10.1.2.10 (the A record VPC shop's resolver answers)"
+        ),
+        "{text}"
+    );
+    // The walk goes on with the answered address, to the same verdict as by address.
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(
+        last_line(&text),
+        last_line(&explain("web-tier.toml", "shop/frontend", "10.1.2.10:8080/tcp").1)
+    );
+    let (code, text) = explain("web-tier.toml", "shop/frontend", "nope.example:80/tcp");
+    assert_eq!(code, 2, "{text}");
+    assert!(
+        text.contains("`nope.example` does not resolve from shop/frontend: NXDOMAIN"),
+        "{text}"
+    );
+}

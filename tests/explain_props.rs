@@ -377,6 +377,9 @@ const TO_ADDRS: &[&str] = &[
     "10.0.9.10",
     "10.0.1.1",
     "10.0.2.99",
+    // The VPC resolver's two addresses.
+    "10.0.0.2",
+    "169.254.169.253",
     "198.51.100.10",
     "198.51.100.20",
     // EIPs: v's NAT gateway and 1:1, w's two pools and 1:1, unbound.

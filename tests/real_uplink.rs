@@ -461,8 +461,9 @@ fn a_reload_keeps_an_unchanged_uplink_and_rebinds_changed_listeners() {
     };
     assert!(caller(&run, 8080).status.success());
     run.hup();
+    // Four endpoints and the two VPCs' resolvers.
     assert!(
-        run.wait_output("+0 -0 ~0, 4 unchanged", 1, Duration::from_secs(10)),
+        run.wait_output("+0 -0 ~0, 6 unchanged", 1, Duration::from_secs(10)),
         "{}",
         run.output()
     );
@@ -471,7 +472,7 @@ fn a_reload_keeps_an_unchanged_uplink_and_rebinds_changed_listeners() {
     run.hup();
     assert!(
         run.wait_output(
-            "~1 (internet/uplink), 3 unchanged",
+            "~1 (internet/uplink), 5 unchanged",
             1,
             Duration::from_secs(10)
         ),

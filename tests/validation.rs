@@ -128,8 +128,9 @@ fn valid_topology_resolves_to_a_plan() {
     assert_eq!(a.subnets[0].route_table, 0);
     assert_eq!(a.subnets[1].route_table, 1);
     assert_eq!(a.subnets[1].gateway, ip("10.0.1.1"));
-    // Explicit addresses are reserved first, then gateways and instances get the first free one.
-    assert_eq!(a.nat_gateways[0].ip, ip("10.0.0.2"));
+    // Explicit addresses are reserved first, then gateways and instances get the first free one;
+    // 10.0.0.2 (the VPC's base + 2) is the resolver's.
+    assert_eq!(a.nat_gateways[0].ip, ip("10.0.0.3"));
     assert_eq!(a.instances[0].ip, ip("10.0.1.3"));
     assert_eq!(a.instances[1].ip, ip("10.0.1.2"));
     assert_eq!(a.instances[2].ip, ip("10.0.1.4"));
@@ -2772,7 +2773,8 @@ fn check_cli_prints_the_addressing_plan_and_exits_0() {
         "  functions  10.0.1.0/24  10.0.1.1  private      -",
         "    0.0.0.0/0    ->  nat:egress",
         "  fn-a1     functions  10.0.1.3  netns   1500  -",
-        "  egress       public  10.0.0.2  nat-a (203.0.113.10)  2     1",
+        "  egress       public  10.0.0.3  nat-a (203.0.113.10)  2     1",
+        "  resolver 10.0.0.2, 169.254.169.253  tenant-a.vpc.internal  private zones: -  DNS Firewall rules: 0",
         "  direct  203.0.113.11  instance tenant-a/fn-a3",
         "internet  198.51.100.0/24",
         "probes: 2",
@@ -3331,4 +3333,434 @@ fn a_per_source_rate_of_zero_is_refused() {
         "eips = [\"nat-a\"]\nnew_connections_per_second_per_source = 200\n",
     );
     ok(&ok_text);
+}
+
+// ---------------------------------------------------------------------------------------------
+// DNS: the resolver's address, zones, records, hosts' DNS names.
+
+const ONE_VPC: &str = r#"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+subnet = [{ name = "app", cidr = "10.0.0.0/24" }]
+instance = [{ name = "web", subnet = "app" }]
+"#;
+
+#[test]
+fn the_resolver_address_is_never_handed_out() {
+    let p = ok(ONE_VPC);
+    assert_eq!(p.vpcs[0].instances[0].ip, ip("10.0.0.3"));
+}
+
+#[test]
+fn an_instance_may_not_sit_at_the_resolver_address() {
+    let text = ONE_VPC.replace(
+        r#"subnet = "app" }"#,
+        r#"subnet = "app", ip = "10.0.0.2" }"#,
+    );
+    assert_eq!(
+        err(&text),
+        r##"error: address 10.0.0.2 is VPC tenant-a's resolver (the VPC CIDR's base + 2)
+ --> bad.toml:5:50
+  = at vpc[tenant-a].instance[web].ip
+  |
+5 | instance = [{ name = "web", subnet = "app", ip = "10.0.0.2" }]
+  |                                                  ^^^^^^^^^^
+  = hint: the resolver answers DNS at that address; choose another address, or leave out `ip` to get a free one
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn zones_resolve_to_fully_qualified_records() {
+    let text = format!(
+        r#"{ONE_VPC}
+[[zone]]
+name = "corp.example"
+vpcs = ["tenant-a"]
+record = [
+    {{ name = "db", type = "A", value = "10.0.0.20" }},
+    {{ name = "@", type = "MX", value = "10 mail.corp.example", ttl = 60 }},
+    {{ name = "_pg._tcp", type = "SRV", value = "1 1 5432 db.corp.example." }},
+]
+
+[internet]
+host = [{{ name = "api", ip = "198.51.100.10", dns_names = ["api.example.com"] }}]
+zone = [{{ name = "example.com", record = [{{ name = "www", type = "CNAME", value = "api.example.com" }}] }}]
+"#
+    );
+    let p = ok(&text);
+    assert_eq!(p.zones.len(), 1);
+    assert_eq!(p.zones[0].vpcs, vec![0]);
+    let names: Vec<String> = p.zones[0]
+        .records
+        .iter()
+        .map(|r| r.name.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "db.corp.example.",
+            "corp.example.",
+            "_pg._tcp.corp.example."
+        ]
+    );
+    assert_eq!(
+        p.zones[0].records.iter().map(|r| r.ttl).collect::<Vec<_>>(),
+        [300, 60, 300]
+    );
+    assert!(p.internet.zones[0].vpcs.is_empty());
+    assert_eq!(
+        p.internet.hosts[0].dns_names[0].to_string(),
+        "api.example.com."
+    );
+}
+
+#[test]
+fn zone_errors_are_located() {
+    let text = format!(
+        r#"{ONE_VPC}
+[[zone]]
+name = "corp.example"
+vpcs = ["tenant-b"]
+record = [
+    {{ name = "db", type = "A", value = "10.0.0" }},
+    {{ name = "db.", type = "A", value = "10.0.0.20" }},
+    {{ name = "www", type = "CNAME", value = "db.corp.example" }},
+    {{ name = "www", type = "TXT", value = "x" }},
+    {{ name = "t", type = "TXT", value = "x", ttl = 4294967295 }},
+]
+
+[[zone]]
+name = "x.vpc.internal"
+vpcs = ["tenant-a"]
+
+[[zone]]
+name = "nobody.example"
+"#
+    );
+    assert_eq!(
+        err(&text),
+        r##"error: unknown VPC `tenant-b`
+ --> bad.toml:9:9
+  = at zone[corp.example].vpcs[0]
+  |
+9 | vpcs = ["tenant-b"]
+  |         ^^^^^^^^^^
+  = hint: did you mean `tenant-a`? known VPCs: tenant-a
+
+error: `10.0.0` is not an IPv4 address; write it like "10.0.1.20"
+  --> bad.toml:11:40
+   = at zone[corp.example].record[0].value
+   |
+11 |     { name = "db", type = "A", value = "10.0.0" },
+   |                                        ^^^^^^^^
+   = hint: give a A value (see topologies/README.md, "DNS")
+
+error: record name `db.` is absolute
+  --> bad.toml:12:14
+   = at zone[corp.example].record[1].name
+   |
+12 |     { name = "db.", type = "A", value = "10.0.0.20" },
+   |              ^^^^^
+   = hint: write the name relative to the zone (`db` for db.corp.example), or `@` for the apex
+
+error: `www.corp.example.` has a CNAME and another record (zone[corp.example].record[2], line 13)
+  --> bad.toml:14:14
+   = at zone[corp.example].record[3].name
+   |
+14 |     { name = "www", type = "TXT", value = "x" },
+   |              ^^^^^
+   = hint: a CNAME must be the only record at its name (RFC 1034); rename one of them
+
+error: TTL 4294967295 is too large
+  --> bad.toml:15:52
+   = at zone[corp.example].record[4].ttl
+   |
+15 |     { name = "t", type = "TXT", value = "x", ttl = 4294967295 },
+   |                                                    ^^^^^^^^^^
+   = hint: a TTL is at most 2147483647 seconds (RFC 2181)
+
+error: zone `x.vpc.internal.` is inside `vpc.internal`, which vpcd's resolver answers itself
+  --> bad.toml:19:8
+   = at zone[x.vpc.internal].name
+   |
+19 | name = "x.vpc.internal"
+   |        ^^^^^^^^^^^^^^^^
+   = hint: choose a zone outside vpc.internal and in-addr.arpa, like "corp.example"
+
+error: private zone `nobody.example` names no VPC
+  --> bad.toml:23:8
+   = at zone[nobody.example].name
+   |
+23 | name = "nobody.example"
+   |        ^^^^^^^^^^^^^^^^
+   = hint: add `vpcs = ["VPC"]` with the VPCs whose resolvers answer it, or declare it as [[internet.zone]] to make it public
+
+error: bad.toml: 7 problems, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn public_zones_take_no_vpcs_and_host_names_are_unique() {
+    let text = format!(
+        r#"{ONE_VPC}
+[internet]
+host = [
+    {{ name = "a", ip = "198.51.100.10", dns_names = ["api.example.com"] }},
+    {{ name = "b", ip = "198.51.100.11", dns_names = ["API.example.com", "bad name"] }},
+]
+zone = [{{ name = "example.com", vpcs = ["tenant-a"] }}, {{ name = "example.com" }}]
+"#
+    );
+    assert_eq!(
+        err(&text),
+        r##"error: DNS name `API.example.com.` is already host a's (line 9)
+  --> bad.toml:10:54
+   = at internet.host[b].dns_names[0]
+   |
+10 |     { name = "b", ip = "198.51.100.11", dns_names = ["API.example.com", "bad name"] },
+   |                                                      ^^^^^^^^^^^^^^^^^
+   = hint: a name belongs to one host; use a zone with several A records for more
+
+error: DNS name `bad name` contains ` `; a label holds letters, digits, `-` and `_`
+  --> bad.toml:10:73
+   = at internet.host[b].dns_names[1]
+   |
+10 |     { name = "b", ip = "198.51.100.11", dns_names = ["API.example.com", "bad name"] },
+   |                                                                         ^^^^^^^^^^
+   = hint: write a domain like "api.example.com"
+
+error: a public zone (in [internet]) is answered in every VPC and takes no `vpcs`
+  --> bad.toml:12:41
+   = at internet.zone[example.com].vpcs
+   |
+12 | zone = [{ name = "example.com", vpcs = ["tenant-a"] }, { name = "example.com" }]
+   |                                         ^^^^^^^^^^
+   = hint: remove `vpcs`, or move the zone to a top-level [[zone]] to make it private
+
+error: zone `example.com.` is declared twice for the internet (first on line 12)
+  --> bad.toml:12:65
+   = at internet.zone[example.com].name
+   |
+12 | zone = [{ name = "example.com", vpcs = ["tenant-a"] }, { name = "example.com" }]
+   |                                                                 ^^^^^^^^^^^^^
+   = hint: a resolver sees one zone per name; merge the two zones' records
+
+error: bad.toml: 4 problems, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn resolvers_need_the_uplink_and_parse() {
+    let text = r#"[internet]
+resolvers = ["192.0.2.53"]
+"#;
+    assert_eq!(
+        err(text),
+        r##"error: `resolvers` forward through the uplink, but the public segment has no uplink
+ --> bad.toml:2:14
+  = at internet.resolvers
+  |
+2 | resolvers = ["192.0.2.53"]
+  |              ^^^^^^^^^^^^
+  = hint: set `uplink = "host"` in [internet], or remove this key
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
+    let p = ok(r#"[internet]
+uplink = "host"
+resolvers = ["host", "192.0.2.53", "192.0.2.54:5353"]
+"#);
+    let r: Vec<String> = p
+        .internet
+        .uplink
+        .unwrap()
+        .resolvers
+        .iter()
+        .map(|u| u.to_string())
+        .collect();
+    assert_eq!(r, ["host", "192.0.2.53", "192.0.2.54:5353"]);
+    let e = err(r#"[internet]
+uplink = "host"
+resolvers = ["192.0.2"]
+"#);
+    assert!(e.contains("error: `192.0.2` is not a resolver\n"), "{e}");
+    assert!(
+        e.contains("= hint: write \"host\" (the host's /etc/resolv.conf)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn dns_firewall_rules_resolve_per_vpc_in_file_order() {
+    let text = format!(
+        r#"{ONE_VPC}
+[[dns_firewall]]
+name = "ok"
+vpcs = ["tenant-a"]
+domains = ["good.bad.example"]
+action = "allow"
+
+[[dns_firewall]]
+name = "walled"
+vpcs = ["tenant-a"]
+domains = ["*.bad.example", "bad.example"]
+action = "block"
+block_response = "override"
+block_override = "walled.example"
+block_override_ttl = 30
+"#
+    );
+    let p = ok(&text);
+    let names: Vec<&str> = p.vpcs[0]
+        .dns_firewall
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(names, ["ok", "walled"]);
+}
+
+#[test]
+fn dns_firewall_errors_are_located() {
+    let text = format!(
+        r#"{ONE_VPC}
+[[dns_firewall]]
+name = "a"
+vpcs = ["tenant-x"]
+domains = ["bad..example"]
+action = "alert"
+block_response = "nodata"
+
+[[dns_firewall]]
+name = "b"
+vpcs = ["tenant-a"]
+domains = ["x.example"]
+action = "block"
+block_response = "override"
+"#
+    );
+    assert_eq!(
+        err(&text),
+        r##"error: unknown VPC `tenant-x`
+ --> bad.toml:9:9
+  = at dns_firewall[a].vpcs[0]
+  |
+9 | vpcs = ["tenant-x"]
+  |         ^^^^^^^^^^
+  = hint: did you mean `tenant-a`? known VPCs: tenant-a
+
+error: DNS Firewall domain `bad..example` has an empty label; write labels separated by single dots
+  --> bad.toml:10:12
+   = at dns_firewall[a].domains[0]
+   |
+10 | domains = ["bad..example"]
+   |            ^^^^^^^^^^^^^^
+   = hint: write "bad.example" for that name or "*.bad.example" for every name below it
+
+error: `block_response` is only for `action = "block"`
+  --> bad.toml:12:18
+   = at dns_firewall[a].block_response
+   |
+12 | block_response = "nodata"
+   |                  ^^^^^^^^
+   = hint: remove it, or set `action = "block"`
+
+error: DNS Firewall rule `b` overrides but names no target
+  --> bad.toml:15:8
+   = at dns_firewall[b].block_override
+   |
+15 | name = "b"
+   |        ^^^
+   = hint: add `block_override = "walled-garden.example"` (answered as a CNAME)
+
+error: bad.toml: 4 problems, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn egress_by_name_entries_are_checked_and_restrict_their_vpcs() {
+    let text = format!(
+        r#"{ONE_VPC}
+[[egress_by_name]]
+vpcs = ["tenant-a"]
+allow = ["api.payments.example:443", "*.s3.example"]
+"#
+    );
+    let p = ok(&text);
+    assert_eq!(p.vpcs[0].egress_names.len(), 2);
+    assert_eq!(p.vpcs[0].egress_names[0].ports, Some((443, 443)));
+    let t = vpcd::topology::compile::tables(&p);
+    assert_eq!(t.vpcs[0].egress_allow.as_deref().map(<[_]>::len), Some(0));
+    let text = format!(
+        r#"{ONE_VPC}
+[[egress_by_name]]
+vpcs = ["tenant-b"]
+allow = ["api..example:443", "api.example:http"]
+"#
+    );
+    assert_eq!(
+        err(&text),
+        r##"error: unknown VPC `tenant-b`
+ --> bad.toml:8:9
+  = at egress_by_name[0].vpcs[0]
+  |
+8 | vpcs = ["tenant-b"]
+  |         ^^^^^^^^^^
+  = hint: did you mean `tenant-a`? known VPCs: tenant-a
+
+error: egress name `api..example` has an empty label; write labels separated by single dots
+ --> bad.toml:9:10
+  = at egress_by_name[0].allow[0]
+  |
+9 | allow = ["api..example:443", "api.example:http"]
+  |          ^^^^^^^^^^^^^^^^^^
+  = hint: write "api.example.com:443", "*.example.com:8000-8099" or "api.example.com"
+
+error: `http` in `api.example:http` is not a port or port range
+ --> bad.toml:9:30
+  = at egress_by_name[0].allow[1]
+  |
+9 | allow = ["api..example:443", "api.example:http"]
+  |                              ^^^^^^^^^^^^^^^^^^
+  = hint: write "api.example.com:443", "*.example.com:8000-8099" or "api.example.com"
+
+error: bad.toml: 3 problems, nothing was loaded
+"##
+    );
+}
+
+#[test]
+fn a_probe_to_a_name_must_resolve_from_its_source() {
+    let text = format!(
+        r#"{ONE_VPC}
+[[probe]]
+from = "tenant-a/web"
+to = "web.tenant-a.vpc.internal:80/tcp"
+expect = "allow"
+
+[[probe]]
+from = "tenant-a/web"
+to = "db.tenant-a.vpc.internal:80/tcp"
+expect = "allow"
+"#
+    );
+    assert_eq!(
+        err(&text),
+        r##"error: probe target `db.tenant-a.vpc.internal` does not resolve from tenant-a/web: NXDOMAIN
+  --> bad.toml:14:6
+   = at probe[1].to
+   |
+14 | to = "db.tenant-a.vpc.internal:80/tcp"
+   |      ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+   = hint: name an instance (`NAME.VPC.vpc.internal`), a zone's record, or an internet host's `dns_names`
+
+error: bad.toml: 1 problem, nothing was loaded
+"##
+    );
 }

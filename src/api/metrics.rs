@@ -24,6 +24,9 @@
 //! | `vpcd_uplink_tcp_opened_total`, `…_tcp_refused_total`, `…_ingress_accepted_total`, `…_bytes_to_host_total`, … (one per uplink counter) | counter | |
 //! | `vpcd_uplink_active_flows` | gauge | kind |
 //! | `vpcd_uplink_drops_total` | counter | reason |
+//! | `vpcd_dns_responses_total` | counter | vpc, rcode |
+//! | `vpcd_dns_dropped_total` | counter | vpc, reason |
+//! | `vpcd_dns_cache_hits_total`, `vpcd_dns_forwarded_total`, `vpcd_dns_upstream_failures_total`, `vpcd_dns_blocked_total`, `vpcd_dns_alerted_total`, `vpcd_dns_truncated_total` | counter | vpc |
 //! | `vpcd_tun_tx_errors_total`, `vpcd_tun_tx_queue_full_total`, `vpcd_tun_rx_errors_total`, `vpcd_sim_overflows_total`, `vpcd_batches_total`, `vpcd_batched_packets_total`, `vpcd_tun_rx_superpackets_total`, `vpcd_tun_rx_segments_total`, `vpcd_tun_tx_superpackets_total`, `vpcd_tun_tx_segments_total`, `vpcd_segmented_superpackets_total`, `vpcd_segmented_segments_total`, `vpcd_coalesced_packets_total`, `vpcd_superpackets_to_uplink_total`, `vpcd_segment_errors_total`, `vpcd_tun_rx_bad_vnet_total` | counter | |
 
 use std::sync::atomic::AtomicU64;
@@ -395,6 +398,81 @@ fn uplink(b: &mut Builder, s: &Snapshot) {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VpcRcodeLabels {
+    vpc: String,
+    rcode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VpcReasonLabels {
+    vpc: String,
+    reason: String,
+}
+
+/// The VPC resolvers: responses by rcode, drops by reason, the cache, forwarding and the DNS
+/// Firewall.
+fn dns(b: &mut Builder, s: &Snapshot) {
+    let responses =
+        b.counters::<VpcRcodeLabels>("dns_responses", "Responses of the VPC resolver, by rcode");
+    let dropped = b.counters::<VpcReasonLabels>(
+        "dns_dropped",
+        "Queries the VPC resolver dropped unanswered, by reason",
+    );
+    for d in &s.dns {
+        for (rcode, n) in d.counters.by_rcode() {
+            let l = VpcRcodeLabels {
+                vpc: d.vpc.clone(),
+                rcode: rcode.to_string(),
+            };
+            responses.get_or_create(&l).inc_by(n);
+        }
+        for (reason, n) in d.counters.by_drop() {
+            let l = VpcReasonLabels {
+                vpc: d.vpc.clone(),
+                reason: reason.to_string(),
+            };
+            dropped.get_or_create(&l).inc_by(n);
+        }
+    }
+    type Field = fn(&crate::dns::Counters) -> u64;
+    let per_vpc: [(&str, &str, Field); 6] = [
+        (
+            "dns_cache_hits",
+            "Answers from the cache of forwarded answers",
+            |c| c.cache_hits,
+        ),
+        (
+            "dns_forwarded",
+            "Queries forwarded to an upstream resolver",
+            |c| c.forwarded,
+        ),
+        (
+            "dns_upstream_failures",
+            "Forwarded queries no upstream answered",
+            |c| c.upstream_failures,
+        ),
+        ("dns_blocked", "Queries a DNS Firewall rule blocked", |c| {
+            c.blocked
+        }),
+        (
+            "dns_alerted",
+            "Queries a DNS Firewall alert rule matched",
+            |c| c.alerted,
+        ),
+        ("dns_truncated", "Responses sent truncated over UDP", |c| {
+            c.truncated
+        }),
+    ];
+    for (name, help, field) in per_vpc {
+        let f = b.counters::<VpcLabels>(name, help);
+        for d in &s.dns {
+            let l = VpcLabels { vpc: d.vpc.clone() };
+            f.get_or_create(&l).inc_by(field(&d.counters));
+        }
+    }
+}
+
 /// The Prometheus text exposition of `snapshot` (see the module docs for the metrics).
 pub fn render(snapshot: &Snapshot) -> String {
     let mut b = Builder {
@@ -409,6 +487,7 @@ pub fn render(snapshot: &Snapshot) -> String {
     flow_tables(&mut b, snapshot);
     shell(&mut b, snapshot);
     uplink(&mut b, snapshot);
+    dns(&mut b, snapshot);
     let mut out = String::new();
     // Encoding into a String cannot fail; on the impossible error the partial text is returned.
     let _ = prometheus_text::encode(&mut out, &b.registry);
@@ -501,7 +580,52 @@ mod tests {
                 ..ShellStats::default()
             }),
             uplink: None,
+            dns: Vec::new(),
         }
+    }
+
+    #[test]
+    fn dns_responses_drops_cache_forwarding_and_firewall_are_exported_per_vpc() {
+        let mut s = snapshot();
+        let counters = crate::dns::Counters {
+            noerror: 5,
+            nxdomain: 2,
+            cache_hits: 3,
+            forwarded: 4,
+            blocked: 1,
+            dropped_too_short: 6,
+            ..Default::default()
+        };
+        s.dns = vec![crate::inspect::DnsSnapshot {
+            vpc: "tenant-a".into(),
+            counters,
+        }];
+        let samples = parse(&render(&s));
+        let a = [("vpc", "tenant-a")];
+        let rcode = |r| [("vpc", "tenant-a"), ("rcode", r)];
+        assert_eq!(
+            value(&samples, "vpcd_dns_responses_total", &rcode("NOERROR")),
+            Some(5.0)
+        );
+        assert_eq!(
+            value(&samples, "vpcd_dns_responses_total", &rcode("NXDOMAIN")),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&samples, "vpcd_dns_responses_total", &rcode("REFUSED")),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "vpcd_dns_dropped_total",
+                &[("vpc", "tenant-a"), ("reason", "too_short")]
+            ),
+            Some(6.0)
+        );
+        assert_eq!(value(&samples, "vpcd_dns_cache_hits_total", &a), Some(3.0));
+        assert_eq!(value(&samples, "vpcd_dns_forwarded_total", &a), Some(4.0));
+        assert_eq!(value(&samples, "vpcd_dns_blocked_total", &a), Some(1.0));
     }
 
     #[test]

@@ -29,6 +29,32 @@ pub fn run(file: &Path) -> u8 {
     }
 }
 
+/// The VPC's resolver: its addresses, its domain, the private zones it answers and its DNS
+/// Firewall rules.
+fn resolver_line(out: &mut String, plan: &Plan, vi: usize) {
+    let vpc = &plan.vpcs[vi];
+    let zones: Vec<String> = plan
+        .zones
+        .iter()
+        .filter(|z| z.vpcs.contains(&vi))
+        .map(|z| z.apex.to_string().trim_end_matches('.').to_string())
+        .collect();
+    let _ = writeln!(
+        out,
+        "  resolver {}, {}  {}.{}  private zones: {}  DNS Firewall rules: {}",
+        crate::tables::resolver_address(vpc.cidr),
+        crate::tables::RESOLVER_LINK_LOCAL,
+        vpc.name,
+        crate::dns::names::INTERNAL_DOMAIN,
+        if zones.is_empty() {
+            "-".to_string()
+        } else {
+            zones.join(", ")
+        },
+        vpc.dns_firewall.len()
+    );
+}
+
 /// The addressing plan as text: one block per VPC, then EIPs, the internet and the probe count.
 pub fn render(file: &str, plan: &Plan) -> String {
     let mut out = String::new();
@@ -40,8 +66,9 @@ pub fn render(file: &str, plan: &Plan) -> String {
         plan.eips.len(),
         plan.probes.len()
     );
-    for vpc in &plan.vpcs {
+    for (vi, vpc) in plan.vpcs.iter().enumerate() {
         let _ = writeln!(out, "\nvpc {}  {}", vpc.name, vpc.cidr);
+        resolver_line(&mut out, plan, vi);
         let mut rows = vec![row([
             "subnet",
             "cidr",

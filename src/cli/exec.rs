@@ -4,7 +4,9 @@
 //!
 //! The namespace is the one a live `vpcd up` recorded for that endpoint (with the same
 //! `VPCD_NETNS_PREFIX`), else the documented name derived from it. The process joins the
-//! namespace (`setns`) and then becomes the command (`exec`), so the exit status, signals and
+//! namespace (`setns`), gets the namespace's `resolv.conf` naming its VPC's resolver (a private
+//! mount namespace with `/etc/netns/NAME/resolv.conf` bind-mounted over `/etc/resolv.conf`, as
+//! `ip netns exec` does) and then becomes the command (`exec`), so the exit status, signals and
 //! standard streams are the command's own. Exit 2 when the endpoint has no namespace or vpcd is
 //! not root; 127 when the command is not found, 126 when it cannot be run.
 
@@ -38,7 +40,7 @@ pub fn run(endpoint: &str, command: &[String]) -> u8 {
             return EXIT_BAD_INPUT;
         }
     };
-    if let Err(e) = netns::enter(&namespace) {
+    if let Err(e) = netns::enter(&namespace).and_then(|()| netns::bind_resolv_conf(&namespace)) {
         eprintln!("vpcd exec: {endpoint}: {e}");
         return EXIT_BAD_INPUT;
     }

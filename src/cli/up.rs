@@ -8,7 +8,8 @@
 //! `--flow-log TARGET` writes flow-log records (JSON lines) to a file or `-` (stdout) every
 //! `--flow-log-window` seconds; `--capture ENDPOINT=FILE` (repeatable) writes a pcap of that
 //! endpoint's traffic to FILE and the same packets on the far side of NAT to FILE.nat.pcap
-//! ([`crate::runtime::observing`]). Both are flushed when the run stops.
+//! ([`crate::runtime::observing`]). Both are flushed when the run stops. `--dns-query-log TARGET`
+//! writes the VPC resolvers' query logs as JSON lines ([`crate::runtime::dns_log`]).
 //!
 //! `--state DIR` runs the *effective topology* of the control core instead of FILE: the state
 //! saved in DIR (so API changes survive a restart), or FILE's on first use

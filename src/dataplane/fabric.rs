@@ -22,6 +22,11 @@
 //! Hairpinning (RFC 4787 REQ-9): a translated packet whose destination is an EIP goes back in
 //! through that EIP's binding, so the receiver sees the sender's external address.
 //!
+//! The resolver: every VPC has one more port, its resolver (`PortOwner::Resolver`). A packet from
+//! an instance to base + 2 or 169.254.169.253 goes there before any route, security group or
+//! ACL (as in AWS, where neither filters the Amazon DNS server); what the resolver sends is
+//! spoof-checked against those two addresses and delivered only to its own VPC's instances.
+//!
 //! The uplink (`[internet] uplink = "host"`) is one more port on the public segment: packets
 //! towards an address no host or EIP owns are forwarded to it (after NAT, security groups, the
 //! VPC's egress allow-list and ACLs, exactly like packets to a simulated host), and what it sends
@@ -59,7 +64,7 @@ use super::packet::{ICMP_QUOTE_MAX, IpPacket, Ipv4Packet, Summary};
 use super::public::{EipTarget, PublicNext, public_next};
 use super::route::{Next, is_martian, route_in_vpc};
 use super::{Counters, DropReason, PortId, Verdict};
-use crate::tables::{MIN_MTU, PortInfo, PortOwner, Tables, VpcTable};
+use crate::tables::{MIN_MTU, PortInfo, PortOwner, RESOLVER_LINK_LOCAL, Tables, VpcTable};
 use crate::time::Instant;
 
 /// The dataplane state: compiled tables, counters, the NAT cores and the security groups' flow
@@ -308,6 +313,8 @@ fn pipeline(
         PortOwner::Host { .. } => {
             src != port.addr && tables.internet.hosts.get(&src) != Some(&ingress)
         }
+        // The resolver answers from the address it was asked at: base + 2 or the link-local one.
+        PortOwner::Resolver { .. } => src != port.addr && src != RESOLVER_LINK_LOCAL,
         _ => src != port.addr,
     };
     if spoofed {
@@ -349,6 +356,7 @@ fn pipeline(
             None => Stage::Done(Verdict::Drop(DropReason::NoRoute)),
         },
         PortOwner::Host { .. } | PortOwner::Uplink => on_public_segment(&mut pkt, true),
+        PortOwner::Resolver { vpc } => Stage::Done(from_resolver(&mut pkt, vpc)),
     };
     // The second stage, when the first one ended at an EIP: the destination VPC.
     let verdict = match first {
@@ -452,7 +460,7 @@ fn side_of(tables: &Tables, port: PortId) -> Option<Side> {
         PortOwner::Instance {
             subnet, instance, ..
         } => Some(Side { subnet, instance }),
-        PortOwner::Host { .. } | PortOwner::Uplink => None,
+        PortOwner::Host { .. } | PortOwner::Uplink | PortOwner::Resolver { .. } => None,
     }
 }
 
@@ -481,6 +489,10 @@ fn from_instance(
     pending: &mut Pending,
 ) -> Stage {
     let done = Stage::Done;
+    if vpc.table.is_resolver(pkt.header.dst) {
+        // Like AWS's resolver: reached from every subnet, past every security group and ACL.
+        return done(pkt.deliver(vpc.table.resolver.port));
+    }
     match route_in_vpc(vpc.table, from.subnet as usize, port, pkt.header.dst) {
         Ok(Next::Deliver(egress)) => Stage::Done(within_vpc(pkt, vpc, from, egress, pending)),
         Ok(Next::Gateway) => match icmp::echo_reply_in_place(pkt.buf, pkt.header.total_len()) {
@@ -505,6 +517,17 @@ fn from_instance(
             Err(reason) => done(Verdict::Drop(reason)),
         },
         Err(reason) => done(Verdict::Drop(reason)),
+    }
+}
+
+/// The only stage of a packet from VPC `vpc`'s resolver: delivered to one of that VPC's own
+/// instances, unfiltered (the instance's query reached the resolver unfiltered too), and nowhere
+/// else.
+fn from_resolver(pkt: &mut Packet, vpc: u32) -> Verdict {
+    let to = pkt.tables.vpcs.get(vpc as usize);
+    match to.and_then(|v| v.hosts.get(&pkt.header.dst)).copied() {
+        Some(egress) => pkt.deliver(egress),
+        None => Verdict::Drop(DropReason::NoSuchHost),
     }
 }
 
@@ -899,5 +922,6 @@ fn sender_gateway(tables: &Tables, port: &PortInfo) -> Option<Ipv4Addr> {
             .get(subnet as usize)
             .map(|s| s.gateway),
         PortOwner::Host { .. } | PortOwner::Uplink => Some(tables.internet.cidr.gateway()),
+        PortOwner::Resolver { vpc } => tables.vpcs.get(vpc as usize).map(|v| v.resolver.addr),
     }
 }

@@ -46,6 +46,15 @@ impl Query {
                 let e = endpoint(&format!("{scope}/{name}"))?;
                 (Some(e), plan.endpoint_ip(e))
             }
+            TargetHost::Dns(name) => {
+                let a = crate::topology::compile::dns::lookup(plan, from, name).map_err(|why| {
+                    QueryError::BadTarget(format!(
+                        "`{name}` does not resolve from {}: {why}",
+                        plan.endpoint_name(from)
+                    ))
+                })?;
+                (None, a)
+            }
         };
         Ok(Query {
             from,

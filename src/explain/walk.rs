@@ -13,6 +13,7 @@ use crate::dataplane::public::{EipTarget, PublicNext, public_next};
 use crate::dataplane::route::{self, Next};
 use crate::dataplane::{DropReason, PortId};
 use crate::tables::{NatGatewayTable, PortOwner, Tables, VpcTable};
+use crate::topology::model::TargetHost;
 use crate::topology::plan::{EipBinding, Endpoint, Plan, RouteTargetPlan};
 
 /// Where the walk stopped.
@@ -102,7 +103,7 @@ impl Walk<'_> {
                 instance,
                 port,
             }),
-            PortOwner::Host { .. } | PortOwner::Uplink => None,
+            PortOwner::Host { .. } | PortOwner::Uplink | PortOwner::Resolver { .. } => None,
         }
     }
 
@@ -122,6 +123,18 @@ impl Walk<'_> {
     fn start(&mut self, q: &Query, facts: Facts) -> Result<(), Blocked> {
         let port = self.tables.port_of(q.from);
         let name = self.port_name(port);
+        if let TargetHost::Dns(dns) = &q.to.host {
+            let asked = match q.from {
+                Endpoint::Instance { vpc, .. } => {
+                    format!("VPC {}'s resolver", self.plan.vpcs[vpc].name)
+                }
+                Endpoint::Host(_) => "the simulated internet's names".to_string(),
+            };
+            self.hop(format!(
+                "{dns} is {} (the A record {asked} answers)",
+                q.to_addr
+            ));
+        }
         self.hop(format!(
             "port {name}: source {} is the port's own address (anti-spoofing): pass",
             facts.src
@@ -168,6 +181,16 @@ impl Walk<'_> {
 
     fn leave_instance(&mut self, q: &Query, from: Inst, facts: Facts) -> Result<(), Blocked> {
         let vi = from.vpc;
+        if self.vpc(vi).is_resolver(facts.dst) {
+            // The fabric's own test, before any route (`fabric.rs`, `from_instance`).
+            self.hop(format!(
+                "{} is the VPC resolver (DNS on port 53): reached from every subnet, not \
+                 filtered by routes, security groups or network ACLs",
+                facts.dst
+            ));
+            self.deliver(self.vpc(vi).resolver.port);
+            return Ok(());
+        }
         let vplan = &self.plan.vpcs[vi];
         let subnet = self.subnet_name(vi, from.subnet);
         let (rt, m) = match route::lookup_route(self.vpc(vi), from.subnet as usize, facts.dst) {

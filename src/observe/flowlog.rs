@@ -653,6 +653,12 @@ fn labels(tables: &Tables, p: &crate::tables::PortInfo) -> PortLabels {
             subnet_id: None,
             instance_id: None,
         },
+        PortOwner::Resolver { vpc } => PortLabels {
+            interface_id: p.name.clone(),
+            vpc_id: tables.vpcs.get(vpc as usize).map(|v| v.name.clone()),
+            subnet_id: None,
+            instance_id: None,
+        },
     }
 }
 

@@ -80,6 +80,12 @@ pub struct SimSpec {
     pub name: String,
     pub addressing: super::sim_port::SimAddressing,
     pub services: Vec<crate::topology::model::Service>,
+    /// What it answers, when it is a VPC's resolver.
+    pub resolver: Option<Arc<crate::dns::View>>,
+    /// Where that resolver forwards other names.
+    pub upstreams: Vec<std::net::SocketAddr>,
+    /// Where that resolver logs its answers.
+    pub query_log: Option<crate::sim::resolver::QueryLog>,
     pub seed: u64,
 }
 
@@ -227,7 +233,24 @@ impl Shell {
         s.uplink = self
             .uplink()
             .map(|u| crate::inspect::UplinkSnapshot::of(u.uplink()));
+        s.dns = self.dns_snapshots();
         s
+    }
+
+    /// What every VPC's resolver answered, in VPC order.
+    fn dns_snapshots(&self) -> Vec<crate::inspect::DnsSnapshot> {
+        let tables = self.fwd.fabric.tables();
+        tables
+            .vpcs
+            .iter()
+            .filter_map(|v| match self.fwd.ports.get(v.resolver.port.index()) {
+                Some(PortSlot::Sim(s)) => s.dns_counters().map(|c| crate::inspect::DnsSnapshot {
+                    vpc: v.name.clone(),
+                    counters: *c,
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     /// [`crate::inspect::connections`] on the running fabric.
@@ -448,14 +471,24 @@ impl Shell {
                         .unwrap_or(PortSlot::Empty)
                 }
                 Slot::NewTun(t) => PortSlot::Tun(t),
-                Slot::NewSim(spec) => PortSlot::Sim(Box::new(SimPort::new(
-                    spec.name,
-                    id,
-                    spec.addressing,
-                    &spec.services,
-                    spec.seed,
-                    now,
-                ))),
+                Slot::NewSim(spec) => {
+                    let sim = SimPort::new(
+                        spec.name,
+                        id,
+                        spec.addressing,
+                        &spec.services,
+                        spec.seed,
+                        now,
+                    );
+                    PortSlot::Sim(Box::new(match spec.resolver {
+                        Some(view) => sim.with_resolver(
+                            view,
+                            super::dns_upstream::for_resolver(&spec.upstreams),
+                            spec.query_log,
+                        ),
+                        None => sim,
+                    }))
+                }
                 Slot::NewUplink(u) => PortSlot::Uplink(u),
                 Slot::Empty => PortSlot::Empty,
             };
@@ -638,6 +671,9 @@ impl Shell {
                 }
                 s.poll(now);
                 let ingress = s.port;
+                let grants = s.take_dns_grants();
+                // Before the answers leave: the client's first packet meets the grants.
+                crate::sim::resolver::apply_grants(&mut self.fwd.fabric, ingress, grants, now);
                 while let Some(PortSlot::Sim(s)) = self.fwd.ports.get_mut(i) {
                     let Some(len) = s.take_tx(&mut self.scratch[HEADROOM..]) else {
                         s.schedule(now);

@@ -18,6 +18,8 @@
 //! error, and while unwinding from a panic. After `kill -9` the state file lists what is left and
 //! [`down`] removes it (and anything else carrying the prefix that no live run owns).
 
+pub mod dns_log;
+pub mod dns_upstream;
 pub mod event_loop;
 pub mod forward;
 pub mod mailbox;
@@ -130,6 +132,11 @@ fn addressing(tables: &Tables, owner: PortOwner, addr: Ipv4Addr) -> (u8, Option<
             let gw = cidr.gateway();
             (cidr.prefix_len(), (gw != addr).then_some(gw))
         }
+        // An in-process endpoint on the VPC's prefix; it answers only packets that reached it.
+        PortOwner::Resolver { vpc } => tables
+            .vpcs
+            .get(vpc as usize)
+            .map_or((32, None), |v| (v.cidr.prefix_len(), None)),
     }
 }
 
@@ -196,6 +203,21 @@ pub fn up_with(
 
     let tables = Arc::new(crate::topology::compile::tables(plan));
     let observing = observe.open(&tables)?;
+    let query_log = match &observe.dns_query_log {
+        Some(target) => {
+            let epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let log = dns_log::QueryLogFile::open(target, epoch).map_err(|source| {
+                ObserveError::DnsQueryLog {
+                    target: target.clone(),
+                    source,
+                }
+            })?;
+            Some(log)
+        }
+        None => None,
+    };
     let mut made = Made {
         namespaces: Vec::new(),
         state: Some(StateFile::create(&lock.state_path, topology, &prefix)?),
@@ -260,6 +282,14 @@ pub fn up_with(
                     0x7670_6364 ^ i as u64,
                     Instant::ZERO,
                 );
+                let sim = match (&p.resolver, tables.ports[i].owner) {
+                    (Some(view), PortOwner::Resolver { vpc }) => sim.with_resolver(
+                        view.clone(),
+                        dns_upstream::for_resolver(&p.upstreams),
+                        query_log.as_ref().and_then(|l| l.for_vpc(&tables, vpc)),
+                    ),
+                    _ => sim,
+                };
                 ports.push(Some(Port::Sim(Box::new(sim))));
                 endpoints.push(UpEndpoint {
                     name: p.name.clone(),
@@ -317,6 +347,7 @@ pub fn up_with(
         reload,
         clock: shell.started(),
         deleting: Vec::new(),
+        query_log,
     };
     let (handle, requests) = reload::Control::channel(control.swaps.clone());
     on_ready(handle);

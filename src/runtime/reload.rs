@@ -69,6 +69,13 @@ pub(super) struct PortSpec {
     pub services: Vec<Service>,
     /// The uplink's configuration (seed 0), for the uplink's port only.
     pub uplink: Option<UplinkConfig>,
+    /// What a VPC's resolver answers, for resolver ports only: a change of names or zones
+    /// replaces the resolver (compared by content).
+    pub resolver: Option<Arc<crate::dns::View>>,
+    /// An instance's `resolv.conf` (its VPC's resolver and domain).
+    pub resolv_conf: Option<String>,
+    /// Where a resolver forwards the names it does not hold (resolver ports only).
+    pub upstreams: Vec<std::net::SocketAddr>,
 }
 
 impl PortSpec {
@@ -79,6 +86,7 @@ impl PortSpec {
             prefix_len: self.prefix_len,
             gateway: self.gateway,
             mtu: self.mtu,
+            resolv_conf: self.resolv_conf.clone(),
         }
     }
 
@@ -98,6 +106,13 @@ impl PortSpec {
 
 /// The ports of `plan` compiled into `tables`, in port-id order.
 pub(super) fn port_specs(plan: &Plan, tables: &Tables) -> Vec<PortSpec> {
+    let upstreams = plan.internet.uplink.as_ref().map_or_else(Vec::new, |u| {
+        super::dns_upstream::upstream_addresses(&u.resolvers)
+    });
+    let mut views: Vec<Option<crate::dns::View>> = crate::topology::compile::dns::views(plan)
+        .into_iter()
+        .map(Some)
+        .collect();
     tables
         .ports
         .iter()
@@ -122,6 +137,27 @@ pub(super) fn port_specs(plan: &Plan, tables: &Tables) -> Vec<PortSpec> {
                 services,
                 uplink: match p.owner {
                     PortOwner::Uplink => super::uplink_port::config(plan, tables),
+                    _ => None,
+                },
+                upstreams: match p.owner {
+                    PortOwner::Resolver { .. } => upstreams.clone(),
+                    _ => Vec::new(),
+                },
+                resolv_conf: match p.owner {
+                    PortOwner::Instance { vpc, .. } => tables.vpcs.get(vpc as usize).map(|v| {
+                        let search = crate::dns::names::vpc_domain(&v.name).map_or_else(
+                            || crate::dns::names::INTERNAL_DOMAIN.to_string(),
+                            |d| d.to_string().trim_end_matches('.').to_string(),
+                        );
+                        netns::resolv_conf(v.resolver.addr, &search)
+                    }),
+                    _ => None,
+                },
+                resolver: match p.owner {
+                    PortOwner::Resolver { vpc } => views
+                        .get_mut(vpc as usize)
+                        .and_then(Option::take)
+                        .map(Arc::new),
                     _ => None,
                 },
             }
@@ -260,6 +296,8 @@ pub(super) struct Control {
     /// Namespaces of removed endpoints being deleted in the background (a detach does not wait
     /// for it); they stay in `made` until deleted, so teardown and `vpcd down` still find them.
     pub deleting: Vec<Deletion>,
+    /// `--dns-query-log`: where new resolvers log too.
+    pub query_log: Option<super::dns_log::QueryLogFile>,
 }
 
 /// A background removal of namespaces: their names and the blocking task deleting them.
@@ -544,6 +582,15 @@ impl Control {
                         name: p.name.clone(),
                         addressing: p.sim_addressing(),
                         services: p.services.clone(),
+                        resolver: p.resolver.clone(),
+                        upstreams: p.upstreams.clone(),
+                        query_log: match tables.ports.get(j).map(|i| i.owner) {
+                            Some(PortOwner::Resolver { vpc }) => self
+                                .query_log
+                                .as_ref()
+                                .and_then(|l| l.for_vpc(&tables, vpc)),
+                            _ => None,
+                        },
                         seed: 0x7670_6364 ^ (self.seq << 20) ^ j as u64,
                     })));
                 }

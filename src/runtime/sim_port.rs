@@ -1,6 +1,7 @@
 //! `attach = "sim"` endpoints under `vpcd up`: a small smoltcp stack behind a
 //! [`QueueDevice`], side by side with the TUN ports, on the wall clock.
 //!
+//! A VPC's resolver port is a sim port too, with port 53 answering DNS ([`SimPort::with_resolver`]).
 //! A sim port answers ICMP echo, and an internet host serves what its `serve` list declares: each
 //! `tcp:N` answers any request with a short plain HTTP/1.0 response and closes (so `curl` from a
 //! namespace gets a page), each `udp:N` echoes datagrams. It is the same kind of stack `vpcd test`
@@ -8,10 +9,13 @@
 //! ([`crate::sim::interface`]) is shared.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::{tcp, udp};
 
+use crate::dns::View;
+use crate::sim::resolver::{DnsService, FORWARD_POLL, QueryLog, Upstream};
 use crate::sim::{QueueDevice, from_smol, interface, smol_instant};
 use crate::tables::PortId;
 use crate::time::Instant;
@@ -40,6 +44,8 @@ pub struct SimPort {
     device: QueueDevice,
     sockets: SocketSet<'static>,
     listeners: Vec<Listener>,
+    /// A VPC resolver's port 53 (resolver ports only).
+    dns: Option<DnsService>,
     /// Something was delivered since the last poll.
     dirty: bool,
     /// When its timers next need a poll.
@@ -113,9 +119,42 @@ impl SimPort {
             device,
             sockets,
             listeners,
+            dns: None,
             dirty: true,
             deadline: None,
         }
+    }
+
+    /// Makes this port a VPC resolver: port 53 over UDP and TCP answering from `view`, at its
+    /// address and 169.254.169.253, forwarding other names to `upstream` and logging every
+    /// answer to `log` when given.
+    pub fn with_resolver(
+        mut self,
+        view: Arc<View>,
+        upstream: Option<Box<dyn Upstream>>,
+        log: Option<QueryLog>,
+    ) -> SimPort {
+        let mut dns = DnsService::new(view, &mut self.iface, &mut self.sockets);
+        if let Some(u) = upstream {
+            dns.forward_to(u);
+        }
+        if let Some(l) = log {
+            dns.log_queries(l);
+        }
+        self.dns = Some(dns);
+        self
+    }
+
+    /// The egress destinations its resolver's answers allowed since the last call.
+    pub fn take_dns_grants(&mut self) -> Vec<crate::dns::egress::Grant> {
+        self.dns
+            .as_mut()
+            .map_or_else(Vec::new, DnsService::take_grants)
+    }
+
+    /// What its resolver answered, for a resolver port.
+    pub fn dns_counters(&self) -> Option<&crate::dns::Counters> {
+        self.dns.as_ref().map(DnsService::counters)
     }
 
     /// Queues a packet the fabric delivered; `false` when the queue is full or it exceeds the MTU.
@@ -139,7 +178,7 @@ impl SimPort {
         self.dirty = false;
         self.iface
             .poll(smol_instant(now), &mut self.device, &mut self.sockets);
-        self.serve();
+        self.serve(now);
         self.iface
             .poll(smol_instant(now), &mut self.device, &mut self.sockets);
     }
@@ -152,10 +191,20 @@ impl SimPort {
 
     /// Records when the stack next needs a poll; call after draining [`SimPort::take_tx`].
     pub fn schedule(&mut self, now: Instant) {
-        self.deadline = self
+        let stack = self
             .iface
             .poll_at(smol_instant(now), &self.sockets)
             .map(from_smol);
+        // A resolver waiting for forwarded answers looks for them again soon.
+        let forwards = self
+            .dns
+            .as_ref()
+            .filter(|d| d.is_waiting())
+            .map(|_| now + FORWARD_POLL);
+        self.deadline = match (stack, forwards) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// When its timers next need a poll (see [`SimPort::schedule`]).
@@ -163,7 +212,10 @@ impl SimPort {
         self.deadline
     }
 
-    fn serve(&mut self) {
+    fn serve(&mut self, now: Instant) {
+        if let Some(dns) = &mut self.dns {
+            dns.serve(&mut self.sockets, now);
+        }
         let (name, ip) = (&self.name, self.ip);
         for l in &self.listeners {
             match *l {

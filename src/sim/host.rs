@@ -11,6 +11,7 @@ use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
 use super::device::QueueDevice;
+use super::resolver::DnsService;
 use crate::tables::PortId;
 use crate::time::Instant;
 
@@ -83,6 +84,8 @@ pub(crate) struct Host {
     pub iface: Interface,
     pub device: QueueDevice,
     pub sockets: SocketSet<'static>,
+    /// A VPC resolver's port 53, on the resolver's host only.
+    pub dns: Option<DnsService>,
 }
 
 impl std::fmt::Debug for Host {
@@ -115,7 +118,14 @@ impl Host {
             iface,
             device,
             sockets: SocketSet::new(Vec::new()),
+            dns: None,
         }
+    }
+
+    /// The host of a VPC resolver: port 53 answering from `view`.
+    pub fn resolver(mut self, view: std::sync::Arc<crate::dns::View>) -> Host {
+        self.dns = Some(DnsService::new(view, &mut self.iface, &mut self.sockets));
+        self
     }
 
     /// Lets the stack read what arrived and send what its sockets queued. Returns whether a socket
@@ -124,15 +134,32 @@ impl Host {
         let r = self
             .iface
             .poll(smol_instant(now), &mut self.device, &mut self.sockets);
+        if let Some(dns) = &mut self.dns {
+            // Answer what arrived, and let the answers leave in this step.
+            dns.serve(&mut self.sockets, now);
+            self.iface
+                .poll(smol_instant(now), &mut self.device, &mut self.sockets);
+        }
         r == smoltcp::iface::PollResult::SocketStateChanged
     }
 
     /// When the stack next wants a poll (a retransmission, a delayed ACK), if ever. May be `now` or
     /// earlier when a socket has something to send.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        self.iface
+        let stack = self
+            .iface
             .poll_at(smol_instant(now), &self.sockets)
-            .map(from_smol)
+            .map(from_smol);
+        // A resolver waiting for forwarded answers looks for them again soon.
+        let forwards = self
+            .dns
+            .as_ref()
+            .filter(|d| d.is_waiting())
+            .map(|_| now + super::resolver::FORWARD_POLL);
+        match (stack, forwards) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

@@ -55,6 +55,7 @@ mod device;
 mod host;
 mod network;
 mod probe;
+pub mod resolver;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -96,6 +97,36 @@ pub enum SimError {
     BadTarget(String),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+}
+
+/// One resolver host per VPC, after every other host (their ports come last too).
+fn resolver_hosts(
+    plan: &Plan,
+    tables: &crate::tables::Tables,
+    seed: u64,
+    now: Instant,
+) -> Vec<Host> {
+    let views = topology::compile::dns::views(plan);
+    tables
+        .vpcs
+        .iter()
+        .zip(views)
+        .map(|(vpc, view)| {
+            let port = vpc.resolver.port;
+            let addressing = Addressing {
+                ip: vpc.resolver.addr,
+                // The link-local address is added by the resolver itself.
+                secondary: Vec::new(),
+                prefix_len: vpc.cidr.prefix_len(),
+                // On-link: the resolver answers only its own VPC's instances.
+                gateway: vpc.resolver.addr,
+                mtu: crate::topology::model::DEFAULT_MTU as usize,
+            };
+            let host_seed = splitmix64(seed ^ splitmix64(u64::from(port.0)));
+            let name = crate::tables::resolver_port_name(&vpc.name);
+            Host::new(name, port, addressing, host_seed, now).resolver(Arc::new(view))
+        })
+        .collect()
 }
 
 /// A topology running in process: one smoltcp host per endpoint, the fabric between them, and a
@@ -156,7 +187,7 @@ impl Simulation {
             };
             hosts.push((Endpoint::Host(hi), addressing));
         }
-        let hosts = hosts
+        let mut hosts: Vec<Host> = hosts
             .into_iter()
             .map(|(endpoint, addressing)| {
                 let port = tables.port_of(endpoint);
@@ -170,6 +201,7 @@ impl Simulation {
                 )
             })
             .collect();
+        hosts.extend(resolver_hosts(&plan, &tables, seed, now));
         let fabric = Fabric::new(tables);
         Simulation {
             net: Network::new(fabric, hosts, now),
@@ -314,12 +346,17 @@ impl Simulation {
 
     /// Runs one probe of a plan (normally one of this simulation's).
     pub fn run_probe(&mut self, probe: &ProbePlan) -> ProbeResult {
+        // A name is looked up again at run time, through the resolver, as a client would.
+        let to_addr = match &probe.to.host {
+            TargetHost::Dns(name) => self.look_up(probe.from, name).unwrap_or(probe.to_addr),
+            _ => probe.to_addr,
+        };
         self.exchange(
             probe.name.clone(),
             probe.from,
             &probe.to,
             probe.to_endpoint,
-            probe.to_addr,
+            to_addr,
             probe.expect,
         )
     }
@@ -341,6 +378,7 @@ impl Simulation {
                 let e = self.endpoint(&format!("{scope}/{name}"))?;
                 (Some(e), self.plan.endpoint_ip(e))
             }
+            TargetHost::Dns(name) => (None, self.look_up(from_ep, name)?),
         };
         let name = format!("{from} -> {target}");
         Ok(self.exchange(name, from_ep, &target, to_endpoint, to_addr, expect))
@@ -477,7 +515,8 @@ impl Simulation {
         port: u16,
     ) -> Vec<(usize, u16)> {
         let mut listeners: Vec<(usize, u16)> = (0..self.net.hosts.len())
-            .filter(|h| *h != prober)
+            // Resolvers answer DNS only, never a probe's payload.
+            .filter(|h| *h != prober && self.net.hosts[*h].dns.is_none())
             .map(|h| (h, port))
             .collect();
         if proto == L4::Icmp {
@@ -659,7 +698,9 @@ mod tests {
         let mut sim = sim(1);
         sim.run_probes();
         for h in &sim.net.hosts {
-            assert_eq!(h.sockets.iter().count(), 0, "{}", h.name);
+            // A resolver's own sockets (port 53, UDP and TCP) stay.
+            let own = h.dns.as_ref().map_or(0, |_| 1 + resolver::TCP_CONNECTIONS);
+            assert_eq!(h.sockets.iter().count(), own, "{}", h.name);
             assert_eq!((h.device.rx_len(), h.device.tx_len()), (0, 0), "{}", h.name);
         }
     }

@@ -189,6 +189,10 @@ impl Network {
         for i in 0..self.hosts.len() {
             self.hosts[i].poll(now);
             let ingress = self.hosts[i].port;
+            if let Some(dns) = self.hosts[i].dns.as_mut() {
+                let grants = dns.take_grants();
+                super::resolver::apply_grants(&mut self.fabric, ingress, grants, now);
+            }
             while let Some(len) = self.hosts[i].device.pop_tx(&mut self.buf) {
                 moved += 1;
                 self.send(ingress, len);

@@ -101,6 +101,34 @@ pub enum PortOwner {
     /// The public uplink (`[internet] uplink = "host"`): the outside world behind the public
     /// segment. It sends from any address the segment does not own.
     Uplink,
+    /// A VPC's resolver (DNS at base + 2 and [`RESOLVER_LINK_LOCAL`]): it sends from those two
+    /// addresses only, and only to its own VPC's instances.
+    Resolver {
+        vpc: u32,
+    },
+}
+
+/// The resolver's link-local address, answered in every VPC besides base + 2 (as AWS does).
+pub const RESOLVER_LINK_LOCAL: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 253);
+
+/// The resolver's address in a VPC: its CIDR's base + 2.
+pub fn resolver_address(vpc: Cidr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(vpc.network()).wrapping_add(2))
+}
+
+/// The name of VPC `vpc`'s resolver port: `VPC#resolver` (`#` is in no topology name, so it
+/// never clashes with an instance's `VPC/NAME`).
+pub fn resolver_port_name(vpc: &str) -> String {
+    format!("{vpc}#resolver")
+}
+
+/// A VPC's resolver as the fabric sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolverTable {
+    /// Base + 2.
+    pub addr: Ipv4Addr,
+    /// Its port (after the uplink's, in VPC order).
+    pub port: PortId,
 }
 
 /// The uplink port's name (a host may not be called `uplink` while the uplink is on).
@@ -108,7 +136,8 @@ pub const UPLINK_PORT_NAME: &str = "internet/uplink";
 
 #[derive(Debug, Clone)]
 pub struct PortInfo {
-    /// `VPC/INSTANCE`, `internet/HOST` or [`UPLINK_PORT_NAME`].
+    /// `VPC/INSTANCE`, `internet/HOST`, [`UPLINK_PORT_NAME`] or `VPC#resolver`
+    /// ([`resolver_port_name`]).
     pub name: String,
     /// The only source address this port may send from (anti-spoofing), but for an internet
     /// host with secondary addresses (it may send from each: [`InternetTable::hosts`] maps them
@@ -146,6 +175,15 @@ pub struct VpcTable {
     /// `None`: new flows towards the public side may go anywhere; otherwise only where one of
     /// these rules allows.
     pub egress_allow: Option<Vec<EgressRuleTable>>,
+    /// The VPC's resolver.
+    pub resolver: ResolverTable,
+}
+
+impl VpcTable {
+    /// Whether `dst` is one of the resolver's addresses (base + 2 or [`RESOLVER_LINK_LOCAL`]).
+    pub fn is_resolver(&self, dst: Ipv4Addr) -> bool {
+        dst == self.resolver.addr || dst == RESOLVER_LINK_LOCAL
+    }
 }
 
 /// A NAT gateway as the dataplane sees it.
@@ -344,8 +382,19 @@ cidr = "10.0.0.0/16"
         .expect("valid");
         let t = compile(&plan);
         let names: Vec<_> = t.ports.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["a/x", "a/y", "b/z", "internet/web"]);
-        for (i, name) in names.iter().enumerate() {
+        // The VPCs' resolvers come last, in VPC order.
+        assert_eq!(
+            names,
+            [
+                "a/x",
+                "a/y",
+                "b/z",
+                "internet/web",
+                "a#resolver",
+                "b#resolver"
+            ]
+        );
+        for (i, name) in names[..4].iter().enumerate() {
             let (scope, n) = name.split_once('/').unwrap();
             let e = plan.find_endpoint(scope, n).unwrap();
             assert_eq!(t.port_of(e), PortId(i as u32));

@@ -17,13 +17,16 @@ use crate::tables::firewall::{
     SgRuleTable,
 };
 use crate::tables::{
-    AddrMap, EipEntry, InternetTable, NatGatewayTable, PortId, PortInfo, PortOwner, RouteTable,
-    SnatPool, SubnetTable, Tables, UPLINK_PORT_NAME, VpcTable,
+    AddrMap, EipEntry, InternetTable, NatGatewayTable, PortId, PortInfo, PortOwner, ResolverTable,
+    RouteTable, SnatPool, SubnetTable, Tables, UPLINK_PORT_NAME, VpcTable, resolver_address,
+    resolver_port_name,
 };
+
+pub mod dns;
 
 impl Tables {
     /// The port of a plan endpoint. Ports are numbered instances first (VPC by VPC), then hosts,
-    /// then the uplink.
+    /// then the uplink, then one resolver per VPC.
     pub fn port_of(&self, endpoint: Endpoint) -> PortId {
         match endpoint {
             Endpoint::Instance { vpc, instance } => {
@@ -38,6 +41,7 @@ impl Tables {
 pub fn tables(plan: &Plan) -> Tables {
     let mut ports = Vec::new();
     let mut vpcs = Vec::with_capacity(plan.vpcs.len());
+    let first_resolver_port = first_resolver_port(plan);
     for (vi, vpc) in plan.vpcs.iter().enumerate() {
         let first_port = ports.len() as u32;
         let mut hosts = AddrMap::default();
@@ -104,10 +108,16 @@ pub fn tables(plan: &Plan) -> Tables {
                 .collect(),
             security_groups: compile_security_groups(vpc),
             network_acls: vpc.network_acls.iter().map(compile_network_acl).collect(),
+            // Egress by name restricts a VPC without a list to what its names allow.
             egress_allow: vpc
                 .egress_allow
                 .as_ref()
-                .map(|rules| rules.iter().map(egress_rule).collect()),
+                .map(|rules| rules.iter().map(egress_rule).collect())
+                .or_else(|| (!vpc.egress_names.is_empty()).then(Vec::new)),
+            resolver: ResolverTable {
+                addr: resolver_address(vpc.cidr),
+                port: PortId(first_resolver_port + vi as u32),
+            },
         });
     }
     let first_host_port = ports.len() as u32;
@@ -139,6 +149,14 @@ pub fn tables(plan: &Plan) -> Tables {
         });
         id
     });
+    ports.extend(plan.vpcs.iter().enumerate().map(|(vi, vpc)| PortInfo {
+        name: resolver_port_name(&vpc.name),
+        addr: resolver_address(vpc.cidr),
+        mtu: DEFAULT_MTU,
+        attach: Attach::Sim,
+        owner: PortOwner::Resolver { vpc: vi as u32 },
+        eip: None,
+    }));
     let eips = plan
         .eips
         .iter()
@@ -164,6 +182,13 @@ pub fn tables(plan: &Plan) -> Tables {
             uplink,
         },
     }
+}
+
+/// The first resolver port: after every instance's, host's and the uplink's, one per VPC.
+fn first_resolver_port(plan: &Plan) -> u32 {
+    let instances: usize = plan.vpcs.iter().map(|v| v.instances.len()).sum();
+    let uplink = usize::from(plan.internet.uplink.is_some());
+    (instances + plan.internet.hosts.len() + uplink) as u32
 }
 
 /// The uplink port's MTU: the smallest instance MTU (1500 without instances), so that the TCP

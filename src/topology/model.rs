@@ -27,6 +27,28 @@ pub struct Topology {
     pub internet: Option<Internet>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probe: Vec<Probe>,
+    /// Private DNS zones, each answered only by the resolvers of the VPCs it names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zone: Vec<Zone>,
+    /// DNS Firewall rules, each applied by the resolvers of the VPCs it names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_firewall: Vec<DnsFirewallRule>,
+    /// Egress allowed by name, for the VPCs each entry names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_by_name: Vec<EgressByName>,
+}
+
+/// Egress allowed by name: the addresses the VPCs' resolvers answer for these names become
+/// allowed destinations of their new flows to the public side, for the answers' TTLs
+/// (`crate::dns::egress`). A VPC named here without an `egress_allow` list gets an empty one:
+/// only what the names allow leaves.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressByName {
+    pub vpcs: Vec<Spanned<String>>,
+    /// `"api.payments.example:443"`, `"*.payments.example:8000-8099"`, `"api.example"` (every
+    /// protocol and port).
+    pub allow: Vec<Spanned<String>>,
 }
 
 /// An isolated tenant network. VPCs may reuse each other's CIDRs.
@@ -52,6 +74,47 @@ pub struct Vpc {
     /// empty list none). Replies to flows opened from outside are not restricted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_allow: Option<Vec<Spanned<EgressRule>>>,
+}
+
+/// One DNS Firewall rule (Route 53 Resolver DNS Firewall's shape; `crate::dns::firewall`),
+/// applied by the resolvers of the VPCs it names; a VPC's rules apply in file order.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsFirewallRule {
+    /// Unique among the rules; named in query logs.
+    pub name: Spanned<String>,
+    /// The VPCs whose resolvers apply it.
+    pub vpcs: Vec<Spanned<String>>,
+    /// `"bad.example"` (that name) or `"*.bad.example"` (every name below it).
+    pub domains: Vec<Spanned<String>>,
+    pub action: Spanned<DnsFirewallAction>,
+    /// With `action = "block"`: what the query gets (default `nxdomain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_response: Option<Spanned<BlockResponseKind>>,
+    /// With `block_response = "override"`: the CNAME target answered instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_override: Option<Spanned<String>>,
+    /// The override's TTL in seconds (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_override_ttl: Option<Spanned<u32>>,
+}
+
+/// What a DNS Firewall rule does with a matching query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsFirewallAction {
+    Allow,
+    Alert,
+    Block,
+}
+
+/// What a blocked query gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockResponseKind {
+    Nxdomain,
+    Nodata,
+    Override,
 }
 
 /// One entry of a VPC's `egress_allow`: a destination block and, optionally, TCP/UDP destination
@@ -351,6 +414,14 @@ pub struct Internet {
     /// sockets (see `topologies/README.md`); `"off"` (the default): they are dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<Spanned<UplinkMode>>,
+    /// With the uplink on: where the VPC resolvers forward names they do not hold (`"host"`: the
+    /// host's `/etc/resolv.conf`). Without it, such names are NXDOMAIN.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolvers: Vec<Spanned<Upstream>>,
+    /// Public DNS zones: the simulated internet's names, answered by every VPC's resolver
+    /// (unless a private zone of that VPC hides them). They take no `vpcs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zone: Vec<Zone>,
 }
 
 /// Whether the public segment reaches the host's networks.
@@ -388,7 +459,83 @@ pub struct Host {
     pub attach: Attach,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<Spanned<u32>>,
+    /// Public DNS names of the host (`api.example.com`): every VPC's resolver answers them with
+    /// the host's address, and the address's reverse name with the first of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<Spanned<String>>,
 }
+
+/// An upstream resolver of the VPC resolvers, written `"host"` (the nameservers of the host's
+/// `/etc/resolv.conf`, read when `vpcd up` starts or reloads), `"192.0.2.53"` (port 53) or
+/// `"192.0.2.53:5353"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upstream {
+    Host,
+    Addr(SocketAddr),
+}
+
+impl FromStr for Upstream {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "host" {
+            return Ok(Upstream::Host);
+        }
+        if let Ok(a) = s.parse::<std::net::IpAddr>() {
+            return Ok(Upstream::Addr(SocketAddr::new(a, 53)));
+        }
+        match s.parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 => Ok(Upstream::Addr(a)),
+            _ => Err(format!(
+                "`{s}` is not a resolver; write \"host\" (the host's /etc/resolv.conf), an address like \"192.0.2.53\" or \"192.0.2.53:5353\""
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Upstream::Host => f.write_str("host"),
+            Upstream::Addr(a) if a.port() == 53 => a.ip().fmt(f),
+            Upstream::Addr(a) => a.fmt(f),
+        }
+    }
+}
+
+/// A DNS zone: its apex name and records. A private zone (top-level `[[zone]]`) names the VPCs
+/// whose resolvers answer it; a public one (`[[internet.zone]]`) names none.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    /// The apex, like `corp.example`.
+    pub name: Spanned<String>,
+    /// VPC names (private zones only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vpcs: Vec<Spanned<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub record: Vec<ZoneRecord>,
+}
+
+/// One record of a zone, in zone-file syntax (`crate::dns::records` documents the values).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneRecord {
+    /// Relative to the zone (`db` for `db.corp.example`), or `@` for the apex.
+    pub name: Spanned<String>,
+    #[serde(rename = "type")]
+    pub kind: Spanned<RecordKind>,
+    pub value: Spanned<String>,
+    /// Seconds; default [`DEFAULT_RECORD_TTL`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Spanned<u32>>,
+}
+
+/// The record types a zone may hold (a resolver type: `crate::dns` parses their values).
+pub use crate::dns::RecordKind;
+
+/// A zone record's TTL when the file gives none (Route 53's console default).
+pub const DEFAULT_RECORD_TTL: u32 = 300;
 
 /// A transport protocol with a port, written `tcp:80` or `udp:53`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -475,7 +622,8 @@ impl fmt::Display for Expect {
     }
 }
 
-/// Where a probe goes: `ADDRESS:PORT/PROTO`, `SCOPE/NAME:PORT/PROTO`, or `.../icmp` without a port.
+/// Where a probe goes: `ADDRESS:PORT/PROTO`, `SCOPE/NAME:PORT/PROTO`, `DNS-NAME:PORT/PROTO`, or
+/// `.../icmp` without a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeTarget {
     pub host: TargetHost,
@@ -492,6 +640,8 @@ pub enum TargetHost {
         scope: String,
         name: String,
     },
+    /// A DNS name (`api.example.com`), looked up through the source's VPC resolver.
+    Dns(String),
 }
 
 impl FromStr for ProbeTarget {
@@ -537,6 +687,9 @@ impl FromStr for ProbeTarget {
                         name: name.into(),
                     }
                 }
+                None if crate::dns::names::parse_domain(host).is_ok() => {
+                    TargetHost::Dns(host.trim_end_matches('.').to_string())
+                }
                 _ => return Err(bad()),
             }
         };
@@ -549,6 +702,7 @@ impl fmt::Display for ProbeTarget {
         match &self.host {
             TargetHost::Addr(a) => write!(f, "{a}")?,
             TargetHost::Named { scope, name } => write!(f, "{scope}/{name}")?,
+            TargetHost::Dns(name) => f.write_str(name)?,
         }
         if let Some(p) = self.port {
             write!(f, ":{p}")?;
@@ -819,7 +973,14 @@ macro_rules! deserialize_from_str {
         }
     )*};
 }
-deserialize_from_str!(RouteTarget, Service, ProbeTarget, EgressRule, HostListen);
+deserialize_from_str!(
+    RouteTarget,
+    Service,
+    ProbeTarget,
+    EgressRule,
+    HostListen,
+    Upstream
+);
 
 /// Values written as strings in a file serialize as the same string (`Display` round-trips
 /// through `FromStr`), so a serialized model parses back to the same model.
@@ -840,7 +1001,8 @@ serialize_display!(
     Cidr,
     Addr,
     EgressRule,
-    HostListen
+    HostListen,
+    Upstream
 );
 
 impl fmt::Display for PortRange {

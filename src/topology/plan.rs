@@ -9,11 +9,14 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use super::cidr::Cidr;
 use super::model::{
     Attach, DnatProtocol, EgressRule, Expect, NetworkAcl, ProbeTarget, RouteTarget, SecurityGroup,
-    Service,
+    Service, Upstream,
 };
 use crate::dataplane::nat::config::NatConfig;
+use crate::dns::RecordData;
 /// Resolved targets and bindings are table types too; the plan uses the same ones.
 pub use crate::tables::{EipBinding, RouteTargetPlan};
+/// Domain names in zones (the resolver's type).
+pub use hickory_proto::rr::Name;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -21,6 +24,24 @@ pub struct Plan {
     pub eips: Vec<EipPlan>,
     pub internet: InternetPlan,
     pub probes: Vec<ProbePlan>,
+    /// Private DNS zones, in file order.
+    pub zones: Vec<ZonePlan>,
+}
+
+/// A DNS zone, checked: apex and records as fully qualified names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZonePlan {
+    pub apex: Name,
+    /// Indices into `Plan::vpcs` whose resolvers answer it (empty for a public zone).
+    pub vpcs: Vec<usize>,
+    pub records: Vec<RecordPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordPlan {
+    pub name: Name,
+    pub ttl: u32,
+    pub data: RecordData,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +59,10 @@ pub struct VpcPlan {
     pub network_acls: Vec<NetworkAcl>,
     /// `None`: instances may open flows to any public destination; otherwise only to these.
     pub egress_allow: Option<Vec<EgressRule>>,
+    /// DNS Firewall rules naming this VPC, in file order (the resolver's type).
+    pub dns_firewall: Vec<crate::dns::firewall::Rule>,
+    /// Names whose answers become allowed egress destinations (`[[egress_by_name]]`).
+    pub egress_names: Vec<crate::dns::egress::EgressName>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +172,8 @@ pub struct InternetPlan {
     pub hosts: Vec<HostPlan>,
     /// `Some` with `uplink = "host"`.
     pub uplink: Option<UplinkPlan>,
+    /// Public DNS zones, in file order.
+    pub zones: Vec<ZonePlan>,
 }
 
 /// The public uplink: its address on the segment and the host listeners of every EIP and DNAT
@@ -158,6 +185,8 @@ pub struct UplinkPlan {
     pub address: Ipv4Addr,
     /// In file order: EIPs' listeners first, then DNAT entries'.
     pub listen: Vec<ListenPlan>,
+    /// Where the VPC resolvers forward names they do not hold; empty: they do not forward.
+    pub resolvers: Vec<Upstream>,
 }
 
 /// One host listener: connections accepted on `host` enter the segment towards `target` (an
@@ -177,6 +206,8 @@ pub struct HostPlan {
     pub serve: Vec<Service>,
     pub attach: Attach,
     pub mtu: u32,
+    /// Public DNS names of the host, fully qualified.
+    pub dns_names: Vec<Name>,
 }
 
 /// An endpoint a probe starts from, resolved.

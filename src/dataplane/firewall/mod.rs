@@ -42,6 +42,7 @@
 pub mod acl;
 pub mod egress;
 pub mod flows;
+pub mod granted;
 pub mod security_group;
 
 use std::net::Ipv4Addr;
@@ -293,6 +294,8 @@ pub enum Pending {
 struct VpcFlows {
     name: String,
     table: FlowTable,
+    /// Destinations allowed by name ([`granted`]).
+    granted: granted::Granted,
 }
 
 /// The firewall's state: one flow table per VPC, in the order of [`Tables::vpcs`].
@@ -317,6 +320,7 @@ impl Firewall {
             .map(|(i, v)| VpcFlows {
                 name: v.name.clone(),
                 table: FlowTable::new(config, derive_seed(seed, i)),
+                granted: granted::Granted::default(),
             })
             .collect();
         Firewall { vpcs, config, seed }
@@ -341,8 +345,31 @@ impl Firewall {
             self.vpcs.push(kept.unwrap_or_else(|| VpcFlows {
                 name: v.name.clone(),
                 table: FlowTable::new(self.config, derive_seed(self.seed, i)),
+                granted: granted::Granted::default(),
             }));
         }
+    }
+
+    /// Allows new flows of VPC `vpc` to `addr` (TCP/UDP `ports` only, when given) until `until`:
+    /// the resolver answered `addr` for a name the VPC may reach ([`granted`]).
+    pub fn grant_egress(
+        &mut self,
+        vpc: usize,
+        addr: Ipv4Addr,
+        ports: Option<(u16, u16)>,
+        until: Instant,
+        now: Instant,
+    ) {
+        if let Some(v) = self.vpcs.get_mut(vpc) {
+            v.granted.grant(addr, ports, until, now);
+        }
+    }
+
+    /// Whether a grant of VPC `vpc` lets a new flow with `facts` out at `now`.
+    fn granted(&self, vpc: usize, facts: &Facts, now: Instant) -> bool {
+        self.vpcs
+            .get(vpc)
+            .is_some_and(|v| v.granted.allows(facts.proto, facts.dst, facts.dport(), now))
     }
 
     /// The flow table of VPC `vpc` (index into [`Tables::vpcs`]).
@@ -477,7 +504,7 @@ impl Firewall {
         {
             return Err(DropReason::SecurityGroupEgress);
         }
-        if track == Track::New && !egress_allowed(vpc, facts) {
+        if track == Track::New && !egress_allowed(vpc, facts) && !self.granted(vi, facts, now) {
             return Err(DropReason::EgressNotAllowed);
         }
         if !acl_check(vpc, from.subnet, AclDirection::Outbound, facts).allows() {

@@ -59,6 +59,8 @@ pub struct ObserveArgs {
     pub window: Duration,
     /// `--capture ENDPOINT=FILE`, as written.
     pub captures: Vec<String>,
+    /// `--dns-query-log TARGET`: the VPC resolvers' query logs, a file or `-` for stdout.
+    pub dns_query_log: Option<String>,
 }
 
 impl Default for ObserveArgs {
@@ -67,6 +69,7 @@ impl Default for ObserveArgs {
             flow_log: None,
             window: DEFAULT_WINDOW,
             captures: Vec::new(),
+            dns_query_log: None,
         }
     }
 }
@@ -84,6 +87,12 @@ pub enum ObserveError {
         arg: String,
         endpoint: String,
         known: String,
+    },
+    #[error("--dns-query-log {target}: {source}")]
+    DnsQueryLog {
+        target: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error("--flow-log {target}: {source}")]
     FlowLog {

@@ -10,12 +10,15 @@
 //! Stages 1 and 2 live in `syntax`; stage 3 is split by concept: `names` (names, duplicates,
 //! references and typo hints), `vpc` (VPC, subnets, route tables, addresses, instances), `nat`
 //! (NAT gateways, SNAT, DNAT, EIPs), `rules` (security groups and network ACLs), `public` (the
-//! internet segment), `uplink` (the host uplink, its binds and listeners) and `probes`. This file drives the stages and owns the `Checker`.
+//! internet segment), `uplink` (the host uplink, its binds and listeners), `dns` (DNS zones,
+//! their records and hosts' DNS names) and `probes`. This file drives the stages and owns the
+//! `Checker`.
 //!
 //! Key paths name array elements by their `name` key where they have one (`vpc[tenant-a]`), and by
 //! their 0-based position otherwise (`routes[2]`). The documented rules are in `topologies/README.md`;
 //! keep the two in step. No input makes this module panic.
 
+mod dns;
 mod names;
 mod nat;
 mod probes;
@@ -178,7 +181,7 @@ impl Checker<'_> {
                 );
             }
         }
-        self.index_names(
+        let vpc_index = self.index_names(
             topo.vpc
                 .iter()
                 .map(|v| &v.name)
@@ -196,12 +199,28 @@ impl Checker<'_> {
         let eips = self.check_eips(topo, &eip_paths, eip_uses);
         let mut internet = self.check_internet(topo, &eips);
         internet.uplink = self.check_uplink(topo, &eips, &internet);
-        let probes = self.check_probes(topo, &vpcs, &internet);
-        Plan {
+        let zones = self.check_zones(&topo.zone, "zone", Some(&vpc_index));
+        for (rule, visible) in self.check_dns_firewall(topo, &vpc_index) {
+            for v in visible {
+                vpcs[v].dns_firewall.push(rule.clone());
+            }
+        }
+        for (names, visible) in self.check_egress_by_name(topo, &vpc_index) {
+            for v in visible {
+                vpcs[v].egress_names.extend(names.iter().cloned());
+            }
+        }
+        let mut plan = Plan {
             vpcs,
             eips,
             internet,
-            probes,
-        }
+            probes: Vec::new(),
+            zones,
+        };
+        // Last: a probe to a DNS name is looked up in the plan's names.
+        let lookup = |from, name: &str| super::compile::dns::lookup(&plan, from, name);
+        let probes = self.check_probes(topo, &plan.vpcs, &plan.internet, &lookup);
+        plan.probes = probes;
+        plan
     }
 }

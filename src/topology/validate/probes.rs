@@ -1,6 +1,8 @@
 //! Probes: reachability assertions, with endpoints (`VPC/INSTANCE`, `internet/HOST`) resolved
 //! against the plan built so far. Probe names, when given, are unique.
 
+use std::net::Ipv4Addr;
+
 use super::super::model::{TargetHost, Topology};
 use super::super::plan::{Endpoint, InternetPlan, ProbePlan, VpcPlan};
 use toml::Spanned;
@@ -15,6 +17,7 @@ impl Checker<'_> {
         topo: &Topology,
         vpcs: &[VpcPlan],
         internet: &InternetPlan,
+        lookup: &dyn Fn(Endpoint, &str) -> Result<Ipv4Addr, String>,
     ) -> Vec<ProbePlan> {
         let find = |scope: &str, name: &str| -> Result<Endpoint, String> {
             if scope == "internet" {
@@ -132,6 +135,19 @@ impl Checker<'_> {
                         );
                         (None, None)
                     }
+                },
+                TargetHost::Dns(name) => match from.map(|f| lookup(f, name)) {
+                    Some(Ok(a)) => (None, Some(a)),
+                    Some(Err(why)) => {
+                        self.error(
+                            probe.to.span(),
+                            format!("{pp}.to"),
+                            format!("probe target `{name}` does not resolve from {from_text}: {why}"),
+                            "name an instance (`NAME.VPC.vpc.internal`), a zone's record, or an internet host's `dns_names`",
+                        );
+                        (None, None)
+                    }
+                    None => (None, None),
                 },
             };
             if let (Some(from), Some(to_addr)) = (from, to_addr) {

@@ -21,6 +21,7 @@ impl Checker<'_> {
                 cidr: default,
                 hosts: Vec::new(),
                 uplink: None,
+                zones: Vec::new(),
             };
         };
         let cidr = net.cidr.as_ref().map_or(default, |c| *c.get_ref());
@@ -74,12 +75,15 @@ impl Checker<'_> {
                 serve: h.serve.iter().map(|s| *s.get_ref()).collect(),
                 attach: h.attach,
                 mtu,
+                dns_names: Vec::new(),
             });
         }
+        self.check_host_dns_names(net, &paths, &mut hosts);
         InternetPlan {
             cidr,
             hosts,
             uplink: None,
+            zones: self.check_zones(&net.zone, "internet.zone", None),
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, SocketAddrV4};
 use std::ops::Range;
 
-use super::super::model::{DnatProtocol, Topology, UplinkMode};
+use super::super::model::{DnatProtocol, Topology, UplinkMode, Upstream};
 use super::super::plan::{EipBinding, EipPlan, InternetPlan, ListenPlan, UplinkPlan};
 use super::Checker;
 use super::syntax::Step;
@@ -173,7 +173,12 @@ impl Checker<'_> {
                 }
             }
         }
-        on.then_some(UplinkPlan { address, listen })
+        let resolvers = self.check_resolvers(topo, on);
+        on.then_some(UplinkPlan {
+            address,
+            listen,
+            resolvers,
+        })
     }
 
     /// Records a listener; `false` (reported) when an earlier one takes its address and port.
@@ -202,6 +207,22 @@ impl Checker<'_> {
     }
 
     /// With the uplink on, the segment's first address is the uplink's own.
+    /// `resolvers`: only with the uplink on.
+    fn check_resolvers(&mut self, topo: &Topology, on: bool) -> Vec<Upstream> {
+        let Some(net) = &topo.internet else {
+            return Vec::new();
+        };
+        if let (false, Some(first)) = (on, net.resolvers.first()) {
+            self.error(
+                first.span(),
+                "internet.resolvers",
+                "`resolvers` forward through the uplink, but the public segment has no uplink",
+                NEEDS_UPLINK,
+            );
+        }
+        net.resolvers.iter().map(|r| *r.get_ref()).collect()
+    }
+
     fn check_uplink_address(&mut self, topo: &Topology, eips: &[EipPlan], internet: &InternetPlan) {
         let address = internet.cidr.gateway();
         let hint = format!(

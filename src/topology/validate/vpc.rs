@@ -2,7 +2,8 @@
 //! in `nat`, security groups and network ACLs in `rules`; `check_vpc` calls them in file-section
 //! order so that problems at one offset keep a stable order.
 //!
-//! Addresses: explicit `ip`s are reserved first, then NAT gateways without one get the first free
+//! Addresses: the VPC CIDR's base + 2 is the resolver's, never an instance's or a gateway's.
+//! Explicit `ip`s are reserved first, then NAT gateways without one get the first free
 //! address of their subnet in file order, then instances. Reserved in every subnet: the network
 //! address, `.1` (the gateway) and broadcast.
 
@@ -86,6 +87,9 @@ impl Checker<'_> {
                 .egress_allow
                 .as_ref()
                 .map(|rules| rules.iter().map(|r| *r.get_ref()).collect()),
+            // Filled from the top-level rules once every VPC is known (`dns`).
+            dns_firewall: Vec::new(),
+            egress_names: Vec::new(),
         }
     }
 
@@ -313,6 +317,7 @@ impl Checker<'_> {
     fn assign_addresses(&mut self, s: &VpcScope<'_>, usable: &[bool]) -> Addresses {
         let (vpc, vname) = (s.vpc, s.name);
         let mut used: HashMap<Ipv4Addr, Holder> = HashMap::new();
+        let resolver = crate::tables::resolver_address(*vpc.cidr.get_ref());
         let gw_subnet: Vec<Option<usize>> = vpc
             .nat_gateway
             .iter()
@@ -381,6 +386,15 @@ impl Checker<'_> {
                     continue;
                 }
             }
+            if addr == resolver {
+                self.error(
+                    ip.span(),
+                    format!("{p}.ip"),
+                    format!("address {addr} is VPC {vname}'s resolver (the VPC CIDR's base + 2)"),
+                    "the resolver answers DNS at that address; choose another address, or leave out `ip` to get a free one",
+                );
+                continue;
+            }
             if let Some(h) = used.get(&addr) {
                 let (hw, hl) = (h.what.clone(), h.line);
                 self.error(
@@ -394,6 +408,14 @@ impl Checker<'_> {
             let line = self.line_of(ip.span().start);
             used.insert(addr, Holder { what, line });
         }
+        // After the explicit addresses: the resolver's is never handed out.
+        used.insert(
+            resolver,
+            Holder {
+                what: "the VPC resolver".to_string(),
+                line: self.line_of(vpc.cidr.span().start),
+            },
+        );
         let free_subnet = |si: Option<usize>| {
             si.filter(|i| usable.get(*i) == Some(&true))
                 .and_then(|i| vpc.subnet.get(i))

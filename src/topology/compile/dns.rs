@@ -1,0 +1,261 @@
+//! Compiles the plan's names into one resolver [`View`] per VPC: the DNS half of `compile`.
+//!
+//! What a VPC's resolver answers (README.md, "DNS inside the VPC"): its own instances' names,
+//! `ip-` names and reverse names; the private zones associated with it; and, unless one of
+//! those hides them, the simulated internet's names: EIPs (`eip-A-B-C-D.vpc.internal` and
+//! their reverse names), internet hosts' `dns_names` (and the reverse name of the host's address,
+//! pointing at the first) and the public zones. Everything under `vpc.internal` it does not hold
+//! is NXDOMAIN, so one VPC never learns another's instances.
+
+use hickory_proto::rr::RData;
+use hickory_proto::rr::rdata::{A, PTR};
+
+use std::net::Ipv4Addr;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::RecordType;
+
+use super::super::plan::{Endpoint, Plan, VpcPlan, ZonePlan};
+use crate::dns::names::{
+    eip_name, instance_name, internal_domain, ip_name, reverse_name, vpc_domain,
+};
+use crate::dns::view::DEFAULT_TTL;
+use crate::dns::{Transport, answer};
+use crate::dns::{View, ViewBuilder};
+
+/// One view per VPC, in plan order.
+pub fn views(plan: &Plan) -> Vec<View> {
+    (0..plan.vpcs.len()).map(|vi| view(plan, vi)).collect()
+}
+
+/// What `from` gets asking its resolver for `name`'s A record: the first address, or why there
+/// is none (the rcode, or no A record). An instance asks its VPC's resolver; an internet host
+/// sees the public names only. The one lookup `vpcd test` probes and `vpcd explain` use.
+pub fn lookup(plan: &Plan, from: Endpoint, name: &str) -> Result<Ipv4Addr, String> {
+    let view = match from {
+        Endpoint::Instance { vpc, .. } => view(plan, vpc),
+        Endpoint::Host(_) => public_view(plan),
+    };
+    let qname = crate::dns::names::parse_domain(name)?;
+    let mut m = Message::new(0, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(qname, RecordType::A));
+    let query = m.to_vec().map_err(|e| e.to_string())?;
+    let answered = answer(&view, &query, Transport::Tcp).map_err(|d| d.as_str().to_string())?;
+    let first = answered.answers.iter().find_map(|r| match &r.data {
+        RData::A(a) => Some(a.0),
+        _ => None,
+    });
+    first.ok_or_else(|| match answered.rcode {
+        ResponseCode::NoError => "no A record".to_string(),
+        other => crate::dns::querylog::rcode_name(other),
+    })
+}
+
+/// What an internet host's resolver would know: the simulated internet's names.
+fn public_view(plan: &Plan) -> View {
+    let mut b = ViewBuilder::new();
+    b.authority(internal_domain());
+    internet(&mut b, plan);
+    b.build()
+}
+
+/// The view of VPC `vi`.
+pub fn view(plan: &Plan, vi: usize) -> View {
+    let mut b = ViewBuilder::new();
+    b.firewall(plan.vpcs[vi].dns_firewall.clone());
+    b.egress_names(plan.vpcs[vi].egress_names.clone());
+    b.authority(internal_domain());
+    locally_served(&mut b);
+    instances(&mut b, &plan.vpcs[vi]);
+    for zone in plan.zones.iter().filter(|z| z.vpcs.contains(&vi)) {
+        b.private_zone(zone.apex.clone());
+        for r in &zone.records {
+            b.add(r.name.clone(), r.ttl, r.data.to_rdata());
+        }
+    }
+    internet(&mut b, plan);
+    b.build()
+}
+
+/// RFC 6303's locally served zones: the reverse names of private, loopback, link-local, shared
+/// and "this network" addresses are answered here (NXDOMAIN unless an instance has the address),
+/// never forwarded, so a reverse lookup of a VPC address never leaves vpcd.
+fn locally_served(b: &mut ViewBuilder) {
+    let mut apexes: Vec<String> = ["0", "10", "127", "254.169", "168.192"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    apexes.extend((16..32).map(|o| format!("{o}.172")));
+    apexes.extend((64..128).map(|o| format!("{o}.100")));
+    for apex in apexes {
+        if let Ok(n) = crate::dns::names::parse_domain(&format!("{apex}.in-addr.arpa")) {
+            b.authority(n);
+        }
+    }
+}
+
+/// A VPC's instances: `NAME.VPC.vpc.internal`, `ip-A-B-C-D.VPC.vpc.internal` and the reverse
+/// name of the address. A topology name too long for a DNS label gets no name.
+fn instances(b: &mut ViewBuilder, vpc: &VpcPlan) {
+    if let Some(domain) = vpc_domain(&vpc.name) {
+        b.authority(domain);
+    }
+    for inst in &vpc.instances {
+        let a = RData::A(A(inst.ip));
+        if let Some(ip) = ip_name(inst.ip, &vpc.name) {
+            b.add(ip, DEFAULT_TTL, a.clone());
+        }
+        if let Some(name) = instance_name(&inst.name, &vpc.name) {
+            b.add(
+                reverse_name(inst.ip),
+                DEFAULT_TTL,
+                RData::PTR(PTR(name.clone())),
+            );
+            b.add(name, DEFAULT_TTL, a);
+        }
+    }
+}
+
+/// The simulated internet's names, seen from every VPC.
+fn internet(b: &mut ViewBuilder, plan: &Plan) {
+    for eip in &plan.eips {
+        let name = eip_name(eip.address);
+        b.add_public(
+            reverse_name(eip.address),
+            DEFAULT_TTL,
+            RData::PTR(PTR(name.clone())),
+        );
+        b.add_public(name, DEFAULT_TTL, RData::A(A(eip.address)));
+    }
+    for host in &plan.internet.hosts {
+        if let Some(first) = host.dns_names.first() {
+            b.add_public(
+                reverse_name(host.ip),
+                DEFAULT_TTL,
+                RData::PTR(PTR(first.clone())),
+            );
+        }
+        for name in &host.dns_names {
+            b.add_public(name.clone(), DEFAULT_TTL, RData::A(A(host.ip)));
+        }
+    }
+    for zone in &plan.internet.zones {
+        public_zone(b, zone);
+    }
+}
+
+/// A public zone's apex and records.
+fn public_zone(b: &mut ViewBuilder, zone: &ZonePlan) {
+    b.public_zone(zone.apex.clone());
+    for r in &zone.records {
+        b.add_public(r.name.clone(), r.ttl, r.data.to_rdata());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+    use hickory_proto::rr::{Name, RecordType};
+
+    use super::*;
+    use crate::dns::{Transport, answer};
+
+    const TOPOLOGY: &str = r#"
+[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+subnet = [{ name = "app", cidr = "10.0.1.0/24" }]
+instance = [{ name = "web", subnet = "app", ip = "10.0.1.10" }]
+
+[[vpc]]
+name = "tenant-b"
+cidr = "10.0.0.0/16"
+subnet = [{ name = "app", cidr = "10.0.1.0/24" }]
+instance = [{ name = "web", subnet = "app", ip = "10.0.1.20" }]
+
+[[eip]]
+name = "e"
+address = "203.0.113.5"
+
+[[zone]]
+name = "corp.example"
+vpcs = ["tenant-a"]
+record = [{ name = "db", type = "A", value = "10.0.1.30" }]
+
+[internet]
+host = [{ name = "api", ip = "198.51.100.10", dns_names = ["api.example.com"] }]
+"#;
+
+    fn ask(view: &View, name: &str, qtype: RecordType) -> (ResponseCode, Vec<String>) {
+        let mut m = Message::new(1, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        let a = answer(view, &m.to_vec().unwrap(), Transport::Udp).unwrap();
+        let data = a.answers.iter().map(|r| r.data.to_string()).collect();
+        (a.rcode, data)
+    }
+
+    #[test]
+    fn each_vpc_sees_its_own_instances_and_zones_and_the_internet() {
+        let plan = crate::topology::parse("dns.toml", TOPOLOGY).unwrap();
+        let v = views(&plan);
+        let ok = ResponseCode::NoError;
+        let nx = ResponseCode::NXDomain;
+        let a = |s: &str| vec![s.to_string()];
+        assert_eq!(
+            ask(&v[0], "web.tenant-a.vpc.internal.", RecordType::A),
+            (ok, a("10.0.1.10"))
+        );
+        assert_eq!(
+            ask(&v[1], "web.tenant-b.vpc.internal.", RecordType::A),
+            (ok, a("10.0.1.20"))
+        );
+        assert_eq!(
+            ask(&v[0], "ip-10-0-1-10.tenant-a.vpc.internal.", RecordType::A).1,
+            a("10.0.1.10")
+        );
+        // Isolation: a VPC never learns another's instances or private zones.
+        assert_eq!(
+            ask(&v[1], "web.tenant-a.vpc.internal.", RecordType::A).0,
+            nx
+        );
+        assert_eq!(
+            ask(&v[0], "db.corp.example.", RecordType::A),
+            (ok, a("10.0.1.30"))
+        );
+        assert_eq!(ask(&v[1], "db.corp.example.", RecordType::A).0, nx);
+        // Overlapping CIDRs: each VPC's reverse name is its own instance.
+        assert_eq!(
+            ask(&v[0], "10.1.0.10.in-addr.arpa.", RecordType::PTR).1,
+            a("web.tenant-a.vpc.internal.")
+        );
+        assert_eq!(ask(&v[1], "10.1.0.10.in-addr.arpa.", RecordType::PTR).0, nx);
+        // RFC 6303: a private address nobody has is NXDOMAIN here, with the zone's SOA (never
+        // another server's question).
+        let mut m = Message::new(1, MessageType::Query, OpCode::Query);
+        m.add_query(Query::query(
+            Name::from_ascii("99.1.0.10.in-addr.arpa.").unwrap(),
+            RecordType::PTR,
+        ));
+        let cache = crate::dns::Cache::default();
+        let forwarding = Some((&cache, crate::time::Instant::ZERO));
+        match crate::dns::step(&v[0], &m.to_vec().unwrap(), Transport::Udp, forwarding) {
+            Ok(crate::dns::Step::Answer(a)) => assert_eq!(a.rcode, nx),
+            other => panic!("answered locally, not forwarded: {other:?}"),
+        }
+        // The simulated internet, from both.
+        for view in &v {
+            assert_eq!(
+                ask(view, "api.example.com.", RecordType::A),
+                (ok, a("198.51.100.10"))
+            );
+            assert_eq!(
+                ask(view, "5.113.0.203.in-addr.arpa.", RecordType::PTR).1,
+                a("eip-203-0-113-5.vpc.internal.")
+            );
+            assert_eq!(
+                ask(view, "eip-203-0-113-5.vpc.internal.", RecordType::A).1,
+                a("203.0.113.5")
+            );
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! DNS inside the VPC for real (root; CI runs them): `vpcd up`'s resolver at base + 2 and
+//! 169.254.169.253 answering `dig`, `getent hosts` and `curl http://NAME/` through the
+//! `resolv.conf` `vpcd exec` gives each namespace; a private zone only in its VPC; a large answer
+//! truncated over UDP and retried over TCP; `python3 -m http.server` serving within a second
+//! (its reverse lookups are answered at once instead of timing out).
+//!
+//! Forwarding: `vpcd up` runs in a namespace of its own standing for the host, with a dnsmasq
+//! there as the upstream resolver (`[internet] resolvers`); no query ever goes to the machine's
+//! own resolver.
+//!
+//! Each test has its own topology, namespace prefix and run directory (see `real_support`); each
+//! ends by checking that nothing of it is left, `/etc/netns/NAME/` included.
+
+mod real_support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use real_support::{HostNs, Run, capable, text};
+
+/// Two VPCs with the same CIDR; `d` has two instances and a private zone with a name whose TXT
+/// records do not fit 512 bytes.
+fn topology() -> String {
+    let big: Vec<String> = (0..6)
+        .map(|i| {
+            format!(
+                "{{ name = \"big\", type = \"TXT\", value = \"{}\" }}",
+                "x".repeat(100 + i)
+            )
+        })
+        .collect();
+    format!(
+        r#"
+[[vpc]]
+name = "d"
+cidr = "10.30.0.0/16"
+subnet = [{{ name = "app", cidr = "10.30.1.0/24" }}]
+instance = [
+  {{ name = "web", subnet = "app", ip = "10.30.1.10" }},
+  {{ name = "cli", subnet = "app", ip = "10.30.1.11" }},
+]
+
+[[vpc]]
+name = "o"
+cidr = "10.30.0.0/16"
+subnet = [{{ name = "app", cidr = "10.30.1.0/24" }}]
+instance = [{{ name = "x", subnet = "app", ip = "10.30.1.10" }}]
+
+[[zone]]
+name = "corp.example"
+vpcs = ["d"]
+record = [
+  {{ name = "db", type = "A", value = "10.30.1.10" }},
+  {big},
+]
+"#,
+        big = big.join(",\n  ")
+    )
+}
+
+/// `dig +short` from `endpoint`: the answer lines, or the whole output when dig failed.
+fn dig(run: &Run, endpoint: &str, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["dig", "+short", "+time=2", "+tries=1"];
+    all.extend_from_slice(args);
+    let out = run.exec(endpoint, &all);
+    assert!(out.status.success(), "dig {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The status word of a full `dig` answer (`NOERROR`, `NXDOMAIN`).
+fn dig_status(run: &Run, endpoint: &str, args: &[&str]) -> String {
+    let mut all = vec!["dig", "+time=2", "+tries=1"];
+    all.extend_from_slice(args);
+    let out = run.exec(endpoint, &all);
+    let s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.split("status: ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_else(|| panic!("no status in dig output: {}", text(&out)))
+        .to_string()
+}
+
+/// No `/etc/netns/PREFIX-*` is left.
+fn assert_no_etc_netns(prefix: &str) {
+    let left: Vec<String> = std::fs::read_dir(Path::new("/etc/netns"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("{prefix}-")))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in /etc/netns: {left:?}");
+}
+
+#[test]
+fn dig_resolves_instances_ptr_and_zones_at_both_resolver_addresses() {
+    if !capable("dig_resolves", &["dig"]) {
+        return;
+    }
+    let run = Run::up("vr-dig", &topology());
+    for server in ["@10.30.0.2", "@169.254.169.253"] {
+        assert_eq!(
+            dig(&run, "d/cli", &[server, "web.d.vpc.internal"]),
+            ["10.30.1.10"]
+        );
+        assert_eq!(
+            dig(&run, "d/cli", &[server, "ip-10-30-1-11.d.vpc.internal"]),
+            ["10.30.1.11"]
+        );
+        assert_eq!(
+            dig(&run, "d/cli", &[server, "-x", "10.30.1.10"]),
+            ["web.d.vpc.internal."]
+        );
+        assert_eq!(
+            dig(&run, "d/cli", &[server, "db.corp.example"]),
+            ["10.30.1.10"]
+        );
+    }
+    // The namespace's own resolv.conf names the resolver: no server given.
+    assert_eq!(dig(&run, "d/web", &["cli.d.vpc.internal"]), ["10.30.1.11"]);
+    // The private zone and d's names answer only in d; o's resolver names its own instance.
+    assert_eq!(dig_status(&run, "o/x", &["db.corp.example"]), "NXDOMAIN");
+    assert_eq!(dig_status(&run, "o/x", &["web.d.vpc.internal"]), "NXDOMAIN");
+    assert_eq!(
+        dig(&run, "o/x", &["-x", "10.30.1.10"]),
+        ["x.o.vpc.internal."]
+    );
+    run.stop();
+    assert_no_etc_netns("vr-dig");
+}
+
+#[test]
+fn a_large_answer_is_truncated_over_udp_and_dig_retries_over_tcp() {
+    if !capable("dns_tcp_retry", &["dig"]) {
+        return;
+    }
+    let run = Run::up("vr-dtc", &topology());
+    // Without EDNS the answer does not fit 512 bytes: TC over UDP, then dig asks over TCP.
+    let out = run.exec(
+        "d/cli",
+        &[
+            "dig",
+            "+noedns",
+            "+time=2",
+            "+tries=1",
+            "big.corp.example",
+            "TXT",
+        ],
+    );
+    let s = text(&out);
+    assert!(s.contains("Truncated, retrying in TCP mode"), "{s}");
+    assert!(
+        s.contains("status: NOERROR") && s.contains("ANSWER: 6"),
+        "{s}"
+    );
+    // Straight over TCP, and with +ignore the truncated UDP answer itself.
+    assert_eq!(
+        dig(&run, "d/cli", &["+tcp", "big.corp.example", "TXT"]).len(),
+        6
+    );
+    let out = run.exec(
+        "d/cli",
+        &[
+            "dig",
+            "+noedns",
+            "+ignore",
+            "+time=2",
+            "+tries=1",
+            "big.corp.example",
+            "TXT",
+        ],
+    );
+    let s = text(&out);
+    assert!(s.contains(" tc ") || s.contains(" tc;"), "{s}");
+    run.stop();
+    assert_no_etc_netns("vr-dtc");
+}
+
+#[test]
+fn getent_curl_by_name_and_python_http_server_serving_within_a_second() {
+    if !capable("dns_by_name", &["getent", "curl", "python3"]) {
+        return;
+    }
+    let mut run = Run::up("vr-dnm", &topology());
+    let out = run.exec("d/cli", &["getent", "hosts", "web"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["10.30.1.10", "web.d.vpc.internal"]
+    );
+    // `python3 -m http.server` looks names up before it serves (and for every request's log
+    // line): without a resolver each lookup waited for its timeout.
+    let www = run.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello by name\n").unwrap();
+    let started = Instant::now();
+    let dir = www.display().to_string();
+    run.spawn(
+        "d/web",
+        &[
+            "python3",
+            "-u",
+            "-m",
+            "http.server",
+            "8080",
+            "--directory",
+            &dir,
+        ],
+        "http.log",
+    );
+    let mut body = Err(String::new());
+    while started.elapsed() < Duration::from_secs(5) {
+        body = run.curl("d/cli", "http://web:8080/");
+        if body.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    eprintln!("python3 -m http.server served by name after {took:?}");
+    assert_eq!(
+        body.as_deref(),
+        Ok("hello by name\n"),
+        "{}",
+        run.log("http.log")
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "python3 -m http.server served after {took:?}: {}",
+        run.log("http.log")
+    );
+    run.stop();
+    assert_no_etc_netns("vr-dnm");
+}
+
+/// The upstream's address, on the host namespace's loopback (a documentation address).
+const UPSTREAM: &str = "192.0.2.53";
+
+/// A VPC whose resolver forwards through the uplink to [`UPSTREAM`].
+fn forwarding_topology() -> String {
+    format!(
+        r#"
+[[vpc]]
+name = "f"
+cidr = "10.31.0.0/16"
+subnet = [{{ name = "app", cidr = "10.31.1.0/24" }}]
+instance = [{{ name = "cli", subnet = "app", ip = "10.31.1.11" }}]
+
+[internet]
+uplink = "host"
+resolvers = ["{UPSTREAM}"]
+"#
+    )
+}
+
+#[test]
+fn other_names_are_forwarded_to_the_upstream_with_tcp_retry_and_kept_in_the_cache() {
+    if !capable("dns_forwarding", &["dig", "dnsmasq", "nsenter", "kill"]) {
+        return;
+    }
+    let host = HostNs::new("host-vr-dfw", &[&format!("{UPSTREAM}/24")]);
+    let mut run = Run::up_in(host, "vr-dfw", &forwarding_topology(), &[]);
+    // Ten TXT strings of 200 bytes: more than 1232 bytes, so the upstream truncates over UDP.
+    let mut args = vec![
+        "dnsmasq".to_string(),
+        "--keep-in-foreground".into(),
+        "--conf-file=/dev/null".into(),
+        "--no-resolv".into(),
+        "--no-hosts".into(),
+        "--bind-interfaces".into(),
+        format!("--listen-address={UPSTREAM}"),
+        "--port=53".into(),
+        "--pid-file=".into(),
+        "--log-queries".into(),
+        "--log-facility=-".into(),
+        // Its own records' TTL (0 by default: never cached).
+        "--local-ttl=60".into(),
+        "--host-record=api.example.org,198.51.100.77".into(),
+        // An empty --address is NXDOMAIN for the domain.
+        "--address=/nope.example.org/".into(),
+    ];
+    for i in 0..10 {
+        args.push(format!(
+            "--txt-record=big.example.org,{}",
+            format!("{i}").repeat(200)
+        ));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let dnsmasq = run.host_spawn(&args, "dnsmasq.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let first = loop {
+        let out = run.exec(
+            "f/cli",
+            &["dig", "+short", "+time=1", "+tries=1", "api.example.org"],
+        );
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if s == "198.51.100.77" || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(first, "198.51.100.77", "{}", run.log("dnsmasq.log"));
+    // The upstream truncates the large answer over UDP; the forwarder asks it again over TCP;
+    // the client gets TC over UDP and asks the resolver over TCP, answered from the cache.
+    let out = run.exec(
+        "f/cli",
+        &["dig", "+time=3", "+tries=1", "big.example.org", "TXT"],
+    );
+    let s = text(&out);
+    assert!(
+        s.contains("status: NOERROR") && s.contains("ANSWER: 10"),
+        "{s}"
+    );
+    assert!(s.contains("Truncated, retrying in TCP mode"), "{s}");
+    // NXDOMAIN from the upstream is passed on.
+    assert_eq!(dig_status(&run, "f/cli", &["nope.example.org"]), "NXDOMAIN");
+    // With the upstream gone, what was asked before is still answered, from the cache; a new
+    // name is SERVFAIL once the upstream has timed out.
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &dnsmasq.to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(dig(&run, "f/cli", &["api.example.org"]), ["198.51.100.77"]);
+    assert_eq!(
+        dig_status(&run, "f/cli", &["+time=5", "other.example.org"]),
+        "SERVFAIL"
+    );
+    let log = run.log("dnsmasq.log");
+    assert_eq!(log.matches("query[A] api.example.org").count(), 1, "{log}");
+    run.stop();
+    assert_no_etc_netns("vr-dfw");
+}
+
+#[test]
+fn query_logs_read_back_with_route53_fields_and_a_blocked_domain() {
+    if !capable("dns_query_log", &["dig"]) {
+        return;
+    }
+    // A DNS Firewall rule blocks one name of d's zone (NXDOMAIN).
+    let topo = format!(
+        "{}\n[[dns_firewall]]\nname = \"no-db\"\nvpcs = [\"d\"]\n\
+         domains = [\"db.corp.example\"]\naction = \"block\"\n",
+        topology()
+    );
+    let run = Run::up_with("vr-dql", &topo, &["--dns-query-log", "{dir}/dns.jsonl"]);
+    assert_eq!(dig(&run, "d/cli", &["web.d.vpc.internal"]), ["10.30.1.10"]);
+    assert_eq!(
+        dig_status(&run, "d/cli", &["+tcp", "nope.corp.example"]),
+        "NXDOMAIN"
+    );
+    assert_eq!(dig_status(&run, "d/cli", &["db.corp.example"]), "NXDOMAIN");
+    let path = run.dir.join("dns.jsonl");
+    let mut run = run;
+    run.stop_in_place();
+    let text = std::fs::read_to_string(&path).expect("the query log");
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(records.len(), 3, "{text}");
+    let a = &records[0];
+    assert_eq!(a["version"], "1.100000");
+    assert_eq!(a["vpc_id"], "d");
+    assert_eq!(a["query_name"], "web.d.vpc.internal.");
+    assert_eq!(a["query_type"], "A");
+    assert_eq!(a["query_class"], "IN");
+    assert_eq!(a["rcode"], "NOERROR");
+    assert_eq!(a["answers"][0]["Rdata"], "10.30.1.10");
+    assert_eq!(a["answers"][0]["Type"], "A");
+    assert_eq!(a["srcaddr"], "10.30.1.11");
+    assert_eq!(a["transport"], "UDP");
+    assert_eq!(a["srcids"]["instance"], "cli");
+    assert!(
+        a["query_timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.len() == 24),
+        "{a}"
+    );
+    let nx = &records[1];
+    assert_eq!(
+        (&nx["rcode"], &nx["transport"]),
+        (&"NXDOMAIN".into(), &"TCP".into())
+    );
+    assert!(nx.get("firewall_rule_action").is_none(), "{nx}");
+    let blocked = &records[2];
+    assert_eq!(blocked["query_name"], "db.corp.example.");
+    assert_eq!(blocked["rcode"], "NXDOMAIN");
+    assert_eq!(blocked["firewall_rule_action"], "BLOCK");
+    assert_eq!(blocked["firewall_rule"], "no-db");
+    assert_no_etc_netns("vr-dql");
+}
+
+#[test]
+fn metrics_count_the_resolvers_answers_by_rcode() {
+    if !capable("dns_metrics", &["dig"]) {
+        return;
+    }
+    let state =
+        StateDir(std::env::temp_dir().join(format!("vpcd-dns-state-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&state.0);
+    let state_arg = state.0.display().to_string();
+    let run = Run::up_with("vr-dmx", &topology(), &["--state", &state_arg]);
+    assert_eq!(dig(&run, "d/cli", &["web.d.vpc.internal"]), ["10.30.1.10"]);
+    assert_eq!(
+        dig_status(&run, "d/cli", &["nope.corp.example"]),
+        "NXDOMAIN"
+    );
+    let out = run
+        .vpcd()
+        .args(["ctl", "metrics"])
+        .output()
+        .expect("vpcd ctl");
+    assert!(out.status.success(), "{}", text(&out));
+    let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in [
+        r#"vpcd_dns_responses_total{vpc="d",rcode="NOERROR"} 1"#,
+        r#"vpcd_dns_responses_total{vpc="d",rcode="NXDOMAIN"} 1"#,
+        r#"vpcd_dns_responses_total{vpc="o",rcode="NOERROR"} 0"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in:\n{metrics}"
+        );
+    }
+    run.stop();
+    assert_no_etc_netns("vr-dmx");
+}
+
+/// The `--state` directory, outside the run's directory; removed on drop (a panic too).
+struct StateDir(std::path::PathBuf);
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn egress_by_name_lets_curl_reach_the_answered_address_and_nothing_else() {
+    if !capable("dns_egress_by_name", &["curl"]) {
+        return;
+    }
+    let topo = r#"
+[[vpc]]
+name = "e"
+cidr = "10.32.0.0/16"
+subnet = [
+  { name = "app", cidr = "10.32.1.0/24", route_table = "out" },
+  { name = "pub", cidr = "10.32.9.0/24" },
+]
+route_table = [{ name = "out", routes = [{ destination = "0.0.0.0/0", target = "nat:gw" }] }]
+instance = [{ name = "fn", subnet = "app", ip = "10.32.1.10" }]
+nat_gateway = [{ name = "gw", subnet = "pub", eips = ["eg"] }]
+
+[[eip]]
+name = "eg"
+address = "203.0.113.32"
+
+[internet]
+host = [
+  { name = "pay", ip = "198.51.100.20", serve = ["tcp:80"], attach = "sim", dns_names = ["api.payments.example"] },
+  { name = "other", ip = "198.51.100.30", serve = ["tcp:80"], attach = "sim", dns_names = ["other.example"] },
+]
+
+[[egress_by_name]]
+vpcs = ["e"]
+allow = ["api.payments.example:80"]
+"#;
+    let run = Run::up("vr-deg", topo);
+    // By address, before any lookup: refused (the VPC may reach only what its names allow).
+    assert!(run.curl("e/fn", "http://198.51.100.20/").is_err());
+    // By name: the lookup allows the answered address on port 80.
+    let body = run
+        .curl("e/fn", "http://api.payments.example/")
+        .expect("allowed by name");
+    assert!(body.contains("vpcd sim host internet/pay"), "{body}");
+    // Another name resolves, but its address is not allowed.
+    assert!(run.curl("e/fn", "http://other.example/").is_err());
+    run.stop();
+    assert_no_etc_netns("vr-deg");
+}
