@@ -36,18 +36,8 @@ for t in ip hping3 curl python3 nft timeout; do
     command -v "$t" >/dev/null || die "needs $t (Debian: see .ci/run)"
 done
 
-cleanup() {
-    set +e
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    sleep 0.3
-    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-    for ns in $(ip netns list | awk '{print $1}' | grep "^$P-"); do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
-        ip netns delete "$ns" 2>/dev/null
-    done
-    [ -n "${VPCD:-}" ] && VPCD_NETNS_PREFIX=$P VPCD_RUN_DIR=$WORK/run "$VPCD" down >/dev/null 2>&1
-    rm -rf "$WORK"
-}
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -56,15 +46,6 @@ if [ -z "${VPCD:-}" ]; then
     VPCD=$PWD/target/release/vpcd
 fi
 
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-
-median() {
-    python3 -c '
-import statistics, sys
-v = [float(x) for x in sys.argv[2:] if x != "-"]
-print(sys.argv[1] % statistics.median(v) if v else "-")
-' "$@"
-}
 
 # A 1 GiB sparse file served by Python's HTTP server on ADDR:8080 in namespace $1.
 serve() { # ns addr

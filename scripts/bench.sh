@@ -61,18 +61,8 @@ for t in ip iperf3 ping python3 nft nsenter; do
     command -v "$t" >/dev/null || die "needs $t (Debian: see .ci/run)"
 done
 
-cleanup() {
-    set +e
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-    sleep 0.3
-    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null; done
-    for ns in $(ip netns list | awk '{print $1}' | grep "^$P-"); do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
-        ip netns delete "$ns" 2>/dev/null
-    done
-    [ -n "${VPCD:-}" ] && VPCD_NETNS_PREFIX=$P VPCD_RUN_DIR=$WORK/run "$VPCD" down >/dev/null 2>&1
-    rm -rf "$WORK"
-}
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -84,8 +74,6 @@ if [ -z "${TUN_COPY:-}" ] && [[ " $PEERS " == *" tun-copy "* ]]; then
     cargo build --release --locked --quiet --example tun_copy
     TUN_COPY=$PWD/target/release/examples/tun_copy
 fi
-
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 # --- measurements: run from F ($1) against H ($2) at address $3 ------------------------------
 
@@ -105,14 +93,6 @@ while True:
 
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)" 2>/dev/null || echo "-"; }
 
-# The median of the figures given ("-" = a failed run, left out), printed with format $1.
-median() {
-    python3 -c '
-import statistics, sys
-v = [float(x) for x in sys.argv[2:] if x != "-"]
-print(sys.argv[1] % statistics.median(v) if v else "-")
-' "$@"
-}
 
 # utime + stime of process $1 in clock ticks: /proc/PID/stat of a process counts every thread
 # of its thread group (proc(5)). Fields after the command name, which may hold spaces.
