@@ -666,7 +666,9 @@ impl Shell {
                 let Some(PortSlot::Sim(s)) = self.fwd.ports.get_mut(i) else {
                     continue;
                 };
-                if !s.due(now) {
+                // A port whose egress queue is full waits (its packets stay in its device); one
+                // with packets left from such a wait is due as soon as it may send again.
+                if s.waits_for.is_some() || !(s.due(now) || s.has_tx()) {
                     continue;
                 }
                 s.poll(now);
@@ -675,6 +677,10 @@ impl Shell {
                 // Before the answers leave: the client's first packet meets the grants.
                 crate::sim::resolver::apply_grants(&mut self.fwd.fabric, ingress, grants, now);
                 while let Some(PortSlot::Sim(s)) = self.fwd.ports.get_mut(i) {
+                    if s.waits_for.is_some() {
+                        s.schedule(now);
+                        break;
+                    }
                     let Some(len) = s.take_tx(&mut self.scratch[HEADROOM..]) else {
                         s.schedule(now);
                         break;

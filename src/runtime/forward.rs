@@ -11,7 +11,9 @@
 //! stay in the kernel's TUN queue; a waiting uplink is neither polled nor drained, so its TCP
 //! stack holds its data and the host sockets fill. The loop polls the queue
 //! ([`super::tx::TxQueue::poll_room`]) and resumes the port when the writer hands a batch back.
-//! Packets from sim ports are not paced: a full queue drops them (counted by the queue).
+//! A sim port is paced the same way: while the queue its packets filled has no room, what its
+//! stack sent stays in its device's transmit queue (bounded; smoltcp's own losses beyond it are
+//! counted), so a burst from the VPC resolver is not dropped at a full TUN queue.
 
 use std::sync::Arc;
 use std::task::Context;
@@ -124,7 +126,8 @@ impl PortSlot {
         match self {
             PortSlot::Tun(t) => Some(&mut t.waits_for),
             PortSlot::Uplink(u) => Some(&mut u.waits_for),
-            PortSlot::Sim(_) | PortSlot::Empty => None,
+            PortSlot::Sim(s) => Some(&mut s.waits_for),
+            PortSlot::Empty => None,
         }
     }
 
@@ -138,8 +141,9 @@ impl PortSlot {
     }
 }
 
-/// Clears the wait of every port whose egress queue has room again; `true` when the uplink was
-/// among them. Registers `cx` with the queues that are still full.
+/// Clears the wait of every port whose egress queue has room again; `true` when the uplink or a
+/// sim port was among them (neither has a readiness of its own that would wake the loop: the
+/// caller wakes and runs them). Registers `cx` with the queues that are still full.
 pub(super) fn poll_waits(ports: &mut [PortSlot], pool: &mut BufPool, cx: &mut Context<'_>) -> bool {
     let mut uplink = false;
     for i in 0..ports.len() {
@@ -155,7 +159,7 @@ pub(super) fn poll_waits(ports: &mut [PortSlot], pool: &mut BufPool, cx: &mut Co
             if let Some(w) = ports[i].waits_for_mut() {
                 *w = None;
             }
-            uplink |= matches!(ports[i], PortSlot::Uplink(_));
+            uplink |= matches!(ports[i], PortSlot::Uplink(_) | PortSlot::Sim(_));
         }
     }
     uplink
@@ -275,6 +279,7 @@ impl Forwarding {
                 u.waits_for = Some(egress);
                 stats.uplink_paced += 1;
             }
+            Some(PortSlot::Sim(s)) => s.waits_for = Some(egress),
             _ => {}
         }
     }

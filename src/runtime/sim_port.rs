@@ -50,6 +50,9 @@ pub struct SimPort {
     dirty: bool,
     /// When its timers next need a poll.
     deadline: Option<Instant>,
+    /// The TUN egress port whose queue its packets filled: what it sent waits in its device's
+    /// transmit queue (not read, not dropped) until that queue has room.
+    pub waits_for: Option<PortId>,
 }
 
 impl std::fmt::Debug for SimPort {
@@ -122,6 +125,7 @@ impl SimPort {
             dns: None,
             dirty: true,
             deadline: None,
+            waits_for: None,
         }
     }
 
@@ -171,6 +175,11 @@ impl SimPort {
 
     pub fn is_dirty(&self) -> bool {
         self.dirty
+    }
+
+    /// Whether packets it sent wait to be taken ([`SimPort::take_tx`]).
+    pub fn has_tx(&self) -> bool {
+        self.device.tx_len() > 0
     }
 
     /// Lets the stack process what arrived and its timers, and the services answer.
