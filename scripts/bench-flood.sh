@@ -111,48 +111,42 @@ measure() { # label client-ns attacker-ns target flood-target [vpcd-pid]
     echo "$label $qr $fr $qo $fo" >>"$WORK/results"
 }
 
+# One tenant's VPC: function $2 (10.67.1.10, HTTP on 8080) behind DNAT tcp:80 of EIP $3 ($4).
+tenant() { # vpc instance eip-name eip-address
+    cat <<EOF
+[[vpc]]
+name = "$1"
+cidr = "10.67.0.0/16"
+subnet = [
+  { name = "fn", cidr = "10.67.1.0/24", route_table = "private" },
+  { name = "public", cidr = "10.67.9.0/24" },
+]
+route_table = [ { name = "private", routes = [ { destination = "0.0.0.0/0", target = "nat:egress" } ] } ]
+security_group = [ { name = "web", ingress = [ { protocol = "tcp", ports = "8080", peer = "0.0.0.0/0" } ] } ]
+instance = [ { name = "$2", subnet = "fn", ip = "10.67.1.10", security_groups = ["web"] } ]
+nat_gateway = [ { name = "egress", subnet = "public", eips = ["$3"], snat = [ { source = "10.67.0.0/16" } ],
+  dnat = [ { eip = "$3", protocol = "tcp", port = 80, instance = "$2", instance_port = 8080 } ] } ]
+
+[[eip]]
+name = "$3"
+address = "$4"
+
+EOF
+}
+
 peer_vpcd() {
     export VPCD_NETNS_PREFIX=$P VPCD_RUN_DIR=$WORK/run
-    cat >"$WORK/flood.toml" <<EOF
-[[vpc]]
-name = "v"
-cidr = "10.67.0.0/16"
-subnet = [
-  { name = "fn", cidr = "10.67.1.0/24", route_table = "private" },
-  { name = "public", cidr = "10.67.9.0/24" },
-]
-route_table = [ { name = "private", routes = [ { destination = "0.0.0.0/0", target = "nat:egress" } ] } ]
-security_group = [ { name = "web", ingress = [ { protocol = "tcp", ports = "8080", peer = "0.0.0.0/0" } ] } ]
-instance = [ { name = "f1", subnet = "fn", ip = "10.67.1.10", security_groups = ["web"] } ]
-nat_gateway = [ { name = "egress", subnet = "public", eips = ["gw"], snat = [ { source = "10.67.0.0/16" } ],
-  dnat = [ { eip = "gw", protocol = "tcp", port = 80, instance = "f1", instance_port = 8080 } ] } ]
-
-# A second tenant with its own gateway: its download must not suffer from the first one's flood.
-[[vpc]]
-name = "w"
-cidr = "10.67.0.0/16"
-subnet = [
-  { name = "fn", cidr = "10.67.1.0/24", route_table = "private" },
-  { name = "public", cidr = "10.67.9.0/24" },
-]
-route_table = [ { name = "private", routes = [ { destination = "0.0.0.0/0", target = "nat:egress" } ] } ]
-security_group = [ { name = "web", ingress = [ { protocol = "tcp", ports = "8080", peer = "0.0.0.0/0" } ] } ]
-instance = [ { name = "f2", subnet = "fn", ip = "10.67.1.10", security_groups = ["web"] } ]
-nat_gateway = [ { name = "egress", subnet = "public", eips = ["gw2"], snat = [ { source = "10.67.0.0/16" } ],
-  dnat = [ { eip = "gw2", protocol = "tcp", port = 80, instance = "f2", instance_port = 8080 } ] } ]
-
-[[eip]]
-name = "gw"
-address = "$EIP"
-
-[[eip]]
-name = "gw2"
-address = "$EIP2"
-
+    # Two tenants alike, each a function behind DNAT tcp:80 of its own gateway's EIP: the
+    # second one's download must not suffer from the first one's flood.
+    {
+        tenant v f1 gw "$EIP"
+        tenant w f2 gw2 "$EIP2"
+        cat <<EOF
 [internet]
 cidr = "198.51.100.0/24"
 host = [ { name = "attacker", ip = "$ATTACKER" }, { name = "client", ip = "$CLIENT" } ]
 EOF
+    } >"$WORK/flood.toml"
     "$VPCD" up "$WORK/flood.toml" --state "$WORK/state" >"$WORK/up.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")

@@ -21,7 +21,6 @@ use std::task::Context;
 use super::sim_port::SimPort;
 use super::tx::{BATCH, BufPool, HEADROOM, TxQueue, TxWriters};
 use super::uplink_port::UplinkPort;
-use crate::dataplane::offload::coalesce::Takes;
 use crate::dataplane::offload::vnet::{self, VNET_HDR_LEN};
 use crate::dataplane::offload::{GsoKind, Segmenter, fill_l4_checksum};
 use crate::dataplane::packet::{Ipv4Packet, PROTO_TCP};
@@ -304,17 +303,15 @@ fn to_tun_whole(
     len: usize,
     meta: PacketMeta,
 ) {
-    if t.vnet && meta.gso.is_none() {
-        let takes = Takes {
-            tcp: true,
-            udp: t.udp_gso,
-        };
-        if let Some(first) = t.tx.coalesce(&buf[HEADROOM..HEADROOM + len], meta, takes) {
-            stats.coalesced_packets += 1;
-            stats.tun_tx_segments += 1 + u64::from(first);
-            stats.tun_tx_superpackets += u64::from(first);
-            return;
-        }
+    if t.vnet
+        && meta.gso.is_none()
+        && let Some(first) =
+            t.tx.coalesce(&buf[HEADROOM..HEADROOM + len], meta, t.udp_gso)
+    {
+        stats.coalesced_packets += 1;
+        stats.tun_tx_segments += 1 + u64::from(first);
+        stats.tun_tx_superpackets += u64::from(first);
+        return;
     }
     if t.vnet {
         let Some((hdr, pkt)) = buf.split_first_chunk_mut::<VNET_HDR_LEN>() else {

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use super::mailbox;
 use crate::dataplane::PacketMeta;
-use crate::dataplane::offload::coalesce::{self, Takes};
+use crate::dataplane::offload::coalesce;
 use crate::dataplane::offload::vnet::{self, VNET_HDR_LEN};
 
 /// Bytes every buffer keeps before the packet, for the `virtio_net_hdr` of an offload device.
@@ -386,7 +386,7 @@ impl TxQueue {
     /// leave as one superpacket, its `virtio_net_hdr` rewritten. `Some(first)` when it did
     /// (`first`: the queued packet became a superpacket with it), and the caller keeps its buffer;
     /// `None` when the packet must be queued on its own. Only offload devices coalesce.
-    pub fn coalesce(&mut self, pkt: &[u8], meta: PacketMeta, takes: Takes) -> Option<bool> {
+    pub fn coalesce(&mut self, pkt: &[u8], meta: PacketMeta, udp_gso: bool) -> Option<bool> {
         if !self.shared.vnet || self.bytes + pkt.len() > PORT_BYTES {
             return None;
         }
@@ -397,7 +397,7 @@ impl TxQueue {
             batch.metas.last_mut()?,
         );
         let (hdr, frame) = buf.split_first_chunk_mut::<VNET_HDR_LEN>()?;
-        let (n, merged) = coalesce::append(frame, *len, *head, pkt, meta, takes)?;
+        let (n, merged) = coalesce::append(frame, *len, *head, pkt, meta, udp_gso)?;
         // Cannot fail: the merged packet's header was checked and its checksum is partial.
         if vnet::encode(hdr, &mut frame[..n], merged).is_err() {
             self.shared.errors.fetch_add(1, Ordering::Relaxed);

@@ -29,29 +29,23 @@ use crate::dataplane::packet::{
 /// with more is refused by the kernel), used for TCP too (GRO's own limit is of this order).
 pub const MAX_SEGMENTS: usize = 64;
 
-/// Which kinds of superpacket the egress takes: every offload TUN port takes TCP; UDP needs USO.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Takes {
-    pub tcp: bool,
-    pub udp: bool,
-}
-
 /// Appends the packet `pkt` (exactly one packet, metadata `meta`) to the packet queued before it
 /// for the same port, `buf[..head_len]` with metadata `head_meta`, when `pkt` continues it (see
 /// the module). On success `buf[..new_len]` is one superpacket holding both, with its headers
-/// updated, and `(new_len, new_meta)` is returned; on `None` nothing was written.
+/// updated, and `(new_len, new_meta)` is returned; on `None` nothing was written. Every offload
+/// TUN port takes TCP superpackets; UDP ones only when `udp_gso` (the port has USO).
 pub fn append(
     buf: &mut [u8],
     head_len: usize,
     head_meta: PacketMeta,
     pkt: &[u8],
     meta: PacketMeta,
-    takes: Takes,
+    udp_gso: bool,
 ) -> Option<(usize, PacketMeta)> {
     let (head, new) = (Flow::of(buf.get(..head_len)?)?, Flow::of(pkt)?);
     let kind = match head.proto {
-        PROTO_TCP if takes.tcp => GsoKind::TcpV4,
-        PROTO_UDP if takes.udp => GsoKind::Udp,
+        PROTO_TCP => GsoKind::TcpV4,
+        PROTO_UDP if udp_gso => GsoKind::Udp,
         _ => return None,
     };
     if meta.gso.is_some() || !partial_at_l4(meta, &new) || !head.same_flow(&new) {

@@ -12,10 +12,8 @@ use crate::dataplane::packet::{TCP_FIN, TCP_SYN};
 
 const SRC: [u8; 4] = [10, 0, 1, 10];
 const DST: [u8; 4] = [198, 51, 100, 7];
-const BOTH: Takes = Takes {
-    tcp: true,
-    udp: true,
-};
+/// The egress takes UDP superpackets too (USO).
+const BOTH: bool = true;
 
 fn udp(sport: u16, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
@@ -41,21 +39,21 @@ fn tcp(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
 /// be, else queued after it.
 struct Queue {
     packets: Vec<(Vec<u8>, usize, PacketMeta)>,
-    takes: Takes,
+    udp_gso: bool,
 }
 
 impl Queue {
-    fn new(takes: Takes) -> Queue {
+    fn new(udp_gso: bool) -> Queue {
         Queue {
             packets: Vec::new(),
-            takes,
+            udp_gso,
         }
     }
 
     /// `true` when `pkt` was merged into the last packet.
     fn push(&mut self, pkt: &[u8]) -> bool {
         if let Some((buf, len, meta)) = self.packets.last_mut()
-            && let Some((n, m)) = append(buf, *len, *meta, pkt, PacketMeta::COMPLETE, self.takes)
+            && let Some((n, m)) = append(buf, *len, *meta, pkt, PacketMeta::COMPLETE, self.udp_gso)
         {
             (*len, *meta) = (n, m);
             return true;
@@ -134,10 +132,7 @@ fn other_flows_and_egresses_without_uso_do_not_merge() {
     let mut q = Queue::new(BOTH);
     q.push(&udp(40000, &[1; 64]));
     assert!(!q.push(&udp(40001, &[1; 64])), "another source port");
-    let mut q = Queue::new(Takes {
-        tcp: true,
-        udp: false,
-    });
+    let mut q = Queue::new(false);
     q.push(&udp(40000, &[1; 64]));
     assert!(!q.push(&udp(40000, &[1; 64])), "no USO on the egress");
     q.push(&tcp(1, TCP_ACK, &[1; 100]));
@@ -251,7 +246,7 @@ proptest! {
             }
             sent.push(p);
         }
-        let mut q = Queue::new(Takes { tcp: true, udp: udp_gso });
+        let mut q = Queue::new(udp_gso);
         for p in &sent {
             q.push(p);
         }
