@@ -76,6 +76,12 @@ enum Command {
         /// The bearer token TCP clients must send (a file holding one line, 16+ characters).
         #[arg(long, value_name = "FILE", requires = "api_listen")]
         api_token_file: Option<PathBuf>,
+        /// Keep N network namespaces with their TUN devices made ahead, so that attaching a
+        /// `netns` instance (API or reload) only addresses one; 0 turns it off. Default: 8 with
+        /// --state, 0 without.
+        #[arg(long, value_name = "N",
+              value_parser = clap::value_parser!(u16).range(0..=vpcd::netns::pool::MAX_SIZE as i64))]
+        warm_pool: Option<u16>,
     },
     /// Inspect and change a running `vpcd up --state` through its API: VPCs, subnets, routes,
     /// instances, EIPs, NAT, firewalls, conntrack, flow logs, captures (see `vpcd ctl --help`).
@@ -142,6 +148,7 @@ fn main() -> ExitCode {
             api_socket,
             api_listen,
             api_token_file,
+            warm_pool,
         } => cli::up::run(
             &file,
             &vpcd::runtime::ObserveArgs {
@@ -156,6 +163,7 @@ fn main() -> ExitCode {
                 listen: api_listen,
                 token_file: api_token_file,
             },
+            warm_pool.map(usize::from),
         ),
         Command::Ctl(args) => cli::ctl::run(&args),
         Command::Exec { endpoint, command } => cli::exec::run(&endpoint, &command),

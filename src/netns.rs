@@ -12,7 +12,8 @@
 //! Names: `PREFIX-VPC-INSTANCE` for instances and `PREFIX-internet-HOST` for internet hosts, with
 //! `PREFIX` = `vpcd` unless `VPCD_NETNS_PREFIX` says otherwise (tests use their own). A name longer
 //! than [`MAX_NAME_LEN`] is cut and ends in a hash of the full name, so it stays unique and
-//! predictable. The TUN device inside is always [`DEVICE_NAME`].
+//! predictable. The TUN device inside is always [`DEVICE_NAME`]. Namespaces made ahead for
+//! attaches are `PREFIX-pool-HASH-N` until an endpoint takes one ([`pool`]).
 
 use std::fs::{self, OpenOptions};
 use std::io;
@@ -25,6 +26,9 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+
+pub mod pool;
+pub use pool::WarmPool;
 
 /// Where named namespaces are registered (the `ip netns` convention).
 pub const NETNS_DIR: &str = "/run/netns";
@@ -223,30 +227,15 @@ pub fn bind_resolv_conf(name: &str) -> Result<(), NetnsError> {
 /// [`DEVICE_NAME`] inside with `config`, loopback up. On error nothing is left behind.
 pub fn create_with_tun(name: &str, config: PortConfig) -> Result<tun_rs::SyncDevice, NetnsError> {
     ensure_netns_dir()?;
+    create_registration(name)?;
     let target = path(name);
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o444)
-        .open(&target)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => NetnsError::Exists(name.to_string()),
-            _ => NetnsError::io(format!("creating {}", target.display()), e),
-        })?;
     let thread_target = target.clone();
     let config_resolv = config.resolv_conf.clone();
-    let result = std::thread::Builder::new()
-        .name(format!("netns {name}"))
-        .spawn(move || in_new_namespace(&thread_target, config))
-        .map_err(|e| NetnsError::io("spawning the namespace thread", e))
-        .and_then(|h| {
-            h.join().unwrap_or_else(|_| {
-                Err(NetnsError::io(
-                    "the namespace thread",
-                    io::Error::other("panicked"),
-                ))
-            })
-        });
+    let result = on_namespace_thread(name, move || {
+        let device = in_new_namespace(&thread_target)?;
+        configure(config)?;
+        Ok(device)
+    });
     let result = result.and_then(|device| match &config_resolv {
         Some(content) => write_resolv_conf(name, content).map(|()| device),
         None => Ok(device),
@@ -257,9 +246,44 @@ pub fn create_with_tun(name: &str, config: PortConfig) -> Result<tun_rs::SyncDev
     result
 }
 
+/// Creates the empty registration file of namespace `name` (a bind mount makes it one);
+/// [`NetnsError::Exists`] when the name is taken.
+fn create_registration(name: &str) -> Result<(), NetnsError> {
+    let target = path(name);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&target)
+        .map(drop)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => NetnsError::Exists(name.to_string()),
+            _ => NetnsError::io(format!("creating {}", target.display()), e),
+        })
+}
+
+/// Runs `work` on a new thread of its own (one that may change namespace) and waits for it.
+fn on_namespace_thread<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> Result<T, NetnsError> + Send + 'static,
+) -> Result<T, NetnsError> {
+    std::thread::Builder::new()
+        .name(format!("netns {name}"))
+        .spawn(work)
+        .map_err(|e| NetnsError::io("spawning the namespace thread", e))
+        .and_then(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(NetnsError::io(
+                    "the namespace thread",
+                    io::Error::other("panicked"),
+                ))
+            })
+        })
+}
+
 /// Runs on the namespace thread: a new network namespace for this thread only, bound to `target`,
-/// then the TUN device and its configuration.
-fn in_new_namespace(target: &Path, config: PortConfig) -> Result<tun_rs::SyncDevice, NetnsError> {
+/// then the TUN device in it (down and unaddressed: [`configure`] does that).
+fn in_new_namespace(target: &Path) -> Result<tun_rs::SyncDevice, NetnsError> {
     nix::sched::unshare(CloneFlags::CLONE_NEWNET)
         .map_err(|e| NetnsError::io("unshare(CLONE_NEWNET)", e))?;
     nix::mount::mount(
@@ -289,7 +313,6 @@ fn in_new_namespace(target: &Path, config: PortConfig) -> Result<tun_rs::SyncDev
     let device = build(offload)
         .or_else(|e| if offload { build(false) } else { Err(e) })
         .map_err(|e| NetnsError::io("creating the TUN device (/dev/net/tun)", e))?;
-    configure(config)?;
     Ok(device)
 }
 

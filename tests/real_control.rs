@@ -1004,3 +1004,145 @@ fn a_netns_name_detached_in_the_background_attaches_again_and_nothing_is_left() 
     .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// The warm namespaces of a run (`PREFIX-pool-…`), with the inode of each namespace.
+fn warm_namespaces(prefix: &str) -> Vec<(String, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let start = format!("{prefix}-pool-");
+    let mut v: Vec<(String, u64)> = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&start))
+        .filter_map(|n| {
+            let ino = std::fs::metadata(format!("/run/netns/{n}")).ok()?.ino();
+            Some((n, ino))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn wait_warm(prefix: &str, n: usize) -> Vec<(String, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let warm = warm_namespaces(prefix);
+        if warm.len() >= n {
+            return warm;
+        }
+        assert!(Instant::now() < deadline, "only {warm:?} warm after 20 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 20 item 4: with `--warm-pool 3` a run keeps three namespaces made ahead; a `netns`
+/// attach takes one of them (the instance's namespace is the very namespace that was warm: same
+/// inode), addressed, routed, with its resolv.conf, and it forwards; the pool refills; a detach
+/// does not return the namespace to the pool; a stop removes the pool with everything else.
+#[test]
+fn a_netns_attach_takes_a_warm_namespace_and_the_pool_refills() {
+    if !capable("real_control_warm_pool", &["ping"]) {
+        return;
+    }
+    let state = StateDir::new("warm");
+    let run = Run::up_with(
+        "vcw",
+        TOPOLOGY,
+        &["--state", &state.arg(), "--warm-pool", "3"],
+    );
+    let sock = socket(&run);
+    let before = wait_warm("vcw", 3);
+    assert_eq!(before.len(), 3, "{before:?}");
+    op(
+        &sock,
+        "add_instance",
+        json!({"vpc": "a", "name": "n1", "subnet": "fn", "ip": "10.63.1.50"}),
+    );
+    let ino = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/run/netns/vcw-a-n1")
+            .expect("the instance's namespace")
+            .ino()
+    };
+    assert!(
+        before.iter().any(|(_, i)| *i == ino),
+        "vcw-a-n1 (inode {ino}) is none of the warm namespaces {before:?}"
+    );
+    let addr = run.exec("a/n1", &["ip", "-4", "-o", "addr", "show", "dev", "vpcd0"]);
+    assert!(
+        real_support::text(&addr).contains("10.63.1.50/24"),
+        "{}",
+        real_support::text(&addr)
+    );
+    let resolv =
+        std::fs::read_to_string("/etc/netns/vcw-a-n1/resolv.conf").expect("its resolv.conf");
+    assert!(resolv.contains("nameserver 10.63.0.2"), "{resolv}");
+    let ping = run.exec("a/n1", &["ping", "-c", "1", "-W", "2", "10.63.1.1"]);
+    assert!(ping.status.success(), "{}", real_support::text(&ping));
+    // Refilled: three warm again, and the one taken is no longer among them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let warm = warm_namespaces("vcw");
+        if warm.len() == 3 && !warm.iter().any(|(_, i)| *i == ino) {
+            break warm;
+        }
+        assert!(Instant::now() < deadline, "not refilled: {warm:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    op(&sock, "remove_instance", json!({"vpc": "a", "name": "n1"}));
+    std::thread::sleep(Duration::from_millis(300));
+    let later = warm_namespaces("vcw");
+    assert!(
+        !later.iter().any(|(_, i)| *i == ino),
+        "a detached namespace went back to the pool: {later:?} (was {after:?})"
+    );
+    // run.stop() asserts that no `vcw-` namespace, warm or not, is left.
+    let rest = run.stop();
+    assert!(rest.contains("warm"), "{rest}");
+}
+
+/// Issue 20 item 4: `--warm-pool 0` makes no namespace ahead (attaches make their own), and
+/// after `kill -9` of a run with a pool, `vpcd down FILE` removes its warm namespaces too.
+#[test]
+fn no_warm_pool_when_turned_off_and_down_removes_a_killed_runs_pool() {
+    if !capable("real_control_warm_pool_down", &[]) {
+        return;
+    }
+    let state = StateDir::new("warm0");
+    let run = Run::up_with(
+        "vcz",
+        TOPOLOGY,
+        &["--state", &state.arg(), "--warm-pool", "0"],
+    );
+    let sock = socket(&run);
+    op(
+        &sock,
+        "add_instance",
+        json!({"vpc": "a", "name": "n1", "subnet": "fn"}),
+    );
+    assert!(
+        std::path::Path::new("/run/netns/vcz-a-n1").exists(),
+        "the attach made its namespace"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        warm_namespaces("vcz").is_empty(),
+        "{:?}",
+        warm_namespaces("vcz")
+    );
+    run.stop();
+
+    let state = StateDir::new("warmk");
+    let mut run = Run::up_with(
+        "vck9",
+        TOPOLOGY,
+        &["--state", &state.arg(), "--warm-pool", "4"],
+    );
+    wait_warm("vck9", 4);
+    let (status, _) = run.signal("KILL");
+    assert!(!status.success());
+    assert_eq!(warm_namespaces("vck9").len(), 4, "kill -9 ran no teardown");
+    let down = run.down();
+    assert!(down.status.success(), "{}", real_support::text(&down));
+    run.assert_gone();
+}

@@ -53,10 +53,20 @@ pub fn default_socket(file: &Path) -> Result<PathBuf, String> {
     Ok(runtime::state::run_dir().join(format!("{id}.sock")))
 }
 
-pub fn run(file: &Path, observe: &ObserveArgs, api: &ApiArgs) -> u8 {
+/// `warm_pool`: `--warm-pool N`; `None`: [`crate::netns::pool::DEFAULT_SIZE`] with `--state`
+/// (attaches come through the API), none without.
+pub fn run(file: &Path, observe: &ObserveArgs, api: &ApiArgs, warm_pool: Option<usize>) -> u8 {
     if let Some(dir) = &api.state {
-        return run_with_state(file, dir, api, observe);
+        let options = runtime::RunOptions {
+            reload: runtime::Reload::Api,
+            warm_pool: warm_pool.unwrap_or(crate::netns::pool::DEFAULT_SIZE),
+        };
+        return run_with_state(file, dir, api, observe, options);
     }
+    let options = runtime::RunOptions {
+        reload: runtime::Reload::File,
+        warm_pool: warm_pool.unwrap_or(0),
+    };
     let plan = match topology::load(file) {
         Ok(plan) => plan,
         Err(e @ TopologyError::Io { .. }) => {
@@ -73,7 +83,7 @@ pub fn run(file: &Path, observe: &ObserveArgs, api: &ApiArgs) -> u8 {
         return EXIT_BAD_INPUT;
     }
     let mut out = std::io::stdout();
-    match runtime::up(&plan, file, observe, &mut out) {
+    match runtime::up(&plan, file, observe, options, &mut out) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             eprintln!("vpcd up: {e}");
@@ -82,7 +92,13 @@ pub fn run(file: &Path, observe: &ObserveArgs, api: &ApiArgs) -> u8 {
     }
 }
 
-fn run_with_state(file: &Path, dir: &Path, api: &ApiArgs, observe: &ObserveArgs) -> u8 {
+fn run_with_state(
+    file: &Path,
+    dir: &Path,
+    api: &ApiArgs,
+    observe: &ObserveArgs,
+    options: runtime::RunOptions,
+) -> u8 {
     if let Err(msg) = check_environment() {
         eprintln!("vpcd up: {msg}");
         return EXIT_BAD_INPUT;
@@ -134,40 +150,33 @@ fn run_with_state(file: &Path, dir: &Path, api: &ApiArgs, observe: &ObserveArgs)
     // Only a socket this run bound is removed (a refused start must not remove a live run's).
     let served = std::cell::Cell::new(false);
     let mut out = std::io::stdout();
-    let result = runtime::up_with(
-        &plan,
-        file,
-        observe,
-        &mut out,
-        runtime::Reload::Api,
-        |handle| {
-            let listen = crate::api::Listen {
-                socket: socket.clone(),
-                tcp: tcp.clone(),
-            };
-            match crate::api::serve(&listen, state, dir.to_path_buf(), handle) {
-                Ok(server) => {
-                    tokio::spawn(server);
-                    served.set(true);
-                    println!("api: {}", socket.display());
-                    if let Some((addr, _)) = &tcp {
-                        println!("api: http://{addr} (bearer token)");
-                    }
-                    use std::io::Write;
-                    let _ = std::io::stdout().flush();
+    let result = runtime::up_with(&plan, file, observe, &mut out, options, |handle| {
+        let listen = crate::api::Listen {
+            socket: socket.clone(),
+            tcp: tcp.clone(),
+        };
+        match crate::api::serve(&listen, state, dir.to_path_buf(), handle) {
+            Ok(server) => {
+                tokio::spawn(server);
+                served.set(true);
+                println!("api: {}", socket.display());
+                if let Some((addr, _)) = &tcp {
+                    println!("api: http://{addr} (bearer token)");
                 }
-                Err(e) => {
-                    eprintln!(
-                        "vpcd up: cannot serve the API on {}: {e}; stopping",
-                        socket.display()
-                    );
-                    failed.set(true);
-                    // The run's own SIGTERM handler stops it cleanly.
-                    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
-                }
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
             }
-        },
-    );
+            Err(e) => {
+                eprintln!(
+                    "vpcd up: cannot serve the API on {}: {e}; stopping",
+                    socket.display()
+                );
+                failed.set(true);
+                // The run's own SIGTERM handler stops it cleanly.
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+    });
     if served.get() {
         let _ = std::fs::remove_file(&socket);
     }

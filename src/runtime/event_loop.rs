@@ -503,9 +503,19 @@ impl Shell {
                     .map(|j| PortId(j as u32));
             }
         }
-        // The ports no slot kept: writer threads joined, devices dropped; an uplink closes its
-        // host sockets and listeners.
-        drop(old);
+        // The ports no slot kept: an uplink closes its host sockets and listeners here; TUN
+        // devices are closed on a thread of their own, because closing one makes the kernel
+        // unregister the device (tens of milliseconds under load), which must not stall the
+        // loop. Their namespaces may be deleted meanwhile: a namespace lives until its device
+        // is closed, unnamed.
+        let mut tuns = Vec::new();
+        for p in old.into_iter().flatten() {
+            match p {
+                PortSlot::Tun(t) => tuns.push(t),
+                other => drop(other),
+            }
+        }
+        close_in_background(tuns);
         self.fwd.ports = ports;
         // The flow log counts flows by port id: when ids move, what it counted so far goes out
         // under the old names first (the window's flows continue in a second record).
@@ -716,4 +726,15 @@ const MAX_MTU: usize = crate::topology::model::MAX_MTU as usize;
 /// largest superpacket or packet, and room for generated replies.
 pub fn buffer_size(mtu: usize) -> usize {
     HEADROOM + mtu.max(MAX_SUPERPACKET) + MIN_BUFFER
+}
+
+/// Drops `ports` on a short-lived thread of their own.
+fn close_in_background(ports: Vec<super::forward::TunPort>) {
+    if ports.is_empty() {
+        return;
+    }
+    // When no thread can be started, the closure (and the ports in it) is dropped right here.
+    let _ = std::thread::Builder::new()
+        .name("port close".into())
+        .spawn(move || drop(ports));
 }

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::dataplane::Fabric;
-use crate::netns::{self, NetnsError};
+use crate::netns::{self, NetnsError, WarmPool};
 use crate::tables::{PortOwner, Tables};
 use crate::time::Instant;
 use crate::topology::Plan;
@@ -88,10 +88,14 @@ pub struct UpEndpoint {
 struct Made {
     namespaces: Vec<String>,
     state: Option<StateFile>,
+    /// Namespaces made ahead for attaches; removed first at the teardown.
+    pool: Option<Arc<WarmPool>>,
 }
 
 impl Made {
     fn teardown(&mut self) -> Vec<String> {
+        // The pool's namespaces go first (dropping the last handle deletes them).
+        drop(self.pool.take());
         let mut removed = Vec::new();
         let mut failed = false;
         for ns in self.namespaces.drain(..).rev() {
@@ -149,9 +153,20 @@ pub fn up(
     plan: &Plan,
     topology: &Path,
     observe: &ObserveArgs,
+    options: RunOptions,
     out: &mut dyn Write,
 ) -> Result<(), RunError> {
-    up_with(plan, topology, observe, out, Reload::File, |_| {})
+    up_with(plan, topology, observe, out, options, |_| {})
+}
+
+/// How a run is driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOptions {
+    /// What SIGHUP does.
+    pub reload: Reload,
+    /// How many namespaces to keep made ahead for `netns` endpoints attached while the run
+    /// serves (`--warm-pool`; [`netns::pool`]); 0: none, each attach makes its own.
+    pub warm_pool: usize,
 }
 
 /// What SIGHUP does.
@@ -173,7 +188,7 @@ pub fn up_with(
     topology: &Path,
     observe: &ObserveArgs,
     out: &mut dyn Write,
-    reload: Reload,
+    options: RunOptions,
     on_ready: impl FnOnce(Handle),
 ) -> Result<(), RunError> {
     let prefix = netns::prefix_from_env()?;
@@ -218,9 +233,15 @@ pub fn up_with(
         }
         None => None,
     };
+    let pool_prefix = netns::pool::pool_prefix(&prefix, &id);
+    // A crashed run of this topology may have left warm namespaces.
+    for ns in netns::pool::remove_leftovers(&pool_prefix)? {
+        let _ = writeln!(out, "removed {ns} (a previous run's warm pool)");
+    }
     let mut made = Made {
         namespaces: Vec::new(),
         state: Some(StateFile::create(&lock.state_path, topology, &prefix)?),
+        pool: None,
     };
     let specs = reload::port_specs(plan, &tables);
     // The uplink binds its host listeners first: a listener that cannot be bound stops the run
@@ -330,6 +351,9 @@ pub fn up_with(
         let (obs, sinks) = observing.start(&tables, shell.epoch(), random());
         shell.observe(obs, sinks);
     }
+    // Started once every endpoint of the file is up, so it does not slow the start.
+    made.pool =
+        (options.warm_pool > 0).then(|| Arc::new(WarmPool::start(pool_prefix, options.warm_pool)));
     let (swaps, swap_rx) = mailbox::channel();
     let mut control = reload::Control {
         prefix: prefix.clone(),
@@ -344,7 +368,7 @@ pub fn up_with(
             .collect(),
         swaps,
         seq: 0,
-        reload,
+        reload: options.reload,
         clock: shell.started(),
         deleting: Vec::new(),
         query_log,
@@ -382,11 +406,17 @@ pub fn up_with(
     let observed = shell.observed_text();
     let uplink_summary = shell.uplink().map(UplinkPort::summary);
     drop(shell);
+    let warm = made.pool.as_ref().map_or(0, |p| p.stats().ready);
     let removed = made.teardown();
     let _ = writeln!(
         out,
-        "stopped: removed {} namespace(s); {} packet batch(es), mean {:.1} packets; {} dropped by the fabric{}{}{}",
+        "stopped: removed {} namespace(s){}; {} packet batch(es), mean {:.1} packets; {} dropped by the fabric{}{}{}",
         removed.len(),
+        if warm > 0 {
+            format!(" and {warm} warm one(s)")
+        } else {
+            String::new()
+        },
         stats.batches,
         if stats.batches == 0 {
             0.0
@@ -561,6 +591,21 @@ pub fn down(
                 .collect()
         }
     };
+    // Warm pools: a dead run's go, a live run's stay.
+    match topology {
+        Some((path, _)) => {
+            let pool = netns::pool::pool_prefix(&prefix, &state::run_id(&prefix, path));
+            names.extend(netns::list().into_iter().filter(|n| n.starts_with(&pool)));
+        }
+        None => {
+            let live: Vec<String> = report
+                .live
+                .iter()
+                .map(|(id, _)| netns::pool::pool_prefix(&prefix, id))
+                .collect();
+            names.retain(|n| !live.iter().any(|p| n.starts_with(p)));
+        }
+    }
     names.retain(|n| !owned_by_live.contains(n) && !report.removed.contains(n));
     for ns in names {
         if netns::exists(&ns) {

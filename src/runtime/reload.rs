@@ -524,9 +524,11 @@ impl Control {
             })
             .collect();
         let state = self.made.state.take();
-        let (state, created, error) = tokio::task::spawn_blocking(move || create_all(state, todo))
-            .await
-            .map_err(|e| ApplyError::Io(std::io::Error::other(e)))?;
+        let pool = self.made.pool.clone();
+        let (state, created, error) =
+            tokio::task::spawn_blocking(move || create_all(state, pool.as_deref(), todo))
+                .await
+                .map_err(|e| ApplyError::Io(std::io::Error::other(e)))?;
         self.made.state = state;
         let created_names: Vec<String> = created.iter().map(|m| m.namespace.clone()).collect();
         self.made.namespaces.extend(created_names.iter().cloned());
@@ -733,10 +735,11 @@ fn delete_all(names: Vec<String>) -> Deleted {
         .collect()
 }
 
-/// Records each namespace in the state file, then creates it with its TUN device; stops at the
-/// first error (returned with what was made before it).
+/// Records each namespace in the state file, then takes it from the warm pool or creates it
+/// with its TUN device; stops at the first error (returned with what was made before it).
 fn create_all(
     mut state: Option<StateFile>,
+    pool: Option<&netns::WarmPool>,
     todo: Vec<(usize, String, String, PortConfig)>,
 ) -> (Option<StateFile>, Vec<MadeNs>, Option<ApplyError>) {
     let mut made: Vec<MadeNs> = Vec::with_capacity(todo.len());
@@ -746,7 +749,11 @@ fn create_all(
         {
             return (state, made, Some(e.into()));
         }
-        match netns::create_with_tun(&namespace, config) {
+        let device = match pool {
+            Some(p) => p.take(&namespace, &config),
+            None => None,
+        };
+        match device.unwrap_or_else(|| netns::create_with_tun(&namespace, config)) {
             Ok(device) => made.push(MadeNs {
                 index,
                 namespace,
