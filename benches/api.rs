@@ -129,6 +129,8 @@ fn up(topology: &str) -> Up {
         .arg(dir.join("topology.toml"))
         .arg("--state")
         .arg(dir.join("state"))
+        .arg("--warm-pool")
+        .arg(warm_pool().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -147,6 +149,33 @@ fn up(topology: &str) -> Up {
     std::thread::spawn(move || for _ in lines {});
     let socket = socket.expect("vpcd up printed its API socket");
     Up { child, dir, socket }
+}
+
+/// `vpcd up --warm-pool`: `VPCD_API_WARM_POOL`, default 256 (more than the netns scenarios
+/// attach at a time in most runs; 0 measures attaches that make their own namespace).
+fn warm_pool() -> usize {
+    env_num("VPCD_API_WARM_POOL", 256.0) as usize
+}
+
+/// Waits (up to 60 s) until the run's warm pool is full again, so that a netns scenario starts
+/// from the same pool every time.
+fn wait_for_warm_pool() {
+    let want = warm_pool();
+    let start = format!("{PREFIX}-pool-");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let ready = std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with(&start))
+            .count();
+        if ready >= want {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("api: the warm pool did not fill up to {want} in 60 s; measuring anyway");
 }
 
 fn call(socket: &Path, path: &str, body: &str) -> (u16, String) {
@@ -286,10 +315,15 @@ struct Scenario {
     per_request: usize,
     setup: fn(usize) -> Vec<(&'static str, String)>,
     round: fn(usize, usize) -> Vec<(&'static str, String)>,
-    teardown: fn(usize) -> Vec<(&'static str, String)>,
+    /// Clean-up of client `c` after its `rounds` rounds.
+    teardown: fn(usize, usize) -> Vec<(&'static str, String)>,
 }
 
 fn no_ops(_: usize) -> Vec<(&'static str, String)> {
+    Vec::new()
+}
+
+fn no_teardown(_: usize, _: usize) -> Vec<(&'static str, String)> {
     Vec::new()
 }
 
@@ -313,14 +347,25 @@ const SCENARIOS: &[Scenario] = &[
         per_request: 1,
         setup: no_ops,
         round: |c, i| attach_round("sim", c, i),
-        teardown: no_ops,
+        teardown: no_teardown,
     },
     Scenario {
         name: "netns_attach_detach",
         per_request: 1,
         setup: no_ops,
         round: |c, i| attach_round("netns", c, i),
-        teardown: no_ops,
+        teardown: no_teardown,
+    },
+    Scenario {
+        name: "netns_attach",
+        per_request: 1,
+        setup: no_ops,
+        round: |c, i| vec![attach_round("netns", c, i).swap_remove(0)],
+        teardown: |c, rounds| {
+            (0..rounds)
+                .map(|i| attach_round("netns", c, i).swap_remove(1))
+                .collect()
+        },
     },
     Scenario {
         name: "eip_associate_disassociate",
@@ -340,7 +385,7 @@ const SCENARIOS: &[Scenario] = &[
                 ("disassociate_eip", format!(r#"{{"eip":"e-{c}"}}"#)),
             ]
         },
-        teardown: |c| {
+        teardown: |c, _| {
             vec![(
                 "remove_instance",
                 format!(r#"{{"vpc":"b","name":"eip-{c}"}}"#),
@@ -361,7 +406,7 @@ const SCENARIOS: &[Scenario] = &[
                 ("remove_sg_rule", format!("{{{rule}}}")),
             ]
         },
-        teardown: no_ops,
+        teardown: no_teardown,
     },
     Scenario {
         name: "sim_attach_detach_batch20",
@@ -388,7 +433,7 @@ const SCENARIOS: &[Scenario] = &[
                 ("batch", entries("remove_instance")),
             ]
         },
-        teardown: no_ops,
+        teardown: no_teardown,
     },
 ];
 
@@ -432,6 +477,7 @@ fn run_scenario(
                     barrier.wait();
                     let end = *deadline.get().expect("deadline set before the barrier");
                     let mut lat = Vec::new();
+                    let mut rounds = 0;
                     for i in 0..max_rounds {
                         if Instant::now() >= end {
                             break;
@@ -441,22 +487,25 @@ fn run_scenario(
                             op(socket, name, &body);
                             lat.push(t.elapsed().as_secs_f64() * 1e3);
                         }
+                        rounds += 1;
                     }
-                    lat
+                    (lat, rounds)
                 })
             })
             .collect();
         let start = Instant::now();
         let _ = deadline.set(start + Duration::from_secs_f64(secs));
         barrier.wait();
-        let lat: Vec<f64> = workers
+        let done: Vec<(Vec<f64>, usize)> = workers
             .into_iter()
-            .flat_map(|w| w.join().expect("client thread"))
+            .map(|w| w.join().expect("client thread"))
             .collect();
-        (lat, start.elapsed().as_secs_f64())
+        (done, start.elapsed().as_secs_f64())
     });
-    for c in 0..clients {
-        for (name, body) in (sc.teardown)(c) {
+    let rounds: Vec<usize> = lat.iter().map(|(_, r)| *r).collect();
+    let lat: Vec<f64> = lat.into_iter().flat_map(|(l, _)| l).collect();
+    for (c, &r) in rounds.iter().enumerate() {
+        for (name, body) in (sc.teardown)(c, r) {
             op(socket, name, &body);
         }
     }
@@ -515,6 +564,7 @@ fn scale(sizes: &[usize], clients: &[usize], scenarios: &[String], secs: f64) {
         {
             for &c in clients {
                 let max_rounds = if sc.name.starts_with("netns") {
+                    wait_for_warm_pool();
                     200
                 } else {
                     5000
@@ -555,7 +605,7 @@ fn main() {
         .collect();
     let scenarios = env_list(
         "VPCD_API_SCENARIOS",
-        "sim_attach_detach,eip_associate_disassociate,sg_rule_add_remove,netns_attach_detach,sim_attach_detach_batch20",
+        "sim_attach_detach,eip_associate_disassociate,sg_rule_add_remove,netns_attach_detach,netns_attach,sim_attach_detach_batch20",
     );
     let secs = env_num("VPCD_API_SECONDS", 3.0);
     if std::env::var("VPCD_API_BASIC").as_deref() != Ok("0") {

@@ -13,13 +13,17 @@
 # makes; every change is durable before its answer):
 #   sim_attach_detach           add_instance + remove_instance of an in-process instance
 #   netns_attach_detach         the same with a namespace and a TUN device
+#   netns_attach                add_instance (netns) only; the instances are removed after the
+#                               measured time (vpcd up runs with --warm-pool API_WARM_POOL, default
+#                               256, and each netns scenario starts with the pool full)
 #   eip_associate_disassociate  associate_eip (1:1 to the client's own instance) + disassociate_eip
 #   sg_rule_add_remove          add_sg_rule + remove_sg_rule on the client's own security group
 #   sim_attach_detach_batch20   one POST /v1/batch of 20 add_instance, then one of 20
 #                               remove_instance (ops/s counts changes; latency is per request)
 #
 # Env: BENCH_RUNS (default 3), API_SIZES (default "1 1000 10000"), API_CLIENTS (default "1 16"),
-# API_SECONDS (per scenario and client count, default 3), API_SCENARIOS (default: all four).
+# API_SECONDS (per scenario and client count, default 3), API_SCENARIOS (default: all of them),
+# API_WARM_POOL (vpcd up --warm-pool for the run, default 256).
 # Output: the median table on stdout; the raw lines of every run in $WORK/run-N.txt (printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +38,8 @@ export VPCD_API_BASIC=0
 export VPCD_API_SIZES=${API_SIZES:-"1 1000 10000"}
 export VPCD_API_CLIENTS=${API_CLIENTS:-"1 16"}
 export VPCD_API_SECONDS=${API_SECONDS:-3}
-export VPCD_API_SCENARIOS=${API_SCENARIOS:-"sim_attach_detach eip_associate_disassociate sg_rule_add_remove netns_attach_detach sim_attach_detach_batch20"}
+export VPCD_API_WARM_POOL=${API_WARM_POOL:-256}
+export VPCD_API_SCENARIOS=${API_SCENARIOS:-"sim_attach_detach eip_associate_disassociate sg_rule_add_remove netns_attach_detach netns_attach sim_attach_detach_batch20"}
 
 cargo bench --bench api --no-run >/dev/null 2>&1 || cargo bench --bench api --no-run
 for r in $(seq 1 "$RUNS"); do

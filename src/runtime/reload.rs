@@ -736,33 +736,65 @@ fn delete_all(names: Vec<String>) -> Deleted {
 }
 
 /// Records each namespace in the state file, then takes it from the warm pool or creates it
-/// with its TUN device; stops at the first error (returned with what was made before it).
+/// with its TUN device, several at once (each waits mostly for the kernel); on an error, returns
+/// the first one with everything that was made (the caller deletes it).
 fn create_all(
     mut state: Option<StateFile>,
     pool: Option<&netns::WarmPool>,
     todo: Vec<(usize, String, String, PortConfig)>,
 ) -> (Option<StateFile>, Vec<MadeNs>, Option<ApplyError>) {
-    let mut made: Vec<MadeNs> = Vec::with_capacity(todo.len());
-    for (index, endpoint, namespace, config) in todo {
-        if let Some(s) = state.as_mut()
-            && let Err(e) = s.record(&endpoint, &namespace)
-        {
-            return (state, made, Some(e.into()));
-        }
-        let device = match pool {
-            Some(p) => p.take(&namespace, &config),
-            None => None,
-        };
-        match device.unwrap_or_else(|| netns::create_with_tun(&namespace, config)) {
-            Ok(device) => made.push(MadeNs {
-                index,
-                namespace,
-                device,
-            }),
-            Err(e) => return (state, made, Some(e.into())),
+    /// Namespaces made at once: the kernel serialises much of it (rtnl), so a few suffice.
+    const AT_ONCE: usize = 4;
+    if let Some(s) = state.as_mut() {
+        for (_, endpoint, namespace, _) in &todo {
+            if let Err(e) = s.record(endpoint, namespace) {
+                return (state, Vec::new(), Some(e.into()));
+            }
         }
     }
-    (state, made, None)
+    let make = |(index, _, namespace, config): (usize, String, String, PortConfig)| {
+        let device = pool
+            .and_then(|p| p.take(&namespace, &config))
+            .unwrap_or_else(|| netns::create_with_tun(&namespace, config));
+        device.map(|device| MadeNs {
+            index,
+            namespace,
+            device,
+        })
+    };
+    let results: Vec<Result<MadeNs, NetnsError>> = if todo.len() <= 1 {
+        todo.into_iter().map(make).collect()
+    } else {
+        let queue = std::sync::Mutex::new(todo.into_iter().rev().collect::<Vec<_>>());
+        let done = std::sync::Mutex::new(Vec::new());
+        let work = || {
+            loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some(item) = next else { return };
+                let r = make(item);
+                done.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+            }
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..AT_ONCE {
+                // A thread that cannot be started leaves its share to the others.
+                let _ = std::thread::Builder::new().spawn_scoped(scope, work);
+            }
+            work();
+        });
+        done.into_inner().unwrap_or_else(|e| e.into_inner())
+    };
+    let mut made = Vec::with_capacity(results.len());
+    let mut error = None;
+    for r in results {
+        match r {
+            Ok(m) => made.push(m),
+            Err(e) => {
+                error.get_or_insert(ApplyError::from(e));
+            }
+        }
+    }
+    (state, made, error)
 }
 
 #[cfg(test)]
