@@ -235,6 +235,8 @@ pub(super) struct Request {
 pub struct Handle {
     tx: Sender<Request>,
     loop_tx: Sender<LoopMsg>,
+    /// The run's DNS query log (started and stopped by the API).
+    query_log: super::dns_log::QueryLogSwitch,
 }
 
 impl Handle {
@@ -254,7 +256,16 @@ impl Handle {
     /// [`ApplyError::Stopped`]): for a [`Shell`] run without a control task, as in tests.
     pub fn for_loop(loop_tx: Sender<LoopMsg>) -> Handle {
         let (tx, _) = mailbox::channel();
-        Handle { tx, loop_tx }
+        Handle {
+            tx,
+            loop_tx,
+            query_log: super::dns_log::QueryLogSwitch::off(std::time::Duration::ZERO),
+        }
+    }
+
+    /// The run's DNS query log: every VPC resolver writes to it while it is on.
+    pub fn query_log(&self) -> &super::dns_log::QueryLogSwitch {
+        &self.query_log
     }
 
     /// Runs `f` on the loop between two wake-ups and returns its result: how the control plane
@@ -296,8 +307,8 @@ pub(super) struct Control {
     /// Namespaces of removed endpoints being deleted in the background (a detach does not wait
     /// for it); they stay in `made` until deleted, so teardown and `vpcd down` still find them.
     pub deleting: Vec<Deletion>,
-    /// `--dns-query-log`: where new resolvers log too.
-    pub query_log: Option<super::dns_log::QueryLogFile>,
+    /// The query log every resolver writes to while it is on (new resolvers too).
+    pub query_log: super::dns_log::QueryLogSwitch,
 }
 
 /// A background removal of namespaces: their names and the blocking task deleting them.
@@ -315,10 +326,20 @@ struct MadeNs {
 
 impl Control {
     /// A handle and the receiving end [`Control::serve`] takes; `loop_tx` reaches the loop
-    /// (for [`Handle::query`]).
-    pub fn channel(loop_tx: Sender<LoopMsg>) -> (Handle, Receiver<Request>) {
+    /// (for [`Handle::query`]); `query_log` is the run's (the one the resolvers write to).
+    pub fn channel(
+        loop_tx: Sender<LoopMsg>,
+        query_log: super::dns_log::QueryLogSwitch,
+    ) -> (Handle, Receiver<Request>) {
         let (tx, rx) = mailbox::channel();
-        (Handle { tx, loop_tx }, rx)
+        (
+            Handle {
+                tx,
+                loop_tx,
+                query_log,
+            },
+            rx,
+        )
     }
 
     /// Serves until `stop` completes: SIGHUP reloads `topology` (printing a one-line summary to
@@ -585,10 +606,9 @@ impl Control {
                         resolver: p.resolver.clone(),
                         upstreams: p.upstreams.clone(),
                         query_log: match tables.ports.get(j).map(|i| i.owner) {
-                            Some(PortOwner::Resolver { vpc }) => self
-                                .query_log
-                                .as_ref()
-                                .and_then(|l| l.for_vpc(&tables, vpc)),
+                            Some(PortOwner::Resolver { vpc }) => {
+                                self.query_log.for_vpc(&tables, vpc)
+                            }
                             _ => None,
                         },
                         seed: 0x7670_6364 ^ (self.seq << 20) ^ j as u64,
@@ -789,7 +809,10 @@ mod tests {
     #[test]
     fn a_handle_whose_run_is_gone_reports_stopped() {
         let (loop_tx, loop_rx) = mailbox::channel();
-        let (handle, requests) = Control::channel(loop_tx);
+        let (handle, requests) = Control::channel(
+            loop_tx,
+            super::super::dns_log::QueryLogSwitch::off(std::time::Duration::ZERO),
+        );
         drop(requests);
         drop(loop_rx);
         let rt = tokio::runtime::Builder::new_current_thread()

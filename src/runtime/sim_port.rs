@@ -156,6 +156,20 @@ impl SimPort {
             .map_or_else(Vec::new, DnsService::take_grants)
     }
 
+    /// Asks its resolver `query` on behalf of `asker` ([`DnsService::ask`]); `None` when it is
+    /// not a resolver port. It is polled next (for a forwarded query's answer).
+    pub fn ask_dns(
+        &mut self,
+        query: &[u8],
+        asker: (Ipv4Addr, u16),
+        now: Instant,
+        later: crate::sim::resolver::AnswerTo,
+    ) -> Option<Result<Option<crate::dns::Answered>, crate::dns::DnsDrop>> {
+        let dns = self.dns.as_mut()?;
+        self.dirty = true;
+        Some(dns.ask(query, asker, now, later))
+    }
+
     /// What its resolver answered, for a resolver port.
     pub fn dns_counters(&self) -> Option<&crate::dns::Counters> {
         self.dns.as_ref().map(DnsService::counters)
