@@ -530,3 +530,170 @@ fn dnsperf_loses_no_query_at_full_speed() {
     run.stop();
     assert_eq!(lost, 0, "{all}");
 }
+
+/// `vpcd ctl ARGS` against `run`'s API: its stdout; panics with both streams when it fails.
+fn ctl(run: &Run, args: &[&str]) -> String {
+    let out = run.vpcd().arg("ctl").args(args).output().expect("vpcd ctl");
+    assert!(out.status.success(), "vpcd ctl {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The records of a JSON-lines file.
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[test]
+fn ctl_zone_changes_answer_dig_without_restart_and_ctl_queries_and_query_logs_the_running_resolver()
+{
+    if !capable("dns_api", &["dig"]) {
+        return;
+    }
+    let state =
+        StateDir(std::env::temp_dir().join(format!("vpcd-dns-api-state-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&state.0);
+    let state_arg = state.0.display().to_string();
+    let run = Run::up_with("vr-dapi", &topology(), &["--state", &state_arg]);
+    run.metrics(); // waits for the API socket
+    let pid = run.pid();
+    assert_eq!(dig_status(&run, "d/cli", &["new.corp.example"]), "NXDOMAIN");
+    let line = ctl(
+        &run,
+        &[
+            "dns",
+            "record",
+            "add",
+            "corp.example",
+            "new",
+            "A",
+            "10.30.1.77",
+            "--ttl",
+            "30",
+        ],
+    );
+    assert!(
+        line.starts_with("added A record new 10.30.1.77 to zone corp.example (generation 1"),
+        "{line}"
+    );
+    // The running resolver answers the new record at once, in its VPC only.
+    assert_eq!(dig(&run, "d/cli", &["new.corp.example"]), ["10.30.1.77"]);
+    assert_eq!(dig_status(&run, "o/x", &["new.corp.example"]), "NXDOMAIN");
+    ctl(&run, &["dns", "zone", "associate", "corp.example", "o"]);
+    assert_eq!(dig(&run, "o/x", &["new.corp.example"]), ["10.30.1.77"]);
+    assert_eq!(run.pid(), pid, "no restart");
+    let zone = ctl(&run, &["dns", "zone", "show", "corp.example"]);
+    assert!(
+        zone.contains("VPCS  d, o\n") && zone.contains("new   A     30   10.30.1.77"),
+        "{zone}"
+    );
+
+    // `dns query`: the running resolver of the instance's VPC, as the instance.
+    let q: serde_json::Value = serde_json::from_str(&ctl(
+        &run,
+        &[
+            "--json",
+            "dns",
+            "query",
+            "new.corp.example",
+            "--from",
+            "d/cli",
+        ],
+    ))
+    .expect("json");
+    assert_eq!(q["rcode"], "NOERROR", "{q}");
+    assert_eq!(q["server"], "10.30.0.2", "{q}");
+    assert_eq!(q["answers"][0]["data"], "10.30.1.77", "{q}");
+    assert_eq!(q["answers"][0]["ttl"], 30, "{q}");
+    let answer = ctl(
+        &run,
+        &["dns", "query", "new.corp.example", "--from", "d/cli"],
+    );
+    assert!(
+        answer.contains("status NOERROR")
+            && answer.contains("new.corp.example.  30   A     10.30.1.77"),
+        "{answer}"
+    );
+    let ptr = ctl(
+        &run,
+        &[
+            "dns",
+            "query",
+            "10.1.30.10.in-addr.arpa",
+            "--type",
+            "PTR",
+            "--from",
+            "d/cli",
+        ],
+    );
+    assert!(
+        ptr.contains("status NOERROR") && ptr.contains("web.d.vpc.internal."),
+        "{ptr}"
+    );
+    let other = ctl(
+        &run,
+        &["dns", "query", "web.d.vpc.internal", "--from", "o/x"],
+    );
+    assert!(
+        other.contains("status NXDOMAIN"),
+        "another VPC's names: {other}"
+    );
+
+    // The query log, started and stopped through the API.
+    let status = ctl(&run, &["dns", "query-log", "status"]);
+    assert!(status.starts_with("ACTIVE   no\n"), "{status}");
+    let log = run.dir.join("q.jsonl");
+    let log_arg = log.display().to_string();
+    let started = ctl(&run, &["dns", "query-log", "start", &log_arg]);
+    assert!(started.contains("ACTIVE   yes"), "{started}");
+    assert_eq!(dig(&run, "d/cli", &["web.d.vpc.internal"]), ["10.30.1.10"]);
+    ctl(
+        &run,
+        &["dns", "query", "new.corp.example", "--from", "d/cli"],
+    );
+    let status = ctl(&run, &["dns", "query-log", "status"]);
+    assert!(status.contains("RECORDS  2\n"), "{status}");
+    let stopped = ctl(&run, &["dns", "query-log", "stop"]);
+    assert!(
+        stopped.contains("ACTIVE   no") && stopped.contains("RECORDS  2"),
+        "{stopped}"
+    );
+    assert_eq!(dig(&run, "d/cli", &["web.d.vpc.internal"]), ["10.30.1.10"]);
+    let records = json_lines(&log);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0]["query_name"], "web.d.vpc.internal.");
+    assert_eq!(records[0]["srcaddr"], "10.30.1.11");
+    assert_eq!(records[1]["query_name"], "new.corp.example.");
+    assert_eq!(records[1]["srcids"]["instance"], "cli");
+    assert_eq!(records[1]["answers"][0]["Rdata"], "10.30.1.77");
+
+    // A DNS Firewall rule through the API blocks at once.
+    ctl(
+        &run,
+        &[
+            "dns",
+            "firewall",
+            "add",
+            "no-new",
+            "--vpc",
+            "d",
+            "--domain",
+            "new.corp.example",
+            "--action",
+            "block",
+        ],
+    );
+    assert_eq!(dig_status(&run, "d/cli", &["new.corp.example"]), "NXDOMAIN");
+    assert_eq!(dig(&run, "o/x", &["new.corp.example"]), ["10.30.1.77"]);
+    run.stop();
+
+    // Durable: a restart from the state directory answers as before.
+    let run = Run::up_with("vr-dapi", &topology(), &["--state", &state_arg]);
+    assert_eq!(dig(&run, "o/x", &["new.corp.example"]), ["10.30.1.77"]);
+    assert_eq!(dig_status(&run, "d/cli", &["new.corp.example"]), "NXDOMAIN");
+    run.stop();
+    assert_no_etc_netns("vr-dapi");
+}
