@@ -259,14 +259,10 @@ resolvers = ["{UPSTREAM}"]
     )
 }
 
-#[test]
-fn other_names_are_forwarded_to_the_upstream_with_tcp_retry_and_kept_in_the_cache() {
-    if !capable("dns_forwarding", &["dig", "dnsmasq", "nsenter", "kill"]) {
-        return;
-    }
-    let host = HostNs::new("host-vr-dfw", &[&format!("{UPSTREAM}/24")]);
-    let mut run = Run::up_in(host, "vr-dfw", &forwarding_topology(), &[]);
-    // Ten TXT strings of 200 bytes: more than 1232 bytes, so the upstream truncates over UDP.
+/// Starts dnsmasq in `run`'s host namespace at [`UPSTREAM`] as the upstream resolver, answering
+/// `api.example.org` (198.51.100.77, TTL 60), NXDOMAIN for `nope.example.org`, and `extra`
+/// options; returns its pid once `f/cli` resolves `api.example.org` through it.
+fn upstream_dnsmasq(run: &mut Run, extra: &[String]) -> u32 {
     let mut args = vec![
         "dnsmasq".to_string(),
         "--keep-in-foreground".into(),
@@ -285,14 +281,9 @@ fn other_names_are_forwarded_to_the_upstream_with_tcp_retry_and_kept_in_the_cach
         // An empty --address is NXDOMAIN for the domain.
         "--address=/nope.example.org/".into(),
     ];
-    for i in 0..10 {
-        args.push(format!(
-            "--txt-record=big.example.org,{}",
-            format!("{i}").repeat(200)
-        ));
-    }
+    args.extend_from_slice(extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let dnsmasq = run.host_spawn(&args, "dnsmasq.log");
+    let pid = run.host_spawn(&args, "dnsmasq.log");
     let deadline = Instant::now() + Duration::from_secs(5);
     let first = loop {
         let out = run.exec(
@@ -306,6 +297,26 @@ fn other_names_are_forwarded_to_the_upstream_with_tcp_retry_and_kept_in_the_cach
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(first, "198.51.100.77", "{}", run.log("dnsmasq.log"));
+    pid
+}
+
+#[test]
+fn other_names_are_forwarded_to_the_upstream_with_tcp_retry_and_kept_in_the_cache() {
+    if !capable("dns_forwarding", &["dig", "dnsmasq", "nsenter", "kill"]) {
+        return;
+    }
+    let host = HostNs::new("host-vr-dfw", &[&format!("{UPSTREAM}/24")]);
+    let mut run = Run::up_in(host, "vr-dfw", &forwarding_topology(), &[]);
+    // Ten TXT strings of 200 bytes: more than 1232 bytes, so the upstream truncates over UDP.
+    let big: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                "--txt-record=big.example.org,{}",
+                format!("{i}").repeat(200)
+            )
+        })
+        .collect();
+    let dnsmasq = upstream_dnsmasq(&mut run, &big);
     // The upstream truncates the large answer over UDP; the forwarder asks it again over TCP;
     // the client gets TC over UDP and asks the resolver over TCP, answered from the cache.
     let out = run.exec(
@@ -696,4 +707,62 @@ fn ctl_zone_changes_answer_dig_without_restart_and_ctl_queries_and_query_logs_th
     assert_eq!(dig_status(&run, "d/cli", &["new.corp.example"]), "NXDOMAIN");
     run.stop();
     assert_no_etc_netns("vr-dapi");
+}
+
+#[test]
+fn a_zone_cname_to_an_upstream_name_is_followed_and_ctl_dns_query_waits_for_the_upstream() {
+    if !capable("dns_cname_upstream", &["dig", "dnsmasq", "nsenter", "kill"]) {
+        return;
+    }
+    let state =
+        StateDir(std::env::temp_dir().join(format!("vpcd-dns-cname-state-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&state.0);
+    let state_arg = state.0.display().to_string();
+    let topo = format!(
+        "{}\n[[zone]]\nname = \"corp.example\"\nvpcs = [\"f\"]\n\
+         record = [{{ name = \"api\", type = \"CNAME\", value = \"api.example.org\" }}]\n",
+        forwarding_topology()
+    );
+    let host = HostNs::new("host-vr-dcn", &[&format!("{UPSTREAM}/24")]);
+    let mut run = Run::up_in(host, "vr-dcn", &topo, &["--state", &state_arg]);
+    upstream_dnsmasq(&mut run, &[]);
+    // The alias in the private zone, then the upstream's address for its target.
+    assert_eq!(
+        dig(&run, "f/cli", &["api.corp.example"]),
+        ["api.example.org.", "198.51.100.77"]
+    );
+    // A name only the upstream knows, asked through the API: the answer waits for it.
+    let q: serde_json::Value = serde_json::from_str(&ctl(
+        &run,
+        &[
+            "--json",
+            "dns",
+            "query",
+            "nope.example.org",
+            "--from",
+            "f/cli",
+        ],
+    ))
+    .expect("json");
+    assert_eq!(
+        (&q["rcode"], &q["source"]),
+        (&"NXDOMAIN".into(), &"upstream".into()),
+        "{q}"
+    );
+    let q: serde_json::Value = serde_json::from_str(&ctl(
+        &run,
+        &[
+            "--json",
+            "dns",
+            "query",
+            "api.corp.example",
+            "--from",
+            "f/cli",
+        ],
+    ))
+    .expect("json");
+    assert_eq!(q["answers"][0]["type"], "CNAME", "{q}");
+    assert_eq!(q["answers"][1]["data"], "198.51.100.77", "{q}");
+    run.stop();
+    assert_no_etc_netns("vr-dcn");
 }
