@@ -719,7 +719,8 @@ fn a_zone_cname_to_an_upstream_name_is_followed_and_ctl_dns_query_waits_for_the_
     let _ = std::fs::remove_dir_all(&state.0);
     let state_arg = state.0.display().to_string();
     let topo = format!(
-        "{}\n[[zone]]\nname = \"corp.example\"\nvpcs = [\"f\"]\n\
+        "{}\n[[internet.host]]\nname = \"pub\"\nip = \"198.51.100.20\"\n\n\
+         [[zone]]\nname = \"corp.example\"\nvpcs = [\"f\"]\n\
          record = [{{ name = \"api\", type = \"CNAME\", value = \"api.example.org\" }}]\n",
         forwarding_topology()
     );
@@ -763,6 +764,45 @@ fn a_zone_cname_to_an_upstream_name_is_followed_and_ctl_dns_query_waits_for_the_
     .expect("json");
     assert_eq!(q["answers"][0]["type"], "CNAME", "{q}");
     assert_eq!(q["answers"][1]["data"], "198.51.100.77", "{q}");
+    // An internet host's resolv.conf names the upstream, reached through the uplink.
+    let conf = run.exec("internet/pub", &["cat", "/etc/resolv.conf"]);
+    assert!(
+        String::from_utf8_lossy(&conf.stdout).contains(&format!("nameserver {UPSTREAM}\n")),
+        "{}",
+        text(&conf)
+    );
+    assert_eq!(
+        dig(&run, "internet/pub", &["api.example.org"]),
+        ["198.51.100.77"]
+    );
     run.stop();
     assert_no_etc_netns("vr-dcn");
+}
+
+#[test]
+fn an_internet_host_without_a_reachable_resolver_fails_lookups_at_once() {
+    if !capable("dns_internet_host", &["getent"]) {
+        return;
+    }
+    let topo = format!(
+        "{}\n[internet]\n[[internet.host]]\nname = \"pub\"\nip = \"198.51.100.20\"\n",
+        topology()
+    );
+    let run = Run::up("vr-dih", &topo);
+    let conf = run.exec("internet/pub", &["cat", "/etc/resolv.conf"]);
+    let conf = String::from_utf8_lossy(&conf.stdout).into_owned();
+    assert!(
+        conf.starts_with("# Written by vpcd: an internet host has no resolver"),
+        "{conf}"
+    );
+    let started = Instant::now();
+    let out = run.exec("internet/pub", &["getent", "hosts", "api.example.org"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the lookup took {:?}",
+        started.elapsed()
+    );
+    run.stop();
+    assert_no_etc_netns("vr-dih");
 }

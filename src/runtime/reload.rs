@@ -144,6 +144,7 @@ pub(super) fn port_specs(plan: &Plan, tables: &Tables) -> Vec<PortSpec> {
                     _ => Vec::new(),
                 },
                 resolv_conf: match p.owner {
+                    PortOwner::Host { .. } => Some(internet_resolv_conf(&upstreams)),
                     PortOwner::Instance { vpc, .. } => tables.vpcs.get(vpc as usize).map(|v| {
                         let search = crate::dns::names::vpc_domain(&v.name).map_or_else(
                             || crate::dns::names::INTERNAL_DOMAIN.to_string(),
@@ -163,6 +164,38 @@ pub(super) fn port_specs(plan: &Plan, tables: &Tables) -> Vec<PortSpec> {
             }
         })
         .collect()
+}
+
+/// An internet host's `resolv.conf`. The public segment has no DNS server of its own (a VPC's
+/// resolver answers only that VPC's instances, as Route 53 Resolver does), so a host asks the
+/// upstream resolvers the VPC resolvers forward to (`[internet] resolvers`, reached through the
+/// uplink like any public destination), those a `resolv.conf` can name: port 53, not loopback
+/// (the host's loopback is not the namespace's). With none, it names none: a lookup fails at once
+/// (nothing listens on the namespace's own 127.0.0.1) instead of waiting for the host's
+/// resolvers, which the namespace cannot reach.
+fn internet_resolv_conf(upstreams: &[std::net::SocketAddr]) -> String {
+    let usable: Vec<std::net::IpAddr> = upstreams
+        .iter()
+        .filter(|a| a.port() == 53 && !a.ip().is_loopback())
+        .map(|a| a.ip())
+        .take(3)
+        .collect();
+    if usable.is_empty() {
+        return "# Written by vpcd: an internet host has no resolver (the simulated public segment \
+                has no DNS server and no [internet] resolvers are reachable); lookups fail at \
+                once. Removed with the namespace.\nnameserver 127.0.0.1\noptions timeout:1 \
+                attempts:1\n"
+            .to_string();
+    }
+    let mut out = String::from(
+        "# Written by vpcd: the upstream resolvers of [internet] resolvers, through the uplink; \
+         removed with the namespace.\n",
+    );
+    for ip in usable {
+        out.push_str(&format!("nameserver {ip}\n"));
+    }
+    out.push_str("options timeout:1 attempts:2\n");
+    out
 }
 
 /// What a change did.
@@ -787,6 +820,23 @@ mod tests {
         fn send_sync<T: Send + Sync + 'static>() {}
         send_sync::<Handle>();
         send_sync::<Applied>();
+    }
+
+    #[test]
+    fn internet_hosts_name_the_reachable_upstreams_or_none() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().expect("addr");
+        let text =
+            internet_resolv_conf(&[a("127.0.0.53:53"), a("192.0.2.53:53"), a("192.0.2.54:5353")]);
+        let servers: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("nameserver"))
+            .collect();
+        assert_eq!(servers, ["nameserver 192.0.2.53"], "{text}");
+        let none = internet_resolv_conf(&[a("127.0.0.53:53")]);
+        assert!(
+            none.contains("nameserver 127.0.0.1\n") && none.contains("attempts:1"),
+            "{none}"
+        );
     }
 
     #[test]
