@@ -312,7 +312,7 @@ impl DnsService {
         now: Instant,
         later: AnswerTo,
     ) -> Result<Option<Answered>, DnsDrop> {
-        let asker = (IpAddress::Ipv4(asker.0.into()), asker.1);
+        let asker = (IpAddress::Ipv4(asker.0), asker.1);
         let Some(outcome) = self.handle(query, Transport::Tcp, now, ReplyTo::Call(later), asker)
         else {
             return Ok(None);
