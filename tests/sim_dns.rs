@@ -164,9 +164,9 @@ impl Upstream for Scripted {
     }
 }
 
-#[test]
-fn other_names_are_forwarded_and_kept_for_their_ttl() {
-    let mut sim = sim();
+/// Makes tenant-a's resolver forward to a [`Scripted`] upstream that answers; what it was asked
+/// is counted in the result.
+fn forward_to_scripted(sim: &mut Simulation) -> Arc<AtomicUsize> {
     let asked = Arc::new(AtomicUsize::new(0));
     let up = Scripted {
         asked: asked.clone(),
@@ -174,6 +174,13 @@ fn other_names_are_forwarded_and_kept_for_their_ttl() {
         done: Vec::new(),
     };
     assert!(sim.forward_dns("tenant-a", Box::new(up)));
+    asked
+}
+
+#[test]
+fn other_names_are_forwarded_and_kept_for_their_ttl() {
+    let mut sim = sim();
+    let asked = forward_to_scripted(&mut sim);
     let q = query("api.example.org.", RecordType::A);
     for t in [Transport::Udp, Transport::Tcp, Transport::Udp] {
         let m = ask(&mut sim, "tenant-a/web", [10, 0, 0, 2], &q, t);
@@ -371,13 +378,7 @@ fn a_zone_cname_to_a_public_name_is_followed_upstream() {
         "{TOPOLOGY}\n[[zone]]\nname = \"alias.example\"\nvpcs = [\"tenant-a\"]\nrecord = [{{ name = \"api\", type = \"CNAME\", value = \"api.example.org\" }}]\n"
     );
     let mut sim = Simulation::parse("dns.toml", &topology).expect("valid topology");
-    let asked = Arc::new(AtomicUsize::new(0));
-    let up = Scripted {
-        asked: asked.clone(),
-        down: false,
-        done: Vec::new(),
-    };
-    assert!(sim.forward_dns("tenant-a", Box::new(up)));
+    let asked = forward_to_scripted(&mut sim);
     let q = query("api.alias.example.", RecordType::A);
     let m = ask(&mut sim, "tenant-a/web", [10, 0, 0, 2], &q, Transport::Udp);
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);

@@ -305,7 +305,7 @@ pub fn zones(state: &ControlState) -> Value {
 /// gets is written out). The name matches without regard to case or a final dot.
 pub fn zone(state: &ControlState, name: &str) -> Result<Value, ApiError> {
     let t = state.model();
-    let key = |n: &str| n.trim_end_matches('.').to_ascii_lowercase();
+    let key = crate::dns::names::domain_key;
     let Some(z) = t.zone.iter().find(|z| key(z.name.get_ref()) == key(name)) else {
         let known: Vec<&str> = t.zone.iter().map(|z| z.name.get_ref().as_str()).collect();
         return Err(ApiError::new(

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::{Edit, already_exists, find, not_found, sp};
 use crate::control::error::{ApiError, ErrorCode};
+use crate::dns::names::domain_key;
 use crate::topology::model::{
     BlockResponseKind, DnsFirewallAction, DnsFirewallRule, EgressByName, RecordKind, Topology,
     Zone, ZoneRecord,
@@ -147,11 +148,6 @@ pub struct SetEgressByName {
     pub vpc: String,
     /// `api.payments.example:443`, `*.payments.example:8000-8099`, `api.example`.
     pub allow: Vec<String>,
-}
-
-/// A domain as compared here: lower case, without the final dot.
-fn domain_key(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// The private zone `name`, with its index.
