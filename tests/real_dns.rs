@@ -590,6 +590,15 @@ fn ctl_zone_changes_answer_dig_without_restart_and_ctl_queries_and_query_logs_th
         line.starts_with("added A record new 10.30.1.77 to zone corp.example (generation 1"),
         "{line}"
     );
+    // The resolver took the new names in place: no endpoint was made again, and its counters
+    // go on (the NXDOMAIN above is still counted).
+    assert!(line.contains("+0 -0 ~0"), "{line}");
+    let nx = real_support::metric(
+        &run.metrics(),
+        "vpcd_dns_responses_total",
+        &[("vpc", "d"), ("rcode", "NXDOMAIN")],
+    );
+    assert_eq!(nx, Some(1.0));
     // The running resolver answers the new record at once, in its VPC only.
     assert_eq!(dig(&run, "d/cli", &["new.corp.example"]), ["10.30.1.77"]);
     assert_eq!(dig_status(&run, "o/x", &["new.corp.example"]), "NXDOMAIN");

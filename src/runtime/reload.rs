@@ -6,7 +6,10 @@
 //! `internet/HOST`): an endpoint whose name, attachment, address, prefix, gateway, MTU and
 //! services are the same is *kept* (its TUN fd, writer thread or sim stack move to its new port
 //! id: ids follow plan order and shift when instances come and go); one with the same name and
-//! another configuration is *replaced*; the rest are *added* or *removed*. Then:
+//! another configuration is *replaced*; the rest are *added* or *removed*. A VPC's resolver
+//! whose names or zones alone changed is kept and takes its new view in place after the swap
+//! (its cache, TCP connections, forwarded queries and counters stay), before the change is
+//! answered. Then:
 //!
 //! 1. replaced `netns` endpoints are detached from the loop and their namespaces deleted (the
 //!    name is reused);
@@ -69,8 +72,8 @@ pub(super) struct PortSpec {
     pub services: Vec<Service>,
     /// The uplink's configuration (seed 0), for the uplink's port only.
     pub uplink: Option<UplinkConfig>,
-    /// What a VPC's resolver answers, for resolver ports only: a change of names or zones
-    /// replaces the resolver (compared by content).
+    /// What a VPC's resolver answers, for resolver ports only (compared by content): a change
+    /// of names or zones alone is applied to the running resolver ([`PortSpec::new_view`]).
     pub resolver: Option<Arc<crate::dns::View>>,
     /// An instance's `resolv.conf` (its VPC's resolver and domain).
     pub resolv_conf: Option<String>,
@@ -88,6 +91,23 @@ impl PortSpec {
             mtu: self.mtu,
             resolv_conf: self.resolv_conf.clone(),
         }
+    }
+
+    /// `other`'s view when `other` is this resolver port with other names or zones and nothing
+    /// else changed: the running resolver takes the new view in place (keeping its cache,
+    /// connections and counters) instead of being made again.
+    pub fn new_view(&self, other: &PortSpec) -> Option<Arc<crate::dns::View>> {
+        let (Some(old), Some(view)) = (&self.resolver, &other.resolver) else {
+            return None;
+        };
+        if old == view {
+            return None;
+        }
+        let bare = |p: &PortSpec| PortSpec {
+            resolver: None,
+            ..p.clone()
+        };
+        (bare(self) == bare(other)).then(|| view.clone())
     }
 
     /// The sim stack's addressing (a host without a gateway uses the next address).
@@ -486,9 +506,12 @@ impl Control {
         let mut applied = Applied::default();
         let mut keep: Vec<Option<usize>> = Vec::with_capacity(new.len());
         let mut replaced_old: Vec<usize> = Vec::new();
+        // Kept resolvers whose names or zones changed: their new view, by new port id.
+        let mut views: Vec<(usize, Arc<crate::dns::View>)> = Vec::new();
         for (j, p) in new.iter().enumerate() {
             match old_index(&p.name) {
-                Some(i) if self.specs[i] == *p => {
+                Some(i) if self.specs[i] == *p || self.specs[i].new_view(p).is_some() => {
+                    views.extend(self.specs[i].new_view(p).map(|v| (j, v)));
                     keep.push(Some(i));
                     applied.unchanged += 1;
                     if i != j {
@@ -655,7 +678,8 @@ impl Control {
             self.delete(created_names).await;
             return Err(e.into());
         }
-        let problems = self.swap(slots, Some(tables)).await?;
+        let problems = self.swap(slots, Some(tables.clone())).await?;
+        self.set_views(views, &tables).await?;
         applied.problems = problems
             .iter()
             .map(|p| format!("{}: {}", p.gateway, p.error))
@@ -694,6 +718,45 @@ impl Control {
                 r => return r,
             }
         }
+    }
+
+    /// Gives kept resolvers (by port id in `tables`, the tables just swapped in) their new views
+    /// and query logs, and waits until the loop has: the change is answered only after its
+    /// names answer.
+    async fn set_views(
+        &mut self,
+        views: Vec<(usize, Arc<crate::dns::View>)>,
+        tables: &Arc<Tables>,
+    ) -> Result<(), ApplyError> {
+        if views.is_empty() {
+            return Ok(());
+        }
+        let updates: Vec<(
+            usize,
+            Arc<crate::dns::View>,
+            Option<crate::sim::resolver::QueryLog>,
+        )> = views
+            .into_iter()
+            .filter_map(|(j, view)| match tables.ports.get(j)?.owner {
+                PortOwner::Resolver { vpc } => {
+                    Some((vpc as usize, view, self.query_log.for_vpc(tables, vpc)))
+                }
+                _ => None,
+            })
+            .collect();
+        let (done, mut rx) = mailbox::channel();
+        let q: super::event_loop::Query = Box::new(move |shell: &mut Shell| {
+            for (vpc, view, log) in updates {
+                if let Some(port) = shell.resolver_mut(vpc) {
+                    port.set_dns_view(view, log);
+                }
+            }
+            let _ = done.send(());
+        });
+        self.swaps
+            .send(LoopMsg::Query(q))
+            .map_err(|_| ApplyError::Stopped)?;
+        rx.recv().await.ok_or(ApplyError::Stopped)
     }
 
     /// Hands `slots` (and `tables`) to the loop and waits until it has applied them.
@@ -820,6 +883,46 @@ mod tests {
         fn send_sync<T: Send + Sync + 'static>() {}
         send_sync::<Handle>();
         send_sync::<Applied>();
+    }
+
+    #[test]
+    fn a_resolver_whose_names_alone_changed_takes_them_in_place() {
+        let view = |name: &str| {
+            let mut b = crate::dns::ViewBuilder::new();
+            b.private_zone(crate::dns::names::parse_domain(name).expect("name"));
+            Arc::new(b.build())
+        };
+        let spec = PortSpec {
+            name: "v#resolver".into(),
+            attach: Attach::Sim,
+            addr: Ipv4Addr::new(10, 0, 0, 2),
+            secondary: Vec::new(),
+            prefix_len: 16,
+            gateway: None,
+            mtu: 1500,
+            services: Vec::new(),
+            uplink: None,
+            resolver: Some(view("a.example")),
+            resolv_conf: None,
+            upstreams: Vec::new(),
+        };
+        let renamed = PortSpec {
+            resolver: Some(view("b.example")),
+            ..spec.clone()
+        };
+        assert!(
+            spec.new_view(&renamed)
+                .is_some_and(|v| Some(v) == renamed.resolver)
+        );
+        assert!(spec.new_view(&spec).is_none(), "nothing changed");
+        let moved = PortSpec {
+            mtu: 9000,
+            ..renamed.clone()
+        };
+        assert!(
+            spec.new_view(&moved).is_none(),
+            "another configuration: made again"
+        );
     }
 
     #[test]

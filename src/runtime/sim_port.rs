@@ -170,6 +170,19 @@ impl SimPort {
         Some(dns.ask(query, asker, now, later))
     }
 
+    /// A resolver port's new names and zones, and the query log that knows its VPC's instances
+    /// now ([`DnsService::set_view`]); `false` when it is not a resolver port.
+    pub fn set_dns_view(&mut self, view: Arc<View>, log: Option<QueryLog>) -> bool {
+        let Some(dns) = self.dns.as_mut() else {
+            return false;
+        };
+        dns.set_view(view);
+        if let Some(l) = log {
+            dns.log_queries(l);
+        }
+        true
+    }
+
     /// What its resolver answered, for a resolver port.
     pub fn dns_counters(&self) -> Option<&crate::dns::Counters> {
         self.dns.as_ref().map(DnsService::counters)

@@ -191,6 +191,14 @@ impl DnsService {
         std::mem::take(&mut self.grants)
     }
 
+    /// Answers from `view` from now on (a change of the VPC's names or zones): what it holds
+    /// besides (the cache of forwarded answers, open TCP connections, forwarded queries
+    /// waiting, counters) stays. The cache holds only names outside every zone, and a name a new
+    /// zone covers is answered from the zone, so nothing cached contradicts the new view.
+    pub fn set_view(&mut self, view: Arc<View>) {
+        self.view = view;
+    }
+
     /// Writes a query-log record for every answer from now on.
     pub fn log_queries(&mut self, log: QueryLog) {
         self.log = Some(log);
