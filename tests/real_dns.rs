@@ -637,8 +637,7 @@ fn ctl_zone_changes_answer_dig_without_restart_and_ctl_queries_and_query_logs_th
             && answer.contains("new.corp.example.  30   A     10.30.1.77"),
         "{answer}"
     );
-    let ptr = ctl(
-        &run,
+    for args in [
         &[
             "dns",
             "query",
@@ -647,12 +646,15 @@ fn ctl_zone_changes_answer_dig_without_restart_and_ctl_queries_and_query_logs_th
             "PTR",
             "--from",
             "d/cli",
-        ],
-    );
-    assert!(
-        ptr.contains("status NOERROR") && ptr.contains("web.d.vpc.internal."),
-        "{ptr}"
-    );
+        ][..],
+        &["dns", "query", "-x", "10.30.1.10", "--from", "d/cli"][..],
+    ] {
+        let ptr = ctl(&run, args);
+        assert!(
+            ptr.contains("status NOERROR") && ptr.contains("web.d.vpc.internal."),
+            "{args:?}: {ptr}"
+        );
+    }
     let other = ctl(
         &run,
         &["dns", "query", "web.d.vpc.internal", "--from", "o/x"],

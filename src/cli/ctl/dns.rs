@@ -33,8 +33,16 @@ pub enum DnsCommand {
         /// The name, like db.corp.example or fn-a1.tenant-a.vpc.internal.
         name: String,
         /// The record type.
-        #[arg(long = "type", short = 't', default_value = "A")]
+        #[arg(
+            long = "type",
+            short = 't',
+            default_value = "A",
+            conflicts_with = "reverse"
+        )]
         kind: String,
+        /// NAME is an IPv4 address: ask for its PTR record (its `in-addr.arpa` name), as `dig -x`.
+        #[arg(short = 'x', long)]
+        reverse: bool,
         /// The instance that asks (`VPC/INSTANCE`): its VPC's zones and rules apply.
         #[arg(long, value_name = "VPC/INSTANCE")]
         from: String,
@@ -51,8 +59,18 @@ impl DnsCommand {
             DnsCommand::Record(c) => c.call(),
             DnsCommand::Firewall(c) => c.call(),
             DnsCommand::Egress(c) => c.call(),
-            DnsCommand::Query { name, kind, from } => {
+            DnsCommand::Query {
+                name,
+                kind,
+                reverse,
+                from,
+            } => {
                 super::split_ref("--from", from)?;
+                let (name, kind) = if *reverse {
+                    (reverse_name(name)?, "PTR".to_string())
+                } else {
+                    (name.clone(), kind.clone())
+                };
                 Call::post(
                     "/v1/dns/query",
                     json!({"from": from, "name": name, "type": kind}),
@@ -62,6 +80,15 @@ impl DnsCommand {
             DnsCommand::QueryLog(c) => c.call(),
         })
     }
+}
+
+/// `10.1.0.10` -> `10.0.1.10.in-addr.arpa`.
+fn reverse_name(addr: &str) -> Result<String, String> {
+    let a: std::net::Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("-x `{addr}`: write an IPv4 address, e.g. 10.0.1.10"))?;
+    let [a, b, c, d] = a.octets();
+    Ok(format!("{d}.{c}.{b}.{a}.in-addr.arpa"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -466,6 +493,15 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("AUTHORITY"), "{text}");
+    }
+
+    #[test]
+    fn reverse_names_are_the_address_backwards_in_in_addr_arpa() {
+        assert_eq!(
+            reverse_name("10.0.1.20").as_deref(),
+            Ok("20.1.0.10.in-addr.arpa")
+        );
+        assert!(reverse_name("web").is_err_and(|e| e.contains("-x")));
     }
 
     #[test]
