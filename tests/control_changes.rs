@@ -2252,3 +2252,206 @@ fn bad_batch_bodies_are_refused_with_the_entry_and_field() {
     let j = first(batch(json!(too_many)));
     assert_eq!(j["field"], "changes", "{j}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// DNS (issue 12): private zones and records, associations, DNS Firewall rules, egress by name.
+
+/// The fixture with a private zone `corp.example` in tenant-a (one record) and a second VPC.
+fn with_zone() -> ControlState {
+    let s = ok(
+        &state(),
+        req::<AddVpc>(json!({"name": "tenant-b", "cidr": "10.0.0.0/16"})),
+    );
+    ok(
+        &s,
+        req::<AddZone>(json!({"name": "corp.example", "vpcs": ["tenant-a"],
+            "records": [{"name": "db", "type": "A", "value": "10.0.1.50"}]})),
+    )
+}
+
+#[test]
+fn dns_zone_records_and_associations_reach_the_plan_through_both_paths() {
+    let s = with_zone();
+    assert_eq!(s.plan().zones.len(), 1);
+    for (kind, value) in [
+        ("A", "10.0.1.60"),
+        ("AAAA", "2001:db8::1"),
+        ("TXT", "v=spf1 -all"),
+        ("MX", "10 mail.corp.example"),
+        ("SRV", "0 5 5432 db.corp.example"),
+    ] {
+        let n = ok(
+            &s,
+            req::<AddZoneRecord>(json!({"zone": "corp.example", "name": "web", "type": kind,
+                                        "value": value, "ttl": 60})),
+        );
+        assert_eq!(n.plan().zones[0].records.len(), 2, "{kind}");
+    }
+    let s = ok(
+        &s,
+        req::<AddZoneRecord>(
+            json!({"zone": "corp.example", "name": "www", "type": "CNAME",
+                                    "value": "db.corp.example"}),
+        ),
+    );
+    let s = ok(
+        &s,
+        req::<RemoveZoneRecord>(json!({"zone": "corp.example", "name": "www", "type": "CNAME"})),
+    );
+    assert_eq!(s.plan().zones[0].records.len(), 1);
+    let s = ok(
+        &s,
+        req::<AssociateZone>(json!({"zone": "corp.example", "vpc": "tenant-b"})),
+    );
+    assert_eq!(s.plan().zones[0].vpcs, vec![0, 1]);
+    let s = ok(
+        &s,
+        req::<DisassociateZone>(json!({"zone": "corp.example", "vpc": "tenant-a"})),
+    );
+    assert_eq!(s.plan().zones[0].vpcs, vec![1]);
+    let s = ok(&s, req::<RemoveZone>(json!({"name": "corp.example"})));
+    assert!(s.plan().zones.is_empty());
+}
+
+#[test]
+fn dns_zone_refusals_are_the_file_errors_on_the_request_fields() {
+    let s = with_zone();
+    let e = refused(
+        &s,
+        req::<AddZoneRecord>(json!({"zone": "corp.example", "name": "web", "type": "A",
+                                    "value": "10.0.1"})),
+    );
+    same_as_file(
+        &e,
+        "[[zone]]\nname = \"corp.example\"\nvpcs = [\"tenant-a\"]\nrecord = [{ name = \"web\", type = \"A\", value = \"10.0.1\" }]",
+        "value",
+    );
+    let e = refused(
+        &s,
+        req::<AddZoneRecord>(json!({"zone": "corp.example", "name": "@", "type": "CNAME",
+                                    "value": "db.corp.example"})),
+    );
+    assert_eq!(first_json(&e)["code"], "invalid_input", "{}", e.to_json());
+    assert!(
+        first_json(&e)["field"]
+            .as_str()
+            .is_some_and(|f| f == "type" || f == "name"),
+        "{}",
+        e.to_json()
+    );
+    let e = refused(
+        &state(),
+        req::<AddZone>(json!({"name": "x.vpc.internal", "vpcs": ["tenant-a"]})),
+    );
+    same_as_file(
+        &e,
+        "[[zone]]\nname = \"x.vpc.internal\"\nvpcs = [\"tenant-a\"]",
+        "name",
+    );
+    let e = refused(
+        &state(),
+        req::<AddZone>(json!({"name": "svc.example", "vpcs": ["tenant-z"]})),
+    );
+    same_as_file(
+        &e,
+        "[[zone]]\nname = \"svc.example\"\nvpcs = [\"tenant-z\"]",
+        "vpcs[0]",
+    );
+    // What the edit refuses: names that do not exist, duplicates, the last VPC.
+    let e = refused(
+        &s,
+        req::<AddZone>(json!({"name": "CORP.example.", "vpcs": ["tenant-a"]})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::AlreadyExists);
+    let e = refused(
+        &s,
+        req::<RemoveZoneRecord>(json!({"zone": "corp.example", "name": "db", "type": "MX"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::NotFound);
+    let e = refused(
+        &s,
+        req::<DisassociateZone>(json!({"zone": "corp.example", "vpc": "tenant-a"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::DependencyViolation);
+    let e = refused(
+        &s,
+        req::<AssociateZone>(json!({"zone": "nope.example", "vpc": "tenant-b"})),
+    );
+    assert_eq!(
+        first_json(&e),
+        json!({"code": "not_found", "error": "private zone `nope.example` does not exist",
+               "field": "zone", "hint": "the private zones are: corp.example"})
+    );
+}
+
+#[test]
+fn dns_firewall_rules_add_and_remove_through_both_paths() {
+    let s = ok(
+        &state(),
+        req::<AddDnsFirewallRule>(json!({"name": "no-bad", "vpcs": ["tenant-a"],
+            "domains": ["*.bad.example", "bad.example"], "action": "block",
+            "block_response": "override", "block_override": "walled.example",
+            "block_override_ttl": 30})),
+    );
+    assert_eq!(s.model().dns_firewall.len(), 1);
+    let e = refused(
+        &s,
+        req::<AddDnsFirewallRule>(json!({"name": "x", "vpcs": ["tenant-a"],
+            "domains": ["a.example"], "action": "alert", "block_response": "nodata"})),
+    );
+    same_as_file(
+        &e,
+        "[[dns_firewall]]\nname = \"x\"\nvpcs = [\"tenant-a\"]\ndomains = [\"a.example\"]\naction = \"alert\"\nblock_response = \"nodata\"",
+        "block_response",
+    );
+    let e = refused(
+        &s,
+        req::<AddDnsFirewallRule>(json!({"name": "y", "vpcs": ["tenant-a"],
+            "domains": ["bad..example"], "action": "block"})),
+    );
+    same_as_file(
+        &e,
+        "[[dns_firewall]]\nname = \"y\"\nvpcs = [\"tenant-a\"]\ndomains = [\"bad..example\"]\naction = \"block\"",
+        "domains[0]",
+    );
+    let e = refused(
+        &s,
+        req::<AddDnsFirewallRule>(json!({"name": "no-bad", "vpcs": ["tenant-a"],
+            "domains": ["a.example"], "action": "allow"})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::AlreadyExists);
+    let s = ok(&s, req::<RemoveDnsFirewallRule>(json!({"name": "no-bad"})));
+    assert!(s.model().dns_firewall.is_empty());
+    let e = refused(&s, req::<RemoveDnsFirewallRule>(json!({"name": "no-bad"})));
+    assert_eq!(e.errors[0].code, ErrorCode::NotFound);
+}
+
+#[test]
+fn egress_by_name_is_set_and_cleared_per_vpc_through_both_paths() {
+    let s = ok(
+        &state(),
+        req::<SetEgressByName>(json!({"vpc": "tenant-a",
+            "allow": ["api.payments.example:443", "*.cdn.example"]})),
+    );
+    assert_eq!(s.model().egress_by_name.len(), 1);
+    let e = refused(
+        &s,
+        req::<SetEgressByName>(json!({"vpc": "tenant-a", "allow": ["api.example:http"]})),
+    );
+    // After the edit, the new entry is the only one: `egress_by_name[0]`.
+    same_as_file(
+        &e,
+        "[[egress_by_name]]\nvpcs = [\"tenant-a\"]\nallow = [\"api.example:http\"]",
+        "allow[0]",
+    );
+    let s = ok(
+        &s,
+        req::<SetEgressByName>(json!({"vpc": "tenant-a", "allow": []})),
+    );
+    assert!(s.model().egress_by_name.is_empty());
+    let e = refused(
+        &s,
+        req::<SetEgressByName>(json!({"vpc": "ghost", "allow": ["a.example"]})),
+    );
+    assert_eq!(e.errors[0].code, ErrorCode::NotFound);
+}

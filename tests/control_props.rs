@@ -40,6 +40,10 @@ address = "203.0.113.1"
 [[eip]]
 name = "e0"
 address = "203.0.113.2"
+[[zone]]
+name = "z.example"
+vpcs = ["a"]
+record = [{ name = "db", type = "A", value = "10.0.1.9" }]
 "#;
 
 fn name() -> impl Strategy<Value = String> {
@@ -174,6 +178,27 @@ fn request() -> impl Strategy<Value = (usize, Value)> {
                 }
                 "set_egress_allow" => {
                     json!({"vpc": "a", "egress_allow": if flag { Value::Null } else { json!([cidr]) }})
+                }
+                "add_zone" => {
+                    json!({"name": if flag { "z.example" } else { "y.example" }, "vpcs": [if flag { "a".to_string() } else { n1 }]})
+                }
+                "remove_zone" => json!({"name": if flag { "z.example".to_string() } else { n1 }}),
+                "add_zone_record" => {
+                    json!({"zone": "z.example", "name": n1, "type": if flag { "A" } else { "CNAME" }, "value": ip})
+                }
+                "remove_zone_record" => {
+                    json!({"zone": "z.example", "name": if flag { "db".to_string() } else { n1 }, "type": "A"})
+                }
+                "associate_zone" => json!({"zone": "z.example", "vpc": n1}),
+                "disassociate_zone" => {
+                    json!({"zone": "z.example", "vpc": if flag { "a".to_string() } else { n1 }})
+                }
+                "add_dns_firewall_rule" => {
+                    json!({"name": n1, "vpcs": ["a"], "domains": [format!("{n2}.example")], "action": if flag { "block" } else { "alert" }, "block_response": if flag { Value::Null } else { json!("nodata") }})
+                }
+                "remove_dns_firewall_rule" => json!({"name": n1}),
+                "set_egress_by_name" => {
+                    json!({"vpc": "a", "allow": if flag { json!([]) } else { json!([format!("{n1}.example:443")]) }})
                 }
                 other => panic!("the property test does not know operation `{other}`; add it"),
             };
@@ -419,6 +444,21 @@ fn every_request_type_refuses_unknown_keys() {
             30,
             json!({"vpc": "a", "egress_allow": ["192.0.2.0/24:443"]}),
         ),
+        (31, json!({"name": "n.example", "vpcs": ["a"]})),
+        (32, json!({"name": "n.example"})),
+        (
+            33,
+            json!({"zone": "z.example", "name": "n", "type": "A", "value": "10.0.1.5"}),
+        ),
+        (34, json!({"zone": "z.example", "name": "n", "type": "A"})),
+        (35, json!({"zone": "z.example", "vpc": "a"})),
+        (36, json!({"zone": "z.example", "vpc": "a"})),
+        (
+            37,
+            json!({"name": "n", "vpcs": ["a"], "domains": ["bad.example"], "action": "block"}),
+        ),
+        (38, json!({"name": "n"})),
+        (39, json!({"vpc": "a", "allow": ["api.example:443"]})),
     ];
     let mut covered: Vec<usize> = bodies.iter().map(|(op, _)| *op).collect();
     covered.dedup();

@@ -1403,3 +1403,220 @@ fn batch_posts_the_file_and_prints_one_line() {
     exits(&out, 2);
     assert!(stderr(&out).contains("a JSON list"), "{}", stderr(&out));
 }
+
+// ---- DNS (issue 12) -----------------------------------------------------------------------
+
+/// Every `dns` change posts its operation with the API's field names and prints one line.
+#[test]
+fn dns_changes_post_their_op_with_the_api_field_names_and_print_one_line() {
+    #[rustfmt::skip]
+    let cases: Vec<(Vec<&str>, &str, Value, &str)> = vec![
+        (vec!["dns", "zone", "add", "corp.example", "--vpc", "a", "--vpc", "b"], "add_zone",
+         json!({"name": "corp.example", "vpcs": ["a", "b"]}), "added zone corp.example (a, b)"),
+        (vec!["dns", "zone", "remove", "corp.example"], "remove_zone",
+         json!({"name": "corp.example"}), "removed zone corp.example"),
+        (vec!["dns", "zone", "associate", "corp.example", "b"], "associate_zone",
+         json!({"zone": "corp.example", "vpc": "b"}), "associated zone corp.example with VPC b"),
+        (vec!["dns", "zone", "disassociate", "corp.example", "b"], "disassociate_zone",
+         json!({"zone": "corp.example", "vpc": "b"}),
+         "disassociated zone corp.example from VPC b"),
+        (vec!["dns", "record", "add", "corp.example", "db", "a", "10.0.1.50", "--ttl", "60"],
+         "add_zone_record",
+         json!({"zone": "corp.example", "name": "db", "type": "A", "value": "10.0.1.50",
+                "ttl": 60}),
+         "added A record db 10.0.1.50 to zone corp.example"),
+        (vec!["dns", "record", "add", "corp.example", "_pg._tcp", "SRV", "0 5 5432 db"],
+         "add_zone_record",
+         json!({"zone": "corp.example", "name": "_pg._tcp", "type": "SRV",
+                "value": "0 5 5432 db"}),
+         "added SRV record _pg._tcp 0 5 5432 db to zone corp.example"),
+        (vec!["dns", "record", "remove", "corp.example", "db", "A"], "remove_zone_record",
+         json!({"zone": "corp.example", "name": "db", "type": "A"}),
+         "removed A records of db from zone corp.example"),
+        (vec!["dns", "record", "remove", "corp.example", "db", "A", "10.0.1.50"],
+         "remove_zone_record",
+         json!({"zone": "corp.example", "name": "db", "type": "A", "value": "10.0.1.50"}),
+         "removed A record db 10.0.1.50 from zone corp.example"),
+        (vec!["dns", "firewall", "add", "no-bad", "--vpc", "a", "--domain", "*.bad.example",
+              "--domain", "bad.example", "--action", "block", "--block-response", "override",
+              "--block-override", "walled.example", "--block-override-ttl", "30"],
+         "add_dns_firewall_rule",
+         json!({"name": "no-bad", "vpcs": ["a"], "domains": ["*.bad.example", "bad.example"],
+                "action": "block", "block_response": "override",
+                "block_override": "walled.example", "block_override_ttl": 30}),
+         "added DNS Firewall rule no-bad"),
+        (vec!["dns", "firewall", "add", "watch", "--vpc", "a", "--domain", "*.example",
+              "--action", "alert"], "add_dns_firewall_rule",
+         json!({"name": "watch", "vpcs": ["a"], "domains": ["*.example"], "action": "alert"}),
+         "added DNS Firewall rule watch"),
+        (vec!["dns", "firewall", "remove", "no-bad"], "remove_dns_firewall_rule",
+         json!({"name": "no-bad"}), "removed DNS Firewall rule no-bad"),
+        (vec!["dns", "egress", "set", "a", "api.example.com:443", "*.cdn.example"],
+         "set_egress_by_name",
+         json!({"vpc": "a", "allow": ["api.example.com:443", "*.cdn.example"]}),
+         "set egress by name of VPC a: api.example.com:443, *.cdn.example"),
+        (vec!["dns", "egress", "set", "a"], "set_egress_by_name",
+         json!({"vpc": "a", "allow": []}), "cleared egress by name of VPC a"),
+    ];
+    for (args, op, body, line) in cases {
+        let (req, out) = exchange(&args, changed(op));
+        exits(&out, 0);
+        assert_eq!(req.line, format!("POST /v1/ops/{op} HTTP/1.1"), "{args:?}");
+        assert_eq!(req.json(), body, "{args:?}");
+        assert_eq!(
+            stdout(&out),
+            format!("{line} (generation 7; endpoints +0 -0 ~1 (a/f1), 3 unchanged)\n"),
+            "{args:?}"
+        );
+    }
+}
+
+/// Zone, record, firewall and egress lists are tables; an empty one says so.
+#[test]
+fn dns_lists_render_tables() {
+    let (req, out) = exchange(
+        &["dns", "zone", "list"],
+        json_reply(
+            200,
+            json!([{"name": "corp.example", "vpcs": ["a", "b"], "records": 2}]),
+        ),
+    );
+    exits(&out, 0);
+    assert_eq!(req.line, "GET /v1/dns/zones HTTP/1.1");
+    assert_eq!(
+        stdout(&out),
+        "ZONE          VPCS  RECORDS\ncorp.example  a, b  2\n"
+    );
+    let (req, out) = exchange(
+        &["dns", "zone", "show", "corp.example"],
+        json_reply(
+            200,
+            json!({"name": "corp.example", "vpcs": ["a"], "records": [
+                {"name": "db", "type": "A", "value": "10.0.1.50", "ttl": 300},
+                {"name": "www", "type": "CNAME", "value": "db.corp.example", "ttl": 60}]}),
+        ),
+    );
+    exits(&out, 0);
+    assert_eq!(req.line, "GET /v1/dns/zones/corp.example HTTP/1.1");
+    assert_eq!(
+        stdout(&out),
+        "ZONE  corp.example\nVPCS  a\n\nNAME  TYPE   TTL  VALUE\ndb    A      300  10.0.1.50\nwww   CNAME  60   db.corp.example\n"
+    );
+    let (req, out) = exchange(
+        &["dns", "firewall", "list"],
+        json_reply(
+            200,
+            json!([{"name": "no-bad", "vpcs": ["a"], "domains": ["*.bad.example"],
+                    "action": "block", "block_response": "nxdomain"}]),
+        ),
+    );
+    exits(&out, 0);
+    assert_eq!(req.line, "GET /v1/dns/firewall HTTP/1.1");
+    assert_eq!(
+        stdout(&out),
+        "RULE    VPCS  DOMAINS        ACTION  BLOCK_RESPONSE\nno-bad  a     *.bad.example  block   nxdomain\n"
+    );
+    let (req, out) = exchange(&["dns", "egress", "list"], json_reply(200, json!([])));
+    exits(&out, 0);
+    assert_eq!(req.line, "GET /v1/dns/egress-by-name HTTP/1.1");
+    assert_eq!(stdout(&out), "no egress by name\n");
+    let (_, out) = exchange(&["dns", "zone", "list"], json_reply(200, json!([])));
+    assert_eq!(stdout(&out), "no private zones\n");
+}
+
+/// `dns query` posts the question and prints it like a small dig; `--json` passes the answer
+/// through; a bad `--from` is bad input and sends nothing.
+#[test]
+fn dns_query_asks_from_an_instance_and_prints_like_dig() {
+    let answer = json!({
+        "from": "a/fn", "server": "10.0.0.2", "name": "www.corp.example", "type": "A",
+        "rcode": "NOERROR", "source": "local", "authoritative": true,
+        "answers": [
+            {"name": "www.corp.example.", "type": "CNAME", "ttl": 60, "data": "db.corp.example."},
+            {"name": "db.corp.example.", "type": "A", "ttl": 300, "data": "10.0.1.50"}],
+        "authority": [], "firewall_rule": null, "firewall_action": null, "query_time_ms": 0.5
+    });
+    let (req, out) = exchange(
+        &["dns", "query", "www.corp.example", "--from", "a/fn"],
+        json_reply(200, answer.clone()),
+    );
+    exits(&out, 0);
+    assert_eq!(req.line, "POST /v1/dns/query HTTP/1.1");
+    assert_eq!(
+        req.json(),
+        json!({"from": "a/fn", "name": "www.corp.example", "type": "A"})
+    );
+    assert_eq!(
+        stdout(&out),
+        ";; www.corp.example A from a/fn (resolver 10.0.0.2): status NOERROR, 2 answer(s), source local, authoritative, 0.50 ms\n\
+         \n;; ANSWER\n\
+         NAME               TTL  TYPE   DATA\n\
+         www.corp.example.  60   CNAME  db.corp.example.\n\
+         db.corp.example.   300  A      10.0.1.50\n"
+    );
+    let (req, out) = exchange(
+        &[
+            "--json",
+            "dns",
+            "query",
+            "x.example",
+            "--type",
+            "TXT",
+            "--from",
+            "a/fn",
+        ],
+        json_reply(200, answer.clone()),
+    );
+    exits(&out, 0);
+    assert_eq!(req.json()["type"], "TXT");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout(&out)).expect("json"),
+        answer
+    );
+    let fake = Fake::unix(vec![]);
+    let out = fake.ctl(&["dns", "query", "x.example", "--from", "nope"]);
+    exits(&out, 2);
+    assert!(stderr(&out).contains("--from"), "{}", stderr(&out));
+}
+
+/// `dns query-log start` sends an absolute target; `status` and `stop` read back the records.
+#[test]
+fn dns_query_log_start_status_stop() {
+    let fake = Fake::unix(vec![
+        json_reply(
+            200,
+            json!({"active": true, "target": "/x/q.jsonl", "records": 0, "error": null}),
+        ),
+        json_reply(
+            200,
+            json!({"active": true, "target": "/x/q.jsonl", "records": 3, "error": null}),
+        ),
+        json_reply(
+            200,
+            json!({"active": false, "target": "/x/q.jsonl", "records": 3, "error": null}),
+        ),
+    ]);
+    let out = fake.ctl(&["dns", "query-log", "start", "q.jsonl"]);
+    exits(&out, 0);
+    let req = fake.request();
+    assert_eq!(req.line, "POST /v1/dns/query-log/start HTTP/1.1");
+    let cwd = fake.dir.0.canonicalize().expect("dir");
+    assert_eq!(
+        req.json(),
+        json!({"target": cwd.join("q.jsonl").display().to_string()})
+    );
+    assert_eq!(
+        stdout(&out),
+        "started the DNS query log\nACTIVE   yes\nTARGET   /x/q.jsonl\nRECORDS  0\n"
+    );
+    let out = fake.ctl(&["dns", "query-log", "status"]);
+    exits(&out, 0);
+    assert_eq!(fake.request().line, "GET /v1/dns/query-log HTTP/1.1");
+    assert!(stdout(&out).contains("RECORDS  3\n"), "{}", stdout(&out));
+    let out = fake.ctl(&["dns", "query-log", "stop"]);
+    exits(&out, 0);
+    let req = fake.request();
+    assert_eq!(req.line, "POST /v1/dns/query-log/stop HTTP/1.1");
+    assert_eq!(req.json(), json!({}));
+    assert!(stdout(&out).starts_with("stopped the DNS query log\nACTIVE   no\n"));
+}

@@ -259,14 +259,10 @@ resolvers = ["{UPSTREAM}"]
     )
 }
 
-#[test]
-fn other_names_are_forwarded_to_the_upstream_with_tcp_retry_and_kept_in_the_cache() {
-    if !capable("dns_forwarding", &["dig", "dnsmasq", "nsenter", "kill"]) {
-        return;
-    }
-    let host = HostNs::new("host-vr-dfw", &[&format!("{UPSTREAM}/24")]);
-    let mut run = Run::up_in(host, "vr-dfw", &forwarding_topology(), &[]);
-    // Ten TXT strings of 200 bytes: more than 1232 bytes, so the upstream truncates over UDP.
+/// Starts dnsmasq in `run`'s host namespace at [`UPSTREAM`] as the upstream resolver, answering
+/// `api.example.org` (198.51.100.77, TTL 60), NXDOMAIN for `nope.example.org`, and `extra`
+/// options; returns its pid once `f/cli` resolves `api.example.org` through it.
+fn upstream_dnsmasq(run: &mut Run, extra: &[String]) -> u32 {
     let mut args = vec![
         "dnsmasq".to_string(),
         "--keep-in-foreground".into(),
@@ -285,14 +281,9 @@ fn other_names_are_forwarded_to_the_upstream_with_tcp_retry_and_kept_in_the_cach
         // An empty --address is NXDOMAIN for the domain.
         "--address=/nope.example.org/".into(),
     ];
-    for i in 0..10 {
-        args.push(format!(
-            "--txt-record=big.example.org,{}",
-            format!("{i}").repeat(200)
-        ));
-    }
+    args.extend_from_slice(extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let dnsmasq = run.host_spawn(&args, "dnsmasq.log");
+    let pid = run.host_spawn(&args, "dnsmasq.log");
     let deadline = Instant::now() + Duration::from_secs(5);
     let first = loop {
         let out = run.exec(
@@ -306,6 +297,26 @@ fn other_names_are_forwarded_to_the_upstream_with_tcp_retry_and_kept_in_the_cach
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(first, "198.51.100.77", "{}", run.log("dnsmasq.log"));
+    pid
+}
+
+#[test]
+fn other_names_are_forwarded_to_the_upstream_with_tcp_retry_and_kept_in_the_cache() {
+    if !capable("dns_forwarding", &["dig", "dnsmasq", "nsenter", "kill"]) {
+        return;
+    }
+    let host = HostNs::new("host-vr-dfw", &[&format!("{UPSTREAM}/24")]);
+    let mut run = Run::up_in(host, "vr-dfw", &forwarding_topology(), &[]);
+    // Ten TXT strings of 200 bytes: more than 1232 bytes, so the upstream truncates over UDP.
+    let big: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                "--txt-record=big.example.org,{}",
+                format!("{i}").repeat(200)
+            )
+        })
+        .collect();
+    let dnsmasq = upstream_dnsmasq(&mut run, &big);
     // The upstream truncates the large answer over UDP; the forwarder asks it again over TCP;
     // the client gets TC over UDP and asks the resolver over TCP, answered from the cache.
     let out = run.exec(
@@ -529,4 +540,280 @@ fn dnsperf_loses_no_query_at_full_speed() {
     println!("{}: {} lost {lost}", run.name, completed.trim());
     run.stop();
     assert_eq!(lost, 0, "{all}");
+}
+
+/// `vpcd ctl ARGS` against `run`'s API: its stdout; panics with both streams when it fails.
+fn ctl(run: &Run, args: &[&str]) -> String {
+    let out = run.vpcd().arg("ctl").args(args).output().expect("vpcd ctl");
+    assert!(out.status.success(), "vpcd ctl {args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The records of a JSON-lines file.
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
+#[test]
+fn ctl_zone_changes_answer_dig_without_restart_and_ctl_queries_and_query_logs_the_running_resolver()
+{
+    if !capable("dns_api", &["dig"]) {
+        return;
+    }
+    let state =
+        StateDir(std::env::temp_dir().join(format!("vpcd-dns-api-state-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&state.0);
+    let state_arg = state.0.display().to_string();
+    let run = Run::up_with("vr-dapi", &topology(), &["--state", &state_arg]);
+    run.metrics(); // waits for the API socket
+    let pid = run.pid();
+    assert_eq!(dig_status(&run, "d/cli", &["new.corp.example"]), "NXDOMAIN");
+    let line = ctl(
+        &run,
+        &[
+            "dns",
+            "record",
+            "add",
+            "corp.example",
+            "new",
+            "A",
+            "10.30.1.77",
+            "--ttl",
+            "30",
+        ],
+    );
+    assert!(
+        line.starts_with("added A record new 10.30.1.77 to zone corp.example (generation 1"),
+        "{line}"
+    );
+    // The resolver took the new names in place: no endpoint was made again, and its counters
+    // go on (the NXDOMAIN above is still counted).
+    assert!(line.contains("+0 -0 ~0"), "{line}");
+    let nx = real_support::metric(
+        &run.metrics(),
+        "vpcd_dns_responses_total",
+        &[("vpc", "d"), ("rcode", "NXDOMAIN")],
+    );
+    assert_eq!(nx, Some(1.0));
+    // The running resolver answers the new record at once, in its VPC only.
+    assert_eq!(dig(&run, "d/cli", &["new.corp.example"]), ["10.30.1.77"]);
+    assert_eq!(dig_status(&run, "o/x", &["new.corp.example"]), "NXDOMAIN");
+    ctl(&run, &["dns", "zone", "associate", "corp.example", "o"]);
+    assert_eq!(dig(&run, "o/x", &["new.corp.example"]), ["10.30.1.77"]);
+    assert_eq!(run.pid(), pid, "no restart");
+    let zone = ctl(&run, &["dns", "zone", "show", "corp.example"]);
+    assert!(
+        zone.contains("VPCS  d, o\n") && zone.contains("new   A     30   10.30.1.77"),
+        "{zone}"
+    );
+
+    // `dns query`: the running resolver of the instance's VPC, as the instance.
+    let q: serde_json::Value = serde_json::from_str(&ctl(
+        &run,
+        &[
+            "--json",
+            "dns",
+            "query",
+            "new.corp.example",
+            "--from",
+            "d/cli",
+        ],
+    ))
+    .expect("json");
+    assert_eq!(q["rcode"], "NOERROR", "{q}");
+    assert_eq!(q["server"], "10.30.0.2", "{q}");
+    assert_eq!(q["answers"][0]["data"], "10.30.1.77", "{q}");
+    assert_eq!(q["answers"][0]["ttl"], 30, "{q}");
+    let answer = ctl(
+        &run,
+        &["dns", "query", "new.corp.example", "--from", "d/cli"],
+    );
+    assert!(
+        answer.contains("status NOERROR")
+            && answer.contains("new.corp.example.  30   A     10.30.1.77"),
+        "{answer}"
+    );
+    for args in [
+        &[
+            "dns",
+            "query",
+            "10.1.30.10.in-addr.arpa",
+            "--type",
+            "PTR",
+            "--from",
+            "d/cli",
+        ][..],
+        &["dns", "query", "-x", "10.30.1.10", "--from", "d/cli"][..],
+    ] {
+        let ptr = ctl(&run, args);
+        assert!(
+            ptr.contains("status NOERROR") && ptr.contains("web.d.vpc.internal."),
+            "{args:?}: {ptr}"
+        );
+    }
+    let other = ctl(
+        &run,
+        &["dns", "query", "web.d.vpc.internal", "--from", "o/x"],
+    );
+    assert!(
+        other.contains("status NXDOMAIN"),
+        "another VPC's names: {other}"
+    );
+
+    // The query log, started and stopped through the API.
+    let status = ctl(&run, &["dns", "query-log", "status"]);
+    assert!(status.starts_with("ACTIVE   no\n"), "{status}");
+    let log = run.dir.join("q.jsonl");
+    let log_arg = log.display().to_string();
+    let started = ctl(&run, &["dns", "query-log", "start", &log_arg]);
+    assert!(started.contains("ACTIVE   yes"), "{started}");
+    assert_eq!(dig(&run, "d/cli", &["web.d.vpc.internal"]), ["10.30.1.10"]);
+    ctl(
+        &run,
+        &["dns", "query", "new.corp.example", "--from", "d/cli"],
+    );
+    let status = ctl(&run, &["dns", "query-log", "status"]);
+    assert!(status.contains("RECORDS  2\n"), "{status}");
+    let stopped = ctl(&run, &["dns", "query-log", "stop"]);
+    assert!(
+        stopped.contains("ACTIVE   no") && stopped.contains("RECORDS  2"),
+        "{stopped}"
+    );
+    assert_eq!(dig(&run, "d/cli", &["web.d.vpc.internal"]), ["10.30.1.10"]);
+    let records = json_lines(&log);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!(records[0]["query_name"], "web.d.vpc.internal.");
+    assert_eq!(records[0]["srcaddr"], "10.30.1.11");
+    assert_eq!(records[1]["query_name"], "new.corp.example.");
+    assert_eq!(records[1]["srcids"]["instance"], "cli");
+    assert_eq!(records[1]["answers"][0]["Rdata"], "10.30.1.77");
+
+    // A DNS Firewall rule through the API blocks at once.
+    ctl(
+        &run,
+        &[
+            "dns",
+            "firewall",
+            "add",
+            "no-new",
+            "--vpc",
+            "d",
+            "--domain",
+            "new.corp.example",
+            "--action",
+            "block",
+        ],
+    );
+    assert_eq!(dig_status(&run, "d/cli", &["new.corp.example"]), "NXDOMAIN");
+    assert_eq!(dig(&run, "o/x", &["new.corp.example"]), ["10.30.1.77"]);
+    run.stop();
+
+    // Durable: a restart from the state directory answers as before.
+    let run = Run::up_with("vr-dapi", &topology(), &["--state", &state_arg]);
+    assert_eq!(dig(&run, "o/x", &["new.corp.example"]), ["10.30.1.77"]);
+    assert_eq!(dig_status(&run, "d/cli", &["new.corp.example"]), "NXDOMAIN");
+    run.stop();
+    assert_no_etc_netns("vr-dapi");
+}
+
+#[test]
+fn a_zone_cname_to_an_upstream_name_is_followed_and_ctl_dns_query_waits_for_the_upstream() {
+    if !capable("dns_cname_upstream", &["dig", "dnsmasq", "nsenter", "kill"]) {
+        return;
+    }
+    let state =
+        StateDir(std::env::temp_dir().join(format!("vpcd-dns-cname-state-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&state.0);
+    let state_arg = state.0.display().to_string();
+    let topo = format!(
+        "{}\n[[internet.host]]\nname = \"pub\"\nip = \"198.51.100.20\"\n\n\
+         [[zone]]\nname = \"corp.example\"\nvpcs = [\"f\"]\n\
+         record = [{{ name = \"api\", type = \"CNAME\", value = \"api.example.org\" }}]\n",
+        forwarding_topology()
+    );
+    let host = HostNs::new("host-vr-dcn", &[&format!("{UPSTREAM}/24")]);
+    let mut run = Run::up_in(host, "vr-dcn", &topo, &["--state", &state_arg]);
+    upstream_dnsmasq(&mut run, &[]);
+    // The alias in the private zone, then the upstream's address for its target.
+    assert_eq!(
+        dig(&run, "f/cli", &["api.corp.example"]),
+        ["api.example.org.", "198.51.100.77"]
+    );
+    // A name only the upstream knows, asked through the API: the answer waits for it.
+    let q: serde_json::Value = serde_json::from_str(&ctl(
+        &run,
+        &[
+            "--json",
+            "dns",
+            "query",
+            "nope.example.org",
+            "--from",
+            "f/cli",
+        ],
+    ))
+    .expect("json");
+    assert_eq!(
+        (&q["rcode"], &q["source"]),
+        (&"NXDOMAIN".into(), &"upstream".into()),
+        "{q}"
+    );
+    let q: serde_json::Value = serde_json::from_str(&ctl(
+        &run,
+        &[
+            "--json",
+            "dns",
+            "query",
+            "api.corp.example",
+            "--from",
+            "f/cli",
+        ],
+    ))
+    .expect("json");
+    assert_eq!(q["answers"][0]["type"], "CNAME", "{q}");
+    assert_eq!(q["answers"][1]["data"], "198.51.100.77", "{q}");
+    // An internet host's resolv.conf names the upstream, reached through the uplink.
+    let conf = run.exec("internet/pub", &["cat", "/etc/resolv.conf"]);
+    assert!(
+        String::from_utf8_lossy(&conf.stdout).contains(&format!("nameserver {UPSTREAM}\n")),
+        "{}",
+        text(&conf)
+    );
+    assert_eq!(
+        dig(&run, "internet/pub", &["api.example.org"]),
+        ["198.51.100.77"]
+    );
+    run.stop();
+    assert_no_etc_netns("vr-dcn");
+}
+
+#[test]
+fn an_internet_host_without_a_reachable_resolver_fails_lookups_at_once() {
+    if !capable("dns_internet_host", &["getent"]) {
+        return;
+    }
+    let topo = format!(
+        "{}\n[internet]\n[[internet.host]]\nname = \"pub\"\nip = \"198.51.100.20\"\n",
+        topology()
+    );
+    let run = Run::up("vr-dih", &topo);
+    let conf = run.exec("internet/pub", &["cat", "/etc/resolv.conf"]);
+    let conf = String::from_utf8_lossy(&conf.stdout).into_owned();
+    assert!(
+        conf.starts_with("# Written by vpcd: an internet host has no resolver"),
+        "{conf}"
+    );
+    let started = Instant::now();
+    let out = run.exec("internet/pub", &["getent", "hosts", "api.example.org"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the lookup took {:?}",
+        started.elapsed()
+    );
+    run.stop();
+    assert_no_etc_netns("vr-dih");
 }

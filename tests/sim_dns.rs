@@ -164,9 +164,9 @@ impl Upstream for Scripted {
     }
 }
 
-#[test]
-fn other_names_are_forwarded_and_kept_for_their_ttl() {
-    let mut sim = sim();
+/// Makes tenant-a's resolver forward to a [`Scripted`] upstream that answers; what it was asked
+/// is counted in the result.
+fn forward_to_scripted(sim: &mut Simulation) -> Arc<AtomicUsize> {
     let asked = Arc::new(AtomicUsize::new(0));
     let up = Scripted {
         asked: asked.clone(),
@@ -174,6 +174,13 @@ fn other_names_are_forwarded_and_kept_for_their_ttl() {
         done: Vec::new(),
     };
     assert!(sim.forward_dns("tenant-a", Box::new(up)));
+    asked
+}
+
+#[test]
+fn other_names_are_forwarded_and_kept_for_their_ttl() {
+    let mut sim = sim();
+    let asked = forward_to_scripted(&mut sim);
     let q = query("api.example.org.", RecordType::A);
     for t in [Transport::Udp, Transport::Tcp, Transport::Udp] {
         let m = ask(&mut sim, "tenant-a/web", [10, 0, 0, 2], &q, t);
@@ -340,5 +347,49 @@ fn probes_may_target_a_name_looked_up_through_the_resolver() {
     assert_eq!(
         err.to_string(),
         "`nope.example` does not resolve from t/fn: NXDOMAIN"
+    );
+}
+
+#[test]
+fn probes_reach_the_vpc_resolver_on_port_53_over_udp_and_tcp_past_security_groups() {
+    use vpcd::topology::model::Expect;
+    let mut sim = sim();
+    // `web` has no egress rule at all: the resolver is reached anyway, as in AWS.
+    for to in [
+        "10.0.0.2:53/udp",
+        "10.0.0.2:53/tcp",
+        "169.254.169.253:53/udp",
+        "169.254.169.253:53/tcp",
+    ] {
+        let r = sim.check("tenant-a/web", to, Expect::Allow).expect("probe");
+        assert!(r.passed(), "{to}: {r:?}");
+        assert_eq!(r.answered_by.as_deref(), Some("tenant-a#resolver"), "{to}");
+    }
+    // Nothing else listens there.
+    let r = sim
+        .check("tenant-a/web", "10.0.0.2:80/tcp", Expect::Deny)
+        .expect("probe");
+    assert!(r.passed(), "{r:?}");
+}
+
+#[test]
+fn a_zone_cname_to_a_public_name_is_followed_upstream() {
+    let topology = format!(
+        "{TOPOLOGY}\n[[zone]]\nname = \"alias.example\"\nvpcs = [\"tenant-a\"]\nrecord = [{{ name = \"api\", type = \"CNAME\", value = \"api.example.org\" }}]\n"
+    );
+    let mut sim = Simulation::parse("dns.toml", &topology).expect("valid topology");
+    let asked = forward_to_scripted(&mut sim);
+    let q = query("api.alias.example.", RecordType::A);
+    let m = ask(&mut sim, "tenant-a/web", [10, 0, 0, 2], &q, Transport::Udp);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    let data: Vec<&RData> = m.answers.iter().map(|r| &r.data).collect();
+    assert!(
+        matches!(data.as_slice(), [RData::CNAME(_), RData::A(a)] if a.0 == Ipv4Addr::new(198, 51, 100, 77)),
+        "{data:?}"
+    );
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        1,
+        "the target was asked upstream"
     );
 }

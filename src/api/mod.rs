@@ -17,6 +17,9 @@
 //!   `GET /v1/flow-log`, `POST /v1/flow-log/start|stop`, `GET /v1/captures`,
 //!   `POST /v1/captures/start|stop` ([`crate::runtime::observing`]), `GET /metrics`
 //!   (Prometheus text, [`metrics`]);
+//! - DNS ([`dns`]): `GET /v1/dns/zones`, `/v1/dns/zones/{zone}`, `/v1/dns/firewall`,
+//!   `/v1/dns/egress-by-name`; `POST /v1/dns/query` (the running resolver, on an instance's
+//!   behalf); `GET /v1/dns/query-log`, `POST /v1/dns/query-log/start|stop`;
 //! - `GET /v1/openapi.json`: the OpenAPI document ([`openapi`]), also kept in the repository.
 //!
 //! Changes are made by one task, the committer ([`commit`]: the control plane's single
@@ -34,6 +37,7 @@
 
 pub mod auth;
 mod commit;
+pub mod dns;
 pub mod metrics;
 pub mod openapi;
 pub mod reads;
@@ -197,6 +201,14 @@ fn router(
         .route("/v1/captures", get(captures))
         .route("/v1/captures/start", post(capture_start))
         .route("/v1/captures/stop", post(capture_stop))
+        .route("/v1/dns/zones", get(dns::zones))
+        .route("/v1/dns/zones/{zone}", get(dns::zone))
+        .route("/v1/dns/firewall", get(dns::firewall))
+        .route("/v1/dns/egress-by-name", get(dns::egress_by_name))
+        .route("/v1/dns/query", post(dns::query))
+        .route("/v1/dns/query-log", get(dns::query_log))
+        .route("/v1/dns/query-log/start", post(dns::query_log_start))
+        .route("/v1/dns/query-log/stop", post(dns::query_log_stop))
         .route("/metrics", get(metrics_text))
         .route(openapi::PATH, get(openapi_document))
         .fallback(not_found)
@@ -254,8 +266,8 @@ async fn not_found() -> Response {
         "no such path",
         "",
         "the API serves /v1/status, /v1/topology, /v1/vpcs, /v1/eips, /v1/internet, /v1/ops, \
-         /v1/batch, /v1/conntrack, /v1/flow-log, /v1/captures, /v1/explain, /metrics and \
-         /v1/openapi.json (the whole list)",
+         /v1/batch, /v1/conntrack, /v1/flow-log, /v1/captures, /v1/explain, /v1/dns/..., \
+         /metrics and /v1/openapi.json (the whole list)",
     )
 }
 
@@ -624,20 +636,24 @@ async fn flow_log_start(State(s): State<Arc<Shared>>, body: Body) -> Response {
 }
 
 async fn flow_log_stop(State(s): State<Arc<Shared>>, body: Body) -> Response {
-    // No body, or `{}`.
-    match body_bytes(body).await {
-        Ok(b) if b.iter().all(u8::is_ascii_whitespace) => {}
-        Ok(b) => {
-            if let Err(e) = crate::control::decode::<Empty>(&b) {
-                return refused(e);
-            }
-        }
-        Err(r) => return r,
+    if let Err(r) = empty_body(body).await {
+        return r;
     }
     match crate::runtime::observe_api::stop_flow_log(&s.handle).await {
         Ok(st) => value(&st),
         Err(e) => observe_refused(e, ""),
     }
+}
+
+/// A body that is empty or `{}` (a stop's).
+async fn empty_body(body: Body) -> Result<(), Response> {
+    let b = body_bytes(body).await?;
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    crate::control::decode::<Empty>(&b)
+        .map(|_| ())
+        .map_err(refused)
 }
 
 async fn captures(State(s): State<Arc<Shared>>) -> Response {

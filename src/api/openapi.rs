@@ -126,6 +126,8 @@ fn action_schemas() -> Vec<(String, Value)> {
         one::<super::CaptureStart>(),
         one::<super::CaptureStop>(),
         one::<super::Empty>(),
+        one::<super::dns::DnsQueryRequest>(),
+        one::<super::dns::QueryLogStart>(),
     ]
 }
 
@@ -299,6 +301,63 @@ pub fn document() -> Value {
             &[400, 404, 413, 500, 503],
         ),
     );
+    add(
+        "/v1/dns/zones",
+        get(
+            "Every private zone with its VPCs and record count",
+            "Zones.",
+            &[],
+        ),
+    );
+    let mut zone = get("One private zone with its records", "The zone.", &[404]);
+    zone["parameters"] = json!([param("zone", "The zone's apex, like corp.example.")]);
+    add("/v1/dns/zones/{zone}", zone);
+    add(
+        "/v1/dns/firewall",
+        get(
+            "The DNS Firewall rules, in the order the resolvers apply them",
+            "Rules.",
+            &[],
+        ),
+    );
+    add(
+        "/v1/dns/egress-by-name",
+        get(
+            "Per VPC, the names its instances may reach (egress by name)",
+            "Entries.",
+            &[],
+        ),
+    );
+    add(
+        "/v1/dns/query",
+        post(
+            "Ask the running resolver of an instance's VPC, on the instance's behalf",
+            "DnsQueryRequest",
+            "The answer: rcode, records with TTLs, source, firewall rule.",
+            &[400, 404, 413, 503],
+        ),
+    );
+    add(
+        "/v1/dns/query-log",
+        get("The DNS query log's state", "Status.", &[]),
+    );
+    add(
+        "/v1/dns/query-log/start",
+        post(
+            "Start writing the resolvers' query-log records (JSON lines)",
+            "QueryLogStart",
+            "Status.",
+            &[400, 409, 413, 500],
+        ),
+    );
+    let mut stop = post(
+        "Stop the DNS query log, flushing it (no body, or `{}`)",
+        "Empty",
+        "What was written.",
+        &[400, 404, 413, 500],
+    );
+    stop["post"]["requestBody"]["required"] = json!(false);
+    add("/v1/dns/query-log/stop", stop);
     add(
         "/v1/explain",
         post(

@@ -10,7 +10,7 @@
 use serde_json::{Value, json};
 
 use crate::control::{ApiError, ControlState, ErrorCode};
-use crate::topology::model::{MAIN_ROUTE_TABLE, Topology, Vpc};
+use crate::topology::model::{DEFAULT_RECORD_TTL, MAIN_ROUTE_TABLE, Topology, Vpc};
 
 /// The network ACL a subnet without `network_acl` uses.
 pub const DEFAULT_NETWORK_ACL: &str = "default";
@@ -281,4 +281,83 @@ pub fn endpoints(state: &ControlState) -> Value {
         }
     }
     Value::Array(out)
+}
+
+/// `GET /v1/dns/zones`: every private zone with its VPCs and how many records it has.
+pub fn zones(state: &ControlState) -> Value {
+    Value::Array(
+        state
+            .model()
+            .zone
+            .iter()
+            .map(|z| {
+                json!({
+                    "name": z.name.get_ref(),
+                    "vpcs": z.vpcs.iter().map(|v| v.get_ref()).collect::<Vec<_>>(),
+                    "records": z.record.len(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `GET /v1/dns/zones/{zone}`: one private zone with its records (the TTL a record without one
+/// gets is written out). The name matches without regard to case or a final dot.
+pub fn zone(state: &ControlState, name: &str) -> Result<Value, ApiError> {
+    let t = state.model();
+    let key = crate::dns::names::domain_key;
+    let Some(z) = t.zone.iter().find(|z| key(z.name.get_ref()) == key(name)) else {
+        let known: Vec<&str> = t.zone.iter().map(|z| z.name.get_ref().as_str()).collect();
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("no private zone named `{name}`"),
+            "zone",
+            if known.is_empty() {
+                "there is no private zone; add one with the add_zone operation".to_string()
+            } else {
+                format!("zones: {}", known.join(", "))
+            },
+        ));
+    };
+    let records: Vec<Value> = z
+        .record
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name.get_ref(),
+                "type": r.kind.get_ref().as_str(),
+                "value": r.value.get_ref(),
+                "ttl": r.ttl.as_ref().map_or(DEFAULT_RECORD_TTL, |t| *t.get_ref()),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "name": z.name.get_ref(),
+        "vpcs": z.vpcs.iter().map(|v| v.get_ref()).collect::<Vec<_>>(),
+        "records": records,
+    }))
+}
+
+/// `GET /v1/dns/firewall`: the DNS Firewall rules in the order the resolvers apply them.
+pub fn dns_firewall(state: &ControlState) -> Value {
+    Value::Array(state.model().dns_firewall.iter().map(to_json).collect())
+}
+
+/// `GET /v1/dns/egress-by-name`: per VPC, the names its instances may reach.
+pub fn egress_by_name(state: &ControlState) -> Value {
+    let t = state.model();
+    Value::Array(
+        t.vpc
+            .iter()
+            .filter_map(|v| {
+                let allow: Vec<&str> = t
+                    .egress_by_name
+                    .iter()
+                    .filter(|e| e.vpcs.iter().any(|x| x.get_ref() == v.name.get_ref()))
+                    .flat_map(|e| e.allow.iter().map(|a| a.get_ref().as_str()))
+                    .collect();
+                (!allow.is_empty()).then(|| json!({ "vpc": v.name.get_ref(), "allow": allow }))
+            })
+            .collect(),
+    )
 }

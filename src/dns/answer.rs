@@ -9,8 +9,11 @@
 //!   than IN: REFUSED;
 //! - a name the view holds: its records (following CNAMEs inside the view, at most
 //!   [`MAX_CNAME_CHAIN`] steps), or NODATA with the SOA; a name under one of the view's
-//!   authorities that it does not hold: NXDOMAIN with the SOA; any other name: NXDOMAIN
-//!   (forwarding through the uplink is not built yet).
+//!   authorities that it does not hold: NXDOMAIN with the SOA; any other name: forwarded
+//!   ([`step`] with forwarding), else NXDOMAIN;
+//! - a CNAME chain that leaves the view (a zone's alias of a public name): with forwarding, the
+//!   target is asked upstream (or found in the cache) and the answer is the chain followed by
+//!   the target's records, as a recursive resolver gives it; without, the chain alone.
 //!
 //! Size: over UDP a response fits 512 bytes, or the query's EDNS payload size up to
 //! [`MAX_UDP_PAYLOAD`]; a larger one is sent truncated (TC set, no records) so the client retries
@@ -150,13 +153,25 @@ pub fn step(
             return Ok(Step::Answer(request.respond(found, Source::Local)));
         }
     }
-    let found = resolve(view, request.question.name(), request.question.query_type());
-    match (found.outside, forwarding) {
-        (true, Some((cache, now))) => match cache.get(&request.question, now) {
-            Some(hit) => Ok(Step::Answer(request.respond(hit, Source::Cache))),
-            None => Ok(Step::Forward(request)),
-        },
-        _ => Ok(Step::Answer(request.respond(found, Source::Local))),
+    let (found, beyond) = resolve(view, request.question.name(), request.question.query_type());
+    let Some((cache, now)) = forwarding else {
+        return Ok(Step::Answer(request.respond(found, Source::Local)));
+    };
+    if let Some(target) = beyond {
+        // The chain leaves the view: its target is asked upstream, under its own question.
+        let mut q = Query::query(target, request.question.query_type());
+        q.set_query_class(request.question.query_class());
+        request.chain = found.answers;
+        request.target = Some(q);
+    } else if !found.outside {
+        return Ok(Step::Answer(request.respond(found, Source::Local)));
+    }
+    match cache.get(request.upstream_question(), now) {
+        Some(mut hit) => {
+            hit.answers.splice(0..0, request.chain.iter().cloned());
+            Ok(Step::Answer(request.respond(hit, Source::Cache)))
+        }
+        None => Ok(Step::Forward(request)),
     }
 }
 
@@ -169,12 +184,23 @@ pub struct Forward {
     transport: Transport,
     /// The DNS Firewall rule that matched (allow or alert: the query goes on).
     firewall: Option<FirewallMatch>,
+    /// The CNAMEs followed inside the view before the chain left it: the answer's first
+    /// records.
+    chain: Vec<Record>,
+    /// Where the chain left the view: the question asked upstream instead of the client's.
+    target: Option<Query>,
 }
 
 impl Forward {
-    /// The question.
+    /// The client's question.
     pub fn question(&self) -> &Query {
         &self.question
+    }
+
+    /// The question asked upstream: the client's, or the target of a CNAME chain that left
+    /// the view.
+    pub fn upstream_question(&self) -> &Query {
+        self.target.as_ref().unwrap_or(&self.question)
     }
 
     /// The query to send upstream, with id `id` (not the client's: the forwarder picks ids),
@@ -182,7 +208,7 @@ impl Forward {
     pub fn upstream_query(&self, id: u16) -> Vec<u8> {
         let mut m = Message::new(id, MessageType::Query, OpCode::Query);
         m.metadata.recursion_desired = true;
-        m.add_query(self.question.clone());
+        m.add_query(self.upstream_question().clone());
         m.set_edns(our_edns(&Edns::new()));
         m.to_vec().unwrap_or_default()
     }
@@ -194,9 +220,9 @@ impl Forward {
             Ok(m)
                 if m.metadata.id == id
                     && m.metadata.message_type == MessageType::Response
-                    && m.queries.first() == Some(&self.question) =>
+                    && m.queries.first() == Some(self.upstream_question()) =>
             {
-                let found = Found {
+                let mut found = Found {
                     rcode: m.metadata.response_code,
                     answers: m.answers,
                     soa: m
@@ -209,8 +235,9 @@ impl Forward {
                 // A huge answer is passed on but not kept: the cache's bound is in entries, and
                 // this keeps its memory bounded too.
                 if response.len() <= MAX_CACHED_RESPONSE {
-                    cache.insert(&self.question, &found, now);
+                    cache.insert(self.upstream_question(), &found, now);
                 }
+                found.answers.splice(0..0, self.chain.iter().cloned());
                 self.respond(found, Source::Upstream)
             }
             _ => self.fail(),
@@ -300,6 +327,8 @@ fn parse(query: &[u8], transport: Transport) -> Result<Result<Forward, Answered>
         edns: request.edns,
         transport,
         firewall: None,
+        chain: Vec::new(),
+        target: None,
     }))
 }
 
@@ -324,27 +353,31 @@ fn blocked(how: &BlockResponse, question: &Query) -> Found {
     found
 }
 
-/// Looks `qname` up in `view`, following CNAMEs inside it.
-fn resolve(view: &View, qname: &Name, qtype: RecordType) -> Found {
+/// Looks `qname` up in `view`, following CNAMEs inside it; with the name where a chain of
+/// CNAMEs left the view (outside every authority of it), if one did.
+fn resolve(view: &View, qname: &Name, qtype: RecordType) -> (Found, Option<Name>) {
     let mut answers = Vec::new();
     let mut name = qname.clone();
     for _ in 0..=MAX_CNAME_CHAIN {
         let Some(entries) = view.records(&name) else {
-            // Below an authority: the name does not exist. Elsewhere: not ours to say (NXDOMAIN
-            // until forwarding is built), and a CNAME's target outside the view ends the chain.
+            // Below an authority: the name does not exist. Elsewhere: not ours to say (the
+            // caller forwards it, or answers NXDOMAIN), and a CNAME's target outside the view
+            // ends the chain here (the caller may ask upstream for the rest).
             let soa = view.authority_of(&name);
             let rcode = if answers.is_empty() || soa.is_some() {
                 ResponseCode::NXDomain
             } else {
                 ResponseCode::NoError
             };
-            return Found {
+            let beyond = (soa.is_none() && !answers.is_empty()).then(|| name.clone());
+            let found = Found {
                 rcode,
                 authoritative: soa.is_some(),
                 outside: soa.is_none() && answers.is_empty(),
                 answers,
                 soa,
             };
+            return (found, beyond);
         };
         let here = |e: &super::view::Entry| Record::from_rdata(name.clone(), e.ttl, e.data.clone());
         let matching: Vec<Record> = entries
@@ -370,24 +403,26 @@ fn resolve(view: &View, qname: &Name, qtype: RecordType) -> Found {
                 } else {
                     None
                 };
-                return Found {
+                let found = Found {
                     rcode: ResponseCode::NoError,
                     answers,
                     soa,
                     authoritative: true,
                     outside: false,
                 };
+                return (found, None);
             }
         }
     }
     // A chain longer than the limit (or a loop): what was found so far, as SERVFAIL.
-    Found {
+    let found = Found {
         rcode: ResponseCode::ServFail,
         answers,
         soa: None,
         authoritative: false,
         outside: false,
-    }
+    };
+    (found, None)
 }
 
 /// The response header for `request`: its id, opcode, RD and CD copied (RFC 6895); recursion

@@ -73,6 +73,12 @@ fn name_of(text: &str) -> Option<Name> {
     parse_domain(text).ok()
 }
 
+/// A domain as written compared without regard to case or a final dot: `Corp.Example.` and
+/// `corp.example` are the same zone.
+pub fn domain_key(text: &str) -> String {
+    text.trim_end_matches('.').to_ascii_lowercase()
+}
+
 /// `VPC.vpc.internal.`: the domain of a VPC's own names.
 pub fn vpc_domain(vpc: &str) -> Option<Name> {
     name_of(&format!("{vpc}.{INTERNAL_DOMAIN}"))

@@ -17,7 +17,9 @@ use hickory_proto::rr::{Name, RData};
 use super::names::parse_domain;
 
 /// The record types a zone may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
 pub enum RecordKind {
     A,
     #[serde(rename = "AAAA")]

@@ -452,3 +452,52 @@ fn forwarded_answers_carry_the_clients_id_and_are_cached_unless_huge() {
         Step::Forward(_)
     ));
 }
+
+#[test]
+fn a_cname_leaving_the_view_is_followed_upstream_like_a_recursive_resolver() {
+    let mut b = ViewBuilder::new();
+    b.private_zone(n("corp.example"));
+    b.add(
+        n("cdn.corp.example"),
+        60,
+        RData::CNAME(CNAME(n("edge.cdn.example.net"))),
+    );
+    let v = b.build();
+    let mut cache = Cache::default();
+    let t0 = crate::time::Instant::from_secs(10);
+    // Without forwarding: the chain alone, NOERROR.
+    let (x, m) = ask(&v, "cdn.corp.example.", RecordType::A, Transport::Udp);
+    assert_eq!((x.rcode, m.answers.len()), (ResponseCode::NoError, 1));
+    // With forwarding: the target is asked upstream under its own question.
+    let Step::Forward(f) = forward_of(&v, "cdn.corp.example.", &cache, t0) else {
+        panic!("the chain's target is forwarded");
+    };
+    assert_eq!(f.question().name(), &n("cdn.corp.example"));
+    assert_eq!(f.upstream_question().name(), &n("edge.cdn.example.net"));
+    let up = f.upstream_query(0x0042);
+    assert_eq!(
+        Message::from_vec(&up).unwrap().queries[0].name(),
+        &n("edge.cdn.example.net")
+    );
+    let done = f.finish(0x0042, &upstream_answer(&up, 2), &mut cache, t0);
+    let m = Message::from_vec(&done.wire).unwrap();
+    assert_eq!(
+        m.queries[0].name(),
+        &n("cdn.corp.example"),
+        "the client's question"
+    );
+    let types: Vec<RecordType> = m.answers.iter().map(|r| r.record_type()).collect();
+    assert_eq!(
+        types,
+        vec![RecordType::CNAME, RecordType::A, RecordType::A],
+        "the chain, then the target's records"
+    );
+    assert_eq!(done.source, Source::Upstream);
+    // The target's answer is cached under the target: the next ask is a cache hit with the
+    // chain in front again.
+    let Step::Answer(hit) = forward_of(&v, "cdn.corp.example.", &cache, t0) else {
+        panic!("answered from the cache");
+    };
+    assert_eq!((hit.source, hit.answers.len()), (Source::Cache, 3));
+    assert_eq!(hit.answers[0].record_type(), RecordType::CNAME);
+}

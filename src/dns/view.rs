@@ -9,7 +9,7 @@
 //! name at or below its apex, so a name inside the private zone that the zone does not hold is
 //! NXDOMAIN even when the simulated internet has it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -36,8 +36,8 @@ pub struct View {
     /// Name -> its records; an empty list is an empty non-terminal (a name that exists only
     /// because names below it do: NODATA, not NXDOMAIN).
     names: HashMap<Name, Vec<Entry>>,
-    /// Apexes answered with authority, deepest first when several contain a name.
-    authorities: Vec<Name>,
+    /// Apexes answered with authority (as fully qualified names).
+    authorities: HashSet<Name>,
     /// The VPC's DNS Firewall rules, in order.
     firewall: Vec<Rule>,
     /// The names whose answers become allowed egress destinations.
@@ -52,11 +52,7 @@ impl View {
 
     /// The deepest apex this view answers for that contains `name`, with its SOA record.
     pub fn authority_of(&self, name: &Name) -> Option<Record> {
-        self.authorities
-            .iter()
-            .filter(|apex| is_within(name, apex))
-            .max_by_key(|apex| apex.num_labels())
-            .map(soa_record)
+        deepest_apex(&self.authorities, name).map(|apex| soa_record(&apex))
     }
 
     /// The VPC's DNS Firewall rules, in order.
@@ -78,6 +74,29 @@ impl View {
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
+}
+
+/// The deepest of `apexes` that contains `name` (`name` itself, or the nearest ancestor in the
+/// set): one set lookup per label of `name`, whatever the number of apexes (a VPC has about a
+/// hundred: its own domain, the private and public zones, RFC 6303's reverse zones).
+fn deepest_apex(apexes: &HashSet<Name>, name: &Name) -> Option<Name> {
+    let mut up = name.clone();
+    up.set_fqdn(true);
+    loop {
+        if apexes.contains(&up) {
+            return Some(up);
+        }
+        if up.is_root() {
+            return None;
+        }
+        up = up.base_name();
+    }
+}
+
+/// `name` as the apex sets hold it (fully qualified).
+fn fqdn(mut name: Name) -> Name {
+    name.set_fqdn(true);
+    name
 }
 
 /// The SOA record of `apex`: vpcd's resolver is the primary, with a short negative TTL so a name
@@ -112,6 +131,9 @@ pub struct ViewBuilder {
     public: Vec<(Name, Entry)>,
     /// Public apexes (the simulated internet's zones), kept likewise.
     public_authorities: Vec<Name>,
+    /// Every apex so far, the public ones included: where `insert` stops adding empty
+    /// non-terminals.
+    apexes: HashSet<Name>,
 }
 
 impl ViewBuilder {
@@ -121,9 +143,9 @@ impl ViewBuilder {
 
     /// Answers for `apex` with authority (vpcd's own domains, a private zone).
     pub fn authority(&mut self, apex: Name) {
-        if !self.view.authorities.contains(&apex) {
-            self.view.authorities.push(apex);
-        }
+        let apex = fqdn(apex);
+        self.apexes.insert(apex.clone());
+        self.view.authorities.insert(apex);
     }
 
     /// A private zone associated with this VPC: authoritative, and hides the public names at or
@@ -135,6 +157,8 @@ impl ViewBuilder {
 
     /// A public zone (the simulated internet's), unless a private zone hides it.
     pub fn public_zone(&mut self, apex: Name) {
+        let apex = fqdn(apex);
+        self.apexes.insert(apex.clone());
         self.public_authorities.push(apex);
     }
 
@@ -179,14 +203,8 @@ impl ViewBuilder {
     /// non-terminals between `name` and its authority's apex.
     fn insert(&mut self, name: Name, entry: Entry) {
         let mut up = name.base_name();
-        let apex_labels = self
-            .view
-            .authorities
-            .iter()
-            .chain(&self.public_authorities)
-            .filter(|apex| is_within(&name, apex))
+        let apex_labels = deepest_apex(&self.apexes, &name)
             .map(|apex| apex.num_labels())
-            .max()
             // Outside every authority a name has no empty non-terminals: its parents are not
             // ours to answer.
             .unwrap_or(u8::MAX);

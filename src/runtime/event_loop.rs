@@ -237,6 +237,15 @@ impl Shell {
         s
     }
 
+    /// VPC `vpc`'s resolver port (the API's DNS queries ask it).
+    pub fn resolver_mut(&mut self, vpc: usize) -> Option<&mut SimPort> {
+        let port = self.fwd.fabric.tables().vpcs.get(vpc)?.resolver.port;
+        match self.fwd.ports.get_mut(port.index()) {
+            Some(PortSlot::Sim(s)) => Some(s),
+            _ => None,
+        }
+    }
+
     /// What every VPC's resolver answered, in VPC order.
     fn dns_snapshots(&self) -> Vec<crate::inspect::DnsSnapshot> {
         let tables = self.fwd.fabric.tables();

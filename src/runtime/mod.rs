@@ -18,6 +18,7 @@
 //! error, and while unwinding from a panic. After `kill -9` the state file lists what is left and
 //! [`down`] removes it (and anything else carrying the prefix that no live run owns).
 
+pub mod dns_api;
 pub mod dns_log;
 pub mod dns_upstream;
 pub mod event_loop;
@@ -218,21 +219,28 @@ pub fn up_with(
 
     let tables = Arc::new(crate::topology::compile::tables(plan));
     let observing = observe.open(&tables)?;
-    let query_log = match &observe.dns_query_log {
-        Some(target) => {
-            let epoch = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            let log = dns_log::QueryLogFile::open(target, epoch).map_err(|source| {
-                ObserveError::DnsQueryLog {
-                    target: target.clone(),
-                    source,
-                }
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let query_log = dns_log::QueryLogSwitch::off(epoch);
+    if let Some(target) = &observe.dns_query_log {
+        // The flag takes a relative path from where `vpcd up` runs.
+        let target = match std::path::Path::new(target) {
+            p if target == "-" || p.is_absolute() => target.clone(),
+            p => std::env::current_dir()
+                .map(|d| d.join(p).to_string_lossy().into_owned())
+                .unwrap_or_else(|_| target.clone()),
+        };
+        query_log
+            .start(&target)
+            .map_err(|e| ObserveError::DnsQueryLog {
+                target: target.clone(),
+                source: match e {
+                    dns_log::QueryLogError::Create { source, .. } => source,
+                    other => std::io::Error::other(other.to_string()),
+                },
             })?;
-            Some(log)
-        }
-        None => None,
-    };
+    }
     let pool_prefix = netns::pool::pool_prefix(&prefix, &id);
     // A crashed run of this topology may have left warm namespaces.
     for ns in netns::pool::remove_leftovers(&pool_prefix)? {
@@ -307,7 +315,7 @@ pub fn up_with(
                     (Some(view), PortOwner::Resolver { vpc }) => sim.with_resolver(
                         view.clone(),
                         dns_upstream::for_resolver(&p.upstreams),
-                        query_log.as_ref().and_then(|l| l.for_vpc(&tables, vpc)),
+                        query_log.for_vpc(&tables, vpc),
                     ),
                     _ => sim,
                 };
@@ -371,9 +379,9 @@ pub fn up_with(
         reload: options.reload,
         clock: shell.started(),
         deleting: Vec::new(),
-        query_log,
+        query_log: query_log.clone(),
     };
-    let (handle, requests) = reload::Control::channel(control.swaps.clone());
+    let (handle, requests) = reload::Control::channel(control.swaps.clone(), query_log);
     on_ready(handle);
     let (stop_tx, mut stop_rx) = mailbox::channel::<()>();
     rt.block_on(async {

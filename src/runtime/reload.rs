@@ -6,7 +6,10 @@
 //! `internet/HOST`): an endpoint whose name, attachment, address, prefix, gateway, MTU and
 //! services are the same is *kept* (its TUN fd, writer thread or sim stack move to its new port
 //! id: ids follow plan order and shift when instances come and go); one with the same name and
-//! another configuration is *replaced*; the rest are *added* or *removed*. Then:
+//! another configuration is *replaced*; the rest are *added* or *removed*. A VPC's resolver
+//! whose names or zones alone changed is kept and takes its new view in place after the swap
+//! (its cache, TCP connections, forwarded queries and counters stay), before the change is
+//! answered. Then:
 //!
 //! 1. replaced `netns` endpoints are detached from the loop and their namespaces deleted (the
 //!    name is reused);
@@ -69,8 +72,8 @@ pub(super) struct PortSpec {
     pub services: Vec<Service>,
     /// The uplink's configuration (seed 0), for the uplink's port only.
     pub uplink: Option<UplinkConfig>,
-    /// What a VPC's resolver answers, for resolver ports only: a change of names or zones
-    /// replaces the resolver (compared by content).
+    /// What a VPC's resolver answers, for resolver ports only (compared by content): a change
+    /// of names or zones alone is applied to the running resolver ([`PortSpec::new_view`]).
     pub resolver: Option<Arc<crate::dns::View>>,
     /// An instance's `resolv.conf` (its VPC's resolver and domain).
     pub resolv_conf: Option<String>,
@@ -88,6 +91,23 @@ impl PortSpec {
             mtu: self.mtu,
             resolv_conf: self.resolv_conf.clone(),
         }
+    }
+
+    /// `other`'s view when `other` is this resolver port with other names or zones and nothing
+    /// else changed: the running resolver takes the new view in place (keeping its cache,
+    /// connections and counters) instead of being made again.
+    pub fn new_view(&self, other: &PortSpec) -> Option<Arc<crate::dns::View>> {
+        let (Some(old), Some(view)) = (&self.resolver, &other.resolver) else {
+            return None;
+        };
+        if old == view {
+            return None;
+        }
+        let bare = |p: &PortSpec| PortSpec {
+            resolver: None,
+            ..p.clone()
+        };
+        (bare(self) == bare(other)).then(|| view.clone())
     }
 
     /// The sim stack's addressing (a host without a gateway uses the next address).
@@ -144,6 +164,7 @@ pub(super) fn port_specs(plan: &Plan, tables: &Tables) -> Vec<PortSpec> {
                     _ => Vec::new(),
                 },
                 resolv_conf: match p.owner {
+                    PortOwner::Host { .. } => Some(internet_resolv_conf(&upstreams)),
                     PortOwner::Instance { vpc, .. } => tables.vpcs.get(vpc as usize).map(|v| {
                         let search = crate::dns::names::vpc_domain(&v.name).map_or_else(
                             || crate::dns::names::INTERNAL_DOMAIN.to_string(),
@@ -163,6 +184,38 @@ pub(super) fn port_specs(plan: &Plan, tables: &Tables) -> Vec<PortSpec> {
             }
         })
         .collect()
+}
+
+/// An internet host's `resolv.conf`. The public segment has no DNS server of its own (a VPC's
+/// resolver answers only that VPC's instances, as Route 53 Resolver does), so a host asks the
+/// upstream resolvers the VPC resolvers forward to (`[internet] resolvers`, reached through the
+/// uplink like any public destination), those a `resolv.conf` can name: port 53, not loopback
+/// (the host's loopback is not the namespace's). With none, it names none: a lookup fails at once
+/// (nothing listens on the namespace's own 127.0.0.1) instead of waiting for the host's
+/// resolvers, which the namespace cannot reach.
+fn internet_resolv_conf(upstreams: &[std::net::SocketAddr]) -> String {
+    let usable: Vec<std::net::IpAddr> = upstreams
+        .iter()
+        .filter(|a| a.port() == 53 && !a.ip().is_loopback())
+        .map(|a| a.ip())
+        .take(3)
+        .collect();
+    if usable.is_empty() {
+        return "# Written by vpcd: an internet host has no resolver (the simulated public segment \
+                has no DNS server and no [internet] resolvers are reachable); lookups fail at \
+                once. Removed with the namespace.\nnameserver 127.0.0.1\noptions timeout:1 \
+                attempts:1\n"
+            .to_string();
+    }
+    let mut out = String::from(
+        "# Written by vpcd: the upstream resolvers of [internet] resolvers, through the uplink; \
+         removed with the namespace.\n",
+    );
+    for ip in usable {
+        out.push_str(&format!("nameserver {ip}\n"));
+    }
+    out.push_str("options timeout:1 attempts:2\n");
+    out
 }
 
 /// What a change did.
@@ -235,6 +288,8 @@ pub(super) struct Request {
 pub struct Handle {
     tx: Sender<Request>,
     loop_tx: Sender<LoopMsg>,
+    /// The run's DNS query log (started and stopped by the API).
+    query_log: super::dns_log::QueryLogSwitch,
 }
 
 impl Handle {
@@ -254,7 +309,16 @@ impl Handle {
     /// [`ApplyError::Stopped`]): for a [`Shell`] run without a control task, as in tests.
     pub fn for_loop(loop_tx: Sender<LoopMsg>) -> Handle {
         let (tx, _) = mailbox::channel();
-        Handle { tx, loop_tx }
+        Handle {
+            tx,
+            loop_tx,
+            query_log: super::dns_log::QueryLogSwitch::off(std::time::Duration::ZERO),
+        }
+    }
+
+    /// The run's DNS query log: every VPC resolver writes to it while it is on.
+    pub fn query_log(&self) -> &super::dns_log::QueryLogSwitch {
+        &self.query_log
     }
 
     /// Runs `f` on the loop between two wake-ups and returns its result: how the control plane
@@ -296,8 +360,8 @@ pub(super) struct Control {
     /// Namespaces of removed endpoints being deleted in the background (a detach does not wait
     /// for it); they stay in `made` until deleted, so teardown and `vpcd down` still find them.
     pub deleting: Vec<Deletion>,
-    /// `--dns-query-log`: where new resolvers log too.
-    pub query_log: Option<super::dns_log::QueryLogFile>,
+    /// The query log every resolver writes to while it is on (new resolvers too).
+    pub query_log: super::dns_log::QueryLogSwitch,
 }
 
 /// A background removal of namespaces: their names and the blocking task deleting them.
@@ -315,10 +379,20 @@ struct MadeNs {
 
 impl Control {
     /// A handle and the receiving end [`Control::serve`] takes; `loop_tx` reaches the loop
-    /// (for [`Handle::query`]).
-    pub fn channel(loop_tx: Sender<LoopMsg>) -> (Handle, Receiver<Request>) {
+    /// (for [`Handle::query`]); `query_log` is the run's (the one the resolvers write to).
+    pub fn channel(
+        loop_tx: Sender<LoopMsg>,
+        query_log: super::dns_log::QueryLogSwitch,
+    ) -> (Handle, Receiver<Request>) {
         let (tx, rx) = mailbox::channel();
-        (Handle { tx, loop_tx }, rx)
+        (
+            Handle {
+                tx,
+                loop_tx,
+                query_log,
+            },
+            rx,
+        )
     }
 
     /// Serves until `stop` completes: SIGHUP reloads `topology` (printing a one-line summary to
@@ -432,9 +506,12 @@ impl Control {
         let mut applied = Applied::default();
         let mut keep: Vec<Option<usize>> = Vec::with_capacity(new.len());
         let mut replaced_old: Vec<usize> = Vec::new();
+        // Kept resolvers whose names or zones changed: their new view, by new port id.
+        let mut views: Vec<(usize, Arc<crate::dns::View>)> = Vec::new();
         for (j, p) in new.iter().enumerate() {
             match old_index(&p.name) {
-                Some(i) if self.specs[i] == *p => {
+                Some(i) if self.specs[i] == *p || self.specs[i].new_view(p).is_some() => {
+                    views.extend(self.specs[i].new_view(p).map(|v| (j, v)));
                     keep.push(Some(i));
                     applied.unchanged += 1;
                     if i != j {
@@ -587,10 +664,9 @@ impl Control {
                         resolver: p.resolver.clone(),
                         upstreams: p.upstreams.clone(),
                         query_log: match tables.ports.get(j).map(|i| i.owner) {
-                            Some(PortOwner::Resolver { vpc }) => self
-                                .query_log
-                                .as_ref()
-                                .and_then(|l| l.for_vpc(&tables, vpc)),
+                            Some(PortOwner::Resolver { vpc }) => {
+                                self.query_log.for_vpc(&tables, vpc)
+                            }
                             _ => None,
                         },
                         seed: 0x7670_6364 ^ (self.seq << 20) ^ j as u64,
@@ -604,7 +680,8 @@ impl Control {
             self.delete(created_names).await;
             return Err(e.into());
         }
-        let problems = self.swap(slots, Some(tables)).await?;
+        let problems = self.swap(slots, Some(tables.clone())).await?;
+        self.set_views(views, &tables).await?;
         applied.problems = problems
             .iter()
             .map(|p| format!("{}: {}", p.gateway, p.error))
@@ -643,6 +720,45 @@ impl Control {
                 r => return r,
             }
         }
+    }
+
+    /// Gives kept resolvers (by port id in `tables`, the tables just swapped in) their new views
+    /// and query logs, and waits until the loop has: the change is answered only after its
+    /// names answer.
+    async fn set_views(
+        &mut self,
+        views: Vec<(usize, Arc<crate::dns::View>)>,
+        tables: &Arc<Tables>,
+    ) -> Result<(), ApplyError> {
+        if views.is_empty() {
+            return Ok(());
+        }
+        let updates: Vec<(
+            usize,
+            Arc<crate::dns::View>,
+            Option<crate::sim::resolver::QueryLog>,
+        )> = views
+            .into_iter()
+            .filter_map(|(j, view)| match tables.ports.get(j)?.owner {
+                PortOwner::Resolver { vpc } => {
+                    Some((vpc as usize, view, self.query_log.for_vpc(tables, vpc)))
+                }
+                _ => None,
+            })
+            .collect();
+        let (done, mut rx) = mailbox::channel();
+        let q: super::event_loop::Query = Box::new(move |shell: &mut Shell| {
+            for (vpc, view, log) in updates {
+                if let Some(port) = shell.resolver_mut(vpc) {
+                    port.set_dns_view(view, log);
+                }
+            }
+            let _ = done.send(());
+        });
+        self.swaps
+            .send(LoopMsg::Query(q))
+            .map_err(|_| ApplyError::Stopped)?;
+        rx.recv().await.ok_or(ApplyError::Stopped)
     }
 
     /// Hands `slots` (and `tables`) to the loop and waits until it has applied them.
@@ -809,6 +925,63 @@ mod tests {
     }
 
     #[test]
+    fn a_resolver_whose_names_alone_changed_takes_them_in_place() {
+        let view = |name: &str| {
+            let mut b = crate::dns::ViewBuilder::new();
+            b.private_zone(crate::dns::names::parse_domain(name).expect("name"));
+            Arc::new(b.build())
+        };
+        let spec = PortSpec {
+            name: "v#resolver".into(),
+            attach: Attach::Sim,
+            addr: Ipv4Addr::new(10, 0, 0, 2),
+            secondary: Vec::new(),
+            prefix_len: 16,
+            gateway: None,
+            mtu: 1500,
+            services: Vec::new(),
+            uplink: None,
+            resolver: Some(view("a.example")),
+            resolv_conf: None,
+            upstreams: Vec::new(),
+        };
+        let renamed = PortSpec {
+            resolver: Some(view("b.example")),
+            ..spec.clone()
+        };
+        assert!(
+            spec.new_view(&renamed)
+                .is_some_and(|v| Some(v) == renamed.resolver)
+        );
+        assert!(spec.new_view(&spec).is_none(), "nothing changed");
+        let moved = PortSpec {
+            mtu: 9000,
+            ..renamed.clone()
+        };
+        assert!(
+            spec.new_view(&moved).is_none(),
+            "another configuration: made again"
+        );
+    }
+
+    #[test]
+    fn internet_hosts_name_the_reachable_upstreams_or_none() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().expect("addr");
+        let text =
+            internet_resolv_conf(&[a("127.0.0.53:53"), a("192.0.2.53:53"), a("192.0.2.54:5353")]);
+        let servers: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("nameserver"))
+            .collect();
+        assert_eq!(servers, ["nameserver 192.0.2.53"], "{text}");
+        let none = internet_resolv_conf(&[a("127.0.0.53:53")]);
+        assert!(
+            none.contains("nameserver 127.0.0.1\n") && none.contains("attempts:1"),
+            "{none}"
+        );
+    }
+
+    #[test]
     fn the_summary_names_what_changed() {
         let a = Applied {
             added: vec!["v/a".into(), "v/b".into()],
@@ -828,7 +1001,10 @@ mod tests {
     #[test]
     fn a_handle_whose_run_is_gone_reports_stopped() {
         let (loop_tx, loop_rx) = mailbox::channel();
-        let (handle, requests) = Control::channel(loop_tx);
+        let (handle, requests) = Control::channel(
+            loop_tx,
+            super::super::dns_log::QueryLogSwitch::off(std::time::Duration::ZERO),
+        );
         drop(requests);
         drop(loop_rx);
         let rt = tokio::runtime::Builder::new_current_thread()

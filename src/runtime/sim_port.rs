@@ -156,6 +156,33 @@ impl SimPort {
             .map_or_else(Vec::new, DnsService::take_grants)
     }
 
+    /// Asks its resolver `query` on behalf of `asker` ([`DnsService::ask`]); `None` when it is
+    /// not a resolver port. It is polled next (for a forwarded query's answer).
+    pub fn ask_dns(
+        &mut self,
+        query: &[u8],
+        asker: (Ipv4Addr, u16),
+        now: Instant,
+        later: crate::sim::resolver::AnswerTo,
+    ) -> Option<Result<Option<crate::dns::Answered>, crate::dns::DnsDrop>> {
+        let dns = self.dns.as_mut()?;
+        self.dirty = true;
+        Some(dns.ask(query, asker, now, later))
+    }
+
+    /// A resolver port's new names and zones, and the query log that knows its VPC's instances
+    /// now ([`DnsService::set_view`]); `false` when it is not a resolver port.
+    pub fn set_dns_view(&mut self, view: Arc<View>, log: Option<QueryLog>) -> bool {
+        let Some(dns) = self.dns.as_mut() else {
+            return false;
+        };
+        dns.set_view(view);
+        if let Some(l) = log {
+            dns.log_queries(l);
+        }
+        true
+    }
+
     /// What its resolver answered, for a resolver port.
     pub fn dns_counters(&self) -> Option<&crate::dns::Counters> {
         self.dns.as_ref().map(DnsService::counters)

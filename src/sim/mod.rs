@@ -452,7 +452,9 @@ impl Simulation {
             }
             None => (self.listeners_for(prober, to.proto, to_addr, port), None),
         };
-        let spec = Spec {
+        // Ephemeral range; a fresh local port (and echo identifier) per probe.
+        let local = 49152 + (n % 16384) as u16;
+        let mut spec = Spec {
             prober,
             proto: to.proto,
             to_addr,
@@ -460,9 +462,22 @@ impl Simulation {
             listeners,
             named,
             payload: format!("vpcd-probe {n}").into_bytes(),
-            // Ephemeral range; a fresh local port (and echo identifier) per probe.
-            local: 49152 + (n % 16384) as u16,
+            local,
+            dns_id: None,
         };
+        // The prober's own VPC resolver on port 53 answers DNS: the probe asks it a question.
+        if let Endpoint::Instance { vpc, .. } = from
+            && port == crate::sim::resolver::DNS_PORT
+            && matches!(to.proto, L4::Udp | L4::Tcp)
+            && let Some(table) = self.net.fabric.tables().vpcs.get(vpc)
+            && table.is_resolver(to_addr)
+            && let Some(apex) = crate::dns::names::vpc_domain(&table.name)
+        {
+            spec.named = Some(table.resolver.port);
+            spec.listeners.clear();
+            spec.dns_id = Some(local);
+            spec.payload = probe::dns_probe_query(apex, local, to.proto == L4::Tcp);
+        }
         self.net.quiesce();
         let before = self.net.drop_snapshot();
         let (outcome, responder) = match Exchange::start(&mut self.net, spec) {

@@ -7,6 +7,10 @@
 //! - **UDP**: the target binds; the prober sends the payload and must get it echoed back.
 //! - **ICMP**: the prober sends an echo request with the payload from an ICMP socket; every smoltcp
 //!   interface answers echo itself, and the subnet gateway's echo is answered by the fabric.
+//! - **The VPC resolver** (the prober's VPC's base + 2 or 169.254.169.253, port 53, TCP or UDP):
+//!   the payload is a DNS query (over TCP with its length prefix, RFC 7766), and any DNS
+//!   response with the query's id from the resolver's port completes the exchange, whatever its
+//!   rcode: the resolver answers DNS, never echoes.
 //!
 //! Who listens: only the named endpoint when the probe names one (and only its answer counts, so a
 //! same-address host in another tenant can never make an isolation probe pass); every host but the
@@ -129,6 +133,8 @@ pub(crate) struct Spec {
     pub payload: Vec<u8>,
     /// The prober's local port (TCP, UDP) or echo identifier (ICMP).
     pub local: u16,
+    /// The probe asks the VPC resolver: `payload` is a DNS query with this id.
+    pub dns_id: Option<u16>,
 }
 
 const TCP_BUFFER: usize = 4096;
@@ -276,7 +282,13 @@ impl Exchange {
                 Ok(n) => self.received.extend_from_slice(&chunk[..n]),
             }
         }
-        if self.received.len() >= self.spec.payload.len() {
+        if let Some(id) = self.spec.dns_id {
+            if let Some(message) = framed(&self.received) {
+                self.outcome = Some(self.judge_dns(message, id));
+            } else if c.state() == tcp::State::Closed {
+                self.outcome = Some(Outcome::Reset);
+            }
+        } else if self.received.len() >= self.spec.payload.len() {
             self.outcome = Some(self.judge_echo());
         } else if c.state() == tcp::State::Closed {
             self.outcome = Some(Outcome::Reset);
@@ -300,7 +312,10 @@ impl Exchange {
             .get_mut::<udp::Socket>(self.client);
         if let Ok((data, _)) = c.recv() {
             self.received = data.to_vec();
-            self.outcome = Some(self.judge_echo());
+            self.outcome = Some(match self.spec.dns_id {
+                Some(id) => self.judge_dns(&self.received, id),
+                None => self.judge_echo(),
+            });
         }
     }
 
@@ -361,10 +376,27 @@ impl Exchange {
         }
     }
 
+    /// A DNS response to query `id` came back: from the named resolver?
+    fn judge_dns(&self, message: &[u8], id: u16) -> Outcome {
+        let answered = hickory_proto::op::Message::from_vec(message).is_ok_and(|m| {
+            m.metadata.id == id
+                && m.metadata.message_type == hickory_proto::op::MessageType::Response
+        });
+        if !answered {
+            return Outcome::Corrupted;
+        }
+        match (self.spec.named, self.first_origin) {
+            (Some(named), Some(Origin::Port(p))) if p == named => Outcome::Completed,
+            _ => Outcome::WrongResponder,
+        }
+    }
+
     /// Who answered, as far as the exchange knows.
     fn responder(&self) -> Option<Origin> {
         match self.spec.proto {
             L4::Icmp => self.reply_origin,
+            // The resolver has no probe socket: the packets that came back say who it was.
+            L4::Tcp | L4::Udp if self.spec.dns_id.is_some() => self.first_origin,
             L4::Tcp | L4::Udp => self.answered_by.map(Origin::Port),
         }
     }
@@ -416,6 +448,28 @@ fn classify(packet: &[u8], ident: u16) -> Answer {
         Ok(Icmpv4Repr::DstUnreachable { .. }) => Answer::Unreachable,
         _ => Answer::Other,
     }
+}
+
+/// The message of a length-prefixed TCP stream (RFC 7766) once it arrived whole.
+fn framed(stream: &[u8]) -> Option<&[u8]> {
+    let len = usize::from(u16::from_be_bytes([*stream.first()?, *stream.get(1)?]));
+    stream.get(2..2 + len)
+}
+
+/// A DNS query for `name`'s SOA with `id`, as a probe of the resolver sends it (`tcp`: with the
+/// length prefix).
+pub(crate) fn dns_probe_query(name: hickory_proto::rr::Name, id: u16, tcp: bool) -> Vec<u8> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(name, hickory_proto::rr::RecordType::SOA));
+    let query = m.to_vec().unwrap_or_default();
+    if !tcp {
+        return query;
+    }
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&query);
+    framed
 }
 
 fn tcp_socket() -> tcp::Socket<'static> {

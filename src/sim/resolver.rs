@@ -62,6 +62,10 @@ pub trait Upstream: Send {
 
 /// Where a resolver's query-log records go (`runtime::dns_log` under `vpcd up`).
 pub trait QueryLogSink: Send {
+    /// Whether records are wanted now (a resolver builds none while this is `false`).
+    fn active(&self) -> bool {
+        true
+    }
     fn log(&mut self, record: &QueryLogRecord);
     /// Called after a batch of records (each poll of the resolver that logged something).
     fn flush(&mut self);
@@ -97,7 +101,12 @@ enum ReplyTo {
     /// The TCP connection (an index into the resolver's sockets), which reads nothing more until
     /// the answer is sent.
     Tcp(usize),
+    /// A caller in the process ([`DnsService::ask`]).
+    Call(AnswerTo),
 }
+
+/// Where [`DnsService::ask`] sends an answer that had to be forwarded.
+pub type AnswerTo = Box<dyn FnOnce(Answered) + Send>;
 
 /// Port 53 of one VPC's resolver: its sockets in a socket set it shares with nothing else, and
 /// what it answered.
@@ -182,6 +191,14 @@ impl DnsService {
         std::mem::take(&mut self.grants)
     }
 
+    /// Answers from `view` from now on (a change of the VPC's names or zones): what it holds
+    /// besides (the cache of forwarded answers, open TCP connections, forwarded queries
+    /// waiting, counters) stays. The cache holds only names outside every zone, and a name a new
+    /// zone covers is answered from the zone, so nothing cached contradicts the new view.
+    pub fn set_view(&mut self, view: Arc<View>) {
+        self.view = view;
+    }
+
     /// Writes a query-log record for every answer from now on.
     pub fn log_queries(&mut self, log: QueryLog) {
         self.log = Some(log);
@@ -199,7 +216,7 @@ impl DnsService {
             );
             self.grants.extend(allowed);
         }
-        let Some(log) = self.log.as_mut() else {
+        let Some(log) = self.log.as_mut().filter(|l| l.sink.active()) else {
             return;
         };
         let IpAddress::Ipv4(addr) = asker.0;
@@ -290,6 +307,30 @@ impl DnsService {
         None
     }
 
+    /// Answers `query` as if `asker` (an instance's address and port) had sent it, without the
+    /// network: the same decision, cache, forwarding, counters, query log and egress grants as a
+    /// query on port 53 (`vpcd ctl dns query`). The answer is sized as over TCP (never
+    /// truncated) and logged as TCP. `Ok(Some(answer))` now; `Ok(None)` when it was forwarded:
+    /// `later` gets the answer once the upstream's comes back (or SERVFAIL), from a later
+    /// [`DnsService::serve`]; poll the port until then ([`DnsService::is_waiting`]).
+    pub fn ask(
+        &mut self,
+        query: &[u8],
+        asker: (std::net::Ipv4Addr, u16),
+        now: Instant,
+        later: AnswerTo,
+    ) -> Result<Option<Answered>, DnsDrop> {
+        let asker = (IpAddress::Ipv4(asker.0), asker.1);
+        let Some(outcome) = self.handle(query, Transport::Tcp, now, ReplyTo::Call(later), asker)
+        else {
+            return Ok(None);
+        };
+        self.counters.record(&outcome);
+        let a = outcome?;
+        self.note(&a, asker, Transport::Tcp, now);
+        Ok(Some(a))
+    }
+
     /// Sends the answers of forwarded queries that came back.
     fn finish_forwards(&mut self, sockets: &mut SocketSet<'_>, now: Instant) {
         let Some(upstream) = self.upstream.as_mut() else {
@@ -309,7 +350,7 @@ impl DnsService {
             self.counters.record(&Ok(answered.clone()));
             let t = match w.reply {
                 ReplyTo::Udp(_) => Transport::Udp,
-                ReplyTo::Tcp(_) => Transport::Tcp,
+                ReplyTo::Tcp(_) | ReplyTo::Call(_) => Transport::Tcp,
             };
             self.note(&answered, w.asker, t, now);
             match w.reply {
@@ -324,6 +365,7 @@ impl DnsService {
                         send_tcp_message(s, &answered.wire);
                     }
                 }
+                ReplyTo::Call(to) => to(answered),
             }
         }
     }

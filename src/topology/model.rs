@@ -100,7 +100,7 @@ pub struct DnsFirewallRule {
 }
 
 /// What a DNS Firewall rule does with a matching query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DnsFirewallAction {
     Allow,
@@ -109,7 +109,7 @@ pub enum DnsFirewallAction {
 }
 
 /// What a blocked query gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BlockResponseKind {
     Nxdomain,

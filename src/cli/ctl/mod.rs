@@ -3,7 +3,7 @@
 //!
 //! This module owns the command tree's top and the one path every command takes: arguments →
 //! a [`Call`] (method, path, body, how to show the answer) → one request ([`client`]) → output.
-//! The resource modules ([`network`], [`firewall`], [`observe`]) only turn their arguments into a
+//! The resource modules ([`network`], [`firewall`], [`dns`], [`observe`]) only turn their arguments into a
 //! `Call` and an answer into text; argument names are the API's field names.
 //!
 //! The API is `--socket PATH` or `--url http://HOST:PORT` (with `--token-file FILE` or
@@ -16,6 +16,7 @@
 //! not what the API promises.
 
 pub mod client;
+mod dns;
 mod firewall;
 mod network;
 mod observe;
@@ -118,6 +119,10 @@ enum CtlCommand {
     /// Numbered rules of a network ACL.
     #[command(subcommand)]
     AclRule(firewall::AclRuleCommand),
+    /// DNS: private zones and records, DNS Firewall rules, egress by name, a query asked of a
+    /// running resolver, the query log.
+    #[command(subcommand)]
+    Dns(dns::DnsCommand),
     /// The simulated internet: its CIDR and hosts.
     Internet,
     /// Connections the NAT gateways and security groups track.
@@ -314,6 +319,7 @@ fn call(command: &CtlCommand, as_json: bool) -> Result<Call, String> {
         CtlCommand::SgRule(c) => c.call(),
         CtlCommand::Acl(c) => c.call(),
         CtlCommand::AclRule(c) => c.call(),
+        CtlCommand::Dns(c) => c.call()?,
         CtlCommand::Internet => observe::internet(),
         CtlCommand::Conntrack(c) => c.call()?,
         CtlCommand::FlowLog(c) => c.call(),

@@ -370,7 +370,7 @@ fn capture_notes(c: &Value) -> String {
 }
 
 /// `path` made absolute against the working directory (unchanged when that is unknown).
-fn absolute(path: &str) -> String {
+pub(super) fn absolute(path: &str) -> String {
     let p = Path::new(path);
     if p.is_absolute() {
         return path.to_string();

@@ -11,11 +11,13 @@
 //!
 //! One file per concept: `vpc` (VPCs and subnets), `route` (route tables and routes),
 //! `instance`, `eip`, `nat` (NAT gateways and their SNAT/DNAT entries), `security_group` and
-//! `network_acl`; `schema` gives the OpenAPI schema of every request ([`op_schemas`],
+//! `network_acl`, `dns` (private zones and records, DNS Firewall rules, egress by name);
+//! `schema` gives the OpenAPI schema of every request ([`op_schemas`],
 //! [`schemas`]). The list of operations below is the one place that names them: [`Change`],
 //! [`Change::OPS`], [`Change::decode`], [`Change::op`], the `From` impls and [`op_schemas`] all
 //! come from it.
 
+mod dns;
 mod eip;
 mod instance;
 mod nat;
@@ -31,6 +33,10 @@ use toml::Spanned;
 use super::error::{ApiError, ChangeError, ErrorCode, decode};
 use crate::topology::model::{Topology, Vpc};
 
+pub use dns::{
+    AddDnsFirewallRule, AddZone, AddZoneRecord, AssociateZone, DisassociateZone, RecordSpec,
+    RemoveDnsFirewallRule, RemoveZone, RemoveZoneRecord, SetEgressByName,
+};
 pub use eip::{AllocateEip, AssociateEip, DisassociateEip, ReleaseEip};
 pub use instance::{AddInstance, RemoveInstance};
 pub use nat::{
@@ -167,6 +173,15 @@ operations! {
     RemoveNetworkAcl => "remove_network_acl",
     AssociateNetworkAcl => "associate_network_acl",
     SetEgressAllow => "set_egress_allow",
+    AddZone => "add_zone",
+    RemoveZone => "remove_zone",
+    AddZoneRecord => "add_zone_record",
+    RemoveZoneRecord => "remove_zone_record",
+    AssociateZone => "associate_zone",
+    DisassociateZone => "disassociate_zone",
+    AddDnsFirewallRule => "add_dns_firewall_rule",
+    RemoveDnsFirewallRule => "remove_dns_firewall_rule",
+    SetEgressByName => "set_egress_by_name",
 }
 
 // ---------------------------------------------------------------------------------------------
