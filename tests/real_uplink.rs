@@ -653,6 +653,22 @@ fn a_udp_mapping_through_the_uplink_lives_as_long_as_the_gateway_says() {
     }
 }
 
+/// The first UDP NAT session `vpcd ctl conntrack list --json` lists.
+fn nat_udp_session(run: &Run) -> serde_json::Value {
+    let out = run
+        .vpcd()
+        .args(["ctl", "conntrack", "list", "--protocol", "udp", "--json"])
+        .output()
+        .expect("vpcd ctl");
+    assert!(out.status.success(), "{}", text(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    list["connections"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["table"] == "nat"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no NAT session: {list}"))
+}
+
 /// `vpcd ctl conntrack list` shows the host socket behind a NAT session through the uplink
 /// (issue 13 item 6): the EIP's `host_bind` address at the session's external port.
 #[test]
@@ -663,17 +679,7 @@ fn conntrack_shows_the_host_socket_behind_an_uplink_mapping() {
     let mut run = up("vu-ct", &["--state", "{dir}/state"]);
     late_udp_server(&mut run, 0.1, "late.log");
     assert_eq!(hear_back(&run, 3.0), "now later");
-    let out = run
-        .vpcd()
-        .args(["ctl", "conntrack", "list", "--protocol", "udp", "--json"])
-        .output()
-        .expect("vpcd ctl");
-    assert!(out.status.success(), "{}", text(&out));
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let row = list["connections"]
-        .as_array()
-        .and_then(|rows| rows.iter().find(|r| r["table"] == "nat"))
-        .unwrap_or_else(|| panic!("no NAT session: {list}"));
+    let row = nat_udp_session(&run);
     let external = row["external"].as_str().expect("external");
     let port = external.rsplit(':').next().expect("a port");
     assert_eq!(row["host_socket"], format!("192.0.2.10:{port}"), "{row}");
@@ -718,17 +724,7 @@ fn a_mapped_port_taken_on_the_host_is_learned_by_the_nat_and_shown_by_conntrack_
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("the server's log names the sender: {seen}"));
     assert_ne!(port, 49152, "the host gave another port: {seen}");
-    let out = run
-        .vpcd()
-        .args(["ctl", "conntrack", "list", "--protocol", "udp", "--json"])
-        .output()
-        .expect("vpcd ctl");
-    assert!(out.status.success(), "{}", text(&out));
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let row = list["connections"]
-        .as_array()
-        .and_then(|rows| rows.iter().find(|r| r["table"] == "nat"))
-        .unwrap_or_else(|| panic!("no NAT session: {list}"));
+    let row = nat_udp_session(&run);
     assert_eq!(row["external"], format!("203.0.113.10:{port}"), "{row}");
     assert_eq!(row["host_socket"], format!("192.0.2.10:{port}"), "{row}");
     let out = run
