@@ -653,6 +653,22 @@ fn a_udp_mapping_through_the_uplink_lives_as_long_as_the_gateway_says() {
     }
 }
 
+/// The first UDP NAT session `vpcd ctl conntrack list --json` lists.
+fn nat_udp_session(run: &Run) -> serde_json::Value {
+    let out = run
+        .vpcd()
+        .args(["ctl", "conntrack", "list", "--protocol", "udp", "--json"])
+        .output()
+        .expect("vpcd ctl");
+    assert!(out.status.success(), "{}", text(&out));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    list["connections"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["table"] == "nat"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no NAT session: {list}"))
+}
+
 /// `vpcd ctl conntrack list` shows the host socket behind a NAT session through the uplink
 /// (issue 13 item 6): the EIP's `host_bind` address at the session's external port.
 #[test]
@@ -663,19 +679,69 @@ fn conntrack_shows_the_host_socket_behind_an_uplink_mapping() {
     let mut run = up("vu-ct", &["--state", "{dir}/state"]);
     late_udp_server(&mut run, 0.1, "late.log");
     assert_eq!(hear_back(&run, 3.0), "now later");
-    let out = run
-        .vpcd()
-        .args(["ctl", "conntrack", "list", "--protocol", "udp", "--json"])
-        .output()
-        .expect("vpcd ctl");
-    assert!(out.status.success(), "{}", text(&out));
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let row = list["connections"]
-        .as_array()
-        .and_then(|rows| rows.iter().find(|r| r["table"] == "nat"))
-        .unwrap_or_else(|| panic!("no NAT session: {list}"));
+    let row = nat_udp_session(&run);
     let external = row["external"].as_str().expect("external");
     let port = external.rsplit(':').next().expect("a port");
     assert_eq!(row["host_socket"], format!("192.0.2.10:{port}"), "{row}");
+    run.stop();
+}
+
+/// When the host has the NAT mapping's port in use already (issue 13 item 1), the uplink's
+/// socket gets another port and the NAT learns it: the outside, `vpcd ctl conntrack list` and
+/// `vpcd ctl explain` (issue 13 item 6, through the API) all name that one port. The function
+/// sends from 49152, the source port explain assumes.
+#[test]
+fn a_mapped_port_taken_on_the_host_is_learned_by_the_nat_and_shown_by_conntrack_and_explain() {
+    if !capable("uplink_port_taken", &["python3", "nsenter"]) {
+        return;
+    }
+    let mut run = up("vu-taken", &["--state", "{dir}/state"]);
+    let holder = "import socket, time\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('192.0.2.10', 49152))\n\
+         print('holding', flush=True)\n\
+         time.sleep(60)\n";
+    run.host_spawn(&["python3", "-c", holder], "holder.log");
+    wait_log(&run, "holder.log", "holding");
+    late_udp_server(&mut run, 0.1, "late.log");
+    let client = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.bind(('0.0.0.0', 49152))\n\
+         s.settimeout(3)\n\
+         s.sendto(b'hi', ({SERVER:?}, 7100))\n\
+         print(s.recv(100).decode(), s.recv(100).decode())\n"
+    );
+    let out = run.exec_timeout("u/f1", &["python3", "-c", &client], Duration::from_secs(20));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "now later");
+    wait_log(&run, "late.log", "sent later to");
+    let seen = run.log("late.log");
+    let port: u16 = seen
+        .split("('192.0.2.10', ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the server's log names the sender: {seen}"));
+    assert_ne!(port, 49152, "the host gave another port: {seen}");
+    let row = nat_udp_session(&run);
+    assert_eq!(row["external"], format!("203.0.113.10:{port}"), "{row}");
+    assert_eq!(row["host_socket"], format!("192.0.2.10:{port}"), "{row}");
+    let out = run
+        .vpcd()
+        .args(["ctl", "explain", "u/f1", "192.0.2.1:7100/udp"])
+        .output()
+        .expect("vpcd ctl");
+    let said = text(&out);
+    assert!(
+        said.contains("a host socket at 192.0.2.10:49152 (host_bind of 203.0.113.10"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "now: the NAT mapping of 10.61.1.10:49152 is 203.0.113.10:{port}, its host socket 192.0.2.10:{port}"
+        )),
+        "{said}"
+    );
     run.stop();
 }

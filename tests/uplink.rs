@@ -734,3 +734,96 @@ async fn ready_sleeps_while_nothing_happens_and_wakes_for_host_bytes() {
     assert_eq!(got, b"news");
     server.join().expect("server");
 }
+
+/// A UDP server that answers each datagram with the sender's port (big-endian) until `quit`
+/// or 5 s idle; returns the ports it saw.
+fn port_echo_server() -> (SocketAddrV4, std::thread::JoinHandle<Vec<u16>>) {
+    let s = std::net::UdpSocket::bind((LOOPBACK, 0)).expect("bind");
+    let SocketAddr::V4(addr) = s.local_addr().expect("address") else {
+        unreachable!()
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let t = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        let mut seen = Vec::new();
+        while let Ok((n, peer)) = s.recv_from(&mut buf) {
+            if &buf[..n] == b"quit" {
+                break;
+            }
+            seen.push(peer.port());
+            let _ = s.send_to(&peer.port().to_be_bytes(), peer);
+        }
+        seen
+    });
+    (addr, t)
+}
+
+/// Sends `msg` from the function's socket `h` to `to` and waits for the answer (the port the
+/// server saw).
+async fn ask_port(p: &mut Pump, h: smoltcp::iface::SocketHandle, to: SocketAddrV4) -> u16 {
+    let to = smoltcp::wire::IpEndpoint::new(IpAddress::Ipv4(*to.ip()), to.port());
+    p.f.udp(h).send_slice(b"which port?", to).expect("send");
+    let got = p
+        .until(LIMIT, |f, _| {
+            let mut buf = [0u8; 16];
+            f.udp(h)
+                .recv_slice(&mut buf)
+                .ok()
+                .filter(|(n, _)| *n == 2)
+                .map(|_| u16::from_be_bytes([buf[0], buf[1]]))
+        })
+        .await;
+    got.unwrap_or_else(|| panic!("no answer: {:?}", p.uplink.counters()))
+}
+
+#[tokio::test]
+async fn issue13_mapped_port_taken_on_the_host_the_uplink_reports_the_hosts_port_and_keeps_it() {
+    let (server, answers) = port_echo_server();
+    // Something on the host holds the port the mapping has (every address, like the uplink's
+    // socket binds without host_bind).
+    let holder = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("bind");
+    let mapped = holder.local_addr().expect("address").port();
+    let mut p = Pump::new(loopback_config());
+    let h = p.f.udp_socket(mapped);
+    let host_port = ask_port(&mut p, h, server).await;
+    assert_ne!(host_port, mapped, "the host gave another port");
+    let public = SocketAddrV4::new(FN_IP, mapped);
+    let m = p
+        .uplink
+        .take_port_move()
+        .expect("the uplink reports the port the host gave");
+    assert_eq!((m.public, m.port), (public, host_port));
+    assert_eq!(p.uplink.take_port_move(), None, "once per mapping");
+    // Until the NAT takes it, the mapping keeps its key; a refused move changes nothing.
+    p.uplink.port_moved(m, false);
+    assert_eq!(ask_port(&mut p, h, server).await, host_port);
+    assert_eq!(
+        p.uplink.host_socket(17, public, server),
+        Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, host_port)))
+    );
+    // Taken: what the NAT now sends from the new port leaves from the same host socket (one
+    // port per mapping outside), and the answers come back to the new port.
+    p.uplink.port_moved(m, true);
+    let moved = SocketAddrV4::new(FN_IP, host_port);
+    assert_eq!(p.uplink.host_socket(17, public, server), None);
+    assert_eq!(
+        p.uplink.host_socket(17, moved, server),
+        Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, host_port)))
+    );
+    let h2 = p.f.udp_socket(host_port);
+    assert_eq!(ask_port(&mut p, h2, server).await, host_port);
+    let c = p.uplink.counters();
+    assert_eq!(c.udp_opened, 1, "one flow, known by its new port");
+    assert_eq!(p.uplink.active().udp, 1);
+    assert_eq!(p.uplink.take_port_move(), None);
+    drop(p);
+    drop(holder);
+    let quit = std::net::UdpSocket::bind((LOOPBACK, 0)).expect("bind");
+    quit.send_to(b"quit", server).expect("send");
+    assert_eq!(
+        answers.join().expect("server"),
+        vec![host_port; 3],
+        "the outside saw one port"
+    );
+}

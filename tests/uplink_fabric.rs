@@ -461,7 +461,7 @@ fn explain_names_the_uplink_hop_the_bind_and_the_allow_list() {
     );
     assert!(
         text.contains(
-            "internet: no host or EIP has 192.0.2.1: out through the uplink (internet/uplink); the host's network carries the flow from a host socket bound to 192.0.2.10 (host_bind of 203.0.113.10)"
+            "internet: no host or EIP has 192.0.2.1: out through the uplink (internet/uplink); the host's network carries the flow from a host socket at 192.0.2.10:49152 (host_bind of 203.0.113.10; the mapping's port when the host has it free, else one the host picks)"
         ),
         "{text}"
     );
@@ -474,7 +474,53 @@ fn explain_names_the_uplink_hop_the_bind_and_the_allow_list() {
         "{text}"
     );
     let text = explain_text(&r, "t/e1", "192.0.2.1:443/tcp");
+    assert!(
+        text.contains("from a host socket at port 49152 of every host address"),
+        "{text}"
+    );
+}
+
+/// Issue 13 item 6: explain says which host socket an uplink mapping uses, statically (the
+/// prediction) and, given what a running network has, the live mapping and socket.
+#[test]
+fn issue13_explain_names_the_host_socket_behind_an_uplink_mapping() {
+    let r = Rig::new(&topology("", ""));
+    let q = Query::parse(&r.plan, "t/f1", "192.0.2.1:3478/udp").expect("a query");
+    let mut e = explain(&r.plan, &r.tables, &q);
+    let (flow, hop) = e.uplink.expect("the walk leaves through the uplink");
+    let v4 = |s: &str| s.parse::<std::net::SocketAddrV4>().unwrap();
+    assert_eq!(flow.protocol, 17);
+    assert_eq!(flow.internal, v4("10.0.1.10:49152"));
+    assert_eq!(flow.public, v4("203.0.113.10:49152"));
+    assert_eq!(flow.remote, v4("192.0.2.1:3478"));
+    assert!(
+        e.hops[hop].contains("a host socket at 192.0.2.10:49152 (host_bind of 203.0.113.10"),
+        "{}",
+        e.hops[hop]
+    );
+    let mut none = e.clone();
+    none.live_uplink(None);
+    assert!(
+        none.hops[hop].ends_with("; now: no NAT session of 10.0.1.10:49152 through the uplink"),
+        "{}",
+        none.hops[hop]
+    );
+    e.live_uplink(Some(vpcd::explain::LiveUplink {
+        public: v4("203.0.113.10:41000"),
+        host_socket: Some("192.0.2.10:41000".parse().unwrap()),
+    }));
+    assert!(
+        e.render().contains(
+            "; now: the NAT mapping of 10.0.1.10:49152 is 203.0.113.10:41000, its host socket 192.0.2.10:41000"
+        ),
+        "{}",
+        e.render()
+    );
+    let text = explain_text(&r, "t/e1", "192.0.2.1/icmp");
     assert!(text.contains("from an unbound host socket"), "{text}");
+    // Not through the uplink: nothing to look up.
+    let q = Query::parse(&r.plan, "t/f1", "t/e1:80/tcp").expect("a query");
+    assert_eq!(explain(&r.plan, &r.tables, &q).uplink, None);
 }
 
 #[test]

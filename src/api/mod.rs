@@ -449,7 +449,18 @@ async fn explain(State(s): State<Arc<Shared>>, body: Body) -> Response {
         Ok(t) => t,
         Err(e) => return unavailable(e),
     };
-    let e = crate::explain::explain(&plan, &tables, &query);
+    let mut e = crate::explain::explain(&plan, &tables, &query);
+    // Out through the uplink: the mapping and host socket the running network has for it.
+    if let Some((flow, _)) = e.uplink {
+        match s
+            .handle
+            .query(move |shell| shell.uplink_mapping(&flow))
+            .await
+        {
+            Ok(live) => e.live_uplink(live),
+            Err(e) => return unavailable(e),
+        }
+    }
     ok(json!({
         "verdict": if e.reachable() { "allow" } else { "deny" },
         "reachable": e.reachable(),

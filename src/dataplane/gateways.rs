@@ -193,6 +193,29 @@ impl Gateways {
         self.vpcs.get_mut(vpc).map(|v| &mut v.igw)
     }
 
+    /// Moves the NAT sessions using the external endpoint `ext` (a pool EIP and port) to `port`
+    /// on the same EIP, in the core whose pool holds the EIP (see [`NatGateway::move_port`]):
+    /// `Ok(true)` when sessions moved, `Ok(false)` when no core has them (a 1:1 EIP, an ended
+    /// flow), `Err` when `port` is in use on the EIP.
+    pub fn move_port(
+        &mut self,
+        proto: super::nat::Proto,
+        ext: (Ipv4Addr, u16),
+        port: u16,
+    ) -> Result<bool, NatError> {
+        for core in self
+            .vpcs
+            .iter_mut()
+            .flat_map(|v| v.nat.iter_mut())
+            .flat_map(|g| g.pools.iter_mut())
+        {
+            if core.eips().any(|e| e == ext.0) {
+                return core.move_port(proto, ext, port);
+            }
+        }
+        Ok(false)
+    }
+
     /// Every VPC's cores, for listing connections and counters.
     pub fn vpcs(&self) -> &[VpcCores] {
         &self.vpcs

@@ -42,6 +42,8 @@ mod walk;
 
 pub use query::{DEFAULT_SOURCE_PORT, Query, QueryError, first_packet_facts};
 
+use std::net::{SocketAddr, SocketAddrV4};
+
 use crate::dataplane::{DropReason, PortId};
 use crate::tables::Tables;
 use crate::topology::plan::Plan;
@@ -78,6 +80,63 @@ pub struct Explanation {
     pub hops: Vec<String>,
     pub reachability: Reachability,
     pub first_packet: FirstPacket,
+    /// The TCP or UDP flow the walk sends out through the uplink, and the index of that hop in
+    /// `hops`: what a running network can look up (see [`Explanation::live_uplink`]).
+    pub uplink: Option<(UplinkFlow, usize)>,
+}
+
+/// A flow out through the uplink as the walk predicts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UplinkFlow {
+    /// 6 or 17.
+    pub protocol: u8,
+    /// The sender's address and port before SNAT.
+    pub internal: SocketAddrV4,
+    /// After SNAT (as predicted: the mapping's port may differ in a running network).
+    pub public: SocketAddrV4,
+    pub remote: SocketAddrV4,
+}
+
+/// What a running network has for an [`UplinkFlow`]: the NAT mapping and its host socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveUplink {
+    pub public: SocketAddrV4,
+    /// The host socket's local address (`0.0.0.0` when bound to every address); `None` while
+    /// the uplink has no socket for the mapping.
+    pub host_socket: Option<SocketAddr>,
+}
+
+impl Explanation {
+    /// Adds what the running network has for the uplink flow to its hop: the mapping the NAT
+    /// gave and the host socket behind it, or that no session exists yet.
+    pub fn live_uplink(&mut self, live: Option<LiveUplink>) {
+        let Some((flow, at)) = self.uplink else {
+            return;
+        };
+        let Some(hop) = self.hops.get_mut(at) else {
+            return;
+        };
+        match live {
+            Some(LiveUplink {
+                public,
+                host_socket: Some(h),
+            }) => hop.push_str(&format!(
+                "; now: the NAT mapping of {} is {public}, its host socket {h}",
+                flow.internal
+            )),
+            Some(LiveUplink {
+                public,
+                host_socket: None,
+            }) => hop.push_str(&format!(
+                "; now: the NAT mapping of {} is {public}, no host socket open for it",
+                flow.internal
+            )),
+            None => hop.push_str(&format!(
+                "; now: no NAT session of {} through the uplink",
+                flow.internal
+            )),
+        }
+    }
 }
 
 /// Explains `q` over `tables` (compiled from `plan`).
@@ -101,6 +160,7 @@ pub fn explain(plan: &Plan, tables: &Tables, q: &Query) -> Explanation {
         hops: trace.hops,
         reachability,
         first_packet: first.unwrap_or(FirstPacket::Dropped(DropReason::UnknownPort)),
+        uplink: trace.uplink,
     }
 }
 

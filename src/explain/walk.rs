@@ -2,11 +2,11 @@
 //! the function the fabric itself calls (`route` in a VPC, `public` on the public segment, the
 //! firewall's security group and network ACL checks) and described as one line of text.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
-use super::FirstPacket;
 use super::query::Query;
 use super::render::{acl_rule_text, group_names, proto_name, proto_text, sg_rule_text};
+use super::{FirstPacket, UplinkFlow};
 use crate::dataplane::firewall::{self, AclDecision, AclDirection, Facts, Kind, SgDirection};
 use crate::dataplane::nat::config::Filtering;
 use crate::dataplane::public::{EipTarget, PublicNext, public_next};
@@ -51,6 +51,8 @@ struct Walk<'a> {
     snat: Option<(Ipv4Addr, u16, Ipv4Addr, u16)>,
     /// The NAT gateway that opened it, and how it filters what comes back.
     sender_nat: Option<(String, Filtering)>,
+    /// The flow out through the uplink, and the index of its hop.
+    uplink: Option<(UplinkFlow, usize)>,
     /// Where the reply comes from when it does not come back through the same translation (a
     /// 1:1 EIP whose instance routes its replies to a NAT gateway).
     reply_from: Option<Ipv4Addr>,
@@ -60,6 +62,7 @@ struct Walk<'a> {
 pub(super) struct Trace {
     pub hops: Vec<String>,
     pub first: Option<FirstPacket>,
+    pub uplink: Option<(UplinkFlow, usize)>,
     pub end: Result<(), Blocked>,
 }
 
@@ -72,12 +75,14 @@ pub(super) fn walk(plan: &Plan, tables: &Tables, q: &Query, facts: Facts) -> Tra
         first: None,
         snat: None,
         sender_nat: None,
+        uplink: None,
         reply_from: None,
     };
     let end = w.start(q, facts);
     Trace {
         hops: w.hops,
         first: w.first,
+        uplink: w.uplink,
         end,
     }
 }
@@ -510,24 +515,50 @@ impl Walk<'_> {
         self.deliver(port);
     }
 
-    /// Out through the uplink: the host's network carries the flow.
+    /// Out through the uplink: the host's network carries the flow, from a host socket at the
+    /// EIP's `host_bind` (else every address) and, for TCP and UDP, the mapping's port when the
+    /// host has it free.
     fn uplink(&mut self, uplink: PortId, facts: &Facts) {
         let bind = self
             .plan
             .eips
             .iter()
             .find(|e| e.address == facts.src)
-            .and_then(|e| e.host_bind)
-            .map_or_else(
-                || "an unbound host socket".to_string(),
-                |h| format!("a host socket bound to {h} (host_bind of {})", facts.src),
-            );
+            .and_then(|e| e.host_bind);
+        let ported = matches!(facts.proto, 6 | 17);
+        let at = match (bind, ported) {
+            (Some(h), true) => format!(
+                "a host socket at {h}:{} (host_bind of {}; the mapping's port when the host \
+                 has it free, else one the host picks)",
+                facts.sport, facts.src
+            ),
+            (Some(h), false) => format!("a host socket bound to {h} (host_bind of {})", facts.src),
+            (None, true) => format!(
+                "a host socket at port {} of every host address (the mapping's port when the \
+                 host has it free, else one the host picks)",
+                facts.sport
+            ),
+            (None, false) => "an unbound host socket".to_string(),
+        };
         self.hop(format!(
             "internet: no host or EIP has {}: out through the uplink ({}); the host's network \
-             carries the flow from {bind}, its replies come back the same way",
+             carries the flow from {at}, its replies come back the same way",
             facts.dst,
             self.port_name(uplink)
         ));
+        if ported {
+            let internal = self
+                .snat
+                .filter(|s| s.0 == facts.src && s.1 == facts.sport)
+                .map_or((facts.src, facts.sport), |s| (s.2, s.3));
+            let flow = UplinkFlow {
+                protocol: facts.proto,
+                internal: SocketAddrV4::new(internal.0, internal.1),
+                public: SocketAddrV4::new(facts.src, facts.sport),
+                remote: SocketAddrV4::new(facts.dst, facts.dport),
+            };
+            self.uplink = Some((flow, self.hops.len() - 1));
+        }
         self.deliver(uplink);
     }
 

@@ -276,6 +276,38 @@ impl Shell {
         crate::inspect::connections_with(self.fabric(), self.now(), filter, &host_socket)
     }
 
+    /// The NAT mapping and host socket behind a flow `vpcd explain` sends out through the
+    /// uplink: the session of its internal endpoint towards its remote (else any of the
+    /// endpoint's, which share an endpoint-independent mapping), and the uplink's socket for
+    /// it. `None` without an uplink, or when neither a session nor a socket exists.
+    pub fn uplink_mapping(
+        &self,
+        flow: &crate::explain::UplinkFlow,
+    ) -> Option<crate::explain::LiveUplink> {
+        let uplink = self.uplink()?;
+        let internal = (*flow.internal.ip(), flow.internal.port());
+        let remote = (*flow.remote.ip(), flow.remote.port());
+        let mut found = None;
+        for c in self.fabric().gateways().connections(self.now()) {
+            let s = &c.session;
+            if s.protocol.number() != flow.protocol || s.internal != internal {
+                continue;
+            }
+            found = Some(std::net::SocketAddrV4::new(s.external.0, s.external.1));
+            if s.remote == remote {
+                break;
+            }
+        }
+        let public = found.unwrap_or(flow.public);
+        let host_socket = uplink
+            .uplink()
+            .host_socket(flow.protocol, public, flow.remote);
+        (found.is_some() || host_socket.is_some()).then_some(crate::explain::LiveUplink {
+            public,
+            host_socket,
+        })
+    }
+
     /// [`crate::inspect::flush`] on the running fabric.
     pub fn flush_connections(&mut self, target: &FlushTarget) -> Result<Flushed, InspectError> {
         let now = self.now();

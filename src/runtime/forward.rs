@@ -235,6 +235,7 @@ impl Forwarding {
     ) {
         let len = len.min(buf.len().saturating_sub(HEADROOM));
         let Forwarding {
+            fabric,
             ports,
             stats,
             pool,
@@ -265,6 +266,8 @@ impl Forwarding {
                     u.deliver(now, p);
                     true
                 });
+                // Before the next packet: the NAT learns the ports the host gave new mappings.
+                u.learn_ports(fabric);
                 false
             }
             Some(PortSlot::Empty) | None => false,

@@ -88,6 +88,20 @@ impl UplinkPort {
         self.dirty = true;
     }
 
+    /// Tells the fabric's NAT the port the host gave each new UDP mapping whose mapped port was
+    /// in use on the host, and the uplink whether the NAT took it (see
+    /// [`Uplink::take_port_move`]). Cheap when there is none.
+    pub fn learn_ports(&mut self, fabric: &mut crate::dataplane::Fabric) {
+        while let Some(m) = self.uplink.take_port_move() {
+            let ext = (*m.public.ip(), m.public.port());
+            let moved = fabric
+                .gateways_mut()
+                .move_port(crate::dataplane::nat::Proto::Udp, ext, m.port)
+                .unwrap_or(false);
+            self.uplink.port_moved(m, moved);
+        }
+    }
+
     /// Whether it needs a poll now: something was delivered, or its timers are due.
     pub fn due(&self, now: Instant) -> bool {
         self.dirty || self.deadline.is_some_and(|t| t <= now)

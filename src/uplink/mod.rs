@@ -52,6 +52,7 @@ pub use config::{IcmpMode, Limits, Listen, Timeouts, UplinkConfig, default_block
 pub use counters::{ActiveFlows, UplinkCounters, UplinkDrop};
 pub use icmp::IcmpKind;
 pub use packet::{EchoKey, UplinkFlowKey};
+pub use udp::PortMove;
 
 use crate::sim::{QueueDevice, TxFull};
 use crate::time::Instant;
@@ -162,6 +163,7 @@ impl Uplink {
         let mut wire = QueueDevice::with_limit(config.mtu, config.limits.tx_queue, TxFull::Wait);
         wire.receive_superpackets();
         let tcp = Tcp::new(config.address, config.seed, &mut wire, now);
+        let udp = Udp::new(config.seed);
         let icmp = Icmp::new(config.icmp, &runtime);
         Ok(Uplink {
             cfg: config,
@@ -169,7 +171,7 @@ impl Uplink {
             wire,
             ident: 0,
             tcp,
-            udp: Udp::new(),
+            udp,
             icmp,
             inbox,
             listeners,
@@ -285,6 +287,21 @@ impl Uplink {
             }
         })
         .await
+    }
+
+    /// The next UDP mapping whose host socket the host bound at another port than the mapped
+    /// one (that port was in use on the host). The caller asks the fabric's NAT to move the
+    /// mapping there and reports the answer with [`port_moved`](Self::port_moved).
+    pub fn take_port_move(&mut self) -> Option<PortMove> {
+        self.udp.take_move()
+    }
+
+    /// The NAT moved (`moved`) or kept the mapping of `m`: when moved, the uplink knows the
+    /// mapping's socket and flows by the new port from now on.
+    pub fn port_moved(&mut self, m: PortMove, moved: bool) {
+        if moved {
+            self.udp.rekey(m.public, m.port, self.cfg.timeouts.udp_idle);
+        }
     }
 
     pub fn counters(&self) -> &UplinkCounters {

@@ -872,6 +872,78 @@ impl ConnTrack {
         }
     }
 
+    /// Moves every session using the external endpoint `ext` (and their endpoint-independent
+    /// mapping) to the port `to` of the same address: what the uplink's host gave the mapping
+    /// when `ext`'s port was in use there. Refused (`false`, nothing changed) when no session
+    /// uses `ext`, or `to` is in use on the address here (a mapping, a DNAT reservation, a
+    /// session). A scan of the slab: it happens once per mapping the host could not keep.
+    pub(crate) fn move_ext_port(
+        &mut self,
+        proto: Proto,
+        ext: (u32, u16),
+        to: u16,
+        alloc: &mut PortAllocator,
+    ) -> bool {
+        let uses = |s: &Session, port: u16| {
+            !s.is_free() && s.proto == proto && s.ext_ip == ext.0 && s.ext_port == port
+        };
+        if alloc.is_used(proto, ext.0, to) || self.sessions.iter().any(|s| uses(s, to)) {
+            return false;
+        }
+        let Some(first) = self.sessions.iter().position(|s| uses(s, ext.1)) else {
+            return false;
+        };
+        let m = self.sessions[first].mapping;
+        if m != NONE {
+            let x = self.maps[m as usize];
+            let h = &self.hasher;
+            if self.index_ext
+                && let Ok(e) = self
+                    .map_by_ext
+                    .find_entry(map_hash(h, proto, u32::from(x.eip), x.ext_port), |&i| {
+                        i == m
+                    })
+            {
+                e.remove();
+            }
+            alloc.release_slot(proto, x.eip, x.ext_port);
+            alloc.reserve(proto, ext.0, to);
+            self.maps[m as usize].ext_port = to;
+            if self.index_ext {
+                let maps = &self.maps;
+                self.map_by_ext
+                    .insert_unique(map_hash(h, proto, u32::from(x.eip), to), m, |&i| {
+                        let y = &maps[i as usize];
+                        map_hash(h, y.proto, u32::from(y.eip), y.ext_port)
+                    });
+            }
+        }
+        for i in first as u32..self.sessions.len() as u32 {
+            let s = self.sessions[i as usize];
+            if !uses(&s, ext.1) {
+                continue;
+            }
+            let h = &self.hasher;
+            if let Ok(e) = self.by_in.find_entry(
+                key_hash(h, proto, s.ext_ip, s.ext_port, s.rem_ip, s.rem_port),
+                |&j| j == i,
+            ) {
+                e.remove();
+            }
+            self.sessions[i as usize].ext_port = to;
+            let ss = &self.sessions;
+            self.by_in.insert_unique(
+                key_hash(h, proto, s.ext_ip, to, s.rem_ip, s.rem_port),
+                i,
+                |&j| {
+                    let x = &ss[j as usize];
+                    key_hash(h, x.proto, x.ext_ip, x.ext_port, x.rem_ip, x.rem_port)
+                },
+            );
+        }
+        true
+    }
+
     /// Sessions as seen by people.
     pub(crate) fn views(&self, now: u32) -> impl Iterator<Item = SessionView> + '_ {
         self.sessions.iter().filter(|s| !s.is_free()).map(move |s| {

@@ -707,6 +707,35 @@ impl NatGateway {
         })
     }
 
+    /// The uplink's host socket for the external endpoint `ext` (one of this gateway's EIPs and
+    /// a port it handed out) got the port `port` instead, the mapped one being in use on the
+    /// host: the sessions using `ext`, and their endpoint-independent mapping, move to `port`,
+    /// so connection listings, flow logs and later flows of the mapping name the port the
+    /// outside sees. `Err(PortInUse)` when `port` is taken on the EIP here (nothing changes;
+    /// the host socket column still tells), `Ok(false)` when no session uses `ext`.
+    pub fn move_port(
+        &mut self,
+        proto: Proto,
+        ext: (Ipv4Addr, u16),
+        port: u16,
+    ) -> Result<bool, NatError> {
+        let ip = u32::from(ext.0);
+        if port == ext.1 || !self.alloc.contains(ip) {
+            return Ok(false);
+        }
+        let in_use = self.alloc.is_used(proto, ip, port)
+            || self
+                .ct
+                .views(0)
+                .any(|s| s.protocol == proto && s.external == (ext.0, port));
+        if in_use {
+            return Err(NatError::PortInUse(ext.0, port, proto));
+        }
+        Ok(self
+            .ct
+            .move_ext_port(proto, (ip, ext.1), port, &mut self.alloc))
+    }
+
     /// When [`NatGateway::handle_timeout`] next has work, if anything is pending (whole seconds).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.ct

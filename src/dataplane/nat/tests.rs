@@ -270,6 +270,64 @@ fn aws_symmetric_mapping_allocates_per_destination() {
     assert_eq!(g.counters().mappings, 0);
 }
 
+// ---- The uplink's host port (issue 13): a mapping learns the port the host gave ----
+
+#[test]
+fn uplink_port_taken_on_the_host_the_mapping_moves_to_the_hosts_port() {
+    let mut g = filtering(Filtering::EndpointIndependent);
+    let a = out(&mut g, 0, &udp(H1, 5000, R1, 53));
+    assert_eq!(sport(&a), 5000);
+    assert_eq!(g.move_port(Proto::Udp, (ip(EIP1), 5000), 41000), Ok(true));
+    // The session, later packets of the flow, and later flows of the mapping use the new port.
+    let s: Vec<_> = g.sessions(t(0)).map(|s| s.external).collect();
+    assert_eq!(s, vec![(ip(EIP1), 41000)]);
+    assert_eq!(sport(&out(&mut g, 1, &udp(H1, 5000, R1, 53))), 41000);
+    assert_eq!(sport(&out(&mut g, 1, &udp(H1, 5000, R2, 123))), 41000);
+    assert_eq!(g.counters().mappings, 1);
+    // Replies and other senders (endpoint-independent filtering) reach it at the new port only.
+    let p = inb(&mut g, 2, &udp(R1, 53, EIP1, 41000)).unwrap();
+    assert_eq!((dst(&p), dport(&p)), (H1, 5000));
+    let p = inb(&mut g, 2, &udp(ROUTER, 9, EIP1, 41000)).unwrap();
+    assert_eq!((dst(&p), dport(&p)), (H1, 5000));
+    assert_eq!(
+        inb(&mut g, 2, &udp(R1, 53, EIP1, 5000)),
+        Err(NatDrop::NoMapping)
+    );
+    // The old port is free again: another host's mapping may preserve it.
+    assert_eq!(sport(&out(&mut g, 3, &udp(H2, 5000, R1, 53))), 5000);
+}
+
+#[test]
+fn uplink_port_move_is_refused_when_the_port_is_in_use_on_the_eip() {
+    let mut g = rfc();
+    out(&mut g, 0, &udp(H1, 5000, R1, 53));
+    out(&mut g, 0, &udp(H2, 6000, R1, 53));
+    assert_eq!(
+        g.move_port(Proto::Udp, (ip(EIP1), 5000), 6000),
+        Err(NatError::PortInUse(ip(EIP1), 6000, Proto::Udp))
+    );
+    assert_eq!(
+        sport(&out(&mut g, 1, &udp(H1, 5000, R1, 53))),
+        5000,
+        "unchanged"
+    );
+    // Nothing to move: no session uses the port, or the address is not in the pool.
+    assert_eq!(g.move_port(Proto::Udp, (ip(EIP1), 7000), 7001), Ok(false));
+    assert_eq!(g.move_port(Proto::Udp, (ip(EIP2), 5000), 7001), Ok(false));
+}
+
+#[test]
+fn uplink_port_move_under_symmetric_mapping_moves_the_sessions_of_that_port() {
+    let mut g = gw(NatConfig::profile(Profile::Aws));
+    let a = out(&mut g, 0, &udp(H1, 5000, R1, 53));
+    let old = sport(&a);
+    let new = if old == 40000 { 40001 } else { 40000 };
+    assert_eq!(g.move_port(Proto::Udp, (ip(EIP1), old), new), Ok(true));
+    assert_eq!(sport(&out(&mut g, 1, &udp(H1, 5000, R1, 53))), new);
+    let p = inb(&mut g, 1, &udp(R1, 53, EIP1, new)).unwrap();
+    assert_eq!((dst(&p), dport(&p)), (H1, 5000));
+}
+
 fn filtering(f: Filtering) -> NatGateway {
     gw(NatConfig {
         filtering: f,
