@@ -45,6 +45,37 @@ pub struct View {
 }
 
 impl View {
+    /// Adds one record of this VPC's own to a finished view, with the empty non-terminals up to
+    /// its authority's apex, as [`ViewBuilder::add`] does: an instance attached since the view
+    /// was built. For names below the view's own authorities (an instance's names).
+    pub fn patch_add(&mut self, name: Name, ttl: u32, data: RData) {
+        insert(
+            &mut self.names,
+            &self.authorities,
+            name,
+            Entry { ttl, data },
+        );
+    }
+
+    /// Removes one record [`View::patch_add`] or the builder added; the name goes too once it
+    /// holds nothing (an instance's names are leaves; the empty non-terminals above it stay).
+    pub fn patch_remove(&mut self, name: &Name, ttl: u32, data: &RData) {
+        if let Some(entries) = self.names.get_mut(name) {
+            entries.retain(|e| !(e.ttl == ttl && e.data == *data));
+            if entries.is_empty() {
+                self.names.remove(name);
+            }
+        }
+    }
+
+    /// The view without its empty non-terminals (tests compare patched and built views).
+    #[cfg(test)]
+    pub(crate) fn without_empty_names(&self) -> View {
+        let mut v = self.clone();
+        v.names.retain(|_, e| !e.is_empty());
+        v
+    }
+
     /// The records at `name` (`None`: the name does not exist here).
     pub fn records(&self, name: &Name) -> Option<&[Entry]> {
         self.names.get(name).map(Vec::as_slice)
@@ -202,20 +233,26 @@ impl ViewBuilder {
     /// Adds `entry` at `name` (once: an identical record twice is one record), and the empty
     /// non-terminals between `name` and its authority's apex.
     fn insert(&mut self, name: Name, entry: Entry) {
-        let mut up = name.base_name();
-        let apex_labels = deepest_apex(&self.apexes, &name)
-            .map(|apex| apex.num_labels())
-            // Outside every authority a name has no empty non-terminals: its parents are not
-            // ours to answer.
-            .unwrap_or(u8::MAX);
-        while up.num_labels() >= apex_labels && !up.is_root() {
-            self.view.names.entry(up.clone()).or_default();
-            up = up.base_name();
-        }
-        let entries = self.view.names.entry(name).or_default();
-        if !entries.contains(&entry) {
-            entries.push(entry);
-        }
+        insert(&mut self.view.names, &self.apexes, name, entry);
+    }
+}
+
+/// Adds `entry` at `name` in `names` (once), and the empty non-terminals between `name` and the
+/// deepest of `apexes` containing it.
+fn insert(names: &mut HashMap<Name, Vec<Entry>>, apexes: &HashSet<Name>, name: Name, entry: Entry) {
+    let mut up = name.base_name();
+    let apex_labels = deepest_apex(apexes, &name)
+        .map(|apex| apex.num_labels())
+        // Outside every authority a name has no empty non-terminals: its parents are not ours
+        // to answer.
+        .unwrap_or(u8::MAX);
+    while up.num_labels() >= apex_labels && !up.is_root() {
+        names.entry(up.clone()).or_default();
+        up = up.base_name();
+    }
+    let entries = names.entry(name).or_default();
+    if !entries.contains(&entry) {
+        entries.push(entry);
     }
 }
 

@@ -251,7 +251,8 @@ pub fn up_with(
         state: Some(StateFile::create(&lock.state_path, topology, &prefix)?),
         pool: None,
     };
-    let specs = reload::port_specs(plan, &tables);
+    let mut views = crate::topology::compile::dns::ViewCache::default();
+    let specs = reload::port_specs(plan, &tables, &mut views);
     // The uplink binds its host listeners first: a listener that cannot be bound stops the run
     // before any namespace exists.
     let mut uplink = None;
@@ -379,6 +380,7 @@ pub fn up_with(
         reload: options.reload,
         clock: shell.started(),
         deleting: Vec::new(),
+        views,
         query_log: query_log.clone(),
     };
     let (handle, requests) = reload::Control::channel(control.swaps.clone(), query_log);

@@ -125,13 +125,29 @@ impl PortSpec {
 }
 
 /// The ports of `plan` compiled into `tables`, in port-id order.
-pub(super) fn port_specs(plan: &Plan, tables: &Tables) -> Vec<PortSpec> {
+/// The resolvers' views come from `views`, which keeps them for the next change (an attach
+/// patches its instance's names into the previous view instead of building all of them again).
+pub(super) fn port_specs(
+    plan: &Plan,
+    tables: &Tables,
+    views: &mut crate::topology::compile::dns::ViewCache,
+) -> Vec<PortSpec> {
     let upstreams = plan.internet.uplink.as_ref().map_or_else(Vec::new, |u| {
         super::dns_upstream::upstream_addresses(&u.resolvers)
     });
-    let mut views: Vec<Option<crate::dns::View>> = crate::topology::compile::dns::views(plan)
-        .into_iter()
-        .map(Some)
+    let mut views: Vec<Option<Arc<crate::dns::View>>> =
+        views.views(plan).into_iter().map(Some).collect();
+    // Once per VPC, not per instance (parsing and printing the domain grows with the ports).
+    let resolv_confs: Vec<String> = tables
+        .vpcs
+        .iter()
+        .map(|v| {
+            let search = crate::dns::names::vpc_domain(&v.name).map_or_else(
+                || crate::dns::names::INTERNAL_DOMAIN.to_string(),
+                |d| d.to_string().trim_end_matches('.').to_string(),
+            );
+            netns::resolv_conf(v.resolver.addr, &search)
+        })
         .collect();
     tables
         .ports
@@ -163,22 +179,20 @@ pub(super) fn port_specs(plan: &Plan, tables: &Tables) -> Vec<PortSpec> {
                     PortOwner::Resolver { .. } => upstreams.clone(),
                     _ => Vec::new(),
                 },
-                resolv_conf: match p.owner {
-                    PortOwner::Host { .. } => Some(internet_resolv_conf(&upstreams)),
-                    PortOwner::Instance { vpc, .. } => tables.vpcs.get(vpc as usize).map(|v| {
-                        let search = crate::dns::names::vpc_domain(&v.name).map_or_else(
-                            || crate::dns::names::INTERNAL_DOMAIN.to_string(),
-                            |d| d.to_string().trim_end_matches('.').to_string(),
-                        );
-                        netns::resolv_conf(v.resolver.addr, &search)
-                    }),
+                // Only a namespace has a resolv.conf (sim ports ask their resolver directly).
+                resolv_conf: match (p.owner, p.attach) {
+                    (PortOwner::Host { .. }, Attach::Netns) => {
+                        Some(internet_resolv_conf(&upstreams))
+                    }
+                    (PortOwner::Instance { vpc, .. }, Attach::Netns) => {
+                        resolv_confs.get(vpc as usize).cloned()
+                    }
                     _ => None,
                 },
                 resolver: match p.owner {
-                    PortOwner::Resolver { vpc } => views
-                        .get_mut(vpc as usize)
-                        .and_then(Option::take)
-                        .map(Arc::new),
+                    PortOwner::Resolver { vpc } => {
+                        views.get_mut(vpc as usize).and_then(Option::take)
+                    }
                     _ => None,
                 },
             }
@@ -360,6 +374,8 @@ pub(super) struct Control {
     /// Namespaces of removed endpoints being deleted in the background (a detach does not wait
     /// for it); they stay in `made` until deleted, so teardown and `vpcd down` still find them.
     pub deleting: Vec<Deletion>,
+    /// The resolvers' views of the last change, patched by the next ([`port_specs`]).
+    pub views: crate::topology::compile::dns::ViewCache,
     /// The query log every resolver writes to while it is on (new resolvers too).
     pub query_log: super::dns_log::QueryLogSwitch,
 }
@@ -473,18 +489,20 @@ impl Control {
     pub async fn apply(&mut self, plan: Arc<Plan>) -> Result<Applied, ApplyError> {
         let ports =
             plan.vpcs.iter().map(|v| v.instances.len()).sum::<usize>() + plan.internet.hosts.len();
+        let mut views = std::mem::take(&mut self.views);
         let compile = move || {
             let tables = Arc::new(crate::topology::compile::tables(&plan));
-            let specs = port_specs(&plan, &tables);
-            (tables, specs)
+            let specs = port_specs(&plan, &tables, &mut views);
+            (tables, specs, views)
         };
-        let (tables, new) = if ports > OFFLOAD_PORTS {
+        let (tables, new, views) = if ports > OFFLOAD_PORTS {
             tokio::task::spawn_blocking(compile)
                 .await
                 .map_err(|e| ApplyError::Io(std::io::Error::other(e)))?
         } else {
             compile()
         };
+        self.views = views;
         let max_mtu = self.buffer_size.saturating_sub(MIN_BUFFER);
         if let Some(p) = new.iter().find(|p| p.mtu as usize > max_mtu) {
             return Err(ApplyError::Refused(format!(

@@ -7,10 +7,12 @@
 //! pointing at the first) and the public zones. Everything under `vpc.internal` it does not hold
 //! is NXDOMAIN, so one VPC never learns another's instances.
 
-use hickory_proto::rr::RData;
 use hickory_proto::rr::rdata::{A, PTR};
+use hickory_proto::rr::{Name, RData};
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::RecordType;
@@ -101,19 +103,141 @@ fn instances(b: &mut ViewBuilder, vpc: &VpcPlan) {
         b.authority(domain);
     }
     for inst in &vpc.instances {
-        let a = RData::A(A(inst.ip));
-        if let Some(ip) = ip_name(inst.ip, &vpc.name) {
-            b.add(ip, DEFAULT_TTL, a.clone());
-        }
-        if let Some(name) = instance_name(&inst.name, &vpc.name) {
-            b.add(
-                reverse_name(inst.ip),
-                DEFAULT_TTL,
-                RData::PTR(PTR(name.clone())),
-            );
-            b.add(name, DEFAULT_TTL, a);
+        for (name, data) in instance_records(&inst.name, inst.ip, &vpc.name) {
+            b.add(name, DEFAULT_TTL, data);
         }
     }
+}
+
+/// The records an instance gives its VPC's view: `ip-A-B-C-D.VPC.vpc.internal`, its name, and
+/// the PTR of its address.
+fn instance_records(instance: &str, ip: Ipv4Addr, vpc: &str) -> Vec<(Name, RData)> {
+    let a = RData::A(A(ip));
+    let mut out = Vec::with_capacity(3);
+    if let Some(n) = ip_name(ip, vpc) {
+        out.push((n, a.clone()));
+    }
+    if let Some(name) = instance_name(instance, vpc) {
+        out.push((reverse_name(ip), RData::PTR(PTR(name.clone()))));
+        out.push((name, a));
+    }
+    out
+}
+
+/// The views of the last change, so that the next one builds only what it changed: a VPC whose
+/// other inputs (zones, firewall, egress names, the internet's names) are the same gets its
+/// previous view with the attached and detached instances' names patched in, instead of every
+/// name made again (which grows with the VPC: 3 names per instance).
+#[derive(Debug, Default)]
+pub struct ViewCache {
+    vpcs: HashMap<String, Cached>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    /// A hash of everything but the instances that the VPC's view is built from.
+    inputs: u64,
+    instances: HashMap<String, Ipv4Addr>,
+    view: Arc<View>,
+}
+
+impl ViewCache {
+    /// One view per VPC of `plan`, in plan order, equal to [`views`]'s (up to empty
+    /// non-terminals left above removed instances' reverse names); the cache then holds them.
+    pub fn views(&mut self, plan: &Plan) -> Vec<Arc<View>> {
+        let mut next = HashMap::with_capacity(plan.vpcs.len());
+        let out = (0..plan.vpcs.len())
+            .map(|vi| {
+                let vpc = &plan.vpcs[vi];
+                let inputs = inputs_hash(plan, vi);
+                let instances: HashMap<String, Ipv4Addr> = vpc
+                    .instances
+                    .iter()
+                    .map(|i| (i.name.clone(), i.ip))
+                    .collect();
+                let view = match self.vpcs.remove(&vpc.name) {
+                    Some(old) if old.inputs == inputs => patched(old, &instances, &vpc.name)
+                        .unwrap_or_else(|| Arc::new(view(plan, vi))),
+                    _ => Arc::new(view(plan, vi)),
+                };
+                next.insert(
+                    vpc.name.clone(),
+                    Cached {
+                        inputs,
+                        instances,
+                        view: view.clone(),
+                    },
+                );
+                view
+            })
+            .collect();
+        self.vpcs = next;
+        out
+    }
+}
+
+/// `old`'s view with the instances that left or came since patched; `None` when more than a
+/// quarter of them changed (building anew is as cheap then).
+fn patched(old: Cached, now: &HashMap<String, Ipv4Addr>, vpc: &str) -> Option<Arc<View>> {
+    let gone: Vec<(&String, Ipv4Addr)> = old
+        .instances
+        .iter()
+        .filter(|(n, ip)| now.get(*n) != Some(ip))
+        .map(|(n, ip)| (n, *ip))
+        .collect();
+    let came: Vec<(&String, Ipv4Addr)> = now
+        .iter()
+        .filter(|(n, ip)| old.instances.get(*n) != Some(ip))
+        .map(|(n, ip)| (n, *ip))
+        .collect();
+    if gone.is_empty() && came.is_empty() {
+        return Some(old.view);
+    }
+    if (gone.len() + came.len()) * 4 > now.len().max(old.instances.len()) {
+        return None;
+    }
+    let mut view = Arc::unwrap_or_clone(old.view);
+    for (name, ip) in gone {
+        for (n, data) in instance_records(name, ip, vpc) {
+            view.patch_remove(&n, DEFAULT_TTL, &data);
+        }
+    }
+    for (name, ip) in came {
+        for (n, data) in instance_records(name, ip, vpc) {
+            view.patch_add(n, DEFAULT_TTL, data);
+        }
+    }
+    Some(Arc::new(view))
+}
+
+/// A hash of what VPC `vi`'s view is built from besides its instances.
+fn inputs_hash(plan: &Plan, vi: usize) -> u64 {
+    use std::fmt::Write as _;
+    use std::hash::Hasher as _;
+    /// Feeds formatted text into a hasher without building the string.
+    struct Feed(std::collections::hash_map::DefaultHasher);
+    impl std::fmt::Write for Feed {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let vpc = &plan.vpcs[vi];
+    let mut h = Feed(std::collections::hash_map::DefaultHasher::new());
+    let zones: Vec<&ZonePlan> = plan.zones.iter().filter(|z| z.vpcs.contains(&vi)).collect();
+    let eips: Vec<Ipv4Addr> = plan.eips.iter().map(|e| e.address).collect();
+    let hosts: Vec<_> = plan
+        .internet
+        .hosts
+        .iter()
+        .map(|h| (h.ip, &h.dns_names))
+        .collect();
+    let _ = write!(
+        h,
+        "{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
+        vpc.name, vpc.dns_firewall, vpc.egress_names, zones, eips, hosts, plan.internet.zones
+    );
+    h.0.finish()
 }
 
 /// The simulated internet's names, seen from every VPC.
@@ -158,6 +282,49 @@ mod tests {
     use hickory_proto::rr::{Name, RecordType};
 
     use super::*;
+
+    /// Issue 20 (constant-cost attach): the cached views patched by attach, detach and a moved
+    /// address equal the views built from scratch, and a VPC nothing touched keeps its view.
+    #[test]
+    fn cached_views_patched_by_instance_changes_equal_views_built_anew() {
+        let plan = |instances: &str| {
+            crate::topology::parse(
+                "t.toml",
+                &format!(
+                    "[[vpc]]\nname = \"a\"\ncidr = \"10.0.0.0/16\"\n\
+                     subnet = [{{ name = \"s\", cidr = \"10.0.1.0/24\" }}]\n\
+                     instance = [{instances}]\n\
+                     [[vpc]]\nname = \"b\"\ncidr = \"10.1.0.0/16\"\n\
+                     subnet = [{{ name = \"s\", cidr = \"10.1.1.0/24\" }}]\n\
+                     instance = [{{ name = \"x\", subnet = \"s\", ip = \"10.1.1.9\" }}]\n"
+                ),
+            )
+            .expect("valid topology")
+        };
+        let many: Vec<String> = (10..30)
+            .map(|i| format!("{{ name = \"f{i}\", subnet = \"s\", ip = \"10.0.1.{i}\" }}"))
+            .collect();
+        let mut cache = ViewCache::default();
+        let first = plan(&many.join(", "));
+        let v0 = cache.views(&first);
+        // Attach one, detach one, move one to another address.
+        let mut next = many.clone();
+        next.push("{ name = \"new\", subnet = \"s\", ip = \"10.0.1.200\" }".into());
+        next.remove(0);
+        next[3] = "{ name = \"f14\", subnet = \"s\", ip = \"10.0.1.99\" }".into();
+        let second = plan(&next.join(", "));
+        let v1 = cache.views(&second);
+        let fresh = views(&second);
+        for (patched, built) in v1.iter().zip(&fresh) {
+            assert_eq!(patched.without_empty_names(), built.without_empty_names());
+        }
+        assert!(Arc::ptr_eq(&v0[1], &v1[1]), "VPC b changed nothing");
+        assert!(!Arc::ptr_eq(&v0[0], &v1[0]));
+        // The detached instance's names are gone (NXDOMAIN, not an empty name).
+        let gone = instance_name("f10", "a").expect("a name");
+        assert!(v1[0].records(&gone).is_none());
+        assert!(v0[0].records(&gone).is_some());
+    }
     use crate::dns::{Transport, answer};
 
     const TOPOLOGY: &str = r#"
