@@ -262,6 +262,33 @@ fn create_registration(name: &str) -> Result<(), NetnsError> {
         })
 }
 
+/// `f` applied to every item on up to `threads` threads at once (namespace work waits mostly for
+/// the kernel, and those waits overlap); results in no particular order. A thread that cannot be
+/// started leaves its share to the others, the calling thread among them.
+pub fn on_threads<T: Send, R: Send>(
+    items: Vec<T>,
+    threads: usize,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let queue = std::sync::Mutex::new(items);
+    let done = std::sync::Mutex::new(Vec::new());
+    let work = || {
+        loop {
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(item) = next else { return };
+            let r = f(item);
+            done.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            let _ = std::thread::Builder::new().spawn_scoped(scope, work);
+        }
+        work();
+    });
+    done.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs `work` on a new thread of its own (one that may change namespace) and waits for it.
 fn on_namespace_thread<T: Send + 'static>(
     name: &str,

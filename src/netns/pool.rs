@@ -148,17 +148,6 @@ impl WarmPool {
             ..st.stats
         }
     }
-
-    /// Waits until `n` namespaces are ready (or `timeout` passes); whether they are.
-    pub fn wait_ready(&self, n: usize, timeout: Duration) -> bool {
-        let st = self.shared.lock();
-        let (st, _) = self
-            .shared
-            .wake
-            .wait_timeout_while(st, timeout, |st| st.ready.len() < n && !st.stop)
-            .unwrap_or_else(|e| e.into_inner());
-        st.ready.len() >= n
-    }
 }
 
 impl Drop for WarmPool {
@@ -177,24 +166,11 @@ impl Drop for WarmPool {
 /// TUN device makes the kernel unregister it and wait for an RCU grace period, and those waits
 /// overlap across threads (one after the other they cost tens of milliseconds each under load).
 fn delete_warm(warm: Vec<Warm>) {
-    const THREADS: usize = 8;
-    let queue = Mutex::new(warm);
-    let work = || {
-        loop {
-            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let Some(w) = next else { return };
-            drop(w.device);
-            if let Err(e) = delete(&w.name) {
-                eprintln!("vpcd: warm pool: {e}");
-            }
+    super::on_threads(warm, 8, |w| {
+        drop(w.device);
+        if let Err(e) = delete(&w.name) {
+            eprintln!("vpcd: warm pool: {e}");
         }
-    };
-    std::thread::scope(|scope| {
-        for _ in 1..THREADS {
-            // A thread that cannot be started leaves its share to the others.
-            let _ = std::thread::Builder::new().spawn_scoped(scope, work);
-        }
-        work();
     });
 }
 

@@ -896,28 +896,7 @@ fn create_all(
             device,
         })
     };
-    let results: Vec<Result<MadeNs, NetnsError>> = if todo.len() <= 1 {
-        todo.into_iter().map(make).collect()
-    } else {
-        let queue = std::sync::Mutex::new(todo.into_iter().rev().collect::<Vec<_>>());
-        let done = std::sync::Mutex::new(Vec::new());
-        let work = || {
-            loop {
-                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                let Some(item) = next else { return };
-                let r = make(item);
-                done.lock().unwrap_or_else(|e| e.into_inner()).push(r);
-            }
-        };
-        std::thread::scope(|scope| {
-            for _ in 1..AT_ONCE {
-                // A thread that cannot be started leaves its share to the others.
-                let _ = std::thread::Builder::new().spawn_scoped(scope, work);
-            }
-            work();
-        });
-        done.into_inner().unwrap_or_else(|e| e.into_inner())
-    };
+    let results: Vec<Result<MadeNs, NetnsError>> = netns::on_threads(todo, AT_ONCE, make);
     let mut made = Vec::with_capacity(results.len());
     let mut error = None;
     for r in results {
