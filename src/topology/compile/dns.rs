@@ -137,7 +137,8 @@ pub struct ViewCache {
 struct Cached {
     /// A hash of everything but the instances that the VPC's view is built from.
     inputs: u64,
-    instances: HashMap<String, Ipv4Addr>,
+    /// Name -> address (a fast hasher: every change looks each instance up once).
+    instances: HashMap<String, Ipv4Addr, foldhash::fast::FixedState>,
     view: Arc<View>,
 }
 
@@ -194,7 +195,7 @@ impl Cached {
             }
         }
         if known < self.instances.len() {
-            let now: std::collections::HashSet<&str> =
+            let now: std::collections::HashSet<&str, foldhash::fast::FixedState> =
                 vpc.instances.iter().map(|i| i.name.as_str()).collect();
             gone.extend(
                 self.instances
