@@ -604,6 +604,9 @@ pub struct Probe {
     pub from: Spanned<String>,
     pub to: Spanned<ProbeTarget>,
     pub expect: Spanned<Expect>,
+    /// Labels for selecting and grouping probes (`vpcd test --tag egress`): names, each once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
