@@ -1970,7 +1970,8 @@ fn eip_moves_between_instances_only_with_allow_reassociation() {
     // Addresses did not move.
     assert_eq!(vpc(&n).instances, {
         let mut old = vpc(&s).instances.clone();
-        old[0].eip = old[1].eip.take();
+        let moved = std::sync::Arc::make_mut(&mut old[1]).eip.take();
+        std::sync::Arc::make_mut(&mut old[0]).eip = moved;
         old
     });
 }

@@ -134,7 +134,7 @@ fn add_instance(plan: &mut Plan, model: &mut Topology, r: &AddInstance) -> Optio
             instance: instances.len(),
         };
     }
-    instances.push(InstancePlan {
+    instances.push(std::sync::Arc::new(InstancePlan {
         name: r.name.clone(),
         subnet,
         ip,
@@ -142,7 +142,7 @@ fn add_instance(plan: &mut Plan, model: &mut Topology, r: &AddInstance) -> Optio
         mtu,
         eip,
         security_groups,
-    });
+    }));
     Some(())
 }
 
@@ -236,7 +236,7 @@ fn rebind_one_to_one(plan: &mut Plan, model: &Topology) -> Option<()> {
             return None;
         }
         for (ii, (inst, ip)) in v.instance.iter().zip(vp.instances.iter_mut()).enumerate() {
-            ip.eip = match &inst.eip {
+            let eip = match &inst.eip {
                 None => None,
                 Some(name) => {
                     let ei = eips.iter().position(|e| &e.name == name.get_ref())?;
@@ -250,6 +250,10 @@ fn rebind_one_to_one(plan: &mut Plan, model: &Topology) -> Option<()> {
                     Some(ei)
                 }
             };
+            // Copied only when it changes (the plan's instances are shared).
+            if ip.eip != eip {
+                std::sync::Arc::make_mut(ip).eip = eip;
+            }
         }
     }
     Some(())

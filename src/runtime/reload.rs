@@ -766,17 +766,19 @@ impl Control {
             .collect();
         let (done, mut rx) = mailbox::channel();
         let q: super::event_loop::Query = Box::new(move |shell: &mut Shell| {
-            for (vpc, view, log) in updates {
-                if let Some(port) = shell.resolver_mut(vpc) {
-                    port.set_dns_view(view, log);
-                }
-            }
-            let _ = done.send(());
+            let replaced: Vec<_> = updates
+                .into_iter()
+                .filter_map(|(vpc, view, log)| shell.resolver_mut(vpc)?.set_dns_view(view, log))
+                .collect();
+            let _ = done.send(replaced);
         });
         self.swaps
             .send(LoopMsg::Query(q))
             .map_err(|_| ApplyError::Stopped)?;
-        rx.recv().await.ok_or(ApplyError::Stopped)
+        let replaced = rx.recv().await.ok_or(ApplyError::Stopped)?;
+        // The old logs may hold the last reference to the previous tables.
+        drop(tokio::task::spawn_blocking(move || drop(replaced)));
+        Ok(())
     }
 
     /// Hands `slots` (and `tables`) to the loop and waits until it has applied them.

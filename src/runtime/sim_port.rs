@@ -171,16 +171,18 @@ impl SimPort {
     }
 
     /// A resolver port's new names and zones, and the query log that knows its VPC's instances
-    /// now ([`DnsService::set_view`]); `false` when it is not a resolver port.
-    pub fn set_dns_view(&mut self, view: Arc<View>, log: Option<QueryLog>) -> bool {
-        let Some(dns) = self.dns.as_mut() else {
-            return false;
-        };
-        dns.set_view(view);
-        if let Some(l) = log {
-            dns.log_queries(l);
-        }
-        true
+    /// now ([`DnsService::set_view`]); what they replace, for the caller to free off the loop's
+    /// thread (an old log holds the tables it was made for: every port's name). `None` when it is
+    /// not a resolver port.
+    pub fn set_dns_view(
+        &mut self,
+        view: Arc<View>,
+        log: Option<QueryLog>,
+    ) -> Option<(Arc<View>, Option<QueryLog>)> {
+        let dns = self.dns.as_mut()?;
+        let old_view = dns.set_view(view);
+        let old_log = log.and_then(|l| dns.log_queries(l));
+        Some((old_view, old_log))
     }
 
     /// What its resolver answered, for a resolver port.

@@ -211,13 +211,14 @@ impl DnsService {
     /// besides (the cache of forwarded answers, open TCP connections, forwarded queries
     /// waiting, counters) stays. The cache holds only names outside every zone, and a name a new
     /// zone covers is answered from the zone, so nothing cached contradicts the new view.
-    pub fn set_view(&mut self, view: Arc<View>) {
-        self.view = view;
+    /// Answers from `view` from now on; the view it replaces.
+    pub fn set_view(&mut self, view: Arc<View>) -> Arc<View> {
+        std::mem::replace(&mut self.view, view)
     }
 
-    /// Writes a query-log record for every answer from now on.
-    pub fn log_queries(&mut self, log: QueryLog) {
-        self.log = Some(log);
+    /// Writes a query-log record for every answer from now on; the log it replaces.
+    pub fn log_queries(&mut self, log: QueryLog) -> Option<QueryLog> {
+        self.log.replace(log)
     }
 
     /// After an answer: the egress it allows, and its query-log record (asked by `asker` over

@@ -51,7 +51,8 @@ pub struct VpcPlan {
     pub subnets: Vec<SubnetPlan>,
     /// Index 0 is always the main table (named `main`, possibly implicit).
     pub route_tables: Vec<RouteTablePlan>,
-    pub instances: Vec<InstancePlan>,
+    /// Shared between copies of the plan (an API change copies it on write).
+    pub instances: Vec<std::sync::Arc<InstancePlan>>,
     pub nat_gateways: Vec<NatGatewayPlan>,
     /// Kept as written; enforced by the security-group issue.
     pub security_groups: Vec<SecurityGroup>,

@@ -497,7 +497,7 @@ impl Checker<'_> {
         addrs: &Addresses,
         eip_index: &HashMap<&str, usize>,
         eip_uses: &mut Vec<EipUse>,
-    ) -> Vec<InstancePlan> {
+    ) -> Vec<std::sync::Arc<InstancePlan>> {
         let (vpc, vname) = (s.vpc, s.name);
         let mut instances = Vec::new();
         for (ii, (inst, ip)) in vpc.instance.iter().zip(&s.inst_paths).enumerate() {
@@ -536,7 +536,7 @@ impl Checker<'_> {
                 Some(ei)
             });
             let mtu = self.check_mtu(inst.mtu.as_ref(), ip);
-            instances.push(InstancePlan {
+            instances.push(std::sync::Arc::new(InstancePlan {
                 name: inst.name.get_ref().clone(),
                 subnet: addrs.inst_subnet.get(ii).copied().flatten().unwrap_or(0),
                 ip: addrs
@@ -548,7 +548,7 @@ impl Checker<'_> {
                 mtu,
                 eip,
                 security_groups,
-            });
+            }));
         }
         instances
     }
