@@ -41,7 +41,7 @@ parse() {
             v = f[3]; u = f[4]
             if (u == "ps") v /= 1000; else if (u == "µs" || u == "us") v *= 1000; else if (u == "ms") v *= 1e6
             gsub(/^[ \t]+|[ \t]+$/, "", name)
-            if (name !~ /:$/) print name "\t" v   # skip criterion's "change:" block
+            if (name !~ /:$/) print name "\t" v   # skip the "change:" block criterion prints
         }
         { if ($0 !~ /^[ \t]*$/) prev = $0 }'
 }

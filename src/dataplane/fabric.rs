@@ -60,7 +60,7 @@ use super::gateways::{Gateways, ReconcileProblem, VpcCores};
 use super::icmp::{self, IcmpError};
 use super::nat::{L4Checksum, NatDrop, NatGateway, Translated};
 use super::offload::PacketMeta;
-use super::packet::{ICMP_QUOTE_MAX, IpPacket, Ipv4Packet, Summary};
+use super::packet::{ICMP_QUOTE_MAX, IpPacket, Ipv4Packet};
 use super::public::{EipTarget, PublicNext, public_next};
 use super::route::{Next, is_martian, route_in_vpc};
 use super::{Counters, DropReason, PortId, Verdict};
@@ -78,9 +78,10 @@ pub struct Fabric {
 }
 
 /// The checked packet the pipeline routes on: the addresses and lengths of its fixed header
-/// (what routing, MTU checks and delivery read) and its offload metadata. The view's full
-/// [`Summary`] is read only by the stages that filter or translate ([`summary_of`]), so a
-/// packet the subnet gateway answers, or one between two public hosts, never pays for it.
+/// (what routing, MTU checks and delivery read) and its offload metadata. The stages that filter
+/// or translate read the rest through the packet view ([`Facts::of_view`],
+/// [`NatGateway::outbound_checked`]), so a packet the subnet gateway answers, or one between two
+/// public hosts, reads nothing more.
 #[derive(Debug, Clone, Copy)]
 struct Header {
     src: Ipv4Addr,
@@ -109,17 +110,16 @@ impl Header {
     }
 
     /// Checks the offload metadata against the packet `pkt` (which may complete a partial
-    /// checksum in place, see [`PacketMeta::check`]). Returns the packet's summary when the check
-    /// needed it.
+    /// checksum in place, see [`PacketMeta::check`]).
     #[inline]
-    fn check_meta(&mut self, pkt: &mut [u8]) -> Result<Option<Summary>, DropReason> {
+    fn check_meta(&mut self, pkt: &mut [u8]) -> Result<(), DropReason> {
         if self.meta == PacketMeta::COMPLETE {
             // What a port without offload hands in: nothing to check.
-            return Ok(None);
+            return Ok(());
         }
         let summary = Ipv4Packet::new_unchecked(&pkt[..]).summary();
         self.csum = self.meta.check(pkt, &summary)?;
-        Ok(Some(summary))
+        Ok(())
     }
 
     /// The IP total length: trailing bytes beyond it are not forwarded.
@@ -184,6 +184,7 @@ impl Fabric {
     /// fabric could not keep is completed); MTU checks apply to one segment of a superpacket.
     /// Metadata that does not fit the packet is the drop `bad_offload`. Never panics, whatever
     /// the bytes.
+    #[inline]
     pub fn handle_meta(
         &mut self,
         now: Instant,
@@ -284,6 +285,7 @@ impl Fabric {
 }
 
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn pipeline(
     tables: &Tables,
     counters: &mut Counters,
@@ -300,11 +302,19 @@ fn pipeline(
     };
     let len = len.min(buf.len());
     counters.count_rx(ingress, len);
-    let mut header = match check_ip(&buf[..len]) {
+    let header = match check_ip(&buf[..len]) {
         Ok(ip) => Header::of(&ip, meta),
         Err(reason) => return Verdict::Drop(reason),
     };
-    let src = header.src;
+    // Built once, before the checks below: the stages borrow it as it is.
+    let mut pkt = Packet {
+        tables,
+        now,
+        ingress,
+        buf,
+        header,
+    };
+    let src = pkt.header.src;
     let spoofed = match port.owner {
         // The outside world sends from its own addresses, never from one the segment owns, and
         // never from one no reply could reach.
@@ -320,21 +330,12 @@ fn pipeline(
     if spoofed {
         return Verdict::Drop(DropReason::Spoofed);
     }
-    if is_martian(header.dst) {
+    if is_martian(pkt.header.dst) {
         return Verdict::Drop(DropReason::Martian);
     }
-    let summary = match header.check_meta(&mut buf[..len]) {
-        Ok(s) => s,
-        Err(reason) => return Verdict::Drop(reason),
-    };
-    let mut pkt = Packet {
-        tables,
-        now,
-        ingress,
-        buf,
-        header,
-        summary,
-    };
+    if let Err(reason) = pkt.header.check_meta(&mut pkt.buf[..len]) {
+        return Verdict::Drop(reason);
+    }
     // Each stage writes the change it wants in its VPC's flow table into its own slot (left
     // `Nothing` when it has none); written in place, not returned, as the hot path copies less.
     let mut leaving = Pending::Nothing;
@@ -370,7 +371,7 @@ fn pipeline(
         },
     };
     match verdict {
-        Verdict::Forward { .. } => match commit(firewall, now, [leaving, entering]) {
+        Verdict::Forward { .. } => match commit(firewall, now, [&leaving, &entering]) {
             Ok(()) => verdict,
             Err(reason) => Verdict::Drop(reason),
         },
@@ -385,10 +386,8 @@ struct Packet<'a> {
     /// The port it arrived on: generated replies go back there.
     ingress: PortId,
     buf: &'a mut [u8],
+    /// Brought up to date after a translation ([`Packet::rewritten`]).
     header: Header,
-    /// The view's summary, read on first use ([`summary_of`]) and brought up to date after a
-    /// translation ([`Packet::rewritten`]).
-    summary: Option<Summary>,
 }
 
 /// Where a stage leaves a packet.
@@ -430,24 +429,19 @@ impl<'a> VpcState<'a> {
         })
     }
 
-    fn check_within(
-        &mut self,
-        from: Side,
-        to: Side,
-        pkt: &mut Packet,
-    ) -> Result<Pending, DropReason> {
+    fn check_within(&mut self, from: Side, to: Side, pkt: &Packet) -> Result<Pending, DropReason> {
         let facts = pkt.facts();
         self.firewall
             .check_within(self.index, self.table, from, to, &facts, pkt.now)
     }
 
-    fn check_leaving(&mut self, from: Side, pkt: &mut Packet) -> Result<Pending, DropReason> {
+    fn check_leaving(&mut self, from: Side, pkt: &Packet) -> Result<Pending, DropReason> {
         let facts = pkt.facts();
         self.firewall
             .check_leaving(self.index, self.table, from, &facts, pkt.now)
     }
 
-    fn check_entering(&mut self, to: Side, pkt: &mut Packet) -> Result<Pending, DropReason> {
+    fn check_entering(&mut self, to: Side, pkt: &Packet) -> Result<Pending, DropReason> {
         let facts = pkt.facts();
         self.firewall
             .check_entering(self.index, self.table, to, &facts, pkt.now)
@@ -467,12 +461,15 @@ fn side_of(tables: &Tables, port: PortId) -> Option<Side> {
 /// The packet is forwarded: the flow tables learn what it opened or refreshed, the sending
 /// stage's first. A flow that no longer fits (a hairpin inside one VPC taking the last two slots)
 /// is a counted drop.
-fn commit(firewall: &mut Firewall, now: Instant, pending: [Pending; 2]) -> Result<(), DropReason> {
-    for p in pending {
-        // Most packets of a known flow in one VPC leave one slot empty: skip the call.
-        if !matches!(p, Pending::Nothing) {
-            firewall.commit(p, now)?;
-        }
+#[inline]
+fn commit(firewall: &mut Firewall, now: Instant, pending: [&Pending; 2]) -> Result<(), DropReason> {
+    // Most packets of a known flow in one VPC leave one slot empty: skip the call.
+    let [leaving, entering] = pending;
+    if !matches!(leaving, Pending::Nothing) {
+        firewall.commit(*leaving, now)?;
+    }
+    if !matches!(entering, Pending::Nothing) {
+        firewall.commit(*entering, now)?;
     }
     Ok(())
 }
@@ -481,6 +478,7 @@ fn commit(firewall: &mut Firewall, now: Instant, pending: [Pending; 2]) -> Resul
 /// delivery inside the VPC, the subnet gateway's echo reply, or the way out through NAT to the
 /// public segment. Also writes the change to `vpc`'s flow table into `pending`, to commit if the
 /// packet is forwarded.
+#[inline]
 fn from_instance(
     pkt: &mut Packet,
     vpc: &mut VpcState,
@@ -533,6 +531,7 @@ fn from_resolver(pkt: &mut Packet, vpc: u32) -> Verdict {
 
 /// Instance to instance inside `vpc`: security groups both sides, ACLs at a subnet edge. The
 /// change to the flow table goes to `pending`.
+#[inline]
 fn within_vpc(
     pkt: &mut Packet,
     vpc: &mut VpcState,
@@ -760,17 +759,18 @@ fn deliver_into_vpc(
 
 impl Packet<'_> {
     /// The facts the filters read from the packet as it is now (before or after translation).
-    fn facts(&mut self) -> Facts {
-        let pkt = &self.buf[..self.header.total_len()];
-        Facts::of(summary_of(&mut self.summary, pkt), pkt)
+    #[inline]
+    fn facts(&self) -> Facts {
+        Facts::of_view(&Ipv4Packet::new_unchecked(
+            &self.buf[..self.header.total_len()],
+        ))
     }
 
     /// Outbound translation by `core` (its source address and port change).
     fn translate_out(&mut self, core: &mut NatGateway) -> Result<Translated, NatDrop> {
         let h = &self.header;
-        let summary = summary_of(&mut self.summary, &self.buf[..h.total_len()]);
         let buf = &mut self.buf[..h.total_len()];
-        let outcome = core.outbound_checked(self.now, self.ingress.0, buf, summary, h.csum);
+        let outcome = core.outbound_checked(self.now, self.ingress.0, buf, h.csum);
         self.rewritten(&outcome);
         outcome
     }
@@ -778,26 +778,19 @@ impl Packet<'_> {
     /// Inbound translation by `core` (its destination address and port change).
     fn translate_in(&mut self, core: &mut NatGateway) -> Result<Translated, NatDrop> {
         let h = &self.header;
-        let summary = summary_of(&mut self.summary, &self.buf[..h.total_len()]);
         let buf = &mut self.buf[..h.total_len()];
-        let outcome = core.inbound_checked(self.now, buf, summary, h.csum);
+        let outcome = core.inbound_checked(self.now, buf, h.csum);
         self.rewritten(&outcome);
         outcome
     }
 
     /// After a translation rewrote the packet (same lengths, checked already): the addresses
-    /// and the summary's transport part are read again.
+    /// are read again.
     #[inline]
     fn rewritten(&mut self, outcome: &Result<Translated, NatDrop>) {
         if let Ok(Translated::Forward { .. }) = outcome {
             let view = Ipv4Packet::new_unchecked(&self.buf[..self.header.total_len()]);
-            match &mut self.summary {
-                Some(s) => {
-                    view.refresh(s);
-                    (self.header.src, self.header.dst) = (s.src, s.dst);
-                }
-                None => (self.header.src, self.header.dst) = (view.src(), view.dst()),
-            }
+            (self.header.src, self.header.dst) = (view.src(), view.dst());
         }
     }
 
@@ -816,12 +809,6 @@ impl Packet<'_> {
         let mtu = self.tables.port(egress)?.mtu;
         too_big(self.buf, &self.header, mtu, hop, self.ingress)
     }
-}
-
-/// The summary in `slot`, read from `pkt` (the packet as it is now) on first use.
-#[inline]
-fn summary_of<'s>(slot: &'s mut Option<Summary>, pkt: &[u8]) -> &'s Summary {
-    slot.get_or_insert_with(|| Ipv4Packet::new_unchecked(pkt).summary())
 }
 
 /// A visible hop: a packet whose TTL would expire here is answered with Time Exceeded from

@@ -230,6 +230,16 @@ impl FlowTable {
 
     /// Records a packet of flow `i`: `from_a` says it comes from the key's `a` endpoint.
     pub fn touch(&mut self, i: u32, facts: &Facts, from_a: bool, now: Instant) {
+        let tcp_flags = match facts.kind {
+            Kind::Tcp { flags } => Some(flags),
+            _ => None,
+        };
+        self.touch_flags(i, tcp_flags, from_a, now);
+    }
+
+    /// [`FlowTable::touch`] with what it reads of the packet: its TCP flags (`None` for
+    /// anything but TCP).
+    pub fn touch_flags(&mut self, i: u32, tcp_flags: Option<u8>, from_a: bool, now: Instant) {
         let now = tick(now);
         let Some(f) = self.flows.get_mut(i as usize) else {
             return;
@@ -241,7 +251,7 @@ impl FlowTable {
         if !from_initiator {
             f.flags |= REPLIED;
         }
-        if let Kind::Tcp { flags } = facts.kind {
+        if let Some(flags) = tcp_flags {
             if flags & TCP_RST != 0 {
                 f.flags |= RST;
             }
@@ -262,11 +272,23 @@ impl FlowTable {
     /// checked that the flow is not tracked yet. `Err(())` when the table is full (counted).
     #[allow(clippy::result_unit_err)]
     pub fn insert(&mut self, facts: &Facts, now: Instant) -> Result<u32, ()> {
+        let (key, from_a) = TrackedFlowKey::of(facts);
+        self.insert_key(key, from_a, now)
+    }
+
+    /// [`FlowTable::insert`] of the flow with `key` whose initiator is the key's `a` endpoint
+    /// when `from_a`.
+    #[allow(clippy::result_unit_err)]
+    pub fn insert_key(
+        &mut self,
+        key: TrackedFlowKey,
+        from_a: bool,
+        now: Instant,
+    ) -> Result<u32, ()> {
         if !self.has_room(1) {
             self.counters.refused += 1;
             return Err(());
         }
-        let (key, from_a) = TrackedFlowKey::of(facts);
         let now = tick(now);
         self.wheel.skip_idle(now);
         let flow = Flow {

@@ -168,6 +168,43 @@ impl Facts {
         }
     }
 
+    /// The facts of a checked IPv4 packet read straight from its view (`ip` = exactly the
+    /// packet): what [`Facts::of`] gives on the view's summary (tested equal on any bytes), for
+    /// the fabric's paths that read nothing else of the summary.
+    #[inline]
+    pub fn of_view(ip: &Ipv4Packet<&[u8]>) -> Facts {
+        let l4 = ip.payload();
+        let be = |at: usize| u16::from_be_bytes([l4[at], l4[at + 1]]);
+        let (sport, dport, kind) = match ip.protocol() {
+            _ if ip.frag_offset() != 0 => (0, 0, Kind::Opaque),
+            PROTO_TCP if l4.len() > 13 => (be(0), be(2), Kind::Tcp { flags: l4[13] }),
+            PROTO_UDP if l4.len() >= 4 => (be(0), be(2), Kind::Udp),
+            PROTO_ICMP if l4.len() >= 2 && packet::is_icmp_error(l4[0]) => {
+                let inner = ip.quoted().and_then(|q| {
+                    let (sp, dp) = q.ports?;
+                    Some((q.proto, (q.src, sp), (q.dst, dp)))
+                });
+                let icmp_type = l4[0];
+                (0, 0, Kind::IcmpError { icmp_type, inner })
+            }
+            PROTO_ICMP if l4.len() >= 6 => {
+                let (icmp_type, id) = (l4[0], be(4));
+                let request = packet::is_icmp_request(icmp_type);
+                (id, id, Kind::Icmp { icmp_type, request })
+            }
+            PROTO_TCP | PROTO_UDP | PROTO_ICMP => (0, 0, Kind::Opaque),
+            _ => (0, 0, Kind::Other),
+        };
+        Facts {
+            proto: ip.protocol(),
+            src: ip.src(),
+            dst: ip.dst(),
+            sport,
+            dport,
+            kind,
+        }
+    }
+
     /// The destination port rules match on (tcp and udp only).
     pub fn dport(&self) -> Option<u16> {
         match self.kind {
@@ -274,19 +311,24 @@ enum Track {
     New,
 }
 
-/// What to do to the flow table once the packet is known to be forwarded.
+/// What to do to the flow table once the packet is known to be forwarded: only what the
+/// commit reads of the packet (it is copied along the hot path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pending {
     Nothing,
+    /// A packet of tracked flow `flow`, from the key's `a` endpoint when `from_a`, with its
+    /// TCP flags (`None` for anything but TCP).
     Touch {
         vpc: u32,
         flow: u32,
         from_a: bool,
-        facts: Facts,
+        tcp_flags: Option<u8>,
     },
+    /// A new flow, opened from the key's `a` endpoint when `from_a`.
     Insert {
         vpc: u32,
-        facts: Facts,
+        key: TrackedFlowKey,
+        from_a: bool,
     },
 }
 
@@ -440,7 +482,10 @@ impl Firewall {
                 vpc: vpc as u32,
                 flow,
                 from_a,
-                facts: *facts,
+                tcp_flags: match facts.kind {
+                    Kind::Tcp { flags } => Some(flags),
+                    _ => None,
+                },
             },
             Track::Related => Pending::Nothing,
             Track::New if facts.opens_flow() => {
@@ -451,9 +496,11 @@ impl Firewall {
                     t.count_refused();
                     return Err(DropReason::FlowTableFull);
                 }
+                let (key, from_a) = TrackedFlowKey::of(facts);
                 Pending::Insert {
                     vpc: vpc as u32,
-                    facts: *facts,
+                    key,
+                    from_a,
                 }
             }
             Track::New => Pending::Nothing,
@@ -541,22 +588,22 @@ impl Firewall {
                 vpc,
                 flow,
                 from_a,
-                facts,
+                tcp_flags,
             } => {
                 if let Some(v) = self.vpcs.get_mut(vpc as usize) {
-                    v.table.touch(flow, &facts, from_a, now);
+                    v.table.touch_flags(flow, tcp_flags, from_a, now);
                 }
                 Ok(())
             }
-            Pending::Insert { vpc, facts } => {
+            Pending::Insert { vpc, key, from_a } => {
                 let Some(t) = self.vpcs.get_mut(vpc as usize).map(|v| &mut v.table) else {
                     return Ok(());
                 };
                 // A hairpin inside one VPC may have inserted the same flow a moment ago.
-                if t.lookup(&TrackedFlowKey::of(&facts).0, now).is_some() {
+                if t.lookup(&key, now).is_some() {
                     return Ok(());
                 }
-                t.insert(&facts, now)
+                t.insert_key(key, from_a, now)
                     .map(|_| ())
                     .map_err(|()| DropReason::FlowTableFull)
             }
@@ -610,6 +657,74 @@ mod tests {
         let e = Facts::parse(&echo);
         assert_eq!((e.sport, e.dport, e.icmp_type()), (7, 7, Some(8)));
         assert!(e.opens_flow());
+    }
+
+    /// [`Facts::of_view`] reads what [`Facts::of`] reads from the summary, on any bytes the view
+    /// accepts: every header variant (options, fragments, each protocol, truncated transport
+    /// headers, ICMP errors quoting each protocol) and random bytes.
+    #[test]
+    fn facts_of_the_view_equal_the_facts_of_the_summary() {
+        use proptest::prelude::*;
+        let check = |bytes: &[u8]| {
+            if let Ok(ip) = Ipv4Packet::new_checked(bytes) {
+                let pkt = &bytes[..usize::from(ip.total_len())];
+                let ip = Ipv4Packet::new_unchecked(pkt);
+                assert_eq!(
+                    Facts::of_view(&ip),
+                    Facts::of(&ip.summary(), pkt),
+                    "{bytes:?}"
+                );
+            }
+        };
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let shapes = (
+            0u8..4,                                                            // options words
+            prop_oneof![Just(0u16), Just(0x2000), Just(0x0001), any::<u16>()], // flags/offset
+            prop_oneof![
+                Just(PROTO_TCP),
+                Just(PROTO_UDP),
+                Just(PROTO_ICMP),
+                any::<u8>()
+            ],
+            0usize..80, // transport bytes
+            prop::collection::vec(any::<u8>(), 80),
+            prop_oneof![Just(3u8), Just(0), Just(8), Just(11), Just(13), any::<u8>()],
+            prop_oneof![
+                Just(PROTO_TCP),
+                Just(PROTO_UDP),
+                Just(PROTO_ICMP),
+                any::<u8>()
+            ],
+        );
+        runner
+            .run(
+                &shapes,
+                |(opts, frag, proto, l4_len, fill, icmp_type, inner)| {
+                    let ihl = 20 + 4 * usize::from(opts);
+                    let total = ihl + l4_len;
+                    let mut b = fill.clone();
+                    b.resize(total.max(fill.len()), 0x5a);
+                    b[0] = 0x40 | (ihl / 4) as u8;
+                    b[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+                    b[6..8].copy_from_slice(&frag.to_be_bytes());
+                    b[9] = proto;
+                    if proto == PROTO_ICMP && l4_len > 0 {
+                        b[ihl] = icmp_type;
+                        // A quoted IPv4 header of protocol `inner` after the 8-byte ICMP header.
+                        if l4_len > 8 {
+                            b[ihl + 8] = 0x45;
+                        }
+                        if l4_len > 17 {
+                            b[ihl + 17] = inner;
+                            b[ihl + 14..ihl + 16].fill(0);
+                        }
+                    }
+                    check(&b);
+                    check(&fill);
+                    Ok(())
+                },
+            )
+            .unwrap();
     }
 
     #[test]

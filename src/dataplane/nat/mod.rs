@@ -43,7 +43,7 @@ use std::net::Ipv4Addr;
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 
-use crate::dataplane::packet::{Ipv4Packet, Summary};
+use crate::dataplane::packet::Ipv4Packet;
 use crate::time::Instant;
 use alloc::{AllocError, PortAllocator};
 use config::{Filtering, Mapping, NatConfig};
@@ -290,17 +290,17 @@ impl NatGateway {
         self.account(r, Dir::Out, pkt)
     }
 
-    /// [`NatGateway::outbound`] for a packet the fabric has checked and summarised already
-    /// (`summary` is `pkt`'s), whose transport checksum is in state `csum`.
+    /// [`NatGateway::outbound`] for a packet the fabric has checked already (`pkt` is exactly
+    /// a packet [`Ipv4Packet::new_checked`] accepts), whose transport checksum is in state
+    /// `csum`.
     pub fn outbound_checked(
         &mut self,
         now: Instant,
         owner: u32,
         pkt: &mut [u8],
-        summary: &Summary,
         csum: L4Checksum,
     ) -> Result<Translated, NatDrop> {
-        let r = translate::from_summary(summary, csum)
+        let r = translate::from_view(&Ipv4Packet::new_unchecked(&*pkt), csum)
             .and_then(|p| self.outbound_inner(tick(now), owner, pkt, &p));
         self.account(r, Dir::Out, pkt)
     }
@@ -312,15 +312,15 @@ impl NatGateway {
         self.account(r, Dir::In, pkt)
     }
 
-    /// [`NatGateway::inbound`] for a packet the fabric has checked and summarised already.
+    /// [`NatGateway::inbound`] for a packet the fabric has checked already (as in
+    /// [`NatGateway::outbound_checked`]).
     pub fn inbound_checked(
         &mut self,
         now: Instant,
         pkt: &mut [u8],
-        summary: &Summary,
         csum: L4Checksum,
     ) -> Result<Translated, NatDrop> {
-        let r = translate::from_summary(summary, csum)
+        let r = translate::from_view(&Ipv4Packet::new_unchecked(&*pkt), csum)
             .and_then(|p| self.inbound_inner(tick(now), pkt, &p));
         self.account(r, Dir::In, pkt)
     }
@@ -333,8 +333,8 @@ impl NatGateway {
     ) -> Result<Translated, NatDrop> {
         match r {
             Ok(Translated::Forward { .. }) => {
-                let len = Ipv4Packet::new_header_checked(pkt).map_or(0, |p| p.total_len());
-                let len = u64::from(len);
+                // A translated packet was checked (and its length kept): its header is there.
+                let len = u64::from(Ipv4Packet::new_unchecked(pkt).total_len());
                 let c = &mut self.counters;
                 match dir {
                     Dir::Out => {
@@ -449,6 +449,7 @@ impl NatGateway {
         })
     }
 
+    #[inline(always)]
     fn outbound_inner(
         &mut self,
         now: u32,
@@ -551,6 +552,7 @@ impl NatGateway {
         Ok(Ok(i))
     }
 
+    #[inline(always)]
     fn inbound_inner(
         &mut self,
         now: u32,

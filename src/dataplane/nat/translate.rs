@@ -13,9 +13,11 @@ use super::{NatDrop, Proto};
 use crate::dataplane::checksum;
 use crate::dataplane::packet::{
     ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_HEADER_LEN,
-    ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, IcmpMessage, Ipv4Packet, Summary, TCP_ACK, TCP_FIN,
-    TCP_MIN_HEADER, TCP_RST, TCP_SYN, Transport, UDP_HEADER_LEN,
+    ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED, Ipv4Packet, TCP_ACK, TCP_FIN, TCP_MIN_HEADER,
+    TCP_RST, TCP_SYN, UDP_HEADER_LEN,
 };
+#[cfg(test)]
+use crate::dataplane::packet::{IcmpMessage, Summary, Transport};
 
 /// Fragment position of a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,14 +134,76 @@ fn is_echo(icmp_type: u8, code: u8) -> bool {
     matches!(icmp_type, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) && code == 0
 }
 
-/// Checks and reads the headers of the IPv4 packet in `pkt` (which may be longer than its
-/// total length), whose transport checksum is complete.
-pub(crate) fn parse(pkt: &[u8]) -> Result<Parsed, NatDrop> {
-    let view = Ipv4Packet::new_checked(pkt).map_err(|_| NatDrop::Malformed)?;
-    from_summary(&view.summary(), L4Checksum::Complete)
+/// The checksum state translation patches: `csum` for TCP and UDP; ICMP's is always complete (a
+/// partial checksum is only ever accepted at a TCP or UDP checksum field).
+fn transport_checksum(proto: Proto, csum: L4Checksum) -> L4Checksum {
+    match proto {
+        Proto::Tcp | Proto::Udp => csum,
+        Proto::Icmp => L4Checksum::Complete,
+    }
 }
 
-/// The NAT's reading of a packet the view has checked and summarised.
+/// Checks and reads the headers of the IPv4 packet in `pkt` (which may be longer than its
+/// total length), whose transport checksum is complete.
+#[inline]
+pub(crate) fn parse(pkt: &[u8]) -> Result<Parsed, NatDrop> {
+    let view = Ipv4Packet::new_checked(pkt).map_err(|_| NatDrop::Malformed)?;
+    from_view(&view, L4Checksum::Complete)
+}
+
+/// The NAT's reading of a packet the view has checked (`ip`), whose transport checksum is in
+/// state `csum`: its policy on the view's summary ([`from_summary`], tested equal on any bytes),
+/// read through the view's accessors without building the whole summary.
+#[inline(always)]
+pub(crate) fn from_view<T: AsRef<[u8]>>(
+    ip: &Ipv4Packet<T>,
+    csum: L4Checksum,
+) -> Result<Parsed, NatDrop> {
+    let proto = Proto::from_number(ip.protocol()).ok_or(NatDrop::UnsupportedProtocol)?;
+    let frag = match (ip.frag_offset(), ip.more_frags()) {
+        (0, false) => Frag::Whole,
+        (0, true) => Frag::First,
+        _ => Frag::Later,
+    };
+    let l4b = ip.payload();
+    let l4 = match (frag, proto) {
+        (Frag::Later, _) => L4::None,
+        (_, Proto::Tcp) if l4b.len() >= TCP_MIN_HEADER => L4::Tcp {
+            sport: rd16(l4b, 0),
+            dport: rd16(l4b, 2),
+            flags: l4b[13],
+        },
+        (_, Proto::Udp) if l4b.len() >= UDP_HEADER_LEN => L4::Udp {
+            sport: rd16(l4b, 0),
+            dport: rd16(l4b, 2),
+        },
+        (_, Proto::Icmp) if l4b.len() >= ICMP_HEADER_LEN => match (l4b[0], l4b[1]) {
+            (t, c) if is_echo(t, c) => L4::IcmpQuery {
+                id: rd16(l4b, 4),
+                request: t == ICMP_ECHO_REQUEST,
+            },
+            (t, _) if is_translated_error(t) => L4::IcmpError,
+            _ => return Err(NatDrop::UnsupportedIcmp),
+        },
+        // A first fragment too short for its transport header (RFC 1858's tiny fragments).
+        _ => return Err(NatDrop::Malformed),
+    };
+    Ok(Parsed {
+        ihl: ip.header_len(),
+        total: ip.len(),
+        proto,
+        src: u32::from(ip.src()),
+        dst: u32::from(ip.dst()),
+        ident: ip.ident(),
+        frag,
+        l4,
+        csum: transport_checksum(proto, csum),
+    })
+}
+
+/// The NAT's reading of a packet the view has checked and summarised: the specification
+/// [`from_view`] is tested against.
+#[cfg(test)]
 pub(crate) fn from_summary(s: &Summary, csum: L4Checksum) -> Result<Parsed, NatDrop> {
     let proto = Proto::from_number(s.proto).ok_or(NatDrop::UnsupportedProtocol)?;
     let frag = match (s.frag_offset, s.more_frags) {
@@ -183,10 +247,6 @@ pub(crate) fn from_summary(s: &Summary, csum: L4Checksum) -> Result<Parsed, NatD
         // A first fragment too short for its transport header (RFC 1858's tiny fragments).
         _ => return Err(NatDrop::Malformed),
     };
-    let csum = match proto {
-        Proto::Tcp | Proto::Udp => csum,
-        Proto::Icmp => L4Checksum::Complete,
-    };
     Ok(Parsed {
         ihl: usize::from(s.header_len),
         total: s.len as usize,
@@ -196,7 +256,7 @@ pub(crate) fn from_summary(s: &Summary, csum: L4Checksum) -> Result<Parsed, NatD
         ident: s.ident as u16,
         frag,
         l4,
-        csum,
+        csum: transport_checksum(proto, csum),
     })
 }
 
@@ -468,6 +528,61 @@ mod tests {
         let parsed = parse(&p).unwrap();
         rewrite(&mut p, &parsed, AddrField::Src, 0xcb00_7101, 1);
         assert_eq!(rd16(&p, 26), 0);
+    }
+
+    /// [`from_view`] reads what [`from_summary`] makes of the view's summary, on any bytes the
+    /// view accepts, for both checksum states.
+    #[test]
+    fn the_view_reading_equals_the_summary_reading() {
+        use proptest::prelude::*;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let shapes = (
+            0u8..3,
+            prop_oneof![Just(0u16), Just(0x2000), Just(0x0001), any::<u16>()],
+            prop_oneof![Just(6u8), Just(17), Just(1), any::<u8>()],
+            0usize..40,
+            prop::collection::vec(any::<u8>(), 64),
+            prop_oneof![
+                Just(0u8),
+                Just(8),
+                Just(3),
+                Just(11),
+                Just(12),
+                Just(13),
+                any::<u8>()
+            ],
+            prop_oneof![Just(0u8), any::<u8>()],
+            any::<u8>(),
+        );
+        runner
+            .run(
+                &shapes,
+                |(opts, frag, proto, l4_len, fill, t, code, tail)| {
+                    let ihl = 20 + 4 * usize::from(opts);
+                    let mut b = fill.clone();
+                    b.resize(ihl + l4_len + usize::from(tail % 4), tail);
+                    b[0] = 0x40 | (ihl / 4) as u8;
+                    b[2..4].copy_from_slice(&((ihl + l4_len) as u16).to_be_bytes());
+                    b[6..8].copy_from_slice(&frag.to_be_bytes());
+                    b[9] = proto;
+                    if l4_len > 1 {
+                        b[ihl] = t;
+                        b[ihl + 1] = code;
+                    }
+                    for bytes in [&b[..], &fill[..]] {
+                        if let Ok(ip) = Ipv4Packet::new_checked(bytes) {
+                            for csum in [L4Checksum::Complete, L4Checksum::Partial] {
+                                prop_assert_eq!(
+                                    from_view(&ip, csum),
+                                    from_summary(&ip.summary(), csum)
+                                );
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
     }
 
     #[test]

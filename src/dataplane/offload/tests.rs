@@ -197,9 +197,9 @@ fn gateway(s: &Spec, out: bool) -> NatGateway {
     let csum = meta.check(&mut p, &summary).unwrap();
     assert_eq!(csum, L4Checksum::Partial);
     let r = if out {
-        g.outbound_checked(Instant::ZERO, 0, &mut p, &summary, csum)
+        g.outbound_checked(Instant::ZERO, 0, &mut p, csum)
     } else {
-        g.inbound_checked(Instant::ZERO, &mut p, &summary, csum)
+        g.inbound_checked(Instant::ZERO, &mut p, csum)
     };
     assert!(matches!(r, Ok(Translated::Forward { .. })), "{r:?}");
     g
@@ -207,11 +207,11 @@ fn gateway(s: &Spec, out: bool) -> NatGateway {
 
 /// SNAT outbound (`out`) or DNAT inbound of `pkt` whose checksum is `csum`.
 fn translate(g: &mut NatGateway, pkt: &mut [u8], csum: L4Checksum, out: bool) {
-    let summary = Ipv4Packet::new_checked(&pkt[..]).unwrap().summary();
+    Ipv4Packet::new_checked(&pkt[..]).expect("a checked packet");
     let r = if out {
-        g.outbound_checked(Instant::ZERO, 0, pkt, &summary, csum)
+        g.outbound_checked(Instant::ZERO, 0, pkt, csum)
     } else {
-        g.inbound_checked(Instant::ZERO, pkt, &summary, csum)
+        g.inbound_checked(Instant::ZERO, pkt, csum)
     };
     assert!(matches!(r, Ok(Translated::Forward { .. })), "{r:?}");
 }

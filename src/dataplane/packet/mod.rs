@@ -3,8 +3,11 @@
 //!
 //! Owns: the zero-copy IPv4 header view ([`Ipv4Packet`], smoltcp's `Packet<T>` + `mod field`
 //! style: checked once by [`Ipv4Packet::new_checked`], after which no accessor panics), the
-//! typed summary the filters, the NAT and the observers read ([`Summary`], built once per packet
-//! by [`Ipv4Packet::summary`]), and the constants above. It owns no state and never allocates.
+//! typed summary the filters, the NAT and the observers read ([`Summary`], built by
+//! [`Ipv4Packet::summary`]), and the constants above. It owns no state and never allocates. The
+//! fabric's hot path reads the same fields through the view's accessors instead of building the
+//! whole summary (`Facts::of_view`, the NAT's `translate::from_view`; each is tested equal to its
+//! reading of the summary on any bytes).
 //!
 //! IPv6: [`IpPacket`] dispatches on the version nibble and is where an `V6` variant goes; the
 //! transport part of the summary ([`Transport`]) does not depend on the network header and the
