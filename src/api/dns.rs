@@ -65,8 +65,7 @@ pub(super) async fn query(State(s): State<Arc<Shared>>, body: Body) -> Response 
         Ok(k) => k,
         Err(e) => return query_refused(&e),
     };
-    let plan = s.state.lock().await.shared_plan();
-    match dns_api::query(&s.handle, &plan, &req.from, &req.name, kind).await {
+    match dns_api::query(&s.handle, &req.from, &req.name, kind).await {
         Ok(a) => value(&a),
         Err(e) => query_refused(&e),
     }
