@@ -36,8 +36,13 @@ pub struct DnsQueryRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryLogStart {
-    /// An absolute path (created or truncated by the daemon), or `-` for its standard output.
+    /// An absolute path inside the daemon's log directory (`vpcd up --log-dir`, default the
+    /// `--state` directory), or `-` for its standard output. An existing regular file is
+    /// appended to, never truncated; symbolic links, FIFOs and devices are refused.
     target: String,
+    /// Refuse a file that exists already (create a new one only).
+    #[serde(default)]
+    exclusive: bool,
 }
 
 pub(super) async fn zones(State(s): State<Arc<Shared>>) -> Response {
@@ -106,7 +111,8 @@ pub(super) async fn query_log_start(State(s): State<Arc<Shared>>, body: Body) ->
         Ok(r) => r,
         Err(r) => return r,
     };
-    match dns_api::start_query_log(&s.handle, req.target).await {
+    let mode = super::open_mode(req.exclusive);
+    match dns_api::start_query_log(&s.handle, req.target, s.log_dir.clone(), mode).await {
         Ok(st) => value(&st),
         Err(e) => query_log_refused(&e),
     }
@@ -129,7 +135,13 @@ fn query_log_refused(e: &QueryLogError) -> Response {
         QueryLogError::RelativePath { .. } | QueryLogError::Create { .. } => {
             (ErrorCode::InvalidInput, "target")
         }
+        QueryLogError::File(f) if f.is_conflict() => (ErrorCode::AlreadyExists, "target"),
+        QueryLogError::File(_) => (ErrorCode::InvalidInput, "target"),
         QueryLogError::Write { .. } => (ErrorCode::Internal, ""),
     };
-    error(code, e.to_string(), field, "see GET /v1/dns/query-log")
+    let hint = match e {
+        QueryLogError::File(_) => super::log_file_hint(),
+        _ => "see GET /v1/dns/query-log",
+    };
+    error(code, e.to_string(), field, hint)
 }

@@ -17,6 +17,7 @@ use hickory_proto::rr::{Record, RecordType};
 use serde::Serialize;
 
 use super::dns_log::{QueryLogError, QueryLogStatus};
+use super::log_file::{LogDir, OpenMode};
 use super::reload::Handle;
 use crate::dns::{Answered, Source};
 use crate::sim::resolver::random_id;
@@ -232,9 +233,11 @@ fn describe(
 pub async fn start_query_log(
     handle: &Handle,
     target: String,
+    dir: LogDir,
+    mode: OpenMode,
 ) -> Result<QueryLogStatus, QueryLogError> {
     let log = handle.query_log().clone();
-    tokio::task::spawn_blocking(move || log.start(&target))
+    tokio::task::spawn_blocking(move || log.start_in(&target, &dir, mode))
         .await
         .unwrap_or_else(|e| Err(join(e)))
 }

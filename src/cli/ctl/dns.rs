@@ -382,8 +382,13 @@ pub enum QueryLogCommand {
     Status,
     /// Write every resolver's query-log records to TARGET, a file (`-`: vpcd up's stdout).
     Start {
-        /// A file (a relative path is taken from here, not from where `vpcd up` runs), or `-`.
+        /// A file inside the daemon's log directory (`vpcd up --log-dir`, default its --state
+        /// directory; a relative path is taken from here), or `-`. An existing file is appended
+        /// to, never truncated.
         target: String,
+        /// Refuse a file that exists already.
+        #[arg(long)]
+        exclusive: bool,
     },
     /// Stop the query log (what it holds is written first).
     Stop,
@@ -393,13 +398,17 @@ impl QueryLogCommand {
     fn call(&self) -> Call {
         match self {
             QueryLogCommand::Status => Call::get("/v1/dns/query-log".into(), |v| Ok(query_log(v))),
-            QueryLogCommand::Start { target } => {
+            QueryLogCommand::Start { target, exclusive } => {
                 let target = if target == "-" {
                     target.clone()
                 } else {
                     absolute(target)
                 };
-                Call::post("/v1/dns/query-log/start", json!({"target": target}), |v| {
+                let body = body(vec![
+                    ("target", json!(target)),
+                    ("exclusive", super::observe::exclusive_flag(*exclusive)),
+                ]);
+                Call::post("/v1/dns/query-log/start", body, |v| {
                     Ok(format!("started the DNS query log\n{}", query_log(v)))
                 })
             }
