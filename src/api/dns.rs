@@ -1,7 +1,9 @@
 //! The API's DNS routes besides the changes (which are operations like every other: `add_zone`,
 //! `add_zone_record`, `add_dns_firewall_rule`, ...):
 //! - reads of the effective topology: `GET /v1/dns/zones`, `/v1/dns/zones/{zone}`,
-//!   `/v1/dns/firewall`, `/v1/dns/egress-by-name` ([`super::reads`]);
+//!   `/v1/dns/public-zones`, `/v1/dns/public-zones/{zone}`, `/v1/dns/domain-lists`,
+//!   `/v1/dns/domain-lists/{list}`, `/v1/dns/firewall`, `/v1/dns/egress-by-name`
+//!   ([`super::reads`]);
 //! - `POST /v1/dns/query` `{from, name, type?}`: a question asked of the running resolver of
 //!   `from`'s VPC on its behalf ([`crate::runtime::dns_api::query`]);
 //! - `GET /v1/dns/query-log`, `POST /v1/dns/query-log/start` `{target}`,
@@ -51,6 +53,28 @@ pub(super) async fn zones(State(s): State<Arc<Shared>>) -> Response {
 
 pub(super) async fn zone(State(s): State<Arc<Shared>>, UrlPath(zone): UrlPath<String>) -> Response {
     one(reads::zone(&*s.state.lock().await, &zone))
+}
+
+pub(super) async fn public_zones(State(s): State<Arc<Shared>>) -> Response {
+    ok(reads::public_zones(&*s.state.lock().await))
+}
+
+pub(super) async fn public_zone(
+    State(s): State<Arc<Shared>>,
+    UrlPath(zone): UrlPath<String>,
+) -> Response {
+    one(reads::public_zone(&*s.state.lock().await, &zone))
+}
+
+pub(super) async fn domain_lists(State(s): State<Arc<Shared>>) -> Response {
+    ok(reads::domain_lists(&*s.state.lock().await))
+}
+
+pub(super) async fn domain_list(
+    State(s): State<Arc<Shared>>,
+    UrlPath(list): UrlPath<String>,
+) -> Response {
+    one(reads::domain_list(&*s.state.lock().await, &list))
 }
 
 pub(super) async fn firewall(State(s): State<Arc<Shared>>) -> Response {

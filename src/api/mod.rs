@@ -17,7 +17,9 @@
 //!   `GET /v1/flow-log`, `POST /v1/flow-log/start|stop`, `GET /v1/captures`,
 //!   `POST /v1/captures/start|stop` ([`crate::runtime::observing`]), `GET /metrics`
 //!   (Prometheus text, [`metrics`]);
-//! - DNS ([`dns`]): `GET /v1/dns/zones`, `/v1/dns/zones/{zone}`, `/v1/dns/firewall`,
+//! - DNS ([`dns`]): `GET /v1/dns/zones`, `/v1/dns/zones/{zone}`, `/v1/dns/public-zones`,
+//!   `/v1/dns/public-zones/{zone}`, `/v1/dns/domain-lists`, `/v1/dns/domain-lists/{list}`,
+//!   `/v1/dns/firewall`,
 //!   `/v1/dns/egress-by-name`; `POST /v1/dns/query` (the running resolver, on an instance's
 //!   behalf); `GET /v1/dns/query-log`, `POST /v1/dns/query-log/start|stop`;
 //! - `GET /v1/openapi.json`: the OpenAPI document ([`openapi`]), also kept in the repository.
@@ -208,6 +210,10 @@ fn router(
         .route("/v1/captures/stop", post(capture_stop))
         .route("/v1/dns/zones", get(dns::zones))
         .route("/v1/dns/zones/{zone}", get(dns::zone))
+        .route("/v1/dns/public-zones", get(dns::public_zones))
+        .route("/v1/dns/public-zones/{zone}", get(dns::public_zone))
+        .route("/v1/dns/domain-lists", get(dns::domain_lists))
+        .route("/v1/dns/domain-lists/{list}", get(dns::domain_list))
         .route("/v1/dns/firewall", get(dns::firewall))
         .route("/v1/dns/egress-by-name", get(dns::egress_by_name))
         .route("/v1/dns/query", post(dns::query))

@@ -313,6 +313,28 @@ pub fn document() -> Value {
     zone["parameters"] = json!([param("zone", "The zone's apex, like corp.example.")]);
     add("/v1/dns/zones/{zone}", zone);
     add(
+        "/v1/dns/public-zones",
+        get(
+            "Every public zone of the simulated internet ([[internet.zone]]) with its record count",
+            "Zones.",
+            &[],
+        ),
+    );
+    let mut zone = get("One public zone with its records", "The zone.", &[404]);
+    zone["parameters"] = json!([param("zone", "The zone's apex, like example.com.")]);
+    add("/v1/dns/public-zones/{zone}", zone);
+    add(
+        "/v1/dns/domain-lists",
+        get(
+            "The DNS Firewall domain lists, with their domains and the rules using them",
+            "Lists.",
+            &[],
+        ),
+    );
+    let mut list = get("One DNS Firewall domain list", "The list.", &[404]);
+    list["parameters"] = json!([param("list", "The list's name.")]);
+    add("/v1/dns/domain-lists/{list}", list);
+    add(
         "/v1/dns/firewall",
         get(
             "The DNS Firewall rules, in the order the resolvers apply them",
