@@ -756,12 +756,119 @@ fn ctl_zone_changes_answer_dig_without_restart_and_ctl_queries_and_query_logs_th
     );
     assert_eq!(dig_status(&run, "d/cli", &["new.corp.example"]), "NXDOMAIN");
     assert_eq!(dig(&run, "o/x", &["new.corp.example"]), ["10.30.1.77"]);
+
+    // A public zone through the API: answered in every VPC at once, and gone with its record.
+    let api = ["api.public.example"];
+    assert_eq!(dig_status(&run, "o/x", &api), "NXDOMAIN");
+    ctl(&run, &["dns", "zone", "add", "--public", "public.example"]);
+    ctl(
+        &run,
+        &[
+            "dns",
+            "record",
+            "add",
+            "--public",
+            "public.example",
+            "api",
+            "A",
+            "198.51.100.44",
+        ],
+    );
+    ctl(
+        &run,
+        &[
+            "dns",
+            "record",
+            "add",
+            "--public",
+            "public.example",
+            "old",
+            "A",
+            "198.51.100.45",
+        ],
+    );
+    assert_eq!(dig(&run, "o/x", &api), ["198.51.100.44"]);
+    assert_eq!(dig(&run, "d/cli", &api), ["198.51.100.44"]);
+    ctl(
+        &run,
+        &[
+            "dns",
+            "record",
+            "remove",
+            "--public",
+            "public.example",
+            "old",
+            "A",
+        ],
+    );
+    assert_eq!(dig_status(&run, "o/x", &["old.public.example"]), "NXDOMAIN");
+
+    // A DNS Firewall rule on a domain list: the list's changes apply at once, in o only.
+    ctl(&run, &["dns", "domain-list", "add", "blocked"]);
+    ctl(
+        &run,
+        &[
+            "dns",
+            "firewall",
+            "add",
+            "on-list",
+            "--vpc",
+            "o",
+            "--domain-list",
+            "blocked",
+            "--action",
+            "block",
+        ],
+    );
+    assert_eq!(
+        dig(&run, "o/x", &api),
+        ["198.51.100.44"],
+        "an empty list blocks nothing"
+    );
+    ctl(
+        &run,
+        &[
+            "dns",
+            "domain-list",
+            "add-domains",
+            "blocked",
+            "*.public.example",
+        ],
+    );
+    assert_eq!(dig_status(&run, "o/x", &api), "NXDOMAIN");
+    assert_eq!(dig(&run, "d/cli", &api), ["198.51.100.44"]);
+    let e = ctl_refused(&run, &["dns", "domain-list", "remove", "blocked"]);
+    assert!(e.contains("on-list"), "{e}");
+    ctl(
+        &run,
+        &[
+            "dns",
+            "domain-list",
+            "remove-domains",
+            "blocked",
+            "*.public.example",
+        ],
+    );
+    assert_eq!(dig(&run, "o/x", &api), ["198.51.100.44"]);
+    ctl(
+        &run,
+        &[
+            "dns",
+            "domain-list",
+            "add-domains",
+            "blocked",
+            "api.public.example",
+        ],
+    );
+    assert_eq!(dig_status(&run, "o/x", &api), "NXDOMAIN");
     run.stop();
 
     // Durable: a restart from the state directory answers as before.
     let run = Run::up_with("vr-dapi", &topology(), &["--state", &state_arg]);
     assert_eq!(dig(&run, "o/x", &["new.corp.example"]), ["10.30.1.77"]);
     assert_eq!(dig_status(&run, "d/cli", &["new.corp.example"]), "NXDOMAIN");
+    assert_eq!(dig(&run, "d/cli", &api), ["198.51.100.44"]);
+    assert_eq!(dig_status(&run, "o/x", &api), "NXDOMAIN");
     run.stop();
     assert_no_etc_netns("vr-dapi");
 }
