@@ -2069,7 +2069,14 @@ fn every_operation_has_a_request_schema_whose_references_resolve() {
         assert!(o.description.is_some(), "{} is undocumented", o.op);
         // Request bodies refuse unknown keys, and the schema says so.
         let (_, schema) = all.iter().find(|(n, _)| n == &o.schema).unwrap();
-        let j = serde_json::to_value(schema).unwrap();
+        let mut j = serde_json::to_value(schema).unwrap();
+        // A request that is another's body (`add_public_zone_record` is `add_zone_record`'s)
+        // refers to its schema.
+        if let Some(r) = j["$ref"].as_str() {
+            let target = r.trim_start_matches("#/components/schemas/");
+            let (_, schema) = all.iter().find(|(n, _)| n == target).unwrap();
+            j = serde_json::to_value(schema).unwrap();
+        }
         assert_eq!(j["additionalProperties"], json!(false), "{}: {j}", o.op);
     }
     // Every `$ref` in every schema names a component.

@@ -761,32 +761,19 @@ fn ctl_zone_changes_answer_dig_without_restart_and_ctl_queries_and_query_logs_th
     let api = ["api.public.example"];
     assert_eq!(dig_status(&run, "o/x", &api), "NXDOMAIN");
     ctl(&run, &["dns", "zone", "add", "--public", "public.example"]);
-    ctl(
-        &run,
-        &[
+    for (name, addr) in [("api", "198.51.100.44"), ("old", "198.51.100.45")] {
+        let args = [
             "dns",
             "record",
             "add",
             "--public",
             "public.example",
-            "api",
+            name,
             "A",
-            "198.51.100.44",
-        ],
-    );
-    ctl(
-        &run,
-        &[
-            "dns",
-            "record",
-            "add",
-            "--public",
-            "public.example",
-            "old",
-            "A",
-            "198.51.100.45",
-        ],
-    );
+            addr,
+        ];
+        ctl(&run, &args);
+    }
     assert_eq!(dig(&run, "o/x", &api), ["198.51.100.44"]);
     assert_eq!(dig(&run, "d/cli", &api), ["198.51.100.44"]);
     ctl(
@@ -805,6 +792,7 @@ fn ctl_zone_changes_answer_dig_without_restart_and_ctl_queries_and_query_logs_th
 
     // A DNS Firewall rule on a domain list: the list's changes apply at once, in o only.
     ctl(&run, &["dns", "domain-list", "add", "blocked"]);
+    let list = |op: &str, domain: &str| ctl(&run, &["dns", "domain-list", op, "blocked", domain]);
     ctl(
         &run,
         &[
@@ -825,41 +813,14 @@ fn ctl_zone_changes_answer_dig_without_restart_and_ctl_queries_and_query_logs_th
         ["198.51.100.44"],
         "an empty list blocks nothing"
     );
-    ctl(
-        &run,
-        &[
-            "dns",
-            "domain-list",
-            "add-domains",
-            "blocked",
-            "*.public.example",
-        ],
-    );
+    list("add-domains", "*.public.example");
     assert_eq!(dig_status(&run, "o/x", &api), "NXDOMAIN");
     assert_eq!(dig(&run, "d/cli", &api), ["198.51.100.44"]);
     let e = ctl_refused(&run, &["dns", "domain-list", "remove", "blocked"]);
     assert!(e.contains("on-list"), "{e}");
-    ctl(
-        &run,
-        &[
-            "dns",
-            "domain-list",
-            "remove-domains",
-            "blocked",
-            "*.public.example",
-        ],
-    );
+    list("remove-domains", "*.public.example");
     assert_eq!(dig(&run, "o/x", &api), ["198.51.100.44"]);
-    ctl(
-        &run,
-        &[
-            "dns",
-            "domain-list",
-            "add-domains",
-            "blocked",
-            "api.public.example",
-        ],
-    );
+    list("add-domains", "api.public.example");
     assert_eq!(dig_status(&run, "o/x", &api), "NXDOMAIN");
     run.stop();
 

@@ -67,8 +67,9 @@ pub struct RemoveZone {
     pub name: String,
 }
 
-/// Add a record to a private zone (`ChangeResourceRecordSets` with `CREATE`). Refused when the
-/// zone already has the same record (name, type and value).
+/// Add a record to a private zone (`ChangeResourceRecordSets` with `CREATE`; the same body adds
+/// one to a public zone with `add_public_zone_record`). Refused when the zone already has the
+/// same record (name, type and value).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddZoneRecord {
@@ -81,8 +82,9 @@ pub struct AddZoneRecord {
     pub ttl: Option<u32>,
 }
 
-/// Remove records of a private zone (`ChangeResourceRecordSets` with `DELETE`): those with this
-/// name and type, or only the one with `value` when given.
+/// Remove records of a private zone (`ChangeResourceRecordSets` with `DELETE`; the same body for a
+/// public zone with `remove_public_zone_record`): those with this name and type, or only the one
+/// with `value` when given.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveZoneRecord {
@@ -130,30 +132,15 @@ pub struct RemovePublicZone {
     pub name: String,
 }
 
-/// Add a record to a public zone (as `add_zone_record` does to a private one).
+/// Add a record to a public zone: the body of `add_zone_record`, on a public zone.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AddPublicZoneRecord {
-    pub zone: String,
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: RecordKind,
-    pub value: String,
-    #[serde(default)]
-    pub ttl: Option<u32>,
-}
+#[serde(transparent)]
+pub struct AddPublicZoneRecord(pub AddZoneRecord);
 
-/// Remove records of a public zone: those with this name and type, or only the one with `value`.
+/// Remove records of a public zone: the body of `remove_zone_record`, on a public zone.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RemovePublicZoneRecord {
-    pub zone: String,
-    pub name: String,
-    #[serde(rename = "type")]
-    pub kind: RecordKind,
-    #[serde(default)]
-    pub value: Option<String>,
-}
+#[serde(transparent)]
+pub struct RemovePublicZoneRecord(pub RemoveZoneRecord);
 
 /// Create a DNS Firewall domain list (`CreateFirewallDomainList`), optionally with domains:
 /// rules reference it with `domain_list`.
@@ -445,25 +432,6 @@ impl Edit for RemoveZone {
     }
 }
 
-impl Edit for AddZoneRecord {
-    fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
-        let spec = RecordSpec {
-            name: self.name.clone(),
-            kind: self.kind,
-            value: self.value.clone(),
-            ttl: self.ttl,
-        };
-        add_record(topo, Zones::Private, &self.zone, spec)
-    }
-}
-
-impl Edit for RemoveZoneRecord {
-    fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
-        let v = self.value.as_ref();
-        remove_record(topo, Zones::Private, &self.zone, &self.name, self.kind, v)
-    }
-}
-
 impl Edit for AddPublicZone {
     fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
         add_zone(topo, Zones::Public, &self.name, &[], &self.records)
@@ -476,22 +444,46 @@ impl Edit for RemovePublicZone {
     }
 }
 
-impl Edit for AddPublicZoneRecord {
-    fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
+impl AddZoneRecord {
+    fn add_to(&self, topo: &mut Topology, which: Zones) -> Result<Option<String>, ApiError> {
         let spec = RecordSpec {
             name: self.name.clone(),
             kind: self.kind,
             value: self.value.clone(),
             ttl: self.ttl,
         };
-        add_record(topo, Zones::Public, &self.zone, spec)
+        add_record(topo, which, &self.zone, spec)
+    }
+}
+
+impl RemoveZoneRecord {
+    fn remove_from(&self, topo: &mut Topology, which: Zones) -> Result<Option<String>, ApiError> {
+        let v = self.value.as_ref();
+        remove_record(topo, which, &self.zone, &self.name, self.kind, v)
+    }
+}
+
+impl Edit for AddZoneRecord {
+    fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
+        self.add_to(topo, Zones::Private)
+    }
+}
+
+impl Edit for RemoveZoneRecord {
+    fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
+        self.remove_from(topo, Zones::Private)
+    }
+}
+
+impl Edit for AddPublicZoneRecord {
+    fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
+        self.0.add_to(topo, Zones::Public)
     }
 }
 
 impl Edit for RemovePublicZoneRecord {
     fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
-        let v = self.value.as_ref();
-        remove_record(topo, Zones::Public, &self.zone, &self.name, self.kind, v)
+        self.0.remove_from(topo, Zones::Public)
     }
 }
 
@@ -543,20 +535,27 @@ impl Edit for DisassociateZone {
     }
 }
 
+/// `AlreadyExists` (on `name`) when one of `names` is `name`.
+fn new_name<'n>(
+    mut names: impl Iterator<Item = &'n toml::Spanned<String>>,
+    name: &str,
+    what: &str,
+    hint: &str,
+) -> Result<(), ApiError> {
+    match names.any(|n| n.get_ref() == name) {
+        true => Err(already_exists(what, name, "name", hint)),
+        false => Ok(()),
+    }
+}
+
 impl Edit for AddDnsFirewallRule {
     fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
-        if topo
-            .dns_firewall
-            .iter()
-            .any(|r| r.name.get_ref() == &self.name)
-        {
-            return Err(already_exists(
-                "DNS Firewall rule",
-                &self.name,
-                "name",
-                "choose another name, or remove the rule first",
-            ));
-        }
+        new_name(
+            topo.dns_firewall.iter().map(|r| &r.name),
+            &self.name,
+            "DNS Firewall rule",
+            "choose another name, or remove the rule first",
+        )?;
         topo.dns_firewall.push(DnsFirewallRule {
             name: sp(self.name.clone()),
             vpcs: self.vpcs.iter().cloned().map(sp).collect(),
@@ -592,18 +591,12 @@ fn list_path(name: &str) -> String {
 
 impl Edit for AddDnsDomainList {
     fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
-        if topo
-            .dns_domain_list
-            .iter()
-            .any(|l| l.name.get_ref() == &self.name)
-        {
-            return Err(already_exists(
-                "DNS domain list",
-                &self.name,
-                "name",
-                "change its domains with update_dns_domain_list",
-            ));
-        }
+        new_name(
+            topo.dns_domain_list.iter().map(|l| &l.name),
+            &self.name,
+            "DNS domain list",
+            "change its domains with update_dns_domain_list",
+        )?;
         topo.dns_domain_list.push(DnsDomainList {
             name: sp(self.name.clone()),
             domains: self.domains.iter().cloned().map(sp).collect(),
