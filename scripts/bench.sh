@@ -36,13 +36,17 @@
 # Env: VPCD=path (default: builds target/release/vpcd), TUN_COPY=path (default: builds the
 # tun_copy example), VPCD_BASELINE=path (adds the vpcd-base peer), BENCH_SECONDS, BENCH_STREAMS
 # (iperf3 -P for the TCP runs, default 1), BENCH_RUNS (runs per metric, default 3; the median is
-# reported), BENCH_PEERS (space separated subset), BENCH_NO_APPEND=1 (do not touch BENCHMARKS.md).
+# reported), BENCH_PEERS (space separated subset), BENCH_NO_APPEND=1 (do not touch BENCHMARKS.md),
+# BENCH_UDP_RATE (iperf3 -b for the UDP run, default 0 = as fast as the client can send; a fixed
+# rate such as 30M shows loss at a load every peer is offered alike).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECS=${BENCH_SECONDS:-3}
 STREAMS=${BENCH_STREAMS:-1}
 RUNS=${BENCH_RUNS:-3}
+UDP_RATE=${BENCH_UDP_RATE:-0}
+[[ $UDP_RATE =~ ^[0-9]+[KMG]?$ ]] || { echo "bench.sh: BENCH_UDP_RATE=$UDP_RATE: a number with an optional K, M or G" >&2; exit 2; }
 PEERS=${BENCH_PEERS:-"vpcd vpcd-vpc ${VPCD_BASELINE:+vpcd-base }tun-copy kernel kernel-nat uplink pasta slirp4netns"}
 P=vb  # every namespace here starts with "vb-"
 WORK=$(mktemp -d /tmp/vpcd-bench.XXXXXX)
@@ -125,7 +129,7 @@ measure() { # label fns hns addr [vpcd pid]
         out=$(tcp_run "$f" "$addr" -R)
         tcp_in+=("$(echo "$out" | json "'%.2f' % (d['end']['sum_received']['bits_per_second']/1e9)")")
         cpu_in+=("$(cpu_per_gbit "$t0" "$([ -n "$pid" ] && cpu_ticks "$pid" || echo -)" "$out")")
-        out=$(in_ns "$f" timeout $((SECS + 10)) iperf3 -c "$addr" -p 5201 -t "$SECS" -u -l 64 -b 0 -J --connect-timeout 2000 2>/dev/null || true)
+        out=$(in_ns "$f" timeout $((SECS + 10)) iperf3 -c "$addr" -p 5201 -t "$SECS" -u -l 64 -b "$UDP_RATE" -J --connect-timeout 2000 2>/dev/null || true)
         udp_pps+=("$(echo "$out" | json "'%.0f' % ((d['end']['sum']['packets']-d['end']['sum']['lost_packets'])/d['end']['sum']['seconds'])")")
         udp_loss+=("$(echo "$out" | json "'%.1f' % d['end']['sum']['lost_percent']")")
         out=$(in_ns "$f" ping -q -c 50 -i 0.01 -W 1 "$addr" 2>/dev/null | awk -F'/' '/^rtt/ {printf "%.0f", $5*1000}' || true)
@@ -334,7 +338,7 @@ EOF
     tail -1 "$WORK/up.log" | sed "s/^/  $label: /"
 }
 
-RUN_DESC="${SECS} s per iperf3 run, TCP with $STREAMS stream(s) (iperf3 -P $STREAMS), median of $RUNS run(s) per figure"
+RUN_DESC="${SECS} s per iperf3 run, TCP with $STREAMS stream(s) (iperf3 -P $STREAMS), UDP at -b $UDP_RATE, median of $RUNS run(s) per figure"
 echo "bench.sh: $(nproc) cores, kernel $(uname -r), $RUN_DESC, MTU 1500"
 : >"$WORK/results"
 for peer in $PEERS; do

@@ -21,11 +21,9 @@ enum Command {
         /// The topology file (TOML).
         file: PathBuf,
     },
-    /// Run a topology in process (no root) and check every probe it declares.
-    Test {
-        /// The topology file (TOML).
-        file: PathBuf,
-    },
+    /// Run a topology in process (no root) and check the probes it declares; report as a table,
+    /// JSON or JUnit XML (for CI).
+    Test(cli::test::TestArgs),
     /// Explain whether FROM reaches TO and what blocks it: a static walk of the compiled tables
     /// (routes, security groups, network ACLs, NAT), without sending a packet.
     Explain {
@@ -136,7 +134,7 @@ fn main() -> ExitCode {
     };
     let code = match args.command {
         Command::Check { file } => cli::check::run(&file),
-        Command::Test { file } => cli::test::run(&file),
+        Command::Test(args) => cli::test::run(&args),
         Command::Explain {
             file,
             from,

@@ -1710,3 +1710,43 @@ fn dns_query_log_start_status_stop() {
     assert_eq!(req.json(), json!({}));
     assert!(stdout(&out).starts_with("stopped the DNS query log\nACTIVE   no\n"));
 }
+
+/// `vpcd ctl` into a pipe whose reader has gone (`| head`): the answer is dropped quietly and the
+/// status is the command's own (0 for an export, 1 for a blocked explain), with no panic even
+/// with `RUST_BACKTRACE` set.
+#[test]
+fn a_closed_stdout_ends_ctl_quietly_with_its_usual_status() {
+    let long = "x".repeat(256 * 1024);
+    let fake = Fake::unix(vec![
+        text_reply(&long),
+        json_reply(
+            200,
+            json!({"verdict": "deny", "text": format!("{long}\nverdict: blocked by x (y)\n")}),
+        ),
+        text_reply(&long),
+    ]);
+    for (args, code) in [
+        (vec!["export"], 0),
+        (vec!["explain", "a/f1", "a/f2:80/tcp"], 1),
+        (vec!["--json", "export"], 0),
+    ] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let mut c = ctl_command(&fake.dir.0);
+        let out = c
+            .args(&fake.flag)
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run vpcd ctl");
+        let _ = fake.request();
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

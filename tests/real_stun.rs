@@ -233,3 +233,143 @@ fn rfc5780_discovery_agrees_on_the_rfc_profile() {
         "{all}"
     );
 }
+
+/// A rendezvous server for [`hole_punch`] in the outside world: `reg NAME` registers the
+/// sender's address and port as seen there (and answers it), `peer NAME` answers NAME's (or
+/// nothing yet).
+const RENDEZVOUS: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("192.0.2.1", 3479))
+seen = {}
+print("ready", flush=True)
+while True:
+    data, src = s.recvfrom(2048)
+    cmd, _, name = data.decode(errors="replace").partition(" ")
+    if cmd == "reg":
+        seen[name] = "%s:%d" % src
+    s.sendto(seen.get(name, "").encode(), src)
+"#;
+
+/// One side of a UDP hole punch, as peer-to-peer protocols (WebRTC's ICE, QUIC, games) do it:
+/// bind a fixed local port, learn the public mapping from the rendezvous server, learn the
+/// peer's, then send to the peer's public endpoint until one of its messages arrives. Prints
+/// `got ADDR:PORT` (where the peer's message came from) and `done punched`, or `done nothing`
+/// after the given seconds.
+const PUNCH: &str = r#"
+import socket, sys, time
+name, other, lport, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+rv = ("192.0.2.1", 3479)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", lport))
+s.settimeout(0.1)
+def ask(msg):
+    for _ in range(100):
+        s.sendto(msg.encode(), rv)
+        try:
+            data, src = s.recvfrom(2048)
+            if src == rv:
+                return data.decode()
+        except socket.timeout:
+            pass
+    sys.exit("no answer from the rendezvous server")
+print("mapped", ask("reg " + name), flush=True)
+deadline = time.time() + 10
+peer = ask("peer " + other)
+while not peer and time.time() < deadline:
+    time.sleep(0.1)
+    peer = ask("peer " + other)
+if not peer:
+    sys.exit("the peer never registered")
+host, port = peer.rsplit(":", 1)
+peer = (host, int(port))
+print("peer", "%s:%d" % peer, flush=True)
+got, after, end = None, 0, time.time() + secs
+while time.time() < end and after < 10:
+    s.sendto(("punch from " + name).encode(), peer)
+    try:
+        data, src = s.recvfrom(2048)
+        if got is None and data.decode(errors="replace") == "punch from " + other:
+            got = src
+            print("got %s:%d" % src, flush=True)
+    except socket.timeout:
+        pass
+    if got:
+        after += 1
+print("done", "punched" if got else "nothing", flush=True)
+"#;
+
+/// Issue 13 item 1, hairpin towards the `host_bind` address: two functions behind one NAT
+/// gateway beyond the uplink punch a hole to each other's public endpoint (the EIP's host
+/// address and their mapped ports, learned from a rendezvous server outside). `f1`'s lines and
+/// `f2`'s.
+fn hole_punch(test: &str, prefix: &str, nat: &str) -> Option<(String, String)> {
+    if !capable(test, &["python3", "nsenter"]) {
+        return None;
+    }
+    let t = uplink_topology(nat).replace(
+        r#"instance = [ { name = "f1", subnet = "fn", ip = "10.66.1.10", security_groups = ["udp"] } ]"#,
+        r#"instance = [
+  { name = "f1", subnet = "fn", ip = "10.66.1.10", security_groups = ["udp"] },
+  { name = "f2", subnet = "fn", ip = "10.66.1.11", security_groups = ["udp"] },
+]"#,
+    );
+    assert!(t.contains("\"f2\""), "the topology has both functions");
+    let host = HostNs::new(&format!("host-{prefix}"), OUTSIDE);
+    let mut run = Run::up_in(host, prefix, &t, &[]);
+    run.host_spawn(&["python3", "-c", RENDEZVOUS], "rendezvous.log");
+    assert!(
+        run.wait_log("rendezvous.log", "ready", Duration::from_secs(10)),
+        "rendezvous: {}",
+        run.log("rendezvous.log")
+    );
+    run.spawn(
+        "n/f2",
+        &["python3", "-c", PUNCH, "f2", "f1", "40002", "4"],
+        "f2.log",
+    );
+    let f1 = run.exec_timeout(
+        "n/f1",
+        &["python3", "-c", PUNCH, "f1", "f2", "40001", "4"],
+        Duration::from_secs(30),
+    );
+    let f1 = text(&f1);
+    assert!(
+        run.wait_log("f2.log", "done", Duration::from_secs(20)),
+        "f2 did not finish: {}",
+        run.log("f2.log")
+    );
+    let f2 = run.log("f2.log");
+    println!("{nat}:\nf1: {f1}\nf2: {f2}");
+    run.stop();
+    Some((f1, f2))
+}
+
+/// The rfc profile (endpoint-independent mapping, port preservation): each function's public
+/// endpoint is the EIP's host address at its own port, both holes open, and each sees the
+/// other's message come from the other's public endpoint, as behind a NAT that hairpins.
+#[test]
+fn beyond_the_uplink_two_functions_punch_a_hole_through_the_host_bind_address() {
+    let Some((f1, f2)) = hole_punch("hairpin uplink rfc", "vsh-rfc", r#"profile = "rfc""#) else {
+        return;
+    };
+    assert!(f1.contains("mapped 192.0.2.10:40001"), "{f1}");
+    assert!(f2.contains("mapped 192.0.2.10:40002"), "{f2}");
+    assert!(f1.contains("got 192.0.2.10:40002"), "{f1}");
+    assert!(f2.contains("got 192.0.2.10:40001"), "{f2}");
+    assert!(f1.contains("done punched") && f2.contains("done punched"));
+}
+
+/// The aws profile maps each destination anew and filters by address and port: the mapping a
+/// function opens towards its peer is not the one the rendezvous server saw, so no punch gets
+/// through, beyond the uplink as on the simulated internet.
+#[test]
+fn beyond_the_uplink_the_aws_profile_lets_no_hole_punch_through() {
+    let Some((f1, f2)) = hole_punch("hairpin uplink aws", "vsh-aws", r#"profile = "aws""#) else {
+        return;
+    };
+    assert!(f1.contains("mapped 192.0.2.10:"), "{f1}");
+    assert!(f1.contains("peer 192.0.2.10:"), "{f1}");
+    assert!(f1.contains("done nothing"), "{f1}");
+    assert!(f2.contains("done nothing"), "{f2}");
+}

@@ -2784,6 +2784,18 @@ fn check_cli_prints_the_addressing_plan_and_exits_0() {
             "missing {line:?} in:\n{stdout}"
         );
     }
+    // The probes, one row each, with their tags (`-` for none).
+    let probes = stdout.split("probes: 2\n").nth(1).unwrap_or_default();
+    let rows: Vec<&str> = probes.lines().collect();
+    assert_eq!(rows.len(), 3, "{probes}");
+    assert!(
+        rows[0].starts_with("  probe ") && rows[0].ends_with("expect  tags"),
+        "{probes}"
+    );
+    assert!(
+        rows[2].starts_with("  no cross-tenant ") && rows[2].ends_with("deny    -"),
+        "{probes}"
+    );
 }
 
 #[test]
@@ -3836,4 +3848,62 @@ expect = "allow"
 error: bad.toml: 1 problem, nothing was loaded
 "##
     );
+}
+
+/// Probe tags (for `vpcd test --tag`) are names, each once per probe; valid ones reach the plan in
+/// file order.
+#[test]
+fn probe_tags_are_names_each_once() {
+    let probes = r##"[[vpc]]
+name = "tenant-a"
+cidr = "10.0.0.0/16"
+
+[[vpc.subnet]]
+name = "functions"
+cidr = "10.0.1.0/24"
+
+[[vpc.instance]]
+name = "fn-a1"
+subnet = "functions"
+
+[[probe]]
+name = "ping"
+from = "tenant-a/fn-a1"
+to = "10.0.1.1/icmp"
+expect = "allow"
+"##;
+    let p = ok(&format!(
+        "{probes}tags = [\"egress\", \"web.v2\", \"a_b-c\"]\n"
+    ));
+    assert_eq!(p.probes[0].tags, ["egress", "web.v2", "a_b-c"]);
+    assert!(ok(probes).probes[0].tags.is_empty());
+    assert_eq!(
+        err(&format!(
+            "{probes}tags = [\"egress\", \"no/slash\", \"egress\"]\n"
+        )),
+        r##"error: `no/slash` is not a valid tag
+  --> bad.toml:18:19
+   = at probe[ping].tags[1]
+   |
+18 | tags = ["egress", "no/slash", "egress"]
+   |                   ^^^^^^^^^^
+   = hint: write a tag like a name: 1 to 32 characters from A-Z, a-z, 0-9, `_`, `.` and `-`, e.g. "egress"
+
+error: duplicate tag `egress` on one probe
+  --> bad.toml:18:31
+   = at probe[ping].tags[2]
+   |
+18 | tags = ["egress", "no/slash", "egress"]
+   |                               ^^^^^^^^
+   = hint: list each tag once
+
+error: bad.toml: 2 problems, nothing was loaded
+"##
+    );
+    let e = err(&format!("{probes}tags = [\"\"]\n"));
+    assert!(e.contains("error: `` is not a valid tag"), "{e}");
+    let e = err(&format!("{probes}tags = [\"{}\"]\n", "t".repeat(33)));
+    assert!(e.contains("is not a valid tag"), "{e}");
+    let e = err(&format!("{probes}tags = \"egress\"\n"));
+    assert!(e.contains("expected a sequence"), "{e}");
 }

@@ -1,4 +1,5 @@
-//! `vpcd check FILE`: validate and print the resolved addressing plan.
+//! `vpcd check FILE`: validate and print the resolved addressing plan and the probes (with their
+//! tags).
 //!
 //! On success the plan goes to stdout as aligned plain-text tables (exit 0). On failure every
 //! diagnostic goes to stderr (exit 2), also when the file cannot be read.
@@ -10,20 +11,21 @@ use crate::topology::model::Attach;
 use crate::topology::plan::{EipBinding, Plan};
 use crate::topology::{self, TopologyError};
 
+use super::output::{self, errln, errprint};
 use super::{EXIT_BAD_INPUT, EXIT_OK};
 
 pub fn run(file: &Path) -> u8 {
     match topology::load(file) {
         Ok(plan) => {
-            print!("{}", render(&file.display().to_string(), &plan));
-            EXIT_OK
+            let text = render(&file.display().to_string(), &plan);
+            output::finish(EXIT_OK, output::stdout(text))
         }
         Err(e @ TopologyError::Io { .. }) => {
-            eprintln!("{e}");
+            errln!("{e}");
             EXIT_BAD_INPUT
         }
         Err(e) => {
-            eprint!("{e}");
+            errprint!("{e}");
             EXIT_BAD_INPUT
         }
     }
@@ -182,6 +184,19 @@ pub fn render(file: &str, plan: &Plan) -> String {
         table(&mut out, "  ", &rows);
     }
     let _ = writeln!(out, "\nprobes: {}", plan.probes.len());
+    if !plan.probes.is_empty() {
+        let mut rows = vec![row(["probe", "from", "to", "expect", "tags"])];
+        for p in &plan.probes {
+            rows.push(vec![
+                p.name.clone(),
+                plan.endpoint_name(p.from),
+                p.to.to_string(),
+                p.expect.to_string(),
+                join_or_dash(&p.tags),
+            ]);
+        }
+        table(&mut out, "  ", &rows);
+    }
     out
 }
 

@@ -12,11 +12,12 @@ use std::path::Path;
 use crate::runtime;
 use crate::topology;
 
+use super::output::{self, errln};
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
 
 pub fn run(file: Option<&Path>) -> u8 {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("vpcd down: needs root (CAP_SYS_ADMIN, to remove network namespaces)");
+        errln!("vpcd down: needs root (CAP_SYS_ADMIN, to remove network namespaces)");
         return EXIT_BAD_INPUT;
     }
     // A file that no longer parses still names its run (by path); only the derived names need
@@ -25,22 +26,24 @@ pub fn run(file: Option<&Path>) -> u8 {
     let mut out = std::io::stdout();
     match runtime::down(file.map(|f| (f, plan.as_ref())), &mut out) {
         Ok(report) => {
+            let mut text = String::new();
             for (id, pid) in &report.live {
-                println!(
-                    "left alone: run {id} is live (vpcd up pid {pid}); stop it with Ctrl-C or `kill -TERM {pid}`"
-                );
+                text.push_str(&format!(
+                    "left alone: run {id} is live (vpcd up pid {pid}); stop it with Ctrl-C or `kill -TERM {pid}`\n"
+                ));
             }
             if report.removed.is_empty() {
-                println!("nothing to remove");
+                text.push_str("nothing to remove\n");
             }
-            if file.is_some() && !report.live.is_empty() {
+            let code = if file.is_some() && !report.live.is_empty() {
                 EXIT_FAILED
             } else {
                 EXIT_OK
-            }
+            };
+            output::finish(code, output::stdout(text))
         }
         Err(e) => {
-            eprintln!("vpcd down: {e}");
+            errln!("vpcd down: {e}");
             EXIT_BAD_INPUT
         }
     }

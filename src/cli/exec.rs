@@ -17,35 +17,36 @@ use crate::netns;
 use crate::runtime::state;
 
 use super::EXIT_BAD_INPUT;
+use super::output::errln;
 
 pub fn run(endpoint: &str, command: &[String]) -> u8 {
     let Some((program, args)) = command.split_first() else {
-        eprintln!("vpcd exec: no command given; write `vpcd exec {endpoint} -- CMD [ARGS…]`");
+        errln!("vpcd exec: no command given; write `vpcd exec {endpoint} -- CMD [ARGS…]`");
         return EXIT_BAD_INPUT;
     };
     if endpoint.split('/').count() != 2 || endpoint.split('/').any(str::is_empty) {
-        eprintln!(
+        errln!(
             "vpcd exec: `{endpoint}` is not an endpoint name; write VPC/INSTANCE or internet/HOST"
         );
         return EXIT_BAD_INPUT;
     }
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("vpcd exec: needs root (CAP_SYS_ADMIN, to join a network namespace)");
+        errln!("vpcd exec: needs root (CAP_SYS_ADMIN, to join a network namespace)");
         return EXIT_BAD_INPUT;
     }
     let namespace = match resolve(endpoint) {
         Ok(ns) => ns,
         Err(e) => {
-            eprintln!("vpcd exec: {e}");
+            errln!("vpcd exec: {e}");
             return EXIT_BAD_INPUT;
         }
     };
     if let Err(e) = netns::enter(&namespace).and_then(|()| netns::bind_resolv_conf(&namespace)) {
-        eprintln!("vpcd exec: {endpoint}: {e}");
+        errln!("vpcd exec: {endpoint}: {e}");
         return EXIT_BAD_INPUT;
     }
     let err = Command::new(program).args(args).exec();
-    eprintln!("vpcd exec: cannot run `{program}`: {err}");
+    errln!("vpcd exec: cannot run `{program}`: {err}");
     if err.kind() == std::io::ErrorKind::NotFound {
         127
     } else {

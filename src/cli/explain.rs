@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use super::output::{self, errln, errprint};
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
 use crate::explain::{Query, explain};
 use crate::topology;
@@ -14,9 +15,9 @@ pub fn run(file: &Path, from: &str, to: &str, source_port: u16) -> u8 {
         Ok(p) => p,
         Err(e) => {
             let text = e.to_string();
-            eprint!("{text}");
+            errprint!("{text}");
             if !text.ends_with('\n') {
-                eprintln!();
+                errln!();
             }
             return EXIT_BAD_INPUT;
         }
@@ -24,17 +25,17 @@ pub fn run(file: &Path, from: &str, to: &str, source_port: u16) -> u8 {
     let mut query = match Query::parse(&plan, from, to) {
         Ok(q) => q,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return EXIT_BAD_INPUT;
         }
     };
     if source_port == 0 {
-        eprintln!("error: --source-port must be 1-65535");
+        errln!("error: --source-port must be 1-65535");
         return EXIT_BAD_INPUT;
     }
     query.source_port = source_port;
     let tables = topology::compile::tables(&plan);
     let e = explain(&plan, &tables, &query);
-    print!("{}", e.render());
-    if e.reachable() { EXIT_OK } else { EXIT_FAILED }
+    let code = if e.reachable() { EXIT_OK } else { EXIT_FAILED };
+    output::finish(code, output::stdout(e.render()))
 }

@@ -6,6 +6,8 @@ pub mod ctl;
 pub mod down;
 pub mod exec;
 pub mod explain;
+pub mod output;
+pub mod report;
 pub mod test;
 pub mod up;
 

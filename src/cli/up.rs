@@ -31,6 +31,7 @@ use crate::control::{ControlState, StateError};
 use crate::runtime::{self, ObserveArgs};
 use crate::topology::{self, TopologyError};
 
+use super::output::{self, errln, errprint};
 use super::{EXIT_BAD_INPUT, EXIT_OK};
 
 /// The API: where the control state lives and where to serve it.
@@ -73,23 +74,23 @@ pub fn run(file: &Path, observe: &ObserveArgs, api: &ApiArgs, warm_pool: Option<
     let plan = match topology::load(file) {
         Ok(plan) => plan,
         Err(e @ TopologyError::Io { .. }) => {
-            eprintln!("{e}");
+            errln!("{e}");
             return EXIT_BAD_INPUT;
         }
         Err(e) => {
-            eprint!("{e}");
+            errprint!("{e}");
             return EXIT_BAD_INPUT;
         }
     };
     if let Err(msg) = check_environment() {
-        eprintln!("vpcd up: {msg}");
+        errln!("vpcd up: {msg}");
         return EXIT_BAD_INPUT;
     }
     let mut out = std::io::stdout();
     match runtime::up(&plan, file, observe, options, &mut out) {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            eprintln!("vpcd up: {e}");
+            errln!("vpcd up: {e}");
             EXIT_BAD_INPUT
         }
     }
@@ -103,19 +104,19 @@ fn run_with_state(
     options: runtime::RunOptions,
 ) -> u8 {
     if let Err(msg) = check_environment() {
-        eprintln!("vpcd up: {msg}");
+        errln!("vpcd up: {msg}");
         return EXIT_BAD_INPUT;
     }
     let tcp = match (api.listen, &api.token_file) {
         (Some(addr), Some(f)) => match crate::api::auth::Token::from_file(f) {
             Ok(t) => Some((addr, t)),
             Err(e) => {
-                eprintln!("vpcd up: --api-token-file: {e}");
+                errln!("vpcd up: --api-token-file: {e}");
                 return EXIT_BAD_INPUT;
             }
         },
         (Some(_), None) => {
-            eprintln!(
+            errln!(
                 "vpcd up: --api-listen needs --api-token-file FILE: a TCP port is open to every \
                  local user, so the API there is refused without a token"
             );
@@ -126,15 +127,15 @@ fn run_with_state(
     let state = match ControlState::open(dir, file) {
         Ok(s) => s,
         Err(StateError::Invalid(e @ TopologyError::Io { .. })) => {
-            eprintln!("{e}");
+            errln!("{e}");
             return EXIT_BAD_INPUT;
         }
         Err(StateError::Invalid(e)) => {
-            eprint!("{e}");
+            errprint!("{e}");
             return EXIT_BAD_INPUT;
         }
         Err(e) => {
-            eprintln!("vpcd up: {e}");
+            errln!("vpcd up: {e}");
             return EXIT_BAD_INPUT;
         }
     };
@@ -143,7 +144,7 @@ fn run_with_state(
         None => match default_socket(file) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("vpcd up: {e}");
+                errln!("vpcd up: {e}");
                 return EXIT_BAD_INPUT;
             }
         },
@@ -170,15 +171,15 @@ fn run_with_state(
             Ok(server) => {
                 tokio::spawn(server);
                 served.set(true);
-                println!("api: {}", socket.display());
+                let mut text = format!("api: {}\n", socket.display());
                 if let Some((addr, _)) = &tcp {
-                    println!("api: http://{addr} (bearer token)");
+                    text.push_str(&format!("api: http://{addr} (bearer token)\n"));
                 }
-                use std::io::Write;
-                let _ = std::io::stdout().flush();
+                // A closed stdout must not stop the network (the runtime's lines ignore it too).
+                let _ = output::stdout(text);
             }
             Err(e) => {
-                eprintln!(
+                errln!(
                     "vpcd up: cannot serve the API on {}: {e}; stopping",
                     socket.display()
                 );
@@ -195,7 +196,7 @@ fn run_with_state(
         Ok(()) if failed.get() => EXIT_BAD_INPUT,
         Ok(()) => EXIT_OK,
         Err(e) => {
-            eprintln!("vpcd up: {e}");
+            errln!("vpcd up: {e}");
             EXIT_BAD_INPUT
         }
     }

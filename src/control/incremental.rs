@@ -126,7 +126,7 @@ fn add_instance(plan: &mut Plan, model: &mut Topology, r: &AddInstance) -> Optio
     if inst.name.get_ref() != &r.name {
         return None;
     }
-    inst.ip = Some(Spanned::new(0..0, Addr(ip)));
+    std::sync::Arc::make_mut(inst).ip = Some(Spanned::new(0..0, Addr(ip)));
     let instances = &mut plan.vpcs[vi].instances;
     if let Some(ei) = eip {
         plan.eips[ei].binding = EipBinding::Instance {

@@ -236,7 +236,7 @@ fn pin_addresses(model: &mut Topology, plan: &Plan) -> bool {
     for (vpc, vp) in model.vpc.iter_mut().zip(&plan.vpcs) {
         for inst in vpc.instance.iter_mut().filter(|i| i.ip.is_none()) {
             if let Some(p) = vp.instances.iter().find(|p| &p.name == inst.name.get_ref()) {
-                inst.ip = Some(Spanned::new(0..0, Addr(p.ip)));
+                Arc::make_mut(inst).ip = Some(Spanned::new(0..0, Addr(p.ip)));
                 changed = true;
             }
         }

@@ -9,7 +9,8 @@
 //! name at or below its apex, so a name inside the private zone that the zone does not hold is
 //! NXDOMAIN even when the simulated internet has it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use hickory_proto::rr::rdata::SOA;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -31,18 +32,36 @@ pub struct Entry {
 }
 
 /// One VPC's names. See the module docs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct View {
     /// Name -> its records; an empty list is an empty non-terminal (a name that exists only
-    /// because names below it do: NODATA, not NXDOMAIN).
-    names: HashMap<Name, Vec<Entry>>,
+    /// because names below it do: NODATA, not NXDOMAIN). A persistent map: a change's patched
+    /// view shares every untouched name with the view the resolver still answers from, so
+    /// attaching one instance to a VPC of 10,000 copies a few nodes, not 30,000 names (and
+    /// dropping the old view frees only those nodes).
+    names: imbl::HashMap<Name, Vec<Entry>>,
     /// Apexes answered with authority (as fully qualified names).
-    authorities: HashSet<Name>,
+    authorities: Arc<HashSet<Name>>,
     /// The VPC's DNS Firewall rules, in order.
     firewall: Vec<Rule>,
     /// The names whose answers become allowed egress destinations.
     egress_names: Vec<EgressName>,
 }
+
+/// Equal views answer every query alike. A view patched from another shares its name map's
+/// nodes, so comparing two that share the whole map costs nothing (imbl's own comparison walks
+/// every name).
+impl PartialEq for View {
+    fn eq(&self, other: &View) -> bool {
+        (self.names.ptr_eq(&other.names) || self.names == other.names)
+            && (Arc::ptr_eq(&self.authorities, &other.authorities)
+                || self.authorities == other.authorities)
+            && self.firewall == other.firewall
+            && self.egress_names == other.egress_names
+    }
+}
+
+impl Eq for View {}
 
 impl View {
     /// Adds one record of this VPC's own to a finished view, with the empty non-terminals up to
@@ -176,7 +195,7 @@ impl ViewBuilder {
     pub fn authority(&mut self, apex: Name) {
         let apex = fqdn(apex);
         self.apexes.insert(apex.clone());
-        self.view.authorities.insert(apex);
+        Arc::make_mut(&mut self.view.authorities).insert(apex);
     }
 
     /// A private zone associated with this VPC: authoritative, and hides the public names at or
@@ -239,7 +258,12 @@ impl ViewBuilder {
 
 /// Adds `entry` at `name` in `names` (once), and the empty non-terminals between `name` and the
 /// deepest of `apexes` containing it.
-fn insert(names: &mut HashMap<Name, Vec<Entry>>, apexes: &HashSet<Name>, name: Name, entry: Entry) {
+fn insert(
+    names: &mut imbl::HashMap<Name, Vec<Entry>>,
+    apexes: &HashSet<Name>,
+    name: Name,
+    entry: Entry,
+) {
     let mut up = name.base_name();
     let apex_labels = deepest_apex(apexes, &name)
         .map(|apex| apex.num_labels())

@@ -8,7 +8,6 @@
 //! them and, briefly, by a start, stop or status. A write error stops writing (reported once on
 //! stderr and in the status), never the resolver.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +19,7 @@ use serde::Serialize;
 use super::log_file::{LogDir, LogFileError, OpenMode};
 use crate::dns::querylog::QueryLogRecord;
 use crate::sim::resolver::{QueryLog, QueryLogSink};
-use crate::tables::{PortOwner, Tables};
+use crate::tables::Tables;
 
 /// The run's query log: off, or writing to one target. Clones share it.
 #[derive(Clone)]
@@ -189,22 +188,14 @@ impl QueryLogSwitch {
     }
 
     /// The query log of VPC `vpc`'s resolver in `tables` (`None`: no such VPC).
-    pub fn for_vpc(&self, tables: &Tables, vpc: u32) -> Option<QueryLog> {
+    pub fn for_vpc(&self, tables: &Arc<Tables>, vpc: u32) -> Option<QueryLog> {
         let name = tables.vpcs.get(vpc as usize)?.name.clone();
-        let instances: HashMap<_, _> = tables
-            .ports
-            .iter()
-            .filter(|p| matches!(p.owner, PortOwner::Instance { vpc: v, .. } if v == vpc))
-            .map(|p| {
-                let instance = p.name.split_once('/').map_or(p.name.as_str(), |(_, i)| i);
-                (p.addr, instance.to_string())
-            })
-            .collect();
         Some(QueryLog {
             sink: Box::new(self.clone()),
             vpc: name,
             epoch: self.epoch,
-            instances,
+            tables: tables.clone(),
+            vpc_index: vpc,
         })
     }
 

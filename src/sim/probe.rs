@@ -77,6 +77,19 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// A short stable label (`snake_case`), for reports scripts read.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Reset => "reset",
+            Outcome::WrongResponder => "wrong_responder",
+            Outcome::Unreachable => "unreachable",
+            Outcome::Corrupted => "corrupted",
+            Outcome::NotSent => "not_sent",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             Outcome::Completed => "the target echoed the payload",
@@ -108,6 +121,9 @@ pub struct ProbeResult {
     pub answered_by: Option<String>,
     /// Drops the fabric counted while this probe ran, by reason, in counter order.
     pub drops: Vec<(DropReason, u64)>,
+    /// Virtual time the exchange took: from its first packet until it completed or failed (at
+    /// most [`super::PROBE_DEADLINE`]); zero when it was not sent.
+    pub elapsed: std::time::Duration,
 }
 
 impl ProbeResult {

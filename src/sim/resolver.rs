@@ -82,8 +82,24 @@ pub struct QueryLog {
     pub vpc: String,
     /// Unix time of the clock's zero (`Instant::ZERO`).
     pub epoch: std::time::Duration,
-    /// The VPC's instances by address, for `srcids.instance`.
-    pub instances: HashMap<std::net::Ipv4Addr, String>,
+    /// The tables the resolver's VPC was compiled into, for `srcids.instance` (looked up per
+    /// record: a change at 10,000 instances copies no per-instance map for the log).
+    pub tables: std::sync::Arc<crate::tables::Tables>,
+    /// The VPC's index in `tables`.
+    pub vpc_index: u32,
+}
+
+impl QueryLog {
+    /// The name of the VPC's instance at `addr` (`INSTANCE` of the port's `VPC/INSTANCE`).
+    fn instance(&self, addr: std::net::Ipv4Addr) -> Option<&str> {
+        let vpc = self.tables.vpcs.get(self.vpc_index as usize)?;
+        let port = self.tables.port(*vpc.hosts.get(&addr)?)?;
+        Some(
+            port.name
+                .split_once('/')
+                .map_or(port.name.as_str(), |(_, i)| i),
+        )
+    }
 }
 
 /// Forwarded queries a resolver waits for at once; more are answered SERVFAIL.
@@ -233,7 +249,7 @@ impl DnsService {
                 addr: addr.into(),
                 port: asker.1,
                 transport: t,
-                instance: log.instances.get(&addr).map(String::as_str),
+                instance: log.instance(addr),
             },
         );
         log.sink.log(&record);

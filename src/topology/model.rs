@@ -64,8 +64,10 @@ pub struct Vpc {
     pub subnet: Vec<Subnet>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route_table: Vec<RouteTable>,
+    /// Shared between copies of the model (every API change group copies the model; an
+    /// instance is copied only when a change edits it, with `Arc::make_mut`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub instance: Vec<Instance>,
+    pub instance: Vec<std::sync::Arc<Instance>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nat_gateway: Vec<NatGateway>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -626,6 +628,9 @@ pub struct Probe {
     pub from: Spanned<String>,
     pub to: Spanned<ProbeTarget>,
     pub expect: Spanned<Expect>,
+    /// Labels for selecting and grouping probes (`vpcd test --tag egress`): names, each once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

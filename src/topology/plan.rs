@@ -228,6 +228,8 @@ pub struct ProbePlan {
     /// The destination address the prober sends to.
     pub to_addr: Ipv4Addr,
     pub expect: Expect,
+    /// The probe's tags, in file order (valid names, each once).
+    pub tags: Vec<String>,
 }
 
 impl Plan {

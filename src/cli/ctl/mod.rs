@@ -29,6 +29,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use self::client::{ApiEndpoint, ApiEndpointFlags, Client, ClientError, Reply};
+use super::output::{self, errln, errprint};
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
 
 pub use self::client::SOCKET_ENV;
@@ -263,7 +264,7 @@ pub fn run(args: &CtlArgs) -> u8 {
     let call = match call(&args.command, args.json) {
         Ok(c) => c,
         Err(msg) => {
-            eprintln!("vpcd ctl: {msg}");
+            errln!("vpcd ctl: {msg}");
             return EXIT_BAD_INPUT;
         }
     };
@@ -277,7 +278,7 @@ pub fn run(args: &CtlArgs) -> u8 {
     let (endpoint, token) = match (endpoint, token) {
         (Ok(e), Ok(t)) => (e, t),
         (Err(msg), _) | (_, Err(msg)) => {
-            eprintln!("vpcd ctl: {msg}");
+            errln!("vpcd ctl: {msg}");
             return EXIT_BAD_INPUT;
         }
     };
@@ -364,11 +365,11 @@ fn batch(file: &std::path::Path) -> Result<Call, String> {
 /// A 2xx answer: as it came with `--json` (or for raw reads), else rendered.
 fn show(how: &Show, reply: &Reply, as_json: bool) -> u8 {
     if as_json || matches!(how, Show::Raw) {
-        write_out(&reply.body);
-        return match how {
+        let code = match how {
             Show::Explain => reply.json().map_or(EXIT_BAD_INPUT, |v| explain_code(&v)),
             _ => EXIT_OK,
         };
+        return output::finish(code, write_out(&reply.body));
     }
     let parsed = reply
         .json()
@@ -385,12 +386,9 @@ fn show(how: &Show, reply: &Reply, as_json: bool) -> u8 {
         }),
     };
     match rendered {
-        Ok((text, code)) => {
-            write_out(text.as_bytes());
-            code
-        }
+        Ok((text, code)) => output::finish(code, write_out(text.as_bytes())),
         Err(msg) => {
-            eprintln!("vpcd ctl: {msg}");
+            errln!("vpcd ctl: {msg}");
             EXIT_BAD_INPUT
         }
     }
@@ -409,7 +407,7 @@ fn explain_code(v: &Value) -> u8 {
 /// network reported go to stderr as warnings.
 fn changed(done: &str, v: &Value) -> String {
     for p in v["problems"].as_array().into_iter().flatten() {
-        eprintln!("warning: {}", table::cell(p));
+        errln!("warning: {}", table::cell(p));
     }
     let mut line = format!("{done} (generation {}", table::field(v, "generation"));
     if let Some(applied) = v["applied"].as_str().filter(|a| !a.is_empty()) {
@@ -419,13 +417,14 @@ fn changed(done: &str, v: &Value) -> String {
     line
 }
 
-fn write_out(bytes: &[u8]) {
+/// Writes an answer to stdout, ending with a newline.
+fn write_out(bytes: &[u8]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(bytes);
+    out.write_all(bytes)?;
     if !bytes.ends_with(b"\n") && !bytes.is_empty() {
-        let _ = out.write_all(b"\n");
+        out.write_all(b"\n")?;
     }
-    let _ = out.flush();
+    out.flush()
 }
 
 /// A refusal (4xx/5xx): the API's errors on stderr (the body as it came with `--json`); exit 1.
@@ -435,9 +434,9 @@ fn refused(reply: &Reply, client: &Client, as_json: bool) -> u8 {
         return EXIT_FAILED;
     }
     let errors = render_errors(reply);
-    eprint!("{errors}");
+    errprint!("{errors}");
     if reply.status == 401 && !client.has_token() && !errors.contains("--token-file") {
-        eprintln!(
+        errln!(
             "  hint: this API wants a bearer token: pass --token-file FILE (the file \
              `vpcd up --api-token-file` reads) or set {}",
             client::TOKEN_ENV
@@ -476,7 +475,7 @@ pub fn render_errors(reply: &Reply) -> String {
 
 /// No HTTP answer: which API was tried and how to point ctl at another; exit 2.
 fn unreachable_api(e: &ClientError) -> u8 {
-    eprintln!("vpcd ctl: {e}");
+    errln!("vpcd ctl: {e}");
     if let ClientError::Connect { endpoint, source } = e {
         let hint = match (endpoint, source.kind()) {
             (ApiEndpoint::Unix(_), std::io::ErrorKind::PermissionDenied) => {
@@ -495,7 +494,7 @@ fn unreachable_api(e: &ClientError) -> u8 {
                 client::URL_ENV
             ),
         };
-        eprintln!("  hint: {hint}");
+        errln!("  hint: {hint}");
     }
     EXIT_BAD_INPUT
 }

@@ -264,7 +264,7 @@ impl Edit for AssociateEip {
                 .flat_map(|x| x.instance.iter_mut())
                 .find(|x| x.name.get_ref() == &i);
             if let Some(old) = old {
-                old.eip = None;
+                std::sync::Arc::make_mut(old).eip = None;
             }
         }
         let (_, vpc) = vpc_mut(topo, &r.vpc)?;
@@ -275,7 +275,7 @@ impl Edit for AssociateEip {
             "instance",
             "instance",
         )?;
-        inst.eip = Some(sp(r.eip.clone()));
+        std::sync::Arc::make_mut(inst).eip = Some(sp(r.eip.clone()));
         Ok(Some(format!("vpc[{}].instance[{}]", r.vpc, target)))
     }
 }
@@ -288,7 +288,7 @@ impl Edit for DisassociateEip {
             let vname = vpc.name.get_ref().clone();
             for inst in &mut vpc.instance {
                 if inst.eip.as_ref().is_some_and(|e| e.get_ref() == &r.eip) {
-                    inst.eip = None;
+                    std::sync::Arc::make_mut(inst).eip = None;
                     return Ok(None);
                 }
             }

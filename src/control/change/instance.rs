@@ -51,7 +51,7 @@ impl Edit for AddInstance {
                 "choose another name, or remove the instance first",
             ));
         }
-        vpc.instance.push(Instance {
+        vpc.instance.push(std::sync::Arc::new(Instance {
             name: sp(r.name.clone()),
             subnet: sp(r.subnet.clone()),
             ip: r.ip.map(sp),
@@ -59,7 +59,7 @@ impl Edit for AddInstance {
             security_groups: r.security_groups.iter().cloned().map(sp).collect(),
             eip: r.eip.clone().map(sp),
             mtu: r.mtu.map(sp),
-        });
+        }));
         Ok(Some(format!("vpc[{}].instance[{}]", r.vpc, r.name)))
     }
 }

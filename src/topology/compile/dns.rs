@@ -137,7 +137,8 @@ pub struct ViewCache {
 struct Cached {
     /// A hash of everything but the instances that the VPC's view is built from.
     inputs: u64,
-    instances: HashMap<String, Ipv4Addr>,
+    /// Name -> address (a fast hasher: every change looks each instance up once).
+    instances: HashMap<String, Ipv4Addr, foldhash::fast::FixedState>,
     view: Arc<View>,
 }
 
@@ -150,24 +151,21 @@ impl ViewCache {
             .map(|vi| {
                 let vpc = &plan.vpcs[vi];
                 let inputs = inputs_hash(plan, vi);
-                let instances: HashMap<String, Ipv4Addr> = vpc
-                    .instances
-                    .iter()
-                    .map(|i| (i.name.clone(), i.ip))
-                    .collect();
-                let view = match self.vpcs.remove(&vpc.name) {
-                    Some(old) if old.inputs == inputs => patched(old, &instances, &vpc.name)
-                        .unwrap_or_else(|| Arc::new(view(plan, vi))),
-                    _ => Arc::new(view(plan, vi)),
+                let kept = match self.vpcs.remove(&vpc.name) {
+                    Some(mut old) if old.inputs == inputs => old.patch(vpc).then_some(old),
+                    _ => None,
                 };
-                next.insert(
-                    vpc.name.clone(),
-                    Cached {
-                        inputs,
-                        instances,
-                        view: view.clone(),
-                    },
-                );
+                let cached = kept.unwrap_or_else(|| Cached {
+                    inputs,
+                    instances: vpc
+                        .instances
+                        .iter()
+                        .map(|i| (i.name.clone(), i.ip))
+                        .collect(),
+                    view: Arc::new(view(plan, vi)),
+                });
+                let view = cached.view.clone();
+                next.insert(vpc.name.clone(), cached);
                 view
             })
             .collect();
@@ -176,38 +174,59 @@ impl ViewCache {
     }
 }
 
-/// `old`'s view with the instances that left or came since patched; `None` when more than a
-/// quarter of them changed (building anew is as cheap then).
-fn patched(old: Cached, now: &HashMap<String, Ipv4Addr>, vpc: &str) -> Option<Arc<View>> {
-    let gone: Vec<(&String, Ipv4Addr)> = old
-        .instances
-        .iter()
-        .filter(|(n, ip)| now.get(*n) != Some(ip))
-        .map(|(n, ip)| (n, *ip))
-        .collect();
-    let came: Vec<(&String, Ipv4Addr)> = now
-        .iter()
-        .filter(|(n, ip)| old.instances.get(*n) != Some(ip))
-        .map(|(n, ip)| (n, *ip))
-        .collect();
-    if gone.is_empty() && came.is_empty() {
-        return Some(old.view);
-    }
-    if (gone.len() + came.len()) * 4 > now.len().max(old.instances.len()) {
-        return None;
-    }
-    let mut view = Arc::unwrap_or_clone(old.view);
-    for (name, ip) in gone {
-        for (n, data) in instance_records(name, ip, vpc) {
-            view.patch_remove(&n, DEFAULT_TTL, &data);
+impl Cached {
+    /// Patches the view (and the instance list) with the instances that left, came or moved
+    /// since; `false` when more than a quarter of them changed (building anew is as cheap
+    /// then). Unchanged instances cost a lookup each and no allocation; the view is copied
+    /// only along the patched names' paths (a persistent map, `dns::view`).
+    fn patch(&mut self, vpc: &VpcPlan) -> bool {
+        let mut known = 0;
+        let mut came: Vec<(&str, Ipv4Addr)> = Vec::new();
+        let mut gone: Vec<(String, Ipv4Addr)> = Vec::new();
+        for inst in &vpc.instances {
+            match self.instances.get(inst.name.as_str()) {
+                Some(ip) if *ip == inst.ip => known += 1,
+                Some(ip) => {
+                    known += 1;
+                    gone.push((inst.name.clone(), *ip));
+                    came.push((&inst.name, inst.ip));
+                }
+                None => came.push((&inst.name, inst.ip)),
+            }
         }
-    }
-    for (name, ip) in came {
-        for (n, data) in instance_records(name, ip, vpc) {
-            view.patch_add(n, DEFAULT_TTL, data);
+        if known < self.instances.len() {
+            let now: std::collections::HashSet<&str, foldhash::fast::FixedState> =
+                vpc.instances.iter().map(|i| i.name.as_str()).collect();
+            gone.extend(
+                self.instances
+                    .iter()
+                    .filter(|(n, _)| !now.contains(n.as_str()))
+                    .map(|(n, ip)| (n.clone(), *ip)),
+            );
         }
+        if gone.is_empty() && came.is_empty() {
+            return true;
+        }
+        if (gone.len() + came.len()) * 4 > vpc.instances.len().max(self.instances.len()) {
+            return false;
+        }
+        // Cheap: the name map is shared, not copied.
+        let mut patched = View::clone(&self.view);
+        for (name, ip) in &gone {
+            for (n, data) in instance_records(name, *ip, &vpc.name) {
+                patched.patch_remove(&n, DEFAULT_TTL, &data);
+            }
+            self.instances.remove(name);
+        }
+        for (name, ip) in came {
+            for (n, data) in instance_records(name, ip, &vpc.name) {
+                patched.patch_add(n, DEFAULT_TTL, data);
+            }
+            self.instances.insert(name.to_string(), ip);
+        }
+        self.view = Arc::new(patched);
+        true
     }
-    Some(Arc::new(view))
 }
 
 /// A hash of what VPC `vi`'s view is built from besides its instances.

@@ -1,5 +1,6 @@
 //! Probes: reachability assertions, with endpoints (`VPC/INSTANCE`, `internet/HOST`) resolved
-//! against the plan built so far. Probe names, when given, are unique.
+//! against the plan built so far. Probe names, when given, are unique; tags are names, each at
+//! most once per probe.
 
 use std::net::Ipv4Addr;
 
@@ -8,7 +9,7 @@ use super::super::plan::{Endpoint, InternetPlan, ProbePlan, VpcPlan};
 use toml::Spanned;
 
 use super::Checker;
-use super::names::closest;
+use super::names::{MAX_NAME_LEN, closest, is_valid_name};
 use super::syntax::Step;
 
 impl Checker<'_> {
@@ -85,6 +86,7 @@ impl Checker<'_> {
                 Some(n) => format!("probe[{n}]"),
                 None => format!("probe[{i}]"),
             };
+            let tags = self.check_tags(&pp, &probe.tags);
             let from_text = probe.from.get_ref();
             let from = match from_text.split_once('/') {
                 Some((scope, name)) if !scope.is_empty() && !name.is_empty() => {
@@ -161,9 +163,41 @@ impl Checker<'_> {
                     to_endpoint,
                     to_addr,
                     expect: *probe.expect.get_ref(),
+                    tags,
                 });
             }
         }
         probes
+    }
+}
+
+impl Checker<'_> {
+    /// A probe's tags: each a valid name, none twice. Returns the valid ones, in order.
+    fn check_tags(&mut self, pp: &str, tags: &[Spanned<String>]) -> Vec<String> {
+        let mut kept: Vec<String> = Vec::new();
+        for (i, tag) in tags.iter().enumerate() {
+            let t = tag.get_ref();
+            if !is_valid_name(t) {
+                self.error(
+                    tag.span(),
+                    format!("{pp}.tags[{i}]"),
+                    format!("`{t}` is not a valid tag"),
+                    format!(
+                        "write a tag like a name: 1 to {MAX_NAME_LEN} characters from A-Z, a-z, \
+                         0-9, `_`, `.` and `-`, e.g. \"egress\""
+                    ),
+                );
+            } else if kept.contains(t) {
+                self.error(
+                    tag.span(),
+                    format!("{pp}.tags[{i}]"),
+                    format!("duplicate tag `{t}` on one probe"),
+                    "list each tag once",
+                );
+            } else {
+                kept.push(t.clone());
+            }
+        }
+        kept
     }
 }
