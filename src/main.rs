@@ -74,6 +74,11 @@ enum Command {
         /// The bearer token TCP clients must send (a file holding one line, 16+ characters).
         #[arg(long, value_name = "FILE", requires = "api_listen")]
         api_token_file: Option<PathBuf>,
+        /// The only directory where flow logs, DNS query logs and captures started through the
+        /// API are written (appended to, never truncated; no symbolic links); default the
+        /// --state DIR. Created if missing.
+        #[arg(long, value_name = "DIR", requires = "state")]
+        log_dir: Option<PathBuf>,
         /// Keep N network namespaces with their TUN devices made ahead, so that attaching a
         /// `netns` instance (API or reload) only addresses one; 0 turns it off. Default: 8 with
         /// --state, 0 without.
@@ -146,6 +151,7 @@ fn main() -> ExitCode {
             api_socket,
             api_listen,
             api_token_file,
+            log_dir,
             warm_pool,
         } => cli::up::run(
             &file,
@@ -160,6 +166,7 @@ fn main() -> ExitCode {
                 socket: api_socket,
                 listen: api_listen,
                 token_file: api_token_file,
+                log_dir,
             },
             warm_pool.map(usize::from),
         ),

@@ -167,22 +167,59 @@ fn resolv_conf_path(name: &str) -> PathBuf {
     Path::new(ETC_NETNS).join(name).join("resolv.conf")
 }
 
+/// Whether this process made [`ETC_NETNS`]: it then removes it again once the last
+/// namespace's file there is gone (an empty `/etc/netns` it made stays no longer).
+static MADE_ETC_NETNS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Writes the `resolv.conf` of namespace `name`.
 fn write_resolv_conf(name: &str, content: &str) -> Result<(), NetnsError> {
-    let file = resolv_conf_path(name);
-    if let Some(dir) = file.parent() {
-        fs::create_dir_all(dir)
-            .map_err(|e| NetnsError::io(format!("creating {}", dir.display()), e))?;
+    write_resolv_conf_in(Path::new(ETC_NETNS), name, content, &MADE_ETC_NETNS)
+}
+
+/// Writes `etc/NAME/resolv.conf`; `made` is set when `etc` did not exist and is made here.
+fn write_resolv_conf_in(
+    etc: &Path,
+    name: &str,
+    content: &str,
+    made: &std::sync::atomic::AtomicBool,
+) -> Result<(), NetnsError> {
+    let file = etc.join(name).join("resolv.conf");
+    let dir = etc.join(name);
+    // Twice: another namespace's removal may take an empty `etc` away between the two steps.
+    for attempt in 0..2 {
+        if !etc.exists() {
+            fs::create_dir_all(etc)
+                .map_err(|e| NetnsError::io(format!("creating {}", etc.display()), e))?;
+            made.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Err(e) = fs::create_dir_all(&dir) {
+            if attempt == 0 && e.kind() == std::io::ErrorKind::NotFound {
+                continue;
+            }
+            return Err(NetnsError::io(format!("creating {}", dir.display()), e));
+        }
+        match fs::write(&file, content) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt == 0 && e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(NetnsError::io(format!("writing {}", file.display()), e)),
+        }
     }
-    fs::write(&file, content).map_err(|e| NetnsError::io(format!("writing {}", file.display()), e))
+    Ok(())
 }
 
 /// Removes what [`write_resolv_conf`] wrote (the directory only when nothing else is in it).
 fn remove_resolv_conf(name: &str) {
-    let file = resolv_conf_path(name);
-    let _ = fs::remove_file(&file);
-    if let Some(dir) = file.parent() {
-        let _ = fs::remove_dir(dir);
+    remove_resolv_conf_in(Path::new(ETC_NETNS), name, &MADE_ETC_NETNS);
+}
+
+/// Removes `etc/NAME/resolv.conf` and `etc/NAME` when empty, and `etc` itself when empty and
+/// `made` says this process made it.
+fn remove_resolv_conf_in(etc: &Path, name: &str, made: &std::sync::atomic::AtomicBool) {
+    let dir = etc.join(name);
+    let _ = fs::remove_file(dir.join("resolv.conf"));
+    let _ = fs::remove_dir(&dir);
+    if made.load(std::sync::atomic::Ordering::Relaxed) && fs::remove_dir(etc).is_ok() {
+        made.store(false, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -548,5 +585,38 @@ mod tests {
         assert!(!valid_prefix(""));
         assert!(!valid_prefix("a/b"));
         assert!(!valid_prefix(&"x".repeat(17)));
+    }
+
+    /// An `etc/netns` this process made goes with its last namespace's file; one that was there
+    /// before stays.
+    #[test]
+    fn an_etc_netns_made_here_is_removed_with_the_last_file_and_an_older_one_stays() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let base = std::env::temp_dir().join(format!("vpcd-etc-netns-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        fs::create_dir_all(&base).unwrap();
+        let etc = base.join("netns");
+        let made = AtomicBool::new(false);
+        write_resolv_conf_in(&etc, "a", "nameserver 10.0.0.2\n", &made).unwrap();
+        write_resolv_conf_in(&etc, "b", "nameserver 10.0.0.2\n", &made).unwrap();
+        assert!(made.load(Ordering::Relaxed));
+        assert_eq!(
+            fs::read_to_string(etc.join("a/resolv.conf")).unwrap(),
+            "nameserver 10.0.0.2\n"
+        );
+        remove_resolv_conf_in(&etc, "a", &made);
+        assert!(
+            etc.exists() && !etc.join("a").exists(),
+            "b's file is still there"
+        );
+        remove_resolv_conf_in(&etc, "b", &made);
+        assert!(!etc.exists(), "made here, removed when empty");
+        // There before: it stays, emptied.
+        fs::create_dir_all(&etc).unwrap();
+        let made = AtomicBool::new(false);
+        write_resolv_conf_in(&etc, "c", "x\n", &made).unwrap();
+        remove_resolv_conf_in(&etc, "c", &made);
+        assert!(etc.exists() && !etc.join("c").exists());
+        fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -193,12 +193,32 @@ fn request() -> impl Strategy<Value = (usize, Value)> {
                 "disassociate_zone" => {
                     json!({"zone": "z.example", "vpc": if flag { "a".to_string() } else { n1 }})
                 }
+                "add_dns_firewall_rule" if flag => {
+                    json!({"name": n1, "vpcs": ["a"], "domain_list": "lst", "action": "block"})
+                }
                 "add_dns_firewall_rule" => {
-                    json!({"name": n1, "vpcs": ["a"], "domains": [format!("{n2}.example")], "action": if flag { "block" } else { "alert" }, "block_response": if flag { Value::Null } else { json!("nodata") }})
+                    json!({"name": n1, "vpcs": ["a"], "domains": [format!("{n2}.example")], "action": "alert", "block_response": json!("nodata")})
                 }
                 "remove_dns_firewall_rule" => json!({"name": n1}),
                 "set_egress_by_name" => {
                     json!({"vpc": "a", "allow": if flag { json!([]) } else { json!([format!("{n1}.example:443")]) }})
+                }
+                "add_public_zone" => {
+                    json!({"name": if flag { "pub.example" } else { "x.vpc.internal" }})
+                }
+                "remove_public_zone" => json!({"name": if flag { "pub.example".to_string() } else { n1 }}),
+                "add_public_zone_record" => {
+                    json!({"zone": "pub.example", "name": n1, "type": if flag { "A" } else { "TXT" }, "value": ip})
+                }
+                "remove_public_zone_record" => {
+                    json!({"zone": "pub.example", "name": n1, "type": "A"})
+                }
+                "add_dns_domain_list" => {
+                    json!({"name": if flag { "lst".to_string() } else { n1 }, "domains": [format!("{n2}.example")]})
+                }
+                "remove_dns_domain_list" => json!({"name": if flag { "lst".to_string() } else { n1 }}),
+                "update_dns_domain_list" => {
+                    json!({"name": "lst", "operation": if flag { "add" } else { "remove" }, "domains": [format!("{n2}.example")]})
                 }
                 other => panic!("the property test does not know operation `{other}`; add it"),
             };
@@ -459,6 +479,19 @@ fn every_request_type_refuses_unknown_keys() {
         ),
         (38, json!({"name": "n"})),
         (39, json!({"vpc": "a", "allow": ["api.example:443"]})),
+        (40, json!({"name": "n.example"})),
+        (41, json!({"name": "n.example"})),
+        (
+            42,
+            json!({"zone": "z.example", "name": "n", "type": "A", "value": "198.51.100.5"}),
+        ),
+        (43, json!({"zone": "z.example", "name": "n", "type": "A"})),
+        (44, json!({"name": "n", "domains": ["bad.example"]})),
+        (45, json!({"name": "n"})),
+        (
+            46,
+            json!({"name": "n", "operation": "add", "domains": ["bad.example"]}),
+        ),
     ];
     let mut covered: Vec<usize> = bodies.iter().map(|(op, _)| *op).collect();
     covered.dedup();

@@ -1457,6 +1457,40 @@ fn dns_changes_post_their_op_with_the_api_field_names_and_print_one_line() {
          "set egress by name of VPC a: api.example.com:443, *.cdn.example"),
         (vec!["dns", "egress", "set", "a"], "set_egress_by_name",
          json!({"vpc": "a", "allow": []}), "cleared egress by name of VPC a"),
+        (vec!["dns", "zone", "add", "--public", "example.com"], "add_public_zone",
+         json!({"name": "example.com"}), "added public zone example.com"),
+        (vec!["dns", "zone", "remove", "--public", "example.com"], "remove_public_zone",
+         json!({"name": "example.com"}), "removed public zone example.com"),
+        (vec!["dns", "record", "add", "--public", "example.com", "api", "A", "198.51.100.10"],
+         "add_public_zone_record",
+         json!({"zone": "example.com", "name": "api", "type": "A", "value": "198.51.100.10"}),
+         "added A record api 198.51.100.10 to public zone example.com"),
+        (vec!["dns", "record", "remove", "--public", "example.com", "api", "A"],
+         "remove_public_zone_record",
+         json!({"zone": "example.com", "name": "api", "type": "A"}),
+         "removed A records of api from public zone example.com"),
+        (vec!["dns", "domain-list", "add", "bad", "bad.example", "*.bad.example"],
+         "add_dns_domain_list",
+         json!({"name": "bad", "domains": ["bad.example", "*.bad.example"]}),
+         "added DNS domain list bad"),
+        (vec!["dns", "domain-list", "remove", "bad"], "remove_dns_domain_list",
+         json!({"name": "bad"}), "removed DNS domain list bad"),
+        (vec!["dns", "domain-list", "add-domains", "bad", "worse.example"],
+         "update_dns_domain_list",
+         json!({"name": "bad", "operation": "add", "domains": ["worse.example"]}),
+         "added worse.example to DNS domain list bad"),
+        (vec!["dns", "domain-list", "remove-domains", "bad", "bad.example"],
+         "update_dns_domain_list",
+         json!({"name": "bad", "operation": "remove", "domains": ["bad.example"]}),
+         "removed bad.example from DNS domain list bad"),
+        (vec!["dns", "domain-list", "replace", "bad", "a.example"], "update_dns_domain_list",
+         json!({"name": "bad", "operation": "replace", "domains": ["a.example"]}),
+         "DNS domain list bad holds: a.example"),
+        (vec!["dns", "firewall", "add", "on-list", "--vpc", "a", "--domain-list", "bad",
+              "--action", "block"], "add_dns_firewall_rule",
+         json!({"name": "on-list", "vpcs": ["a"], "domains": [], "domain_list": "bad",
+                "action": "block"}),
+         "added DNS Firewall rule on-list"),
     ];
     for (args, op, body, line) in cases {
         let (req, out) = exchange(&args, changed(op));
@@ -1522,6 +1556,62 @@ fn dns_lists_render_tables() {
     assert_eq!(stdout(&out), "no egress by name\n");
     let (_, out) = exchange(&["dns", "zone", "list"], json_reply(200, json!([])));
     assert_eq!(stdout(&out), "no private zones\n");
+    let (req, out) = exchange(
+        &["dns", "zone", "list", "--public"],
+        json_reply(200, json!([{"name": "example.com", "records": 3}])),
+    );
+    exits(&out, 0);
+    assert_eq!(req.line, "GET /v1/dns/public-zones HTTP/1.1");
+    assert_eq!(stdout(&out), "ZONE         RECORDS\nexample.com  3\n");
+    let (req, out) = exchange(
+        &["dns", "zone", "show", "--public", "example.com"],
+        json_reply(
+            200,
+            json!({"name": "example.com", "records": [
+                {"name": "api", "type": "A", "value": "198.51.100.10", "ttl": 300}]}),
+        ),
+    );
+    exits(&out, 0);
+    assert_eq!(req.line, "GET /v1/dns/public-zones/example.com HTTP/1.1");
+    assert_eq!(
+        stdout(&out),
+        "ZONE    example.com\nPUBLIC  yes\n\nNAME  TYPE  TTL  VALUE\napi   A     300  198.51.100.10\n"
+    );
+    let (req, out) = exchange(
+        &["dns", "domain-list", "list"],
+        json_reply(
+            200,
+            json!([{"name": "bad", "domains": ["bad.example", "*.bad.example"], "rules": ["no-bad"]}]),
+        ),
+    );
+    exits(&out, 0);
+    assert_eq!(req.line, "GET /v1/dns/domain-lists HTTP/1.1");
+    assert_eq!(
+        stdout(&out),
+        "LIST  DOMAINS                     RULES\nbad   bad.example, *.bad.example  no-bad\n"
+    );
+    let (req, out) = exchange(
+        &["dns", "domain-list", "show", "bad"],
+        json_reply(
+            200,
+            json!({"name": "bad", "domains": ["bad.example"], "rules": []}),
+        ),
+    );
+    exits(&out, 0);
+    assert_eq!(req.line, "GET /v1/dns/domain-lists/bad HTTP/1.1");
+    assert!(
+        stdout(&out).contains("DOMAIN\nbad.example\n"),
+        "{}",
+        stdout(&out)
+    );
+    let (_, out) = exchange(
+        &["dns", "firewall", "list"],
+        json_reply(
+            200,
+            json!([{"name": "r", "vpcs": ["a"], "domain_list": "bad", "action": "alert"}]),
+        ),
+    );
+    assert!(stdout(&out).contains("list bad"), "{}", stdout(&out));
 }
 
 /// `dns query` posts the question and prints it like a small dig; `--json` passes the answer

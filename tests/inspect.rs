@@ -14,6 +14,7 @@ use vpcd::inspect::{self, ConnFilter, ConnList, ConnTable, FlushTarget, Flushed,
 use vpcd::observe::Observer;
 use vpcd::runtime::Handle;
 use vpcd::runtime::event_loop::{LoopMsg, Port, Shell};
+use vpcd::runtime::log_file::{LogDir, LogFileError, OpenMode};
 use vpcd::runtime::mailbox;
 use vpcd::runtime::observe_api;
 use vpcd::runtime::observing::{ObserveControlError, PreparedCapture, Sinks};
@@ -782,6 +783,7 @@ fn flow_logs_and_captures_start_and_stop_at_run_time_and_write_their_files() {
     let flows = dir.0.join("flows.jsonl");
     let pcap = dir.0.join("fn-a1.pcap");
     let (flows2, pcap2) = (flows.clone(), pcap.clone());
+    let log_dir = LogDir::new(&dir.0).expect("log dir");
     with_running_shell(|handle, tables| async move {
         let (flows, pcap) = (flows2, pcap2);
         let fn_a1 = tables.port_named("tenant-a/fn-a1").expect("fn-a1");
@@ -792,44 +794,76 @@ fn flow_logs_and_captures_start_and_stop_at_run_time_and_write_their_files() {
             &handle,
             flows.display().to_string(),
             Duration::from_secs(60),
+            log_dir.clone(),
+            OpenMode::Append,
         )
         .await
         .expect("a flow log starts");
         assert_eq!((fl.records_written, fl.window_s), (0, 60.0));
-        let again =
-            observe_api::start_flow_log(&handle, "/nonexistent/x".into(), Duration::from_secs(60))
-                .await;
+        let again = observe_api::start_flow_log(
+            &handle,
+            "/nonexistent/x".into(),
+            Duration::from_secs(60),
+            log_dir.clone(),
+            OpenMode::Append,
+        )
+        .await;
         assert!(
             matches!(again, Err(ObserveControlError::FlowLogRunning { ref target }) if *target == flows.display().to_string()),
             "{again:?}"
         );
 
-        let cap = observe_api::start_capture(&handle, "tenant-a/fn-a1".into(), pcap.clone())
-            .await
-            .expect("a capture starts");
+        let cap = observe_api::start_capture(
+            &handle,
+            "tenant-a/fn-a1".into(),
+            pcap.clone(),
+            log_dir.clone(),
+        )
+        .await
+        .expect("a capture starts");
         assert_eq!(cap.nat_file, dir_join(&pcap, "fn-a1.nat.pcap"));
         assert_eq!(
             tcpdump(&pcap).len(),
             0,
             "a valid, empty pcap from the start"
         );
-        let again = observe_api::start_capture(&handle, "tenant-a/fn-a1".into(), pcap.clone())
-            .await
-            .expect_err("already captured");
+        let again = observe_api::start_capture(
+            &handle,
+            "tenant-a/fn-a1".into(),
+            pcap.clone(),
+            log_dir.clone(),
+        )
+        .await
+        .expect_err("already captured");
         assert!(
             matches!(again, ObserveControlError::AlreadyCapturing { .. }),
             "{again}"
         );
-        let unknown =
-            observe_api::start_capture(&handle, "tenant-a/fn-zz".into(), "/tmp/zz.pcap".into())
-                .await
-                .expect_err("no such endpoint");
+        let unknown = observe_api::start_capture(
+            &handle,
+            "tenant-a/fn-zz".into(),
+            "/tmp/zz.pcap".into(),
+            log_dir.clone(),
+        )
+        .await
+        .expect_err("no such endpoint");
         assert!(unknown.to_string().contains("internet/web"), "{unknown}");
         assert!(!Path::new("/tmp/zz.pcap").exists(), "nothing was created");
-        let relative = observe_api::start_capture(&handle, "internet/web".into(), "w.pcap".into())
-            .await
-            .expect_err("a relative path");
-        assert!(matches!(relative, ObserveControlError::RelativePath { .. }));
+        let relative = observe_api::start_capture(
+            &handle,
+            "internet/web".into(),
+            "w.pcap".into(),
+            log_dir.clone(),
+        )
+        .await
+        .expect_err("a relative path");
+        assert!(
+            matches!(
+                relative,
+                ObserveControlError::File(LogFileError::Relative { .. })
+            ),
+            "{relative}"
+        );
 
         // Traffic: a DNS query from fn-a1 to web, which echoes it back through the NAT.
         let v = handle
@@ -943,11 +977,12 @@ fn a_capture_follows_its_port_when_ids_move_and_ends_with_its_endpoint() {
     let tables = Arc::new(vpcd::topology::compile::tables(&plan()));
     let mut obs = Observer::new();
     let mut sinks = Sinks::none();
+    let log_dir = LogDir::new(&dir.0).expect("log dir");
     for name in ["tenant-a/fn-a1", "internet/web"] {
         let port = sinks.check_capture(&tables, name).expect("a port");
         let file = dir.0.join(format!("{}.pcap", name.replace('/', "-")));
-        let opened =
-            PreparedCapture::open(name, port, Duration::ZERO, &file).expect("files created");
+        let opened = PreparedCapture::open(name, port, Duration::ZERO, &file, &log_dir)
+            .expect("files created");
         sinks
             .start_capture(&mut obs, &tables, opened)
             .expect("installed");

@@ -646,7 +646,11 @@ fn ctl_lists_and_flushes_connections_counts_metrics_and_observes_at_run_time() {
         return;
     }
     let state = StateDir::new("observe");
-    let mut run = Run::up_with("vco", TOPOLOGY, &["--state", &state.arg()]);
+    let mut run = Run::up_with(
+        "vco",
+        TOPOLOGY,
+        &["--state", &state.arg(), "--log-dir", "{dir}"],
+    );
     socket(&run);
     run.http_server("internet/web", "198.51.100.10", 80, "web page\n");
     let flows = run.dir.join("flows.jsonl");

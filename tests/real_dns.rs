@@ -543,6 +543,17 @@ fn dnsperf_loses_no_query_at_full_speed() {
 }
 
 /// `vpcd ctl ARGS` against `run`'s API: its stdout; panics with both streams when it fails.
+/// `vpcd ctl ARGS` that must fail: its stderr.
+fn ctl_refused(run: &Run, args: &[&str]) -> String {
+    let out = run.vpcd().arg("ctl").args(args).output().expect("vpcd ctl");
+    assert!(
+        !out.status.success(),
+        "vpcd ctl {args:?} succeeded: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn ctl(run: &Run, args: &[&str]) -> String {
     let out = run.vpcd().arg("ctl").args(args).output().expect("vpcd ctl");
     assert!(out.status.success(), "vpcd ctl {args:?}: {}", text(&out));
@@ -568,7 +579,11 @@ fn ctl_zone_changes_answer_dig_without_restart_and_ctl_queries_and_query_logs_th
         StateDir(std::env::temp_dir().join(format!("vpcd-dns-api-state-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&state.0);
     let state_arg = state.0.display().to_string();
-    let run = Run::up_with("vr-dapi", &topology(), &["--state", &state_arg]);
+    let run = Run::up_with(
+        "vr-dapi",
+        &topology(),
+        &["--state", &state_arg, "--log-dir", "{dir}"],
+    );
     run.metrics(); // waits for the API socket
     let pid = run.pid();
     assert_eq!(dig_status(&run, "d/cli", &["new.corp.example"]), "NXDOMAIN");
@@ -667,6 +682,27 @@ fn ctl_zone_changes_answer_dig_without_restart_and_ctl_queries_and_query_logs_th
     // The query log, started and stopped through the API.
     let status = ctl(&run, &["dns", "query-log", "status"]);
     assert!(status.starts_with("ACTIVE   no\n"), "{status}");
+    // Only a regular file inside the log directory (--log-dir), never through a link, never
+    // truncated.
+    let outside =
+        std::env::temp_dir().join(format!("vpcd-dns-outside-{}.jsonl", std::process::id()));
+    let e = ctl_refused(
+        &run,
+        &["dns", "query-log", "start", &outside.display().to_string()],
+    );
+    assert!(e.contains("outside the log directory"), "{e}");
+    assert!(!outside.exists());
+    let victim = state.0.join("victim");
+    std::fs::create_dir_all(&state.0).unwrap();
+    std::fs::write(&victim, "keep\n").unwrap();
+    let link = run.dir.join("link.jsonl");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let e = ctl_refused(
+        &run,
+        &["dns", "query-log", "start", &link.display().to_string()],
+    );
+    assert!(e.contains("symbolic link"), "{e}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
     let log = run.dir.join("q.jsonl");
     let log_arg = log.display().to_string();
     let started = ctl(&run, &["dns", "query-log", "start", &log_arg]);
@@ -691,6 +727,16 @@ fn ctl_zone_changes_answer_dig_without_restart_and_ctl_queries_and_query_logs_th
     assert_eq!(records[1]["query_name"], "new.corp.example.");
     assert_eq!(records[1]["srcids"]["instance"], "cli");
     assert_eq!(records[1]["answers"][0]["Rdata"], "10.30.1.77");
+    // Started again on the same file: appended to, not truncated; --exclusive refuses it.
+    let e = ctl_refused(
+        &run,
+        &["dns", "query-log", "start", "--exclusive", &log_arg],
+    );
+    assert!(e.contains("exists already"), "{e}");
+    ctl(&run, &["dns", "query-log", "start", &log_arg]);
+    assert_eq!(dig(&run, "d/cli", &["web.d.vpc.internal"]), ["10.30.1.10"]);
+    ctl(&run, &["dns", "query-log", "stop"]);
+    assert_eq!(json_lines(&log).len(), 3);
 
     // A DNS Firewall rule through the API blocks at once.
     ctl(
@@ -710,12 +756,80 @@ fn ctl_zone_changes_answer_dig_without_restart_and_ctl_queries_and_query_logs_th
     );
     assert_eq!(dig_status(&run, "d/cli", &["new.corp.example"]), "NXDOMAIN");
     assert_eq!(dig(&run, "o/x", &["new.corp.example"]), ["10.30.1.77"]);
+
+    // A public zone through the API: answered in every VPC at once, and gone with its record.
+    let api = ["api.public.example"];
+    assert_eq!(dig_status(&run, "o/x", &api), "NXDOMAIN");
+    ctl(&run, &["dns", "zone", "add", "--public", "public.example"]);
+    for (name, addr) in [("api", "198.51.100.44"), ("old", "198.51.100.45")] {
+        let args = [
+            "dns",
+            "record",
+            "add",
+            "--public",
+            "public.example",
+            name,
+            "A",
+            addr,
+        ];
+        ctl(&run, &args);
+    }
+    assert_eq!(dig(&run, "o/x", &api), ["198.51.100.44"]);
+    assert_eq!(dig(&run, "d/cli", &api), ["198.51.100.44"]);
+    ctl(
+        &run,
+        &[
+            "dns",
+            "record",
+            "remove",
+            "--public",
+            "public.example",
+            "old",
+            "A",
+        ],
+    );
+    assert_eq!(dig_status(&run, "o/x", &["old.public.example"]), "NXDOMAIN");
+
+    // A DNS Firewall rule on a domain list: the list's changes apply at once, in o only.
+    ctl(&run, &["dns", "domain-list", "add", "blocked"]);
+    let list = |op: &str, domain: &str| ctl(&run, &["dns", "domain-list", op, "blocked", domain]);
+    ctl(
+        &run,
+        &[
+            "dns",
+            "firewall",
+            "add",
+            "on-list",
+            "--vpc",
+            "o",
+            "--domain-list",
+            "blocked",
+            "--action",
+            "block",
+        ],
+    );
+    assert_eq!(
+        dig(&run, "o/x", &api),
+        ["198.51.100.44"],
+        "an empty list blocks nothing"
+    );
+    list("add-domains", "*.public.example");
+    assert_eq!(dig_status(&run, "o/x", &api), "NXDOMAIN");
+    assert_eq!(dig(&run, "d/cli", &api), ["198.51.100.44"]);
+    let e = ctl_refused(&run, &["dns", "domain-list", "remove", "blocked"]);
+    assert!(e.contains("on-list"), "{e}");
+    list("remove-domains", "*.public.example");
+    assert_eq!(dig(&run, "o/x", &api), ["198.51.100.44"]);
+    list("add-domains", "api.public.example");
+    assert_eq!(dig_status(&run, "o/x", &api), "NXDOMAIN");
     run.stop();
 
     // Durable: a restart from the state directory answers as before.
     let run = Run::up_with("vr-dapi", &topology(), &["--state", &state_arg]);
     assert_eq!(dig(&run, "o/x", &["new.corp.example"]), ["10.30.1.77"]);
     assert_eq!(dig_status(&run, "d/cli", &["new.corp.example"]), "NXDOMAIN");
+    assert_eq!(dig(&run, "d/cli", &api), ["198.51.100.44"]);
+    assert_eq!(dig_status(&run, "o/x", &api), "NXDOMAIN");
     run.stop();
     assert_no_etc_netns("vr-dapi");
 }

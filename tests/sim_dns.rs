@@ -247,6 +247,49 @@ fn an_upstream_that_does_not_answer_is_servfail() {
     assert_eq!(sim.dns_counters("tenant-a").unwrap().upstream_failures, 1);
 }
 
+/// A [`Scripted`] upstream whose answers carry another id than the query's, as an off-path
+/// forger's that guessed the question but not the id.
+struct Forging(Scripted);
+
+impl Upstream for Forging {
+    fn submit(&mut self, token: u64, query: Vec<u8>) -> bool {
+        self.0.submit(token, query)
+    }
+
+    fn completed(&mut self) -> Vec<(u64, Option<Vec<u8>>)> {
+        let mut done = self.0.completed();
+        for (_, answer) in &mut done {
+            if let Some(a) = answer {
+                a[0] ^= 0xff;
+            }
+        }
+        done
+    }
+}
+
+#[test]
+fn an_upstream_answer_with_another_id_is_refused_counted_and_not_cached() {
+    let mut sim = sim();
+    let up = Forging(Scripted {
+        asked: Arc::default(),
+        down: false,
+        done: Vec::new(),
+    });
+    sim.forward_dns("tenant-a", Box::new(up));
+    let q = query("api.example.org.", RecordType::A);
+    for _ in 0..2 {
+        let m = ask(&mut sim, "tenant-a/web", [10, 0, 0, 2], &q, Transport::Udp);
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        assert!(m.answers.is_empty());
+    }
+    let c = sim.dns_counters("tenant-a").unwrap();
+    // Not cached: both questions went upstream, both answers were thrown away.
+    assert_eq!(
+        (c.forwarded, c.cache_hits, c.upstream_mismatched),
+        (2, 0, 2)
+    );
+}
+
 const EGRESS_BY_NAME: &str = r#"
 [[vpc]]
 name = "t"

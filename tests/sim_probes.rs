@@ -245,3 +245,40 @@ host = [ { name = "web", ip = "198.51.100.10", secondary_ips = ["198.51.100.11"]
         assert_eq!(r.answered_by.as_deref(), Some("internet/web"), "{to}");
     }
 }
+
+/// The VPC resolver serves DNS on 53/udp and 53/tcp (and answers ping): `vpcd explain` says so
+/// for every port, and a probe of the running simulation sees the same.
+#[test]
+fn explain_and_the_probe_agree_on_the_resolvers_ports() {
+    let plan = vpcd::topology::parse("small.toml", SMALL).expect("valid");
+    let tables = vpcd::topology::compile::tables(&plan);
+    let mut sim = Simulation::parse("small.toml", SMALL).expect("loads");
+    let cases = [
+        ("10.0.0.2:53/udp", true),
+        ("10.0.0.2:53/tcp", true),
+        ("169.254.169.253:53/udp", true),
+        ("10.0.0.2:80/tcp", false),
+        ("169.254.169.253:80/tcp", false),
+        ("10.0.0.2:80/udp", false),
+        ("10.0.0.2:443/tcp", false),
+        ("10.0.0.2/icmp", true),
+    ];
+    for (to, served) in cases {
+        let q = vpcd::explain::Query::parse(&plan, "tenant-a/fn-a1", to).expect("query");
+        let e = vpcd::explain::explain(&plan, &tables, &q);
+        let probed = sim.probe("tenant-a/fn-a1", to).expect("valid probe");
+        assert_eq!(e.reachable(), served, "explain of {to}:\n{}", e.render());
+        assert_eq!(
+            probed == Observed::Allow,
+            served,
+            "probe of {to}: {probed:?}"
+        );
+        if !served {
+            assert!(
+                e.render().contains("serves DNS on 53/udp and 53/tcp only"),
+                "{}",
+                e.render()
+            );
+        }
+    }
+}

@@ -3696,6 +3696,79 @@ error: bad.toml: 4 problems, nothing was loaded
 }
 
 #[test]
+fn dns_domain_lists_give_their_domains_to_the_rules_naming_them() {
+    let text = format!(
+        r#"{ONE_VPC}
+[[dns_domain_list]]
+name = "malware"
+domains = ["bad.example", "*.bad.example"]
+
+[[dns_domain_list]]
+name = "empty"
+
+[[dns_firewall]]
+name = "no-malware"
+vpcs = ["tenant-a"]
+domain_list = "malware"
+action = "block"
+
+[[dns_firewall]]
+name = "nothing"
+vpcs = ["tenant-a"]
+domain_list = "empty"
+action = "alert"
+"#
+    );
+    let p = ok(&text);
+    let rules: Vec<(&str, usize)> = p.vpcs[0]
+        .dns_firewall
+        .iter()
+        .map(|r| (r.name.as_str(), r.domains.len()))
+        .collect();
+    assert_eq!(rules, [("no-malware", 2), ("nothing", 0)]);
+}
+
+#[test]
+fn dns_domain_list_errors_are_located() {
+    let text = format!(
+        r#"{ONE_VPC}
+[[dns_domain_list]]
+name = "malware"
+domains = ["bad..example"]
+
+[[dns_domain_list]]
+name = "malware"
+
+[[dns_firewall]]
+name = "a"
+vpcs = ["tenant-a"]
+domain_list = "malwar"
+action = "block"
+
+[[dns_firewall]]
+name = "b"
+vpcs = ["tenant-a"]
+domains = ["x.example"]
+domain_list = "malware"
+action = "block"
+"#
+    );
+    let e = err(&text);
+    for want in [
+        "error: DNS Firewall domain `bad..example` has an empty label",
+        "= at dns_domain_list[malware].domains[0]",
+        "error: duplicate DNS domain list name `malware`",
+        " --> bad.toml:12:8\n",
+        "error: unknown DNS domain list `malwar`\n  --> bad.toml:17:15\n   = at dns_firewall[a].domain_list",
+        "= hint: did you mean `malware`? known DNS domain lists: malware",
+        "error: DNS Firewall rule `b` has both `domains` and `domain_list`\n  --> bad.toml:24:15\n   = at dns_firewall[b].domain_list",
+        "error: bad.toml: 4 problems, nothing was loaded",
+    ] {
+        assert!(e.contains(want), "{want:?} not in:\n{e}");
+    }
+}
+
+#[test]
 fn egress_by_name_entries_are_checked_and_restrict_their_vpcs() {
     let text = format!(
         r#"{ONE_VPC}

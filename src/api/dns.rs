@@ -1,7 +1,9 @@
 //! The API's DNS routes besides the changes (which are operations like every other: `add_zone`,
 //! `add_zone_record`, `add_dns_firewall_rule`, ...):
 //! - reads of the effective topology: `GET /v1/dns/zones`, `/v1/dns/zones/{zone}`,
-//!   `/v1/dns/firewall`, `/v1/dns/egress-by-name` ([`super::reads`]);
+//!   `/v1/dns/public-zones`, `/v1/dns/public-zones/{zone}`, `/v1/dns/domain-lists`,
+//!   `/v1/dns/domain-lists/{list}`, `/v1/dns/firewall`, `/v1/dns/egress-by-name`
+//!   ([`super::reads`]);
 //! - `POST /v1/dns/query` `{from, name, type?}`: a question asked of the running resolver of
 //!   `from`'s VPC on its behalf ([`crate::runtime::dns_api::query`]);
 //! - `GET /v1/dns/query-log`, `POST /v1/dns/query-log/start` `{target}`,
@@ -36,8 +38,13 @@ pub struct DnsQueryRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryLogStart {
-    /// An absolute path (created or truncated by the daemon), or `-` for its standard output.
+    /// An absolute path inside the daemon's log directory (`vpcd up --log-dir`, default the
+    /// `--state` directory), or `-` for its standard output. An existing regular file is
+    /// appended to, never truncated; symbolic links, FIFOs and devices are refused.
     target: String,
+    /// Refuse a file that exists already (create a new one only).
+    #[serde(default)]
+    exclusive: bool,
 }
 
 pub(super) async fn zones(State(s): State<Arc<Shared>>) -> Response {
@@ -46,6 +53,28 @@ pub(super) async fn zones(State(s): State<Arc<Shared>>) -> Response {
 
 pub(super) async fn zone(State(s): State<Arc<Shared>>, UrlPath(zone): UrlPath<String>) -> Response {
     one(reads::zone(&*s.state.lock().await, &zone))
+}
+
+pub(super) async fn public_zones(State(s): State<Arc<Shared>>) -> Response {
+    ok(reads::public_zones(&*s.state.lock().await))
+}
+
+pub(super) async fn public_zone(
+    State(s): State<Arc<Shared>>,
+    UrlPath(zone): UrlPath<String>,
+) -> Response {
+    one(reads::public_zone(&*s.state.lock().await, &zone))
+}
+
+pub(super) async fn domain_lists(State(s): State<Arc<Shared>>) -> Response {
+    ok(reads::domain_lists(&*s.state.lock().await))
+}
+
+pub(super) async fn domain_list(
+    State(s): State<Arc<Shared>>,
+    UrlPath(list): UrlPath<String>,
+) -> Response {
+    one(reads::domain_list(&*s.state.lock().await, &list))
 }
 
 pub(super) async fn firewall(State(s): State<Arc<Shared>>) -> Response {
@@ -65,8 +94,7 @@ pub(super) async fn query(State(s): State<Arc<Shared>>, body: Body) -> Response 
         Ok(k) => k,
         Err(e) => return query_refused(&e),
     };
-    let plan = s.state.lock().await.shared_plan();
-    match dns_api::query(&s.handle, &plan, &req.from, &req.name, kind).await {
+    match dns_api::query(&s.handle, &req.from, &req.name, kind).await {
         Ok(a) => value(&a),
         Err(e) => query_refused(&e),
     }
@@ -107,7 +135,8 @@ pub(super) async fn query_log_start(State(s): State<Arc<Shared>>, body: Body) ->
         Ok(r) => r,
         Err(r) => return r,
     };
-    match dns_api::start_query_log(&s.handle, req.target).await {
+    let mode = super::open_mode(req.exclusive);
+    match dns_api::start_query_log(&s.handle, req.target, s.log_dir.clone(), mode).await {
         Ok(st) => value(&st),
         Err(e) => query_log_refused(&e),
     }
@@ -130,7 +159,13 @@ fn query_log_refused(e: &QueryLogError) -> Response {
         QueryLogError::RelativePath { .. } | QueryLogError::Create { .. } => {
             (ErrorCode::InvalidInput, "target")
         }
+        QueryLogError::File(f) if f.is_conflict() => (ErrorCode::AlreadyExists, "target"),
+        QueryLogError::File(_) => (ErrorCode::InvalidInput, "target"),
         QueryLogError::Write { .. } => (ErrorCode::Internal, ""),
     };
-    error(code, e.to_string(), field, "see GET /v1/dns/query-log")
+    let hint = match e {
+        QueryLogError::File(_) => super::log_file_hint(),
+        _ => "see GET /v1/dns/query-log",
+    };
+    error(code, e.to_string(), field, hint)
 }

@@ -26,7 +26,7 @@
 //! | `vpcd_uplink_drops_total` | counter | reason |
 //! | `vpcd_dns_responses_total` | counter | vpc, rcode |
 //! | `vpcd_dns_dropped_total` | counter | vpc, reason |
-//! | `vpcd_dns_cache_hits_total`, `vpcd_dns_forwarded_total`, `vpcd_dns_upstream_failures_total`, `vpcd_dns_blocked_total`, `vpcd_dns_alerted_total`, `vpcd_dns_truncated_total` | counter | vpc |
+//! | `vpcd_dns_cache_hits_total`, `vpcd_dns_forwarded_total`, `vpcd_dns_upstream_failures_total`, `vpcd_dns_upstream_mismatched_total`, `vpcd_dns_blocked_total`, `vpcd_dns_alerted_total`, `vpcd_dns_truncated_total` | counter | vpc |
 //! | `vpcd_tun_tx_errors_total`, `vpcd_tun_tx_queue_full_total`, `vpcd_tun_rx_errors_total`, `vpcd_sim_overflows_total`, `vpcd_batches_total`, `vpcd_batched_packets_total`, `vpcd_tun_rx_superpackets_total`, `vpcd_tun_rx_segments_total`, `vpcd_tun_tx_superpackets_total`, `vpcd_tun_tx_segments_total`, `vpcd_segmented_superpackets_total`, `vpcd_segmented_segments_total`, `vpcd_coalesced_packets_total`, `vpcd_superpackets_to_uplink_total`, `vpcd_segment_errors_total`, `vpcd_tun_rx_bad_vnet_total` | counter | |
 
 use std::sync::atomic::AtomicU64;
@@ -436,7 +436,7 @@ fn dns(b: &mut Builder, s: &Snapshot) {
         }
     }
     type Field = fn(&crate::dns::Counters) -> u64;
-    let per_vpc: [(&str, &str, Field); 6] = [
+    let per_vpc: [(&str, &str, Field); 7] = [
         (
             "dns_cache_hits",
             "Answers from the cache of forwarded answers",
@@ -451,6 +451,11 @@ fn dns(b: &mut Builder, s: &Snapshot) {
             "dns_upstream_failures",
             "Forwarded queries no upstream answered",
             |c| c.upstream_failures,
+        ),
+        (
+            "dns_upstream_mismatched",
+            "Upstream answers thrown away: another id or question than the query sent",
+            |c| c.upstream_mismatched,
         ),
         ("dns_blocked", "Queries a DNS Firewall rule blocked", |c| {
             c.blocked

@@ -17,7 +17,9 @@
 //!   `GET /v1/flow-log`, `POST /v1/flow-log/start|stop`, `GET /v1/captures`,
 //!   `POST /v1/captures/start|stop` ([`crate::runtime::observing`]), `GET /metrics`
 //!   (Prometheus text, [`metrics`]);
-//! - DNS ([`dns`]): `GET /v1/dns/zones`, `/v1/dns/zones/{zone}`, `/v1/dns/firewall`,
+//! - DNS ([`dns`]): `GET /v1/dns/zones`, `/v1/dns/zones/{zone}`, `/v1/dns/public-zones`,
+//!   `/v1/dns/public-zones/{zone}`, `/v1/dns/domain-lists`, `/v1/dns/domain-lists/{list}`,
+//!   `/v1/dns/firewall`,
 //!   `/v1/dns/egress-by-name`; `POST /v1/dns/query` (the running resolver, on an instance's
 //!   behalf); `GET /v1/dns/query-log`, `POST /v1/dns/query-log/start|stop`;
 //! - `GET /v1/openapi.json`: the OpenAPI document ([`openapi`]), also kept in the repository.
@@ -84,6 +86,8 @@ struct Shared {
     queue: commit::Queue,
     handle: Handle,
     started: std::time::Instant,
+    /// Where files started through the API are written (`vpcd up --log-dir`).
+    log_dir: crate::runtime::log_file::LogDir,
 }
 
 /// Binds the socket (mode 0600; a stale file there is replaced) and the TCP listener if asked,
@@ -93,6 +97,7 @@ pub fn serve(
     listen: &Listen,
     state: ControlState,
     dir: PathBuf,
+    log_dir: crate::runtime::log_file::LogDir,
     handle: Handle,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + use<>> {
     let socket = &listen.socket;
@@ -118,7 +123,7 @@ pub fn serve(
         None => None,
     };
     let journal = Journal::open(&dir).map_err(std::io::Error::other)?;
-    let (app, committer) = router(state, journal, handle);
+    let (app, committer) = router(state, journal, handle, log_dir);
     Ok(async move {
         let unix_server = axum::serve(unix, app.clone());
         let unix_server = async move { tokio::join!(unix_server, committer).0 };
@@ -172,6 +177,7 @@ fn router(
     state: ControlState,
     journal: Journal,
     handle: Handle,
+    log_dir: crate::runtime::log_file::LogDir,
 ) -> (Router, impl std::future::Future<Output = ()>) {
     let (queue, requests) = tokio::sync::mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
@@ -180,6 +186,7 @@ fn router(
         queue,
         handle,
         started: std::time::Instant::now(),
+        log_dir,
     });
     let router = Router::new()
         .route("/v1/status", get(status))
@@ -203,6 +210,10 @@ fn router(
         .route("/v1/captures/stop", post(capture_stop))
         .route("/v1/dns/zones", get(dns::zones))
         .route("/v1/dns/zones/{zone}", get(dns::zone))
+        .route("/v1/dns/public-zones", get(dns::public_zones))
+        .route("/v1/dns/public-zones/{zone}", get(dns::public_zone))
+        .route("/v1/dns/domain-lists", get(dns::domain_lists))
+        .route("/v1/dns/domain-lists/{list}", get(dns::domain_list))
         .route("/v1/dns/firewall", get(dns::firewall))
         .route("/v1/dns/egress-by-name", get(dns::egress_by_name))
         .route("/v1/dns/query", post(dns::query))
@@ -307,6 +318,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
         "uptime_s": s.started.elapsed().as_secs_f64(),
         "endpoints": reads::endpoints(&state),
         "ops": Change::OPS,
+        "log_dir": s.log_dir.path().display().to_string(),
     }))
 }
 
@@ -487,8 +499,13 @@ pub struct FlushRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowLogStart {
-    /// An absolute path (created or truncated by the daemon), or `-` for its standard output.
+    /// An absolute path inside the daemon's log directory (`vpcd up --log-dir`, default the
+    /// `--state` directory), or `-` for its standard output. An existing regular file is
+    /// appended to, never truncated; symbolic links, FIFOs and devices are refused.
     target: String,
+    /// Refuse a file that exists already (create a new one only).
+    #[serde(default)]
+    exclusive: bool,
     /// The aggregation window in seconds (1 to 86400; default 60).
     #[serde(default)]
     window_s: Option<f64>,
@@ -500,7 +517,8 @@ pub struct FlowLogStart {
 pub struct CaptureStart {
     /// `VPC/INSTANCE` or `internet/HOST`.
     endpoint: String,
-    /// An absolute path for the port's view; the far side of NAT goes to `FILE.nat.pcap`.
+    /// An absolute path inside the daemon's log directory for the port's view; the far side of
+    /// NAT goes to `FILE.nat.pcap`. Both are created new (an existing file is refused).
     file: String,
 }
 
@@ -542,15 +560,21 @@ fn observe_refused(e: crate::runtime::observing::ObserveControlError, field: &st
         E::RelativePath { .. } | E::BadWindow(_) | E::Create { .. } => {
             (ErrorCode::InvalidInput, field)
         }
+        E::File(f) if f.is_conflict() => (ErrorCode::AlreadyExists, field),
+        E::File(_) => (ErrorCode::InvalidInput, field),
         E::Stopped => (ErrorCode::Unavailable, ""),
         E::Write { .. } | E::Task(_) => (ErrorCode::Internal, ""),
     };
-    error(
-        code,
-        e.to_string(),
-        field,
-        "see GET /v1/flow-log and GET /v1/captures",
-    )
+    let hint = match &e {
+        E::File(_) => log_file_hint(),
+        _ => "see GET /v1/flow-log and GET /v1/captures",
+    };
+    error(code, e.to_string(), field, hint)
+}
+
+/// The hint of a refused output file.
+pub(super) fn log_file_hint() -> &'static str {
+    "give an absolute path inside the log directory (GET /v1/status shows it as log_dir;      vpcd up --log-dir DIR), to a new or regular file (appended to, never truncated), not a      symbolic link"
 }
 
 fn value<T: serde::Serialize>(v: &T) -> Response {
@@ -640,7 +664,11 @@ async fn flow_log_start(State(s): State<Arc<Shared>>, body: Body) -> Response {
             );
         }
     };
-    match crate::runtime::observe_api::start_flow_log(&s.handle, req.target, window).await {
+    let mode = open_mode(req.exclusive);
+    let dir = s.log_dir.clone();
+    match crate::runtime::observe_api::start_flow_log(&s.handle, req.target, window, dir, mode)
+        .await
+    {
         Ok(st) => value(&st),
         Err(e) => observe_refused(e, "target"),
     }
@@ -653,6 +681,16 @@ async fn flow_log_stop(State(s): State<Arc<Shared>>, body: Body) -> Response {
     match crate::runtime::observe_api::stop_flow_log(&s.handle).await {
         Ok(st) => value(&st),
         Err(e) => observe_refused(e, ""),
+    }
+}
+
+/// How a start request's file is opened: appended to, or created new with `exclusive`.
+fn open_mode(exclusive: bool) -> crate::runtime::log_file::OpenMode {
+    use crate::runtime::log_file::OpenMode;
+    if exclusive {
+        OpenMode::CreateNew
+    } else {
+        OpenMode::Append
     }
 }
 
@@ -688,6 +726,7 @@ async fn capture_start(State(s): State<Arc<Shared>>, body: Body) -> Response {
         &s.handle,
         req.endpoint,
         PathBuf::from(req.file),
+        s.log_dir.clone(),
     )
     .await
     {

@@ -173,7 +173,7 @@ pub fn document() -> Value {
     add(
         "/v1/status",
         get(
-            "The run: generation, uptime, endpoints, operations",
+            "The run: generation, uptime, endpoints, operations, the log directory",
             "Status.",
             &[],
         ),
@@ -265,7 +265,7 @@ pub fn document() -> Value {
     add(
         "/v1/flow-log/start",
         post(
-            "Start writing flow-log records",
+            "Start writing flow-log records to a file inside the log directory (appended, never truncated; no symbolic links, FIFOs or devices), or `-`",
             "FlowLogStart",
             "Status.",
             &[400, 409, 413, 500, 503],
@@ -286,7 +286,7 @@ pub fn document() -> Value {
     add(
         "/v1/captures/start",
         post(
-            "Capture an endpoint's packets to a pcap file (and FILE.nat.pcap)",
+            "Capture an endpoint's packets to a new pcap file (and FILE.nat.pcap) inside the log directory",
             "CaptureStart",
             "The capture.",
             &[400, 404, 409, 413, 500, 503],
@@ -312,6 +312,28 @@ pub fn document() -> Value {
     let mut zone = get("One private zone with its records", "The zone.", &[404]);
     zone["parameters"] = json!([param("zone", "The zone's apex, like corp.example.")]);
     add("/v1/dns/zones/{zone}", zone);
+    add(
+        "/v1/dns/public-zones",
+        get(
+            "Every public zone of the simulated internet ([[internet.zone]]) with its record count",
+            "Zones.",
+            &[],
+        ),
+    );
+    let mut zone = get("One public zone with its records", "The zone.", &[404]);
+    zone["parameters"] = json!([param("zone", "The zone's apex, like example.com.")]);
+    add("/v1/dns/public-zones/{zone}", zone);
+    add(
+        "/v1/dns/domain-lists",
+        get(
+            "The DNS Firewall domain lists, with their domains and the rules using them",
+            "Lists.",
+            &[],
+        ),
+    );
+    let mut list = get("One DNS Firewall domain list", "The list.", &[404]);
+    list["parameters"] = json!([param("list", "The list's name.")]);
+    add("/v1/dns/domain-lists/{list}", list);
     add(
         "/v1/dns/firewall",
         get(
@@ -344,7 +366,7 @@ pub fn document() -> Value {
     add(
         "/v1/dns/query-log/start",
         post(
-            "Start writing the resolvers' query-log records (JSON lines)",
+            "Start writing the resolvers' query-log records (JSON lines) to a file inside the log directory (appended, never truncated; no symbolic links, FIFOs or devices), or `-`",
             "QueryLogStart",
             "Status.",
             &[400, 409, 413, 500],

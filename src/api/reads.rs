@@ -10,7 +10,9 @@
 use serde_json::{Value, json};
 
 use crate::control::{ApiError, ControlState, ErrorCode};
-use crate::topology::model::{DEFAULT_RECORD_TTL, MAIN_ROUTE_TABLE, Topology, Vpc};
+use crate::topology::model::{
+    DEFAULT_RECORD_TTL, DnsDomainList, MAIN_ROUTE_TABLE, Topology, Vpc, Zone,
+};
 
 /// The network ACL a subnet without `network_acl` uses.
 pub const DEFAULT_NETWORK_ACL: &str = "default";
@@ -283,37 +285,63 @@ pub fn endpoints(state: &ControlState) -> Value {
     Value::Array(out)
 }
 
-/// `GET /v1/dns/zones`: every private zone with its VPCs and how many records it has.
-pub fn zones(state: &ControlState) -> Value {
+/// The public zones of a model (`[[internet.zone]]`).
+fn public_zone_list(t: &Topology) -> &[Zone] {
+    t.internet.as_ref().map_or(&[], |i| i.zone.as_slice())
+}
+
+/// Zones as listed: name, VPCs (private zones only), how many records.
+fn zone_list(zones: &[Zone], public: bool) -> Value {
     Value::Array(
-        state
-            .model()
-            .zone
+        zones
             .iter()
             .map(|z| {
-                json!({
-                    "name": z.name.get_ref(),
-                    "vpcs": z.vpcs.iter().map(|v| v.get_ref()).collect::<Vec<_>>(),
-                    "records": z.record.len(),
-                })
+                let mut v = json!({ "name": z.name.get_ref(), "records": z.record.len() });
+                if !public {
+                    v["vpcs"] = json!(z.vpcs.iter().map(|v| v.get_ref()).collect::<Vec<_>>());
+                }
+                v
             })
             .collect(),
     )
 }
 
+/// `GET /v1/dns/zones`: every private zone with its VPCs and how many records it has.
+pub fn zones(state: &ControlState) -> Value {
+    zone_list(&state.model().zone, false)
+}
+
+/// `GET /v1/dns/public-zones`: every public zone with how many records it has.
+pub fn public_zones(state: &ControlState) -> Value {
+    zone_list(public_zone_list(state.model()), true)
+}
+
 /// `GET /v1/dns/zones/{zone}`: one private zone with its records (the TTL a record without one
 /// gets is written out). The name matches without regard to case or a final dot.
 pub fn zone(state: &ControlState, name: &str) -> Result<Value, ApiError> {
-    let t = state.model();
+    zone_of(&state.model().zone, name, false)
+}
+
+/// `GET /v1/dns/public-zones/{zone}`: one public zone with its records, as [`zone`].
+pub fn public_zone(state: &ControlState, name: &str) -> Result<Value, ApiError> {
+    zone_of(public_zone_list(state.model()), name, true)
+}
+
+fn zone_of(zones: &[Zone], name: &str, public: bool) -> Result<Value, ApiError> {
     let key = crate::dns::names::domain_key;
-    let Some(z) = t.zone.iter().find(|z| key(z.name.get_ref()) == key(name)) else {
-        let known: Vec<&str> = t.zone.iter().map(|z| z.name.get_ref().as_str()).collect();
+    let (what, op) = if public {
+        ("public zone", "add_public_zone")
+    } else {
+        ("private zone", "add_zone")
+    };
+    let Some(z) = zones.iter().find(|z| key(z.name.get_ref()) == key(name)) else {
+        let known: Vec<&str> = zones.iter().map(|z| z.name.get_ref().as_str()).collect();
         return Err(ApiError::new(
             ErrorCode::NotFound,
-            format!("no private zone named `{name}`"),
+            format!("no {what} named `{name}`"),
             "zone",
             if known.is_empty() {
-                "there is no private zone; add one with the add_zone operation".to_string()
+                format!("there is no {what}; add one with the {op} operation")
             } else {
                 format!("zones: {}", known.join(", "))
             },
@@ -331,11 +359,62 @@ pub fn zone(state: &ControlState, name: &str) -> Result<Value, ApiError> {
             })
         })
         .collect();
-    Ok(json!({
-        "name": z.name.get_ref(),
-        "vpcs": z.vpcs.iter().map(|v| v.get_ref()).collect::<Vec<_>>(),
-        "records": records,
-    }))
+    let mut v = json!({ "name": z.name.get_ref(), "records": records });
+    if !public {
+        v["vpcs"] = json!(z.vpcs.iter().map(|v| v.get_ref()).collect::<Vec<_>>());
+    }
+    Ok(v)
+}
+
+/// One domain list with its domains and the rules that use it.
+fn list_json(t: &Topology, l: &DnsDomainList) -> Value {
+    let rules: Vec<&str> = t
+        .dns_firewall
+        .iter()
+        .filter(|r| {
+            r.domain_list
+                .as_ref()
+                .is_some_and(|n| n.get_ref() == l.name.get_ref())
+        })
+        .map(|r| r.name.get_ref().as_str())
+        .collect();
+    json!({
+        "name": l.name.get_ref(),
+        "domains": l.domains.iter().map(|d| d.get_ref()).collect::<Vec<_>>(),
+        "rules": rules,
+    })
+}
+
+/// `GET /v1/dns/domain-lists`: every DNS Firewall domain list, with the rules using it.
+pub fn domain_lists(state: &ControlState) -> Value {
+    let t = state.model();
+    Value::Array(t.dns_domain_list.iter().map(|l| list_json(t, l)).collect())
+}
+
+/// `GET /v1/dns/domain-lists/{list}`: one domain list.
+pub fn domain_list(state: &ControlState, name: &str) -> Result<Value, ApiError> {
+    let t = state.model();
+    match t.dns_domain_list.iter().find(|l| l.name.get_ref() == name) {
+        Some(l) => Ok(list_json(t, l)),
+        None => {
+            let known: Vec<&str> = t
+                .dns_domain_list
+                .iter()
+                .map(|l| l.name.get_ref().as_str())
+                .collect();
+            Err(ApiError::new(
+                ErrorCode::NotFound,
+                format!("no DNS domain list named `{name}`"),
+                "list",
+                if known.is_empty() {
+                    "there is no DNS domain list; add one with the add_dns_domain_list operation"
+                        .to_string()
+                } else {
+                    format!("lists: {}", known.join(", "))
+                },
+            ))
+        }
+    }
 }
 
 /// `GET /v1/dns/firewall`: the DNS Firewall rules in the order the resolvers apply them.

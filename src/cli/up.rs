@@ -45,6 +45,9 @@ pub struct ApiArgs {
     pub listen: Option<std::net::SocketAddr>,
     /// `--api-token-file FILE`.
     pub token_file: Option<PathBuf>,
+    /// `--log-dir DIR`: where files started through the API are written; default the state
+    /// directory (`crate::runtime::log_file`).
+    pub log_dir: Option<PathBuf>,
 }
 
 /// The default API socket of FILE's run: `RUN_DIR/RUN-ID.sock`.
@@ -146,6 +149,14 @@ fn run_with_state(
             }
         },
     };
+    let log_dir = match crate::runtime::log_file::LogDir::new(api.log_dir.as_deref().unwrap_or(dir))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("vpcd up: --log-dir: {e}");
+            return EXIT_BAD_INPUT;
+        }
+    };
     let plan = state.plan().clone();
     let failed = std::cell::Cell::new(false);
     // Only a socket this run bound is removed (a refused start must not remove a live run's).
@@ -156,7 +167,7 @@ fn run_with_state(
             socket: socket.clone(),
             tcp: tcp.clone(),
         };
-        match crate::api::serve(&listen, state, dir.to_path_buf(), handle) {
+        match crate::api::serve(&listen, state, dir.to_path_buf(), log_dir.clone(), handle) {
             Ok(server) => {
                 tokio::spawn(server);
                 served.set(true);

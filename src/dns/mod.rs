@@ -45,6 +45,9 @@ pub struct Counters {
     pub forwarded: u64,
     /// Forwarded queries no upstream answered (answered SERVFAIL, also counted as such).
     pub upstream_failures: u64,
+    /// Upstream answers thrown away because they did not answer the query sent (another id or
+    /// question): stray or forged answers (not counted by rcode).
+    pub upstream_mismatched: u64,
     /// Queries a DNS Firewall rule blocked (also counted by their rcode).
     pub blocked: u64,
     /// Queries a DNS Firewall alert rule matched.

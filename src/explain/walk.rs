@@ -194,7 +194,7 @@ impl Walk<'_> {
                 facts.dst
             ));
             self.deliver(self.vpc(vi).resolver.port);
-            return Ok(());
+            return self.resolver_serves(vi, facts);
         }
         let vplan = &self.plan.vpcs[vi];
         let subnet = self.subnet_name(vi, from.subnet);
@@ -367,6 +367,41 @@ impl Walk<'_> {
         let name = self.port_name(port);
         self.hop(format!("delivered to {name}"));
         self.first = Some(FirstPacket::Delivered(port));
+    }
+
+    /// What the resolver of VPC `vi` does with a packet the fabric delivered to it: it serves
+    /// DNS on 53/udp and 53/tcp and answers ICMP echo (`sim::resolver`, smoltcp's interface);
+    /// any other port is closed (a TCP reset, an ICMP port unreachable), as a probe sees.
+    fn resolver_serves(&mut self, vi: usize, facts: Facts) -> Result<(), Blocked> {
+        let served = match facts.kind {
+            Kind::Tcp { .. } | Kind::Udp => facts.dport == crate::sim::resolver::DNS_PORT,
+            Kind::Icmp { icmp_type: 8, .. } => true,
+            _ => false,
+        };
+        if served {
+            return Ok(());
+        }
+        let what = match facts.kind {
+            Kind::Tcp { .. } => {
+                format!("{}/tcp is closed (answered with a TCP reset)", facts.dport)
+            }
+            Kind::Udp => format!(
+                "{}/udp is closed (answered with ICMP port unreachable)",
+                facts.dport
+            ),
+            _ => "this packet gets no answer".to_string(),
+        };
+        self.hop(format!(
+            "the VPC resolver serves DNS on 53/udp and 53/tcp only (and answers ping): {what}"
+        ));
+        Err(Blocked {
+            component: format!(
+                "VPC {}'s resolver (serves 53/udp and 53/tcp only)",
+                self.vpc(vi).name
+            ),
+            label: "resolver_port_closed",
+            reason: None,
+        })
     }
 
     /// SNAT through NAT gateway `g` of `from`'s VPC; returns the translated facts.

@@ -44,6 +44,16 @@ pub struct CaptureFiles {
 }
 
 impl CaptureFiles {
+    /// The capture's two files, opened by the caller (`runtime::log_file` for an API request).
+    pub fn from_files(path: &Path, nat_path: PathBuf, port: File, nat: File) -> CaptureFiles {
+        CaptureFiles {
+            port: BufWriter::new(port),
+            nat: BufWriter::new(nat),
+            path: path.to_path_buf(),
+            nat_path,
+        }
+    }
+
     /// Creates (or truncates) both files.
     pub fn create(path: &Path) -> io::Result<CaptureFiles> {
         let nat_path = nat_capture_path(path);

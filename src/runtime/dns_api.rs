@@ -17,10 +17,11 @@ use hickory_proto::rr::{Record, RecordType};
 use serde::Serialize;
 
 use super::dns_log::{QueryLogError, QueryLogStatus};
+use super::log_file::{LogDir, OpenMode};
 use super::reload::Handle;
 use crate::dns::{Answered, Source};
-use crate::topology::Plan;
-use crate::topology::plan::Endpoint;
+use crate::sim::resolver::random_id;
+use crate::tables::{PortOwner, Tables};
 
 /// How long a forwarded question may wait for its upstream.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -102,26 +103,24 @@ pub fn record_type(text: &str) -> Result<RecordType, DnsQueryError> {
     }
 }
 
-/// Asks VPC resolver of instance `from` (`VPC/INSTANCE` in `plan`, the running plan) for
-/// `name`'s `kind` records; see the module doc.
+/// Asks VPC resolver of instance `from` (`VPC/INSTANCE` of the running network) for `name`'s
+/// `kind` records; see the module doc. The instance, its address and its VPC are looked up by
+/// name in the loop's own tables, in the same step that asks the resolver, so a change applied
+/// meanwhile (a VPC added before this one, an instance moved) cannot make the question go to
+/// another VPC's resolver or from another address.
 pub async fn query(
     handle: &Handle,
-    plan: &Plan,
     from: &str,
     name: &str,
     kind: RecordType,
 ) -> Result<QueryAnswer, DnsQueryError> {
     let unknown = || DnsQueryError::UnknownFrom(from.to_string());
-    let (vpc_name, inst_name) = from.split_once('/').ok_or_else(unknown)?;
-    let Some(Endpoint::Instance { vpc, instance }) = plan.find_endpoint(vpc_name, inst_name) else {
-        return Err(unknown());
-    };
-    let addr = plan.vpcs[vpc].instances[instance].ip;
+    let (vpc_name, _) = from.split_once('/').ok_or_else(unknown)?;
     let qname = crate::dns::names::parse_domain(name).map_err(|why| DnsQueryError::BadName {
         name: name.into(),
         why,
     })?;
-    let mut m = Message::new(query_id(), MessageType::Query, OpCode::Query);
+    let mut m = Message::new(random_id(), MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
     m.add_query(Query::query(qname, kind));
     let wire = m
@@ -129,26 +128,30 @@ pub async fn query(
         .map_err(|e| DnsQueryError::Encode(e.to_string()))?;
     let (tx, mut rx) = super::mailbox::channel::<Answered>();
     let started = std::time::Instant::now();
+    let port_name = from.to_string();
     let asked = handle
         .query(move |shell| {
             let now = shell.now();
-            let server = shell
-                .fabric()
-                .tables()
-                .vpcs
-                .get(vpc)
-                .map(|v| v.resolver.addr);
-            let port = shell.resolver_mut(vpc)?;
+            let tables = shell.fabric().tables();
+            let Some((vpc, addr)) = instance_port(tables, &port_name) else {
+                return Err(Asked::UnknownFrom);
+            };
+            let server = tables.vpcs[vpc].resolver.addr;
+            let port = shell.resolver_mut(vpc).ok_or(Asked::NoResolver)?;
             let later = Box::new(move |a: Answered| {
                 let _ = tx.send(a);
             });
-            let outcome = port.ask_dns(&wire, (addr, API_SOURCE_PORT), now, later)?;
-            Some((server?, outcome))
+            let outcome = port
+                .ask_dns(&wire, (addr, API_SOURCE_PORT), now, later)
+                .ok_or(Asked::NoResolver)?;
+            Ok((server, outcome))
         })
         .await
         .map_err(|_| DnsQueryError::Stopped)?;
-    let Some((server, outcome)) = asked else {
-        return Err(DnsQueryError::NoResolver(vpc_name.to_string()));
+    let (server, outcome) = match asked {
+        Ok(a) => a,
+        Err(Asked::UnknownFrom) => return Err(unknown()),
+        Err(Asked::NoResolver) => return Err(DnsQueryError::NoResolver(vpc_name.to_string())),
     };
     let answered = match outcome {
         Ok(Some(a)) => a,
@@ -170,12 +173,19 @@ pub async fn query(
     ))
 }
 
-/// A query id that is not the same every time (as a stub resolver picks them).
-fn query_id() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish() as u16
+/// Why the loop could not ask.
+enum Asked {
+    UnknownFrom,
+    NoResolver,
+}
+
+/// The VPC index and address of the instance port named `name` (`VPC/INSTANCE`) in `tables`:
+/// the loop's own indices, whatever the control plane's plan says.
+fn instance_port(tables: &Tables, name: &str) -> Option<(usize, Ipv4Addr)> {
+    tables.ports.iter().find_map(|p| match p.owner {
+        PortOwner::Instance { vpc, .. } if p.name == name => Some((vpc as usize, p.addr)),
+        _ => None,
+    })
 }
 
 fn record(r: &Record) -> AnsweredRecord {
@@ -223,9 +233,11 @@ fn describe(
 pub async fn start_query_log(
     handle: &Handle,
     target: String,
+    dir: LogDir,
+    mode: OpenMode,
 ) -> Result<QueryLogStatus, QueryLogError> {
     let log = handle.query_log().clone();
-    tokio::task::spawn_blocking(move || log.start(&target))
+    tokio::task::spawn_blocking(move || log.start_in(&target, &dir, mode))
         .await
         .unwrap_or_else(|e| Err(join(e)))
 }
@@ -248,6 +260,50 @@ fn join(e: tokio::task::JoinError) -> QueryLogError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tables(text: &str) -> Tables {
+        let plan = crate::topology::parse("t.toml", text).expect("valid");
+        crate::topology::compile::tables(&plan)
+    }
+
+    const TWO_VPCS: &str = r#"
+[[vpc]]
+name = "a"
+cidr = "10.1.0.0/16"
+subnet = [ { name = "s", cidr = "10.1.1.0/24" } ]
+instance = [ { name = "x", subnet = "s" } ]
+[[vpc]]
+name = "b"
+cidr = "10.2.0.0/16"
+subnet = [ { name = "s", cidr = "10.2.1.0/24" } ]
+instance = [ { name = "x", subnet = "s" } ]
+"#;
+
+    #[test]
+    fn the_asker_is_found_by_name_in_the_loops_tables_not_by_a_plan_index() {
+        let before = tables(TWO_VPCS);
+        let (vpc, addr) = instance_port(&before, "b/x").expect("b/x");
+        assert_eq!(before.vpcs[vpc].name, "b");
+        assert_eq!(
+            addr,
+            before.ports.iter().find(|p| p.name == "b/x").unwrap().addr
+        );
+        // After VPC a is removed, b is VPC 0: a plan index taken before the change would name
+        // the wrong VPC (or none); the lookup in the new tables still finds b.
+        let after_text = TWO_VPCS.replacen(
+            "[[vpc]]\nname = \"a\"\ncidr = \"10.1.0.0/16\"\nsubnet = [ { name = \"s\", cidr = \"10.1.1.0/24\" } ]\ninstance = [ { name = \"x\", subnet = \"s\" } ]\n",
+            "",
+            1,
+        );
+        let after = tables(&after_text);
+        assert_eq!(after.vpcs.len(), 1);
+        let (vpc, _) = instance_port(&after, "b/x").expect("b/x");
+        assert_eq!((vpc, after.vpcs[vpc].name.as_str()), (0, "b"));
+        assert_eq!(instance_port(&after, "a/x"), None);
+        // Names that are not instances' ports are not askers.
+        assert_eq!(instance_port(&after, "b#resolver"), None);
+        assert_eq!(instance_port(&after, "b"), None);
+    }
 
     #[test]
     fn record_types_are_read_by_name_in_any_case() {

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::log_file::{LogDir, LogFileError, OpenMode};
 use crate::dns::querylog::QueryLogRecord;
 use crate::sim::resolver::{QueryLog, QueryLogSink};
 use crate::tables::Tables;
@@ -66,6 +67,8 @@ pub enum QueryLogError {
     Create { target: String, source: io::Error },
     #[error("writing {target} failed: {source}")]
     Write { target: String, source: io::Error },
+    #[error(transparent)]
+    File(#[from] LogFileError),
 }
 
 impl std::fmt::Debug for QueryLogSwitch {
@@ -97,9 +100,40 @@ impl QueryLogSwitch {
     }
 
     /// Starts writing to `target` (`-`: stdout; a file, given as an absolute path, is created
-    /// or truncated). Refused while it runs (the file is then not touched). Blocking file work:
-    /// call it off the loop's thread; the lock is not held while the file is opened.
+    /// or truncated): `vpcd up --dns-query-log`, the operator's own choice. Refused while it
+    /// runs (the file is then not touched). Blocking file work: call it off the loop's thread;
+    /// the lock is not held while the file is opened.
     pub fn start(&self, target: &str) -> Result<QueryLogStatus, QueryLogError> {
+        self.start_opening(target, || {
+            if !target.starts_with('/') {
+                return Err(QueryLogError::RelativePath {
+                    target: target.into(),
+                });
+            }
+            let f = File::create(target).map_err(|source| QueryLogError::Create {
+                target: target.into(),
+                source,
+            })?;
+            Ok(Box::new(f))
+        })
+    }
+
+    /// [`QueryLogSwitch::start`] for an API request: `-`, or a file in `dir` opened as `mode`
+    /// says ([`crate::runtime::log_file`]: appended or created new, never truncated).
+    pub fn start_in(
+        &self,
+        target: &str,
+        dir: &LogDir,
+        mode: OpenMode,
+    ) -> Result<QueryLogStatus, QueryLogError> {
+        self.start_opening(target, || Ok(Box::new(dir.open(target, mode)?)))
+    }
+
+    fn start_opening(
+        &self,
+        target: &str,
+        open: impl FnOnce() -> Result<Box<dyn Write + Send>, QueryLogError>,
+    ) -> Result<QueryLogStatus, QueryLogError> {
         let running = |o: &Output| QueryLogError::Running {
             target: o.target.clone(),
         };
@@ -108,17 +142,8 @@ impl QueryLogSwitch {
         }
         let writer: Box<dyn Write + Send> = if target == "-" {
             Box::new(io::stdout())
-        } else if !target.starts_with('/') {
-            return Err(QueryLogError::RelativePath {
-                target: target.into(),
-            });
         } else {
-            Box::new(
-                File::create(target).map_err(|source| QueryLogError::Create {
-                    target: target.into(),
-                    source,
-                })?,
-            )
+            open()?
         };
         let mut out = self.lock();
         if let Some(o) = out.as_ref() {

@@ -2,14 +2,17 @@
 //! `[internet] resolvers` through host sockets of the namespace `vpcd up` runs in (the uplink's
 //! network), on a small pool of threads so the loop never waits.
 //!
-//! Each query is tried on each upstream in order: over UDP from a fresh socket (a fresh random
-//! port, so answers cannot be guessed), waiting [`UPSTREAM_TIMEOUT`]; a truncated answer is asked
-//! again over TCP. The first answer wins; none is `None` (the resolver answers SERVFAIL). These
+//! Each query is tried on each upstream in order: over UDP from a fresh socket (a fresh port the
+//! kernel picks at random, connected to the upstream, so only its datagrams arrive), waiting
+//! [`UPSTREAM_TIMEOUT`]; a truncated answer is asked again over TCP. The query's id is random
+//! (`sim::resolver::random_id`); a datagram with another id is thrown away and counted
+//! ([`Upstream::mismatched`]), and waiting goes on. The first answer wins; none is `None` (the resolver answers SERVFAIL). These
 //! queries are the resolver's, not an instance's: like AWS's resolver, they pass no security
 //! group, NAT or egress allow-list of the VPC.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -59,6 +62,8 @@ struct Job {
     query: Vec<u8>,
     upstreams: Arc<[SocketAddr]>,
     done: Sender<(u64, Option<Vec<u8>>)>,
+    /// The resolver's count of answers thrown away.
+    mismatched: Arc<AtomicU64>,
 }
 
 /// The pool's queue, started on first use.
@@ -86,18 +91,18 @@ fn work(rx: &Mutex<Receiver<Job>>) {
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let answer = exchange(&job.upstreams, &job.query);
+        let answer = exchange(&job.upstreams, &job.query, &job.mismatched);
         // A resolver that went away (a reload) no longer wants the answer.
         let _ = job.done.send((job.token, answer));
     }
 }
 
 /// Asks each upstream in turn; see the module docs.
-fn exchange(upstreams: &[SocketAddr], query: &[u8]) -> Option<Vec<u8>> {
+fn exchange(upstreams: &[SocketAddr], query: &[u8], mismatched: &AtomicU64) -> Option<Vec<u8>> {
     upstreams.iter().find_map(|up| {
-        let answer = udp_exchange(*up, query)?;
+        let answer = udp_exchange(*up, query, mismatched)?;
         if truncated(&answer) {
-            tcp_exchange(*up, query).or(Some(answer))
+            tcp_exchange(*up, query, mismatched).or(Some(answer))
         } else {
             Some(answer)
         }
@@ -109,7 +114,7 @@ fn truncated(response: &[u8]) -> bool {
     response.get(2).is_some_and(|b| b & 0x02 != 0)
 }
 
-fn udp_exchange(up: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
+fn udp_exchange(up: SocketAddr, query: &[u8], mismatched: &AtomicU64) -> Option<Vec<u8>> {
     let any: IpAddr = match up {
         SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
         SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
@@ -125,15 +130,17 @@ fn udp_exchange(up: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
             .set_read_timeout(Some(left.max(Duration::from_millis(1))))
             .ok()?;
         let n = socket.recv(&mut buf).ok()?;
-        // Only the answer to this query (same id) counts; anything else is ignored.
+        // Only the answer to this query (same id) counts; anything else is counted and
+        // ignored.
         if n >= 12 && buf[..2] == query[..2] {
             buf.truncate(n);
             return Some(buf);
         }
+        mismatched.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-fn tcp_exchange(up: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
+fn tcp_exchange(up: SocketAddr, query: &[u8], mismatched: &AtomicU64) -> Option<Vec<u8>> {
     let mut s = TcpStream::connect_timeout(&up, UPSTREAM_TIMEOUT).ok()?;
     s.set_read_timeout(Some(UPSTREAM_TIMEOUT)).ok()?;
     s.set_write_timeout(Some(UPSTREAM_TIMEOUT)).ok()?;
@@ -144,7 +151,11 @@ fn tcp_exchange(up: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
     s.read_exact(&mut prefix).ok()?;
     let mut answer = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
     s.read_exact(&mut answer).ok()?;
-    (answer.len() >= 12 && answer[..2] == query[..2]).then_some(answer)
+    let ours = answer.len() >= 12 && answer[..2] == query[..2];
+    if !ours {
+        mismatched.fetch_add(1, Ordering::Relaxed);
+    }
+    ours.then_some(answer)
 }
 
 /// The upstream of a resolver forwarding to `upstreams`; `None` (no forwarding) for none.
@@ -157,6 +168,7 @@ pub struct HostUpstream {
     upstreams: Arc<[SocketAddr]>,
     done_tx: Sender<(u64, Option<Vec<u8>>)>,
     done_rx: Receiver<(u64, Option<Vec<u8>>)>,
+    mismatched: Arc<AtomicU64>,
 }
 
 impl HostUpstream {
@@ -167,6 +179,7 @@ impl HostUpstream {
             upstreams: upstreams.into(),
             done_tx,
             done_rx,
+            mismatched: Arc::default(),
         }
     }
 }
@@ -179,6 +192,7 @@ impl Upstream for HostUpstream {
                 query,
                 upstreams: self.upstreams.clone(),
                 done: self.done_tx.clone(),
+                mismatched: self.mismatched.clone(),
             })
             .is_ok()
     }
@@ -186,11 +200,40 @@ impl Upstream for HostUpstream {
     fn completed(&mut self) -> Vec<(u64, Option<Vec<u8>>)> {
         self.done_rx.try_iter().collect()
     }
+
+    fn mismatched(&mut self) -> u64 {
+        self.mismatched.swap(0, Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loopback upstream that first answers with another id (a forgery), then with the right
+    /// one: the forwarder takes the second and counts the first.
+    #[test]
+    fn an_answer_with_another_id_is_thrown_away_and_counted() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let up = server.local_addr().unwrap();
+        let fake = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let (n, client) = server.recv_from(&mut buf).unwrap();
+            let mut answer = buf[..n].to_vec();
+            answer[2] |= 0x80; // QR
+            let mut forged = answer.clone();
+            forged[0] ^= 0x5a;
+            server.send_to(&forged, client).unwrap();
+            server.send_to(&answer, client).unwrap();
+        });
+        let mut query = vec![0u8; 12];
+        query[..2].copy_from_slice(&0x1234u16.to_be_bytes());
+        let mismatched = AtomicU64::new(0);
+        let got = udp_exchange(up, &query, &mismatched).expect("the real answer");
+        fake.join().unwrap();
+        assert_eq!(&got[..2], &[0x12, 0x34]);
+        assert_eq!(mismatched.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn nameservers_of_a_resolv_conf() {

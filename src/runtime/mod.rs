@@ -23,6 +23,7 @@ pub mod dns_log;
 pub mod dns_upstream;
 pub mod event_loop;
 pub mod forward;
+pub mod log_file;
 pub mod mailbox;
 pub mod observe_api;
 pub mod observing;

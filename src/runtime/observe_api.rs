@@ -7,6 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::log_file::{LogDir, OpenMode};
+
 use super::event_loop::Shell;
 use super::observing::{
     CaptureStatus, FlowLogStatus, FlowLogStopped, ObserveControlError, ObserveStatus,
@@ -38,15 +40,18 @@ pub async fn status(handle: &Handle) -> Result<ObserveStatus, ObserveControlErro
     on_loop(handle, |s| Ok(s.observe_status())).await
 }
 
-/// Starts a flow log to `target` (an absolute path, created or truncated, or `-`) with windows of
-/// `window`. Refused while one runs (the file is then not touched).
+/// Starts a flow log to `target` (`-`, or a file in `dir` opened as `mode` says:
+/// [`crate::runtime::log_file`]) with windows of `window`. Refused while one runs (the file is
+/// then not touched).
 pub async fn start_flow_log(
     handle: &Handle,
     target: String,
     window: Duration,
+    dir: LogDir,
+    mode: OpenMode,
 ) -> Result<FlowLogStatus, ObserveControlError> {
     on_loop(handle, |s| s.check_flow_log()).await?;
-    let opened = off_loop(move || PreparedFlowLog::open(&target, window)).await?;
+    let opened = off_loop(move || PreparedFlowLog::open(&target, window, &dir, mode)).await?;
     on_loop(handle, move |s| s.start_flow_log(opened)).await
 }
 
@@ -57,16 +62,19 @@ pub async fn stop_flow_log(handle: &Handle) -> Result<FlowLogStopped, ObserveCon
 }
 
 /// Starts capturing `endpoint` (`VPC/INSTANCE` or `internet/HOST`) to `file` and
-/// `file`'s `.nat.pcap` sibling (as `--capture` does). Refused for an unknown endpoint or one
-/// captured already (the files are then not touched).
+/// `file`'s `.nat.pcap` sibling (as `--capture` does), both created new in `dir`
+/// ([`crate::runtime::log_file`]). Refused for an unknown endpoint or one captured already (the
+/// files are then not touched).
 pub async fn start_capture(
     handle: &Handle,
     endpoint: String,
     file: PathBuf,
+    dir: LogDir,
 ) -> Result<CaptureStatus, ObserveControlError> {
     let ep = endpoint.clone();
     let (port, epoch) = on_loop(handle, move |s| Ok((s.check_capture(&ep)?, s.epoch()))).await?;
-    let opened = off_loop(move || PreparedCapture::open(&endpoint, port, epoch, &file)).await?;
+    let opened =
+        off_loop(move || PreparedCapture::open(&endpoint, port, epoch, &file, &dir)).await?;
     on_loop(handle, move |s| s.start_capture(opened)).await
 }
 

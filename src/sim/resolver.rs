@@ -58,6 +58,11 @@ pub trait Upstream: Send {
     /// The answers that arrived since the last call: `(token, response)`, `None` when no
     /// upstream answered.
     fn completed(&mut self) -> Vec<(u64, Option<Vec<u8>>)>;
+    /// How many datagrams it threw away since the last call because they were not the answer
+    /// it waited for (another id, a question it did not ask): forgeries or stray answers.
+    fn mismatched(&mut self) -> u64 {
+        0
+    }
 }
 
 /// Where a resolver's query-log records go (`runtime::dns_log` under `vpcd up`).
@@ -300,7 +305,7 @@ impl DnsService {
         };
         let token = self.next_token;
         self.next_token = self.next_token.wrapping_add(1);
-        let id = forward_id(token);
+        let id = random_id();
         let room = self.waiting.len() < MAX_FORWARDS;
         let submitted = room
             && self
@@ -353,12 +358,20 @@ impl DnsService {
         let Some(upstream) = self.upstream.as_mut() else {
             return;
         };
+        self.counters.upstream_mismatched += upstream.mismatched();
         for (token, response) in upstream.completed() {
             let Some(w) = self.waiting.remove(&token) else {
                 continue;
             };
             let answered = match response {
-                Some(bytes) => w.forward.finish(w.id, &bytes, &mut self.cache, now),
+                Some(bytes) => {
+                    // `finish` takes only the answer to the query sent (its id and question):
+                    // another id is answered SERVFAIL, and counted.
+                    if bytes.get(..2) != Some(&w.id.to_be_bytes()[..]) {
+                        self.counters.upstream_mismatched += 1;
+                    }
+                    w.forward.finish(w.id, &bytes, &mut self.cache, now)
+                }
                 None => {
                     self.counters.upstream_failures += 1;
                     w.forward.fail()
@@ -458,15 +471,19 @@ impl DnsService {
 
 /// How soon a resolver with forwarded queries waiting is polled again, to pick up answers.
 pub const FORWARD_POLL: std::time::Duration = std::time::Duration::from_millis(1);
-/// Mixed into the ids of upstream queries (they must not be guessable from the token alone).
-const FORWARD_ID_SALT: u64 = 0x646e_7366_7764;
-
-/// The id of the upstream query of forward `token`: the token mixed (a multiply-xorshift), so
-/// consecutive forwards do not use consecutive ids. The fresh random source port of each upstream
-/// socket is the other half of what an off-path forger must guess.
-fn forward_id(token: u64) -> u16 {
-    let x = (token ^ FORWARD_ID_SALT).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (x ^ (x >> 29) ^ (x >> 47)) as u16
+/// A random id for an upstream query, from the operating system's CSPRNG (`getrandom`): an
+/// off-path forger must guess it and the upstream socket's port (a fresh one per query, chosen
+/// by the kernel) for a forged answer to be taken. Should the CSPRNG fail (it does not on Linux
+/// after boot), a hash seeded per call by the standard library's random keys stands in.
+pub fn random_id() -> u16 {
+    let mut b = [0u8; 2];
+    if getrandom::fill(&mut b).is_ok() {
+        return u16::from_be_bytes(b);
+    }
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u16
 }
 
 /// Writes one length-prefixed message; the caller checked the (empty, largest-answer-sized)
@@ -700,5 +717,25 @@ fn poll_client(sockets: &mut SocketSet<'_>, client: &mut Client, query: &[u8]) -
             }
             read_message(s, CLIENT_TCP_BUFFER)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Upstream ids are random, not a sequence: 4,096 of them take many values, and
+    /// consecutive ones are not one apart (a counter's pattern).
+    #[test]
+    fn upstream_query_ids_are_random() {
+        let ids: Vec<u16> = (0..4096).map(|_| random_id()).collect();
+        let distinct: std::collections::HashSet<u16> = ids.iter().copied().collect();
+        // 4,096 draws from 65,536 values: about 3,970 distinct on average.
+        assert!(distinct.len() > 3800, "{} distinct", distinct.len());
+        let steps = ids
+            .windows(2)
+            .filter(|w| w[1].wrapping_sub(w[0]) == 1)
+            .count();
+        assert!(steps < 5, "{steps} consecutive ids");
     }
 }

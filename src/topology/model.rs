@@ -30,6 +30,9 @@ pub struct Topology {
     /// Private DNS zones, each answered only by the resolvers of the VPCs it names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zone: Vec<Zone>,
+    /// DNS Firewall domain lists, referenced by rules by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_domain_list: Vec<DnsDomainList>,
     /// DNS Firewall rules, each applied by the resolvers of the VPCs it names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_firewall: Vec<DnsFirewallRule>,
@@ -87,8 +90,14 @@ pub struct DnsFirewallRule {
     pub name: Spanned<String>,
     /// The VPCs whose resolvers apply it.
     pub vpcs: Vec<Spanned<String>>,
-    /// `"bad.example"` (that name) or `"*.bad.example"` (every name below it).
+    /// `"bad.example"` (that name) or `"*.bad.example"` (every name below it); or, instead,
+    /// `domain_list`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<Spanned<String>>,
+    /// The name of a `[[dns_domain_list]]` whose domains the rule matches (Route 53's
+    /// `FirewallDomainListId`): a change to the list applies to the rule at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain_list: Option<Spanned<String>>,
     pub action: Spanned<DnsFirewallAction>,
     /// With `action = "block"`: what the query gets (default `nxdomain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,6 +108,19 @@ pub struct DnsFirewallRule {
     /// The override's TTL in seconds (default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_override_ttl: Option<Spanned<u32>>,
+}
+
+/// A DNS Firewall domain list (Route 53 Resolver DNS Firewall's `FirewallDomainList`): named
+/// domains that rules reference with `domain_list`. It may be empty (a rule on it matches
+/// nothing until domains are added).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsDomainList {
+    /// Unique among the lists.
+    pub name: Spanned<String>,
+    /// `"bad.example"` (that name) or `"*.bad.example"` (every name below it).
+    #[serde(default)]
+    pub domains: Vec<Spanned<String>>,
 }
 
 /// What a DNS Firewall rule does with a matching query.

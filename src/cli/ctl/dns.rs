@@ -1,4 +1,5 @@
-//! `vpcd ctl dns`: the VPC resolvers' private zones and their records, DNS Firewall rules,
+//! `vpcd ctl dns`: the VPC resolvers' private zones and the simulated internet's public zones
+//! (`--public`) with their records, DNS Firewall domain lists and rules,
 //! egress by name, a question asked of a running resolver (`dns query`, a small `dig`), and the
 //! query log (`dns query-log`, like `flow-log`).
 //!
@@ -15,13 +16,17 @@ use super::{Call, body};
 
 #[derive(Debug, Subcommand)]
 pub enum DnsCommand {
-    /// Private zones: list, show, add, remove, associate, disassociate.
+    /// Private zones (public ones with --public): list, show, add, remove, associate,
+    /// disassociate.
     #[command(subcommand)]
     Zone(ZoneCommand),
-    /// Records of a private zone (A, AAAA, CNAME, TXT, SRV, MX).
+    /// Records of a zone (A, AAAA, CNAME, TXT, SRV, MX); --public for a public zone.
     #[command(subcommand)]
     Record(RecordCommand),
-    /// DNS Firewall rules (domain lists with allow, alert or block).
+    /// DNS Firewall domain lists: named domains that rules reference.
+    #[command(subcommand, name = "domain-list")]
+    DomainList(DomainListCommand),
+    /// DNS Firewall rules (domains or a domain list, with allow, alert or block).
     #[command(subcommand)]
     Firewall(FirewallCommand),
     /// Egress allowed by name: the names a VPC's instances may reach.
@@ -57,6 +62,7 @@ impl DnsCommand {
         Ok(match self {
             DnsCommand::Zone(c) => c.call(),
             DnsCommand::Record(c) => c.call(),
+            DnsCommand::DomainList(c) => c.call(),
             DnsCommand::Firewall(c) => c.call(),
             DnsCommand::Egress(c) => c.call(),
             DnsCommand::Query {
@@ -93,47 +99,103 @@ fn reverse_name(addr: &str) -> Result<String, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum ZoneCommand {
-    /// Every private zone with its VPCs.
-    List,
+    /// Every private zone with its VPCs (--public: every public zone).
+    List {
+        #[arg(long)]
+        public: bool,
+    },
     /// A zone's records.
-    Show { zone: String },
-    /// Create a private zone answered in the VPCs named (`CreateHostedZone`).
+    Show {
+        zone: String,
+        /// A public zone of the simulated internet ([[internet.zone]]).
+        #[arg(long)]
+        public: bool,
+    },
+    /// Create a private zone answered in the VPCs named (`CreateHostedZone`), or with --public
+    /// a public zone answered in every VPC.
     Add {
         /// The apex, like corp.example.
         zone: String,
-        /// A VPC whose resolver answers it (repeat for more; at least one).
-        #[arg(long = "vpc", value_name = "VPC", required = true)]
+        /// A VPC whose resolver answers it (repeat for more; at least one, not with --public).
+        #[arg(
+            long = "vpc",
+            value_name = "VPC",
+            required_unless_present = "public",
+            conflicts_with = "public"
+        )]
         vpcs: Vec<String>,
+        /// A public zone of the simulated internet ([[internet.zone]]).
+        #[arg(long)]
+        public: bool,
     },
-    /// Delete a private zone with its records.
-    Remove { zone: String },
+    /// Delete a zone with its records.
+    Remove {
+        zone: String,
+        #[arg(long)]
+        public: bool,
+    },
     /// Answer the zone in one more VPC.
     Associate { zone: String, vpc: String },
     /// Stop answering the zone in a VPC (not its last one).
     Disassociate { zone: String, vpc: String },
 }
 
+/// The word, list path and operation prefix of private or public zones.
+fn kind_of(public: bool) -> (&'static str, &'static str, &'static str) {
+    if public {
+        ("public zone", "/v1/dns/public-zones", "public_zone")
+    } else {
+        ("zone", "/v1/dns/zones", "zone")
+    }
+}
+
 impl ZoneCommand {
     fn call(&self) -> Call {
         match self {
-            ZoneCommand::List => Call::get("/v1/dns/zones".into(), |v| {
-                let mut t = Table::new(&["ZONE", "VPCS", "RECORDS"]);
-                for z in list(v, "zones")? {
-                    t.row(["name", "vpcs", "records"].map(|k| field(z, k)).to_vec());
+            ZoneCommand::List { public } => {
+                let (_, path, _) = kind_of(*public);
+                let public = *public;
+                Call::get(path.into(), move |v| {
+                    let (head, keys): (&[&str], &[&str]) = if public {
+                        (&["ZONE", "RECORDS"], &["name", "records"])
+                    } else {
+                        (&["ZONE", "VPCS", "RECORDS"], &["name", "vpcs", "records"])
+                    };
+                    let mut t = Table::new(head);
+                    for z in list(v, "zones")? {
+                        t.row(keys.iter().map(|k| field(z, k)).collect());
+                    }
+                    Ok(t.render_or(if public {
+                        "no public zones"
+                    } else {
+                        "no private zones"
+                    }))
+                })
+            }
+            ZoneCommand::Show { zone, public } => show_zone(zone, *public),
+            ZoneCommand::Add { zone, vpcs, public } => {
+                if *public {
+                    Call::op(
+                        "add_public_zone",
+                        json!({"name": zone}),
+                        format!("added public zone {zone}"),
+                    )
+                } else {
+                    Call::op(
+                        "add_zone",
+                        json!({"name": zone, "vpcs": vpcs}),
+                        format!("added zone {zone} ({})", vpcs.join(", ")),
+                    )
                 }
-                Ok(t.render_or("no private zones"))
-            }),
-            ZoneCommand::Show { zone } => show_zone(zone),
-            ZoneCommand::Add { zone, vpcs } => Call::op(
-                "add_zone",
-                json!({"name": zone, "vpcs": vpcs}),
-                format!("added zone {zone} ({})", vpcs.join(", ")),
-            ),
-            ZoneCommand::Remove { zone } => Call::op(
-                "remove_zone",
-                json!({"name": zone}),
-                format!("removed zone {zone}"),
-            ),
+            }
+            ZoneCommand::Remove { zone, public } => {
+                let (what, _, op) = kind_of(*public);
+                Call::op(
+                    &format!("remove_{op}"),
+                    json!({"name": zone}),
+                    format!("removed {what} {zone}"),
+                )
+            }
             ZoneCommand::Associate { zone, vpc } => Call::op(
                 "associate_zone",
                 json!({"zone": zone, "vpc": vpc}),
@@ -148,10 +210,11 @@ impl ZoneCommand {
     }
 }
 
-/// `GET /v1/dns/zones/{zone}`: its VPCs, then one row per record.
-fn show_zone(zone: &str) -> Call {
+/// `GET /v1/dns/zones/{zone}` (or `public-zones`): its VPCs, then one row per record.
+fn show_zone(zone: &str, public: bool) -> Call {
     let empty = format!("zone {zone} has no records");
-    Call::get(format!("/v1/dns/zones/{}", path_segment(zone)), move |v| {
+    let (_, path, _) = kind_of(public);
+    Call::get(format!("{path}/{}", path_segment(zone)), move |v| {
         let mut t = Table::new(&["NAME", "TYPE", "TTL", "VALUE"]);
         for r in list(&v["records"], "records")? {
             t.row(
@@ -160,11 +223,12 @@ fn show_zone(zone: &str) -> Call {
                     .to_vec(),
             );
         }
-        Ok(format!(
-            "{}\n{}",
-            fields(&[("ZONE", field(v, "name")), ("VPCS", field(v, "vpcs"))]),
-            t.render_or(&empty)
-        ))
+        let head = if public {
+            fields(&[("ZONE", field(v, "name")), ("PUBLIC", "yes".to_string())])
+        } else {
+            fields(&[("ZONE", field(v, "name")), ("VPCS", field(v, "vpcs"))])
+        };
+        Ok(format!("{head}\n{}", t.render_or(&empty)))
     })
 }
 
@@ -177,12 +241,19 @@ pub struct RecordArgs {
     /// A, AAAA, CNAME, TXT, SRV or MX.
     #[arg(value_name = "TYPE")]
     kind: String,
+    /// ZONE is a public zone of the simulated internet ([[internet.zone]]).
+    #[arg(long)]
+    public: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum RecordCommand {
     /// A zone's records (as `dns zone show`).
-    List { zone: String },
+    List {
+        zone: String,
+        #[arg(long)]
+        public: bool,
+    },
     /// Add a record (`ChangeResourceRecordSets` CREATE).
     Add {
         #[command(flatten)]
@@ -205,12 +276,13 @@ pub enum RecordCommand {
 impl RecordCommand {
     fn call(&self) -> Call {
         match self {
-            RecordCommand::List { zone } => show_zone(zone),
+            RecordCommand::List { zone, public } => show_zone(zone, *public),
             RecordCommand::Add { record, value, ttl } => {
                 let r = record;
                 let kind = r.kind.to_ascii_uppercase();
+                let (what, _, op) = kind_of(r.public);
                 Call::op(
-                    "add_zone_record",
+                    &format!("add_{op}_record"),
                     body(vec![
                         ("zone", json!(r.zone)),
                         ("name", json!(r.name)),
@@ -218,27 +290,120 @@ impl RecordCommand {
                         ("value", json!(value)),
                         ("ttl", json!(ttl)),
                     ]),
-                    format!("added {kind} record {} {value} to zone {}", r.name, r.zone),
+                    format!(
+                        "added {kind} record {} {value} to {what} {}",
+                        r.name, r.zone
+                    ),
                 )
             }
             RecordCommand::Remove { record, value } => {
                 let r = record;
                 let kind = r.kind.to_ascii_uppercase();
+                let (zone_word, _, op) = kind_of(r.public);
                 let what = match value {
                     Some(v) => format!("{kind} record {} {v}", r.name),
                     None => format!("{kind} records of {}", r.name),
                 };
                 Call::op(
-                    "remove_zone_record",
+                    &format!("remove_{op}_record"),
                     body(vec![
                         ("zone", json!(r.zone)),
                         ("name", json!(r.name)),
                         ("type", json!(kind)),
                         ("value", json!(value)),
                     ]),
-                    format!("removed {what} from zone {}", r.zone),
+                    format!("removed {what} from {zone_word} {}", r.zone),
                 )
             }
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DomainListCommand {
+    /// Every domain list with its domains and the rules using it.
+    List,
+    /// One list's domains.
+    Show { name: String },
+    /// Create a list (`CreateFirewallDomainList`), with DOMAINs if given.
+    Add { name: String, domains: Vec<String> },
+    /// Delete a list (refused while a rule uses it).
+    Remove { name: String },
+    /// Add DOMAINs to the list (`UpdateFirewallDomains` ADD): its rules match them at once.
+    AddDomains {
+        name: String,
+        #[arg(required = true)]
+        domains: Vec<String>,
+    },
+    /// Remove DOMAINs from the list (each must be in it).
+    RemoveDomains {
+        name: String,
+        #[arg(required = true)]
+        domains: Vec<String>,
+    },
+    /// Make the list hold exactly DOMAINs (none: empty it).
+    Replace { name: String, domains: Vec<String> },
+}
+
+impl DomainListCommand {
+    fn call(&self) -> Call {
+        let update = |name: &str, operation: &str, domains: &[String], done: String| {
+            Call::op(
+                "update_dns_domain_list",
+                json!({"name": name, "operation": operation, "domains": domains}),
+                done,
+            )
+        };
+        match self {
+            DomainListCommand::List => Call::get("/v1/dns/domain-lists".into(), |v| {
+                let mut t = Table::new(&["LIST", "DOMAINS", "RULES"]);
+                for l in list(v, "lists")? {
+                    t.row(["name", "domains", "rules"].map(|k| field(l, k)).to_vec());
+                }
+                Ok(t.render_or("no DNS domain lists"))
+            }),
+            DomainListCommand::Show { name } => Call::get(
+                format!("/v1/dns/domain-lists/{}", path_segment(name)),
+                |v| {
+                    let mut t = Table::new(&["DOMAIN"]);
+                    for d in list(&v["domains"], "domains")? {
+                        t.row(vec![cell(d)]);
+                    }
+                    Ok(format!(
+                        "{}\n{}",
+                        fields(&[("LIST", field(v, "name")), ("RULES", field(v, "rules"))]),
+                        t.render_or("no domains")
+                    ))
+                },
+            ),
+            DomainListCommand::Add { name, domains } => Call::op(
+                "add_dns_domain_list",
+                json!({"name": name, "domains": domains}),
+                format!("added DNS domain list {name}"),
+            ),
+            DomainListCommand::Remove { name } => Call::op(
+                "remove_dns_domain_list",
+                json!({"name": name}),
+                format!("removed DNS domain list {name}"),
+            ),
+            DomainListCommand::AddDomains { name, domains } => update(
+                name,
+                "add",
+                domains,
+                format!("added {} to DNS domain list {name}", domains.join(", ")),
+            ),
+            DomainListCommand::RemoveDomains { name, domains } => update(
+                name,
+                "remove",
+                domains,
+                format!("removed {} from DNS domain list {name}", domains.join(", ")),
+            ),
+            DomainListCommand::Replace { name, domains } => update(
+                name,
+                "replace",
+                domains,
+                format!("DNS domain list {name} holds: {}", domains.join(", ")),
+            ),
         }
     }
 }
@@ -268,8 +433,16 @@ pub enum FirewallCommand {
         #[arg(long = "vpc", value_name = "VPC", required = true)]
         vpcs: Vec<String>,
         /// bad.example (that name) or *.bad.example (every name below it); repeat for more.
-        #[arg(long = "domain", value_name = "DOMAIN", required = true)]
+        #[arg(
+            long = "domain",
+            value_name = "DOMAIN",
+            required_unless_present = "domain_list",
+            conflicts_with = "domain_list"
+        )]
         domains: Vec<String>,
+        /// Match the domains of this DNS domain list instead (as it changes).
+        #[arg(long, value_name = "LIST")]
+        domain_list: Option<String>,
         #[arg(long, value_enum)]
         action: FirewallAction,
         /// What a blocked query gets (default nxdomain).
@@ -296,9 +469,14 @@ impl FirewallCommand {
         match self {
             FirewallCommand::List => Call::get("/v1/dns/firewall".into(), |v| {
                 let keys = ["name", "vpcs", "domains", "action", "block_response"];
+                let domains = |r: &Value| match r["domain_list"].as_str() {
+                    Some(l) => format!("list {l}"),
+                    None => field(r, "domains"),
+                };
                 let mut t = Table::new(&["RULE", "VPCS", "DOMAINS", "ACTION", "BLOCK_RESPONSE"]);
                 for r in list(v, "rules")? {
                     let mut row: Vec<String> = keys.iter().map(|k| field(r, k)).collect();
+                    row[2] = domains(r);
                     if !r["block_override"].is_null() {
                         row[4] = format!(
                             "{} {} (ttl {})",
@@ -315,6 +493,7 @@ impl FirewallCommand {
                 name,
                 vpcs,
                 domains,
+                domain_list,
                 action,
                 block_response,
                 block_override,
@@ -325,6 +504,7 @@ impl FirewallCommand {
                     ("name", json!(name)),
                     ("vpcs", json!(vpcs)),
                     ("domains", json!(domains)),
+                    ("domain_list", json!(domain_list)),
                     ("action", lower(action)),
                     (
                         "block_response",
@@ -382,8 +562,13 @@ pub enum QueryLogCommand {
     Status,
     /// Write every resolver's query-log records to TARGET, a file (`-`: vpcd up's stdout).
     Start {
-        /// A file (a relative path is taken from here, not from where `vpcd up` runs), or `-`.
+        /// A file inside the daemon's log directory (`vpcd up --log-dir`, default its --state
+        /// directory; a relative path is taken from here), or `-`. An existing file is appended
+        /// to, never truncated.
         target: String,
+        /// Refuse a file that exists already.
+        #[arg(long)]
+        exclusive: bool,
     },
     /// Stop the query log (what it holds is written first).
     Stop,
@@ -393,13 +578,17 @@ impl QueryLogCommand {
     fn call(&self) -> Call {
         match self {
             QueryLogCommand::Status => Call::get("/v1/dns/query-log".into(), |v| Ok(query_log(v))),
-            QueryLogCommand::Start { target } => {
+            QueryLogCommand::Start { target, exclusive } => {
                 let target = if target == "-" {
                     target.clone()
                 } else {
                     absolute(target)
                 };
-                Call::post("/v1/dns/query-log/start", json!({"target": target}), |v| {
+                let body = body(vec![
+                    ("target", json!(target)),
+                    ("exclusive", super::observe::exclusive_flag(*exclusive)),
+                ]);
+                Call::post("/v1/dns/query-log/start", body, |v| {
                     Ok(format!("started the DNS query log\n{}", query_log(v)))
                 })
             }

@@ -219,11 +219,16 @@ pub enum FlowLogCommand {
     Status,
     /// Write flow-log records (JSON lines) to TARGET, a file (`-`: vpcd up's stdout).
     Start {
-        /// A file (a relative path is taken from here, not from where `vpcd up` runs), or `-`.
+        /// A file inside the daemon's log directory (`vpcd up --log-dir`, default its --state
+        /// directory; a relative path is taken from here), or `-`. An existing file is appended
+        /// to, never truncated.
         target: String,
         /// The capture window in seconds (records are written when it closes).
         #[arg(long, visible_alias = "window-s", value_name = "SECONDS")]
         window: Option<f64>,
+        /// Refuse a file that exists already.
+        #[arg(long)]
+        exclusive: bool,
     },
     /// Stop the flow log (the open window is written first).
     Stop,
@@ -233,7 +238,11 @@ impl FlowLogCommand {
     pub(super) fn call(&self) -> Call {
         match self {
             FlowLogCommand::Status => Call::get("/v1/flow-log".into(), |v| Ok(flow_log(v, true))),
-            FlowLogCommand::Start { target, window } => {
+            FlowLogCommand::Start {
+                target,
+                window,
+                exclusive,
+            } => {
                 let target = if target == "-" {
                     target.clone()
                 } else {
@@ -241,7 +250,11 @@ impl FlowLogCommand {
                 };
                 Call::post(
                     "/v1/flow-log/start",
-                    body(vec![("target", json!(target)), ("window_s", json!(window))]),
+                    body(vec![
+                        ("target", json!(target)),
+                        ("window_s", json!(window)),
+                        ("exclusive", exclusive_flag(*exclusive)),
+                    ]),
                     |v| Ok(format!("started the flow log\n{}", flow_log(v, true))),
                 )
             }
@@ -250,6 +263,11 @@ impl FlowLogCommand {
             }),
         }
     }
+}
+
+/// `exclusive` as a start request sends it: only when asked (absent means append).
+pub(super) fn exclusive_flag(exclusive: bool) -> Value {
+    if exclusive { json!(true) } else { Value::Null }
 }
 
 /// The flow-log object as `KEY  value` lines. `active` is the answer's, else `running` (what
@@ -286,7 +304,8 @@ pub enum CaptureCommand {
     Start {
         /// `VPC/INSTANCE` or `internet/HOST`.
         endpoint: String,
-        /// The pcap file (a relative path is taken from here, not from where `vpcd up` runs).
+        /// The pcap file, inside the daemon's log directory (`vpcd up --log-dir`); created new
+        /// with its `.nat.pcap` sibling (a relative path is taken from here).
         file: PathBuf,
     },
     /// Stop capturing ENDPOINT (its files are complete afterwards).

@@ -1,7 +1,9 @@
-//! DNS: private zones and their records, which VPCs a zone is answered in, DNS Firewall rules
-//! and egress allowed by name (Route 53's `CreateHostedZone`, `DeleteHostedZone`,
+//! DNS: private zones and their records, which VPCs a zone is answered in, the simulated
+//! internet's public zones (`[[internet.zone]]`) and their records, DNS Firewall domain lists
+//! and rules, and egress allowed by name (Route 53's `CreateHostedZone`, `DeleteHostedZone`,
 //! `ChangeResourceRecordSets`, `AssociateVPCWithHostedZone`, `DisassociateVPCFromHostedZone`;
-//! DNS Firewall's `CreateFirewallRule`, `DeleteFirewallRule`).
+//! DNS Firewall's `CreateFirewallDomainList`, `DeleteFirewallDomainList`,
+//! `UpdateFirewallDomains`, `CreateFirewallRule`, `DeleteFirewallRule`).
 //!
 //! Zones are named by their apex as the file writes it; a request may write it with another
 //! case or a final dot. What a record's value means, whether a CNAME stands alone, whether the
@@ -15,8 +17,8 @@ use super::{Edit, already_exists, find, not_found, sp};
 use crate::control::error::{ApiError, ErrorCode};
 use crate::dns::names::domain_key;
 use crate::topology::model::{
-    BlockResponseKind, DnsFirewallAction, DnsFirewallRule, EgressByName, RecordKind, Topology,
-    Zone, ZoneRecord,
+    BlockResponseKind, DnsDomainList, DnsFirewallAction, DnsFirewallRule, EgressByName, Internet,
+    RecordKind, Topology, Zone, ZoneRecord,
 };
 
 /// A zone record as requests write it (the model's `ZoneRecord` without spans).
@@ -65,8 +67,9 @@ pub struct RemoveZone {
     pub name: String,
 }
 
-/// Add a record to a private zone (`ChangeResourceRecordSets` with `CREATE`). Refused when the
-/// zone already has the same record (name, type and value).
+/// Add a record to a private zone (`ChangeResourceRecordSets` with `CREATE`; the same body adds
+/// one to a public zone with `add_public_zone_record`). Refused when the zone already has the
+/// same record (name, type and value).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddZoneRecord {
@@ -79,8 +82,9 @@ pub struct AddZoneRecord {
     pub ttl: Option<u32>,
 }
 
-/// Remove records of a private zone (`ChangeResourceRecordSets` with `DELETE`): those with this
-/// name and type, or only the one with `value` when given.
+/// Remove records of a private zone (`ChangeResourceRecordSets` with `DELETE`; the same body for a
+/// public zone with `remove_public_zone_record`): those with this name and type, or only the one
+/// with `value` when given.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveZoneRecord {
@@ -110,6 +114,76 @@ pub struct DisassociateZone {
     pub vpc: String,
 }
 
+/// Create a public zone of the simulated internet (`[[internet.zone]]`): answered by every VPC's
+/// resolver (unless a private zone of that VPC hides it), optionally with records.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddPublicZone {
+    /// The apex, like `example.com`.
+    pub name: String,
+    #[serde(default)]
+    pub records: Vec<RecordSpec>,
+}
+
+/// Delete a public zone with its records.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemovePublicZone {
+    pub name: String,
+}
+
+/// Add a record to a public zone: the body of `add_zone_record`, on a public zone.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(transparent)]
+pub struct AddPublicZoneRecord(pub AddZoneRecord);
+
+/// Remove records of a public zone: the body of `remove_zone_record`, on a public zone.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(transparent)]
+pub struct RemovePublicZoneRecord(pub RemoveZoneRecord);
+
+/// Create a DNS Firewall domain list (`CreateFirewallDomainList`), optionally with domains:
+/// rules reference it with `domain_list`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddDnsDomainList {
+    /// Unique among the lists.
+    pub name: String,
+    /// `bad.example` (that name) or `*.bad.example` (every name below it).
+    #[serde(default)]
+    pub domains: Vec<String>,
+}
+
+/// Delete a DNS Firewall domain list (`DeleteFirewallDomainList`); refused while a rule
+/// references it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveDnsDomainList {
+    pub name: String,
+}
+
+/// How [`UpdateDnsDomainList`] changes a list (`UpdateFirewallDomains`'s `Operation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainListOperation {
+    /// Adds the domains the list does not hold yet.
+    Add,
+    /// Removes the domains (each must be in the list).
+    Remove,
+    /// The list holds exactly these domains afterwards.
+    Replace,
+}
+
+/// Change the domains of a DNS Firewall domain list (`UpdateFirewallDomains`): the rules on it
+/// match the new domains from the next query on.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDnsDomainList {
+    pub name: String,
+    pub operation: DomainListOperation,
+    pub domains: Vec<String>,
+}
+
 /// Add a DNS Firewall rule (`CreateFirewallRule` with its domain list): applied by the resolvers
 /// of the VPCs it names, after the rules they already have.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
@@ -118,8 +192,13 @@ pub struct AddDnsFirewallRule {
     /// Unique among the rules; named in query logs.
     pub name: String,
     pub vpcs: Vec<String>,
-    /// `bad.example` (that name) or `*.bad.example` (every name below it).
+    /// `bad.example` (that name) or `*.bad.example` (every name below it); or, instead,
+    /// `domain_list`.
+    #[serde(default)]
     pub domains: Vec<String>,
+    /// A DNS Firewall domain list's name: the rule matches its domains, as they change.
+    #[serde(default)]
+    pub domain_list: Option<String>,
     pub action: DnsFirewallAction,
     /// With `action = "block"`: what the query gets (default `nxdomain`).
     #[serde(default)]
@@ -150,29 +229,190 @@ pub struct SetEgressByName {
     pub allow: Vec<String>,
 }
 
-/// The private zone `name`, with its index.
+/// Which zones a request is about: the private ones (`[[zone]]`) or the simulated internet's
+/// (`[[internet.zone]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Zones {
+    Private,
+    Public,
+}
+
+impl Zones {
+    fn what(self) -> &'static str {
+        match self {
+            Zones::Private => "private zone",
+            Zones::Public => "public zone",
+        }
+    }
+
+    /// The zones of `topo` (an `[internet]` section is made for a public one if missing).
+    fn of(self, topo: &mut Topology) -> &mut Vec<Zone> {
+        match self {
+            Zones::Private => &mut topo.zone,
+            Zones::Public => {
+                &mut topo
+                    .internet
+                    .get_or_insert_with(|| Internet {
+                        cidr: None,
+                        host: Vec::new(),
+                        uplink: None,
+                        resolvers: Vec::new(),
+                        zone: Vec::new(),
+                    })
+                    .zone
+            }
+        }
+    }
+
+    /// The key path of a zone (what validation errors inside it are reported under).
+    fn path(self, zone: &Zone) -> String {
+        let prefix = match self {
+            Zones::Private => "zone",
+            Zones::Public => "internet.zone",
+        };
+        format!("{prefix}[{}]", zone.name.get_ref())
+    }
+
+    /// The `vpcd ctl` command that lists a zone's records.
+    fn show_hint(self) -> &'static str {
+        match self {
+            Zones::Private => "`vpcd ctl dns zone show ZONE` lists its records",
+            Zones::Public => "`vpcd ctl dns zone show --public ZONE` lists its records",
+        }
+    }
+}
+
+/// The zone `name` of `which`, with its index.
 fn zone_mut<'t>(
     topo: &'t mut Topology,
+    which: Zones,
     name: &str,
     field: &str,
 ) -> Result<(usize, &'t mut Zone), ApiError> {
     let key = domain_key(name);
-    match topo
-        .zone
+    let zones = which.of(topo);
+    match zones
         .iter()
         .position(|z| domain_key(z.name.get_ref()) == key)
     {
-        Some(i) => Ok((i, &mut topo.zone[i])),
+        Some(i) => Ok((i, &mut zones[i])),
         None => Err(not_found(
-            "private zone",
+            which.what(),
             name,
             field,
-            topo.zone
-                .iter()
-                .map(|z| z.name.get_ref().as_str())
-                .collect(),
+            zones.iter().map(|z| z.name.get_ref().as_str()).collect(),
         )),
     }
+}
+
+/// Creates zone `name` of `which` with `vpcs` and `records`; returns its key path.
+fn add_zone(
+    topo: &mut Topology,
+    which: Zones,
+    name: &str,
+    vpcs: &[String],
+    records: &[RecordSpec],
+) -> Result<Option<String>, ApiError> {
+    let key = domain_key(name);
+    let zones = which.of(topo);
+    if zones.iter().any(|z| domain_key(z.name.get_ref()) == key) {
+        let hint = match which {
+            Zones::Private => {
+                "add records to it with add_zone_record, or associate it with more VPCs"
+            }
+            Zones::Public => "add records to it with add_public_zone_record",
+        };
+        return Err(already_exists(which.what(), name, "name", hint));
+    }
+    let zone = Zone {
+        name: sp(name.to_string()),
+        vpcs: vpcs.iter().cloned().map(sp).collect(),
+        record: records.iter().map(RecordSpec::to_model).collect(),
+    };
+    let path = which.path(&zone);
+    zones.push(zone);
+    // Errors in the records name the request's `record[i]`.
+    Ok(Some(path))
+}
+
+/// Removes zone `name` of `which`, and a public zone's `[internet]` section with it when
+/// nothing else is left there (it was made for the zone).
+fn remove_zone(topo: &mut Topology, which: Zones, name: &str) -> Result<Option<String>, ApiError> {
+    let (at, _) = zone_mut(topo, which, name, "name")?;
+    which.of(topo).remove(at);
+    let empty = topo.internet.as_ref().is_some_and(|i| {
+        i.cidr.is_none()
+            && i.host.is_empty()
+            && i.uplink.is_none()
+            && i.resolvers.is_empty()
+            && i.zone.is_empty()
+    });
+    if which == Zones::Public && empty {
+        topo.internet = None;
+    }
+    Ok(None)
+}
+
+/// Adds `spec` to zone `zone` of `which`; refused when the zone has the same record.
+fn add_record(
+    topo: &mut Topology,
+    which: Zones,
+    zone: &str,
+    spec: RecordSpec,
+) -> Result<Option<String>, ApiError> {
+    let (_, z) = zone_mut(topo, which, zone, "zone")?;
+    let duplicate = z.record.iter().any(|r| {
+        r.name.get_ref() == &spec.name
+            && *r.kind.get_ref() == spec.kind
+            && r.value.get_ref() == &spec.value
+    });
+    if duplicate {
+        return Err(already_exists(
+            &format!("{} record", spec.kind),
+            &format!("{} {}", spec.name, spec.value),
+            "value",
+            "remove it first to change its TTL",
+        ));
+    }
+    z.record.push(spec.to_model());
+    Ok(Some(format!(
+        "{}.record[{}]",
+        which.path(z),
+        z.record.len() - 1
+    )))
+}
+
+/// Removes the records of zone `zone` of `which` with `name` and `kind` (and `value`, when
+/// given); refused when there is none.
+fn remove_record(
+    topo: &mut Topology,
+    which: Zones,
+    zone: &str,
+    name: &str,
+    kind: RecordKind,
+    value: Option<&String>,
+) -> Result<Option<String>, ApiError> {
+    let (_, z) = zone_mut(topo, which, zone, "zone")?;
+    let before = z.record.len();
+    z.record.retain(|r| {
+        let hit = r.name.get_ref() == name
+            && *r.kind.get_ref() == kind
+            && value.is_none_or(|v| r.value.get_ref() == v);
+        !hit
+    });
+    if z.record.len() == before {
+        let what = match value {
+            Some(v) => format!("{kind} record `{name} {v}`"),
+            None => format!("{kind} record at `{name}`"),
+        };
+        return Err(ApiError::new(
+            ErrorCode::NotFound,
+            format!("zone `{}` has no {what}", z.name.get_ref()),
+            if value.is_some() { "value" } else { "name" },
+            which.show_hint(),
+        ));
+    }
+    Ok(None)
 }
 
 /// `NotFound` unless VPC `name` exists.
@@ -180,121 +420,87 @@ fn require_vpc(topo: &mut Topology, name: &str) -> Result<(), ApiError> {
     find(&mut topo.vpc, |v| &v.name, name, "VPC", "vpc").map(|_| ())
 }
 
-/// The key path of a zone (what validation errors inside it are reported under).
-fn zone_path(zone: &Zone) -> String {
-    format!("zone[{}]", zone.name.get_ref())
-}
-
 impl Edit for AddZone {
     fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
-        let key = domain_key(&self.name);
-        if topo
-            .zone
-            .iter()
-            .any(|z| domain_key(z.name.get_ref()) == key)
-        {
-            return Err(already_exists(
-                "private zone",
-                &self.name,
-                "name",
-                "add records to it with add_zone_record, or associate it with more VPCs",
-            ));
-        }
-        let zone = Zone {
-            name: sp(self.name.clone()),
-            vpcs: self.vpcs.iter().cloned().map(sp).collect(),
-            record: self.records.iter().map(RecordSpec::to_model).collect(),
-        };
-        let path = zone_path(&zone);
-        topo.zone.push(zone);
-        // Errors in the records name the request's `records[i]`.
-        Ok(Some(path))
+        add_zone(topo, Zones::Private, &self.name, &self.vpcs, &self.records)
     }
 }
 
 impl Edit for RemoveZone {
     fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
-        let (at, _) = zone_mut(topo, &self.name, "name")?;
-        topo.zone.remove(at);
-        Ok(None)
+        remove_zone(topo, Zones::Private, &self.name)
     }
 }
 
-impl Edit for AddZoneRecord {
+impl Edit for AddPublicZone {
     fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
-        let (_, zone) = zone_mut(topo, &self.zone, "zone")?;
-        let duplicate = zone.record.iter().any(|r| {
-            r.name.get_ref() == &self.name
-                && *r.kind.get_ref() == self.kind
-                && r.value.get_ref() == &self.value
-        });
-        if duplicate {
-            return Err(already_exists(
-                &format!("{} record", self.kind),
-                &format!("{} {}", self.name, self.value),
-                "value",
-                "remove it first to change its TTL",
-            ));
-        }
+        add_zone(topo, Zones::Public, &self.name, &[], &self.records)
+    }
+}
+
+impl Edit for RemovePublicZone {
+    fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
+        remove_zone(topo, Zones::Public, &self.name)
+    }
+}
+
+impl AddZoneRecord {
+    fn add_to(&self, topo: &mut Topology, which: Zones) -> Result<Option<String>, ApiError> {
         let spec = RecordSpec {
             name: self.name.clone(),
             kind: self.kind,
             value: self.value.clone(),
             ttl: self.ttl,
         };
-        zone.record.push(spec.to_model());
-        Ok(Some(format!(
-            "{}.record[{}]",
-            zone_path(zone),
-            zone.record.len() - 1
-        )))
+        add_record(topo, which, &self.zone, spec)
+    }
+}
+
+impl RemoveZoneRecord {
+    fn remove_from(&self, topo: &mut Topology, which: Zones) -> Result<Option<String>, ApiError> {
+        let v = self.value.as_ref();
+        remove_record(topo, which, &self.zone, &self.name, self.kind, v)
+    }
+}
+
+impl Edit for AddZoneRecord {
+    fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
+        self.add_to(topo, Zones::Private)
     }
 }
 
 impl Edit for RemoveZoneRecord {
     fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
-        let (_, zone) = zone_mut(topo, &self.zone, "zone")?;
-        let before = zone.record.len();
-        zone.record.retain(|r| {
-            let hit = r.name.get_ref() == &self.name
-                && *r.kind.get_ref() == self.kind
-                && self.value.as_ref().is_none_or(|v| r.value.get_ref() == v);
-            !hit
-        });
-        if zone.record.len() == before {
-            let what = match &self.value {
-                Some(v) => format!("{} record `{} {v}`", self.kind, self.name),
-                None => format!("{} record at `{}`", self.kind, self.name),
-            };
-            return Err(ApiError::new(
-                ErrorCode::NotFound,
-                format!("zone `{}` has no {what}", zone.name.get_ref()),
-                if self.value.is_some() {
-                    "value"
-                } else {
-                    "name"
-                },
-                "`vpcd ctl dns zone show ZONE` lists its records",
-            ));
-        }
-        Ok(None)
+        self.remove_from(topo, Zones::Private)
+    }
+}
+
+impl Edit for AddPublicZoneRecord {
+    fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
+        self.0.add_to(topo, Zones::Public)
+    }
+}
+
+impl Edit for RemovePublicZoneRecord {
+    fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
+        self.0.remove_from(topo, Zones::Public)
     }
 }
 
 impl Edit for AssociateZone {
     fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
         require_vpc(topo, &self.vpc)?;
-        let (_, zone) = zone_mut(topo, &self.zone, "zone")?;
+        let (_, zone) = zone_mut(topo, Zones::Private, &self.zone, "zone")?;
         if !zone.vpcs.iter().any(|v| v.get_ref() == &self.vpc) {
             zone.vpcs.push(sp(self.vpc.clone()));
         }
-        Ok(Some(zone_path(zone)))
+        Ok(Some(Zones::Private.path(zone)))
     }
 }
 
 impl Edit for DisassociateZone {
     fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
-        let (_, zone) = zone_mut(topo, &self.zone, "zone")?;
+        let (_, zone) = zone_mut(topo, Zones::Private, &self.zone, "zone")?;
         let Some(at) = zone.vpcs.iter().position(|v| v.get_ref() == &self.vpc) else {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
@@ -329,24 +535,32 @@ impl Edit for DisassociateZone {
     }
 }
 
+/// `AlreadyExists` (on `name`) when one of `names` is `name`.
+fn new_name<'n>(
+    mut names: impl Iterator<Item = &'n toml::Spanned<String>>,
+    name: &str,
+    what: &str,
+    hint: &str,
+) -> Result<(), ApiError> {
+    match names.any(|n| n.get_ref() == name) {
+        true => Err(already_exists(what, name, "name", hint)),
+        false => Ok(()),
+    }
+}
+
 impl Edit for AddDnsFirewallRule {
     fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
-        if topo
-            .dns_firewall
-            .iter()
-            .any(|r| r.name.get_ref() == &self.name)
-        {
-            return Err(already_exists(
-                "DNS Firewall rule",
-                &self.name,
-                "name",
-                "choose another name, or remove the rule first",
-            ));
-        }
+        new_name(
+            topo.dns_firewall.iter().map(|r| &r.name),
+            &self.name,
+            "DNS Firewall rule",
+            "choose another name, or remove the rule first",
+        )?;
         topo.dns_firewall.push(DnsFirewallRule {
             name: sp(self.name.clone()),
             vpcs: self.vpcs.iter().cloned().map(sp).collect(),
             domains: self.domains.iter().cloned().map(sp).collect(),
+            domain_list: self.domain_list.clone().map(sp),
             action: sp(self.action),
             block_response: self.block_response.map(sp),
             block_override: self.block_override.clone().map(sp),
@@ -367,6 +581,112 @@ impl Edit for RemoveDnsFirewallRule {
         )?;
         topo.dns_firewall.remove(at);
         Ok(None)
+    }
+}
+
+/// The key path of domain list `name`.
+fn list_path(name: &str) -> String {
+    format!("dns_domain_list[{name}]")
+}
+
+impl Edit for AddDnsDomainList {
+    fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
+        new_name(
+            topo.dns_domain_list.iter().map(|l| &l.name),
+            &self.name,
+            "DNS domain list",
+            "change its domains with update_dns_domain_list",
+        )?;
+        topo.dns_domain_list.push(DnsDomainList {
+            name: sp(self.name.clone()),
+            domains: self.domains.iter().cloned().map(sp).collect(),
+        });
+        Ok(Some(list_path(&self.name)))
+    }
+}
+
+impl Edit for RemoveDnsDomainList {
+    fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
+        let (at, _) = find(
+            &mut topo.dns_domain_list,
+            |l| &l.name,
+            &self.name,
+            "DNS domain list",
+            "name",
+        )?;
+        let users: Vec<&str> = topo
+            .dns_firewall
+            .iter()
+            .filter(|r| {
+                r.domain_list
+                    .as_ref()
+                    .is_some_and(|l| l.get_ref() == &self.name)
+            })
+            .map(|r| r.name.get_ref().as_str())
+            .collect();
+        if !users.is_empty() {
+            return Err(super::in_use(
+                format!(
+                    "DNS domain list `{}` is used by DNS Firewall rule(s) {}",
+                    self.name,
+                    users.join(", ")
+                ),
+                "remove those rules first (remove_dns_firewall_rule)",
+            ));
+        }
+        topo.dns_domain_list.remove(at);
+        Ok(None)
+    }
+}
+
+impl Edit for UpdateDnsDomainList {
+    fn edit(&self, topo: &mut Topology) -> Result<Option<String>, ApiError> {
+        let (_, list) = find(
+            &mut topo.dns_domain_list,
+            |l| &l.name,
+            &self.name,
+            "DNS domain list",
+            "name",
+        )?;
+        let holds = |list: &DnsDomainList, d: &str| {
+            list.domains
+                .iter()
+                .any(|x| domain_key(x.get_ref()) == domain_key(d))
+        };
+        match self.operation {
+            DomainListOperation::Add => {
+                for d in &self.domains {
+                    if !holds(list, d) {
+                        list.domains.push(sp(d.clone()));
+                    }
+                }
+            }
+            DomainListOperation::Remove => {
+                if let Some((i, missing)) = self
+                    .domains
+                    .iter()
+                    .enumerate()
+                    .find(|(_, d)| !holds(list, d))
+                {
+                    return Err(ApiError::new(
+                        ErrorCode::NotFound,
+                        format!("DNS domain list `{}` has no domain `{missing}`", self.name),
+                        format!("domains[{i}]"),
+                        "`vpcd ctl dns domain-list show LIST` lists its domains",
+                    ));
+                }
+                list.domains.retain(|x| {
+                    !self
+                        .domains
+                        .iter()
+                        .any(|d| domain_key(d) == domain_key(x.get_ref()))
+                });
+            }
+            DomainListOperation::Replace => {
+                list.domains = self.domains.iter().cloned().map(sp).collect();
+            }
+        }
+        Ok(Some(list_path(&self.name)))
     }
 }
 

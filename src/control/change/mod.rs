@@ -11,7 +11,8 @@
 //!
 //! One file per concept: `vpc` (VPCs and subnets), `route` (route tables and routes),
 //! `instance`, `eip`, `nat` (NAT gateways and their SNAT/DNAT entries), `security_group` and
-//! `network_acl`, `dns` (private zones and records, DNS Firewall rules, egress by name);
+//! `network_acl`, `dns` (private and public zones and records, DNS Firewall domain lists and
+//! rules, egress by name);
 //! `schema` gives the OpenAPI schema of every request ([`op_schemas`],
 //! [`schemas`]). The list of operations below is the one place that names them: [`Change`],
 //! [`Change::OPS`], [`Change::decode`], [`Change::op`], the `From` impls and [`op_schemas`] all
@@ -34,8 +35,10 @@ use super::error::{ApiError, ChangeError, ErrorCode, decode};
 use crate::topology::model::{Topology, Vpc};
 
 pub use dns::{
-    AddDnsFirewallRule, AddZone, AddZoneRecord, AssociateZone, DisassociateZone, RecordSpec,
-    RemoveDnsFirewallRule, RemoveZone, RemoveZoneRecord, SetEgressByName,
+    AddDnsDomainList, AddDnsFirewallRule, AddPublicZone, AddPublicZoneRecord, AddZone,
+    AddZoneRecord, AssociateZone, DisassociateZone, DomainListOperation, RecordSpec,
+    RemoveDnsDomainList, RemoveDnsFirewallRule, RemovePublicZone, RemovePublicZoneRecord,
+    RemoveZone, RemoveZoneRecord, SetEgressByName, UpdateDnsDomainList,
 };
 pub use eip::{AllocateEip, AssociateEip, DisassociateEip, ReleaseEip};
 pub use instance::{AddInstance, RemoveInstance};
@@ -182,6 +185,13 @@ operations! {
     AddDnsFirewallRule => "add_dns_firewall_rule",
     RemoveDnsFirewallRule => "remove_dns_firewall_rule",
     SetEgressByName => "set_egress_by_name",
+    AddPublicZone => "add_public_zone",
+    RemovePublicZone => "remove_public_zone",
+    AddPublicZoneRecord => "add_public_zone_record",
+    RemovePublicZoneRecord => "remove_public_zone_record",
+    AddDnsDomainList => "add_dns_domain_list",
+    RemoveDnsDomainList => "remove_dns_domain_list",
+    UpdateDnsDomainList => "update_dns_domain_list",
 }
 
 // ---------------------------------------------------------------------------------------------

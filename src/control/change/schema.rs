@@ -37,6 +37,8 @@ impl OpSchema {
     pub(super) fn of<T: ToSchema>(op: &'static str) -> OpSchema {
         let description = match T::schema() {
             RefOr::T(Schema::Object(o)) => o.description,
+            // A request that is another's body, with its own description.
+            RefOr::Ref(r) if !r.description.is_empty() => Some(r.description),
             _ => None,
         };
         OpSchema {

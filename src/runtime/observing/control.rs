@@ -19,7 +19,8 @@ use super::{
     CaptureOutput, FlowOut, FlowOutput, Sinks, known_endpoints, new_capture, new_flow_log,
     random_seed,
 };
-use crate::observe::{Capture, CaptureFiles, FlowLog, FlowRecord, Observer, open_flow_log};
+use crate::observe::{Capture, CaptureFiles, FlowLog, FlowLogWriter, FlowRecord, Observer};
+use crate::runtime::log_file::{LogDir, LogFileError, OpenMode};
 use crate::tables::{PortId, Tables};
 use crate::time::Instant;
 
@@ -67,6 +68,8 @@ pub enum ObserveControlError {
          is not written: start the capture again"
     )]
     Moved { endpoint: String, path: String },
+    #[error(transparent)]
+    File(#[from] LogFileError),
     #[error("the run is stopping")]
     Stopped,
     #[error("a blocking file task failed: {0}")]
@@ -308,25 +311,25 @@ pub struct PreparedFlowLog {
 }
 
 impl PreparedFlowLog {
-    /// Opens `target` (an absolute path, created or truncated, or `-` for standard output).
-    /// Blocking: call it off the loop.
-    pub fn open(target: &str, window: Duration) -> Result<PreparedFlowLog, ObserveControlError> {
+    /// Opens `target`: `-` for standard output, or a file in `dir` opened as `mode` says
+    /// ([`crate::runtime::log_file`]). Blocking: call it off the loop.
+    pub fn open(
+        target: &str,
+        window: Duration,
+        dir: &LogDir,
+        mode: OpenMode,
+    ) -> Result<PreparedFlowLog, ObserveControlError> {
         if !(MIN_WINDOW..=MAX_WINDOW).contains(&window) {
             return Err(ObserveControlError::BadWindow(window));
         }
-        if target != "-" && !Path::new(target).is_absolute() {
-            return Err(ObserveControlError::RelativePath {
-                path: target.to_string(),
-                hint: " (or - for vpcd's standard output)",
-            });
-        }
-        let writer = open_flow_log(target).map_err(|source| ObserveControlError::Create {
-            path: target.to_string(),
-            source,
-        })?;
+        let out: Box<dyn std::io::Write + Send> = if target == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(dir.open(target, mode)?)
+        };
         Ok(PreparedFlowLog {
             target: target.to_string(),
-            writer,
+            writer: FlowLogWriter::new(out),
             window,
             seed: random_seed(),
         })
@@ -350,18 +353,22 @@ impl PreparedCapture {
         port: PortId,
         epoch: Duration,
         file: &Path,
+        dir: &LogDir,
     ) -> Result<PreparedCapture, ObserveControlError> {
-        if !file.is_absolute() {
-            return Err(ObserveControlError::RelativePath {
-                path: file.display().to_string(),
-                hint: "",
-            });
-        }
-        let create = |source| ObserveControlError::Create {
-            path: file.display().to_string(),
-            source,
+        // A pcap file starts with its header: both files are created new, never appended to.
+        let port_path = file.display().to_string();
+        let nat_path = crate::observe::nat_capture_path(file);
+        let port_file = dir.open(&port_path, OpenMode::CreateNew)?;
+        let nat_file = match dir.open(&nat_path.display().to_string(), OpenMode::CreateNew) {
+            Ok(f) => f,
+            Err(e) => {
+                // The first file is ours (created new just now, empty): it goes.
+                drop(port_file);
+                let _ = std::fs::remove_file(&port_path);
+                return Err(e.into());
+            }
         };
-        let mut files = CaptureFiles::create(file).map_err(create)?;
+        let mut files = CaptureFiles::from_files(file, nat_path, port_file, nat_file);
         let mut capture = new_capture(port, epoch);
         files
             .write(&mut capture)
@@ -438,17 +445,38 @@ mod tests {
     use super::*;
     use crate::observe::DEFAULT_WINDOW;
 
+    /// A log directory of its own, removed on drop.
+    struct Dir(std::path::PathBuf, LogDir);
+
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let p = std::env::temp_dir().join(format!("vpcd-obsctl-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            let d = LogDir::new(&p).unwrap();
+            Dir(p, d)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn relative_paths_and_bad_windows_are_refused_before_anything_is_opened() {
-        let e = PreparedFlowLog::open("flows.jsonl", DEFAULT_WINDOW)
+        let d = Dir::new("refused");
+        let e = PreparedFlowLog::open("flows.jsonl", DEFAULT_WINDOW, &d.1, OpenMode::Append)
             .err()
             .expect("relative");
-        assert!(e.to_string().contains("or - for"), "{e}");
-        let e = PreparedFlowLog::open("/tmp/x", Duration::ZERO)
+        assert!(e.to_string().contains("not an absolute path"), "{e}");
+        let inside = d.0.join("x").display().to_string();
+        let e = PreparedFlowLog::open(&inside, Duration::ZERO, &d.1, OpenMode::Append)
             .err()
             .expect("zero window");
         assert!(matches!(e, ObserveControlError::BadWindow(_)), "{e}");
-        let e = PreparedCapture::open("t/a", PortId(0), Duration::ZERO, Path::new("a.pcap"))
+        assert!(!d.0.join("x").exists());
+        let e = PreparedCapture::open("t/a", PortId(0), Duration::ZERO, Path::new("a.pcap"), &d.1)
             .err()
             .expect("relative");
         assert!(e.to_string().contains("not an absolute path"), "{e}");
@@ -457,17 +485,51 @@ mod tests {
 
     #[test]
     fn an_uncreatable_file_is_an_error_naming_it() {
+        let d = Dir::new("uncreatable");
+        let missing = d.0.join("no-such-dir/a.pcap");
+        let e = PreparedCapture::open("t/a", PortId(0), Duration::ZERO, &missing, &d.1)
+            .err()
+            .expect("no such directory");
+        assert!(e.to_string().contains("no-such-dir/a.pcap"), "{e}");
+    }
+
+    #[test]
+    fn a_capture_is_created_new_both_files_or_neither() {
+        let d = Dir::new("capture");
+        let file = d.0.join("a.pcap");
+        PreparedCapture::open("t/a", PortId(0), Duration::ZERO, &file, &d.1).expect("created");
+        assert!(file.exists() && d.0.join("a.nat.pcap").exists());
+        // Again: the first file exists, refused, nothing touched.
+        let len = std::fs::metadata(&file).unwrap().len();
+        let e = PreparedCapture::open("t/a", PortId(0), Duration::ZERO, &file, &d.1)
+            .err()
+            .expect("exists");
+        assert!(
+            matches!(&e, ObserveControlError::File(f) if f.is_conflict()),
+            "{e}"
+        );
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), len);
+        // Only the NAT side exists: the port's file made meanwhile goes again.
+        let other = d.0.join("b.pcap");
+        std::fs::write(d.0.join("b.nat.pcap"), "x").unwrap();
+        let e = PreparedCapture::open("t/a", PortId(0), Duration::ZERO, &other, &d.1)
+            .err()
+            .expect("nat side exists");
+        assert!(
+            matches!(&e, ObserveControlError::File(f) if f.is_conflict()),
+            "{e}"
+        );
+        assert!(!other.exists());
+        // Outside the log directory: refused.
         let e = PreparedCapture::open(
             "t/a",
             PortId(0),
             Duration::ZERO,
-            Path::new("/nonexistent-dir-vpcd/a.pcap"),
+            Path::new("/etc/vpcd-never.pcap"),
+            &d.1,
         )
         .err()
-        .expect("no such directory");
-        assert!(
-            e.to_string().contains("/nonexistent-dir-vpcd/a.pcap"),
-            "{e}"
-        );
+        .expect("outside");
+        assert!(e.to_string().contains("outside the log directory"), "{e}");
     }
 }

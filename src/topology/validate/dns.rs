@@ -6,9 +6,11 @@
 //! one zone per apex, and the internet one zone per apex; record names are relative to the zone
 //! (`@` is the apex); values parse for their type; a TTL is at most 2^31 - 1 (RFC 2181); a CNAME
 //! is the only record at its name and never at the apex (RFC 1034, 3.6.2); a host's DNS name is
-//! a valid domain, not reserved, and no other host's. A DNS Firewall rule has a unique name, names
-//! known VPCs, lists valid domains (`bad.example`, `*.bad.example`), and takes `block_response`
-//! only with `action = "block"` and `block_override` exactly with `block_response = "override"`.
+//! a valid domain, not reserved, and no other host's. A DNS domain list (`[[dns_domain_list]]`)
+//! has a unique name and valid domains (`bad.example`, `*.bad.example`). A DNS Firewall rule has
+//! a unique name, names known VPCs, lists valid domains or names a known domain list (one of the
+//! two), and takes `block_response` only with `action = "block"` and `block_override` exactly
+//! with `block_response = "override"`.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -41,6 +43,14 @@ struct Declared {
     kind: RecordKind,
     span: Range<usize>,
     path: String,
+}
+
+/// `bad.example` (that name) or `*.bad.example` (every name below it).
+pub fn domain_pattern(text: &str) -> Result<DomainPattern, String> {
+    match text.strip_prefix("*.") {
+        Some(rest) => parse_domain(rest).map(DomainPattern::Below),
+        None => parse_domain(text).map(DomainPattern::Exact),
+    }
 }
 
 impl Checker<'_> {
@@ -329,14 +339,64 @@ impl Checker<'_> {
         });
     }
 
-    /// The DNS Firewall rules, each with the VPCs it names: names unique, VPCs known, at least
-    /// one valid domain each, block options only with `block`, an override target exactly with
-    /// `block_response = "override"`.
+    /// The DNS Firewall domain lists (`[[dns_domain_list]]`): names valid and unique, domains
+    /// valid. Returns each list's patterns by name (a list with a bad domain is left out: the
+    /// rules on it are not built, and only the domain is reported).
+    fn check_domain_lists(
+        &mut self,
+        topo: &model::Topology,
+    ) -> HashMap<String, Option<Vec<DomainPattern>>> {
+        let lists = &topo.dns_domain_list;
+        let paths: Vec<String> = lists
+            .iter()
+            .map(|l| format!("dns_domain_list[{}]", l.name.get_ref()))
+            .collect();
+        for (l, p) in lists.iter().zip(&paths) {
+            self.check_name(&l.name, p, "DNS domain list");
+        }
+        let index = self.index_names(
+            lists.iter().map(|l| &l.name).zip(paths.iter().cloned()),
+            "DNS domain list",
+            "",
+        );
+        let mut out = HashMap::new();
+        for (name, i) in index {
+            let patterns = self.check_domains(&lists[i].domains, &paths[i]);
+            out.insert(name.to_string(), patterns);
+        }
+        out
+    }
+
+    /// Domains at `{path}.domains[i]`: all valid (`Some`), or `None` with each bad one reported.
+    fn check_domains(
+        &mut self,
+        domains: &[Spanned<String>],
+        path: &str,
+    ) -> Option<Vec<DomainPattern>> {
+        let mut out = Vec::new();
+        for (i, d) in domains.iter().enumerate() {
+            match domain_pattern(d.get_ref()) {
+                Ok(p) => out.push(p),
+                Err(e) => self.error(
+                    d.span(),
+                    format!("{path}.domains[{i}]"),
+                    format!("DNS Firewall domain {e}"),
+                    "write \"bad.example\" for that name or \"*.bad.example\" for every name below it",
+                ),
+            }
+        }
+        (out.len() == domains.len()).then_some(out)
+    }
+
+    /// The DNS Firewall rules, each with the VPCs it names: names unique, VPCs known, valid
+    /// domains inline or a known domain list (one of the two), block options only with `block`,
+    /// an override target exactly with `block_response = "override"`.
     pub(super) fn check_dns_firewall(
         &mut self,
         topo: &model::Topology,
         vpcs: &HashMap<&str, usize>,
     ) -> Vec<(Rule, Vec<usize>)> {
+        let lists = self.check_domain_lists(topo);
         let rules = &topo.dns_firewall;
         let paths: Vec<String> = rules
             .iter()
@@ -360,44 +420,65 @@ impl Checker<'_> {
                 "DNS Firewall rule",
                 "add `vpcs = [\"VPC\"]` with the VPCs whose resolvers apply it",
             );
-            if let Some(rule) = self.check_firewall_rule(r, p) {
+            if let Some(rule) = self.check_firewall_rule(r, p, &lists) {
                 out.push((rule, visible));
             }
         }
         out
     }
 
-    fn check_firewall_rule(&mut self, r: &model::DnsFirewallRule, path: &str) -> Option<Rule> {
-        if r.domains.is_empty() {
-            self.error(
-                r.name.span(),
-                format!("{path}.domains"),
-                format!("DNS Firewall rule `{}` lists no domain", r.name.get_ref()),
-                "add `domains = [\"bad.example\", \"*.bad.example\"]`",
-            );
-        }
-        let mut domains = Vec::new();
-        for (i, d) in r.domains.iter().enumerate() {
-            let text = d.get_ref();
-            let (below, bare) = match text.strip_prefix("*.") {
-                Some(rest) => (true, rest),
-                None => (false, text.as_str()),
-            };
-            match parse_domain(bare) {
-                Ok(n) if below => domains.push(DomainPattern::Below(n)),
-                Ok(n) => domains.push(DomainPattern::Exact(n)),
-                Err(e) => self.error(
-                    d.span(),
-                    format!("{path}.domains[{i}]"),
-                    format!("DNS Firewall domain {e}"),
-                    "write \"bad.example\" for that name or \"*.bad.example\" for every name below it",
-                ),
+    fn check_firewall_rule(
+        &mut self,
+        r: &model::DnsFirewallRule,
+        path: &str,
+        lists: &HashMap<String, Option<Vec<DomainPattern>>>,
+    ) -> Option<Rule> {
+        let domains = match (&r.domain_list, r.domains.is_empty()) {
+            (Some(list), false) => {
+                self.error(
+                    list.span(),
+                    format!("{path}.domain_list"),
+                    format!(
+                        "DNS Firewall rule `{}` has both `domains` and `domain_list`",
+                        r.name.get_ref()
+                    ),
+                    "a rule matches one list: move the domains into the list, or drop `domain_list`",
+                );
+                None
             }
-        }
+            (Some(list), true) => match lists.get(list.get_ref()) {
+                Some(patterns) => patterns.clone(),
+                None => {
+                    let hint = unknown_hint(
+                        list.get_ref(),
+                        lists.keys().map(String::as_str),
+                        "DNS domain lists",
+                        "declare it with [[dns_domain_list]]",
+                    );
+                    self.error(
+                        list.span(),
+                        format!("{path}.domain_list"),
+                        format!("unknown DNS domain list `{}`", list.get_ref()),
+                        hint,
+                    );
+                    None
+                }
+            },
+            (None, true) => {
+                self.error(
+                    r.name.span(),
+                    format!("{path}.domains"),
+                    format!("DNS Firewall rule `{}` lists no domain", r.name.get_ref()),
+                    "add `domains = [\"bad.example\", \"*.bad.example\"]`, or `domain_list = \"LIST\"`",
+                );
+                None
+            }
+            (None, false) => self.check_domains(&r.domains, path),
+        };
         let action = self.check_firewall_action(r, path)?;
-        (domains.len() == r.domains.len() && !domains.is_empty()).then(|| Rule {
+        Some(Rule {
             name: r.name.get_ref().clone(),
-            domains,
+            domains: domains?,
             action,
         })
     }
@@ -520,19 +601,8 @@ impl Checker<'_> {
             },
             None => (text.as_str(), None),
         };
-        let (below, bare) = match name.strip_prefix("*.") {
-            Some(rest) => (true, rest),
-            None => (false, name),
-        };
-        match parse_domain(bare) {
-            Ok(n) => Some(EgressName {
-                pattern: if below {
-                    DomainPattern::Below(n)
-                } else {
-                    DomainPattern::Exact(n)
-                },
-                ports,
-            }),
+        match domain_pattern(name) {
+            Ok(pattern) => Some(EgressName { pattern, ports }),
             Err(e) => {
                 self.error(a.span(), path, format!("egress name {e}"), hint);
                 None
