@@ -14,7 +14,7 @@
 #
 # Env: VPCD=path (default: builds target/release/vpcd), FLOOD_SECONDS (default 5), FLOOD_RUNS
 # (quiet+flood pairs per peer, default 3; medians reported), FLOOD_PEERS (default "vpcd
-# kernel-nat").
+# kernel-nat"), FLOOD_METRICS=1 (print vpcd's counters that moved during each flood phase).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,10 +64,21 @@ s.serve_forever()
     sleep 0.5
 }
 
-# One phase from the client namespace $1 against http://$2/: prints "MB/s answered tried".
+# One phase from the client namespace $1 against http://$2/: prints "MB/s answered tried". The
+# download and the new connections run at the same time, both for SECS seconds (the download of
+# 1 GiB is cut at SECS; a faster one is repeated until then, so both overlap the whole flood).
 phase() { # client-ns target
     local rate
-    rate=$(in_ns "$1" curl -s -o /dev/null --max-time "$SECS" -w '%{speed_download}' "http://$2/big.bin" || true)
+    in_ns "$1" python3 -c '
+import subprocess, sys, time
+end = time.monotonic() + float(sys.argv[2]); got = 0
+while (left := end - time.monotonic()) > 0.05:
+    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "--max-time", "%.2f" % left,
+                        "-w", "%{size_download}", sys.argv[1]], capture_output=True, text=True)
+    got += int(float(r.stdout or 0))
+print(got / float(sys.argv[2]))
+' "http://$2/big.bin" "$SECS" >"$WORK/rate" 2>/dev/null &
+    local dl=$!
     local conns
     conns=$(in_ns "$1" timeout $((SECS + 5)) python3 -c '
 import socket, sys, time
@@ -81,7 +92,17 @@ while time.monotonic() < end:
     time.sleep(0.01)
 print(ok, tried)
 ' "$2" "$SECS" 2>/dev/null || echo "- -")
+    wait "$dl" || true
+    rate=$(cat "$WORK/rate")
     echo "$(python3 -c "import sys; print('%.1f' % (float(sys.argv[1] or 0) / 1e6))" "${rate:-0}") $conns"
+}
+
+# vpcd's counters (FLOOD_METRICS=1: what changed during each flood phase is printed).
+metrics() { VPCD_RUN_DIR=$WORK/run "$VPCD" ctl metrics 2>/dev/null | grep -v '^#' || true; }
+metrics_diff() { # label
+    echo "  $1: counters that moved during the flood phase:"
+    awk 'NR == FNR { a[$1] = $2; next } ($2 - a[$1]) != 0 && $1 ~ /_total/ { printf "    %s %+d\n", $1, $2 - a[$1] }' \
+        "$WORK/m0" "$WORK/m1"
 }
 
 # Runs quiet/flood pairs against target $4 from client $2 while the attacker in $3 floods
@@ -95,7 +116,10 @@ measure() { # label client-ns attacker-ns target flood-target [vpcd-pid]
         in_ns "$a" timeout "$((SECS + 1))" hping3 -q -S -p 80 --flood "$victim" >/dev/null 2>&1 &
         local flood=$!
         sleep 0.5
+        [ -n "$pid" ] && [ -n "${FLOOD_METRICS:-}" ] && metrics >"$WORK/m0"
         read -r r ok tried <<<"$(phase "$c" "$target")"
+        [ -n "$pid" ] && [ -n "${FLOOD_METRICS:-}" ] && { metrics >"$WORK/m1"; metrics_diff "$label"; }
+        [ -n "${FLOOD_METRICS:-}" ] && echo "  $label: run: quiet ${q_rate[-1]} MB/s, flood $r MB/s, $ok of $tried answered"
         f_rate+=("$r"); f_ok+=("$(python3 -c "print('%.1f' % (100.0 * $ok / max($tried, 1)))")")
         wait "$flood" 2>/dev/null || true
         sleep 1

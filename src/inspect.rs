@@ -99,6 +99,9 @@ pub struct ShellStats {
     /// TUN reads whose `virtio_net_hdr` was short or described something vpcd does not carry
     /// (IPv6 TCP segmentation, UFO): dropped before the fabric.
     pub tun_rx_bad_vnet: u64,
+    /// Times a TUN port flooding the fabric with what it drops was left unread for a while (its
+    /// excess then waits, and is dropped, in the kernel's TUN queue).
+    pub tun_flood_rests: u64,
 }
 
 /// The public uplink, by counter name (the names of [`crate::uplink::UplinkCounters`]' fields).
@@ -223,6 +226,11 @@ pub struct PortSnapshot {
     pub tx_bytes: u64,
     /// Packets it sent that the fabric dropped.
     pub drops: u64,
+    /// Packets for it lost at its full TUN egress queue (0 for other ports and a bare fabric).
+    pub tx_queue_full: u64,
+    /// Times it was left unread for a while because it flooded the fabric with packets the
+    /// fabric drops (TUN ports; 0 for a bare fabric).
+    pub flood_rests: u64,
 }
 
 /// One VPC's security-group flow table.
@@ -279,6 +287,8 @@ pub fn snapshot(fabric: &Fabric, now: Instant) -> Snapshot {
                 tx_packets: c.tx_packets,
                 tx_bytes: c.tx_bytes,
                 drops: c.drops,
+                tx_queue_full: 0,
+                flood_rests: 0,
             }
         })
         .collect();

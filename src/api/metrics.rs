@@ -17,7 +17,7 @@
 //! | `vpcd_nat_packets_total`, `vpcd_nat_bytes_total` | counter | vpc, gateway, direction |
 //! | `vpcd_nat_drops_total` | counter | vpc, gateway, reason |
 //! | `vpcd_port_packets_total`, `vpcd_port_bytes_total` | counter | endpoint, direction |
-//! | `vpcd_port_drops_total` | counter | endpoint |
+//! | `vpcd_port_drops_total`, `vpcd_port_tx_queue_full_total`, `vpcd_port_flood_rests_total` | counter | endpoint |
 //! | `vpcd_drops_total` | counter | reason |
 //! | `vpcd_sg_flows`, `vpcd_sg_flows_capacity` | gauge | vpc |
 //! | `vpcd_sg_flows_created_total`, `vpcd_sg_flows_expired_total`, `vpcd_sg_flows_refused_total` | counter | vpc |
@@ -27,7 +27,7 @@
 //! | `vpcd_dns_responses_total` | counter | vpc, rcode |
 //! | `vpcd_dns_dropped_total` | counter | vpc, reason |
 //! | `vpcd_dns_cache_hits_total`, `vpcd_dns_forwarded_total`, `vpcd_dns_upstream_failures_total`, `vpcd_dns_upstream_mismatched_total`, `vpcd_dns_blocked_total`, `vpcd_dns_alerted_total`, `vpcd_dns_truncated_total` | counter | vpc |
-//! | `vpcd_tun_tx_errors_total`, `vpcd_tun_tx_queue_full_total`, `vpcd_tun_rx_errors_total`, `vpcd_sim_overflows_total`, `vpcd_batches_total`, `vpcd_batched_packets_total`, `vpcd_tun_rx_superpackets_total`, `vpcd_tun_rx_segments_total`, `vpcd_tun_tx_superpackets_total`, `vpcd_tun_tx_segments_total`, `vpcd_segmented_superpackets_total`, `vpcd_segmented_segments_total`, `vpcd_coalesced_packets_total`, `vpcd_superpackets_to_uplink_total`, `vpcd_segment_errors_total`, `vpcd_tun_rx_bad_vnet_total` | counter | |
+//! | `vpcd_tun_tx_errors_total`, `vpcd_tun_tx_queue_full_total`, `vpcd_tun_rx_errors_total`, `vpcd_sim_overflows_total`, `vpcd_batches_total`, `vpcd_batched_packets_total`, `vpcd_tun_rx_superpackets_total`, `vpcd_tun_rx_segments_total`, `vpcd_tun_tx_superpackets_total`, `vpcd_tun_tx_segments_total`, `vpcd_segmented_superpackets_total`, `vpcd_segmented_segments_total`, `vpcd_coalesced_packets_total`, `vpcd_superpackets_to_uplink_total`, `vpcd_segment_errors_total`, `vpcd_tun_rx_bad_vnet_total`, `vpcd_tun_flood_rests_total` | counter | |
 
 use std::sync::atomic::AtomicU64;
 
@@ -232,6 +232,14 @@ fn ports(b: &mut Builder, s: &Snapshot) {
     );
     let drops =
         b.counters::<EndpointLabels>("port_drops", "Packets a port sent that the fabric dropped");
+    let full = b.counters::<EndpointLabels>(
+        "port_tx_queue_full",
+        "Packets for a TUN port lost at its full egress queue",
+    );
+    let rests = b.counters::<EndpointLabels>(
+        "port_flood_rests",
+        "Times a TUN port was left unread for a millisecond for flooding vpcd with packets it drops",
+    );
     for p in &s.ports {
         for (direction, n, by) in [
             ("rx", p.rx_packets, p.rx_bytes),
@@ -244,11 +252,12 @@ fn ports(b: &mut Builder, s: &Snapshot) {
             packets.get_or_create(&l).inc_by(n);
             bytes.get_or_create(&l).inc_by(by);
         }
-        drops
-            .get_or_create(&EndpointLabels {
-                endpoint: p.endpoint.clone(),
-            })
-            .inc_by(p.drops);
+        let l = EndpointLabels {
+            endpoint: p.endpoint.clone(),
+        };
+        drops.get_or_create(&l).inc_by(p.drops);
+        full.get_or_create(&l).inc_by(p.tx_queue_full);
+        rests.get_or_create(&l).inc_by(p.flood_rests);
     }
     let fabric = b.counters::<ReasonLabels>("drops", "Packets the fabric dropped, by reason");
     for (reason, n) in &s.drops {
@@ -360,6 +369,11 @@ fn shell(b: &mut Builder, s: &Snapshot) {
         "tun_rx_bad_vnet",
         "TUN reads dropped for a virtio_net_hdr vpcd does not carry",
         st.tun_rx_bad_vnet,
+    );
+    b.counter(
+        "tun_flood_rests",
+        "Times a TUN port flooding vpcd with packets it drops was left unread for a millisecond",
+        st.tun_flood_rests,
     );
 }
 
@@ -570,6 +584,8 @@ mod tests {
                 tx_packets: 5,
                 tx_bytes: 500,
                 drops: 1,
+                tx_queue_full: 2,
+                flood_rests: 3,
             }],
             drops,
             flow_tables: vec![FlowTableSnapshot {
@@ -807,6 +823,15 @@ mod tests {
         assert_eq!(
             value(&samples, "vpcd_tun_tx_queue_full_total", &[]),
             Some(9.0)
+        );
+        let a1 = [("endpoint", "tenant-a/fn \"a1\"")];
+        assert_eq!(
+            value(&samples, "vpcd_port_tx_queue_full_total", &a1),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&samples, "vpcd_port_flood_rests_total", &a1),
+            Some(3.0)
         );
     }
 

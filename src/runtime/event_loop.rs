@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use super::forward::{Forwarding, PortSlot, TunPort, next_budget, poll_waits};
+use super::forward::{Forwarding, PortSlot, TunPort, next_budget, next_rest, poll_waits};
 use super::observing::{
     CaptureStatus, FlowLogStatus, ObserveControlError, ObserveStatus, PreparedCapture,
     PreparedFlowLog, Sinks, StoppedCapture, StoppedFlowLog,
@@ -66,7 +66,7 @@ pub enum Slot {
     /// queued packets move along).
     Keep(PortId),
     /// A new TUN port, its writes served by the shell's writer threads.
-    NewTun(TunPort),
+    NewTun(Box<TunPort>),
     /// A new sim port, built with the shell's clock when the swap applies.
     NewSim(Box<SimSpec>),
     /// A new uplink, already started (its listeners bound).
@@ -149,7 +149,7 @@ impl Shell {
         let mut slots = Vec::with_capacity(ports.len());
         for (i, p) in ports.into_iter().enumerate() {
             let mut slot = match p {
-                Some(Port::Tun(dev)) => PortSlot::Tun(TunPort::new(dev, writers)),
+                Some(Port::Tun(dev)) => PortSlot::Tun(Box::new(TunPort::new(dev, writers))),
                 Some(Port::Sim(s)) => PortSlot::Sim(s),
                 Some(Port::Uplink(u)) => PortSlot::Uplink(u),
                 None => PortSlot::Empty,
@@ -229,6 +229,12 @@ impl Shell {
     /// Every counter, the shell's own included (the metrics' one query).
     pub fn snapshot(&self) -> Snapshot {
         let mut s = crate::inspect::snapshot(self.fabric(), self.now());
+        for (p, slot) in s.ports.iter_mut().zip(&self.fwd.ports) {
+            if let PortSlot::Tun(t) = slot {
+                p.tx_queue_full = t.queue_ref().full_drops();
+                p.flood_rests = t.rests;
+            }
+        }
         s.shell = Some(self.stats());
         s.uplink = self
             .uplink()
@@ -340,6 +346,7 @@ impl Shell {
                 }
             };
             let mut ready = std::mem::take(&mut self.ready);
+            let now = self.now();
             let ports = &mut self.fwd.ports;
             let pool = &mut self.fwd.pool;
             // Ports resumed because their egress queue has room, readable TUN ports, and host
@@ -348,11 +355,20 @@ impl Shell {
             let woke = poll_fn(|cx| {
                 ready.clear();
                 let mut uplink = poll_waits(ports, pool, cx);
+                // A batch held back for a busy writer may go: the flush at the end of the wake-up
+                // sends it.
+                let mut held = false;
+                for p in ports.iter_mut() {
+                    if let PortSlot::Tun(t) = p {
+                        held |= t.queue_mut().poll_held(pool, cx).is_ready();
+                    }
+                }
                 for (i, p) in ports.iter().enumerate() {
                     match p {
                         PortSlot::Tun(t)
                             if t.readable
                                 && t.waits_for.is_none()
+                                && t.rests_until.is_none_or(|r| r <= now)
                                 && t.device().poll_readable(cx).is_ready() =>
                         {
                             ready.push(PortId(i as u32));
@@ -363,7 +379,7 @@ impl Shell {
                         _ => {}
                     }
                 }
-                if ready.is_empty() && !uplink {
+                if ready.is_empty() && !uplink && !held {
                     Poll::Pending
                 } else {
                     Poll::Ready(uplink)
@@ -552,7 +568,7 @@ impl Shell {
         let mut tuns = Vec::new();
         for p in old.into_iter().flatten() {
             match p {
-                PortSlot::Tun(t) => tuns.push(t),
+                PortSlot::Tun(t) => tuns.push(*t),
                 other => drop(other),
             }
         }
@@ -577,10 +593,14 @@ impl Shell {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        let now = self.now();
         let ports = self.fwd.ports.iter().filter_map(|p| match p {
             PortSlot::Sim(s) => s.deadline(),
             // A waiting uplink is not polled: its timers wait with it.
             PortSlot::Uplink(u) if u.waits_for.is_none() => u.deadline(),
+            // A resting TUN port is not polled for readiness: a timer ends its rest (a rest
+            // that is over stays recorded until the port is read again, and is no deadline).
+            PortSlot::Tun(t) if t.waits_for.is_none() => t.rests_until.filter(|r| *r > now),
             _ => None,
         });
         let observer = if self.sinks.is_active() {
@@ -658,6 +678,10 @@ impl Shell {
             dropped += usize::from(matches!(v, Verdict::Drop(_)));
         }
         if let Some(PortSlot::Tun(t)) = self.fwd.ports.get_mut(ingress.index()) {
+            t.rests_until = next_rest(now, budget, n, dropped);
+            let rested = u64::from(t.rests_until.is_some());
+            t.rests += rested;
+            self.fwd.stats.tun_flood_rests += rested;
             t.budget = next_budget(t.budget, n, dropped);
         }
     }

@@ -47,6 +47,12 @@ pub struct TunPort {
     /// is read less, so its excess waits (and is dropped) in the kernel's TUN queue at no cost
     /// to the loop, and the other ports keep their share.
     pub(super) budget: usize,
+    /// Not read before this time: the port floods the fabric with what it drops
+    /// ([`next_rest`]), so its excess waits in the kernel's TUN queue and is dropped there, in
+    /// the sender's time rather than the loop's.
+    pub(super) rests_until: Option<Instant>,
+    /// Rests so far (a counter for the metrics).
+    pub(super) rests: u64,
 }
 
 impl TunPort {
@@ -62,6 +68,8 @@ impl TunPort {
             readable: true,
             waits_for: None,
             budget: BATCH,
+            rests_until: None,
+            rests: 0,
         }
     }
 
@@ -75,6 +83,10 @@ impl TunPort {
 
     pub(super) fn queue_ref(&self) -> &TxQueue {
         &self.tx
+    }
+
+    pub(super) fn queue_mut(&mut self) -> &mut TxQueue {
+        &mut self.tx
     }
 
     /// Whether a packet with `meta` can be written as it is (else the shell cuts it into
@@ -110,9 +122,26 @@ pub fn next_budget(budget: usize, read: usize, dropped: usize) -> usize {
     }
 }
 
+/// How long a flooding port rests between two reads ([`next_rest`]): with [`MIN_BUDGET`] packets
+/// per read, at most about 4,000 packets a second of a flood are read (the NAT's per-source limit
+/// admits at most 5,000 new flows a second, which a flood from one port fills anyway).
+pub const FLOOD_REST: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// When a TUN port may be read again after a batch of `read` packets of which the fabric dropped
+/// `dropped`, read with `budget` (its budget before [`next_budget`]): a port already read
+/// [`MIN_BUDGET`] packets at a time that still filled the batch and still had three in four
+/// dropped is flooding, and rests for [`FLOOD_REST`]; any other port is read at the next wake-up.
+/// Without the rest a flooding port is readable at every wake-up, and the loop spins on it: tens
+/// of thousands of wake-ups a second, each reading four packets to drop, and every other port's
+/// batches shrink to what arrived in between.
+pub fn next_rest(now: Instant, budget: usize, read: usize, dropped: usize) -> Option<Instant> {
+    let flooding = budget <= MIN_BUDGET && read >= budget && dropped * 4 >= read * 3;
+    flooding.then(|| now + FLOOD_REST)
+}
+
 /// What serves one port id.
 pub(super) enum PortSlot {
-    Tun(TunPort),
+    Tun(Box<TunPort>),
     Sim(Box<SimPort>),
     Uplink(Box<UplinkPort>),
     /// Nothing attached: packets to it are lost.
@@ -242,6 +271,14 @@ impl Forwarding {
             segment,
             ..
         } = self;
+        if pool.exhausted() {
+            // The writers may have handed buffers back to queues nothing has pushed to since.
+            for p in ports.iter_mut() {
+                if let PortSlot::Tun(t) = p {
+                    t.tx.reclaim(pool);
+                }
+            }
+        }
         let filled = match ports.get_mut(egress.index()) {
             Some(PortSlot::Tun(t)) => {
                 if t.takes(meta) {
@@ -451,5 +488,32 @@ mod tests {
             "a few drops change nothing"
         );
         assert_eq!(next_budget(16, 0, 0), 16, "nothing read: unchanged");
+    }
+
+    #[test]
+    fn a_port_rests_only_while_it_floods_at_the_smallest_budget() {
+        let now = Instant::from_micros(5_000);
+        let rest = Some(now + FLOOD_REST);
+        assert_eq!(next_rest(now, MIN_BUDGET, MIN_BUDGET, MIN_BUDGET), rest);
+        assert_eq!(
+            next_rest(now, MIN_BUDGET, MIN_BUDGET, 3),
+            rest,
+            "three in four"
+        );
+        assert_eq!(
+            next_rest(now, MIN_BUDGET, MIN_BUDGET, 2),
+            None,
+            "half forwarded"
+        );
+        assert_eq!(
+            next_rest(now, MIN_BUDGET, MIN_BUDGET - 1, MIN_BUDGET - 1),
+            None,
+            "drained before its budget: nothing waits, no flood"
+        );
+        assert_eq!(
+            next_rest(now, BATCH, BATCH, BATCH),
+            None,
+            "a first bad batch only halves the budget"
+        );
     }
 }

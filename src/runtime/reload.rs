@@ -666,7 +666,7 @@ impl Control {
                     match tun_rs::AsyncDevice::new(dev)
                         .map(|d| TunPort::new(Arc::new(d), &self.writers))
                     {
-                        Ok(t) => slots.push(Slot::NewTun(t)),
+                        Ok(t) => slots.push(Slot::NewTun(Box::new(t))),
                         Err(e) => {
                             failed = Some(e);
                             break;

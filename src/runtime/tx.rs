@@ -10,9 +10,10 @@
 //! one thread (its NAT state is never shared). Threads scale with cores, not with ports.
 //!
 //! Invariants:
-//! - **Bounded in packets and bytes.** A port has at most [`BATCHES_PER_PORT`] batches of
-//!   [`BATCH`] packets and at most [`PORT_BYTES`] bytes of packets queued or being written; the
-//!   buffers come from one [`BufPool`] of at most [`POOL_MAX`] buffers for the whole loop. What
+//! - **Bounded in packets and bytes.** A port has at most [`BATCHES_PER_PORT`] batches, at most
+//!   [`PORT_PACKETS`] packets and at most [`PORT_BYTES`] bytes of packets queued or being
+//!   written; the buffers come from one [`BufPool`] of at most [`POOL_MAX`] buffers for the whole
+//!   loop, of which one port holds at most a quarter. What
 //!   finds no room is dropped and counted, as a full NIC ring would. A port's memory at rest is a
 //!   few small vectors: buffers are the pool's, and return to it once written.
 //! - **No allocation per packet.** A packet enters a batch by swapping its buffer with an empty
@@ -65,6 +66,23 @@ pub const POOL_MAX: usize = 1024;
 /// latency when that core sleeps); a larger batch is worth running in parallel.
 pub const INLINE_MAX: usize = 1;
 
+/// Batches of one port at its writer before the fabric's thread stops handing over what each
+/// wake-up queued and gathers it into the batch being filled instead (sent when the writer hands
+/// one back, or when it is full). Without this, a port that gets a few packets at every wake-up
+/// while its writer is busy (SYNs of a flood, ACKs) fills its [`BATCHES_PER_PORT`] with
+/// near-empty batches and drops what comes next, a new connection's SYN among it.
+pub const MAX_IN_FLIGHT: usize = 2;
+
+/// Packets (each in a buffer of the pool) one TUN port may have queued or at its writer: a
+/// quarter of [`POOL_MAX`], so no port's backlog takes the buffers every other port needs.
+pub const PORT_PACKETS: usize = BATCHES_PER_PORT * BATCH;
+
+/// The most packets one batch gathers while the writer is behind ([`MAX_IN_FLIGHT`]): small
+/// packets (SYNs, ACKs) wait there in order instead of the port's batches going out near-empty;
+/// [`PORT_PACKETS`] and [`PORT_BYTES`] bound what waits. A batch that grew keeps its capacity
+/// (allocated once).
+pub const GATHER_MAX: usize = PORT_PACKETS;
+
 /// How long dropping a queue waits for its writer to hand its batches back (writes never block,
 /// so this is a bound, not an expected wait).
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
@@ -84,6 +102,11 @@ impl BufPool {
             size,
             made: 0,
         }
+    }
+
+    /// Whether every buffer is in use (the caller should take back what the writers returned).
+    pub fn exhausted(&self) -> bool {
+        self.free.is_empty() && self.made >= POOL_MAX
     }
 
     /// A buffer, or `None` when [`POOL_MAX`] are in use.
@@ -152,10 +175,6 @@ impl TxBatch {
         self.metas.push(meta);
         self.bytes += len;
         self.arrivals += 1;
-    }
-
-    fn is_full(&self) -> bool {
-        self.lens.len() >= BATCH
     }
 
     /// Writes every packet to the port's device; returns how many the kernel refused.
@@ -275,6 +294,8 @@ pub struct TxQueue {
     in_flight: usize,
     /// Bytes of packets queued here or at the writer.
     bytes: usize,
+    /// Packets (buffers) queued here or at the writer.
+    packets: usize,
     /// Packets dropped because the queue (or the pool) was full.
     full_drops: u64,
 }
@@ -297,6 +318,7 @@ impl TxQueue {
             filling: None,
             in_flight: 0,
             bytes: 0,
+            packets: 0,
             full_drops: 0,
         }
     }
@@ -307,7 +329,7 @@ impl TxQueue {
     }
 
     /// Takes back the batches the writer has emptied, their buffers into `pool`.
-    fn reclaim(&mut self, pool: &mut BufPool) {
+    pub fn reclaim(&mut self, pool: &mut BufPool) {
         while let Some(b) = self.returned.try_recv() {
             self.take_back(b, pool);
         }
@@ -316,6 +338,7 @@ impl TxQueue {
     fn take_back(&mut self, mut b: TxBatch, pool: &mut BufPool) {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.bytes = self.bytes.saturating_sub(b.bytes);
+        self.packets = self.packets.saturating_sub(b.lens.len());
         b.recycle(pool);
         self.free.push(b);
     }
@@ -323,14 +346,24 @@ impl TxQueue {
     /// The batch being filled, with room for one more packet of `len` bytes; `None` when the
     /// port's batches or bytes are all in use.
     fn slot(&mut self, pool: &mut BufPool, len: usize) -> Option<&mut TxBatch> {
-        if self.bytes + len > PORT_BYTES {
+        if self.bytes + len > PORT_BYTES || self.packets >= PORT_PACKETS {
             self.reclaim(pool);
-            if self.bytes + len > PORT_BYTES {
+            if self.bytes + len > PORT_BYTES || self.packets >= PORT_PACKETS {
                 return None;
             }
         }
-        if self.filling.as_ref().is_some_and(TxBatch::is_full) {
-            self.send_filling(pool);
+        if let Some(n) = self.filling.as_ref().map(|b| b.lens.len())
+            && n >= BATCH
+        {
+            // A full batch goes to the writer, unless the writer is behind with this port's
+            // batches: then it gathers on (up to GATHER_MAX packets), rather than the port's
+            // few batches each going out near-empty and the next packet being dropped.
+            if self.in_flight >= MAX_IN_FLIGHT {
+                self.reclaim(pool);
+            }
+            if self.in_flight < MAX_IN_FLIGHT || n >= GATHER_MAX {
+                self.send_filling(pool);
+            }
         }
         if self.filling.is_none() {
             if self.free.is_empty() {
@@ -365,6 +398,7 @@ impl TxQueue {
         std::mem::swap(buf, &mut fresh);
         batch.push(fresh, len, meta);
         self.bytes += len;
+        self.packets += 1;
         true
     }
 
@@ -378,6 +412,7 @@ impl TxQueue {
         };
         batch.push(buf, len, PacketMeta::COMPLETE);
         self.bytes += len;
+        self.packets += 1;
         true
     }
 
@@ -413,29 +448,54 @@ impl TxQueue {
 
     /// Sends what is queued on its way: written here when the fabric forwarded at most
     /// [`INLINE_MAX`] packets into it (a superpacket merged from several is the writer's) and
-    /// nothing of this port is at its writer, otherwise handed to the writer. Call once per
-    /// wake-up, after the batches are handled.
+    /// nothing of this port is at its writer, otherwise handed to the writer — unless
+    /// [`MAX_IN_FLIGHT`] batches of this port are already there: then the batch keeps filling,
+    /// and goes when the writer hands one back ([`TxQueue::poll_held`] wakes the loop for it).
+    /// Call once per wake-up, after the batches are handled.
     pub fn flush(&mut self, pool: &mut BufPool) {
+        if self.in_flight > 0 {
+            // Buffers back to the pool as soon as the writer is done with them.
+            self.reclaim(pool);
+        }
         let queued = self.filling.as_ref().map_or(0, |b| b.arrivals);
         if queued == 0 {
             return;
         }
-        if queued <= INLINE_MAX {
-            self.reclaim(pool);
-            if self.in_flight == 0
-                && let Some(mut batch) = self.filling.take()
-            {
-                let failed = batch.write_all(&self.shared);
-                if failed > 0 {
-                    self.shared.errors.fetch_add(failed, Ordering::Relaxed);
-                }
-                self.bytes = self.bytes.saturating_sub(batch.bytes);
-                batch.recycle(pool);
-                self.free.push(batch);
-                return;
+        if queued <= INLINE_MAX
+            && self.in_flight == 0
+            && let Some(mut batch) = self.filling.take()
+        {
+            let failed = batch.write_all(&self.shared);
+            if failed > 0 {
+                self.shared.errors.fetch_add(failed, Ordering::Relaxed);
+            }
+            self.bytes = self.bytes.saturating_sub(batch.bytes);
+            self.packets = self.packets.saturating_sub(batch.lens.len());
+            batch.recycle(pool);
+            self.free.push(batch);
+            return;
+        }
+        if self.in_flight < MAX_IN_FLIGHT {
+            self.send_filling(pool);
+        }
+    }
+
+    /// Ready when a batch held back by [`TxQueue::flush`] may go (the writer handed one back):
+    /// the caller then flushes. `Pending` (with `cx` woken by the writer's next returned batch)
+    /// while one is held, `Pending` without a wake-up when nothing is.
+    pub fn poll_held(&mut self, pool: &mut BufPool, cx: &mut Context<'_>) -> Poll<()> {
+        if self.filling.as_ref().is_none_or(|b| b.arrivals == 0) {
+            return Poll::Pending;
+        }
+        self.reclaim(pool);
+        while self.in_flight >= MAX_IN_FLIGHT {
+            match self.returned.poll_recv(cx) {
+                Poll::Ready(Some(b)) => self.take_back(b, pool),
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
             }
         }
-        self.send_filling(pool);
+        Poll::Ready(())
     }
 
     fn send_filling(&mut self, pool: &mut BufPool) {
@@ -453,6 +513,7 @@ impl TxQueue {
             Err(mpsc::SendError(mut job)) => {
                 self.full_drops += job.batch.lens.len() as u64;
                 self.bytes = self.bytes.saturating_sub(job.batch.bytes);
+                self.packets = self.packets.saturating_sub(job.batch.lens.len());
                 job.batch.recycle(pool);
                 self.free.push(job.batch);
             }
@@ -465,7 +526,9 @@ impl TxQueue {
     /// the ingress TUN's queue, where TCP Small Queues throttle a local sender instead of vpcd
     /// reading packets only to drop them).
     pub fn should_pause(&self) -> bool {
-        self.free.is_empty() || self.bytes + usize::from(u16::MAX) > PORT_BYTES
+        self.free.is_empty()
+            || self.bytes + usize::from(u16::MAX) > PORT_BYTES
+            || self.packets + BATCH > PORT_PACKETS
     }
 
     /// Ready when the queue has room again; otherwise `Pending`, and the writer's next returned

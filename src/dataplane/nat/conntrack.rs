@@ -77,6 +77,9 @@ const FREE: u8 = 128;
 /// In [`Session::created`] (ticks stay below `MAX_TICK` = 2^30): the remote opened the session
 /// (a DNAT rule, or a filter that admitted a new remote).
 const OPENED_IN: u32 = 1 << 31;
+/// In [`Session::created`]: the remote sent a TCP segment without SYN (the handshake's last ACK,
+/// or anything after it): an [`OPENED_IN`] session is half-open until then.
+const REMOTE_ACKED: u32 = 1 << 30;
 
 pub(crate) use crate::dataplane::packet::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
@@ -120,20 +123,24 @@ impl Session {
     }
 
     fn created_at(&self) -> u32 {
-        self.created & !OPENED_IN
+        self.created & !(OPENED_IN | REMOTE_ACKED)
     }
 
     /// Its state. A TCP session the remote opened stays half-open ([`SessionState::SynReceived`],
-    /// with the transitory timeout and early drop) until the remote's second packet (the
-    /// handshake's last ACK): a SYN flood whose SYN/ACKs the instance answers makes no
-    /// established sessions, which would hold the table for hours.
+    /// with the transitory timeout and early drop) until the remote sends a segment without SYN
+    /// (the handshake's last ACK): a SYN flood whose SYN/ACKs the instance answers makes no
+    /// established sessions, which would hold the table for hours — not even when the flood
+    /// comes round to the same source port again (a repeated SYN is no handshake).
     fn state(&self) -> SessionState {
         match state_of(self.proto, self.flags) {
-            SessionState::Established if self.created & OPENED_IN != 0 && self.pkts_in < 2 => {
-                SessionState::SynReceived
-            }
+            SessionState::Established if self.half_open_in() => SessionState::SynReceived,
             s => s,
         }
+    }
+
+    /// The remote opened it and has not sent a segment without SYN yet.
+    fn half_open_in(&self) -> bool {
+        self.created & (OPENED_IN | REMOTE_ACKED) == OPENED_IN
     }
 }
 
@@ -482,6 +489,13 @@ impl ConnTrack {
         s.last_seen + self.timeout(s) + 1
     }
 
+    /// A TCP session the remote opened whose handshake it has not completed (no segment without
+    /// SYN from it yet).
+    pub(crate) fn is_half_open_in(&self, i: u32) -> bool {
+        let s = &self.sessions[i as usize];
+        s.proto == Proto::Tcp && s.half_open_in()
+    }
+
     /// True if the session's idle timeout has passed (whether or not the wheel has fired yet).
     pub(crate) fn is_expired(&self, i: u32, now: u32) -> bool {
         let s = &self.sessions[i as usize];
@@ -725,12 +739,16 @@ impl ConnTrack {
                 Dir::Out => (SYN_OUT, FIN_OUT),
                 Dir::In => (SYN_IN, FIN_IN),
             };
+            if dir == Dir::In && tcp_flags & TCP_SYN == 0 {
+                s.created |= REMOTE_ACKED;
+            }
             if tcp_flags & TCP_RST != 0 {
                 s.flags |= RST;
             } else if tcp_flags & TCP_SYN != 0 {
                 if s.flags & (RST | FIN_OUT | FIN_IN) != 0 && tcp_flags & TCP_ACK == 0 {
                     // A new connection on the same 5-tuple (reuse after close): start over.
                     s.flags &= SEEN_OUT | SEEN_IN;
+                    s.created &= !REMOTE_ACKED;
                 }
                 s.flags |= syn;
             }

@@ -575,6 +575,16 @@ impl NatGateway {
         let rem = (p.src, rport);
         let found = self.ct.lookup_in(p.proto, ext, rem);
         let i = match self.live(found, now) {
+            // A SYN again on a session the remote opened and never completed: a retransmission,
+            // or a flood that came round to the same source port. Either is one more attempt
+            // against the source's budget, so a flood cannot pass through the sessions it made.
+            Some(i)
+                if p.tcp_flags() & (TCP_SYN | TCP_ACK) == TCP_SYN
+                    && self.ct.is_half_open_in(i)
+                    && !self.sources.admit(rem.0, now) =>
+            {
+                return Err(NatDrop::SourceRate);
+            }
             Some(i) => i,
             None => self.new_inbound(p, ext, rem, now)?,
         };

@@ -1390,3 +1390,39 @@ fn an_inbound_session_is_half_open_until_the_remote_acks() {
         "established: the long timeout"
     );
 }
+
+/// Issue 14: a SYN flood that comes round to a source port it used before meets its own
+/// half-open session. The repeated SYN neither completes the handshake (the session stays
+/// half-open, with the transitory timeout) nor passes the source's budget: it counts as one more
+/// attempt, so a flood cannot reach the instance through the sessions it made. A retransmitted
+/// SYN within the budget passes, and the remote's ACK still establishes the session.
+#[test]
+fn a_repeated_syn_on_a_half_open_session_is_an_attempt_not_a_handshake() {
+    let mut g = web_behind_dnat(NatConfig {
+        per_source_new_per_sec: Some(3),
+        ..NatConfig::default()
+    });
+    inb(&mut g, 0, &tcp(R1, 5555, EIP1, 80, SYN)).unwrap();
+    out(&mut g, 0, &tcp(H2, 8080, R1, 5555, SYNACK));
+    assert!(
+        inb(&mut g, 0, &tcp(R1, 5555, EIP1, 80, SYN)).is_ok(),
+        "a retransmission within the budget"
+    );
+    assert_eq!(
+        state_of(&g, 0),
+        SessionState::SynReceived,
+        "a repeated SYN is no handshake"
+    );
+    assert!(inb(&mut g, 0, &tcp(R1, 5555, EIP1, 80, SYN)).is_ok());
+    let refused = inb(&mut g, 0, &tcp(R1, 5555, EIP1, 80, SYN));
+    assert!(refused.is_err(), "the fourth attempt in one second");
+    assert_eq!(g.counters().drops(NatDrop::SourceRate), 1);
+    assert_eq!(g.counters().active_sessions, 1, "the session itself stays");
+    // The handshake's last ACK is not an attempt: it passes over budget, and establishes.
+    inb(&mut g, 0, &tcp(R1, 5555, EIP1, 80, ACK)).unwrap();
+    assert_eq!(state_of(&g, 0), SessionState::Established);
+    assert!(
+        inb(&mut g, 0, &tcp(R1, 5555, EIP1, 80, SYN)).is_ok(),
+        "a SYN on an established session is not charged"
+    );
+}
