@@ -183,8 +183,8 @@ EOF
     local sessions
     sessions=$(VPCD_RUN_DIR=$WORK/run "$VPCD" ctl metrics 2>/dev/null | awk '/^vpcd_nat_active_connections/ {s += $2} END {print s + 0}')
     local refused
-    refused=$(VPCD_RUN_DIR=$WORK/run "$VPCD" ctl metrics 2>/dev/null | awk '/^vpcd_drops_total\{.*reason="nat_source_rate"/ {print $2}')
-    echo "  vpcd: after the floods $sessions NAT sessions active, ${refused:-0} SYNs refused per source"
+    refused=$(VPCD_RUN_DIR=$WORK/run "$VPCD" ctl metrics 2>/dev/null | awk '/^vpcd_drops_total\{.*reason="nat_source_(rate|half_open)"/ {s += $2} END {print s + 0}')
+    echo "  vpcd: after the floods $sessions NAT sessions active, ${refused:-0} SYNs refused per source (rate and half-open budget)"
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
 }
 

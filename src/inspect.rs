@@ -181,6 +181,9 @@ pub struct GatewaySnapshot {
     pub kind: GatewayKind,
     /// Live sessions (connections) in the connection table.
     pub active_connections: u64,
+    /// TCP sessions the outside opened whose handshake it has not completed (a SYN flood shows
+    /// here).
+    pub half_open_connections: u64,
     /// Endpoint-independent mappings, those in their port-reuse delay included.
     pub mappings: u64,
     /// Most sessions the tables hold (`max_entries` per pool, summed); `null` for the stateless
@@ -333,6 +336,7 @@ fn gateway_snapshot(
         gateway: gateway.to_string(),
         kind,
         active_connections: 0,
+        half_open_connections: 0,
         mappings: 0,
         capacity: (kind == GatewayKind::Nat).then_some(0),
         connection_attempts: 0,
@@ -351,6 +355,7 @@ fn gateway_snapshot(
     for core in cores {
         let c: NatCounters = core.counters();
         s.active_connections += c.active_sessions;
+        s.half_open_connections += c.half_open;
         s.mappings += c.mappings;
         if let Some(cap) = &mut s.capacity {
             *cap += core.config().max_entries as u64;

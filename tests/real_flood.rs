@@ -2,7 +2,8 @@
 //! hping3): an internet host SYN-floods a function's DNAT'd EIP port with `hping3 --flood` for a
 //! bounded time (`timeout`: hping3 ignores `-c` in flood mode), while another internet host keeps opening new connections to the same
 //! port and fetching a page. The legitimate client must keep being answered (a loose bound: CI
-//! machines are noisy), the flood must be refused per source (`nat_source_rate`) rather than fill
+//! machines are noisy), the flood must be refused per source (`nat_source_rate`, or its half-open
+//! budget: `nat_source_half_open`, at most 1,024 half-open sessions) rather than fill
 //! the connection table, the flooding port must be read less (rested) while the client's is not,
 //! and vpcd must still be serving afterwards.
 
@@ -98,7 +99,8 @@ fn a_syn_flood_from_one_source_is_refused_and_a_legitimate_client_keeps_being_an
         "hping3 ran past its bound"
     );
     let m = run.metrics();
-    let refused = metric(&m, "vpcd_drops_total", &[("reason", "nat_source_rate")]).unwrap_or(0.0);
+    let drops = |reason| metric(&m, "vpcd_drops_total", &[("reason", reason)]).unwrap_or(0.0);
+    let refused = drops("nat_source_rate") + drops("nat_source_half_open");
     println!(
         "{}: {answered} connections answered, {} failed during the flood; {refused} SYNs refused \
          per source; hping3: {}",
@@ -107,6 +109,16 @@ fn a_syn_flood_from_one_source_is_refused_and_a_legitimate_client_keeps_being_an
         run.log("hping3.log").trim()
     );
     assert!(refused > 0.0, "the flood was not limited per source:\n{m}");
+    let half_open = metric(
+        &m,
+        "vpcd_nat_half_open_connections",
+        &[("gateway", "egress")],
+    )
+    .unwrap_or(-1.0);
+    assert!(
+        (0.0..=1024.0).contains(&half_open),
+        "the attacker holds {half_open} half-open sessions (default budget 1,024):\n{m}"
+    );
     // The flooding port is left unread between short reads (its excess is dropped in the
     // kernel's TUN queue, at the attacker's cost); the client's port never is.
     let rests = |host: &str| {

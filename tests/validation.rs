@@ -3347,6 +3347,25 @@ fn a_per_source_rate_of_zero_is_refused() {
     ok(&ok_text);
 }
 
+#[test]
+fn a_half_open_budget_of_zero_is_refused() {
+    let text = TWO_TENANTS.replace(
+        "eips = [\"nat-a\"]\n",
+        "eips = [\"nat-a\"]\nhalf_open_connections_per_source = 0\n",
+    );
+    let e = err(&text);
+    assert!(
+        e.contains(
+            "NAT gateway settings are inconsistent: half_open_connections_per_source must be at least 1"
+        ),
+        "{e}"
+    );
+    ok(&TWO_TENANTS.replace(
+        "eips = [\"nat-a\"]\n",
+        "eips = [\"nat-a\"]\nhalf_open_connections_per_source = 64\n",
+    ));
+}
+
 // ---------------------------------------------------------------------------------------------
 // DNS: the resolver's address, zones, records, hosts' DNS names.
 

@@ -11,7 +11,7 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `vpcd_uptime_seconds` | gauge | |
-//! | `vpcd_nat_active_connections`, `vpcd_nat_mappings` | gauge | vpc, gateway |
+//! | `vpcd_nat_active_connections`, `vpcd_nat_half_open_connections`, `vpcd_nat_mappings` | gauge | vpc, gateway |
 //! | `vpcd_nat_capacity_connections` | gauge | vpc, gateway (NAT gateways only) |
 //! | `vpcd_nat_connection_attempts_total`, `vpcd_nat_connections_established_total`, `vpcd_nat_port_allocation_errors_total`, `vpcd_nat_idle_timeouts_total`, `vpcd_nat_early_drops_total`, `vpcd_nat_refused_total`, `vpcd_nat_rst_replies_total` | counter | vpc, gateway |
 //! | `vpcd_nat_packets_total`, `vpcd_nat_bytes_total` | counter | vpc, gateway, direction |
@@ -128,6 +128,10 @@ fn nat(b: &mut Builder, gateways: &[GatewaySnapshot]) {
         "nat_active_connections",
         "Live sessions in the gateway's connection table",
     );
+    let half_open = b.gauges::<GatewayLabels>(
+        "nat_half_open_connections",
+        "TCP sessions the outside opened whose handshake it has not completed",
+    );
     let mappings = b.gauges::<GatewayLabels>(
         "nat_mappings",
         "Endpoint-independent mappings, those in their port-reuse delay included",
@@ -191,6 +195,7 @@ fn nat(b: &mut Builder, gateways: &[GatewaySnapshot]) {
     for g in gateways {
         let l = gw(g);
         active.get_or_create(&l).set(g.active_connections);
+        half_open.get_or_create(&l).set(g.half_open_connections);
         mappings.get_or_create(&l).set(g.mappings);
         if let Some(c) = g.capacity {
             capacity.get_or_create(&l).set(c);
@@ -538,6 +543,7 @@ mod tests {
                     gateway: "egress".into(),
                     kind: GatewayKind::Nat,
                     active_connections: 2,
+                    half_open_connections: 1,
                     mappings: 2,
                     capacity: Some(65_536),
                     connection_attempts: 6,
@@ -558,6 +564,7 @@ mod tests {
                     gateway: "internet-gateway".into(),
                     kind: GatewayKind::Internet,
                     active_connections: 0,
+                    half_open_connections: 0,
                     mappings: 0,
                     capacity: None,
                     connection_attempts: 0,

@@ -44,6 +44,7 @@ nat_drops! {
     QuotaConnections => "nat_quota_connections", "the instance has reached its limit of simultaneous connections";
     QuotaRate => "nat_quota_rate", "the instance opened too many new connections this second";
     SourceRate => "nat_source_rate", "this outside source opened too many new inbound flows this second (a flood from one address cannot take the gateway)";
+    SourceHalfOpen => "nat_source_half_open", "this outside source holds too many half-open inbound TCP connections (SYNs it never completed: a SYN flood)";
     PortAllocation => "nat_port_allocation", "no free external port on the EIP (ErrorPortAllocation)";
     NoMapping => "nat_no_mapping", "no session, mapping or DNAT rule for this inbound packet";
     Filtered => "nat_filtered", "the mapping's filtering behaviour does not admit this remote endpoint";
@@ -149,6 +150,7 @@ drop_reasons! {
         NatQuotaConnections => QuotaConnections;
         NatQuotaRate => QuotaRate;
         NatSourceRate => SourceRate;
+        NatSourceHalfOpen => SourceHalfOpen;
         NatPortAllocation => PortAllocation;
         NatNoMapping => NoMapping;
         NatFiltered => Filtered;

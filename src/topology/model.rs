@@ -784,6 +784,10 @@ pub struct NatGateway {
     /// [`crate::dataplane::nat::config::DEFAULT_NEW_PER_SOURCE`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_connections_per_second_per_source: Option<Spanned<u32>>,
+    /// Half-open inbound TCP connections one outside source address may hold; default
+    /// [`crate::dataplane::nat::config::DEFAULT_HALF_OPEN_PER_SOURCE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_open_connections_per_source: Option<Spanned<u32>>,
     /// Seconds a freed external port waits before another flow may use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_reuse_delay: Option<Spanned<u32>>,

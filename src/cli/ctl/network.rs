@@ -599,6 +599,9 @@ pub struct NatBehaviour {
     /// Rate limit on one outside source's new inbound connections (default 5000).
     #[arg(long, value_name = "N")]
     new_connections_per_second_per_source: Option<u32>,
+    /// Half-open inbound TCP connections one outside source may hold (default 1024).
+    #[arg(long, value_name = "N")]
+    half_open_connections_per_source: Option<u32>,
     /// Seconds a freed external port waits before another flow may use it.
     #[arg(long, value_name = "SECONDS")]
     port_reuse_delay: Option<u32>,
@@ -635,6 +638,10 @@ impl NatBehaviour {
             (
                 "new_connections_per_second_per_source",
                 json!(self.new_connections_per_second_per_source),
+            ),
+            (
+                "half_open_connections_per_source",
+                json!(self.half_open_connections_per_source),
             ),
             ("port_reuse_delay", json!(self.port_reuse_delay)),
             ("early_drop", json!(self.early_drop)),

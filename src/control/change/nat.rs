@@ -61,6 +61,9 @@ pub struct AddNatGateway {
     /// New inbound flows one outside source address may open per second (default 5000).
     #[serde(default)]
     pub new_connections_per_second_per_source: Option<u32>,
+    /// Half-open inbound TCP connections one outside source address may hold (default 1024).
+    #[serde(default)]
+    pub half_open_connections_per_source: Option<u32>,
     /// Seconds a freed external port waits before another flow may use it.
     #[serde(default)]
     pub port_reuse_delay: Option<u32>,
@@ -261,6 +264,7 @@ impl AddNatGateway {
             new_connections_per_second_per_source: self
                 .new_connections_per_second_per_source
                 .map(sp),
+            half_open_connections_per_source: self.half_open_connections_per_source.map(sp),
             port_reuse_delay: self.port_reuse_delay.map(sp),
             early_drop: self.early_drop.map(sp),
             on_refuse: self.on_refuse.map(sp),

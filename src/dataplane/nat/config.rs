@@ -38,6 +38,12 @@ use std::time::Duration;
 /// raises it), far below a flood (hping3 sends about 190,000 SYNs per second here).
 pub const DEFAULT_NEW_PER_SOURCE: u32 = 5000;
 
+/// Half-open inbound TCP sessions one outside source may hold by default
+/// ([`NatConfig::half_open_per_source`]): as many as Linux's default SYN backlog of a listener
+/// (`tcp_max_syn_backlog`, 1024 on small machines); a client that completes its handshakes holds
+/// one per connection it is opening at that moment.
+pub const DEFAULT_HALF_OPEN_PER_SOURCE: u32 = 1024;
+
 /// A preset of behaviours and timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Profile {
@@ -162,6 +168,13 @@ pub struct NatConfig {
     /// address is refused here, before it makes state or reaches the instance, while other
     /// sources keep opening theirs. [`DEFAULT_NEW_PER_SOURCE`] unless set; `None`: no limit.
     pub per_source_new_per_sec: Option<u32>,
+    /// Most half-open inbound TCP sessions (SYN seen from the outside, its handshake ACK not yet)
+    /// one outside source address may hold: past it, that source's new SYNs are refused
+    /// (`nat_source_half_open`) until its half-open sessions complete, time out or are
+    /// early-dropped. A SYN flood from one address then reaches the instance with at most this
+    /// many SYNs per transitory timeout instead of its rate limit every second.
+    /// [`DEFAULT_HALF_OPEN_PER_SOURCE`] unless set; `None`: no limit.
+    pub half_open_per_source: Option<u32>,
     /// How long an external port stays reserved after its last session ended, so that a remote
     /// still in TIME_WAIT (or with packets in flight) does not see a new flow on the old port.
     /// RFC 6146's 4-minute TCP TIME_WAIT is the model; 120 s (2 MSL as Linux and Cloud NAT use)
@@ -201,6 +214,7 @@ impl NatConfig {
             per_instance_max_conns: None,
             per_instance_new_per_sec: None,
             per_source_new_per_sec: Some(DEFAULT_NEW_PER_SOURCE),
+            half_open_per_source: Some(DEFAULT_HALF_OPEN_PER_SOURCE),
             port_reuse_delay: Duration::from_secs(120),
             early_drop_transitory: false,
             icmp_prohibited_on_full: false,
@@ -243,6 +257,9 @@ impl NatConfig {
         }
         if self.per_source_new_per_sec == Some(0) {
             return Err("per_source_new_per_sec must be at least 1 (leave it out for the default)");
+        }
+        if self.half_open_per_source == Some(0) {
+            return Err("half_open_per_source must be at least 1 (leave it out for the default)");
         }
         if self.fragment_entries == 0 || self.fragment_entries > 1 << 20 {
             return Err("fragment_entries must be between 1 and 2^20");

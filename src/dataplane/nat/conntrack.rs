@@ -53,6 +53,7 @@ use hashbrown::{HashMap, HashTable};
 
 use super::alloc::{AllocError, PortAllocator};
 use super::config::{Filtering, NatConfig};
+use super::sources::HalfOpenTable;
 use super::{NatDrop, Proto};
 pub(crate) use crate::dataplane::wheel::tick;
 use crate::dataplane::wheel::{Wheel, ticks};
@@ -141,6 +142,12 @@ impl Session {
     /// The remote opened it and has not sent a segment without SYN yet.
     fn half_open_in(&self) -> bool {
         self.created & (OPENED_IN | REMOTE_ACKED) == OPENED_IN
+    }
+
+    /// Counted against its remote's half-open budget ([`HalfOpenTable`]): a TCP session the
+    /// remote opened, not completed and not reset.
+    fn holds_half_open(&self) -> bool {
+        self.proto == Proto::Tcp && self.half_open_in() && self.flags & RST == 0
     }
 }
 
@@ -295,6 +302,8 @@ pub(crate) struct ConnTrack {
     owners: HashMap<u32, OwnerUse, FixedState>,
     max_conns: u32,
     max_rate: u32,
+    /// Half-open inbound sessions per remote address.
+    half_open: HalfOpenTable,
     /// (mapping, remote ip) -> sessions, kept only under address-dependent filtering.
     adf: Option<HashMap<(u32, u32), u32, FixedState>>,
     /// Timeouts in ticks, by [`SessionState`] order of use in [`ConnTrack::timeout`].
@@ -363,6 +372,7 @@ impl ConnTrack {
             owners: HashMap::with_hasher(FixedState::with_seed(seed.rotate_left(17))),
             max_conns: config.per_instance_max_conns.unwrap_or(u32::MAX),
             max_rate: config.per_instance_new_per_sec.unwrap_or(u32::MAX),
+            half_open: HalfOpenTable::new(config.half_open_per_source, seed.rotate_left(41)),
             adf: (config.filtering == Filtering::AddressDependent)
                 .then(|| HashMap::with_hasher(FixedState::with_seed(seed.rotate_left(29)))),
             t_udp: ticks(t.udp),
@@ -489,11 +499,31 @@ impl ConnTrack {
         s.last_seen + self.timeout(s) + 1
     }
 
-    /// A TCP session the remote opened whose handshake it has not completed (no segment without
-    /// SYN from it yet).
-    pub(crate) fn is_half_open_in(&self, i: u32) -> bool {
+    /// Whether outside source `src` may open one more half-open TCP session.
+    pub(crate) fn half_open_room(&self, src: u32) -> bool {
+        self.half_open.has_room(src)
+    }
+
+    /// Half-open inbound TCP sessions now.
+    pub(crate) fn half_open(&self) -> u32 {
+        self.half_open.total()
+    }
+
+    /// What a SYN (without ACK) from the remote on session `i` is, when it is a connection
+    /// attempt: `Some(false)` on a session the remote opened and never completed (a
+    /// retransmission, or a flood come round to the same port), `Some(true)` when it opens a new
+    /// connection on the 5-tuple of a closed one (reset or finished: it becomes half-open again).
+    /// `None` on an established session, or one the inside opened.
+    pub(crate) fn inbound_syn_attempt(&self, i: u32) -> Option<bool> {
         let s = &self.sessions[i as usize];
-        s.proto == Proto::Tcp && s.half_open_in()
+        if s.proto != Proto::Tcp || s.created & OPENED_IN == 0 {
+            return None;
+        }
+        if s.flags & (RST | FIN_OUT | FIN_IN) != 0 {
+            Some(true)
+        } else {
+            s.half_open_in().then_some(false)
+        }
     }
 
     /// True if the session's idle timeout has passed (whether or not the wheel has fired yet).
@@ -673,6 +703,9 @@ impl ConnTrack {
             self.sessions.push(s);
             len as u32
         };
+        if s.holds_half_open() {
+            self.half_open.add(s.rem_ip);
+        }
         let (h, ss) = (&self.hasher, &self.sessions);
         self.by_out.insert_unique(
             key_hash(h, n.proto, n.int.0, n.int.1, n.rem.0, n.rem.1),
@@ -719,6 +752,7 @@ impl ConnTrack {
     pub(crate) fn touch(&mut self, i: u32, dir: Dir, tcp_flags: u8, bytes: usize, now: u32) {
         let refresh = dir == Dir::Out || self.inbound_refresh;
         let s = &mut self.sessions[i as usize];
+        let held = s.holds_half_open();
         match dir {
             Dir::Out => {
                 s.pkts_out = s.pkts_out.wrapping_add(1);
@@ -757,6 +791,11 @@ impl ConnTrack {
             }
         }
         let s = self.sessions[i as usize];
+        match (held, s.holds_half_open()) {
+            (true, false) => self.half_open.remove(s.rem_ip),
+            (false, true) => self.half_open.add(s.rem_ip),
+            _ => {}
+        }
         let exp = self.expiry(&s);
         if exp < s.sched {
             // The state change shortened the timeout: make sure the wheel looks in time.
@@ -770,6 +809,9 @@ impl ConnTrack {
         let s = self.sessions[i as usize];
         if s.is_free() {
             return;
+        }
+        if s.holds_half_open() {
+            self.half_open.remove(s.rem_ip);
         }
         let h = &self.hasher;
         if let Ok(e) = self.by_out.find_entry(
@@ -1002,6 +1044,7 @@ impl ConnTrack {
             + self.wheel.bytes()
             + self.owners.allocation_size()
             + self.adf.as_ref().map_or(0, |a| a.allocation_size())
+            + self.half_open.allocation_size()
     }
 }
 

@@ -141,6 +141,8 @@ pub enum NatError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NatCounters {
     pub active_sessions: u64,
+    /// TCP sessions the outside opened whose handshake it has not completed.
+    pub half_open: u64,
     /// Endpoint-independent mappings, including those in their port-reuse delay.
     pub mappings: u64,
     /// New flows tried: packets that would open a session (refused ones included).
@@ -179,6 +181,7 @@ impl NatCounters {
             NatDrop::QuotaConnections,
             NatDrop::QuotaRate,
             NatDrop::SourceRate,
+            NatDrop::SourceHalfOpen,
             NatDrop::PortAllocation,
             NatDrop::NoEip,
         ]
@@ -192,6 +195,7 @@ impl Default for NatCounters {
     fn default() -> Self {
         NatCounters {
             active_sessions: 0,
+            half_open: 0,
             mappings: 0,
             attempts: 0,
             created: 0,
@@ -575,15 +579,20 @@ impl NatGateway {
         let rem = (p.src, rport);
         let found = self.ct.lookup_in(p.proto, ext, rem);
         let i = match self.live(found, now) {
-            // A SYN again on a session the remote opened and never completed: a retransmission,
-            // or a flood that came round to the same source port. Either is one more attempt
-            // against the source's budget, so a flood cannot pass through the sessions it made.
-            Some(i)
-                if p.tcp_flags() & (TCP_SYN | TCP_ACK) == TCP_SYN
-                    && self.ct.is_half_open_in(i)
-                    && !self.sources.admit(rem.0, now) =>
-            {
-                return Err(NatDrop::SourceRate);
+            // A SYN again on a session the remote opened and never completed (a retransmission,
+            // or a flood that came round to the same source port), or a new connection on a
+            // closed session's 5-tuple: one more attempt against the source's budgets, so a
+            // flood cannot pass through the sessions it made.
+            Some(i) if p.tcp_flags() & (TCP_SYN | TCP_ACK) == TCP_SYN => {
+                match self.ct.inbound_syn_attempt(i) {
+                    Some(true) if !self.ct.half_open_room(rem.0) => {
+                        return Err(NatDrop::SourceHalfOpen);
+                    }
+                    Some(_) if !self.sources.admit(rem.0, now) => {
+                        return Err(NatDrop::SourceRate);
+                    }
+                    _ => i,
+                }
             }
             Some(i) => i,
             None => self.new_inbound(p, ext, rem, now)?,
@@ -654,6 +663,9 @@ impl NatGateway {
         self.counters.attempts += 1;
         if self.ct.lookup_out(proto, int, rem).is_some() {
             return Err(NatDrop::Conflict);
+        }
+        if proto == Proto::Tcp && !self.ct.half_open_room(rem.0) {
+            return Err(NatDrop::SourceHalfOpen);
         }
         if !self.sources.admit(rem.0, now) {
             return Err(NatDrop::SourceRate);
@@ -769,6 +781,7 @@ impl NatGateway {
     pub fn counters(&self) -> NatCounters {
         NatCounters {
             active_sessions: self.ct.len() as u64,
+            half_open: u64::from(self.ct.half_open()),
             mappings: self.ct.mappings() as u64,
             early_dropped: self.ct.early_dropped,
             ..self.counters
@@ -785,6 +798,7 @@ impl NatGateway {
                     | NatDrop::QuotaConnections
                     | NatDrop::QuotaRate
                     | NatDrop::SourceRate
+                    | NatDrop::SourceHalfOpen
                     | NatDrop::PortAllocation
                     | NatDrop::NoEip
             )

@@ -32,6 +32,72 @@ pub(crate) struct SourceLimiter {
     hasher: FixedState,
 }
 
+/// Half-open inbound TCP sessions (the remote's SYN seen, its handshake ACK not yet) per outside
+/// source address, in a direct-mapped table like [`SourceLimiter`]'s (a slot's count is exact for
+/// the sources that share it, so adding and removing always meet): at most
+/// [`NatConfig::half_open_per_source`](super::config::NatConfig::half_open_per_source) per slot.
+/// A SYN flood from one address fills its budget in a fraction of a second and is refused from
+/// then on, until its half-open sessions time out or are early-dropped, while a client that
+/// completes its handshakes never holds more than a few.
+#[derive(Debug, Clone)]
+pub(crate) struct HalfOpenTable {
+    /// `None`: no limit (the counts are still kept, for the total).
+    max: Option<u32>,
+    counts: Vec<u32>,
+    total: u32,
+    hasher: FixedState,
+}
+
+impl HalfOpenTable {
+    pub(crate) fn new(max: Option<u32>, seed: u64) -> HalfOpenTable {
+        HalfOpenTable {
+            max,
+            counts: Vec::new(),
+            total: 0,
+            hasher: FixedState::with_seed(seed),
+        }
+    }
+
+    fn slot(&self, src: u32) -> usize {
+        (self.hasher.hash_one(src) as usize) & (SLOTS - 1)
+    }
+
+    /// Whether `src` may hold one more half-open session.
+    pub(crate) fn has_room(&self, src: u32) -> bool {
+        let Some(max) = self.max else {
+            return true;
+        };
+        self.counts.get(self.slot(src)).is_none_or(|&n| n < max)
+    }
+
+    pub(crate) fn add(&mut self, src: u32) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; SLOTS];
+        }
+        let i = self.slot(src);
+        self.counts[i] += 1;
+        self.total += 1;
+    }
+
+    pub(crate) fn remove(&mut self, src: u32) {
+        let i = self.slot(src);
+        if let Some(n) = self.counts.get_mut(i) {
+            *n = n.saturating_sub(1);
+            self.total = self.total.saturating_sub(1);
+        }
+    }
+
+    /// Half-open sessions now, every source.
+    pub(crate) fn total(&self) -> u32 {
+        self.total
+    }
+
+    /// Bytes the table holds.
+    pub(crate) fn allocation_size(&self) -> usize {
+        self.counts.capacity() * std::mem::size_of::<u32>()
+    }
+}
+
 impl SourceLimiter {
     pub(crate) fn new(max: Option<u32>, seed: u64) -> SourceLimiter {
         SourceLimiter {

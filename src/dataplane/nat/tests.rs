@@ -1426,3 +1426,74 @@ fn a_repeated_syn_on_a_half_open_session_is_an_attempt_not_a_handshake() {
         "a SYN on an established session is not charged"
     );
 }
+
+/// Issue 14: one outside source holds at most `half_open_per_source` half-open sessions. Past
+/// it, its new SYNs are refused before they make state (`nat_source_half_open`), whatever its
+/// rate budget says; a completed handshake, a reset or an expiry gives the room back, and
+/// another source is not held back.
+#[test]
+fn half_open_sessions_are_bounded_per_source() {
+    let mut g = web_behind_dnat(NatConfig {
+        half_open_per_source: Some(3),
+        ..NatConfig::default()
+    });
+    let syn = |g: &mut NatGateway, src, port, now| inb(g, now, &tcp(src, port, EIP1, 80, SYN));
+    for p in 0..3 {
+        syn(&mut g, R1, 6000 + p, 0).unwrap();
+    }
+    assert_eq!(g.counters().half_open, 3);
+    assert!(syn(&mut g, R1, 6003, 0).is_err(), "the fourth half-open");
+    assert_eq!(g.counters().drops(NatDrop::SourceHalfOpen), 1);
+    assert_eq!(
+        g.counters().active_sessions,
+        3,
+        "refused SYNs made no state"
+    );
+    assert!(syn(&mut g, R2, 6000, 0).is_ok(), "another source");
+    // The handshake completes on one: room for one more.
+    out(&mut g, 0, &tcp(H2, 8080, R1, 6000, SYNACK));
+    inb(&mut g, 0, &tcp(R1, 6000, EIP1, 80, ACK)).unwrap();
+    assert_eq!(g.counters().half_open, 3, "R1's two and R2's one");
+    syn(&mut g, R1, 6003, 0).unwrap();
+    assert!(syn(&mut g, R1, 6004, 0).is_err());
+    // The instance resets one: room again.
+    out(&mut g, 0, &tcp(H2, 8080, R1, 6001, RSTF));
+    syn(&mut g, R1, 6004, 0).unwrap();
+    assert!(syn(&mut g, R1, 6005, 1).is_err());
+    // Half-open sessions expire with the transitory timeout (rfc: 240 s) and give their room back.
+    g.handle_timeout(t(245));
+    assert_eq!(g.counters().half_open, 0, "every half-open one expired");
+    for p in 0..3 {
+        syn(&mut g, R1, 7000 + p, 245).unwrap();
+    }
+    let unlimited = NatConfig {
+        half_open_per_source: None,
+        ..NatConfig::default()
+    };
+    assert!(unlimited.validate().is_ok());
+    let zero = NatConfig {
+        half_open_per_source: Some(0),
+        ..NatConfig::default()
+    };
+    assert!(zero.validate().is_err());
+}
+
+/// A new connection on the 5-tuple of a reset session the remote opened becomes half-open again
+/// and so needs room in the source's half-open budget like a new session does.
+#[test]
+fn reopening_a_closed_inbound_session_needs_half_open_room() {
+    let mut g = web_behind_dnat(NatConfig {
+        half_open_per_source: Some(1),
+        ..NatConfig::default()
+    });
+    inb(&mut g, 0, &tcp(R1, 6000, EIP1, 80, SYN)).unwrap();
+    out(&mut g, 0, &tcp(H2, 8080, R1, 6000, RSTF));
+    assert_eq!(g.counters().half_open, 0, "reset: no longer half-open");
+    inb(&mut g, 0, &tcp(R1, 6001, EIP1, 80, SYN)).unwrap();
+    assert!(
+        inb(&mut g, 0, &tcp(R1, 6000, EIP1, 80, SYN)).is_err(),
+        "the reopening SYN finds the budget taken"
+    );
+    assert_eq!(g.counters().drops(NatDrop::SourceHalfOpen), 1);
+    assert_eq!(g.counters().half_open, 1);
+}

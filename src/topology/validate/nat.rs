@@ -141,6 +141,9 @@ impl Checker<'_> {
         if let Some(n) = &g.new_connections_per_second_per_source {
             c.per_source_new_per_sec = Some(*n.get_ref());
         }
+        if let Some(n) = &g.half_open_connections_per_source {
+            c.half_open_per_source = Some(*n.get_ref());
+        }
         if let Some(n) = &g.port_reuse_delay {
             c.port_reuse_delay = Duration::from_secs(u64::from(*n.get_ref()));
         }
@@ -200,6 +203,7 @@ impl Checker<'_> {
                             "per_source_new_per_sec",
                             "new_connections_per_second_per_source"
                         )
+                        .replace("half_open_per_source", "half_open_connections_per_source")
                 ),
                 "fix the value it names (see topologies/README.md, NAT gateways)",
             );
