@@ -14,7 +14,9 @@
 #
 # Env: VPCD=path (default: builds target/release/vpcd), FLOOD_SECONDS (default 5), FLOOD_RUNS
 # (quiet+flood pairs per peer, default 3; medians reported), FLOOD_PEERS (default "vpcd
-# kernel-nat"), FLOOD_METRICS=1 (print vpcd's counters that moved during each flood phase).
+# kernel-nat"), FLOOD_METRICS=1 (print vpcd's counters that moved during each flood phase),
+# FLOOD_RAND_SOURCE=1 (hping3 --rand-source: every SYN from a random address; vpcd's fabric drops
+# them as spoofed at the attacker's port, the kernel NAT has no such check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -113,7 +115,7 @@ measure() { # label client-ns attacker-ns target flood-target [vpcd-pid]
     for _ in $(seq "$RUNS"); do
         read -r r ok tried <<<"$(phase "$c" "$target")"
         q_rate+=("$r"); q_ok+=("$(python3 -c "print('%.1f' % (100.0 * $ok / max($tried, 1)))")")
-        in_ns "$a" timeout "$((SECS + 1))" hping3 -q -S -p 80 --flood "$victim" >/dev/null 2>&1 &
+        in_ns "$a" timeout "$((SECS + 1))" hping3 -q -S -p 80 --flood ${FLOOD_RAND_SOURCE:+--rand-source} "$victim" >/dev/null 2>&1 &
         local flood=$!
         sleep 0.5
         [ -n "$pid" ] && [ -n "${FLOOD_METRICS:-}" ] && metrics >"$WORK/m0"
