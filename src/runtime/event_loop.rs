@@ -124,10 +124,8 @@ pub struct Shell {
     sinks: Sinks,
     /// The TUN ports found readable by the last wake-up (kept for its allocation).
     ready: Vec<PortId>,
-    /// One batch of read buffers, and the length read into each.
+    /// One batch of read buffers.
     bufs: Vec<Box<[u8]>>,
-    lens: [usize; BATCH],
-    metas: [PacketMeta; BATCH],
     /// The buffer for packets from sim ports, the uplink and [`Shell::inject`].
     scratch: Box<[u8]>,
     start: std::time::Instant,
@@ -164,8 +162,6 @@ impl Shell {
             bufs: (0..BATCH)
                 .map(|_| vec![0u8; size].into_boxed_slice())
                 .collect(),
-            lens: [0; BATCH],
-            metas: [PacketMeta::COMPLETE; BATCH],
             scratch: vec![0u8; size].into_boxed_slice(),
             start: std::time::Instant::now(),
             epoch: super::observing::epoch_now(),
@@ -622,21 +618,28 @@ impl Shell {
     /// packet (or superpacket) with its `virtio_net_hdr`, read into the headroom and decoded
     /// into the packet's metadata; without, the packet is read after the headroom.
     fn drain(&mut self, ingress: PortId) {
-        let Some(PortSlot::Tun(t)) = self.fwd.ports.get_mut(ingress.index()) else {
+        let Some(PortSlot::Tun(t)) = self.fwd.ports.get(ingress.index()) else {
             return;
         };
         let vnet = t.vnet();
         let start = if vnet { 0 } else { HEADROOM };
         let budget = t.budget.clamp(1, BATCH);
-        let mut n = 0;
+        let now = self.now();
+        let (mut n, mut dropped) = (0, 0);
         while n < budget {
+            let Some(PortSlot::Tun(t)) = self.fwd.ports.get_mut(ingress.index()) else {
+                return;
+            };
+            // Each packet is forwarded as soon as it is read, so a port that one of its packets
+            // made wait (its egress queue nearly full) is read no further: the rest of its
+            // burst waits in the kernel's TUN queue instead of being read only to be dropped at
+            // the full queue.
+            if t.waits_for.is_some() {
+                break;
+            }
             // A raw read (the device has no packet information): the header, if any, first.
-            match t.device().try_recv(&mut self.bufs[n][start..]) {
-                Ok(got) if !vnet => {
-                    self.lens[n] = got;
-                    self.metas[n] = PacketMeta::COMPLETE;
-                    n += 1;
-                }
+            let (len, meta) = match t.device().try_recv(&mut self.bufs[n][start..]) {
+                Ok(got) if !vnet => (got, PacketMeta::COMPLETE),
                 Ok(got) => {
                     let meta = match self.bufs[n][..got].split_first_chunk::<VNET_HDR_LEN>() {
                         Some((hdr, pkt)) => vnet::decode(hdr, pkt),
@@ -646,13 +649,12 @@ impl Shell {
                         self.fwd.stats.tun_rx_bad_vnet += 1;
                         continue;
                     };
-                    self.lens[n] = got - VNET_HDR_LEN;
-                    self.metas[n] = meta;
+                    let len = got - VNET_HDR_LEN;
                     if meta.gso.is_some() {
                         self.fwd.stats.tun_rx_superpackets += 1;
-                        self.fwd.stats.tun_rx_segments += meta.segments(self.lens[n]) as u64;
+                        self.fwd.stats.tun_rx_segments += meta.segments(len) as u64;
                     }
-                    n += 1;
+                    (len, meta)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -662,21 +664,16 @@ impl Shell {
                     t.readable = false;
                     break;
                 }
-            }
+            };
+            let v = self.fwd.forward(now, ingress, &mut self.bufs[n], len, meta);
+            dropped += usize::from(matches!(v, Verdict::Drop(_)));
+            n += 1;
         }
         if n == 0 {
             return;
         }
         self.fwd.stats.batches += 1;
         self.fwd.stats.batched_packets += n as u64;
-        let now = self.now();
-        let mut dropped = 0;
-        for k in 0..n {
-            let v = self
-                .fwd
-                .forward(now, ingress, &mut self.bufs[k], self.lens[k], self.metas[k]);
-            dropped += usize::from(matches!(v, Verdict::Drop(_)));
-        }
         if let Some(PortSlot::Tun(t)) = self.fwd.ports.get_mut(ingress.index()) {
             t.rests_until = next_rest(now, budget, n, dropped);
             let rested = u64::from(t.rests_until.is_some());
