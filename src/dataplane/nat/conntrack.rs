@@ -63,6 +63,10 @@ pub(crate) const NONE: u32 = u32::MAX;
 const WHEEL: u32 = 4096;
 /// Wheel entries for mappings carry this bit.
 const MAP_TAG: u32 = 1 << 31;
+/// Wheel entries one [`ConnTrack::handle_timeout`] call handles at most (about 400 ns each when
+/// it expires a session): a tick in which 100,000 flows expire is spread over calls of well under
+/// a millisecond, with the loop's packets served in between, instead of one stall of 40 ms.
+const EXPIRY_BATCH: usize = 2048;
 /// Slots an early-drop attempt looks at.
 const EARLY_DROP_SCAN: u32 = 64;
 
@@ -304,6 +308,9 @@ pub(crate) struct ConnTrack {
     max_rate: u32,
     /// Half-open inbound sessions per remote address.
     half_open: HalfOpenTable,
+    /// A tick whose wheel entries [`ConnTrack::handle_timeout`] has handled only up to the
+    /// index given (its budget ran out): its tick, its entries, the next one to handle.
+    expiring: Option<(u32, Vec<u32>, usize)>,
     /// (mapping, remote ip) -> sessions, kept only under address-dependent filtering.
     adf: Option<HashMap<(u32, u32), u32, FixedState>>,
     /// Timeouts in ticks, by [`SessionState`] order of use in [`ConnTrack::timeout`].
@@ -373,6 +380,7 @@ impl ConnTrack {
             max_conns: config.per_instance_max_conns.unwrap_or(u32::MAX),
             max_rate: config.per_instance_new_per_sec.unwrap_or(u32::MAX),
             half_open: HalfOpenTable::new(config.half_open_per_source, seed.rotate_left(41)),
+            expiring: None,
             adf: (config.filtering == Filtering::AddressDependent)
                 .then(|| HashMap::with_hasher(FixedState::with_seed(seed.rotate_left(29)))),
             t_udp: ticks(t.udp),
@@ -867,9 +875,25 @@ impl ConnTrack {
     /// Expires what is due at `now`; returns how many sessions expired.
     pub(crate) fn handle_timeout(&mut self, now: u32, alloc: &mut PortAllocator) -> u64 {
         let mut expired = 0;
-        while let Some((cur, due)) = self.wheel.take_due(now) {
+        let mut budget = EXPIRY_BATCH;
+        loop {
+            let (cur, due, mut pos) = match self.expiring.take() {
+                Some(p) => p,
+                None => match self.wheel.take_due(now) {
+                    Some((cur, due)) => (cur, due, 0),
+                    None => break,
+                },
+            };
             let b = (cur % WHEEL) as usize;
-            for &e in &due {
+            while pos < due.len() {
+                if budget == 0 {
+                    // The rest of this tick next time: the caller serves packets in between.
+                    self.expiring = Some((cur, due, pos));
+                    return expired;
+                }
+                budget -= 1;
+                let e = due[pos];
+                pos += 1;
                 if e & MAP_TAG != 0 {
                     let m = e & !MAP_TAG;
                     if self.maps[m as usize].free_at().is_some_and(|t| t <= now) {
@@ -894,8 +918,12 @@ impl ConnTrack {
         expired
     }
 
-    /// When [`ConnTrack::handle_timeout`] next has work (a tick), if anything is pending.
+    /// When [`ConnTrack::handle_timeout`] next has work (a tick), if anything is pending: at
+    /// once while a tick is only partly done.
     pub(crate) fn next_timeout(&self) -> Option<u32> {
+        if let Some((cur, ..)) = &self.expiring {
+            return Some(*cur);
+        }
         self.wheel.next_due()
     }
 

@@ -767,8 +767,11 @@ impl NatGateway {
             .map(|t| Instant::from_secs(u64::from(t)))
     }
 
-    /// Expires sessions and releases quarantined ports due at `now`. Call when `now` reaches
-    /// [`NatGateway::poll_timeout`]; calling it late or more often is harmless.
+    /// Expires sessions and releases quarantined ports due at `now`, a bounded batch per call
+    /// (a few thousand wheel entries, well under a millisecond): when more is due,
+    /// [`NatGateway::poll_timeout`] stays at or before `now`, so the caller comes back after
+    /// serving its packets. Call when `now` reaches `poll_timeout`; calling it late or more often
+    /// is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.counters.expired += self.ct.handle_timeout(tick(now), &mut self.alloc);
     }

@@ -1497,3 +1497,29 @@ fn reopening_a_closed_inbound_session_needs_half_open_room() {
     assert_eq!(g.counters().drops(NatDrop::SourceHalfOpen), 1);
     assert_eq!(g.counters().half_open, 1);
 }
+
+/// Issue 14: when many sessions expire in one tick, `handle_timeout` does a bounded batch per
+/// call and `poll_timeout` stays due until the tick is done: the caller serves packets in
+/// between instead of stalling for the whole tick, and no session is left behind.
+#[test]
+fn a_tick_of_many_expiries_is_spread_over_bounded_calls() {
+    let mut g = gw(NatConfig::default());
+    let n = 10_000u32;
+    for i in 0..n {
+        let host = [10, 0, (i >> 8) as u8, i as u8];
+        out(&mut g, 0, &udp(host, 4000, R1, 53));
+    }
+    assert_eq!(g.counters().active_sessions, u64::from(n));
+    let late = t(3600);
+    let mut calls = 0;
+    while g.poll_timeout().is_some_and(|d| d <= late) {
+        g.handle_timeout(late);
+        calls += 1;
+        assert!(calls < 1000, "handle_timeout makes progress");
+    }
+    assert_eq!(g.counters().active_sessions, 0, "every session expired");
+    assert!(
+        calls >= (n as usize).div_ceil(4096),
+        "{calls} calls for {n} expiries: not bounded per call"
+    );
+}
