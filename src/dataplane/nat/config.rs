@@ -183,6 +183,9 @@ pub struct NatConfig {
     pub port_reuse_delay: Duration,
     /// When the table is full, drop one half-open or closing TCP session (SYN only, RST seen, or
     /// TIME_WAIT) to make room, found by a bounded scan; established sessions are never dropped.
+    /// Without it, a new inbound session (DNAT, a filter admitting a remote) still takes the
+    /// place of a half-open one the outside opened, so a SYN flood cannot fill the table for
+    /// everyone.
     pub early_drop_transitory: bool,
     /// Tells the caller to answer refused new flows with ICMP "communication administratively
     /// prohibited" (type 3 code 13) instead of dropping silently ([`super::NatGateway::refusal_reply`]).

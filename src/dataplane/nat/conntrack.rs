@@ -542,11 +542,17 @@ impl ConnTrack {
 
     /// Checks the quotas and the table bound for a new session of `owner`; with early drop, may
     /// evict one transitory session to make room. Call right before creating the session.
+    ///
+    /// A full table makes room for an `inbound` session (one the outside opens) by dropping a
+    /// half-open inbound session — the state a SYN flood leaves — even without `early_drop`, so
+    /// a flood from many addresses cannot lock legitimate new connections out; with
+    /// `early_drop`, any transitory session may go.
     pub(crate) fn admit(
         &mut self,
         owner: u32,
         now: u32,
         alloc: &mut PortAllocator,
+        inbound: bool,
     ) -> Result<(), NatDrop> {
         if self.track_owners {
             if let Some(u) = self.owners.get(&owner) {
@@ -567,14 +573,20 @@ impl ConnTrack {
         if self.live < self.max {
             return Ok(());
         }
-        if self.early_drop && self.early_drop_one(now, alloc) {
+        if (self.early_drop || inbound) && self.early_drop_one(now, alloc, !self.early_drop) {
             return Ok(());
         }
         Err(NatDrop::TableFull)
     }
 
-    /// Bounded scan from a rotating cursor for one droppable session.
-    fn early_drop_one(&mut self, now: u32, alloc: &mut PortAllocator) -> bool {
+    /// Bounded scan from a rotating cursor for one droppable session (`half_open_only`: a
+    /// half-open session the outside opened).
+    fn early_drop_one(
+        &mut self,
+        now: u32,
+        alloc: &mut PortAllocator,
+        half_open_only: bool,
+    ) -> bool {
         let n = self.sessions.len() as u32;
         if n == 0 {
             return false;
@@ -583,7 +595,12 @@ impl ConnTrack {
             let i = self.early_cursor % n;
             self.early_cursor = self.early_cursor.wrapping_add(1);
             let s = &self.sessions[i as usize];
-            if !s.is_free() && s.state().early_droppable() {
+            let droppable = if half_open_only {
+                s.holds_half_open()
+            } else {
+                s.state().early_droppable()
+            };
+            if !s.is_free() && droppable {
                 self.remove(i, now, alloc);
                 self.early_dropped += 1;
                 return true;
@@ -1102,7 +1119,7 @@ mod tests {
         rem: u32,
         now: u32,
     ) -> u32 {
-        ct.admit(0, now, alloc).unwrap();
+        ct.admit(0, now, alloc, false).unwrap();
         let (m, ext) = ct
             .get_or_create_mapping(Proto::Udp, (0x0a00_0001, int_port), 0, alloc)
             .unwrap();
@@ -1177,7 +1194,7 @@ mod tests {
     fn long_timeouts_beyond_the_wheel_span() {
         let c = NatConfig::profile(Profile::Rfc);
         let (mut ct, mut a) = setup(&c);
-        ct.admit(0, 0, &mut a).unwrap();
+        ct.admit(0, 0, &mut a, false).unwrap();
         let i = ct.insert(
             NewSession {
                 proto: Proto::Tcp,
@@ -1203,7 +1220,7 @@ mod tests {
     fn fin_shortens_the_timeout() {
         let c = NatConfig::profile(Profile::Rfc);
         let (mut ct, mut a) = setup(&c);
-        ct.admit(0, 0, &mut a).unwrap();
+        ct.admit(0, 0, &mut a, false).unwrap();
         let i = ct.insert(
             NewSession {
                 proto: Proto::Tcp,
@@ -1248,7 +1265,7 @@ mod tests {
         let (mut ct, mut a) = setup(&c);
         add(&mut ct, &mut a, 1, 1, 0);
         add(&mut ct, &mut a, 2, 1, 0);
-        assert_eq!(ct.admit(0, 0, &mut a), Err(NatDrop::TableFull));
+        assert_eq!(ct.admit(0, 0, &mut a, false), Err(NatDrop::TableFull));
         assert_eq!(ct.len(), 2);
     }
 
@@ -1259,10 +1276,17 @@ mod tests {
         c.per_instance_new_per_sec = Some(1);
         let (mut ct, mut a) = setup(&c);
         add(&mut ct, &mut a, 1, 1, 0);
-        assert_eq!(ct.admit(0, 0, &mut a), Err(NatDrop::QuotaRate));
-        assert_eq!(ct.admit(1, 0, &mut a), Ok(()), "other owners unaffected");
+        assert_eq!(ct.admit(0, 0, &mut a, false), Err(NatDrop::QuotaRate));
+        assert_eq!(
+            ct.admit(1, 0, &mut a, false),
+            Ok(()),
+            "other owners unaffected"
+        );
         add(&mut ct, &mut a, 2, 1, 1);
-        assert_eq!(ct.admit(0, 2, &mut a), Err(NatDrop::QuotaConnections));
+        assert_eq!(
+            ct.admit(0, 2, &mut a, false),
+            Err(NatDrop::QuotaConnections)
+        );
     }
 
     #[test]

@@ -516,7 +516,7 @@ impl NatGateway {
             _ => {}
         }
         self.counters.attempts += 1;
-        self.ct.admit(owner, now, &mut self.alloc)?;
+        self.ct.admit(owner, now, &mut self.alloc, false)?;
         let proto = p.proto;
         let (ext, mapping) = match self.config.mapping {
             Mapping::EndpointIndependent => {
@@ -670,7 +670,7 @@ impl NatGateway {
         if !self.sources.admit(rem.0, now) {
             return Err(NatDrop::SourceRate);
         }
-        self.ct.admit(owner, now, &mut self.alloc)?;
+        self.ct.admit(owner, now, &mut self.alloc, true)?;
         let i = self.ct.insert(
             NewSession {
                 proto,

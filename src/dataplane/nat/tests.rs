@@ -1523,3 +1523,39 @@ fn a_tick_of_many_expiries_is_spread_over_bounded_calls() {
         "{calls} calls for {n} expiries: not bounded per call"
     );
 }
+
+/// Issue 14: with the table full of half-open sessions a flood left (early drop off), a new
+/// inbound connection takes the place of one of them; an outbound flow does not (only
+/// `early_drop` lets those evict), and established sessions are never dropped.
+#[test]
+fn a_full_table_makes_room_for_inbound_connections_from_half_open_ones() {
+    let mut g = web_behind_dnat(NatConfig {
+        max_entries: 4,
+        half_open_per_source: None,
+        ..NatConfig::default()
+    });
+    inb(&mut g, 0, &tcp(R2, 5000, EIP1, 80, SYN)).unwrap();
+    out(&mut g, 0, &tcp(H2, 8080, R2, 5000, SYNACK));
+    inb(&mut g, 0, &tcp(R2, 5000, EIP1, 80, ACK)).unwrap();
+    for p in 0..3 {
+        inb(&mut g, 0, &tcp(R1, 6000 + p, EIP1, 80, SYN)).unwrap();
+    }
+    assert_eq!(g.counters().active_sessions, 4);
+    let mut o = tcp(H1, 4000, R1, 443, SYN);
+    assert!(
+        g.outbound(t(0), 1, &mut o).is_err(),
+        "an outbound flow does not evict (early_drop is off)"
+    );
+    inb(&mut g, 0, &tcp(R2, 5001, EIP1, 80, SYN)).expect("room made from a half-open one");
+    assert_eq!(g.counters().active_sessions, 4);
+    assert_eq!(
+        g.counters().half_open,
+        3,
+        "two of the flood's and the new one"
+    );
+    assert_eq!(g.counters().early_dropped, 1);
+    assert!(
+        inb(&mut g, 0, &tcp(R2, 5000, EIP1, 80, ACK)).is_ok(),
+        "the established session stayed"
+    );
+}
