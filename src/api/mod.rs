@@ -46,7 +46,7 @@ pub mod reads;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
@@ -90,7 +90,29 @@ struct Shared {
     log_dir: crate::runtime::log_file::LogDir,
 }
 
-/// Binds the socket (mode 0600; a stale file there is replaced) and the TCP listener if asked,
+/// Binds a Unix socket that appears at `socket` already with mode 0600: it is bound under a
+/// temporary name beside it (`bind` gives it the umask's mode), made private, then renamed into
+/// place, so no client ever finds it with a wider mode. A stale temporary file is replaced.
+fn bind_private(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    let mut temporary = socket.as_os_str().to_owned();
+    temporary.push(".new");
+    let temporary = PathBuf::from(temporary);
+    match std::fs::remove_file(&temporary) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let unix = tokio::net::UnixListener::bind(&temporary)?;
+    let placed = std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&temporary, socket));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(e);
+    }
+    Ok(unix)
+}
+
+/// Binds the socket (mode 0600 from its first moment; a stale file there is replaced) and the TCP listener if asked,
 /// opens the journal of `dir` (where `state` was loaded from), and returns the server future,
 /// which serves both until dropped.
 pub fn serve(
@@ -109,8 +131,7 @@ pub fn serve(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let unix = tokio::net::UnixListener::bind(socket)?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
+    let unix = bind_private(socket)?;
     let tcp = match &listen.tcp {
         Some((addr, token)) => {
             let std_listener = std::net::TcpListener::bind(addr)?;
