@@ -3,15 +3,20 @@
 //!
 //! Each port id has one slot ([`super::forward`]): a TUN port's device with its egress queue, a
 //! sim port's stack, or the uplink. Each wake-up finds the TUN ports that are readable, reads up to
-//! [`BATCH`] packets from each into caller-owned buffers, and passes each packet along the one
-//! forwarding path (`Forwarding::forward` in [`super::forward`]: observer, fabric, egress port —
-//! a buffer swap for TUN ports, a copy for the others); at the end of the
-//! wake-up every TUN egress queue is flushed to its writer. Sim ports are polled after every batch
+//! [`BATCH`] packets from each into caller-owned buffers, and passes each packet, as soon as it
+//! is read, along the one forwarding path (`Forwarding::forward` in [`super::forward`]: observer,
+//! fabric, egress port — a buffer swap for TUN ports, a copy for the others); a port that one of
+//! its packets made wait is read no further in that wake-up; at the end of the wake-up every TUN
+//! egress queue is flushed to its writer. Sim ports are polled after every batch
 //! and when their timers fall due, and the fabric's own timers run when [`Fabric::poll_timeout`]
 //! says so; what a sim port sends is copied into the loop's buffer and takes the same path.
 //! A TUN port with offload hands each read with its `virtio_net_hdr` (a superpacket of up to
 //! 64 KiB, or a packet with a partial checksum): it is decoded into the packet's metadata and
 //! passed through the fabric once. Nothing here allocates per packet.
+//!
+//! Fairness under a flood: a port that fills its smallest read budget with packets the fabric
+//! drops rests for [`super::forward::FLOOD_REST`] between reads ([`next_rest`]), so its excess is
+//! dropped in the kernel's TUN queue at the sender's cost and the loop does not spin on it.
 //!
 //! Backpressure, without ever blocking the loop (which also serves the API): a port whose packet
 //! took the last spare batch of a TUN egress queue waits for that queue. A waiting TUN port is not
