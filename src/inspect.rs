@@ -277,7 +277,7 @@ pub fn snapshot(fabric: &Fabric, now: Instant) -> Snapshot {
             let c = counters.port(PortId(i as u32));
             PortSnapshot {
                 id: i as u32,
-                endpoint: p.name.clone(),
+                endpoint: p.name.to_string(),
                 vpc: match p.owner {
                     PortOwner::Instance { vpc, .. } | PortOwner::Resolver { vpc } => {
                         tables.vpcs.get(vpc as usize).map(|v| v.name.clone())
@@ -580,7 +580,7 @@ fn resolve_instances(
     let found: Vec<(usize, Ipv4Addr)> = instances
         .clone()
         .filter(|(_, p)| {
-            p.name == name
+            &*p.name == name
                 || (bare
                     && !name.contains('/')
                     && p.name.split_once('/').is_some_and(|(_, i)| i == name))
@@ -590,7 +590,7 @@ fn resolve_instances(
     if found.is_empty() {
         return Err(InspectError::UnknownInstance {
             name: name.to_string(),
-            known: list(instances.map(|(_, p)| p.name.clone())),
+            known: list(instances.map(|(_, p)| p.name.to_string())),
             bare_allowed: bare,
         });
     }
@@ -721,7 +721,7 @@ fn vpc_table<'a>(tables: &'a Tables, vi: usize, name: &str) -> Option<&'a VpcTab
 /// The `VPC/INSTANCE` name of the instance at `addr` in `vpc`.
 fn instance_at(tables: &Tables, vpc: Option<&VpcTable>, addr: Ipv4Addr) -> Option<String> {
     let port = vpc?.hosts.get(&addr)?;
-    tables.port(*port).map(|p| p.name.clone())
+    tables.port(*port).map(|p| p.name.to_string())
 }
 
 fn state_label(s: SessionState) -> &'static str {

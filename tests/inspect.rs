@@ -728,7 +728,7 @@ fn sim_shell(tables: &Arc<Tables>, plan: &vpcd::topology::Plan) -> Shell {
             }
         };
         ports.push(Some(Port::Sim(Box::new(SimPort::new(
-            p.name.clone(),
+            p.name.to_string(),
             PortId(i as u32),
             SimAddressing {
                 ip: p.addr,

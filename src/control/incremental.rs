@@ -136,6 +136,7 @@ fn add_instance(plan: &mut Plan, model: &mut Topology, r: &AddInstance) -> Optio
     }
     instances.push(std::sync::Arc::new(InstancePlan {
         name: r.name.clone(),
+        port: format!("{}/{}", r.vpc, r.name).into(),
         subnet,
         ip,
         attach: r.attach,
@@ -147,23 +148,28 @@ fn add_instance(plan: &mut Plan, model: &mut Topology, r: &AddInstance) -> Optio
 }
 
 /// The lowest address of `cidr` an instance may take that is not in `used` (the file
-/// validator's `first_free`): the used ones in range, sorted, and the first gap among them.
+/// validator's `first_free`). With `n` addresses used, the answer is among the first `n + 1`
+/// of the range, so one pass marks those in a bitmap of `n + 1` bits and the first clear bit
+/// is the answer: linear in `n`, no sort.
 fn first_free(cidr: Cidr, used: impl Iterator<Item = Ipv4Addr>) -> Option<Ipv4Addr> {
     let (first, last) = (u32::from(first_host(cidr)), u32::from(last_host(cidr)));
-    let mut taken: Vec<u32> = used
-        .map(u32::from)
-        .filter(|a| (first..=last).contains(a))
-        .collect();
-    taken.sort_unstable();
-    taken.dedup();
-    let mut candidate = first;
-    for a in taken {
-        if a != candidate {
-            break;
+    let used: Vec<u32> = used.map(u32::from).collect();
+    let window = used.len() + 1;
+    let mut taken = vec![0u64; window.div_ceil(64)];
+    for a in used {
+        let Some(offset) = a.checked_sub(first).map(|o| o as usize) else {
+            continue;
+        };
+        if a <= last && offset < window {
+            taken[offset / 64] |= 1 << (offset % 64);
         }
-        candidate += 1;
     }
-    (candidate <= last).then(|| Ipv4Addr::from(candidate))
+    let offset = taken
+        .iter()
+        .position(|w| *w != u64::MAX)
+        .map(|k| k * 64 + taken[k].trailing_ones() as usize)?;
+    let candidate = u64::from(first) + offset as u64;
+    (candidate <= u64::from(last)).then(|| Ipv4Addr::from(candidate as u32))
 }
 
 fn remove_instance(plan: &mut Plan, r: &RemoveInstance) -> Option<()> {
@@ -447,5 +453,29 @@ address = "203.0.113.2"
         assert_eq!(first_free(c, used.into_iter()), Some(a(5)));
         let full = [a(2), a(3), a(4), a(5), a(6)];
         assert_eq!(first_free(c, full.into_iter()), None);
+    }
+
+    #[test]
+    fn first_free_equals_the_lowest_unused_address_on_random_sets() {
+        let c: Cidr = "10.0.1.0/26".parse().expect("cidr");
+        let (lo, hi) = (u32::from(first_host(c)), u32::from(last_host(c)));
+        let mut seed = 0x2545_f491_u32;
+        for _ in 0..2000 {
+            let mut next = || {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                seed
+            };
+            let n = next() % 80;
+            // Addresses in and around the range, repeated at times.
+            let used: Vec<Ipv4Addr> = (0..n)
+                .map(|_| Ipv4Addr::from(lo - 3 + next() % (hi - lo + 8)))
+                .collect();
+            let expected = (lo..=hi)
+                .find(|a| !used.contains(&Ipv4Addr::from(*a)))
+                .map(Ipv4Addr::from);
+            assert_eq!(first_free(c, used.iter().copied()), expected, "{used:?}");
+        }
     }
 }

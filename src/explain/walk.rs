@@ -115,7 +115,7 @@ impl Walk<'_> {
     fn port_name(&self, port: PortId) -> String {
         self.tables
             .port(port)
-            .map_or_else(|| format!("port {}", port.0), |p| p.name.clone())
+            .map_or_else(|| format!("port {}", port.0), |p| p.name.to_string())
     }
 
     fn subnet_name(&self, vi: usize, subnet: u32) -> String {

@@ -634,7 +634,7 @@ fn labels(tables: &Tables, p: &crate::tables::PortInfo) -> PortLabels {
         } => {
             let v = tables.vpcs.get(vpc as usize);
             PortLabels {
-                interface_id: p.name.clone(),
+                interface_id: p.name.to_string(),
                 vpc_id: v.map(|v| v.name.clone()),
                 subnet_id: v
                     .and_then(|v| v.subnets.get(subnet as usize))
@@ -642,19 +642,19 @@ fn labels(tables: &Tables, p: &crate::tables::PortInfo) -> PortLabels {
                 instance_id: Some(
                     p.name
                         .split_once('/')
-                        .map_or(p.name.as_str(), |(_, i)| i)
+                        .map_or(&*p.name, |(_, i)| i)
                         .to_string(),
                 ),
             }
         }
         PortOwner::Host { .. } | PortOwner::Uplink => PortLabels {
-            interface_id: p.name.clone(),
+            interface_id: p.name.to_string(),
             vpc_id: None,
             subnet_id: None,
             instance_id: None,
         },
         PortOwner::Resolver { vpc } => PortLabels {
-            interface_id: p.name.clone(),
+            interface_id: p.name.to_string(),
             vpc_id: tables.vpcs.get(vpc as usize).map(|v| v.name.clone()),
             subnet_id: None,
             instance_id: None,

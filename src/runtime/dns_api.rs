@@ -183,7 +183,7 @@ enum Asked {
 /// the loop's own indices, whatever the control plane's plan says.
 fn instance_port(tables: &Tables, name: &str) -> Option<(usize, Ipv4Addr)> {
     tables.ports.iter().find_map(|p| match p.owner {
-        PortOwner::Instance { vpc, .. } if p.name == name => Some((vpc as usize, p.addr)),
+        PortOwner::Instance { vpc, .. } if &*p.name == name => Some((vpc as usize, p.addr)),
         _ => None,
     })
 }
@@ -286,7 +286,12 @@ instance = [ { name = "x", subnet = "s" } ]
         assert_eq!(before.vpcs[vpc].name, "b");
         assert_eq!(
             addr,
-            before.ports.iter().find(|p| p.name == "b/x").unwrap().addr
+            before
+                .ports
+                .iter()
+                .find(|p| &*p.name == "b/x")
+                .unwrap()
+                .addr
         );
         // After VPC a is removed, b is VPC 0: a plan index taken before the change would name
         // the wrong VPC (or none); the lookup in the new tables still finds b.

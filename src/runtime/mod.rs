@@ -274,7 +274,7 @@ pub fn up_with(
             // Served by the shell, in this namespace.
             ports.push(uplink.take().map(|u| Port::Uplink(Box::new(u))));
             endpoints.push(UpEndpoint {
-                name: p.name.clone(),
+                name: p.name.to_string(),
                 attach: Attach::Sim,
                 namespace: "(this one)".into(),
                 device: "(host sockets)".into(),
@@ -295,7 +295,7 @@ pub fn up_with(
                 let dev = tun_rs::AsyncDevice::new(dev).map_err(RunError::Runtime)?;
                 ports.push(Some(Port::Tun(Arc::new(dev))));
                 endpoints.push(UpEndpoint {
-                    name: p.name.clone(),
+                    name: p.name.to_string(),
                     attach: Attach::Netns,
                     namespace: ns,
                     device: netns::DEVICE_NAME.to_string(),
@@ -306,7 +306,7 @@ pub fn up_with(
             }
             Attach::Sim => {
                 let sim = SimPort::new(
-                    p.name.clone(),
+                    p.name.to_string(),
                     crate::tables::PortId(i as u32),
                     p.sim_addressing(),
                     &p.services,
@@ -315,7 +315,7 @@ pub fn up_with(
                 );
                 let sim = match (&p.resolver, tables.ports[i].owner) {
                     (Some(view), PortOwner::Resolver { vpc }) => sim.with_resolver(
-                        view.clone(),
+                        view.0.clone(),
                         dns_upstream::for_resolver(&p.upstreams),
                         query_log.for_vpc(&tables, vpc),
                     ),
@@ -323,7 +323,7 @@ pub fn up_with(
                 };
                 ports.push(Some(Port::Sim(Box::new(sim))));
                 endpoints.push(UpEndpoint {
-                    name: p.name.clone(),
+                    name: p.name.to_string(),
                     attach: Attach::Sim,
                     namespace: "-".into(),
                     device: "(in process)".into(),

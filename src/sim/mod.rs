@@ -523,7 +523,7 @@ impl Simulation {
             .fabric
             .tables()
             .port(p)
-            .map_or_else(|| format!("port {}", p.0), |info| info.name.clone())
+            .map_or_else(|| format!("port {}", p.0), |info| info.name.to_string())
     }
 
     /// Who answers a probe to an address: every host but the prober on the probed port, and the

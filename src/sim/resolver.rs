@@ -94,11 +94,7 @@ impl QueryLog {
     fn instance(&self, addr: std::net::Ipv4Addr) -> Option<&str> {
         let vpc = self.tables.vpcs.get(self.vpc_index as usize)?;
         let port = self.tables.port(*vpc.hosts.get(&addr)?)?;
-        Some(
-            port.name
-                .split_once('/')
-                .map_or(port.name.as_str(), |(_, i)| i),
-        )
+        Some(port.name.split_once('/').map_or(&*port.name, |(_, i)| i))
     }
 }
 

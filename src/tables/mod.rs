@@ -137,8 +137,8 @@ pub const UPLINK_PORT_NAME: &str = "internet/uplink";
 #[derive(Debug, Clone)]
 pub struct PortInfo {
     /// `VPC/INSTANCE`, `internet/HOST`, [`UPLINK_PORT_NAME`] or `VPC#resolver`
-    /// ([`resolver_port_name`]).
-    pub name: String,
+    /// ([`resolver_port_name`]); shared with the plan's instance and the runtime's port spec.
+    pub name: std::sync::Arc<str>,
     /// The only source address this port may send from (anti-spoofing), but for an internet
     /// host with secondary addresses (it may send from each: [`InternetTable::hosts`] maps them
     /// all to its port); for the uplink, its own address on the segment (it may send from any
@@ -336,7 +336,7 @@ impl Tables {
     pub fn port_named(&self, name: &str) -> Option<PortId> {
         self.ports
             .iter()
-            .position(|p| p.name == name)
+            .position(|p| &*p.name == name)
             .map(|i| PortId(i as u32))
     }
 }
@@ -381,7 +381,7 @@ cidr = "10.0.0.0/16"
         )
         .expect("valid");
         let t = compile(&plan);
-        let names: Vec<_> = t.ports.iter().map(|p| p.name.as_str()).collect();
+        let names: Vec<_> = t.ports.iter().map(|p| &*p.name).collect();
         // The VPCs' resolvers come last, in VPC order.
         assert_eq!(
             names,

@@ -49,7 +49,7 @@ pub fn tables(plan: &Plan) -> Tables {
             let id = PortId(ports.len() as u32);
             hosts.insert(inst.ip, id);
             ports.push(PortInfo {
-                name: format!("{}/{}", vpc.name, inst.name),
+                name: inst.port.clone(),
                 addr: inst.ip,
                 mtu: inst.mtu,
                 attach: inst.attach,
@@ -129,7 +129,7 @@ pub fn tables(plan: &Plan) -> Tables {
             hosts.insert(a, id);
         }
         ports.push(PortInfo {
-            name: format!("internet/{}", h.name),
+            name: format!("internet/{}", h.name).into(),
             addr: h.ip,
             mtu: h.mtu,
             attach: h.attach,
@@ -140,7 +140,7 @@ pub fn tables(plan: &Plan) -> Tables {
     let uplink = plan.internet.uplink.as_ref().map(|u| {
         let id = PortId(ports.len() as u32);
         ports.push(PortInfo {
-            name: UPLINK_PORT_NAME.to_string(),
+            name: UPLINK_PORT_NAME.into(),
             addr: u.address,
             mtu: uplink_mtu(plan),
             attach: Attach::Sim,
@@ -150,7 +150,7 @@ pub fn tables(plan: &Plan) -> Tables {
         id
     });
     ports.extend(plan.vpcs.iter().enumerate().map(|(vi, vpc)| PortInfo {
-        name: resolver_port_name(&vpc.name),
+        name: resolver_port_name(&vpc.name).into(),
         addr: resolver_address(vpc.cidr),
         mtu: DEFAULT_MTU,
         attach: Attach::Sim,

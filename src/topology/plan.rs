@@ -108,6 +108,9 @@ impl RouteTargetPlan {
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstancePlan {
     pub name: String,
+    /// Its port's name, `VPC/INSTANCE`: made once with the instance, shared by every compile
+    /// of the tables and the runtime's port specs (a change copies no name of another port).
+    pub port: std::sync::Arc<str>,
     /// Index into `VpcPlan::subnets`.
     pub subnet: usize,
     pub ip: Ipv4Addr,

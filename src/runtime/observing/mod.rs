@@ -161,7 +161,7 @@ impl ObserveArgs {
 }
 
 fn known_endpoints(tables: &Tables) -> String {
-    let known: Vec<&str> = tables.ports.iter().map(|p| p.name.as_str()).collect();
+    let known: Vec<&str> = tables.ports.iter().map(|p| &*p.name).collect();
     known.join(", ")
 }
 

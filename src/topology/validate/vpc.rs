@@ -538,6 +538,7 @@ impl Checker<'_> {
             let mtu = self.check_mtu(inst.mtu.as_ref(), ip);
             instances.push(std::sync::Arc::new(InstancePlan {
                 name: inst.name.get_ref().clone(),
+                port: format!("{vname}/{}", inst.name.get_ref()).into(),
                 subnet: addrs.inst_subnet.get(ii).copied().flatten().unwrap_or(0),
                 ip: addrs
                     .inst_ips
