@@ -65,17 +65,25 @@ pub struct SecurityGroups {
     pub groups: Vec<SecurityGroupTable>,
     /// Per group: its members' private addresses, sorted (binary search).
     pub members: Vec<Vec<Ipv4Addr>>,
-    /// Per instance (plan order): the attached groups, never empty after compilation (an instance
-    /// naming none gets the VPC default group).
-    pub of_instance: Vec<Vec<u32>>,
+    /// Per instance (plan order), where its attached groups begin in `attached_groups`; one
+    /// more entry at the end, so instance `i`'s are `attached_groups[of_instance[i]..
+    /// of_instance[i + 1]]`. Never empty after compilation (an instance naming none gets the
+    /// VPC default group). Flat, so a compile makes two vectors, not one per instance.
+    pub of_instance: Vec<u32>,
+    pub attached_groups: Vec<u32>,
 }
 
 impl SecurityGroups {
     /// The groups attached to `instance` (empty for an unknown instance).
     pub fn attached(&self, instance: u32) -> &[u32] {
-        self.of_instance
-            .get(instance as usize)
-            .map_or(&[][..], |g| g.as_slice())
+        let i = instance as usize;
+        match (self.of_instance.get(i), self.of_instance.get(i + 1)) {
+            (Some(&a), Some(&b)) => self
+                .attached_groups
+                .get(a as usize..b as usize)
+                .unwrap_or(&[]),
+            _ => &[],
+        }
     }
 }
 

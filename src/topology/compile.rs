@@ -39,12 +39,20 @@ impl Tables {
 
 /// Compiles a validated plan. Never fails: the plan's indices are in range by construction.
 pub fn tables(plan: &Plan) -> Tables {
-    let mut ports = Vec::new();
+    // Instances, internet hosts, the uplink and one resolver per VPC.
+    let port_count = plan
+        .vpcs
+        .iter()
+        .map(|v| v.instances.len() + 1)
+        .sum::<usize>()
+        + plan.internet.hosts.len()
+        + 1;
+    let mut ports = Vec::with_capacity(port_count);
     let mut vpcs = Vec::with_capacity(plan.vpcs.len());
     let first_resolver_port = first_resolver_port(plan);
     for (vi, vpc) in plan.vpcs.iter().enumerate() {
         let first_port = ports.len() as u32;
-        let mut hosts = AddrMap::default();
+        let mut hosts = AddrMap::with_capacity_and_hasher(vpc.instances.len(), Default::default());
         for (ii, inst) in vpc.instances.iter().enumerate() {
             let id = PortId(ports.len() as u32);
             hosts.insert(inst.ip, id);
@@ -341,27 +349,28 @@ fn compile_security_groups(vpc: &VpcPlan) -> SecurityGroups {
             implicit: true,
         });
     }
-    let of_instance: Vec<Vec<u32>> = vpc
-        .instances
-        .iter()
-        .map(|i| {
-            if i.security_groups.is_empty() {
-                vec![default]
-            } else {
-                let mut g: Vec<u32> = i.security_groups.iter().map(|g| *g as u32).collect();
-                g.dedup();
-                g
-            }
-        })
-        .collect();
+    let mut of_instance = Vec::with_capacity(vpc.instances.len() + 1);
+    let mut attached_groups: Vec<u32> = Vec::with_capacity(vpc.instances.len());
     let mut members = vec![Vec::new(); groups.len()];
-    for (inst, gs) in vpc.instances.iter().zip(&of_instance) {
-        for g in gs {
+    for inst in &vpc.instances {
+        let start = attached_groups.len();
+        of_instance.push(start as u32);
+        if inst.security_groups.is_empty() {
+            attached_groups.push(default);
+        }
+        for g in inst.security_groups.iter().map(|g| *g as u32) {
+            // Repeated in a row: once (as `Vec::dedup`).
+            if attached_groups.len() == start || attached_groups.last() != Some(&g) {
+                attached_groups.push(g);
+            }
+        }
+        for g in &attached_groups[start..] {
             if let Some(m) = members.get_mut(*g as usize) {
                 m.push(inst.ip);
             }
         }
     }
+    of_instance.push(attached_groups.len() as u32);
     for m in &mut members {
         m.sort();
         m.dedup();
@@ -370,6 +379,7 @@ fn compile_security_groups(vpc: &VpcPlan) -> SecurityGroups {
         groups,
         members,
         of_instance,
+        attached_groups,
     }
 }
 

@@ -158,7 +158,8 @@ mod tests {
                 implicit: false,
             }],
             members: vec![vec![Ipv4Addr::new(10, 0, 1, 10)]],
-            of_instance: vec![vec![0]],
+            of_instance: vec![0, 1],
+            attached_groups: vec![0],
         }
     }
 

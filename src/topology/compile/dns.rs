@@ -17,7 +17,7 @@ use std::sync::Arc;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::RecordType;
 
-use super::super::plan::{Endpoint, Plan, VpcPlan, ZonePlan};
+use super::super::plan::{Endpoint, InstancePlan, Plan, VpcPlan, ZonePlan};
 use crate::dns::names::{
     eip_name, instance_name, internal_domain, ip_name, reverse_name, vpc_domain,
 };
@@ -137,8 +137,9 @@ pub struct ViewCache {
 struct Cached {
     /// A hash of everything but the instances that the VPC's view is built from.
     inputs: u64,
-    /// Name -> address (a fast hasher: every change looks each instance up once).
-    instances: HashMap<String, Ipv4Addr, foldhash::fast::FixedState>,
+    /// The instances the view holds: the plan's own `Arc`s, so that the next change finds the
+    /// ones it kept by pointer (an attach or a detach shares every other instance's `Arc`).
+    instances: Vec<Arc<InstancePlan>>,
     view: Arc<View>,
 }
 
@@ -157,11 +158,7 @@ impl ViewCache {
                 };
                 let cached = kept.unwrap_or_else(|| Cached {
                     inputs,
-                    instances: vpc
-                        .instances
-                        .iter()
-                        .map(|i| (i.name.clone(), i.ip))
-                        .collect(),
+                    instances: vpc.instances.clone(),
                     view: Arc::new(view(plan, vi)),
                 });
                 let view = cached.view.clone();
@@ -177,54 +174,70 @@ impl ViewCache {
 impl Cached {
     /// Patches the view (and the instance list) with the instances that left, came or moved
     /// since; `false` when more than a quarter of them changed (building anew is as cheap
-    /// then). Unchanged instances cost a lookup each and no allocation; the view is copied
-    /// only along the patched names' paths (a persistent map, `dns::view`).
+    /// then). The instances both lists begin and end with, by pointer, are kept without a
+    /// lookup; only those between are compared by name. The view is copied only along the
+    /// patched names' paths (a persistent map, `dns::view`).
     fn patch(&mut self, vpc: &VpcPlan) -> bool {
-        let mut known = 0;
+        let (old, new) = (&self.instances, &vpc.instances);
+        let prefix = old
+            .iter()
+            .zip(new)
+            .take_while(|(a, b)| Arc::ptr_eq(a, b))
+            .count();
+        let suffix = old[prefix..]
+            .iter()
+            .rev()
+            .zip(new[prefix..].iter().rev())
+            .take_while(|(a, b)| Arc::ptr_eq(a, b))
+            .count();
+        // Names are unique in a VPC, so a name between the kept ends of one list is between
+        // them in the other too, if it is there at all.
+        let (old_mid, new_mid) = (
+            &old[prefix..old.len() - suffix],
+            &new[prefix..new.len() - suffix],
+        );
+        let before: HashMap<&str, Ipv4Addr, foldhash::fast::FixedState> =
+            old_mid.iter().map(|i| (i.name.as_str(), i.ip)).collect();
         let mut came: Vec<(&str, Ipv4Addr)> = Vec::new();
         let mut gone: Vec<(String, Ipv4Addr)> = Vec::new();
-        for inst in &vpc.instances {
-            match self.instances.get(inst.name.as_str()) {
-                Some(ip) if *ip == inst.ip => known += 1,
+        for inst in new_mid {
+            match before.get(inst.name.as_str()) {
+                Some(ip) if *ip == inst.ip => {}
                 Some(ip) => {
-                    known += 1;
                     gone.push((inst.name.clone(), *ip));
                     came.push((&inst.name, inst.ip));
                 }
                 None => came.push((&inst.name, inst.ip)),
             }
         }
-        if known < self.instances.len() {
-            let now: std::collections::HashSet<&str, foldhash::fast::FixedState> =
-                vpc.instances.iter().map(|i| i.name.as_str()).collect();
-            gone.extend(
-                self.instances
-                    .iter()
-                    .filter(|(n, _)| !now.contains(n.as_str()))
-                    .map(|(n, ip)| (n.clone(), *ip)),
-            );
-        }
-        if gone.is_empty() && came.is_empty() {
-            return true;
-        }
-        if (gone.len() + came.len()) * 4 > vpc.instances.len().max(self.instances.len()) {
+        let now: std::collections::HashSet<&str, foldhash::fast::FixedState> =
+            new_mid.iter().map(|i| i.name.as_str()).collect();
+        gone.extend(
+            old_mid
+                .iter()
+                .filter(|i| !now.contains(i.name.as_str()))
+                .map(|i| (i.name.clone(), i.ip)),
+        );
+        let changed = !(gone.is_empty() && came.is_empty());
+        if (gone.len() + came.len()) * 4 > new.len().max(old.len()) {
             return false;
         }
-        // Cheap: the name map is shared, not copied.
-        let mut patched = View::clone(&self.view);
-        for (name, ip) in &gone {
-            for (n, data) in instance_records(name, *ip, &vpc.name) {
-                patched.patch_remove(&n, DEFAULT_TTL, &data);
+        if changed {
+            // Cheap: the name map is shared, not copied.
+            let mut patched = View::clone(&self.view);
+            for (name, ip) in &gone {
+                for (n, data) in instance_records(name, *ip, &vpc.name) {
+                    patched.patch_remove(&n, DEFAULT_TTL, &data);
+                }
             }
-            self.instances.remove(name);
-        }
-        for (name, ip) in came {
-            for (n, data) in instance_records(name, ip, &vpc.name) {
-                patched.patch_add(n, DEFAULT_TTL, data);
+            for (name, ip) in came {
+                for (n, data) in instance_records(name, ip, &vpc.name) {
+                    patched.patch_add(n, DEFAULT_TTL, data);
+                }
             }
-            self.instances.insert(name.to_string(), ip);
+            self.view = Arc::new(patched);
         }
-        self.view = Arc::new(patched);
+        self.instances.clone_from(&vpc.instances);
         true
     }
 }
@@ -302,27 +315,34 @@ mod tests {
 
     use super::*;
 
+    /// Two VPCs: `a` with `instances` (TOML inline tables), `b` with one instance.
+    fn two_vpcs(instances: &str) -> Plan {
+        crate::topology::parse(
+            "t.toml",
+            &format!(
+                "[[vpc]]\nname = \"a\"\ncidr = \"10.0.0.0/16\"\n\
+                 subnet = [{{ name = \"s\", cidr = \"10.0.1.0/24\" }}]\n\
+                 instance = [{instances}]\n\
+                 [[vpc]]\nname = \"b\"\ncidr = \"10.1.0.0/16\"\n\
+                 subnet = [{{ name = \"s\", cidr = \"10.1.1.0/24\" }}]\n\
+                 instance = [{{ name = \"x\", subnet = \"s\", ip = \"10.1.1.9\" }}]\n"
+            ),
+        )
+        .expect("valid topology")
+    }
+
+    fn twenty() -> Vec<String> {
+        (10..30)
+            .map(|i| format!("{{ name = \"f{i}\", subnet = \"s\", ip = \"10.0.1.{i}\" }}"))
+            .collect()
+    }
+
     /// Issue 20 (constant-cost attach): the cached views patched by attach, detach and a moved
     /// address equal the views built from scratch, and a VPC nothing touched keeps its view.
     #[test]
     fn cached_views_patched_by_instance_changes_equal_views_built_anew() {
-        let plan = |instances: &str| {
-            crate::topology::parse(
-                "t.toml",
-                &format!(
-                    "[[vpc]]\nname = \"a\"\ncidr = \"10.0.0.0/16\"\n\
-                     subnet = [{{ name = \"s\", cidr = \"10.0.1.0/24\" }}]\n\
-                     instance = [{instances}]\n\
-                     [[vpc]]\nname = \"b\"\ncidr = \"10.1.0.0/16\"\n\
-                     subnet = [{{ name = \"s\", cidr = \"10.1.1.0/24\" }}]\n\
-                     instance = [{{ name = \"x\", subnet = \"s\", ip = \"10.1.1.9\" }}]\n"
-                ),
-            )
-            .expect("valid topology")
-        };
-        let many: Vec<String> = (10..30)
-            .map(|i| format!("{{ name = \"f{i}\", subnet = \"s\", ip = \"10.0.1.{i}\" }}"))
-            .collect();
+        let plan = two_vpcs;
+        let many = twenty();
         let mut cache = ViewCache::default();
         let first = plan(&many.join(", "));
         let v0 = cache.views(&first);
@@ -343,6 +363,42 @@ mod tests {
         let gone = instance_name("f10", "a").expect("a name");
         assert!(v1[0].records(&gone).is_none());
         assert!(v0[0].records(&gone).is_some());
+    }
+
+    /// As the API's changes make plans: the next plan shares every untouched instance's `Arc`,
+    /// so the cache finds the kept ends by pointer and compares only the changed middle.
+    #[test]
+    fn plans_that_share_instances_patch_only_what_changed() {
+        let first = two_vpcs(&twenty().join(", "));
+        let mut cache = ViewCache::default();
+        let v0 = cache.views(&first);
+        let mut second = first.clone();
+        let list = &mut second.vpcs[0].instances;
+        list.remove(5);
+        list[7] = Arc::new(InstancePlan {
+            ip: Ipv4Addr::new(10, 0, 1, 99),
+            ..InstancePlan::clone(&list[7])
+        });
+        let template = InstancePlan::clone(&list[0]);
+        list.push(Arc::new(InstancePlan {
+            name: "new".into(),
+            port: "a/new".into(),
+            ip: Ipv4Addr::new(10, 0, 1, 200),
+            ..template
+        }));
+        let v1 = cache.views(&second);
+        for (patched, built) in v1.iter().zip(&views(&second)) {
+            assert_eq!(patched.without_empty_names(), built.without_empty_names());
+        }
+        assert!(Arc::ptr_eq(&v0[1], &v1[1]), "VPC b changed nothing");
+        // Nothing changed: the same view again.
+        let v2 = cache.views(&second);
+        assert!(Arc::ptr_eq(&v1[0], &v2[0]));
+        // Detached in the middle, moved, attached: each answers as built.
+        let name = |n: &str| instance_name(n, "a").expect("a name");
+        assert!(v1[0].records(&name("f15")).is_none());
+        assert!(v1[0].records(&name("new")).is_some());
+        assert!(v0[0].records(&name("new")).is_none());
     }
     use crate::dns::{Transport, answer};
 
