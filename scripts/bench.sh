@@ -22,7 +22,8 @@
 #
 # Metrics (F is the client, H the server): iperf3 TCP Gbit/s out (F->H) and in (-R, H->F) with
 # BENCH_STREAMS parallel streams (-P); iperf3 UDP 64-byte payload packets/s received and loss;
-# ping RTT; new TCP connections per second (a bounded Python connect loop). Every peer at MTU
+# ping RTT; new TCP connections per second (examples/conn_rate.rs: BENCH_CONN_THREADS connect
+# loops, default 4, for 2 s, each waiting for the server's close). Every peer at MTU
 # 1500. For the peers that are vpcd (vpcd, vpcd-base, uplink) also its CPU per TCP run:
 # utime+stime of the vpcd process (/proc/PID/stat: the whole thread group, every thread) over the
 # run divided by the Gbit received ("CPU s/Gbit" = CPU-seconds per Gbit = cores busy per Gbit/s),
@@ -38,7 +39,8 @@
 # (iperf3 -P for the TCP runs, default 1), BENCH_RUNS (runs per metric, default 3; the median is
 # reported), BENCH_PEERS (space separated subset), BENCH_NO_APPEND=1 (do not touch BENCHMARKS.md),
 # BENCH_UDP_RATE (iperf3 -b for the UDP run, default 0 = as fast as the client can send; a fixed
-# rate such as 30M shows loss at a load every peer is offered alike).
+# rate such as 30M shows loss at a load every peer is offered alike), CONN_RATE=path (default:
+# builds the conn_rate example), BENCH_CONN_THREADS (its connect loops, default 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,6 +76,12 @@ if [ -z "${VPCD:-}" ]; then
     cargo build --release --locked --quiet
     VPCD=$PWD/target/release/vpcd
 fi
+if [ -z "${CONN_RATE:-}" ]; then
+    cargo build --release --locked --quiet --example conn_rate
+    CONN_RATE=$PWD/target/release/examples/conn_rate
+fi
+CONN_THREADS=${BENCH_CONN_THREADS:-4}
+[[ $CONN_THREADS =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: BENCH_CONN_THREADS=$CONN_THREADS: a positive whole number" >&2; exit 2; }
 if [ -z "${TUN_COPY:-}" ] && [[ " $PEERS " == *" tun-copy "* ]]; then
     cargo build --release --locked --quiet --example tun_copy
     TUN_COPY=$PWD/target/release/examples/tun_copy
@@ -83,13 +91,7 @@ fi
 
 start_servers() { # ns addr
     in_ns "$1" iperf3 -s -D -B "$2" -p 5201 --pidfile "$WORK/iperf3-$1.pid" >/dev/null
-    in_ns "$1" python3 -c '
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], 5300)); s.listen(1024)
-while True:
-    c, _ = s.accept(); c.close()
-' "$2" >/dev/null 2>&1 &
+    in_ns "$1" "$CONN_RATE" serve "$2:5300" >/dev/null 2>&1 &
     PIDS+=($!)
     sleep 0.3
     PIDS+=("$(cat "$WORK/iperf3-$1.pid")")
@@ -134,16 +136,7 @@ measure() { # label fns hns addr [vpcd pid]
         udp_loss+=("$(echo "$out" | json "'%.1f' % d['end']['sum']['lost_percent']")")
         out=$(in_ns "$f" ping -q -c 50 -i 0.01 -W 1 "$addr" 2>/dev/null | awk -F'/' '/^rtt/ {printf "%.0f", $5*1000}' || true)
         rtt+=("${out:--}")
-        cps+=("$(in_ns "$f" timeout 10 python3 -c '
-import socket, sys, time
-end = time.monotonic() + 2.0; n = 0
-while time.monotonic() < end and n < 200000:
-    try:
-        c = socket.create_connection((sys.argv[1], 5300), timeout=1); c.close(); n += 1
-    except OSError:
-        pass
-print(round(n / 2.0))
-' "$addr" 2>/dev/null || echo "-")")
+        cps+=("$(in_ns "$f" timeout 10 "$CONN_RATE" connect "$addr:5300" 2 "$CONN_THREADS" 2>/dev/null || echo "-")")
     done
     local mem="- -"
     [ -n "$pid" ] && mem=$(memory "$pid")
