@@ -50,6 +50,7 @@ use super::observing::{
     PreparedFlowLog, Sinks, StoppedCapture, StoppedFlowLog,
 };
 use super::sim_port::SimPort;
+use super::sim_schedule::SimSchedule;
 use super::tx::{BATCH, HEADROOM, TxWriters};
 use super::uplink_port::UplinkPort;
 use crate::dataplane::gateways::ReconcileProblem;
@@ -136,6 +137,10 @@ pub struct Shell {
     start: std::time::Instant,
     /// Unix time at `start` (the `epoch` of flow-log records and capture timestamps).
     epoch: Duration,
+    /// Which sim ports to poll, without visiting every port ([`SimSchedule`]).
+    sims: SimSchedule,
+    /// The sim ports one round polls (kept for its allocation).
+    sim_due: Vec<u32>,
 }
 
 impl Shell {
@@ -170,6 +175,8 @@ impl Shell {
             scratch: vec![0u8; size].into_boxed_slice(),
             start: std::time::Instant::now(),
             epoch: super::observing::epoch_now(),
+            sims: SimSchedule::new(),
+            sim_due: Vec::new(),
         })
     }
 
@@ -247,6 +254,8 @@ impl Shell {
     /// VPC `vpc`'s resolver port (the API's DNS queries ask it).
     pub fn resolver_mut(&mut self, vpc: usize) -> Option<&mut SimPort> {
         let port = self.fwd.fabric.tables().vpcs.get(vpc)?.resolver.port;
+        // The caller may give it work the schedule does not see.
+        self.sims.rescan();
         match self.fwd.ports.get_mut(port.index()) {
             Some(PortSlot::Sim(s)) => Some(s),
             _ => None,
@@ -350,12 +359,13 @@ impl Shell {
             let now = self.now();
             let ports = &mut self.fwd.ports;
             let pool = &mut self.fwd.pool;
+            let woken = &mut self.fwd.sims_woken;
             // Ports resumed because their egress queue has room, readable TUN ports, and host
             // sockets of the uplink that produced something; one future, so that a port that
             // waits is neither read nor polled.
             let woke = poll_fn(|cx| {
                 ready.clear();
-                let mut uplink = poll_waits(ports, pool, cx);
+                let mut uplink = poll_waits(ports, pool, woken, cx);
                 // A batch held back for a busy writer may go: the flush at the end of the wake-up
                 // sends it.
                 let mut held = false;
@@ -411,6 +421,8 @@ impl Shell {
                     LoopMsg::Swap(s) => self.apply_swap(s),
                     LoopMsg::Query(q) => q(self),
                 }
+                // Ports renumbered, made or given work unseen: look at every sim port.
+                self.sims.rescan();
                 self.run_uplink(false);
                 self.run_sims();
                 self.run_uplink(false);
@@ -595,8 +607,13 @@ impl Shell {
 
     fn next_deadline(&self) -> Option<Instant> {
         let now = self.now();
+        // Sim ports: their earliest timer, or now while some wait to be polled.
+        let sims = if self.sims.rescan_pending() || !self.fwd.sims_woken.is_empty() {
+            Some(now)
+        } else {
+            self.sims.next()
+        };
         let ports = self.fwd.ports.iter().filter_map(|p| match p {
-            PortSlot::Sim(s) => s.deadline(),
             // A waiting uplink is not polled: its timers wait with it.
             PortSlot::Uplink(u) if u.waits_for.is_none() => u.deadline(),
             // A resting TUN port is not polled for readiness: a timer ends its rest (a rest
@@ -611,7 +628,7 @@ impl Shell {
         };
         ports
             .chain(
-                [self.fwd.fabric.poll_timeout(), observer]
+                [self.fwd.fabric.poll_timeout(), observer, sims]
                     .into_iter()
                     .flatten(),
             )
@@ -736,11 +753,14 @@ impl Shell {
     /// Polls the sim ports that received something or whose timers are due, and forwards what
     /// they send, until they are quiet (bounded).
     fn run_sims(&mut self) {
+        let mut due = std::mem::take(&mut self.sim_due);
         for _ in 0..SIM_ROUNDS {
             let now = self.now();
+            self.sims
+                .due(&self.fwd.ports, &mut self.fwd.sims_woken, now, &mut due);
             let mut sent = false;
-            for i in 0..self.fwd.ports.len() {
-                let Some(PortSlot::Sim(s)) = self.fwd.ports.get_mut(i) else {
+            for &i in &due {
+                let Some(PortSlot::Sim(s)) = self.fwd.ports.get_mut(i as usize) else {
                     continue;
                 };
                 // A port whose egress queue is full waits (its packets stay in its device); one
@@ -748,18 +768,21 @@ impl Shell {
                 if s.waits_for.is_some() || !(s.due(now) || s.has_tx()) {
                     continue;
                 }
+                let before = s.deadline();
                 s.poll(now);
                 let ingress = s.port;
                 let grants = s.take_dns_grants();
                 // Before the answers leave: the client's first packet meets the grants.
                 crate::sim::resolver::apply_grants(&mut self.fwd.fabric, ingress, grants, now);
-                while let Some(PortSlot::Sim(s)) = self.fwd.ports.get_mut(i) {
+                while let Some(PortSlot::Sim(s)) = self.fwd.ports.get_mut(i as usize) {
                     if s.waits_for.is_some() {
                         s.schedule(now);
+                        self.sims.scheduled(i, before, s.deadline(), now);
                         break;
                     }
                     let Some(len) = s.take_tx(&mut self.scratch[HEADROOM..]) else {
                         s.schedule(now);
+                        self.sims.scheduled(i, before, s.deadline(), now);
                         break;
                     };
                     sent = true;
@@ -772,15 +795,12 @@ impl Shell {
                     );
                 }
             }
-            let dirty = self
-                .fwd
-                .ports
-                .iter()
-                .any(|p| matches!(p, PortSlot::Sim(s) if s.is_dirty()));
-            if !sent && !dirty {
+            // Ports this round's packets reached are polled by the next round.
+            if !sent && self.fwd.sims_woken.is_empty() {
                 break;
             }
         }
+        self.sim_due = due;
     }
 }
 

@@ -172,7 +172,12 @@ impl PortSlot {
 /// Clears the wait of every port whose egress queue has room again; `true` when the uplink or a
 /// sim port was among them (neither has a readiness of its own that would wake the loop: the
 /// caller wakes and runs them). Registers `cx` with the queues that are still full.
-pub(super) fn poll_waits(ports: &mut [PortSlot], pool: &mut BufPool, cx: &mut Context<'_>) -> bool {
+pub(super) fn poll_waits(
+    ports: &mut [PortSlot],
+    pool: &mut BufPool,
+    sims_woken: &mut Vec<u32>,
+    cx: &mut Context<'_>,
+) -> bool {
     let mut uplink = false;
     for i in 0..ports.len() {
         let Some(Some(egress)) = ports[i].waits_for_mut().map(|w| *w) else {
@@ -188,6 +193,9 @@ pub(super) fn poll_waits(ports: &mut [PortSlot], pool: &mut BufPool, cx: &mut Co
                 *w = None;
             }
             uplink |= matches!(ports[i], PortSlot::Uplink(_) | PortSlot::Sim(_));
+            if matches!(ports[i], PortSlot::Sim(_)) {
+                sims_woken.push(i as u32);
+            }
         }
     }
     uplink
@@ -205,6 +213,8 @@ pub(super) struct Forwarding {
     pub(super) pool: BufPool,
     /// Where a superpacket's segments are cut for a sim port or the uplink.
     segment: Box<[u8]>,
+    /// Sim ports given packets since the loop last polled them (`super::sim_schedule`).
+    pub(super) sims_woken: Vec<u32>,
 }
 
 impl Forwarding {
@@ -216,6 +226,7 @@ impl Forwarding {
             stats: ShellStats::default(),
             pool: BufPool::new(buffer_size),
             segment: vec![0u8; buffer_size].into_boxed_slice(),
+            sims_woken: Vec::new(),
         }
     }
 
@@ -269,6 +280,7 @@ impl Forwarding {
             stats,
             pool,
             segment,
+            sims_woken,
             ..
         } = self;
         if pool.exhausted() {
@@ -291,6 +303,7 @@ impl Forwarding {
             Some(PortSlot::Sim(s)) => {
                 let pkt = &buf[HEADROOM..HEADROOM + len];
                 stats.sim_overflows += each_segment(stats, segment, pkt, meta, |p| s.deliver(p));
+                sims_woken.push(egress.0);
                 false
             }
             Some(PortSlot::Uplink(u)) => {

@@ -29,6 +29,7 @@ pub mod observe_api;
 pub mod observing;
 pub mod reload;
 pub mod sim_port;
+mod sim_schedule;
 pub mod state;
 pub mod tx;
 pub mod uplink_port;
