@@ -360,12 +360,13 @@ impl Shell {
             let ports = &mut self.fwd.ports;
             let pool = &mut self.fwd.pool;
             let woken = &mut self.fwd.sims_woken;
+            let waiting = &mut self.fwd.waiting;
             // Ports resumed because their egress queue has room, readable TUN ports, and host
             // sockets of the uplink that produced something; one future, so that a port that
             // waits is neither read nor polled.
             let woke = poll_fn(|cx| {
                 ready.clear();
-                let mut uplink = poll_waits(ports, pool, woken, cx);
+                let mut uplink = poll_waits(ports, pool, waiting, woken, cx);
                 // A batch held back for a busy writer may go: the flush at the end of the wake-up
                 // sends it.
                 let mut held = false;
@@ -587,6 +588,7 @@ impl Shell {
         }
         close_in_background(tuns);
         self.fwd.ports = ports;
+        self.fwd.find_waiting();
         // The flow log counts flows by port id: when ids move, what it counted so far goes out
         // under the old names first (the window's flows continue in a second record).
         let identity = new_id.iter().enumerate().all(|(i, j)| *j == Some(i));

@@ -169,35 +169,41 @@ impl PortSlot {
     }
 }
 
-/// Clears the wait of every port whose egress queue has room again; `true` when the uplink or a
-/// sim port was among them (neither has a readiness of its own that would wake the loop: the
-/// caller wakes and runs them). Registers `cx` with the queues that are still full.
+/// Clears the wait of every waiting port whose egress queue has room again (`waiting` lists
+/// the waiting ports and keeps the rest; a resumed sim port goes to `sims_woken`); `true` when
+/// the uplink or a sim port was among them (neither has a readiness of its own that would wake
+/// the loop: the caller wakes and runs them). Registers `cx` with the queues still full.
 pub(super) fn poll_waits(
     ports: &mut [PortSlot],
     pool: &mut BufPool,
+    waiting: &mut Vec<u32>,
     sims_woken: &mut Vec<u32>,
     cx: &mut Context<'_>,
 ) -> bool {
     let mut uplink = false;
-    for i in 0..ports.len() {
-        let Some(Some(egress)) = ports[i].waits_for_mut().map(|w| *w) else {
-            continue;
+    waiting.retain(|&i| {
+        let i = i as usize;
+        let Some(Some(egress)) = ports.get_mut(i).and_then(|p| p.waits_for_mut()).map(|w| *w)
+        else {
+            return false;
         };
         let room = match ports.get_mut(egress.index()) {
             Some(PortSlot::Tun(t)) => t.tx.poll_room(pool, cx).is_ready(),
             // The queue is gone (a swap removed it): nothing to wait for.
             _ => true,
         };
-        if room {
-            if let Some(w) = ports[i].waits_for_mut() {
-                *w = None;
-            }
-            uplink |= matches!(ports[i], PortSlot::Uplink(_) | PortSlot::Sim(_));
-            if matches!(ports[i], PortSlot::Sim(_)) {
-                sims_woken.push(i as u32);
-            }
+        if !room {
+            return true;
         }
-    }
+        if let Some(w) = ports[i].waits_for_mut() {
+            *w = None;
+        }
+        uplink |= matches!(ports[i], PortSlot::Uplink(_) | PortSlot::Sim(_));
+        if matches!(ports[i], PortSlot::Sim(_)) {
+            sims_woken.push(i as u32);
+        }
+        false
+    });
     uplink
 }
 
@@ -215,6 +221,8 @@ pub(super) struct Forwarding {
     segment: Box<[u8]>,
     /// Sim ports given packets since the loop last polled them (`super::sim_schedule`).
     pub(super) sims_woken: Vec<u32>,
+    /// The ports that wait for an egress queue ([`poll_waits`] looks at these only), each once.
+    pub(super) waiting: Vec<u32>,
 }
 
 impl Forwarding {
@@ -227,6 +235,7 @@ impl Forwarding {
             pool: BufPool::new(buffer_size),
             segment: vec![0u8; buffer_size].into_boxed_slice(),
             sims_woken: Vec::new(),
+            waiting: Vec::new(),
         }
     }
 
@@ -281,6 +290,7 @@ impl Forwarding {
             pool,
             segment,
             sims_woken,
+            waiting,
             ..
         } = self;
         if pool.exhausted() {
@@ -325,14 +335,28 @@ impl Forwarding {
         if !filled {
             return;
         }
-        match ports.get_mut(ingress.index()) {
-            Some(PortSlot::Tun(t)) => t.waits_for = Some(egress),
-            Some(PortSlot::Uplink(u)) => {
-                u.waits_for = Some(egress);
+        if let Some(w) = ports
+            .get_mut(ingress.index())
+            .and_then(PortSlot::waits_for_mut)
+        {
+            if w.is_none() {
+                waiting.push(ingress.0);
+            }
+            *w = Some(egress);
+            if matches!(ports[ingress.index()], PortSlot::Uplink(_)) {
                 stats.uplink_paced += 1;
             }
-            Some(PortSlot::Sim(s)) => s.waits_for = Some(egress),
-            _ => {}
+        }
+    }
+
+    /// The ports that wait for an egress queue, found again from the ports (after a swap has
+    /// renumbered them).
+    pub(super) fn find_waiting(&mut self) {
+        self.waiting.clear();
+        for (i, p) in self.ports.iter_mut().enumerate() {
+            if p.waits_for_mut().is_some_and(|w| w.is_some()) {
+                self.waiting.push(i as u32);
+            }
         }
     }
 
