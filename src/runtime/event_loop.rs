@@ -254,8 +254,8 @@ impl Shell {
     /// VPC `vpc`'s resolver port (the API's DNS queries ask it).
     pub fn resolver_mut(&mut self, vpc: usize) -> Option<&mut SimPort> {
         let port = self.fwd.fabric.tables().vpcs.get(vpc)?.resolver.port;
-        // The caller may give it work the schedule does not see.
-        self.sims.rescan();
+        // The caller may give it work (a query to answer): it is looked at next.
+        self.fwd.sims_woken.push(port.0);
         match self.fwd.ports.get_mut(port.index()) {
             Some(PortSlot::Sim(s)) => Some(s),
             _ => None,
@@ -422,8 +422,6 @@ impl Shell {
                     LoopMsg::Swap(s) => self.apply_swap(s),
                     LoopMsg::Query(q) => q(self),
                 }
-                // Ports renumbered, made or given work unseen: look at every sim port.
-                self.sims.rescan();
                 self.run_uplink(false);
                 self.run_sims();
                 self.run_uplink(false);
@@ -530,6 +528,7 @@ impl Shell {
         let mut new_id: Vec<Option<usize>> = vec![None; old.len()];
         let now = self.now();
         let mut ports = Vec::with_capacity(swap.slots.len());
+        let mut new_sims = Vec::new();
         for (j, slot) in swap.slots.into_iter().enumerate() {
             let id = PortId(j as u32);
             let mut port = match slot {
@@ -543,6 +542,8 @@ impl Shell {
                 }
                 Slot::NewTun(t) => PortSlot::Tun(t),
                 Slot::NewSim(spec) => {
+                    // A new stack is polled first thing.
+                    new_sims.push(j as u32);
                     let sim = SimPort::new(
                         spec.name,
                         id,
@@ -589,6 +590,15 @@ impl Shell {
         close_in_background(tuns);
         self.fwd.ports = ports;
         self.fwd.find_waiting();
+        // Kept sim ports keep their timers and pending polls under their new ids.
+        self.sims.renumber(&new_id);
+        let woken = std::mem::take(&mut self.fwd.sims_woken);
+        self.fwd.sims_woken = woken
+            .into_iter()
+            .filter_map(|i| new_id.get(i as usize).copied().flatten())
+            .map(|j| j as u32)
+            .chain(new_sims)
+            .collect();
         // The flow log counts flows by port id: when ids move, what it counted so far goes out
         // under the old names first (the window's flows continue in a second record).
         let identity = new_id.iter().enumerate().all(|(i, j)| *j == Some(i));

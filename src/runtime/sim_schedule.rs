@@ -5,10 +5,10 @@
 //! change wakes the loop several times.
 //!
 //! The heap holds a port's deadline each time it changes; an entry it no longer has is stale and
-//! is skipped when it falls due (the port is not due then). Everything is made again from the
-//! ports themselves after anything the schedule did not see (a swap of the port set, which
-//! renumbers ports; a query the control plane ran on the loop; a resolver handed out for
-//! changes), and when stale entries pile up.
+//! is skipped when it falls due (the port is not due then). A swap of the port set renumbers
+//! the entries (new sim ports are woken); a resolver handed to the control plane is woken.
+//! Everything is made again from the ports themselves at the start and when stale entries pile
+//! up.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -30,11 +30,6 @@ impl SimSchedule {
             timers: BinaryHeap::new(),
             rescan: true,
         }
-    }
-
-    /// The next [`SimSchedule::due`] visits every sim port (something changed them unseen).
-    pub fn rescan(&mut self) {
-        self.rescan = true;
     }
 
     /// Fills `out` with the sim ports to poll at `now`, in port order, each once: every one
@@ -99,6 +94,19 @@ impl SimSchedule {
         self.timers.peek().map(|Reverse((t, _))| *t)
     }
 
+    /// After a swap: port `i` is now `new_id[i]`, or gone. Kept ports' timers follow them; a
+    /// removed port's are dropped.
+    pub fn renumber(&mut self, new_id: &[Option<usize>]) {
+        let timers = std::mem::take(&mut self.timers).into_vec();
+        self.timers = timers
+            .into_iter()
+            .filter_map(|Reverse((t, i))| {
+                let j = new_id.get(i as usize).copied().flatten()?;
+                Some(Reverse((t, j as u32)))
+            })
+            .collect();
+    }
+
     /// Whether the next [`SimSchedule::due`] visits every sim port.
     pub fn rescan_pending(&self) -> bool {
         self.rescan
@@ -141,6 +149,20 @@ mod tests {
         // A deadline already passed is pushed again even when unchanged.
         s.scheduled(5, Some(ms(10)), Some(ms(10)), ms(10));
         assert_eq!(due(&mut s, &mut Vec::new(), 10), vec![5]);
+    }
+
+    #[test]
+    fn a_swap_moves_the_timers_of_kept_ports_and_drops_the_removed_ones() {
+        let ms = Instant::from_millis;
+        let mut s = SimSchedule::new();
+        due(&mut s, &mut Vec::new(), 0);
+        s.scheduled(0, None, Some(ms(5)), ms(0));
+        s.scheduled(1, None, Some(ms(6)), ms(0));
+        s.scheduled(2, None, Some(ms(7)), ms(0));
+        // Port 1 removed: 0 stays, 2 becomes 1.
+        s.renumber(&[Some(0), None, Some(1)]);
+        assert_eq!(due(&mut s, &mut Vec::new(), 10), vec![0, 1]);
+        assert_eq!(s.next(), None);
     }
 
     #[test]
