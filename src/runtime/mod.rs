@@ -261,8 +261,9 @@ pub fn up_with(
     for (i, p) in specs.iter().enumerate() {
         if let Some(c) = &p.uplink {
             let port = crate::tables::PortId(i as u32);
-            uplink =
-                Some(UplinkPort::start(port, c.clone(), Instant::ZERO).map_err(RunError::Uplink)?);
+            uplink = Some(
+                UplinkPort::start(port, (**c).clone(), Instant::ZERO).map_err(RunError::Uplink)?,
+            );
         }
     }
     let uplink_line = uplink.as_ref().map(UplinkPort::describe);

@@ -70,8 +70,9 @@ pub(super) struct PortSpec {
     pub mtu: u32,
     /// What a sim internet host serves.
     pub services: Vec<Service>,
-    /// The uplink's configuration (seed 0), for the uplink's port only.
-    pub uplink: Option<UplinkConfig>,
+    /// The uplink's configuration (seed 0), for the uplink's port only (boxed: every change
+    /// makes a spec per port, and this would more than double each one's size).
+    pub uplink: Option<Box<UplinkConfig>>,
     /// What a VPC's resolver answers, for resolver ports only: a change of names or zones
     /// alone is applied to the running resolver ([`PortSpec::new_view`]).
     pub resolver: Option<ViewRef>,
@@ -188,7 +189,7 @@ pub(super) fn port_specs(
                 mtu: p.mtu,
                 services,
                 uplink: match p.owner {
-                    PortOwner::Uplink => super::uplink_port::config(plan, tables),
+                    PortOwner::Uplink => super::uplink_port::config(plan, tables).map(Box::new),
                     _ => None,
                 },
                 upstreams: match p.owner {
