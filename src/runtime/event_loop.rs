@@ -531,14 +531,20 @@ impl Shell {
         let mut new_sims = Vec::new();
         for (j, slot) in swap.slots.into_iter().enumerate() {
             let id = PortId(j as u32);
-            let mut port = match slot {
+            let port = match slot {
                 Slot::Keep(o) => {
                     if let Some(x) = new_id.get_mut(o.index()) {
                         *x = Some(j);
                     }
-                    old.get_mut(o.index())
+                    let mut kept = old
+                        .get_mut(o.index())
                         .and_then(Option::take)
-                        .unwrap_or(PortSlot::Empty)
+                        .unwrap_or(PortSlot::Empty);
+                    // New ports are made with their id; a kept one learns it when it moved.
+                    if o.index() != j {
+                        kept.renumber(id);
+                    }
+                    kept
                 }
                 Slot::NewTun(t) => PortSlot::Tun(t),
                 Slot::NewSim(spec) => {
@@ -564,17 +570,24 @@ impl Shell {
                 Slot::NewUplink(u) => PortSlot::Uplink(u),
                 Slot::Empty => PortSlot::Empty,
             };
-            port.renumber(id);
             ports.push(port);
         }
         // A port keeps waiting for a kept queue (under its new id); a removed queue ends the wait.
-        for p in &mut ports {
-            if let Some(w) = p.waits_for_mut() {
-                *w = w
-                    .and_then(|e| new_id.get(e.index()).copied().flatten())
-                    .map(|j| PortId(j as u32));
-            }
-        }
+        // Only the ports that waited can (new ones do not).
+        let mut waiting = std::mem::take(&mut self.fwd.waiting);
+        waiting.retain_mut(|i| {
+            let Some(j) = new_id.get(*i as usize).copied().flatten() else {
+                return false;
+            };
+            *i = j as u32;
+            let Some(w) = ports.get_mut(j).and_then(PortSlot::waits_for_mut) else {
+                return false;
+            };
+            *w = w
+                .and_then(|e| new_id.get(e.index()).copied().flatten())
+                .map(|k| PortId(k as u32));
+            w.is_some()
+        });
         // The ports no slot kept: an uplink closes its host sockets and listeners here; TUN
         // devices are closed on a thread of their own, because closing one makes the kernel
         // unregister the device (tens of milliseconds under load), which must not stall the
@@ -589,7 +602,7 @@ impl Shell {
         }
         close_in_background(tuns);
         self.fwd.ports = ports;
-        self.fwd.find_waiting();
+        self.fwd.waiting = waiting;
         // Kept sim ports keep their timers and pending polls under their new ids.
         self.sims.renumber(&new_id);
         let woken = std::mem::take(&mut self.fwd.sims_woken);

@@ -221,7 +221,8 @@ pub(super) struct Forwarding {
     segment: Box<[u8]>,
     /// Sim ports given packets since the loop last polled them (`super::sim_schedule`).
     pub(super) sims_woken: Vec<u32>,
-    /// The ports that wait for an egress queue ([`poll_waits`] looks at these only), each once.
+    /// The ports that wait for an egress queue, each once: [`poll_waits`] looks at these only, and
+    /// a swap renumbers them.
     pub(super) waiting: Vec<u32>,
 }
 
@@ -345,17 +346,6 @@ impl Forwarding {
             *w = Some(egress);
             if matches!(ports[ingress.index()], PortSlot::Uplink(_)) {
                 stats.uplink_paced += 1;
-            }
-        }
-    }
-
-    /// The ports that wait for an egress queue, found again from the ports (after a swap has
-    /// renumbered them).
-    pub(super) fn find_waiting(&mut self) {
-        self.waiting.clear();
-        for (i, p) in self.ports.iter_mut().enumerate() {
-            if p.waits_for_mut().is_some_and(|w| w.is_some()) {
-                self.waiting.push(i as u32);
             }
         }
     }
