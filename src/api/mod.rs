@@ -92,7 +92,8 @@ struct Shared {
 
 /// Binds a Unix socket that appears at `socket` already with mode 0600: it is bound under a
 /// temporary name beside it (`bind` gives it the umask's mode), made private, then renamed into
-/// place, so no client ever finds it with a wider mode. A stale temporary file is replaced.
+/// place, so no client ever finds it with a wider mode. A stale socket or temporary file there
+/// is replaced.
 fn bind_private(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
     let mut temporary = socket.as_os_str().to_owned();
     temporary.push(".new");
@@ -112,9 +113,9 @@ fn bind_private(socket: &Path) -> std::io::Result<tokio::net::UnixListener> {
     Ok(unix)
 }
 
-/// Binds the socket (mode 0600 from its first moment; a stale file there is replaced) and the TCP listener if asked,
-/// opens the journal of `dir` (where `state` was loaded from), and returns the server future,
-/// which serves both until dropped.
+/// Binds the socket ([`bind_private`]: mode 0600 from its first moment, a stale file there
+/// replaced) and the TCP listener if asked, opens the journal of `dir` (where `state` was loaded
+/// from), and returns the server future, which serves both until dropped.
 pub fn serve(
     listen: &Listen,
     state: ControlState,
@@ -125,11 +126,6 @@ pub fn serve(
     let socket = &listen.socket;
     if let Some(parent) = socket.parent() {
         std::fs::create_dir_all(parent)?;
-    }
-    match std::fs::remove_file(socket) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
     }
     let unix = bind_private(socket)?;
     let tcp = match &listen.tcp {

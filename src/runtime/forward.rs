@@ -314,7 +314,10 @@ impl Forwarding {
             Some(PortSlot::Sim(s)) => {
                 let pkt = &buf[HEADROOM..HEADROOM + len];
                 stats.sim_overflows += each_segment(stats, segment, pkt, meta, |p| s.deliver(p));
-                sims_woken.push(egress.0);
+                // A burst to one port is woken once.
+                if sims_woken.last() != Some(&egress.0) {
+                    sims_woken.push(egress.0);
+                }
                 false
             }
             Some(PortSlot::Uplink(u)) => {

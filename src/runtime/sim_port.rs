@@ -202,10 +202,6 @@ impl SimPort {
         self.dirty || self.deadline.is_some_and(|t| t <= now)
     }
 
-    pub fn is_dirty(&self) -> bool {
-        self.dirty
-    }
-
     /// Whether packets it sent wait to be taken ([`SimPort::take_tx`]).
     pub fn has_tx(&self) -> bool {
         self.device.tx_len() > 0

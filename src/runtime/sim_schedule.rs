@@ -88,8 +88,9 @@ impl SimSchedule {
         }
     }
 
-    /// The earliest deadline of any sim port (perhaps a stale one: a wake-up too early, never
-    /// too late); `None` while a rescan is pending, for the caller to treat as "now".
+    /// The earliest deadline in the heap (perhaps a stale one: a wake-up too early, never too
+    /// late). While a rescan is pending the heap is not yet made: the caller wakes at once
+    /// ([`SimSchedule::rescan_pending`]).
     pub fn next(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((t, _))| *t)
     }
