@@ -27,6 +27,7 @@ mod fabric;
 pub mod firewall;
 pub mod gateways;
 pub mod icmp;
+mod index;
 pub mod nat;
 pub mod offload;
 pub mod packet;

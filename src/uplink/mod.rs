@@ -34,6 +34,8 @@ mod expiry;
 mod icmp;
 mod inbox;
 mod packet;
+#[doc(hidden)]
+pub mod packet_fuzz;
 mod splice;
 mod tcp;
 mod udp;

@@ -25,8 +25,8 @@
 use std::hash::BuildHasher;
 use std::time::Duration;
 
+use crate::dataplane::index::ShardedIndex;
 use foldhash::fast::FixedState;
-use hashbrown::HashTable;
 
 use super::{Facts, Kind, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use crate::dataplane::packet::{TCP_FIN, TCP_RST};
@@ -155,7 +155,7 @@ pub struct FlowTable {
     flows: Vec<Flow>,
     free: u32,
     live: u32,
-    index: HashTable<u32>,
+    index: ShardedIndex,
     hasher: FixedState,
     wheel: Wheel,
     config: FlowConfig,
@@ -173,7 +173,7 @@ impl FlowTable {
             flows: Vec::with_capacity(initial),
             free: NONE,
             live: 0,
-            index: HashTable::with_capacity(initial),
+            index: ShardedIndex::new(config.max_flows as usize, initial),
             hasher: FixedState::with_seed(seed),
             wheel: Wheel::new(WHEEL),
             config,
@@ -218,7 +218,7 @@ impl FlowTable {
     pub fn lookup(&mut self, key: &TrackedFlowKey, now: Instant) -> Option<u32> {
         let h = self.hash(key);
         let flows = &self.flows;
-        let i = *self.index.find(h, |&i| flows[i as usize].key() == *key)?;
+        let i = self.index.find(h, |&i| flows[i as usize].key() == *key)?;
         let now = tick(now);
         if self.expiry(&self.flows[i as usize]) <= now {
             self.remove(i);
@@ -351,9 +351,7 @@ impl FlowTable {
     fn remove(&mut self, i: u32) {
         let key = self.flows[i as usize].key();
         let h = self.hash(&key);
-        if let Ok(e) = self.index.find_entry(h, |&j| j == i) {
-            e.remove();
-        }
+        self.index.remove(h, |&j| j == i);
         let slot = &mut self.flows[i as usize];
         slot.flags = FREE;
         slot.last_seen = self.free;
@@ -424,9 +422,7 @@ impl FlowTable {
 
     /// Bytes held (slab, index, wheel), for memory reports.
     pub fn memory_bytes(&self) -> usize {
-        self.flows.capacity() * size_of::<Flow>()
-            + self.index.capacity() * (size_of::<u32>() + 1)
-            + self.wheel.bytes()
+        self.flows.capacity() * size_of::<Flow>() + self.index.bytes() + self.wheel.bytes()
     }
 }
 

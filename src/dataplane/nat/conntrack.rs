@@ -49,7 +49,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use foldhash::fast::FixedState;
-use hashbrown::{HashMap, HashTable};
+
+use crate::dataplane::index::ShardedIndex;
+use hashbrown::HashMap;
 
 use super::alloc::{AllocError, PortAllocator};
 use super::config::{Filtering, NatConfig};
@@ -289,16 +291,16 @@ pub(crate) struct ConnTrack {
     free: u32,
     live: u32,
     max: u32,
-    by_out: HashTable<u32>,
-    by_in: HashTable<u32>,
+    by_out: ShardedIndex,
+    by_in: ShardedIndex,
     maps: Vec<MappingEntry>,
     map_free: u32,
     maps_live: u32,
-    map_by_int: HashTable<u32>,
+    map_by_int: ShardedIndex,
     /// Maintained only when filtering needs it (endpoint-independent or address-dependent):
     /// under address-and-port-dependent filtering no inbound packet can open a session on a
     /// mapping, so the index would cost memory for nothing.
-    map_by_ext: HashTable<u32>,
+    map_by_ext: ShardedIndex,
     index_ext: bool,
     hasher: FixedState,
     wheel: Wheel,
@@ -339,20 +341,6 @@ fn map_hash(h: &FixedState, proto: Proto, ip: u32, port: u16) -> u64 {
     h.hash_one((u64::from(ip) << 24) | (u64::from(port) << 8) | u64::from(proto as u8))
 }
 
-/// Bytes of a `HashTable<u32>` from its capacity (hashbrown: buckets = capacity * 8 / 7, a power
-/// of two; 4 bytes per bucket + 1 control byte, + one group of trailing control bytes).
-fn table_bytes(capacity: usize) -> usize {
-    if capacity == 0 {
-        return 0;
-    }
-    let buckets = if capacity < 7 {
-        capacity + 1
-    } else {
-        (capacity * 8 / 7).next_power_of_two()
-    };
-    buckets * 5 + 16
-}
-
 impl ConnTrack {
     pub(crate) fn new(config: &NatConfig, seed: u64) -> Self {
         let t = &config.timeouts;
@@ -364,13 +352,13 @@ impl ConnTrack {
             free: NONE,
             live: 0,
             max,
-            by_out: HashTable::with_capacity(initial),
-            by_in: HashTable::with_capacity(initial),
+            by_out: ShardedIndex::new(max as usize, initial),
+            by_in: ShardedIndex::new(max as usize, initial),
             maps: Vec::new(),
             map_free: NONE,
             maps_live: 0,
-            map_by_int: HashTable::new(),
-            map_by_ext: HashTable::new(),
+            map_by_int: ShardedIndex::new(max as usize, 0),
+            map_by_ext: ShardedIndex::new(max as usize, 0),
             index_ext: config.filtering != Filtering::AddressAndPortDependent,
             hasher,
             wheel: Wheel::new(WHEEL),
@@ -420,44 +408,38 @@ impl ConnTrack {
     pub(crate) fn lookup_out(&self, proto: Proto, int: (u32, u16), rem: (u32, u16)) -> Option<u32> {
         let h = key_hash(&self.hasher, proto, int.0, int.1, rem.0, rem.1);
         let s = &self.sessions;
-        self.by_out
-            .find(h, |&i| {
-                let x = &s[i as usize];
-                x.int_ip == int.0
-                    && x.rem_ip == rem.0
-                    && x.int_port == int.1
-                    && x.rem_port == rem.1
-                    && x.proto == proto
-            })
-            .copied()
+        self.by_out.find(h, |&i| {
+            let x = &s[i as usize];
+            x.int_ip == int.0
+                && x.rem_ip == rem.0
+                && x.int_port == int.1
+                && x.rem_port == rem.1
+                && x.proto == proto
+        })
     }
 
     /// Inbound lookup: (protocol, external, remote).
     pub(crate) fn lookup_in(&self, proto: Proto, ext: (u32, u16), rem: (u32, u16)) -> Option<u32> {
         let h = key_hash(&self.hasher, proto, ext.0, ext.1, rem.0, rem.1);
         let s = &self.sessions;
-        self.by_in
-            .find(h, |&i| {
-                let x = &s[i as usize];
-                x.ext_ip == ext.0
-                    && x.rem_ip == rem.0
-                    && x.ext_port == ext.1
-                    && x.rem_port == rem.1
-                    && x.proto == proto
-            })
-            .copied()
+        self.by_in.find(h, |&i| {
+            let x = &s[i as usize];
+            x.ext_ip == ext.0
+                && x.rem_ip == rem.0
+                && x.ext_port == ext.1
+                && x.rem_port == rem.1
+                && x.proto == proto
+        })
     }
 
     /// The mapping of an internal endpoint (live or in its reuse delay).
     pub(crate) fn mapping_by_int(&self, proto: Proto, ip: u32, port: u16) -> Option<u32> {
         let h = map_hash(&self.hasher, proto, ip, port);
         let m = &self.maps;
-        self.map_by_int
-            .find(h, |&i| {
-                let x = &m[i as usize];
-                x.int_ip == ip && x.int_port == port && x.proto == proto
-            })
-            .copied()
+        self.map_by_int.find(h, |&i| {
+            let x = &m[i as usize];
+            x.int_ip == ip && x.int_port == port && x.proto == proto
+        })
     }
 
     /// The mapping holding an external endpoint, the EIP given by its allocator slot (always
@@ -468,12 +450,10 @@ impl ConnTrack {
         }
         let h = map_hash(&self.hasher, proto, u32::from(eip), port);
         let m = &self.maps;
-        self.map_by_ext
-            .find(h, |&i| {
-                let x = &m[i as usize];
-                x.eip == eip && x.ext_port == port && x.proto == proto
-            })
-            .copied()
+        self.map_by_ext.find(h, |&i| {
+            let x = &m[i as usize];
+            x.eip == eip && x.ext_port == port && x.proto == proto
+        })
     }
 
     /// Sessions using a mapping (0: in its reuse delay).
@@ -666,20 +646,12 @@ impl ConnTrack {
             return;
         }
         let h = &self.hasher;
-        if let Ok(e) = self
-            .map_by_int
-            .find_entry(map_hash(h, x.proto, x.int_ip, x.int_port), |&i| i == m)
-        {
-            e.remove();
-        }
-        if let Ok(e) = self
-            .map_by_ext
-            .find_entry(map_hash(h, x.proto, u32::from(x.eip), x.ext_port), |&i| {
+        self.map_by_int
+            .remove(map_hash(h, x.proto, x.int_ip, x.int_port), |&i| i == m);
+        self.map_by_ext
+            .remove(map_hash(h, x.proto, u32::from(x.eip), x.ext_port), |&i| {
                 i == m
-            })
-        {
-            e.remove();
-        }
+            });
         alloc.release_slot(x.proto, x.eip, x.ext_port);
         let e = &mut self.maps[m as usize];
         e.live = false;
@@ -839,18 +811,14 @@ impl ConnTrack {
             self.half_open.remove(s.rem_ip);
         }
         let h = &self.hasher;
-        if let Ok(e) = self.by_out.find_entry(
+        self.by_out.remove(
             key_hash(h, s.proto, s.int_ip, s.int_port, s.rem_ip, s.rem_port),
             |&j| j == i,
-        ) {
-            e.remove();
-        }
-        if let Ok(e) = self.by_in.find_entry(
+        );
+        self.by_in.remove(
             key_hash(h, s.proto, s.ext_ip, s.ext_port, s.rem_ip, s.rem_port),
             |&j| j == i,
-        ) {
-            e.remove();
-        }
+        );
         if self.track_owners
             && let Some(u) = self.owners.get_mut(&s.owner)
         {
@@ -1002,14 +970,11 @@ impl ConnTrack {
         if m != NONE {
             let x = self.maps[m as usize];
             let h = &self.hasher;
-            if self.index_ext
-                && let Ok(e) = self
-                    .map_by_ext
-                    .find_entry(map_hash(h, proto, u32::from(x.eip), x.ext_port), |&i| {
+            if self.index_ext {
+                self.map_by_ext
+                    .remove(map_hash(h, proto, u32::from(x.eip), x.ext_port), |&i| {
                         i == m
-                    })
-            {
-                e.remove();
+                    });
             }
             alloc.release_slot(proto, x.eip, x.ext_port);
             alloc.reserve(proto, ext.0, to);
@@ -1029,12 +994,10 @@ impl ConnTrack {
                 continue;
             }
             let h = &self.hasher;
-            if let Ok(e) = self.by_in.find_entry(
+            self.by_in.remove(
                 key_hash(h, proto, s.ext_ip, s.ext_port, s.rem_ip, s.rem_port),
                 |&j| j == i,
-            ) {
-                e.remove();
-            }
+            );
             self.sessions[i as usize].ext_port = to;
             let ss = &self.sessions;
             self.by_in.insert_unique(
@@ -1082,10 +1045,10 @@ impl ConnTrack {
     pub(crate) fn memory_bytes(&self) -> usize {
         self.sessions.capacity() * size_of::<Session>()
             + self.maps.capacity() * size_of::<MappingEntry>()
-            + table_bytes(self.by_out.capacity())
-            + table_bytes(self.by_in.capacity())
-            + table_bytes(self.map_by_int.capacity())
-            + table_bytes(self.map_by_ext.capacity())
+            + self.by_out.bytes()
+            + self.by_in.bytes()
+            + self.map_by_int.bytes()
+            + self.map_by_ext.bytes()
             + self.wheel.bytes()
             + self.owners.allocation_size()
             + self.adf.as_ref().map_or(0, |a| a.allocation_size())
