@@ -203,6 +203,10 @@ pub struct GatewaySnapshot {
     pub refused: u64,
     /// RSTs answered for stale TCP segments (`aws_rst_on_expired`).
     pub rst_replies: u64,
+    /// SYNs the SYN proxy answered with a cookie, making no state (`syn_proxy`).
+    pub syn_cookies: u64,
+    /// Connections the SYN proxy opened to an instance after a valid cookie came back.
+    pub syn_proxied: u64,
     /// Translated packets and their IP bytes, private -> public (`out`) and back (`in`).
     pub packets_out: u64,
     pub bytes_out: u64,
@@ -346,6 +350,8 @@ fn gateway_snapshot(
         early_dropped: 0,
         refused: 0,
         rst_replies: 0,
+        syn_cookies: 0,
+        syn_proxied: 0,
         packets_out: 0,
         bytes_out: 0,
         packets_in: 0,
@@ -367,6 +373,8 @@ fn gateway_snapshot(
         s.early_dropped += c.early_dropped;
         s.refused += c.refused();
         s.rst_replies += c.rst_replies;
+        s.syn_cookies += c.syn_cookies;
+        s.syn_proxied += c.syn_proxied;
         s.packets_out += c.out_packets;
         s.bytes_out += c.out_bytes;
         s.packets_in += c.in_packets;

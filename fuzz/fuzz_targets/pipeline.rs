@@ -4,7 +4,10 @@
 //!
 //! Most steps build a well-formed packet between addresses of the topology (instances, gateways,
 //! EIPs, public hosts) so that routing, SNAT/DNAT, hairpinning, ICMP errors and expiry are
-//! reached; the rest are raw bytes.
+//! reached; the rest are raw bytes. Inputs whose first step has flag 0x80 run on the same
+//! topology with the NAT gateway's SYN proxy on; there a step with flag 0x80 answers the last
+//! SYN-ACK the fabric wrote (its cookie) with the handshake's ACK, so proxied sessions and their
+//! sequence shifting are reached too.
 #![no_main]
 
 use std::net::Ipv4Addr;
@@ -55,13 +58,33 @@ fn meta(step: &Step) -> PacketMeta {
     }
 }
 
-fn tables() -> Arc<Tables> {
-    static T: OnceLock<Arc<Tables>> = OnceLock::new();
-    T.get_or_init(|| {
-        let plan = vpcd::topology::parse("quickstart.toml", TOPOLOGY).expect("bundled topology is valid");
+fn tables(syn_proxy: bool) -> Arc<Tables> {
+    static T: OnceLock<[Arc<Tables>; 2]> = OnceLock::new();
+    let compile = |text: &str| {
+        let plan = vpcd::topology::parse("quickstart.toml", text).expect("bundled topology is valid");
         Arc::new(vpcd::topology::compile::tables(&plan))
-    })
+    };
+    T.get_or_init(|| {
+        let proxied = TOPOLOGY.replace("eips = [\"egress-ip\"]", "eips = [\"egress-ip\"]\n  syn_proxy = true");
+        assert_ne!(proxied, TOPOLOGY, "the quickstart's gateway moved");
+        [compile(TOPOLOGY), compile(&proxied)]
+    })[usize::from(syn_proxy)]
     .clone()
+}
+
+/// The last TCP SYN-ACK the fabric wrote: (its source, source port, destination, destination
+/// port, sequence, acknowledgment).
+type SynAck = (Ipv4Addr, u16, Ipv4Addr, u16, u32, u32);
+
+fn syn_ack_of(pkt: &[u8]) -> Option<SynAck> {
+    let ihl = usize::from(pkt.first()? & 0x0f) * 4;
+    let t = pkt.get(ihl..ihl + 20)?;
+    if pkt[9] != 6 || t[13] & 0x12 != 0x12 {
+        return None;
+    }
+    let addr = |at: usize| Ipv4Addr::new(pkt[at], pkt[at + 1], pkt[at + 2], pkt[at + 3]);
+    let rd32 = |at: usize| u32::from_be_bytes([t[at], t[at + 1], t[at + 2], t[at + 3]]);
+    Some((addr(12), u16::from_be_bytes([t[0], t[1]]), addr(16), u16::from_be_bytes([t[2], t[3]]), rd32(4), rd32(8)))
 }
 
 fn pool(t: &Tables) -> Vec<Ipv4Addr> {
@@ -87,12 +110,28 @@ fn ipv4(buf: &mut Vec<u8>, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ttl: u8, fla
 }
 
 fn transport(proto: u8, sport: u16, dport: u16, flags: u8, payload: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    transport_seq(proto, sport, dport, flags, payload, src, dst, (1, 0))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn transport_seq(
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    (seq, ack): (u32, u32),
+) -> Vec<u8> {
     let mut l4 = Vec::new();
     match proto {
         6 => {
             l4.extend_from_slice(&sport.to_be_bytes());
             l4.extend_from_slice(&dport.to_be_bytes());
-            l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags & 0x3f, 0xff, 0xff, 0, 0, 0, 0]);
+            l4.extend_from_slice(&seq.to_be_bytes());
+            l4.extend_from_slice(&ack.to_be_bytes());
+            l4.extend_from_slice(&[0x50, flags & 0x3f, 0xff, 0xff, 0, 0, 0, 0]);
         }
         17 => {
             l4.extend_from_slice(&sport.to_be_bytes());
@@ -148,7 +187,9 @@ fn build(step: &Step, addrs: &[Ipv4Addr]) -> Vec<u8> {
 }
 
 fuzz_target!(|steps: Vec<Step>| {
-    let tables = tables();
+    let proxied = steps.first().is_some_and(|s| s.flags & 0x80 != 0);
+    let tables = tables(proxied);
+    let mut last_syn_ack: Option<SynAck> = None;
     let addrs = pool(&tables);
     let mut fabric = Fabric::new(tables.clone());
     let mut now = Instant::ZERO;
@@ -159,7 +200,19 @@ fuzz_target!(|steps: Vec<Step>| {
             fabric.handle_timeout(now);
         }
         let port = PortId(u32::from(step.port) % (nports + 1));
-        let mut buf = if step.raw { step.bytes.clone() } else { build(step, &addrs) };
+        let mut buf = match last_syn_ack {
+            // The handshake's ACK (with payload, by the step's flags) to the last SYN-ACK.
+            Some((from, fport, to, tport, seq, ack)) if proxied && step.flags & 0x80 != 0 && !step.raw => {
+                let payload = &step.bytes[..step.bytes.len().min(64)];
+                let flags = 0x10 | (step.flags & 0x09);
+                let mut pkt = Vec::new();
+                let l4 = transport_seq(6, tport, fport, flags, payload, to, from, (ack, seq.wrapping_add(1)));
+                ipv4(&mut pkt, to, from, 6, step.ttl.max(2), 0x40, &l4);
+                pkt
+            }
+            _ if step.raw => step.bytes.clone(),
+            _ => build(step, &addrs),
+        };
         let len = buf.len();
         buf.resize(len.max(MIN_BUFFER) + 32, 0);
         match fabric.handle_meta(now, port, &mut buf, len, meta(step)) {
@@ -181,6 +234,7 @@ fuzz_target!(|steps: Vec<Step>| {
             Verdict::Reply { len, .. } => {
                 assert!(len <= buf.len());
                 assert!(len >= 20);
+                last_syn_ack = syn_ack_of(&buf[..len]).or(last_syn_ack);
                 let header_len = usize::from(buf[0] & 0x0f) * 4;
                 assert_eq!(checksum::checksum(&buf[..header_len]), 0, "emitted IPv4 header checksum");
             }

@@ -13,7 +13,7 @@
 //! | `vpcd_uptime_seconds` | gauge | |
 //! | `vpcd_nat_active_connections`, `vpcd_nat_half_open_connections`, `vpcd_nat_mappings` | gauge | vpc, gateway |
 //! | `vpcd_nat_capacity_connections` | gauge | vpc, gateway (NAT gateways only) |
-//! | `vpcd_nat_connection_attempts_total`, `vpcd_nat_connections_established_total`, `vpcd_nat_port_allocation_errors_total`, `vpcd_nat_idle_timeouts_total`, `vpcd_nat_early_drops_total`, `vpcd_nat_refused_total`, `vpcd_nat_rst_replies_total` | counter | vpc, gateway |
+//! | `vpcd_nat_connection_attempts_total`, `vpcd_nat_connections_established_total`, `vpcd_nat_port_allocation_errors_total`, `vpcd_nat_idle_timeouts_total`, `vpcd_nat_early_drops_total`, `vpcd_nat_refused_total`, `vpcd_nat_rst_replies_total`, `vpcd_nat_syn_cookies_total`, `vpcd_nat_syn_proxied_total` | counter | vpc, gateway |
 //! | `vpcd_nat_packets_total`, `vpcd_nat_bytes_total` | counter | vpc, gateway, direction |
 //! | `vpcd_nat_drops_total` | counter | vpc, gateway, reason |
 //! | `vpcd_port_packets_total`, `vpcd_port_bytes_total` | counter | endpoint, direction |
@@ -141,7 +141,7 @@ fn nat(b: &mut Builder, gateways: &[GatewaySnapshot]) {
         "Most sessions the gateway's connection tables hold (max_entries over its pools)",
     );
     type Field = fn(&GatewaySnapshot) -> u64;
-    let plain: [(&str, &str, Field); 7] = [
+    let plain: [(&str, &str, Field); 9] = [
         (
             "nat_connection_attempts",
             "New flows tried through the gateway, refused ones included",
@@ -174,6 +174,16 @@ fn nat(b: &mut Builder, gateways: &[GatewaySnapshot]) {
             "nat_rst_replies",
             "RSTs answered for TCP segments without a session",
             |g| g.rst_replies,
+        ),
+        (
+            "nat_syn_cookies",
+            "SYNs the SYN proxy answered with a cookie, making no state",
+            |g| g.syn_cookies,
+        ),
+        (
+            "nat_syn_proxied",
+            "Connections the SYN proxy opened to an instance after a valid cookie",
+            |g| g.syn_proxied,
         ),
     ];
     let families: Vec<(Family<GatewayLabels, Counter>, Field)> = plain
@@ -553,6 +563,8 @@ mod tests {
                     early_dropped: 0,
                     refused: 3,
                     rst_replies: 0,
+                    syn_cookies: 0,
+                    syn_proxied: 0,
                     packets_out: 10,
                     bytes_out: 1000,
                     packets_in: 8,
@@ -574,6 +586,8 @@ mod tests {
                     early_dropped: 0,
                     refused: 0,
                     rst_replies: 0,
+                    syn_cookies: 0,
+                    syn_proxied: 0,
                     packets_out: 1,
                     bytes_out: 60,
                     packets_in: 0,

@@ -53,6 +53,9 @@ nat_drops! {
     FragmentOutOfOrder => "nat_fragment_out_of_order", "a non-first fragment arrived before its first fragment was translated";
     FragmentTableFull => "nat_fragment_table_full", "the fragment-tracking table is full";
     Conflict => "nat_conflict", "the new flow's addresses collide with an existing session";
+    SynProxyCookie => "nat_syn_proxy_cookie", "an ACK to a SYN-proxied DNAT port with no session and no valid cookie (a forged, stale or flooded handshake)";
+    SynProxyPending => "nat_syn_proxy_pending", "a segment of a SYN-proxied connection while the instance has not answered the proxy's SYN yet (the client sends it again)";
+    SynProxyHeld => "nat_syn_proxy_held", "the client's first early segment of a SYN-proxied connection: kept, and sent to the instance with the handshake's last ACK (not lost)";
 }
 
 impl fmt::Display for NatDrop {
@@ -159,6 +162,9 @@ drop_reasons! {
         NatFragmentOutOfOrder => FragmentOutOfOrder;
         NatFragmentTableFull => FragmentTableFull;
         NatConflict => Conflict;
+        NatSynProxyCookie => SynProxyCookie;
+        NatSynProxyPending => SynProxyPending;
+        NatSynProxyHeld => SynProxyHeld;
     }
 }
 

@@ -601,7 +601,11 @@ fn after_outbound(
     let verdict = match outcome {
         // The source is now public (the header was read again); the destination is unchanged.
         Ok(Translated::Forward { .. }) => return on_public_segment(pkt, false),
-        Ok(Translated::ReplyRst { len }) => Verdict::Reply {
+        Ok(Translated::Rebuilt { len, .. }) => {
+            pkt.rebuilt(len);
+            return on_public_segment(pkt, false);
+        }
+        Ok(Translated::ReplyRst { len } | Translated::Reply { len }) => Verdict::Reply {
             port: pkt.ingress,
             len,
         },
@@ -663,15 +667,20 @@ fn enter_vpc(
             let Some(core) = vpc.cores.pool(gateway, pool) else {
                 return Verdict::Drop(DropReason::UnboundEip);
             };
-            pkt.translate_in(core)
+            pkt.translate_in(core, from_public)
         }
-        EipTarget::OneToOne { .. } => pkt.translate_in(&mut vpc.cores.igw),
+        EipTarget::OneToOne { .. } => pkt.translate_in(&mut vpc.cores.igw, from_public),
     };
     match outcome {
         Ok(Translated::Forward { internal, .. }) => {
             deliver_into_vpc(pkt, vpc, internal, pending, quote.map(|q| (q, dst)))
         }
-        Ok(Translated::ReplyRst { len }) => Verdict::Reply {
+        // The SYN proxy's SYN to the instance (its handshake with the client is complete).
+        Ok(Translated::Rebuilt { len, internal, .. }) => {
+            pkt.rebuilt(len);
+            deliver_into_vpc(pkt, vpc, internal, pending, None)
+        }
+        Ok(Translated::ReplyRst { len } | Translated::Reply { len }) => Verdict::Reply {
             port: pkt.ingress,
             len,
         },
@@ -766,22 +775,35 @@ impl Packet<'_> {
         ))
     }
 
-    /// Outbound translation by `core` (its source address and port change).
+    /// Outbound translation by `core` (its source address and port change). The whole buffer
+    /// goes along: a packet the gateway writes back may be longer than this one.
     fn translate_out(&mut self, core: &mut NatGateway) -> Result<Translated, NatDrop> {
         let h = &self.header;
-        let buf = &mut self.buf[..h.total_len()];
-        let outcome = core.outbound_checked(self.now, self.ingress.0, buf, h.csum);
+        let outcome =
+            core.outbound_in_buffer(self.now, self.ingress.0, self.buf, h.total_len(), h.csum);
         self.rewritten(&outcome);
         outcome
     }
 
-    /// Inbound translation by `core` (its destination address and port change).
-    fn translate_in(&mut self, core: &mut NatGateway) -> Result<Translated, NatDrop> {
+    /// Inbound translation by `core` (its destination address and port change); `from_public`
+    /// lets the SYN proxy answer the sender directly.
+    fn translate_in(
+        &mut self,
+        core: &mut NatGateway,
+        from_public: bool,
+    ) -> Result<Translated, NatDrop> {
         let h = &self.header;
-        let buf = &mut self.buf[..h.total_len()];
-        let outcome = core.inbound_checked(self.now, buf, h.csum);
+        let outcome =
+            core.inbound_in_buffer(self.now, self.buf, h.total_len(), h.csum, from_public);
         self.rewritten(&outcome);
         outcome
+    }
+
+    /// After the gateway wrote a new packet of `len` bytes in place of this one (complete
+    /// checksums, no offload): its header is read again.
+    fn rebuilt(&mut self, len: usize) {
+        let view = Ipv4Packet::new_unchecked(&self.buf[..len]);
+        self.header = Header::of(&view, PacketMeta::COMPLETE);
     }
 
     /// After a translation rewrote the packet (same lengths, checked already): the addresses

@@ -800,6 +800,10 @@ pub struct NatGateway {
     /// Answer a packet of an expired TCP flow with a RST (the `aws` default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rst_on_expired: Option<Spanned<bool>>,
+    /// Answer the outside's SYNs to DNAT rules with SYN cookies: no state until the handshake
+    /// completes (off by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_proxy: Option<Spanned<bool>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<NatTimeouts>,
 }

@@ -238,7 +238,7 @@ mod tests {
         fn the_packet_builders_hold_for_valid_headers(
             params in proptest::collection::vec(any::<u8>(), 12),
             proto in prop_oneof![Just(1u8), Just(6u8), Just(17u8)],
-            body in proptest::collection::vec(any::<u8>(), 8..3000),
+            body in proptest::collection::vec(any::<u8>(), 20..3000),
         ) {
             let total = 20 + body.len();
             let mut p = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0, 0, 64, proto, 0, 0,

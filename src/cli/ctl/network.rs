@@ -614,6 +614,9 @@ pub struct NatBehaviour {
     /// Answer a packet of an expired TCP flow with a RST.
     #[arg(long, value_name = "BOOL")]
     rst_on_expired: Option<bool>,
+    /// Answer the outside's SYNs to DNAT rules with SYN cookies.
+    #[arg(long, value_name = "BOOL")]
+    syn_proxy: Option<bool>,
 }
 
 impl NatBehaviour {
@@ -647,6 +650,7 @@ impl NatBehaviour {
             ("early_drop", json!(self.early_drop)),
             ("on_refuse", json!(self.on_refuse)),
             ("rst_on_expired", json!(self.rst_on_expired)),
+            ("syn_proxy", json!(self.syn_proxy)),
         ]
     }
 }

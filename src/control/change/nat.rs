@@ -76,6 +76,10 @@ pub struct AddNatGateway {
     /// Answer a packet of an expired TCP flow with a RST (the `aws` default).
     #[serde(default)]
     pub rst_on_expired: Option<bool>,
+    /// Answer the outside's SYNs to DNAT rules with SYN cookies (no state until the handshake
+    /// completes).
+    #[serde(default)]
+    pub syn_proxy: Option<bool>,
     #[serde(default)]
     pub timeouts: Option<NatTimeoutsSpec>,
 }
@@ -269,6 +273,7 @@ impl AddNatGateway {
             early_drop: self.early_drop.map(sp),
             on_refuse: self.on_refuse.map(sp),
             rst_on_expired: self.rst_on_expired.map(sp),
+            syn_proxy: self.syn_proxy.map(sp),
             timeouts: self.timeouts.as_ref().map(NatTimeoutsSpec::to_model),
         }
     }

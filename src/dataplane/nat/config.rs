@@ -193,6 +193,11 @@ pub struct NatConfig {
     /// AWS behaviour: an outbound TCP packet that is not a SYN and has no session (typically the
     /// 350 s idle timeout expired it) is answered with a RST to the internal host.
     pub aws_rst_on_expired: bool,
+    /// Answer the outside's SYNs to DNAT rules with SYN cookies (`super::synproxy`): no session
+    /// exists until the client completes its handshake, then the gateway opens the connection to
+    /// the instance itself. A SYN flood then makes no state at all and never reaches the
+    /// instance. Off by default (the proxied connection runs without TCP timestamps).
+    pub syn_proxy: bool,
     /// Inbound packets refresh a session's idle timer too (RFC 4787 REQ-6 makes outbound refresh
     /// mandatory, inbound optional; real cloud NATs refresh both ways).
     pub inbound_refresh: bool,
@@ -222,6 +227,7 @@ impl NatConfig {
             early_drop_transitory: false,
             icmp_prohibited_on_full: false,
             aws_rst_on_expired: false,
+            syn_proxy: false,
             inbound_refresh: true,
             fragment_entries: 4096,
             fragment_timeout: Duration::from_secs(30),

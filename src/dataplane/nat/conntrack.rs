@@ -50,6 +50,7 @@ use std::time::Duration;
 
 use foldhash::fast::FixedState;
 
+use super::synproxy::Proxied;
 use crate::dataplane::index::ShardedIndex;
 use hashbrown::HashMap;
 
@@ -328,6 +329,9 @@ pub(crate) struct ConnTrack {
     early_cursor: u32,
     /// Early-dropped sessions since creation.
     pub(crate) early_dropped: u64,
+    /// What the SYN proxy keeps of the sessions it opened, by session index (empty unless the
+    /// gateway proxies SYNs, so other gateways pay one emptiness check per packet).
+    proxied: HashMap<u32, Proxied, FixedState>,
 }
 
 fn key_hash(h: &FixedState, proto: Proto, a_ip: u32, a_port: u16, b_ip: u32, b_port: u16) -> u64 {
@@ -383,6 +387,7 @@ impl ConnTrack {
             inbound_refresh: config.inbound_refresh,
             early_cursor: 0,
             early_dropped: 0,
+            proxied: HashMap::with_hasher(FixedState::with_seed(seed.rotate_left(47))),
         }
     }
 
@@ -402,6 +407,32 @@ impl ConnTrack {
 
     pub(crate) fn mapping(&self, m: u32) -> &MappingEntry {
         &self.maps[m as usize]
+    }
+
+    /// The SYN proxy's record of session `i`, when the proxy opened it.
+    #[inline]
+    pub(crate) fn proxied(&self, i: u32) -> Option<&Proxied> {
+        if self.proxied.is_empty() {
+            return None;
+        }
+        self.proxied.get(&i)
+    }
+
+    pub(crate) fn proxied_mut(&mut self, i: u32) -> Option<&mut Proxied> {
+        self.proxied.get_mut(&i)
+    }
+
+    /// Records what the SYN proxy keeps of the session it just opened (`i`), whose client has
+    /// completed its handshake: the session is not half-open.
+    pub(crate) fn set_proxied(&mut self, i: u32, p: Proxied) {
+        let s = &mut self.sessions[i as usize];
+        let held = s.holds_half_open();
+        s.created |= REMOTE_ACKED;
+        if held && !s.holds_half_open() {
+            let ip = s.rem_ip;
+            self.half_open.remove(ip);
+        }
+        self.proxied.insert(i, p);
     }
 
     /// Outbound lookup: (protocol, internal, remote).
@@ -810,6 +841,9 @@ impl ConnTrack {
         if s.holds_half_open() {
             self.half_open.remove(s.rem_ip);
         }
+        if !self.proxied.is_empty() {
+            self.proxied.remove(&i);
+        }
         let h = &self.hasher;
         self.by_out.remove(
             key_hash(h, s.proto, s.int_ip, s.int_port, s.rem_ip, s.rem_port),
@@ -1049,6 +1083,7 @@ impl ConnTrack {
             + self.by_in.bytes()
             + self.map_by_int.bytes()
             + self.map_by_ext.bytes()
+            + self.proxied.capacity() * (size_of::<(u32, Proxied)>() + 1)
             + self.wheel.bytes()
             + self.owners.allocation_size()
             + self.adf.as_ref().map_or(0, |a| a.allocation_size())

@@ -36,6 +36,7 @@ pub mod config;
 pub mod conntrack;
 pub mod frag;
 mod sources;
+pub(crate) mod synproxy;
 pub mod translate;
 
 use std::net::Ipv4Addr;
@@ -50,6 +51,7 @@ use config::{Filtering, Mapping, NatConfig};
 use conntrack::{ConnTrack, NONE, NewSession, TCP_ACK, TCP_RST, TCP_SYN, tick};
 use frag::{FragKey, FragTable};
 use sources::SourceLimiter;
+use synproxy::{Phase, Proxied};
 use translate::{AddrField, Frag, L4, Parsed};
 
 pub use super::drop::NatDrop;
@@ -111,6 +113,19 @@ pub enum Translated {
     /// (`aws_rst_on_expired`) `buf[..len]` now holds a TCP RST to the internal host, to be sent
     /// back towards it instead of forwarding the original segment.
     ReplyRst { len: usize },
+    /// (`syn_proxy`) `buf[..len]` now holds a packet the SYN proxy wrote back to the sender: a
+    /// SYN-ACK with a cookie to an outside client, or the ACK that completes an instance's
+    /// handshake (with the client's first early segment, if one came).
+    Reply { len: usize },
+    /// (`syn_proxy`) `buf[..len]` now holds the SYN the proxy opens the connection to the
+    /// instance with (a client returned a valid cookie), translated like [`Translated::Forward`]:
+    /// forward it; its length is not the packet's that came in.
+    Rebuilt {
+        len: usize,
+        internal: Ipv4Addr,
+        external: Ipv4Addr,
+        owner: u32,
+    },
 }
 
 /// A static DNAT (port forwarding) rule: inbound flows to `external` go to `internal`.
@@ -157,6 +172,10 @@ pub struct NatCounters {
     pub in_bytes: u64,
     /// RSTs written for stale TCP flows (`aws_rst_on_expired`).
     pub rst_replies: u64,
+    /// SYNs the SYN proxy answered with a cookie (no state made).
+    pub syn_cookies: u64,
+    /// Connections the SYN proxy opened to an instance after a client returned a valid cookie.
+    pub syn_proxied: u64,
     drops: [u64; NatDrop::COUNT],
 }
 
@@ -206,6 +225,8 @@ impl Default for NatCounters {
             in_packets: 0,
             in_bytes: 0,
             rst_replies: 0,
+            syn_cookies: 0,
+            syn_proxied: 0,
             drops: [0; NatDrop::COUNT],
         }
     }
@@ -229,6 +250,8 @@ pub struct NatGateway {
     one_to_one_by_int: HashMap<u32, u32, FixedState>,
     /// New inbound flows per outside source per second.
     sources: SourceLimiter,
+    /// The SYN proxy's cookie key (used only with `syn_proxy`).
+    cookies: synproxy::Cookies,
     counters: NatCounters,
 }
 
@@ -271,6 +294,7 @@ impl NatGateway {
             one_to_one_by_eip: HashMap::with_hasher(FixedState::with_seed(seed ^ 2)),
             one_to_one_by_int: HashMap::with_hasher(FixedState::with_seed(seed ^ 3)),
             sources: SourceLimiter::new(config.per_source_new_per_sec, seed ^ 4),
+            cookies: synproxy::Cookies::new(seed ^ 5),
             counters: NatCounters::default(),
             config,
         })
@@ -290,7 +314,9 @@ impl NatGateway {
         owner: u32,
         pkt: &mut [u8],
     ) -> Result<Translated, NatDrop> {
-        let r = translate::parse(pkt).and_then(|p| self.outbound_inner(tick(now), owner, pkt, &p));
+        let len = pkt.len();
+        let r =
+            translate::parse(pkt).and_then(|p| self.outbound_inner(tick(now), owner, pkt, len, &p));
         self.account(r, Dir::Out, pkt)
     }
 
@@ -304,15 +330,34 @@ impl NatGateway {
         pkt: &mut [u8],
         csum: L4Checksum,
     ) -> Result<Translated, NatDrop> {
+        let len = pkt.len();
         let r = translate::from_view(&Ipv4Packet::new_unchecked(&*pkt), csum)
-            .and_then(|p| self.outbound_inner(tick(now), owner, pkt, &p));
+            .and_then(|p| self.outbound_inner(tick(now), owner, pkt, len, &p));
         self.account(r, Dir::Out, pkt)
+    }
+
+    /// [`NatGateway::outbound_checked`] for the packet `buf[..len]` in a longer buffer, which
+    /// packets the gateway writes back may fill (the SYN proxy completes an instance's handshake
+    /// with the client's first early segment).
+    pub fn outbound_in_buffer(
+        &mut self,
+        now: Instant,
+        owner: u32,
+        buf: &mut [u8],
+        len: usize,
+        csum: L4Checksum,
+    ) -> Result<Translated, NatDrop> {
+        let r = translate::from_view(&Ipv4Packet::new_unchecked(&buf[..len]), csum)
+            .and_then(|p| self.outbound_inner(tick(now), owner, buf, len, &p));
+        self.account(r, Dir::Out, buf)
     }
 
     /// Translates a public -> private packet addressed to one of the gateway's addresses: an
     /// existing session, a DNAT rule, a mapping whose filtering admits the sender, or a 1:1 EIP.
     pub fn inbound(&mut self, now: Instant, pkt: &mut [u8]) -> Result<Translated, NatDrop> {
-        let r = translate::parse(pkt).and_then(|p| self.inbound_inner(tick(now), pkt, &p));
+        let len = pkt.len();
+        let r =
+            translate::parse(pkt).and_then(|p| self.inbound_inner(tick(now), pkt, len, &p, false));
         self.account(r, Dir::In, pkt)
     }
 
@@ -324,9 +369,27 @@ impl NatGateway {
         pkt: &mut [u8],
         csum: L4Checksum,
     ) -> Result<Translated, NatDrop> {
+        let len = pkt.len();
         let r = translate::from_view(&Ipv4Packet::new_unchecked(&*pkt), csum)
-            .and_then(|p| self.inbound_inner(tick(now), pkt, &p));
+            .and_then(|p| self.inbound_inner(tick(now), pkt, len, &p, false));
         self.account(r, Dir::In, pkt)
+    }
+
+    /// [`NatGateway::inbound_checked`] for the packet `buf[..len]` in a longer buffer (see
+    /// [`NatGateway::outbound_in_buffer`]). `from_public`: it comes from an outside sender, not
+    /// hairpinned from a VPC, so the SYN proxy (`syn_proxy`) may answer it: it answers only
+    /// where its reply can go straight back to the sender.
+    pub fn inbound_in_buffer(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        csum: L4Checksum,
+        from_public: bool,
+    ) -> Result<Translated, NatDrop> {
+        let r = translate::from_view(&Ipv4Packet::new_unchecked(&buf[..len]), csum)
+            .and_then(|p| self.inbound_inner(tick(now), buf, len, &p, from_public));
+        self.account(r, Dir::In, buf)
     }
 
     fn account(
@@ -336,8 +399,9 @@ impl NatGateway {
         pkt: &[u8],
     ) -> Result<Translated, NatDrop> {
         match r {
-            Ok(Translated::Forward { .. }) => {
-                // A translated packet was checked (and its length kept): its header is there.
+            Ok(Translated::Forward { .. } | Translated::Rebuilt { .. }) => {
+                // A translated packet was checked (and its length kept, or rebuilt whole): its
+                // header is there.
                 let len = u64::from(Ipv4Packet::new_unchecked(pkt).total_len());
                 let c = &mut self.counters;
                 match dir {
@@ -352,6 +416,7 @@ impl NatGateway {
                 }
             }
             Ok(Translated::ReplyRst { .. }) => self.counters.rst_replies += 1,
+            Ok(Translated::Reply { .. }) => {}
             Err(d) => self.counters.drops[d.index()] += 1,
         }
         r
@@ -458,31 +523,39 @@ impl NatGateway {
         &mut self,
         now: u32,
         owner: u32,
-        pkt: &mut [u8],
+        buf: &mut [u8],
+        len: usize,
         p: &Parsed,
     ) -> Result<Translated, NatDrop> {
         if p.frag == Frag::Later {
-            return self.later_fragment(pkt, p, Dir::Out, now);
+            return self.later_fragment(&mut buf[..len], p, Dir::Out, now);
         }
         if !self.one_to_one_by_int.is_empty()
             && let Some(eip) = self.one_to_one_by_int.get(&p.src).copied()
         {
-            return self.one_to_one(pkt, p, Dir::Out, eip, now);
+            return self.one_to_one(&mut buf[..len], p, Dir::Out, eip, now);
         }
         if p.is_icmp_error() {
-            return self.error_out(pkt, p);
+            return self.error_out(&mut buf[..len], p);
         }
         let (lport, rport) = p.ports(Dir::Out);
         let int = (p.src, lport);
         let rem = (p.dst, rport);
         let found = self.ct.lookup_out(p.proto, int, rem);
         let i = match self.live(found, now) {
+            Some(i) if self.ct.proxied(i).is_some() => {
+                if let Some(reply) = self.proxy_out(i, buf, len, p, now)? {
+                    return Ok(reply);
+                }
+                i
+            }
             Some(i) => i,
-            None => match self.new_outbound(pkt, p, owner, int, rem, now)? {
+            None => match self.new_outbound(&mut buf[..len], p, owner, int, rem, now)? {
                 Ok(i) => i,
                 Err(rst) => return Ok(rst),
             },
         };
+        let pkt = &mut buf[..len];
         let s = *self.ct.session(i);
         self.record_fragment(p, Dir::Out, s.ext_ip, now)?;
         translate::rewrite(pkt, p, AddrField::Src, s.ext_ip, s.ext_port);
@@ -560,25 +633,39 @@ impl NatGateway {
     fn inbound_inner(
         &mut self,
         now: u32,
-        pkt: &mut [u8],
+        buf: &mut [u8],
+        len: usize,
         p: &Parsed,
+        from_public: bool,
     ) -> Result<Translated, NatDrop> {
         if p.frag == Frag::Later {
-            return self.later_fragment(pkt, p, Dir::In, now);
+            return self.later_fragment(&mut buf[..len], p, Dir::In, now);
         }
         if !self.one_to_one_by_eip.is_empty()
             && let Some(int) = self.one_to_one_by_eip.get(&p.dst).copied()
         {
-            return self.one_to_one(pkt, p, Dir::In, int, now);
+            return self.one_to_one(&mut buf[..len], p, Dir::In, int, now);
         }
         if p.is_icmp_error() {
-            return self.error_in(pkt, p);
+            return self.error_in(&mut buf[..len], p);
         }
         let (lport, rport) = p.ports(Dir::In);
         let ext = (p.dst, lport);
         let rem = (p.src, rport);
         let found = self.ct.lookup_in(p.proto, ext, rem);
         let i = match self.live(found, now) {
+            Some(i) if self.ct.proxied(i).is_some() => {
+                if p.tcp_flags() & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                    // A new connection on the 5-tuple of a proxied one: cookies again.
+                    self.ct.remove(i, now, &mut self.alloc);
+                    return self.proxy_open(buf, len, p, ext, rem, now);
+                }
+                self.proxy_in(i, &mut buf[..len], p)?;
+                i
+            }
+            None if from_public && self.proxies(p, ext) => {
+                return self.proxy_open(buf, len, p, ext, rem, now);
+            }
             // A SYN again on a session the remote opened and never completed (a retransmission,
             // or a flood that came round to the same source port), or a new connection on a
             // closed session's 5-tuple: one more attempt against the source's budgets, so a
@@ -597,6 +684,7 @@ impl NatGateway {
             Some(i) => i,
             None => self.new_inbound(p, ext, rem, now)?,
         };
+        let pkt = &mut buf[..len];
         let s = *self.ct.session(i);
         self.record_fragment(p, Dir::In, s.int_ip, now)?;
         translate::rewrite(pkt, p, AddrField::Dst, s.int_ip, s.int_port);
@@ -606,6 +694,169 @@ impl NatGateway {
             external: v4(s.ext_ip),
             owner: s.owner,
         })
+    }
+
+    /// Whether the SYN proxy answers this inbound packet without a session: the gateway proxies,
+    /// and it is a whole TCP segment to a DNAT rule's address and port.
+    fn proxies(&self, p: &Parsed, ext: (u32, u16)) -> bool {
+        self.config.syn_proxy
+            && p.proto == Proto::Tcp
+            && p.frag == Frag::Whole
+            && self.dnat.contains_key(&(Proto::Tcp, ext.0, ext.1))
+    }
+
+    /// The SYN proxy, for a segment without a session to a DNAT rule: a SYN is answered with a
+    /// cookie and forgotten; an ACK returning a valid cookie opens the session (the budgets of a
+    /// new inbound flow apply, not the half-open one: the client has completed its handshake)
+    /// and becomes the SYN to the instance.
+    fn proxy_open(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+        ext: (u32, u16),
+        rem: (u32, u16),
+        now: u32,
+    ) -> Result<Translated, NatDrop> {
+        let (t, flags) = (p.ihl, p.tcp_flags());
+        let tuple = (rem.0, rem.1, ext.0, ext.1);
+        let pkt = &mut buf[..len];
+        let (seq, ack) = (synproxy::seq(pkt, t), synproxy::ack(pkt, t));
+        if flags & (TCP_SYN | TCP_ACK | TCP_RST | crate::dataplane::packet::TCP_FIN) == TCP_SYN {
+            let o = synproxy::syn_options(synproxy::tcp_options(pkt, t));
+            let cookie = self.cookies.make(tuple, seq, now, o);
+            let n = synproxy::write_syn_ack(pkt, t, cookie).ok_or(NatDrop::Malformed)?;
+            self.counters.syn_cookies += 1;
+            return Ok(Translated::Reply { len: n });
+        }
+        if flags & (TCP_SYN | TCP_RST | TCP_ACK) != TCP_ACK {
+            return Err(NatDrop::NoMapping);
+        }
+        let (isn, cookie) = (seq.wrapping_sub(1), ack.wrapping_sub(1));
+        let Some(o) = self.cookies.check(tuple, isn, cookie, now) else {
+            return Err(NatDrop::SynProxyCookie);
+        };
+        let Some(target) = self.dnat.get(&(Proto::Tcp, ext.0, ext.1)).copied() else {
+            return Err(NatDrop::NoMapping);
+        };
+        if buf.len() < synproxy::SYN_LEN {
+            return Err(NatDrop::Malformed);
+        }
+        self.counters.attempts += 1;
+        if self.ct.lookup_out(Proto::Tcp, target.int, rem).is_some() {
+            return Err(NatDrop::Conflict);
+        }
+        if !self.sources.admit(rem.0, now) {
+            return Err(NatDrop::SourceRate);
+        }
+        self.ct.admit(target.owner, now, &mut self.alloc, true)?;
+        let pkt = &buf[..len];
+        let early = synproxy::has_payload(pkt, t) && len <= synproxy::HELD_MAX;
+        let st = Proxied {
+            cookie,
+            client_isn: isn,
+            client_window: synproxy::window(pkt, t),
+            proxy_ws: o.wscale.map(|_| synproxy::PROXY_WSCALE),
+            phase: Phase::Opening {
+                held: early.then(|| pkt.into()),
+            },
+        };
+        let n = synproxy::write_syn(buf, t, &st, o).ok_or(NatDrop::Malformed)?;
+        let i = self.ct.insert(
+            NewSession {
+                proto: Proto::Tcp,
+                int: target.int,
+                ext,
+                rem,
+                owner: target.owner,
+                mapping: NONE,
+                opened_in: true,
+            },
+            now,
+        );
+        self.counters.created += 1;
+        self.counters.syn_proxied += 1;
+        self.ct.touch(i, Dir::In, TCP_SYN, n, now);
+        self.ct.set_proxied(i, st);
+        let pkt = &mut buf[..n];
+        let q = translate::parse(pkt)?;
+        translate::rewrite(pkt, &q, AddrField::Dst, target.int.0, target.int.1);
+        Ok(Translated::Rebuilt {
+            len: n,
+            internal: v4(target.int.0),
+            external: v4(ext.0),
+            owner: target.owner,
+        })
+    }
+
+    /// Client -> instance on a proxied session: shifted into the instance's sequence space once
+    /// both halves are open; before that, the first early segment is kept and the rest dropped
+    /// (a RST passes: the client gave up).
+    fn proxy_in(&mut self, i: u32, pkt: &mut [u8], p: &Parsed) -> Result<(), NatDrop> {
+        let complete = p.csum == L4Checksum::Complete;
+        let Some(st) = self.ct.proxied_mut(i) else {
+            return Ok(());
+        };
+        match &mut st.phase {
+            Phase::Open { .. } => {
+                synproxy::shift_in(pkt, p.ihl, st, complete);
+                Ok(())
+            }
+            Phase::Opening { .. } if p.tcp_flags() & TCP_RST != 0 => Ok(()),
+            Phase::Opening { held } => {
+                if held.is_none()
+                    && synproxy::has_payload(pkt, p.ihl)
+                    && pkt.len() <= synproxy::HELD_MAX
+                {
+                    *held = Some((&*pkt).into());
+                    return Err(NatDrop::SynProxyHeld);
+                }
+                Err(NatDrop::SynProxyPending)
+            }
+        }
+    }
+
+    /// Instance -> client on a proxied session: its SYN-ACK completes its half (answered here
+    /// with the handshake's last ACK, `Some`), its RST to the proxy's SYN goes to the client in
+    /// the client's sequence space, and once open every segment is shifted into the client's.
+    fn proxy_out(
+        &mut self,
+        i: u32,
+        buf: &mut [u8],
+        len: usize,
+        p: &Parsed,
+        now: u32,
+    ) -> Result<Option<Translated>, NatDrop> {
+        let (t, complete) = (p.ihl, p.csum == L4Checksum::Complete);
+        let Some(st) = self.ct.proxied_mut(i) else {
+            return Ok(None);
+        };
+        match st.phase {
+            Phase::Open { .. } => {
+                synproxy::shift_out(&mut buf[..len], t, st, complete);
+                return Ok(None);
+            }
+            Phase::Opening { .. } if p.tcp_flags() & TCP_RST != 0 => {
+                synproxy::refuse_in_client_space(&mut buf[..len], t, st, complete);
+                return Ok(None);
+            }
+            Phase::Opening { .. } => {}
+        }
+        let Some((server_isn, server_ws)) = synproxy::server_syn_ack(&buf[..len], t, st) else {
+            return Err(NatDrop::SynProxyPending);
+        };
+        let held = match &mut st.phase {
+            Phase::Opening { held } => held.take(),
+            Phase::Open { .. } => None,
+        };
+        let n = synproxy::write_final_ack(buf, t, st, server_isn, held.as_deref())
+            .ok_or(NatDrop::Malformed)?;
+        st.phase = Phase::Open {
+            delta: st.cookie.wrapping_sub(server_isn),
+            server_ws,
+        };
+        self.ct.touch(i, Dir::Out, TCP_SYN | TCP_ACK, len, now);
+        Ok(Some(Translated::Reply { len: n }))
     }
 
     /// A session for an inbound-initiated flow: a DNAT rule, or a mapping whose filtering admits
@@ -967,3 +1218,5 @@ impl NatGateway {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_synproxy;

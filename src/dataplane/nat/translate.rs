@@ -104,19 +104,19 @@ impl Parsed {
     }
 }
 
-fn rd16(b: &[u8], at: usize) -> u16 {
+pub(crate) fn rd16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
-fn wr16(b: &mut [u8], at: usize, v: u16) {
+pub(crate) fn wr16(b: &mut [u8], at: usize, v: u16) {
     b[at..at + 2].copy_from_slice(&v.to_be_bytes());
 }
 
-fn rd32(b: &[u8], at: usize) -> u32 {
+pub(crate) fn rd32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-fn wr32(b: &mut [u8], at: usize, v: u32) {
+pub(crate) fn wr32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_be_bytes());
 }
 

@@ -156,6 +156,9 @@ impl Checker<'_> {
         if let Some(b) = &g.rst_on_expired {
             c.aws_rst_on_expired = *b.get_ref();
         }
+        if let Some(b) = &g.syn_proxy {
+            c.syn_proxy = *b.get_ref();
+        }
         if let Some(t) = &g.timeouts {
             let fields = [
                 (&t.udp, "udp", &mut c.timeouts.udp),
