@@ -102,6 +102,9 @@ pub struct ShellStats {
     /// Times a TUN port flooding the fabric with what it drops was left unread for a while (its
     /// excess then waits, and is dropped, in the kernel's TUN queue).
     pub tun_flood_rests: u64,
+    /// Times a readable TUN port was left for the next wake-up because its tenant (its VPC, an
+    /// internet host, the uplink) had used its share of this one (`runtime::fair`).
+    pub tun_tenant_deferred: u64,
 }
 
 /// The public uplink, by counter name (the names of [`crate::uplink::UplinkCounters`]' fields).

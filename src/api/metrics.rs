@@ -27,7 +27,7 @@
 //! | `vpcd_dns_responses_total` | counter | vpc, rcode |
 //! | `vpcd_dns_dropped_total` | counter | vpc, reason |
 //! | `vpcd_dns_cache_hits_total`, `vpcd_dns_forwarded_total`, `vpcd_dns_upstream_failures_total`, `vpcd_dns_upstream_mismatched_total`, `vpcd_dns_blocked_total`, `vpcd_dns_alerted_total`, `vpcd_dns_truncated_total` | counter | vpc |
-//! | `vpcd_tun_tx_errors_total`, `vpcd_tun_tx_queue_full_total`, `vpcd_tun_rx_errors_total`, `vpcd_sim_overflows_total`, `vpcd_batches_total`, `vpcd_batched_packets_total`, `vpcd_tun_rx_superpackets_total`, `vpcd_tun_rx_segments_total`, `vpcd_tun_tx_superpackets_total`, `vpcd_tun_tx_segments_total`, `vpcd_segmented_superpackets_total`, `vpcd_segmented_segments_total`, `vpcd_coalesced_packets_total`, `vpcd_superpackets_to_uplink_total`, `vpcd_segment_errors_total`, `vpcd_tun_rx_bad_vnet_total`, `vpcd_tun_flood_rests_total` | counter | |
+//! | `vpcd_tun_tx_errors_total`, `vpcd_tun_tx_queue_full_total`, `vpcd_tun_rx_errors_total`, `vpcd_sim_overflows_total`, `vpcd_batches_total`, `vpcd_batched_packets_total`, `vpcd_tun_rx_superpackets_total`, `vpcd_tun_rx_segments_total`, `vpcd_tun_tx_superpackets_total`, `vpcd_tun_tx_segments_total`, `vpcd_segmented_superpackets_total`, `vpcd_segmented_segments_total`, `vpcd_coalesced_packets_total`, `vpcd_superpackets_to_uplink_total`, `vpcd_segment_errors_total`, `vpcd_tun_rx_bad_vnet_total`, `vpcd_tun_flood_rests_total`, `vpcd_tun_tenant_deferred_total` | counter | |
 
 use std::sync::atomic::AtomicU64;
 
@@ -389,6 +389,11 @@ fn shell(b: &mut Builder, s: &Snapshot) {
         "tun_flood_rests",
         "Times a TUN port flooding vpcd with packets it drops was left unread for a millisecond",
         st.tun_flood_rests,
+    );
+    b.counter(
+        "tun_tenant_deferred",
+        "Times a readable TUN port waited for the next wake-up because its tenant had used its share",
+        st.tun_tenant_deferred,
     );
 }
 

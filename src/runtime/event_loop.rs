@@ -17,6 +17,8 @@
 //! Fairness under a flood: a port that fills its smallest read budget with packets the fabric
 //! drops rests for [`super::forward::FLOOD_REST`] between reads ([`next_rest`]), so its excess is
 //! dropped in the kernel's TUN queue at the sender's cost and the loop does not spin on it.
+//! Between tenants: a VPC's ports (or an internet host's, or the uplink's) share one quantum
+//! per wake-up ([`super::fair`]), so a tenant with many busy ports takes one share of the loop.
 //!
 //! Backpressure, without ever blocking the loop (which also serves the API): a port whose packet
 //! took the last spare batch of a TUN egress queue waits for that queue. A waiting TUN port is not
@@ -44,6 +46,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use super::fair::{TenantQuota, tenant_of};
 use super::forward::{Forwarding, PortSlot, TunPort, next_budget, next_rest, poll_waits};
 use super::observing::{
     CaptureStatus, FlowLogStatus, ObserveControlError, ObserveStatus, PreparedCapture,
@@ -141,6 +144,8 @@ pub struct Shell {
     sims: SimSchedule,
     /// The sim ports one round polls (kept for its allocation).
     sim_due: Vec<u32>,
+    /// What each tenant may still have read in this wake-up ([`super::fair`]).
+    quota: TenantQuota,
 }
 
 impl Shell {
@@ -177,6 +182,7 @@ impl Shell {
             epoch: super::observing::epoch_now(),
             sims: SimSchedule::new(),
             sim_due: Vec::new(),
+            quota: TenantQuota::default(),
         })
     }
 
@@ -433,9 +439,19 @@ impl Shell {
                 self.sinks.finish(&mut self.fwd.obs, now);
                 return;
             }
-            for k in 0..self.ready.len() {
-                let id = self.ready[k];
-                self.drain(id);
+            // Each tenant's ports share one quantum; the order rotates (see `super::fair`).
+            self.quota.next_wakeup();
+            let (len, rot) = (self.ready.len(), self.quota.rotation(self.ready.len()));
+            for k in 0..len {
+                let id = self.ready[(k + rot) % len];
+                let tenant = tenant_of(self.fwd.fabric.tables(), id.index());
+                let grant = self.quota.grant(tenant, BATCH);
+                if grant == 0 {
+                    self.fwd.stats.tun_tenant_deferred += 1;
+                    continue;
+                }
+                let read = self.drain(id, grant);
+                self.quota.refund(tenant, grant - read);
             }
             let now = self.now();
             if self.fwd.fabric.poll_timeout().is_some_and(|t| t <= now) {
@@ -661,21 +677,22 @@ impl Shell {
     }
 
     /// Reads one batch from a TUN port (at most its budget, [`BATCH`] unless the fabric has been
-    /// dropping its packets: [`next_budget`]) and forwards each packet. A port with offload hands each
+    /// dropping its packets: [`next_budget`]; and at most `grant`, what its tenant has left) and
+    /// forwards each packet; the packets read. A port with offload hands each
     /// packet (or superpacket) with its `virtio_net_hdr`, read into the headroom and decoded
     /// into the packet's metadata; without, the packet is read after the headroom.
-    fn drain(&mut self, ingress: PortId) {
+    fn drain(&mut self, ingress: PortId, grant: usize) -> usize {
         let Some(PortSlot::Tun(t)) = self.fwd.ports.get(ingress.index()) else {
-            return;
+            return 0;
         };
         let vnet = t.vnet();
         let start = if vnet { 0 } else { HEADROOM };
         let budget = t.budget.clamp(1, BATCH);
         let now = self.now();
         let (mut n, mut dropped) = (0, 0);
-        while n < budget {
+        while n < budget.min(grant) {
             let Some(PortSlot::Tun(t)) = self.fwd.ports.get_mut(ingress.index()) else {
-                return;
+                return n;
             };
             // Each packet is forwarded as soon as it is read, so a port that one of its packets
             // made wait (its egress queue nearly full) is read no further: the rest of its
@@ -717,7 +734,7 @@ impl Shell {
             n += 1;
         }
         if n == 0 {
-            return;
+            return 0;
         }
         self.fwd.stats.batches += 1;
         self.fwd.stats.batched_packets += n as u64;
@@ -728,6 +745,7 @@ impl Shell {
             self.fwd.stats.tun_flood_rests += rested;
             t.budget = next_budget(t.budget, n, dropped);
         }
+        n
     }
 
     /// Polls the uplink when something was delivered to it, its host sockets woke the loop

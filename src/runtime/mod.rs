@@ -22,6 +22,7 @@ pub mod dns_api;
 pub mod dns_log;
 pub mod dns_upstream;
 pub mod event_loop;
+pub mod fair;
 pub mod forward;
 pub mod log_file;
 pub mod mailbox;
