@@ -16,7 +16,8 @@
 # (quiet+flood pairs per peer, default 3; medians reported), FLOOD_PEERS (default "vpcd
 # kernel-nat"), FLOOD_METRICS=1 (print vpcd's counters that moved during each flood phase),
 # FLOOD_RAND_SOURCE=1 (hping3 --rand-source: every SYN from a random address; vpcd's fabric drops
-# them as spoofed at the attacker's port, the kernel NAT has no such check).
+# them as spoofed at the attacker's port, the kernel NAT has no such check), FLOOD_SYN_PROXY=1
+# (vpcd's gateways answer SYNs with cookies: `syn_proxy = true`; the kernel NAT is unchanged).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -150,7 +151,7 @@ subnet = [
 route_table = [ { name = "private", routes = [ { destination = "0.0.0.0/0", target = "nat:egress" } ] } ]
 security_group = [ { name = "web", ingress = [ { protocol = "tcp", ports = "8080", peer = "0.0.0.0/0" } ] } ]
 instance = [ { name = "$2", subnet = "fn", ip = "10.67.1.10", security_groups = ["web"] } ]
-nat_gateway = [ { name = "egress", subnet = "public", eips = ["$3"], snat = [ { source = "10.67.0.0/16" } ],
+nat_gateway = [ { name = "egress", subnet = "public", eips = ["$3"], snat = [ { source = "10.67.0.0/16" } ],${FLOOD_SYN_PROXY:+ syn_proxy = true,}
   dnat = [ { eip = "$3", protocol = "tcp", port = 80, instance = "$2", instance_port = 8080 } ] } ]
 
 [[eip]]

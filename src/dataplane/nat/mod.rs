@@ -507,6 +507,15 @@ impl NatGateway {
             }
             translate::rewrite_error(pkt, p, &inner, dir, to, port);
         } else {
+            // A 1:1 EIP keeps no sessions, so a new inbound connection is only its SYN: the
+            // outside source's rate of them is bounded as for a DNAT rule (a SYN flood from one
+            // address stops here instead of reaching the instance).
+            if dir == Dir::In
+                && p.tcp_flags() & (TCP_SYN | TCP_ACK) == TCP_SYN
+                && !self.sources.admit(p.src, now)
+            {
+                return Err(NatDrop::SourceRate);
+            }
             self.record_fragment(p, dir, to, now)?;
             let port = p.ports(dir).0;
             translate::rewrite(pkt, p, side, to, port);

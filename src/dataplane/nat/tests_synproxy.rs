@@ -489,3 +489,53 @@ fn a_client_without_options_gets_a_syn_ack_that_fits_its_syn() {
     let syn = written(&r, &b);
     assert_eq!((syn.mss, syn.wscale, syn.sack_ok), (Some(536), None, false));
 }
+
+/// A 1:1 EIP keeps no sessions: the outside's SYNs to it are limited per source as DNAT's are
+/// (`nat_source_rate`), and the established flow's segments are not counted against it.
+#[test]
+fn syns_to_a_one_to_one_eip_are_limited_per_source() {
+    let mut g = NatGateway::new(
+        NatConfig {
+            per_source_new_per_sec: Some(10),
+            ..NatConfig::profile(Profile::Rfc)
+        },
+        &[],
+        7,
+    )
+    .unwrap();
+    g.add_one_to_one(Ipv4Addr::from(EIP), Ipv4Addr::from(INST))
+        .unwrap();
+    let mut refused = 0;
+    for port in 1..=50u16 {
+        let (r, _) = inbound(
+            &mut g,
+            &Seg {
+                syn: true,
+                ..seg((CLIENT, port), E, 1)
+            },
+        );
+        match r {
+            Ok(Translated::Forward { .. }) => {}
+            Err(NatDrop::SourceRate) => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(refused, 40, "ten SYNs a second from one source");
+    // Another source, and the first source's non-SYN segments, pass.
+    let (r, _) = inbound(
+        &mut g,
+        &Seg {
+            syn: true,
+            ..seg(([198, 51, 100, 8], 1), E, 1)
+        },
+    );
+    assert!(matches!(r, Ok(Translated::Forward { .. })), "{r:?}");
+    let (r, _) = inbound(
+        &mut g,
+        &Seg {
+            ack: Some(5),
+            ..seg((CLIENT, 1), E, 2)
+        },
+    );
+    assert!(matches!(r, Ok(Translated::Forward { .. })), "{r:?}");
+}
