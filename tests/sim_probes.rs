@@ -282,3 +282,43 @@ fn explain_and_the_probe_agree_on_the_resolvers_ports() {
         }
     }
 }
+
+/// Issue 14: the bundled quickstart with its NAT gateway's SYN proxy on still passes every
+/// probe; the DNAT probe's connection is answered by the instance through the proxy (the
+/// simulated host's TCP stack took the cookie's SYN-ACK, the gateway opened the connection to
+/// the function itself and shifted the sequence numbers of the exchange).
+#[test]
+fn the_quickstart_passes_its_probes_with_the_syn_proxy_on() {
+    let text = std::fs::read_to_string(topology("quickstart.toml")).expect("quickstart");
+    let proxied = text.replace(
+        "eips = [\"egress-ip\"]",
+        "eips = [\"egress-ip\"]\n  syn_proxy = true",
+    );
+    assert_ne!(proxied, text, "the quickstart's gateway moved");
+    let mut sim = Simulation::parse("quickstart.toml", &proxied).expect("valid");
+    let results = sim.run_probes();
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| (&r.name, &r.observed))
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    let dnat = results
+        .iter()
+        .find(|r| r.name.contains("DNAT entry"))
+        .expect("the quickstart's DNAT probe");
+    assert_eq!(dnat.observed, Observed::Allow);
+    assert_eq!(dnat.outcome, Outcome::Completed, "the payload came back");
+    let egress = sim
+        .fabric()
+        .gateways()
+        .counters()
+        .into_iter()
+        .find(|g| g.gateway == "egress")
+        .expect("the egress gateway");
+    let (cookies, proxied): (u64, u64) = egress
+        .pools
+        .iter()
+        .fold((0, 0), |(c, p), x| (c + x.syn_cookies, p + x.syn_proxied));
+    assert!(cookies >= 1 && proxied >= 1, "{cookies} cookies, {proxied} proxied");
+}
