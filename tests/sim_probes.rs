@@ -320,5 +320,8 @@ fn the_quickstart_passes_its_probes_with_the_syn_proxy_on() {
         .pools
         .iter()
         .fold((0, 0), |(c, p), x| (c + x.syn_cookies, p + x.syn_proxied));
-    assert!(cookies >= 1 && proxied >= 1, "{cookies} cookies, {proxied} proxied");
+    assert!(
+        cookies >= 1 && proxied >= 1,
+        "{cookies} cookies, {proxied} proxied"
+    );
 }
