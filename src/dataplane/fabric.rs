@@ -602,7 +602,7 @@ fn after_outbound(
         // The source is now public (the header was read again); the destination is unchanged.
         Ok(Translated::Forward { .. }) => return on_public_segment(pkt, false),
         Ok(Translated::Rebuilt { len, .. }) => {
-            pkt.rebuilt(len);
+            pkt.rebuilt(len as usize);
             return on_public_segment(pkt, false);
         }
         Ok(Translated::ReplyRst { len } | Translated::Reply { len }) => Verdict::Reply {
@@ -677,7 +677,7 @@ fn enter_vpc(
         }
         // The SYN proxy's SYN to the instance (its handshake with the client is complete).
         Ok(Translated::Rebuilt { len, internal, .. }) => {
-            pkt.rebuilt(len);
+            pkt.rebuilt(len as usize);
             deliver_into_vpc(pkt, vpc, internal, pending, None)
         }
         Ok(Translated::ReplyRst { len } | Translated::Reply { len }) => Verdict::Reply {

@@ -119,11 +119,11 @@ pub enum Translated {
     Reply { len: usize },
     /// (`syn_proxy`) `buf[..len]` now holds the SYN the proxy opens the connection to the
     /// instance with (a client returned a valid cookie), translated like [`Translated::Forward`]:
-    /// forward it; its length is not the packet's that came in.
+    /// forward it; its length is not the packet's that came in. (As small as `Forward`: every
+    /// translation returns this enum, and a larger one costs each packet its copies.)
     Rebuilt {
-        len: usize,
+        len: u32,
         internal: Ipv4Addr,
-        external: Ipv4Addr,
         owner: u32,
     },
 }
@@ -791,9 +791,8 @@ impl NatGateway {
         let q = translate::parse(pkt)?;
         translate::rewrite(pkt, &q, AddrField::Dst, target.int.0, target.int.1);
         Ok(Translated::Rebuilt {
-            len: n,
+            len: n as u32,
             internal: v4(target.int.0),
-            external: v4(ext.0),
             owner: target.owner,
         })
     }
