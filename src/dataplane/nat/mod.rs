@@ -732,6 +732,12 @@ impl NatGateway {
         let pkt = &mut buf[..len];
         let (seq, ack) = (synproxy::seq(pkt, t), synproxy::ack(pkt, t));
         if flags & (TCP_SYN | TCP_ACK | TCP_RST | crate::dataplane::packet::TCP_FIN) == TCP_SYN {
+            // The source's rate of new inbound flows applies to its SYNs (each answer costs a
+            // packet back, and a flood beyond the rate must be a counted drop, so that the
+            // runtime rests the flooding port), not again to the ACKs that return the cookies.
+            if !self.sources.admit(rem.0, now) {
+                return Err(NatDrop::SourceRate);
+            }
             let o = synproxy::syn_options(synproxy::tcp_options(pkt, t));
             let cookie = self.cookies.make(tuple, seq, now, o);
             let n = synproxy::write_syn_ack(pkt, t, cookie).ok_or(NatDrop::Malformed)?;
@@ -754,9 +760,6 @@ impl NatGateway {
         self.counters.attempts += 1;
         if self.ct.lookup_out(Proto::Tcp, target.int, rem).is_some() {
             return Err(NatDrop::Conflict);
-        }
-        if !self.sources.admit(rem.0, now) {
-            return Err(NatDrop::SourceRate);
         }
         self.ct.admit(target.owner, now, &mut self.alloc, true)?;
         let pkt = &buf[..len];

@@ -216,6 +216,7 @@ fn handshake_with_client(g: &mut NatGateway, client: ([u8; 4], u16), isn: u32) -
 #[test]
 fn a_syn_flood_makes_no_state_and_never_reaches_the_instance() {
     let mut g = gateway(true);
+    let mut limited = 0;
     for port in 1..=20_000u16 {
         let (r, _) = inbound(
             &mut g,
@@ -224,11 +225,17 @@ fn a_syn_flood_makes_no_state_and_never_reaches_the_instance() {
                 ..seg((CLIENT, port), E, u32::from(port) * 7)
             },
         );
-        assert!(matches!(r, Ok(Translated::Reply { .. })), "{r:?}");
+        match r {
+            Ok(Translated::Reply { .. }) => {}
+            // Beyond the source's rate (5,000 a second) its SYNs are dropped unanswered.
+            Err(NatDrop::SourceRate) => limited += 1,
+            other => panic!("{other:?}"),
+        }
     }
     let c = g.counters();
     assert_eq!((c.active_sessions, c.half_open, c.created), (0, 0, 0));
-    assert_eq!(c.syn_cookies, 20_000);
+    assert_eq!(c.syn_cookies, 5_000);
+    assert_eq!(limited, 15_000);
     // The flood's ACKs with guessed cookies open nothing either.
     for guess in 0..2_000u32 {
         let (r, _) = inbound(
