@@ -32,6 +32,7 @@
 //! serves one VPC.
 
 pub mod alloc;
+mod bytes;
 pub mod config;
 pub mod conntrack;
 pub mod frag;

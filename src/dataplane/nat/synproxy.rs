@@ -27,7 +27,7 @@ use std::hash::BuildHasher;
 
 use foldhash::fast::FixedState;
 
-use super::translate::{rd16, rd32, wr16, wr32};
+use super::bytes::{rd16, rd32, wr16, wr32};
 use crate::dataplane::checksum;
 use crate::dataplane::packet::{TCP_ACK, TCP_RST, TCP_SYN};
 

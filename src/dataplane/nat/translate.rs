@@ -8,6 +8,7 @@
 //! fragments carry no transport header: only their address (and the IP header checksum) changes,
 //! since the transport checksum in the first fragment already accounts for the new address.
 
+pub(crate) use super::bytes::{rd16, rd32, wr16, wr32};
 use super::conntrack::Dir;
 use super::{NatDrop, Proto};
 use crate::dataplane::checksum;
@@ -102,22 +103,6 @@ impl Parsed {
     pub(crate) fn is_icmp_error(&self) -> bool {
         self.l4 == L4::IcmpError
     }
-}
-
-pub(crate) fn rd16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-pub(crate) fn wr16(b: &mut [u8], at: usize, v: u16) {
-    b[at..at + 2].copy_from_slice(&v.to_be_bytes());
-}
-
-pub(crate) fn rd32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-pub(crate) fn wr32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
 }
 
 /// ICMP types translated as errors (RFC 5508 section 4): destination unreachable (including
